@@ -1,0 +1,75 @@
+//! Who may call what. Identity comes only from the verified client
+//! certificate (`PeerInfo`, set by the TLS acceptor); every handler calls
+//! [`authorize`] first.
+
+use std::net::SocketAddr;
+
+use probemesh_proto::identity::{Identity, Role};
+use probemesh_proto::tls::PeerInfo;
+
+use crate::error::Error;
+
+/// The access a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// ProbeLink: a probe certificate.
+    Probe,
+    /// Read-only Control calls: operator or viewer.
+    Read,
+    /// Control calls that act (runs, tokens): operator.
+    Operate,
+}
+
+impl Access {
+    fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Probe => role == Role::Probe,
+            Access::Read => role.can_read_control(),
+            Access::Operate => role.can_start_runs(),
+        }
+    }
+
+    fn needs(self) -> &'static str {
+        match self {
+            Access::Probe => "a probe certificate is required",
+            Access::Read => "an operator or viewer certificate is required",
+            Access::Operate => "an operator certificate is required",
+        }
+    }
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who the certificate says the caller is.
+    pub identity: Identity,
+    /// Where the connection came from.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// Checks the request's certificate against `access` for the named `call`.
+pub fn authorize<T>(
+    req: &tonic::Request<T>,
+    call: &'static str,
+    access: Access,
+) -> Result<Caller, Error> {
+    let peer = req.extensions().get::<PeerInfo>();
+    let remote_addr = peer.map(|p| p.remote_addr);
+    let Some(identity) = peer.and_then(|p| p.identity.clone()) else {
+        tracing::warn!(call, peer = ?remote_addr, "refused: no client certificate");
+        return Err(Error::NoCertificate { call });
+    };
+    if !access.allows(identity.role) {
+        tracing::warn!(call, identity = %identity.name, role = identity.role.as_str(), "refused: role not allowed");
+        return Err(Error::Forbidden {
+            name: identity.name,
+            role: identity.role.as_str(),
+            call,
+            needs: access.needs(),
+        });
+    }
+    Ok(Caller {
+        identity,
+        remote_addr,
+    })
+}

@@ -1,0 +1,236 @@
+//! NTP-style clock-offset estimation for one probe, over the ProbeLink stream.
+//!
+//! Sans-IO: feed it exchanges, read the estimate. Each exchange has four
+//! instants: t1 (coordinator sends), t2 (probe receives), t3 (probe replies),
+//! t4 (coordinator receives); t1/t4 are on the coordinator's clock, t2/t3 on
+//! the probe's. For one exchange
+//!
+//! ```text
+//! offset = ((t2 - t1) + (t3 - t4)) / 2      probe clock minus coordinator clock
+//! delay  = (t4 - t1) - (t3 - t2)            round trip spent on the wire
+//! ```
+//!
+//! and the true offset lies within `offset ± delay / 2` (any asymmetry of the
+//! path hides inside that bound). Samples with the smallest delay carry the
+//! least queuing noise, so the estimate is the minimum-delay sample of a
+//! sliding window (the classic NTP clock filter).
+
+use std::collections::VecDeque;
+
+/// One completed exchange, nanoseconds since the Unix epoch on each side's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange {
+    /// Coordinator clock, request sent.
+    pub t1_ns: i64,
+    /// Probe clock, request received.
+    pub t2_ns: i64,
+    /// Probe clock, reply sent.
+    pub t3_ns: i64,
+    /// Coordinator clock, reply received.
+    pub t4_ns: i64,
+}
+
+/// What one exchange says about the probe's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Probe clock minus coordinator clock, nanoseconds.
+    pub offset_ns: i64,
+    /// Round-trip time on the wire, nanoseconds (never negative).
+    pub delay_ns: i64,
+}
+
+impl Sample {
+    /// Half the round trip: the bound on `offset_ns`'s error, nanoseconds.
+    pub fn error_ns(&self) -> i64 {
+        self.delay_ns / 2
+    }
+}
+
+/// Why an exchange was thrown away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RejectedExchange {
+    /// t4 before t1 or t3 before t2: a clock stepped mid-exchange or the
+    /// message is forged.
+    #[error("clock exchange has instants out of order")]
+    OutOfOrder,
+    /// The probe spent longer than the whole round trip: impossible.
+    #[error("clock exchange reports more probe time than round trip")]
+    NegativeDelay,
+}
+
+impl TryFrom<Exchange> for Sample {
+    type Error = RejectedExchange;
+
+    fn try_from(e: Exchange) -> Result<Self, Self::Error> {
+        if e.t4_ns < e.t1_ns || e.t3_ns < e.t2_ns {
+            return Err(RejectedExchange::OutOfOrder);
+        }
+        let round_trip = i128::from(e.t4_ns) - i128::from(e.t1_ns);
+        let probe_time = i128::from(e.t3_ns) - i128::from(e.t2_ns);
+        let delay = round_trip - probe_time;
+        if delay < 0 {
+            return Err(RejectedExchange::NegativeDelay);
+        }
+        let offset = ((i128::from(e.t2_ns) - i128::from(e.t1_ns))
+            + (i128::from(e.t3_ns) - i128::from(e.t4_ns)))
+            / 2;
+        Ok(Sample {
+            offset_ns: clamp_i64(offset),
+            delay_ns: clamp_i64(delay),
+        })
+    }
+}
+
+fn clamp_i64(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// Sliding-window minimum-delay filter over a probe's clock samples.
+#[derive(Debug, Clone)]
+pub struct ClockEstimator {
+    window: VecDeque<Sample>,
+    capacity: usize,
+}
+
+/// Samples kept per probe: at one exchange every few seconds this spans
+/// minutes, long enough to catch a quiet moment, short enough to follow drift.
+pub const DEFAULT_WINDOW: usize = 32;
+
+impl Default for ClockEstimator {
+    fn default() -> Self {
+        Self::with_window(DEFAULT_WINDOW)
+    }
+}
+
+impl ClockEstimator {
+    /// An estimator keeping the last `capacity` samples (at least one).
+    pub fn with_window(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            window: VecDeque::with_capacity(capacity),
+            capacity,
+        }
+    }
+
+    /// Adds an exchange; returns the sample it gave, or why it was rejected.
+    pub fn observe(&mut self, exchange: Exchange) -> Result<Sample, RejectedExchange> {
+        let sample = Sample::try_from(exchange)?;
+        if self.window.len() == self.capacity {
+            self.window.pop_front();
+        }
+        self.window.push_back(sample);
+        Ok(sample)
+    }
+
+    /// The minimum-delay sample in the window, if any.
+    pub fn best(&self) -> Option<Sample> {
+        self.window.iter().copied().min_by_key(|s| s.delay_ns)
+    }
+
+    /// Number of samples in the window.
+    pub fn len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// True before the first accepted exchange.
+    pub fn is_empty(&self) -> bool {
+        self.window.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe whose clock runs `offset` ahead, reached over a path taking
+    /// `out` ns there and `back` ns back, spending `hold` ns before replying.
+    fn exchange(t1: i64, offset: i64, out: i64, hold: i64, back: i64) -> Exchange {
+        let t2 = t1 + out + offset;
+        let t3 = t2 + hold;
+        let t4 = t3 - offset + back;
+        Exchange {
+            t1_ns: t1,
+            t2_ns: t2,
+            t3_ns: t3,
+            t4_ns: t4,
+        }
+    }
+
+    #[test]
+    fn symmetric_path_gives_exact_offset() {
+        let s = Sample::try_from(exchange(1_000, 5_000, 300, 50, 300)).unwrap();
+        assert_eq!(
+            s,
+            Sample {
+                offset_ns: 5_000,
+                delay_ns: 600
+            }
+        );
+        assert_eq!(s.error_ns(), 300);
+    }
+
+    #[test]
+    fn asymmetry_stays_inside_the_error_bound() {
+        let s = Sample::try_from(exchange(0, -2_000, 900, 10, 100)).unwrap();
+        assert!((s.offset_ns - -2_000).abs() <= s.error_ns(), "{s:?}");
+        assert_eq!(s.delay_ns, 1_000);
+    }
+
+    #[test]
+    fn keeps_the_minimum_delay_sample() {
+        let mut est = ClockEstimator::with_window(4);
+        est.observe(exchange(0, 7_000, 5_000, 10, 100)).unwrap();
+        est.observe(exchange(10, 7_000, 40, 10, 40)).unwrap();
+        est.observe(exchange(20, 7_000, 800, 10, 3_000)).unwrap();
+        let best = est.best().unwrap();
+        assert_eq!(
+            best,
+            Sample {
+                offset_ns: 7_000,
+                delay_ns: 80
+            }
+        );
+    }
+
+    #[test]
+    fn window_forgets_old_samples() {
+        let mut est = ClockEstimator::with_window(2);
+        est.observe(exchange(0, 1_000, 10, 0, 10)).unwrap();
+        est.observe(exchange(0, 9_000, 500, 0, 500)).unwrap();
+        est.observe(exchange(0, 9_000, 400, 0, 400)).unwrap();
+        assert_eq!(est.len(), 2);
+        assert_eq!(est.best().unwrap().offset_ns, 9_000);
+    }
+
+    #[test]
+    fn rejects_impossible_exchanges() {
+        let mut est = ClockEstimator::default();
+        let backwards = Exchange {
+            t1_ns: 100,
+            t2_ns: 0,
+            t3_ns: 0,
+            t4_ns: 50,
+        };
+        assert_eq!(est.observe(backwards), Err(RejectedExchange::OutOfOrder));
+        let too_long = Exchange {
+            t1_ns: 0,
+            t2_ns: 0,
+            t3_ns: 1_000,
+            t4_ns: 10,
+        };
+        assert_eq!(est.observe(too_long), Err(RejectedExchange::NegativeDelay));
+        assert!(est.is_empty());
+    }
+
+    #[test]
+    fn extreme_values_do_not_overflow() {
+        let e = Exchange {
+            t1_ns: i64::MIN,
+            t2_ns: i64::MAX,
+            t3_ns: i64::MAX,
+            t4_ns: i64::MAX,
+        };
+        let s = Sample::try_from(e).unwrap();
+        assert!(s.delay_ns >= 0);
+    }
+}

@@ -1,0 +1,88 @@
+//! The coordinator's error type, and its one conversion to `tonic::Status`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No client certificate on a call that needs one.
+    #[error(
+        "a client certificate is required for {call}: pass --tls-dir/--identity (create one with `meshctl certs issue`)"
+    )]
+    NoCertificate { call: &'static str },
+    /// The certificate's role may not make this call.
+    #[error("identity '{name}' (role {role}) may not call {call}: {needs}")]
+    Forbidden {
+        name: String,
+        role: &'static str,
+        call: &'static str,
+        needs: &'static str,
+    },
+    /// The request is malformed or names things that do not exist.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The named probe is not registered.
+    #[error("no probe named '{0}' is registered (see `meshctl probes`)")]
+    UnknownProbe(String),
+    /// The named probe is registered but not connected.
+    #[error("probe '{0}' is not connected (see `meshctl probes`)")]
+    ProbeOffline(String),
+    /// A probe went away while running a task.
+    #[error("probe '{0}' disconnected while running the task")]
+    ProbeLost(String),
+    /// A run or token id that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A join token was refused.
+    #[error("join refused: {0}")]
+    JoinRefused(String),
+    /// A probe's stream was refused at attach.
+    #[error("attach refused: {0}")]
+    AttachRefused(#[from] crate::registry::AttachRefused),
+    /// Persistent state could not be read or written.
+    #[error("{op} {}: {source}", path.display())]
+    Store {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TLS or certificate material could not be loaded or used.
+    #[error(transparent)]
+    Tls(#[from] probemesh_proto::tls::Error),
+    /// Certificate authority operations (signing a CSR).
+    #[error(transparent)]
+    Pki(#[from] probemesh_proto::pki::Error),
+    /// The listener could not be set up.
+    #[error("{op} {addr}: {source}")]
+    Listen {
+        op: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Result alias for the coordinator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        let msg = err.to_string();
+        match err {
+            Error::NoCertificate { .. } => tonic::Status::unauthenticated(msg),
+            Error::Forbidden { .. } => tonic::Status::permission_denied(msg),
+            Error::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
+            Error::UnknownProbe(_) | Error::NotFound(_) => tonic::Status::not_found(msg),
+            Error::ProbeOffline(_) | Error::ProbeLost(_) => tonic::Status::unavailable(msg),
+            Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
+            Error::AttachRefused(_) => tonic::Status::already_exists(msg),
+            Error::Store { .. }
+            | Error::Tls(_)
+            | Error::Pki(_)
+            | Error::Listen { .. }
+            | Error::Serve(_) => tonic::Status::internal(msg),
+        }
+    }
+}

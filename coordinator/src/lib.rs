@@ -1,0 +1,27 @@
+//! mesh-coordinator: the probemesh control plane.
+//!
+//! It registers probes (who they are comes from their certificates), keeps a
+//! clock-offset estimate per probe, dispatches tasks down each probe's
+//! stream, stores runs, and enrolls external hosts with join tokens. It is
+//! not a CLI (that is meshctl) and runs no tests itself (probes do).
+//!
+//! Map: [`server`] binds and serves; [`link`] is each probe's stream;
+//! [`control`] answers meshctl; [`enroll`] answers joins; [`registry`],
+//! [`clock`], [`dispatch`], [`runs`], [`tokens`] are the state they share;
+//! [`authz`] decides who may call what.
+
+pub mod authz;
+pub mod clock;
+pub mod control;
+pub mod dispatch;
+pub mod enroll;
+pub mod error;
+pub mod link;
+pub mod registry;
+pub mod resolve;
+pub mod runs;
+pub mod server;
+pub mod state;
+pub mod tokens;
+
+pub use error::{Error, Result};

@@ -1,0 +1,204 @@
+//! The ProbeLink service: each probe's long-lived stream.
+//!
+//! Attach: certificate must be a probe's; the first message must be a Hello
+//! naming the certificate's probe, within `hello_timeout`. Then the
+//! coordinator answers Welcome, runs clock exchanges (a quick burst, then
+//! periodically), and routes the probe's heartbeats, progress and results.
+//! The stream ends when the probe hangs up, is replaced by a reconnect with
+//! the same certificate, or falls silent for three heartbeats.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use probemesh_proto::pb;
+use probemesh_proto::pb::probe_message::Msg;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
+
+use crate::authz::{Access, authorize};
+use crate::clock::Exchange;
+use crate::error::Error;
+use crate::registry::ConnId;
+use crate::state::Coordinator;
+
+/// Messages queued towards one probe before senders wait.
+const LINK_BUFFER: usize = 64;
+/// Clock exchanges right after attach, before the periodic ones.
+const CLOCK_BURST: u32 = 8;
+/// Spacing of the initial burst.
+const CLOCK_BURST_GAP: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// ProbeLink over the shared state.
+#[derive(Debug, Clone)]
+pub struct LinkService {
+    state: Arc<Coordinator>,
+}
+
+impl LinkService {
+    /// The service.
+    pub fn new(state: Arc<Coordinator>) -> Self {
+        Self { state }
+    }
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<pb::CoordinatorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::probe_link_server::ProbeLink for LinkService {
+    type AttachStream = OutStream;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<pb::ProbeMessage>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let caller = authorize(&req, "ProbeLink.Attach", Access::Probe)?;
+        let remote = caller
+            .remote_addr
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(self.state.timing.hello_timeout, inbound.message())
+            .await
+            .map_err(|_| Error::InvalidRequest("no Hello within the hello timeout".into()))??;
+        let hello = match first.and_then(|m| m.msg) {
+            Some(Msg::Hello(h)) => h,
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "the first message on a probe link must be Hello".into(),
+                )
+                .into());
+            }
+        };
+        let name = caller.identity.name.clone();
+        let (tx, rx) = mpsc::channel(LINK_BUFFER);
+        let attached = {
+            let now_ms = self.state.clock.now_unix_ms();
+            self.state.registry().attach(
+                &caller.identity,
+                hello.clone(),
+                remote,
+                tx.clone(),
+                tokio::time::Instant::now(),
+                now_ms,
+            )
+        };
+        let attached = attached
+            .inspect_err(
+                |e| tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused"),
+            )
+            .map_err(Error::from)?;
+        if let Some(old) = attached.replaced {
+            tracing::info!(probe = %name, %remote, "probe reconnected; replacing its stale stream");
+            self.state.dispatcher.fail_connection(&name, old.conn);
+        }
+        tracing::info!(
+            probe = %name, %remote, role = hello.role().as_str_name(), version = %hello.version,
+            "probe attached"
+        );
+        let welcome = pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::Welcome(pb::Welcome {
+                heartbeat_interval_ms: u32::try_from(self.state.timing.heartbeat.as_millis())
+                    .unwrap_or(u32::MAX),
+            })),
+        };
+        // The channel is fresh and has room: this cannot wait.
+        let _ = tx.try_send(Ok(welcome));
+
+        let span = tracing::info_span!("probe_link", probe = %name, conn = attached.conn.0);
+        tokio::spawn(clock_sync(self.state.clone(), tx.downgrade()).instrument(span.clone()));
+        drop(tx);
+        tokio::spawn(read_loop(self.state.clone(), name, attached.conn, inbound).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Reads the probe's messages until the stream ends, then detaches it.
+async fn read_loop(
+    state: Arc<Coordinator>,
+    name: String,
+    conn: ConnId,
+    mut inbound: Streaming<pb::ProbeMessage>,
+) {
+    loop {
+        let msg = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(status) => {
+                tracing::debug!(reason = %status.message(), "probe stream ended with an error");
+                break;
+            }
+        };
+        let now = tokio::time::Instant::now();
+        let now_ns = state.clock.now_unix_ns();
+        state.registry().touch(&name, conn, now, now_ns / 1_000_000);
+        match msg.msg {
+            Some(Msg::Heartbeat(_)) | None => {}
+            Some(Msg::Hello(_)) => tracing::debug!("ignoring a repeated Hello"),
+            Some(Msg::ClockReply(r)) => {
+                let exchange = Exchange {
+                    t1_ns: r.t1_ns,
+                    t2_ns: r.t2_ns,
+                    t3_ns: r.t3_ns,
+                    t4_ns: now_ns,
+                };
+                state.registry().observe_clock(&name, conn, exchange);
+            }
+            Some(Msg::Progress(p)) => state.dispatcher.progress(&name, p).await,
+            Some(Msg::Result(r)) => state.dispatcher.complete(&name, r),
+        }
+    }
+    if state.registry().detach(&name, conn) {
+        tracing::info!("probe detached");
+    }
+    state.dispatcher.fail_connection(&name, conn);
+}
+
+/// Sends clock requests: a burst after attach, then one per `clock_interval`,
+/// until the registry lets go of the link (a weak sender: this task never
+/// keeps a stream open by itself).
+async fn clock_sync(
+    state: Arc<Coordinator>,
+    weak: mpsc::WeakSender<Result<pb::CoordinatorMessage, Status>>,
+) {
+    let mut seq = 0u64;
+    loop {
+        let Some(tx) = weak.upgrade() else { return };
+        seq += 1;
+        let req = pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::ClockRequest(
+                pb::ClockRequest {
+                    seq,
+                    t1_ns: state.clock.now_unix_ns(),
+                },
+            )),
+        };
+        if tx.send(Ok(req)).await.is_err() {
+            return;
+        }
+        let gap = if seq < u64::from(CLOCK_BURST) {
+            CLOCK_BURST_GAP
+        } else {
+            state.timing.clock_interval
+        };
+        drop(tx);
+        tokio::time::sleep(gap).await;
+    }
+}
+
+/// Disconnects probes that fell silent; runs for the coordinator's lifetime.
+pub async fn liveness_sweeper(state: Arc<Coordinator>) {
+    let mut tick = tokio::time::interval(state.timing.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let expired = state
+            .registry()
+            .expire(tokio::time::Instant::now(), state.timing.liveness_bound());
+        for (name, conn) in expired {
+            state.dispatcher.fail_connection(&name, conn);
+            tracing::warn!(probe = %name, bound = ?state.timing.liveness_bound(), "probe missed three heartbeats; disconnected");
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The probe registry: who is attached, since when, last heard from, and
+//! each probe's clock estimate.
+//!
+//! Plain state behind the coordinator's mutex; every method takes the current
+//! instant from its caller, so liveness rules are testable without sleeping.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use probemesh_proto::identity::{CertFingerprint, Identity};
+use probemesh_proto::pb;
+use tokio::sync::mpsc;
+use tokio::time::{Duration, Instant};
+
+use crate::clock::{ClockEstimator, Exchange, Sample};
+
+/// Messages queued towards one probe's stream.
+pub type LinkSender = mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+/// Identifies one attachment of a probe; a reconnect gets a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// The live side of an attached probe.
+#[derive(Debug, Clone)]
+pub struct Link {
+    /// This attachment.
+    pub conn: ConnId,
+    /// Queue into the probe's stream.
+    pub tx: LinkSender,
+}
+
+/// What the registry knows of one probe.
+#[derive(Debug)]
+struct Entry {
+    hello: pb::Hello,
+    fingerprint: CertFingerprint,
+    remote_addr: SocketAddr,
+    link: Option<Link>,
+    connected_since_unix_ms: i64,
+    last_seen_unix_ms: i64,
+    last_seen: Instant,
+    clock: ClockEstimator,
+}
+
+/// Why an attach was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachRefused {
+    /// The Hello names someone other than the certificate.
+    #[error("hello names probe '{claimed}' but the certificate is for '{certified}'")]
+    NameMismatch { claimed: String, certified: String },
+    /// A live stream holds the name with a different certificate.
+    #[error(
+        "probe name '{name}' is held by a live connection with another certificate ({held}); \
+         stop that probe or use another name"
+    )]
+    NameHeld { name: String, held: CertFingerprint },
+}
+
+/// Outcome of a successful attach.
+#[derive(Debug)]
+pub struct Attached {
+    /// The new attachment.
+    pub conn: ConnId,
+    /// The stale stream this attach replaced (same certificate), if any.
+    pub replaced: Option<Link>,
+}
+
+/// All probes ever attached since the coordinator started.
+#[derive(Debug, Default)]
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+    next_conn: u64,
+}
+
+impl Registry {
+    /// Attaches `identity` with its Hello. A reconnect by the same certificate
+    /// replaces the stale stream; a different certificate claiming a name held
+    /// by a live stream is refused.
+    pub fn attach(
+        &mut self,
+        identity: &Identity,
+        hello: pb::Hello,
+        remote_addr: SocketAddr,
+        tx: LinkSender,
+        now: Instant,
+        now_unix_ms: i64,
+    ) -> Result<Attached, AttachRefused> {
+        if hello.name != identity.name {
+            return Err(AttachRefused::NameMismatch {
+                claimed: hello.name,
+                certified: identity.name.clone(),
+            });
+        }
+        if let Some(existing) = self.entries.get(&identity.name)
+            && existing.link.is_some()
+            && existing.fingerprint != identity.fingerprint
+        {
+            return Err(AttachRefused::NameHeld {
+                name: identity.name.clone(),
+                held: existing.fingerprint.clone(),
+            });
+        }
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        let link = Link { conn, tx };
+        let entry = Entry {
+            hello,
+            fingerprint: identity.fingerprint.clone(),
+            remote_addr,
+            link: Some(link),
+            connected_since_unix_ms: now_unix_ms,
+            last_seen_unix_ms: now_unix_ms,
+            last_seen: now,
+            clock: ClockEstimator::default(),
+        };
+        let replaced = self
+            .entries
+            .insert(identity.name.clone(), entry)
+            .and_then(|old| old.link);
+        Ok(Attached { conn, replaced })
+    }
+
+    /// Marks the probe disconnected if `conn` is still its current attachment.
+    /// Returns true when it was.
+    pub fn detach(&mut self, name: &str, conn: ConnId) -> bool {
+        match self.entries.get_mut(name) {
+            Some(e) if e.link.as_ref().is_some_and(|l| l.conn == conn) => {
+                e.link = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records that the probe was heard from on `conn`.
+    pub fn touch(&mut self, name: &str, conn: ConnId, now: Instant, now_unix_ms: i64) {
+        if let Some(e) = self.current(name, conn) {
+            e.last_seen = now;
+            e.last_seen_unix_ms = now_unix_ms;
+        }
+    }
+
+    /// Feeds a clock exchange for the probe on `conn`.
+    pub fn observe_clock(
+        &mut self,
+        name: &str,
+        conn: ConnId,
+        exchange: Exchange,
+    ) -> Option<Sample> {
+        let e = self.current(name, conn)?;
+        match e.clock.observe(exchange) {
+            Ok(sample) => Some(sample),
+            Err(reason) => {
+                tracing::debug!(probe = name, %reason, "clock exchange rejected");
+                None
+            }
+        }
+    }
+
+    /// Disconnects every probe not heard from within `bound`; returns their
+    /// names and attachments. Dropping their link ends the stream towards them.
+    pub fn expire(&mut self, now: Instant, bound: Duration) -> Vec<(String, ConnId)> {
+        let mut expired = Vec::new();
+        for (name, e) in &mut self.entries {
+            if now.saturating_duration_since(e.last_seen) > bound
+                && let Some(link) = e.link.take()
+            {
+                expired.push((name.clone(), link.conn));
+            }
+        }
+        expired
+    }
+
+    /// The live link to `name`, if connected.
+    pub fn link(&self, name: &str) -> Option<Link> {
+        self.entries.get(name).and_then(|e| e.link.clone())
+    }
+
+    /// The Hello a probe sent on its latest attach.
+    pub fn hello(&self, name: &str) -> Option<&pb::Hello> {
+        self.entries.get(name).map(|e| &e.hello)
+    }
+
+    /// The probe's best clock sample, if any.
+    pub fn clock(&self, name: &str) -> Option<Sample> {
+        self.entries.get(name).and_then(|e| e.clock.best())
+    }
+
+    /// Every known probe, by name.
+    pub fn list(&self) -> Vec<pb::ProbeInfo> {
+        self.entries
+            .iter()
+            .map(|(name, e)| {
+                let best = e.clock.best();
+                pb::ProbeInfo {
+                    name: name.clone(),
+                    role: e.hello.role,
+                    labels: e.hello.labels.clone(),
+                    remote_addr: e.remote_addr.to_string(),
+                    connected: e.link.is_some(),
+                    last_seen_unix_ms: e.last_seen_unix_ms,
+                    clock_offset_us: best.map_or(0, |s| s.offset_ns / 1_000),
+                    clock_error_us: best.map_or(0, |s| s.error_ns() / 1_000),
+                    clock_synced: best.is_some(),
+                    version: e.hello.version.clone(),
+                    capabilities: e.hello.capabilities.clone(),
+                    interfaces: e.hello.interfaces.clone(),
+                    connected_since_unix_ms: e.connected_since_unix_ms,
+                }
+            })
+            .collect()
+    }
+
+    /// Number of probes with a live stream.
+    pub fn connected_count(&self) -> usize {
+        self.entries.values().filter(|e| e.link.is_some()).count()
+    }
+
+    fn current(&mut self, name: &str, conn: ConnId) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(name)
+            .filter(|e| e.link.as_ref().is_some_and(|l| l.conn == conn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probemesh_proto::identity::Role;
+
+    fn identity(name: &str, cert: u8) -> Identity {
+        Identity {
+            name: name.into(),
+            role: Role::Probe,
+            fingerprint: CertFingerprint::from_bytes([cert; 32]),
+        }
+    }
+
+    fn hello(name: &str) -> pb::Hello {
+        pb::Hello {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 5000))
+    }
+
+    fn attach(reg: &mut Registry, id: &Identity, now: Instant) -> Result<Attached, AttachRefused> {
+        let (tx, _rx) = mpsc::channel(1);
+        reg.attach(id, hello(&id.name), addr(), tx, now, 0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn same_certificate_replaces_a_different_one_is_refused() {
+        let mut reg = Registry::default();
+        let now = Instant::now();
+        let first = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        assert!(first.replaced.is_none());
+        let again = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        assert_eq!(again.replaced.map(|l| l.conn), Some(first.conn));
+        let err = attach(&mut reg, &identity("node-1", 2), now).unwrap_err();
+        assert!(matches!(err, AttachRefused::NameHeld { .. }), "{err}");
+        // Once the holder is gone, another certificate may take the name.
+        assert!(reg.detach("node-1", again.conn));
+        assert!(attach(&mut reg, &identity("node-1", 2), now).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hello_must_name_the_certificate() {
+        let mut reg = Registry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let err = reg
+            .attach(
+                &identity("node-1", 1),
+                hello("node-2"),
+                addr(),
+                tx,
+                Instant::now(),
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err,
+            AttachRefused::NameMismatch {
+                claimed: "node-2".into(),
+                certified: "node-1".into()
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_detach_does_not_disconnect_the_new_stream() {
+        let mut reg = Registry::default();
+        let now = Instant::now();
+        let old = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        let new = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        assert!(!reg.detach("node-1", old.conn));
+        assert_eq!(reg.link("node-1").map(|l| l.conn), Some(new.conn));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_beyond_the_bound_disconnects() {
+        let mut reg = Registry::default();
+        let bound = Duration::from_secs(3);
+        let start = Instant::now();
+        let a = attach(&mut reg, &identity("node-1", 1), start).unwrap();
+        attach(&mut reg, &identity("node-2", 2), start).unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        reg.touch("node-1", a.conn, Instant::now(), 2_000);
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        let expired = reg.expire(Instant::now(), bound);
+        assert_eq!(
+            expired.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["node-2"]
+        );
+        assert_eq!(reg.connected_count(), 1);
+        let listed = reg.list();
+        assert!(listed.iter().any(|p| p.name == "node-2" && !p.connected));
+        assert!(
+            listed
+                .iter()
+                .any(|p| p.name == "node-1" && p.connected && p.last_seen_unix_ms == 2_000)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clock_estimate_reaches_the_listing() {
+        let mut reg = Registry::default();
+        let a = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
+        let e = Exchange {
+            t1_ns: 0,
+            t2_ns: 5_500_000,
+            t3_ns: 5_600_000,
+            t4_ns: 1_100_000,
+        };
+        reg.observe_clock("node-1", a.conn, e);
+        let p = &reg.list()[0];
+        assert!(p.clock_synced);
+        assert_eq!((p.clock_offset_us, p.clock_error_us), (5_000, 500));
+    }
+}

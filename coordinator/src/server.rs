@@ -1,0 +1,102 @@
+//! Assembles and runs the coordinator: TLS listener, the three services,
+//! the liveness sweeper.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use probemesh_proto::pb;
+use probemesh_proto::pki::{CertAuthority, TlsDir};
+use probemesh_proto::tls::{TlsIncoming, server_config};
+
+use crate::control::ControlService;
+use crate::enroll::EnrollService;
+use crate::error::{Error, Result};
+use crate::link::{LinkService, liveness_sweeper};
+use crate::runs::RunStore;
+use crate::state::{Coordinator, LinkTiming, SystemClock};
+use crate::tokens::TokenStore;
+
+/// How to run a coordinator.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// coordinator.pem, coordinator-key.pem, ca.pem, ca-key.pem.
+    pub tls_dir: PathBuf,
+    /// Directory for runs and join tokens; `None` keeps them in memory.
+    pub store: Option<PathBuf>,
+    /// Probe link timing.
+    pub timing: LinkTiming,
+}
+
+/// A bound, not yet serving coordinator: lets callers learn the port
+/// (`--listen 127.0.0.1:0`) before serving.
+#[derive(Debug)]
+pub struct Bound {
+    incoming: TlsIncoming,
+    state: Arc<Coordinator>,
+    local_addr: SocketAddr,
+}
+
+impl Bound {
+    /// Loads certificates and stores and binds the listener.
+    pub async fn bind(settings: Settings) -> Result<Self> {
+        let dir = TlsDir::new(settings.tls_dir);
+        let tls = server_config(&dir)?;
+        let ca = CertAuthority::load(&dir)?;
+        let (runs, tokens) = match settings.store {
+            Some(path) => (RunStore::open(path.clone())?, TokenStore::open(path)?),
+            None => (RunStore::in_memory(), TokenStore::in_memory()),
+        };
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|source| Error::Listen {
+                op: "listen on",
+                addr: settings.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Listen {
+            op: "read address of",
+            addr: settings.listen,
+            source,
+        })?;
+        let state = Arc::new(Coordinator::new(
+            runs,
+            tokens,
+            ca,
+            settings.timing,
+            Arc::new(SystemClock),
+        ));
+        Ok(Self {
+            incoming: TlsIncoming::new(listener, tls),
+            state,
+            local_addr,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<()> {
+        let sweeper = tokio::spawn(liveness_sweeper(self.state.clone()));
+        tracing::info!(listen = %self.local_addr, "coordinator serving");
+        let result = tonic::transport::Server::builder()
+            .add_service(pb::probe_link_server::ProbeLinkServer::new(
+                LinkService::new(self.state.clone()),
+            ))
+            .add_service(pb::control_server::ControlServer::new(ControlService::new(
+                self.state.clone(),
+            )))
+            .add_service(pb::enrollment_server::EnrollmentServer::new(
+                EnrollService::new(self.state),
+            ))
+            .serve_with_incoming_shutdown(self.incoming, shutdown)
+            .await;
+        sweeper.abort();
+        result.map_err(Error::from)
+    }
+}

@@ -1,0 +1,108 @@
+//! The coordinator's shared state, and the clock it runs on.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use probemesh_proto::pki::CertAuthority;
+
+use crate::dispatch::Dispatcher;
+use crate::registry::Registry;
+use crate::runs::RunStore;
+use crate::tokens::TokenStore;
+
+/// Wall-clock time, injected so clock-sync and expiry logic can be tested.
+pub trait WallClock: Send + Sync + std::fmt::Debug {
+    /// Nanoseconds since the Unix epoch.
+    fn now_unix_ns(&self) -> i64;
+
+    /// Milliseconds since the Unix epoch.
+    fn now_unix_ms(&self) -> i64 {
+        self.now_unix_ns() / 1_000_000
+    }
+}
+
+/// The system's realtime clock (`CLOCK_REALTIME`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now_unix_ns(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Timing knobs of the probe links.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkTiming {
+    /// How often probes send heartbeats; three missed ones disconnect a probe.
+    pub heartbeat: Duration,
+    /// How often a clock exchange runs per probe once synced.
+    pub clock_interval: Duration,
+    /// How long a new stream may take to send its Hello.
+    pub hello_timeout: Duration,
+}
+
+impl Default for LinkTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(1),
+            clock_interval: Duration::from_secs(2),
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl LinkTiming {
+    /// Silence after which a probe is declared disconnected.
+    pub fn liveness_bound(&self) -> Duration {
+        self.heartbeat * 3
+    }
+}
+
+/// Everything the services share.
+#[derive(Debug)]
+pub struct Coordinator {
+    registry: Mutex<Registry>,
+    /// Tasks in flight.
+    pub dispatcher: Dispatcher,
+    /// Finished runs.
+    pub runs: RunStore,
+    /// Join tokens.
+    pub tokens: TokenStore,
+    /// Signs join CSRs.
+    pub ca: CertAuthority,
+    /// Link timing.
+    pub timing: LinkTiming,
+    /// Wall clock.
+    pub clock: Arc<dyn WallClock>,
+}
+
+impl Coordinator {
+    /// Assembles the state.
+    pub fn new(
+        runs: RunStore,
+        tokens: TokenStore,
+        ca: CertAuthority,
+        timing: LinkTiming,
+        clock: Arc<dyn WallClock>,
+    ) -> Self {
+        Self {
+            registry: Mutex::new(Registry::default()),
+            dispatcher: Dispatcher::default(),
+            runs,
+            tokens,
+            ca,
+            timing,
+            clock,
+        }
+    }
+
+    /// The registry, locked. Hold it briefly and never across an await.
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
