@@ -1,0 +1,139 @@
+//! Reaching the coordinator: which URL and certificate to use (flags, then
+//! `MESH_*` variables, then the config file), and how failures map to the
+//! contract's exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use probemesh_proto::pb::control_client::ControlClient;
+use probemesh_proto::pki::TlsDir;
+use tonic::transport::Channel;
+
+use crate::config::ClientConfigFile;
+
+/// Exit codes of the contract (DESIGN §3).
+pub mod exit {
+    /// Healthy / success.
+    pub const OK: u8 = 0;
+    /// A fault was found.
+    pub const FAULT: u8 = 1;
+    /// Bad usage or bad input.
+    pub const USAGE: u8 = 2;
+    /// Inconclusive (e.g. a probe not connected).
+    pub const INCONCLUSIVE: u8 = 3;
+    /// Cannot reach or authenticate to the coordinator.
+    pub const UNREACHABLE: u8 = 4;
+}
+
+/// An error that carries its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    /// Exit code to leave with.
+    pub code: u8,
+    /// What to tell the user (already says what to do).
+    pub message: String,
+}
+
+impl Failure {
+    /// Bad usage or input: exit 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::USAGE,
+            message: message.into(),
+        }
+    }
+
+    /// Coordinator unreachable or refused us: exit 4.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self {
+            code: exit::UNREACHABLE,
+            message: message.into(),
+        }
+    }
+
+    /// Maps a coordinator answer to the contract's exit code.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        use tonic::Code;
+        let code = match status.code() {
+            Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::OutOfRange => {
+                exit::USAGE
+            }
+            Code::Unauthenticated | Code::PermissionDenied => exit::UNREACHABLE,
+            Code::Unavailable if status.message().starts_with("probe ") => exit::INCONCLUSIVE,
+            Code::Unavailable | Code::Unknown => exit::UNREACHABLE,
+            _ => exit::INCONCLUSIVE,
+        };
+        let what = match status.code() {
+            Code::Unauthenticated => "coordinator refused the connection: ",
+            Code::PermissionDenied => "coordinator refused the call: ",
+            Code::Unavailable | Code::Unknown if !status.message().starts_with("probe ") => {
+                "cannot reach the coordinator: "
+            }
+            _ => "",
+        };
+        Self {
+            code,
+            message: format!("{what}{}", status.message()),
+        }
+    }
+
+    /// The process exit code.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code)
+    }
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        Self::from_status(&status)
+    }
+}
+
+/// How to reach the coordinator, as given on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Endpoint {
+    /// Coordinator URL [default: from `meshctl lab up` / config file, else https://127.0.0.1:7443]
+    #[arg(long, env = "MESH_COORDINATOR", global = true)]
+    pub coordinator: Option<String>,
+    /// Directory holding ca.pem and IDENTITY.pem / IDENTITY-key.pem [default: from config file]
+    #[arg(long, env = "MESH_TLS_DIR", global = true)]
+    pub tls_dir: Option<PathBuf>,
+    /// Certificate name to present [default: admin]
+    #[arg(long, env = "MESH_IDENTITY", global = true)]
+    pub identity: Option<String>,
+}
+
+impl Endpoint {
+    /// Connects to the Control service.
+    pub async fn control(&self) -> Result<ControlClient<Channel>, Failure> {
+        let file = match ClientConfigFile::default_path() {
+            Some(p) => ClientConfigFile::load(&p).map_err(|e| Failure::usage(format!("{e:#}")))?,
+            None => ClientConfigFile::default(),
+        };
+        let url = self
+            .coordinator
+            .clone()
+            .or(file.coordinator)
+            .unwrap_or_else(|| "https://127.0.0.1:7443".to_owned());
+        let tls_dir = self.tls_dir.clone().or(file.tls_dir).ok_or_else(|| {
+            Failure::usage(
+                "no TLS directory: pass --tls-dir DIR (or MESH_TLS_DIR), or run `meshctl lab up` \
+                 which configures meshctl for the lab",
+            )
+        })?;
+        let identity = self
+            .identity
+            .clone()
+            .or(file.identity)
+            .unwrap_or_else(|| "admin".to_owned());
+        let tls = probemesh_proto::tls::client_config(&TlsDir::new(tls_dir), &identity)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        let channel = probemesh_proto::tls::connect(&url, tls)
+            .await
+            .map_err(|e| {
+                Failure::unreachable(format!("cannot reach the coordinator at {url}: {e}"))
+            })?;
+        Ok(ControlClient::new(channel))
+    }
+}

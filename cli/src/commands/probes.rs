@@ -1,0 +1,101 @@
+//! `meshctl probes`: the registry.
+
+use probemesh_proto::pb;
+use serde::Serialize;
+
+use crate::client::{Endpoint, Failure};
+use crate::output::{OutputFormat, print_json};
+
+/// One probe as meshctl prints it (`-o json` field names are the contract's).
+#[derive(Debug, Serialize)]
+pub struct ProbeView {
+    name: String,
+    role: &'static str,
+    labels: std::collections::BTreeMap<String, String>,
+    addr: String,
+    connected: bool,
+    last_seen: String,
+    clock_offset_us: i64,
+    clock_error_us: i64,
+    version: String,
+    interfaces: Vec<InterfaceView>,
+}
+
+#[derive(Debug, Serialize)]
+struct InterfaceView {
+    name: String,
+    mtu: u32,
+    up: bool,
+    addresses: Vec<String>,
+}
+
+impl From<pb::ProbeInfo> for ProbeView {
+    fn from(p: pb::ProbeInfo) -> Self {
+        Self {
+            role: match p.role() {
+                pb::ProbeRole::Node => "node",
+                pb::ProbeRole::External => "external",
+                pb::ProbeRole::Unspecified => "unknown",
+            },
+            name: p.name,
+            labels: p.labels.into_iter().collect(),
+            addr: p.remote_addr,
+            connected: p.connected,
+            last_seen: super::format_unix_ms(p.last_seen_unix_ms),
+            clock_offset_us: p.clock_offset_us,
+            clock_error_us: p.clock_error_us,
+            version: p.version,
+            interfaces: p
+                .interfaces
+                .into_iter()
+                .map(|i| InterfaceView {
+                    name: i.name,
+                    mtu: i.mtu,
+                    up: i.up,
+                    addresses: i.addresses,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Lists registered probes.
+pub async fn run(endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failure> {
+    let mut control = endpoint.control().await?;
+    let probes: Vec<ProbeView> = control
+        .list_probes(pb::ListProbesRequest {})
+        .await?
+        .into_inner()
+        .probes
+        .into_iter()
+        .map(ProbeView::from)
+        .collect();
+    match output {
+        OutputFormat::Json => print_json(&probes).map_err(|e| Failure::usage(e.to_string())),
+        OutputFormat::Table => {
+            println!(
+                "{:<14} {:<9} {:<22} {:<10} {:<21} {:>16}  LABELS",
+                "NAME", "ROLE", "ADDR", "CONNECTED", "LAST_SEEN", "CLOCK_OFFSET_US"
+            );
+            for p in &probes {
+                let labels: Vec<String> =
+                    p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{:<14} {:<9} {:<22} {:<10} {:<21} {:>9} ±{:<6}  {}",
+                    p.name,
+                    p.role,
+                    p.addr,
+                    if p.connected { "yes" } else { "no" },
+                    p.last_seen,
+                    p.clock_offset_us,
+                    p.clock_error_us,
+                    labels.join(",")
+                );
+            }
+            if probes.is_empty() {
+                eprintln!("no probes registered yet");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `meshctl runs [RUN_ID]`: run history, or one run in full.
+
+use probemesh_proto::pb;
+use serde::Serialize;
+
+use crate::client::{Endpoint, Failure};
+use crate::output::{OutputFormat, print_json};
+
+use super::tools::ToolReport;
+
+/// `meshctl runs`.
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// Show this run in full (a unique prefix of its id is enough).
+    pub run_id: Option<String>,
+    /// How many runs to list, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct RunRow {
+    run_id: String,
+    started: String,
+    requester: String,
+    from: String,
+    kind: &'static str,
+    target: String,
+    result: String,
+    duration_ms: i64,
+}
+
+impl From<&pb::RunRecord> for RunRow {
+    fn from(r: &pb::RunRecord) -> Self {
+        let request = r.request.clone().unwrap_or_default();
+        let (kind, target) = match &request.kind {
+            Some(pb::run_request::Kind::Ping(p)) => ("ping", p.target.clone()),
+            Some(pb::run_request::Kind::Tcping(t)) => ("tcping", t.host.clone()),
+            None => ("unknown", String::new()),
+        };
+        let result = match r.result.as_ref().and_then(|res| res.outcome.as_ref()) {
+            Some(pb::task_result::Outcome::Ping(s)) => {
+                format!("{}/{} replies", s.received, s.transmitted)
+            }
+            Some(pb::task_result::Outcome::Tcping(s)) => {
+                format!("{}/{} connected", s.connected, s.attempted)
+            }
+            Some(pb::task_result::Outcome::Error(e)) => format!("error: {}", e.message),
+            None => "no result".into(),
+        };
+        Self {
+            run_id: r.run_id.clone(),
+            started: super::format_unix_ms(r.started_unix_ms),
+            requester: r.requester.clone(),
+            from: request.from,
+            kind,
+            target,
+            result,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+/// Lists runs or shows one.
+pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failure> {
+    let mut control = endpoint.control().await?;
+    if let Some(id) = args.run_id {
+        let record = control
+            .get_run(pb::GetRunRequest { run_id: id })
+            .await?
+            .into_inner();
+        let row = RunRow::from(&record);
+        let report = ToolReport::from_record(record);
+        return match output {
+            OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string())),
+            OutputFormat::Table => {
+                println!(
+                    "run {}  started {}  by {}  ({} ms)",
+                    row.run_id, row.started, row.requester, row.duration_ms
+                );
+                println!("{} from {} to {}", row.kind, row.from, row.target);
+                for line in report.summary_lines() {
+                    println!("{line}");
+                }
+                Ok(())
+            }
+        };
+    }
+    let runs = control
+        .list_runs(pb::ListRunsRequest { limit: args.limit })
+        .await?
+        .into_inner()
+        .runs;
+    let rows: Vec<RunRow> = runs.iter().map(RunRow::from).collect();
+    match output {
+        OutputFormat::Json => print_json(&rows).map_err(|e| Failure::usage(e.to_string())),
+        OutputFormat::Table => {
+            println!(
+                "{:<17} {:<21} {:<10} {:<12} {:<7} {:<24} {:>8}  RESULT",
+                "RUN", "STARTED", "BY", "FROM", "TEST", "TARGET", "MS"
+            );
+            for r in &rows {
+                println!(
+                    "{:<17} {:<21} {:<10} {:<12} {:<7} {:<24} {:>8}  {}",
+                    r.run_id,
+                    r.started,
+                    r.requester,
+                    r.from,
+                    r.kind,
+                    r.target,
+                    r.duration_ms,
+                    r.result
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The lab (placeholder until written).

@@ -1,0 +1,87 @@
+//! `meshctl`: see the crate docs of `meshctl`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meshctl::client::{Endpoint, Failure, exit};
+use meshctl::commands::{certs, join_token, probes, runs, tools};
+use meshctl::output::OutputFormat;
+
+/// probemesh: diagnose Kubernetes network faults from both ends of a path at once.
+///
+/// meshctl talks to the coordinator over mTLS. After `meshctl lab up` it is
+/// configured for the lab; otherwise pass --coordinator and --tls-dir (or set
+/// MESH_COORDINATOR / MESH_TLS_DIR).
+///
+/// Exit codes: 0 healthy, 1 a fault was found, 2 bad usage or input,
+/// 3 inconclusive, 4 cannot reach or authenticate to the coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about, long_about)]
+struct Cli {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// Output format for reports.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table, env = "MESH_OUTPUT")]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the mesh's CA and certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Tokens for external hosts to join the mesh.
+    #[command(subcommand, name = "join-token")]
+    JoinToken(join_token::JoinTokenCommand),
+    /// Registered probes: name, role, address, connected, last seen, clock offset.
+    Probes,
+    /// ICMP echo from a probe, printed like ping.
+    ///
+    /// Example: meshctl ping --from cloudvm-1 198.18.0.12 -s 1472 -M do -c 3
+    Ping(tools::PingArgs),
+    /// Repeated TCP connects from a probe, printed like paping.
+    ///
+    /// Example: meshctl tcping --from cloudvm-1 198.18.0.11:30080 -c 4
+    Tcping(tools::TcpingArgs),
+    /// Run history; `meshctl runs RUN_ID` shows one run in full.
+    Runs(runs::RunsArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let endpoint = &cli.endpoint;
+    let output = cli.output;
+    let result: Result<u8, Failure> = match cli.command {
+        Command::Certs(cmd) => certs::run(cmd, output).map(|()| exit::OK),
+        Command::JoinToken(cmd) => join_token::run(cmd, endpoint, output)
+            .await
+            .map(|()| exit::OK),
+        Command::Probes => probes::run(endpoint, output).await.map(|()| exit::OK),
+        Command::Ping(args) => tools::ping(args, endpoint, output).await,
+        Command::Tcping(args) => tools::tcping(args, endpoint, output).await,
+        Command::Runs(args) => runs::run(args, endpoint, output).await.map(|()| exit::OK),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("meshctl: {}", failure.message);
+            failure.exit_code()
+        }
+    }
+}
+
+/// meshctl logs only warnings unless RUST_LOG asks for more: its stdout is
+/// the report.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}

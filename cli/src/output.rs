@@ -1,0 +1,19 @@
+//! How meshctl prints reports: a human table (default) or one JSON document.
+
+use serde::Serialize;
+
+/// `-o table|json`, accepted by every command that prints a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable, shaped like the classic tool's output.
+    #[default]
+    Table,
+    /// One JSON document on stdout; progress and logs go to stderr.
+    Json,
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

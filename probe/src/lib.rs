@@ -1,0 +1,18 @@
+//! mesh-probe: the probe daemon. It dials the coordinator, keeps one stream
+//! open, and runs the network tests it is handed (ICMP, TCP, ...) in its own
+//! network namespace, returning structured results. It plans nothing and
+//! judges nothing: that is the coordinator's work.
+//!
+//! Map: [`link`] is the stream and reconnect loop; [`join`] enrolls an
+//! external host; [`tasks`] runs the tests; [`platform`] holds the
+//! privileged syscalls; [`interfaces`] and [`backoff`] are small helpers.
+
+pub mod backoff;
+pub mod error;
+pub mod interfaces;
+pub mod join;
+pub mod link;
+pub mod platform;
+pub mod tasks;
+
+pub use error::{Error, Result};

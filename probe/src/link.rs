@@ -1,0 +1,205 @@
+//! The probe's side of ProbeLink: dial out to the coordinator, say Hello,
+//! keep heartbeats and clock replies flowing, run the tasks pushed down the
+//! stream, and reconnect with backoff forever.
+//!
+//! Session lifecycle ([`Session`]):
+//! `Connecting` → (TLS + Attach ok) → `Attached` → (stream ends or errs) →
+//! `Waiting` (backoff) → `Connecting` … until shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use probemesh_proto::pb;
+use probemesh_proto::pb::coordinator_message::Msg;
+use probemesh_proto::pki::TlsDir;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, Result};
+
+/// A connection that lasted this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Heartbeat interval until the coordinator's Welcome says otherwise.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Messages queued towards the coordinator.
+const OUT_BUFFER: usize = 256;
+
+/// Who this probe is and where to report.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// Probe name; must match its certificate (DIR/NAME.pem).
+    pub name: String,
+    /// `https://HOST:PORT` of the coordinator.
+    pub coordinator: String,
+    /// Directory holding ca.pem and NAME.pem/NAME-key.pem.
+    pub tls_dir: std::path::PathBuf,
+    /// Node of the cluster, or a host outside it.
+    pub role: pb::ProbeRole,
+    /// Free-form labels shown in `meshctl probes`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where the reconnect loop stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// Dialling the coordinator and attaching.
+    Connecting,
+    /// Attached; serving the stream.
+    Attached,
+    /// Waiting out the backoff after a failure or a closed stream.
+    Waiting(Duration),
+}
+
+/// Runs the probe until `shutdown` is cancelled. Fails only on local
+/// configuration errors (missing certificates); network trouble is retried.
+pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result<()> {
+    let tls = probemesh_proto::tls::client_config(
+        &TlsDir::new(settings.tls_dir.clone()),
+        &settings.name,
+    )?;
+    let mut backoff = Backoff::default();
+    loop {
+        tracing::debug!(state = ?Session::Connecting, coordinator = %settings.coordinator);
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = session(&settings, tls.clone()) => r,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::warn!(coordinator = %settings.coordinator, "coordinator closed the stream")
+            }
+            Err(e) => {
+                tracing::warn!(coordinator = %settings.coordinator, error = %e, "probe link failed")
+            }
+        }
+        if started.elapsed() >= STABLE_AFTER {
+            backoff.reset();
+        }
+        let wait = backoff.next_delay(rand::random::<f64>());
+        tracing::info!(state = ?Session::Waiting(wait), "reconnecting in {wait:?}");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// One attached session; returns when the stream ends.
+async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Result<()> {
+    let channel = probemesh_proto::tls::connect(&settings.coordinator, tls).await?;
+    let mut client = pb::probe_link_client::ProbeLinkClient::new(channel);
+    let (out, out_rx) = mpsc::channel(OUT_BUFFER);
+    let hello = pb::Hello {
+        name: settings.name.clone(),
+        role: settings.role.into(),
+        labels: settings.labels.clone().into_iter().collect(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        capabilities: crate::tasks::capabilities(),
+        interfaces: crate::interfaces::list(),
+    };
+    send(&out, pb::probe_message::Msg::Hello(hello)).await?;
+    let mut inbound = client
+        .attach(ReceiverStream::new(out_rx))
+        .await
+        .map_err(|status| Error::Refused(status.message().to_owned()))?
+        .into_inner();
+    tracing::info!(state = ?Session::Attached, coordinator = %settings.coordinator, "attached to coordinator");
+
+    let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
+    let mut beat = 0u64;
+    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let result = loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break Ok(()),
+                    Err(status) => break Err(Error::Stream(status.message().to_owned())),
+                };
+                let received_ns = unix_ns();
+                match msg.msg {
+                    Some(Msg::Welcome(w)) => {
+                        let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms).max(100));
+                        heartbeat = tokio::time::interval(every);
+                    }
+                    Some(Msg::ClockRequest(r)) => {
+                        let reply = pb::ClockReply { seq: r.seq, t1_ns: r.t1_ns, t2_ns: received_ns, t3_ns: unix_ns() };
+                        send(&out, pb::probe_message::Msg::ClockReply(reply)).await?;
+                    }
+                    Some(Msg::Task(task)) => {
+                        let cancel = CancellationToken::new();
+                        running.insert(task.task_id.clone(), cancel.clone());
+                        tokio::spawn(execute(task, out.clone(), cancel, done_tx.clone()));
+                    }
+                    Some(Msg::Cancel(c)) => {
+                        if let Some(token) = running.remove(&c.task_id) {
+                            tracing::info!(task_id = %c.task_id, "task cancelled by the coordinator");
+                            token.cancel();
+                        }
+                    }
+                    None => {}
+                }
+            }
+            _ = heartbeat.tick() => {
+                beat += 1;
+                send(&out, pb::probe_message::Msg::Heartbeat(pb::Heartbeat { seq: beat })).await?;
+            }
+            Some(task_id) = done_rx.recv() => {
+                running.remove(&task_id);
+            }
+        }
+    };
+    for token in running.values() {
+        token.cancel();
+    }
+    result
+}
+
+/// Runs one task, forwarding its progress, then sends its result.
+async fn execute(
+    task: pb::Task,
+    out: mpsc::Sender<pb::ProbeMessage>,
+    cancel: CancellationToken,
+    done: mpsc::UnboundedSender<String>,
+) {
+    let task_id = task.task_id.clone();
+    let span = tracing::info_span!("task", run_id = %task.run_id, task_id = %task_id);
+    let (progress_tx, mut progress_rx) = mpsc::channel::<pb::TaskProgress>(64);
+    let forward_out = out.clone();
+    let forwarder = tokio::spawn(async move {
+        while let Some(p) = progress_rx.recv().await {
+            if send(&forward_out, pb::probe_message::Msg::Progress(p))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut result = crate::tasks::run_task(task, progress_tx, cancel)
+        .instrument(span)
+        .await;
+    let _ = forwarder.await;
+    result.task_id.clone_from(&task_id);
+    let _ = send(&out, pb::probe_message::Msg::Result(result)).await;
+    let _ = done.send(task_id);
+}
+
+async fn send(out: &mpsc::Sender<pb::ProbeMessage>, msg: pb::probe_message::Msg) -> Result<()> {
+    out.send(pb::ProbeMessage { msg: Some(msg) })
+        .await
+        .map_err(|_| Error::Stream("outbound stream closed".into()))
+}
+
+/// Nanoseconds since the Unix epoch, the probe's clock (CLOCK_REALTIME).
+pub fn unix_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}

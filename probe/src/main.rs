@@ -1,0 +1,162 @@
+//! `mesh-probe`: see the crate docs of `mesh_probe`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mesh_probe::link::{self, ProbeSettings};
+use probemesh_proto::pb;
+use probemesh_proto::pki::TlsDir;
+use tokio_util::sync::CancellationToken;
+
+/// The probemesh probe daemon: dials the coordinator over mTLS and runs the
+/// network tests it is asked to (ping, TCP connect, ...), from this host's
+/// network namespace.
+///
+/// Nodes get their certificate from `meshctl certs issue --role probe`;
+/// external hosts enroll once with `mesh-probe join` and a token from
+/// `meshctl join-token create`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about, subcommand_negates_reqs = true)]
+struct Args {
+    /// Probe name; the certificate DIR/NAME.pem must be issued for it.
+    #[arg(long, env = "MESH_NAME", required = true)]
+    name: Option<String>,
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// Coordinator URL.
+    #[arg(
+        long,
+        env = "MESH_COORDINATOR",
+        global = true,
+        default_value = "https://127.0.0.1:7443"
+    )]
+    coordinator: String,
+    /// Directory holding ca.pem and NAME.pem / NAME-key.pem.
+    #[arg(
+        long,
+        env = "MESH_TLS_DIR",
+        global = true,
+        default_value = "/etc/probemesh/tls"
+    )]
+    tls_dir: PathBuf,
+    /// A node of the cluster, or an external host.
+    #[arg(long, env = "MESH_ROLE", global = true, value_enum, default_value_t = Role::Node)]
+    role: Role,
+    /// Labels shown in `meshctl probes`, as k=v,k=v.
+    #[arg(long, env = "MESH_LABELS", global = true, value_parser = parse_labels, default_value = "")]
+    labels: BTreeMap<String, String>,
+    /// Log as JSON lines.
+    #[arg(long, env = "MESH_LOG_JSON", global = true)]
+    log_json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enroll this host with a join token, then run as that probe.
+    ///
+    /// Generates a key locally, sends a CSR to the coordinator over TLS
+    /// pinned to the CA fingerprint in the token, stores the issued
+    /// certificate in --tls-dir, and (unless --enroll-only) starts the probe.
+    Join {
+        /// The token printed by `meshctl join-token create --name NAME`.
+        #[arg(long, env = "MESH_JOIN_TOKEN")]
+        token: String,
+        /// Store the certificate and exit instead of running the probe.
+        #[arg(long)]
+        enroll_only: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Role {
+    Node,
+    External,
+}
+
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|kv| !kv.trim().is_empty())
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("label '{kv}' must be KEY=VALUE"))
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    probemesh_proto::telemetry::init_logging(args.common.log_json);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+    let common = args.common;
+    let (name, role) = match args.command {
+        Some(Command::Join { token, enroll_only }) => {
+            match mesh_probe::join::join(
+                &common.coordinator,
+                &token,
+                TlsDir::new(common.tls_dir.clone()),
+            )
+            .await
+            {
+                Ok(enrolled) if enroll_only => {
+                    println!(
+                        "enrolled as '{}'; start the probe with: mesh-probe --name {} --coordinator {} --tls-dir {} --role external",
+                        enrolled.name,
+                        enrolled.name,
+                        common.coordinator,
+                        common.tls_dir.display()
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                Ok(enrolled) => (enrolled.name, Role::External),
+                Err(e) => {
+                    eprintln!("mesh-probe join: {e}");
+                    return ExitCode::from(if e.is_permanent() { 2 } else { 4 });
+                }
+            }
+        }
+        None => (args.name.unwrap_or_default(), common.role),
+    };
+    let settings = ProbeSettings {
+        name,
+        coordinator: common.coordinator,
+        tls_dir: common.tls_dir,
+        role: match role {
+            Role::Node => pb::ProbeRole::Node,
+            Role::External => pb::ProbeRole::External,
+        },
+        labels: common.labels,
+    };
+    match link::run(settings, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mesh-probe: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+}

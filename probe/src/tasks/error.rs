@@ -1,0 +1,85 @@
+//! The task engine's error type. These errors end a task; they reach the
+//! coordinator as a `TaskError` (converted once, in [`super::grpc`]).
+//! Per-probe trouble (a timeout, an ICMP error, a send refused with
+//! `EMSGSIZE`) is not an error: it is a result, reported in the progress
+//! events and counted in the summary.
+
+use std::io;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Why a task could not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The name does not resolve (NXDOMAIN, bad syntax). Not retryable.
+    #[error("cannot resolve {host:?}: {source}")]
+    Resolve {
+        /// The name as given.
+        host: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// The name resolves, but to no address this task can use. Not retryable.
+    #[error("cannot resolve {host:?}: no {family} address")]
+    NoAddress {
+        /// The name as given.
+        host: String,
+        /// "IPv4", or "IP" when any family would do.
+        family: &'static str,
+    },
+    /// The resolver did not answer in time. Retryable.
+    #[error("cannot resolve {host:?}: no answer within {timeout:?}")]
+    ResolveTimeout {
+        /// The name as given.
+        host: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// Setting up the raw socket failed; `op` names the call. Opening one
+    /// requires `CAP_NET_RAW`. Not retryable without a configuration change.
+    #[error("{op}: {source}")]
+    Socket {
+        /// The call that failed, e.g. "socket(AF_INET, SOCK_RAW, IPPROTO_ICMP)".
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A send failed for a reason other than the ones reported per probe.
+    /// Used as the detail of a send-error reply.
+    #[error("sending to {addr}: {source}")]
+    Send {
+        /// Destination.
+        addr: IpAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Receiving kept failing (more than a few times in a row). Retryable.
+    #[error("receiving ICMP for {addr}: {source}")]
+    Recv {
+        /// The target we were waiting on.
+        addr: IpAddr,
+        /// The last OS error.
+        source: io::Error,
+    },
+    /// The task was cancelled; `done` of `total` probes had been sent.
+    #[error("cancelled after {done} of {total} probes")]
+    Cancelled {
+        /// Probes sent (echoes) or attempted (connects) before cancellation.
+        done: u32,
+        /// Probes asked for.
+        total: u32,
+    },
+}
+
+impl Error {
+    /// True when the same task may succeed if simply run again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::ResolveTimeout { .. } | Error::Recv { .. } | Error::Send { .. }
+        )
+    }
+}
+
+/// Result alias of the task engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,193 @@
+//! The probe's task engine: runs the tests the coordinator hands down the
+//! probe link (ICMP ping as `ping`, TCP connects as `paping`), reports each
+//! probe as it happens, and returns a summary. It decides nothing about what
+//! the results mean; that is the coordinator's job.
+//!
+//! Map: [`grpc`] is the wire boundary (validation into [`types`], results
+//! back to `pb`); [`icmp_packet`] and [`stats`] are sans-IO; [`ping`] (a
+//! sans-IO session plus its driver) and [`tcping`] are the engines; the raw
+//! socket sits behind [`crate::platform::IcmpSocket`].
+//!
+//! Cancellation: when the token fires, a task stops at once and returns a
+//! `TaskError` of kind `KIND_CANCELLED` saying how many probes had gone out;
+//! the progress events already sent are the partial record.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use probemesh_proto::pb;
+use probemesh_proto::pb::task_result::Outcome;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::platform::IcmpSocketOptions;
+use crate::platform::linux::RawIcmpSocket;
+use grpc::Progress;
+use types::{EchoId, PingSpec, TaskSpec, TcpingSpec};
+
+pub mod error;
+pub mod grpc;
+pub mod icmp_packet;
+pub mod ping;
+pub mod stats;
+pub mod tcping;
+pub mod types;
+
+pub use error::{Error, Result};
+
+/// How long a hostname may take to resolve on the probe.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Task kinds this probe runs, as announced in its `Hello`.
+pub fn capabilities() -> Vec<String> {
+    vec!["ping".to_owned(), "tcping".to_owned()]
+}
+
+/// Runs one task to the end: validates it (bad input gives a
+/// `KIND_INVALID_INPUT` error naming the field and its allowed range),
+/// resolves the target on this host, sends one `TaskProgress` per echo or
+/// connect attempt as it is known, and returns the summary, or a `TaskError`
+/// (`KIND_PROBE_FAILURE` when this host cannot do the work, e.g. no
+/// `CAP_NET_RAW` for ping; `KIND_CANCELLED` when `cancel` fires). Never
+/// panics on any input; runs at most about `count × interval + timeout`
+/// (each at most 10 000 × 60 s + 60 s) plus [`RESOLVE_TIMEOUT`].
+pub async fn run_task(
+    task: pb::Task,
+    progress: mpsc::Sender<pb::TaskProgress>,
+    cancel: CancellationToken,
+) -> pb::TaskResult {
+    let task_id = task.task_id.clone();
+    let outcome = match TaskSpec::try_from(task) {
+        Err(invalid) => {
+            tracing::info!(%task_id, error = %invalid, "task rejected");
+            Outcome::Error((&invalid).into())
+        }
+        Ok(spec) => {
+            let progress = Progress::new(task_id.clone(), progress);
+            match execute(&spec, &progress, &cancel).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    tracing::info!(%task_id, %error, "task failed");
+                    Outcome::Error((&error).into())
+                }
+            }
+        }
+    };
+    pb::TaskResult {
+        task_id,
+        outcome: Some(outcome),
+    }
+}
+
+async fn execute(
+    spec: &TaskSpec,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome> {
+    match spec {
+        TaskSpec::Ping(spec) => ping_task(spec, progress, cancel).await,
+        TaskSpec::Tcping(spec) => tcping_task(spec, progress, cancel).await,
+    }
+}
+
+async fn ping_task(
+    spec: &PingSpec,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome> {
+    let total = u32::from(spec.count.get());
+    let address = match resolve(&spec.target, Family::Ipv4, total, cancel).await? {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => {
+            return Err(Error::NoAddress {
+                host: spec.target.clone(),
+                family: "IPv4",
+            });
+        }
+    };
+    let options = IcmpSocketOptions {
+        echo_id: next_echo_id(),
+        ttl: spec.ttl,
+        dont_fragment: spec.dont_fragment,
+    };
+    let socket = RawIcmpSocket::open(&options)?;
+    let summary = ping::run(spec, address, &socket, options.echo_id, progress, cancel).await?;
+    Ok(Outcome::Ping(grpc::ping_summary(spec, &summary)))
+}
+
+async fn tcping_task(
+    spec: &TcpingSpec,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome> {
+    let total = u32::from(spec.count.get());
+    let ip = resolve(&spec.host, Family::Any, total, cancel).await?;
+    let summary = tcping::run(spec, SocketAddr::new(ip, spec.port), progress, cancel).await?;
+    Ok(Outcome::Tcping(grpc::tcping_summary(spec, &summary)))
+}
+
+/// Which addresses a task can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Ipv4,
+    Any,
+}
+
+/// Resolves `host` (an IP literal or a name) on this host, within
+/// [`RESOLVE_TIMEOUT`]; the first address of the wanted family wins.
+async fn resolve(
+    host: &str,
+    family: Family,
+    total: u32,
+    cancel: &CancellationToken,
+) -> Result<IpAddr> {
+    if let Some(ip) = grpc::parse_ip(host) {
+        return Ok(ip);
+    }
+    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0)));
+    let answer = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(Error::Cancelled { done: 0, total }),
+        answer = lookup => answer,
+    };
+    let addresses = match answer {
+        Err(_elapsed) => {
+            return Err(Error::ResolveTimeout {
+                host: host.to_owned(),
+                timeout: RESOLVE_TIMEOUT,
+            });
+        }
+        Ok(Err(source)) => {
+            return Err(Error::Resolve {
+                host: host.to_owned(),
+                source,
+            });
+        }
+        Ok(Ok(addresses)) => addresses,
+    };
+    let wanted = |ip: &IpAddr| family == Family::Any || ip.is_ipv4();
+    addresses
+        .map(|a| a.ip())
+        .find(wanted)
+        .ok_or_else(|| Error::NoAddress {
+            host: host.to_owned(),
+            family: match family {
+                Family::Ipv4 => "IPv4",
+                Family::Any => "IP",
+            },
+        })
+}
+
+/// A fresh echo identifier: a random per-process base plus a counter, so
+/// concurrent tasks of this probe never share one (each has its own raw
+/// socket and filters on its identifier).
+fn next_echo_id() -> EchoId {
+    static BASE: LazyLock<u16> = LazyLock::new(rand::random);
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    EchoId(BASE.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+#[cfg(test)]
+mod tests;

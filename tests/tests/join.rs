@@ -1,0 +1,131 @@
+//! External hosts joining with a token: success, then refusal of a reused,
+//! an expired, an altered and a wrongly pinned token.
+
+use std::time::Duration;
+
+use probemesh_proto::pki::{CertAuthority, TlsDir};
+use probemesh_proto::token::JoinToken;
+use probemesh_tests::{Daemon, Mesh, assert_exit, bin, run, stderr, stdout};
+
+fn token(mesh: &Mesh, name: &str, ttl: &str) -> String {
+    let out = mesh.meshctl(&["join-token", "create", "--name", name, "--ttl", ttl]);
+    assert_exit(&out, 0, "join-token create");
+    stdout(&out).trim().to_owned()
+}
+
+fn enroll(mesh: &Mesh, token: &str, dir: &str) -> std::process::Output {
+    run(
+        "mesh-probe",
+        &[
+            "join",
+            "--enroll-only",
+            "--coordinator",
+            &mesh.url,
+            "--token",
+            token,
+            "--tls-dir",
+            dir,
+        ],
+    )
+}
+
+#[test]
+fn join_flow_and_refusals() {
+    let mesh = Mesh::start();
+    let host = tempfile::tempdir().expect("tmp");
+    let hd = host.path().to_str().expect("utf-8").to_owned();
+
+    // Success: join, then run as the probe; it registers as external.
+    let t = token(&mesh, "cloudvm-1", "1h");
+    let mut cmd = std::process::Command::new(bin("mesh-probe"));
+    cmd.args([
+        "join",
+        "--coordinator",
+        &mesh.url,
+        "--token",
+        &t,
+        "--tls-dir",
+        &hd,
+    ]);
+    let joined = Daemon::spawn("mesh-probe join", cmd);
+    let p = mesh.wait_connected("cloudvm-1", true, Duration::from_secs(10));
+    assert_eq!(p["role"], "external");
+    assert!(host.path().join("cloudvm-1.pem").exists());
+    assert!(host.path().join("cloudvm-1-key.pem").exists());
+    assert!(
+        !mesh.dir.path().join("cloudvm-1-key.pem").exists(),
+        "the key never leaves the host"
+    );
+    mesh.coordinator
+        .wait_for_log("external probe enrolled", Duration::from_secs(2));
+    drop(joined);
+
+    // Reused.
+    let again = tempfile::tempdir().expect("tmp");
+    let out = enroll(&mesh, &t, again.path().to_str().expect("utf-8"));
+    assert_exit(&out, 2, "reused token");
+    assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
+    assert!(
+        !again.path().join("cloudvm-1.pem").exists(),
+        "nothing written on refusal"
+    );
+
+    // Expired.
+    let short = token(&mesh, "cloudvm-2", "1s");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let out = enroll(&mesh, &short, again.path().to_str().expect("utf-8"));
+    assert_exit(&out, 2, "expired token");
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+
+    // Altered: the name swapped for another in an otherwise valid token.
+    let fresh = token(&mesh, "cloudvm-3", "1h");
+    let mut parsed: JoinToken = fresh.parse().expect("token parses");
+    parsed.name = "node-1".parse().expect("name");
+    let out = enroll(
+        &mesh,
+        &parsed.to_string(),
+        again.path().to_str().expect("utf-8"),
+    );
+    assert_exit(&out, 2, "altered token");
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+
+    // Garbled: not a token at all.
+    let mut garbled = fresh.clone();
+    garbled.truncate(fresh.len() - 5);
+    let out = enroll(&mesh, &garbled, again.path().to_str().expect("utf-8"));
+    assert_exit(&out, 2, "truncated token");
+
+    // Pinned to another CA: the host refuses the coordinator.
+    let foreign = tempfile::tempdir().expect("tmp");
+    assert_exit(
+        &run(
+            "meshctl",
+            &[
+                "certs",
+                "init",
+                "--dir",
+                foreign.path().to_str().expect("utf-8"),
+            ],
+        ),
+        0,
+        "foreign",
+    );
+    let mut pinned: JoinToken = fresh.parse().expect("token parses");
+    pinned.ca_pin = CertAuthority::load(&TlsDir::new(foreign.path()))
+        .expect("ca")
+        .pin();
+    let out = enroll(
+        &mesh,
+        &pinned.to_string(),
+        again.path().to_str().expect("utf-8"),
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("CA fingerprint does not match"),
+        "{}",
+        stderr(&out)
+    );
+    // The genuine token was not spent by the refused attempts.
+    let out = enroll(&mesh, &fresh, again.path().to_str().expect("utf-8"));
+    assert_exit(&out, 0, "genuine token after refusals");
+}

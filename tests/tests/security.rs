@@ -1,0 +1,146 @@
+//! mTLS and roles: every refusal is asserted by its reason, on the side that
+//! knows it (the coordinator's log for TLS handshakes, the status message for
+//! authorization).
+
+use std::time::Duration;
+
+use probemesh_proto::identity::Role;
+use probemesh_proto::pb;
+use probemesh_proto::pki::{CertAuthority, TlsDir, Validity};
+use probemesh_tests::{Mesh, assert_exit, copy_into, run};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn refusals_name_their_reason() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.issue("ro", "viewer");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+
+    // 1. No client certificate: the TLS layer lets it through (for joins
+    //    only), Control says why it refuses.
+    let pin = CertAuthority::load(&TlsDir::new(mesh.dir.path()))
+        .expect("ca")
+        .pin();
+    let status = rt().block_on(async {
+        let tls = probemesh_proto::tls::pinned_client_config(&pin);
+        let channel = probemesh_proto::tls::connect(&mesh.url, tls)
+            .await
+            .expect("tls without client cert");
+        pb::control_client::ControlClient::new(channel)
+            .list_probes(pb::ListProbesRequest {})
+            .await
+            .expect_err("must be refused")
+    });
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("client certificate is required"),
+        "{status:?}"
+    );
+
+    // 2. A certificate from another CA: refused in the handshake.
+    let foreign = tempfile::tempdir().expect("tmp");
+    let fd = foreign.path().to_str().expect("utf-8");
+    assert_exit(
+        &run("meshctl", &["certs", "init", "--dir", fd]),
+        0,
+        "foreign certs init",
+    );
+    let mixed = tempfile::tempdir().expect("tmp");
+    copy_into(mesh.dir.path(), mixed.path(), "ca.pem");
+    copy_into(foreign.path(), mixed.path(), "admin.pem");
+    copy_into(foreign.path(), mixed.path(), "admin-key.pem");
+    let out = run(
+        "meshctl",
+        &[
+            "--coordinator",
+            &mesh.url,
+            "--tls-dir",
+            mixed.path().to_str().expect("utf-8"),
+            "probes",
+        ],
+    );
+    assert_exit(&out, 4, "foreign CA");
+    mesh.coordinator
+        .wait_for_log("UnknownIssuer", Duration::from_secs(5));
+
+    // 3. An expired certificate from our own CA: refused in the handshake.
+    let ca = CertAuthority::load(&TlsDir::new(mesh.dir.path())).expect("ca");
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue(
+            "old-admin",
+            Role::Operator,
+            Validity {
+                not_before: now - time::Duration::days(10),
+                not_after: now - time::Duration::days(1),
+            },
+        )
+        .expect("issue expired");
+    std::fs::write(mesh.dir.path().join("old-admin.pem"), &expired.cert_pem).expect("write");
+    std::fs::write(mesh.dir.path().join("old-admin-key.pem"), &expired.key_pem).expect("write");
+    let out = mesh.meshctl_as("old-admin", &["probes"]);
+    assert_exit(&out, 4, "expired certificate");
+    mesh.coordinator
+        .wait_for_log("Expired", Duration::from_secs(5));
+
+    // 4. A probe certificate calling Control.
+    let out = mesh.meshctl_as("node-a", &["probes"]);
+    assert_exit(&out, 4, "probe cert on Control");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("identity 'node-a' (role probe) may not call Control.ListProbes"),
+        "{err}"
+    );
+
+    // 5. A viewer may read but not start a run.
+    assert_exit(&mesh.meshctl_as("ro", &["probes"]), 0, "viewer reads");
+    let out = mesh.meshctl_as("ro", &["ping", "--from", "node-a", "127.0.0.1", "-c", "1"]);
+    assert_exit(&out, 4, "viewer starts a run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("may not call Control.StartRun: an operator certificate is required"),
+        "{err}"
+    );
+    let out = mesh.meshctl_as("ro", &["join-token", "create", "--name", "x"]);
+    assert_exit(&out, 4, "viewer creates a token");
+
+    // 6. A second certificate claiming a name held by a live stream.
+    let other = tempfile::tempdir().expect("tmp");
+    copy_into(mesh.dir.path(), other.path(), "ca.pem");
+    copy_into(mesh.dir.path(), other.path(), "ca-key.pem");
+    let od = other.path().to_str().expect("utf-8");
+    assert_exit(
+        &run(
+            "meshctl",
+            &[
+                "certs", "issue", "--dir", od, "--name", "node-a", "--role", "probe",
+            ],
+        ),
+        0,
+        "second node-a cert",
+    );
+    let impostor = mesh.spawn_probe("node-a", od.to_owned());
+    mesh.coordinator.wait_for_log(
+        "is held by a live connection with another certificate",
+        Duration::from_secs(10),
+    );
+    impostor.wait_for_log(
+        "coordinator refused the probe link",
+        Duration::from_secs(10),
+    );
+    drop(impostor);
+
+    // 7. The same identity reconnecting replaces its stale stream.
+    let twin = mesh.spawn_probe("node-a", mesh.tls_dir().to_owned());
+    mesh.coordinator
+        .wait_for_log("replacing its stale stream", Duration::from_secs(10));
+    drop(twin);
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+}
