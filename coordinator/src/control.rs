@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use probemesh_proto::pb;
-use probemesh_proto::pb::run_request::Kind;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,13 +18,12 @@ use tracing::Instrument as _;
 use crate::authz::{Access, authorize};
 use crate::dispatch::TaskHandle;
 use crate::error::Error;
-use crate::resolve;
+use crate::plan::{self, Plan, ResponderPort};
+use crate::registry::Link;
 use crate::state::Coordinator;
 
 /// Longest join-token lifetime accepted.
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Slack added to a task's own bound before the coordinator gives up on it.
-const TASK_SLACK: Duration = Duration::from_secs(5);
 
 /// Control over the shared state.
 #[derive(Debug, Clone)]
@@ -61,44 +59,23 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<Self::StartRunStream>, Status> {
         let caller = authorize(&req, "Control.StartRun", Access::Operate)?;
         let request = req.into_inner();
-        let (task, bound) = plan_task(&self.state, &request)?;
-        let link = {
-            let registry = self.state.registry();
-            match registry.link(&request.from) {
-                Some(link) => link,
-                None if registry.hello(&request.from).is_some() => {
-                    return Err(Error::ProbeOffline(request.from).into());
-                }
-                None => return Err(Error::UnknownProbe(request.from).into()),
-            }
-        };
+        let inventory = self.state.inventory.current();
+        let plan = plan::plan(&request, &self.state.registry(), inventory.as_deref())?;
+        let link = self
+            .state
+            .registry()
+            .link(&plan.source.probe)
+            .ok_or_else(|| Error::ProbeOffline(plan.source.probe.clone()))?;
         let run_id = random_hex(8);
         let trace_id = random_hex(16);
-        let task = pb::Task {
-            task_id: format!("{run_id}-1"),
-            run_id: run_id.clone(),
-            trace_context: [(
-                "traceparent".to_owned(),
-                format!("00-{trace_id}-{}-01", random_hex(8)),
-            )]
-            .into(),
-            kind: Some(task),
-        };
-        let started_unix_ms = self.state.clock.now_unix_ms();
         let record = pb::RunRecord {
             run_id: run_id.clone(),
             trace_id: trace_id.clone(),
             requester: caller.identity.name.clone(),
             request: Some(request.clone()),
-            started_unix_ms,
+            started_unix_ms: self.state.clock.now_unix_ms(),
             ..Default::default()
         };
-        let handle = self
-            .state
-            .dispatcher
-            .dispatch(&request.from, &link, task)
-            .await
-            .map_err(|e| Error::ProbeOffline(e.to_string()))?;
         tracing::info!(run_id = %run_id, trace_id = %trace_id, requester = %caller.identity.name, from = %request.from, "run started");
 
         let (tx, rx) = mpsc::channel(64);
@@ -109,10 +86,8 @@ impl pb::control_server::Control for ControlService {
             })),
         };
         let _ = tx.try_send(Ok(accepted));
-        let span = tracing::info_span!("run", run_id = %run_id, probe = %request.from);
-        tokio::spawn(
-            follow_run(self.state.clone(), link, handle, record, bound, tx).instrument(span),
-        );
+        let span = tracing::info_span!("run", run_id = %run_id, probe = %plan.source.probe);
+        tokio::spawn(follow_run(self.state.clone(), link, plan, record, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -165,117 +140,167 @@ impl pb::control_server::Control for ControlService {
     }
 }
 
-/// Validates the request's kind and aims it; returns the task and how long
-/// the probe may take.
-fn plan_task(
-    state: &Coordinator,
-    request: &pb::RunRequest,
-) -> Result<(pb::task::Kind, Duration), Error> {
-    if request.from.is_empty() {
-        return Err(Error::InvalidRequest("--from PROBE is required".into()));
-    }
-    let registry = state.registry();
-    match &request.kind {
-        Some(Kind::Ping(p)) => {
-            let aim = resolve::aim(&p.target, &registry)?;
-            let bound = per_attempt_bound(p.count, p.interval_us, p.timeout_us);
-            Ok((
-                pb::task::Kind::Ping(pb::PingTask {
-                    target: aim.host,
-                    ..p.clone()
-                }),
-                bound,
-            ))
-        }
-        Some(Kind::Tcping(t)) => {
-            let spec = if t.port == 0 {
-                t.host.clone()
-            } else {
-                format!("{}:{}", t.host, t.port)
-            };
-            let aim = resolve::aim(&spec, &registry)?;
-            let port = aim.port.ok_or_else(|| {
-                Error::InvalidRequest(format!("'{spec}' needs a port: tcping HOST:PORT"))
-            })?;
-            let bound = per_attempt_bound(t.count, t.interval_us, t.timeout_us);
-            Ok((
-                pb::task::Kind::Tcping(pb::TcpingTask {
-                    host: aim.host,
-                    port: u32::from(port.get()),
-                    ..t.clone()
-                }),
-                bound,
-            ))
-        }
-        None => Err(Error::InvalidRequest(
-            "the run request names no test".into(),
-        )),
-    }
-}
-
-/// Upper bound of a count × (interval, timeout) task.
-fn per_attempt_bound(count: u32, interval_us: u64, timeout_us: u64) -> Duration {
-    let per = Duration::from_micros(interval_us.max(timeout_us).max(1_000_000));
-    per.saturating_mul(count.max(1)) + TASK_SLACK
-}
-
-/// Streams the task's progress to the client, then stores and sends the
-/// record. Cancels the task on the probe if the client goes away or the
-/// bound passes.
+/// Executes a plan: starts the target's responder when needed, dispatches
+/// the task, streams its progress to the client, then stores and sends the
+/// record. Cancels what it started if the client goes away or the bound
+/// passes.
 async fn follow_run(
     state: Arc<Coordinator>,
-    link: crate::registry::Link,
-    mut handle: TaskHandle,
+    link: Link,
+    mut plan: Plan,
     mut record: pb::RunRecord,
-    bound: Duration,
     tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) {
     let started = tokio::time::Instant::now();
+    let run_id = record.run_id.clone();
+    let responder = match &plan.responder {
+        Some(need) => match start_responder(&state, &run_id, need).await {
+            Ok((handle, ports)) => {
+                plan.set_responder_port(match need.port {
+                    ResponderPort::Tcp => ports.tcp_port,
+                    ResponderPort::Udp => ports.udp_port,
+                });
+                Some(handle)
+            }
+            Err(result) => {
+                finish(&state, record, result, started, &tx).await;
+                return;
+            }
+        },
+        None => None,
+    };
+    let task = pb::Task {
+        task_id: format!("{run_id}-1"),
+        run_id: run_id.clone(),
+        trace_context: [(
+            "traceparent".to_owned(),
+            format!("00-{}-{}-01", record.trace_id, random_hex(8)),
+        )]
+        .into(),
+        netns: plan.source.netns.clone(),
+        kind: Some(plan.kind.clone()),
+    };
+    let outcome = match state
+        .dispatcher
+        .dispatch(&plan.source.probe, &link, task)
+        .await
+    {
+        Ok(handle) => await_task(&state, &link, handle, plan.bound, &tx, &plan.source.probe).await,
+        Err(e) => task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
+    };
+    if let Some((rlink, rhandle)) = responder {
+        cancel(&state, &rlink, &rhandle.task_id).await;
+    }
+    record.result = Some(outcome);
+    finish(&state, record, None, started, &tx).await;
+}
+
+/// Streams progress until the result, the bound, or the client leaving.
+async fn await_task(
+    state: &Coordinator,
+    link: &Link,
+    mut handle: TaskHandle,
+    bound: Duration,
+    tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
+    probe: &str,
+) -> pb::TaskResult {
     let deadline = tokio::time::sleep(bound);
     tokio::pin!(deadline);
-    let run_id = record.run_id.clone();
-    let from = record
-        .request
-        .as_ref()
-        .map(|r| r.from.clone())
-        .unwrap_or_default();
-    let outcome = loop {
+    let progress = |p| pb::RunEvent {
+        event: Some(pb::run_event::Event::Progress(p)),
+    };
+    loop {
         tokio::select! {
             Some(p) = handle.progress.recv() => {
-                let _ = tx.send(Ok(pb::RunEvent { event: Some(pb::run_event::Event::Progress(p)) })).await;
+                let _ = tx.send(Ok(progress(p))).await;
             }
             result = &mut handle.result => {
                 // Drain progress that raced the result.
                 while let Ok(p) = handle.progress.try_recv() {
-                    let _ = tx.send(Ok(pb::RunEvent { event: Some(pb::run_event::Event::Progress(p)) })).await;
+                    let _ = tx.send(Ok(progress(p))).await;
                 }
-                break result.unwrap_or_else(|_| task_error(
-                    pb::task_error::Kind::ProbeFailure,
-                    Error::ProbeLost(from.clone()).to_string(),
-                ));
+                return result.unwrap_or_else(|_| {
+                    task_error(pb::task_error::Kind::ProbeFailure, Error::ProbeLost(probe.to_owned()).to_string())
+                });
             }
             () = &mut deadline => {
-                cancel(&state, &link, &handle.task_id).await;
-                break task_error(
+                cancel(state, link, &handle.task_id).await;
+                return task_error(
                     pb::task_error::Kind::ProbeFailure,
-                    format!("probe '{from}' did not finish within {}", humanize(bound)),
+                    format!("probe '{probe}' did not finish within {}", humanize(bound)),
                 );
             }
             () = tx.closed() => {
-                cancel(&state, &link, &handle.task_id).await;
-                break task_error(pb::task_error::Kind::Cancelled, "the requester went away".into());
+                cancel(state, link, &handle.task_id).await;
+                return task_error(pb::task_error::Kind::Cancelled, "the requester went away".into());
             }
         }
+    }
+}
+
+/// How long a responder may take to announce its ports.
+const RESPONDER_READY: Duration = Duration::from_secs(5);
+
+/// Starts `need.probe`'s responder for this run and waits for its ports.
+async fn start_responder(
+    state: &Coordinator,
+    run_id: &str,
+    need: &plan::ResponderNeed,
+) -> Result<((Link, TaskHandle), pb::ResponderReady), Option<pb::TaskResult>> {
+    let fail = |msg: String| Some(task_error(pb::task_error::Kind::ProbeFailure, msg));
+    let link = state
+        .registry()
+        .link(&need.probe)
+        .ok_or_else(|| fail(Error::ProbeOffline(need.probe.clone()).to_string()))?;
+    let task = pb::Task {
+        task_id: format!("{run_id}-responder"),
+        run_id: run_id.to_owned(),
+        kind: Some(pb::task::Kind::Responder(pb::ResponderTask::default())),
+        ..Default::default()
     };
+    let mut handle = state
+        .dispatcher
+        .dispatch(&need.probe, &link, task)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let ready = tokio::time::timeout(RESPONDER_READY, async {
+        while let Some(p) = handle.progress.recv().await {
+            if let Some(pb::task_progress::Event::ResponderReady(r)) = p.event {
+                return Some(r);
+            }
+        }
+        None
+    })
+    .await;
+    match ready {
+        Ok(Some(ports)) => Ok(((link, handle), ports)),
+        _ => {
+            cancel(state, &link, &handle.task_id).await;
+            Err(fail(format!(
+                "probe '{}' did not start its responder within {}",
+                need.probe,
+                humanize(RESPONDER_READY)
+            )))
+        }
+    }
+}
+
+/// Stamps, stores and sends the finished record.
+async fn finish(
+    state: &Coordinator,
+    mut record: pb::RunRecord,
+    result: Option<pb::TaskResult>,
+    started: tokio::time::Instant,
+    tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
+) {
+    if let Some(result) = result {
+        record.result = Some(result);
+    }
     record.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    record.result = Some(pb::TaskResult {
-        task_id: handle.task_id.clone(),
-        ..outcome
-    });
     if let Err(e) = state.runs.insert(record.clone()) {
         tracing::error!(error = %e, "could not store the run");
     }
-    tracing::info!(run_id = %run_id, duration_ms = record.duration_ms, "run finished");
+    tracing::info!(run_id = %record.run_id, duration_ms = record.duration_ms, "run finished");
     let _ = tx
         .send(Ok(pb::RunEvent {
             event: Some(pb::run_event::Event::Finished(record)),
@@ -283,7 +308,7 @@ async fn follow_run(
         .await;
 }
 
-async fn cancel(state: &Coordinator, link: &crate::registry::Link, task_id: &str) {
+async fn cancel(state: &Coordinator, link: &Link, task_id: &str) {
     state.dispatcher.forget(task_id);
     let msg = pb::CoordinatorMessage {
         msg: Some(pb::coordinator_message::Msg::Cancel(pb::CancelTask {

@@ -52,6 +52,9 @@ pub enum Error {
     /// Certificate authority operations (signing a CSR).
     #[error(transparent)]
     Pki(#[from] probemesh_proto::pki::Error),
+    /// The inventory file is missing or invalid.
+    #[error(transparent)]
+    Inventory(#[from] probemesh_proto::inventory::LoadError),
     /// The listener could not be set up.
     #[error("{op} {addr}: {source}")]
     Listen {
@@ -81,6 +84,7 @@ impl From<Error> for tonic::Status {
             Error::Store { .. }
             | Error::Tls(_)
             | Error::Pki(_)
+            | Error::Inventory(_)
             | Error::Listen { .. }
             | Error::Serve(_) => tonic::Status::internal(msg),
         }

@@ -6,7 +6,8 @@
 //! not a CLI (that is meshctl) and runs no tests itself (probes do).
 //!
 //! Map: [`server`] binds and serves; [`link`] is each probe's stream;
-//! [`control`] answers meshctl; [`enroll`] answers joins; [`registry`],
+//! [`control`] answers meshctl, executing what [`plan`] decides (targets
+//! resolved by [`resolve`] through the registry and [`inventory`]); [`enroll`] answers joins; [`registry`],
 //! [`clock`], [`dispatch`], [`runs`], [`tokens`] are the state they share;
 //! [`authz`] decides who may call what.
 
@@ -16,7 +17,9 @@ pub mod control;
 pub mod dispatch;
 pub mod enroll;
 pub mod error;
+pub mod inventory;
 pub mod link;
+pub mod plan;
 pub mod registry;
 pub mod resolve;
 pub mod runs;

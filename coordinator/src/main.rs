@@ -26,6 +26,10 @@ struct Args {
     /// Directory to keep runs and join tokens in (default: memory only).
     #[arg(long, env = "MESH_STORE")]
     store: Option<PathBuf>,
+    /// Cluster inventory (nodes, pods, Services) as JSON; re-read when it changes.
+    /// Needed for nodeport:, svc: and pod: targets and PROBE@pod:NS/NAME sources.
+    #[arg(long, env = "MESH_INVENTORY")]
+    inventory: Option<PathBuf>,
     /// How often probes must send a heartbeat; three missed ones disconnect a probe.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "1s", value_parser = duration)]
     heartbeat: Duration,
@@ -46,6 +50,7 @@ async fn main() -> ExitCode {
         listen: args.listen,
         tls_dir: args.tls_dir,
         store: args.store,
+        inventory: args.inventory,
         timing: LinkTiming {
             heartbeat: args.heartbeat,
             ..LinkTiming::default()

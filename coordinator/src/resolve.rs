@@ -1,13 +1,80 @@
-//! Turns a TARGET spec into what a probe task can aim at: an address or a
-//! hostname the probe resolves itself.
+//! Turns what the user named into what a probe task can use: a source
+//! (`PROBE` or `PROBE@pod:NS/NAME`, the latter a network namespace on that
+//! probe's node) and a target (an address or a hostname the probe resolves
+//! itself), through the registry and the cluster inventory.
 
 use std::net::IpAddr;
 
+use probemesh_proto::inventory::Inventory;
 use probemesh_proto::pb;
 use probemesh_proto::target::{Port, Target};
 
 use crate::error::Error;
 use crate::registry::Registry;
+
+/// Where a task runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// The probe that runs it.
+    pub probe: String,
+    /// The pod namespace to enter, if any.
+    pub netns: Option<pb::NetnsRef>,
+}
+
+/// Parses and resolves `PROBE[@pod:NAMESPACE/NAME]`.
+pub fn source(spec: &str, inventory: Option<&Inventory>) -> Result<Source, Error> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Err(Error::InvalidRequest("--from PROBE is required".into()));
+    }
+    let Some((probe, pod)) = spec.split_once('@') else {
+        return Ok(Source {
+            probe: spec.to_owned(),
+            netns: None,
+        });
+    };
+    let Ok(Target::Pod {
+        namespace,
+        name,
+        port: None,
+    }) = pod.parse::<Target>()
+    else {
+        return Err(Error::InvalidRequest(format!(
+            "'{spec}': after '@' give the pod as pod:NAMESPACE/NAME, e.g. node-3@pod:default/client-3"
+        )));
+    };
+    let inventory = inventory.ok_or_else(no_inventory(spec))?;
+    let pod = inventory.pod(&namespace, &name).ok_or_else(|| {
+        Error::InvalidRequest(format!("no pod {namespace}/{name} in the inventory"))
+    })?;
+    let node = inventory.node(&pod.node);
+    let runs_on = node
+        .and_then(|n| n.probe.as_deref())
+        .unwrap_or(pod.node.as_str());
+    if runs_on != probe {
+        return Err(Error::InvalidRequest(format!(
+            "pod {namespace}/{name} runs on node {} (probe {runs_on}), not on {probe}: use --from {runs_on}@pod:{namespace}/{name}",
+            pod.node
+        )));
+    }
+    let netns = pod.netns.as_ref().ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "the inventory does not name pod {namespace}/{name}'s network namespace"
+        ))
+    })?;
+    let path = if netns.starts_with('/') {
+        netns.clone()
+    } else {
+        format!("/run/netns/{netns}")
+    };
+    Ok(Source {
+        probe: probe.to_owned(),
+        netns: Some(pb::NetnsRef {
+            target: Some(pb::netns_ref::Target::Path(path)),
+            label: format!("pod {namespace}/{name}"),
+        }),
+    })
+}
 
 /// Where a tool task is aimed, as the probe will see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,28 +83,33 @@ pub struct Aim {
     pub host: String,
     /// The port, when the spec gave or implied one.
     pub port: Option<Port>,
+    /// The probe behind the address, when the target is `probe:NAME`.
+    pub probe: Option<String>,
     /// Why this address was chosen, for the user.
     pub reason: String,
 }
 
-/// Resolves `spec` for a tool task using the registry.
-pub fn aim(spec: &str, registry: &Registry) -> Result<Aim, Error> {
+impl Aim {
+    fn new(host: impl Into<String>, port: Option<Port>, reason: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            probe: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Resolves a TARGET spec for a tool task.
+pub fn aim(spec: &str, registry: &Registry, inventory: Option<&Inventory>) -> Result<Aim, Error> {
     let target: Target = spec
         .parse()
         .map_err(|e: probemesh_proto::target::InvalidTarget| {
             Error::InvalidRequest(e.to_string())
         })?;
     match target {
-        Target::Ip { addr, port } => Ok(Aim {
-            host: addr.to_string(),
-            port,
-            reason: "literal address".into(),
-        }),
-        Target::Host { name, port } => Ok(Aim {
-            host: name,
-            port,
-            reason: "hostname, resolved on the probe".into(),
-        }),
+        Target::Ip { addr, port } => Ok(Aim::new(addr.to_string(), port, "literal address")),
+        Target::Host { name, port } => Ok(Aim::new(name, port, "hostname, resolved on the probe")),
         Target::Probe { name, port } => {
             let hello = registry
                 .hello(&name)
@@ -46,19 +118,79 @@ pub fn aim(spec: &str, registry: &Registry) -> Result<Aim, Error> {
                 Error::InvalidRequest(format!("probe '{name}' reported no usable IPv4 address"))
             })?;
             Ok(Aim {
-                host: addr.to_string(),
-                port,
-                reason: format!("address of probe {name}"),
+                probe: Some(name.clone()),
+                ..Aim::new(addr.to_string(), port, format!("address of probe {name}"))
             })
         }
         Target::Dns { .. } => Err(Error::InvalidRequest(format!(
-            "'{spec}' is a resolution check; use `meshctl dig` for names, or give a host or address"
+            "'{spec}' is a resolution check: use `meshctl dig --from PROBE NAME`"
         ))),
-        Target::NodePort { .. } | Target::Service { .. } | Target::Pod { .. } => {
-            Err(Error::InvalidRequest(format!(
-                "'{spec}' needs the cluster inventory, and this coordinator has none: start it with --inventory FILE"
-            )))
+        Target::NodePort { node, port } => {
+            let inv = inventory.ok_or_else(no_inventory(spec))?;
+            let nodes = inv.nodes_with_nodeport(port.get());
+            if nodes.is_empty() {
+                return Err(Error::InvalidRequest(format!(
+                    "no Service exposes NodePort {port}"
+                )));
+            }
+            let chosen = match &node {
+                Some(n) => inv.node(n).ok_or_else(|| {
+                    Error::InvalidRequest(format!("no node '{n}' in the inventory"))
+                })?,
+                None => nodes[0],
+            };
+            let reason = match node {
+                Some(_) => format!("node {}'s address, NodePort {port}", chosen.name),
+                None => format!(
+                    "node {} (first of {} nodes exposing NodePort {port}; use nodeport:NODE:{port} for another)",
+                    chosen.name,
+                    nodes.len()
+                ),
+            };
+            Ok(Aim::new(chosen.internal_ip.to_string(), Some(port), reason))
         }
+        Target::Service {
+            namespace,
+            name,
+            port,
+        } => {
+            let inv = inventory.ok_or_else(no_inventory(spec))?;
+            let svc = inv.service(&namespace, &name).ok_or_else(|| {
+                Error::InvalidRequest(format!("no Service {namespace}/{name} in the inventory"))
+            })?;
+            let port = match port {
+                Some(p) => Some(p),
+                None => svc.ports.first().and_then(|p| Port::try_from(p.port).ok()),
+            };
+            Ok(Aim::new(
+                svc.cluster_ip.to_string(),
+                port,
+                format!("ClusterIP of Service {namespace}/{name}"),
+            ))
+        }
+        Target::Pod {
+            namespace,
+            name,
+            port,
+        } => {
+            let inv = inventory.ok_or_else(no_inventory(spec))?;
+            let pod = inv.pod(&namespace, &name).ok_or_else(|| {
+                Error::InvalidRequest(format!("no pod {namespace}/{name} in the inventory"))
+            })?;
+            Ok(Aim::new(
+                pod.ip.to_string(),
+                port,
+                format!("IP of pod {namespace}/{name} on {}", pod.node),
+            ))
+        }
+    }
+}
+
+fn no_inventory(spec: &str) -> impl FnOnce() -> Error + '_ {
+    move || {
+        Error::InvalidRequest(format!(
+            "'{spec}' needs the cluster inventory, and this coordinator has none: start it with --inventory FILE"
+        ))
     }
 }
 
@@ -75,6 +207,23 @@ pub fn primary_address(interfaces: &[pb::Interface]) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LAB: &str = r#"{
+      "nodes": [
+        {"name": "node-1", "internal_ip": "198.18.0.11", "pod_cidr": "198.19.1.0/24", "probe": "node-1", "kube_proxy": {"phase": "Running"}},
+        {"name": "node-2", "internal_ip": "198.18.0.12", "pod_cidr": "198.19.2.0/24", "probe": "node-2", "kube_proxy": {"phase": "Running"}}
+      ],
+      "pods": [{"namespace": "default", "name": "web-0", "ip": "198.19.2.10", "node": "node-2", "netns": "mesh-pod-web-0"}],
+      "services": [{"namespace": "default", "name": "web", "cluster_ip": "198.18.200.80",
+                    "ports": [{"name": "http", "protocol": "TCP", "port": 80, "target_port": 8080, "node_port": 30080}],
+                    "endpoints": [{"pod": "web-0", "ip": "198.19.2.10", "port": 8080, "node": "node-2"}]}]
+    }"#;
+
+    fn lab() -> Inventory {
+        let inv: Inventory = serde_json::from_str(LAB).unwrap();
+        inv.validate().unwrap();
+        inv
+    }
 
     fn iface(name: &str, up: bool, addrs: &[&str]) -> pb::Interface {
         pb::Interface {
@@ -101,25 +250,89 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_targets_resolve_through_the_inventory() {
+        let (reg, inv) = (Registry::default(), lab());
+        let np = aim("nodeport:30080", &reg, Some(&inv)).unwrap();
+        assert_eq!(
+            (np.host.as_str(), np.port.map(Port::get)),
+            ("198.18.0.11", Some(30080))
+        );
+        assert!(np.reason.contains("first of 2 nodes"), "{}", np.reason);
+        let np2 = aim("nodeport:node-2:30080", &reg, Some(&inv)).unwrap();
+        assert_eq!(np2.host, "198.18.0.12");
+        let svc = aim("svc:default/web", &reg, Some(&inv)).unwrap();
+        assert_eq!(
+            (svc.host.as_str(), svc.port.map(Port::get)),
+            ("198.18.200.80", Some(80))
+        );
+        let pod = aim("pod:default/web-0:8080", &reg, Some(&inv)).unwrap();
+        assert_eq!(
+            (pod.host.as_str(), pod.port.map(Port::get)),
+            ("198.19.2.10", Some(8080))
+        );
+        for bad in [
+            "nodeport:30081",
+            "svc:default/nope",
+            "pod:default/nope",
+            "nodeport:node-9:30080",
+        ] {
+            assert!(aim(bad, &reg, Some(&inv)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn literal_and_host_targets_pass_through() {
         let reg = Registry::default();
-        let a = aim("198.18.0.12:30080", &reg).unwrap();
+        let a = aim("198.18.0.12:30080", &reg, None).unwrap();
         assert_eq!(
             (a.host.as_str(), a.port.map(Port::get)),
             ("198.18.0.12", Some(30080))
         );
-        let h = aim("web.default.svc.cluster.local", &reg).unwrap();
+        let h = aim("web.default.svc.cluster.local", &reg, None).unwrap();
         assert_eq!(h.host, "web.default.svc.cluster.local");
     }
 
     #[test]
     fn unknown_probe_and_bad_specs_are_clear() {
         let reg = Registry::default();
-        let err = aim("probe:node-9", &reg).unwrap_err().to_string();
+        let err = aim("probe:node-9", &reg, None).unwrap_err().to_string();
         assert!(err.contains("no probe named 'node-9'"), "{err}");
-        let err = aim("svc:web", &reg).unwrap_err().to_string();
+        let err = aim("svc:web", &reg, None).unwrap_err().to_string();
         assert!(err.contains("NAMESPACE/NAME"), "{err}");
-        let err = aim("svc:default/web", &reg).unwrap_err().to_string();
+        let err = aim("svc:default/web", &reg, None).unwrap_err().to_string();
         assert!(err.contains("--inventory"), "{err}");
+    }
+
+    #[test]
+    fn pod_sources_resolve_to_their_namespace_on_their_node() {
+        let inv = lab();
+        let s = source("node-2@pod:default/web-0", Some(&inv)).unwrap();
+        assert_eq!(s.probe, "node-2");
+        let netns = s.netns.unwrap();
+        assert_eq!(
+            netns.target,
+            Some(pb::netns_ref::Target::Path(
+                "/run/netns/mesh-pod-web-0".into()
+            ))
+        );
+        let err = source("node-1@pod:default/web-0", Some(&inv))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use --from node-2@pod:default/web-0"), "{err}");
+        assert!(source("node-2@pod:default/nope", Some(&inv)).is_err());
+        assert!(source("node-2@default/web-0", Some(&inv)).is_err());
+        assert!(
+            source("node-2@pod:default/web-0", None)
+                .unwrap_err()
+                .to_string()
+                .contains("--inventory")
+        );
+        assert_eq!(
+            source("node-1", None).unwrap(),
+            Source {
+                probe: "node-1".into(),
+                netns: None
+            }
+        );
     }
 }

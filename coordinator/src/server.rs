@@ -12,6 +12,7 @@ use probemesh_proto::tls::{TlsIncoming, server_config};
 use crate::control::ControlService;
 use crate::enroll::EnrollService;
 use crate::error::{Error, Result};
+use crate::inventory::InventorySource;
 use crate::link::{LinkService, liveness_sweeper};
 use crate::runs::RunStore;
 use crate::state::{Coordinator, LinkTiming, SystemClock};
@@ -26,6 +27,8 @@ pub struct Settings {
     pub tls_dir: PathBuf,
     /// Directory for runs and join tokens; `None` keeps them in memory.
     pub store: Option<PathBuf>,
+    /// Cluster inventory file (nodes, pods, Services), re-read when it changes.
+    pub inventory: Option<PathBuf>,
     /// Probe link timing.
     pub timing: LinkTiming,
 }
@@ -61,10 +64,15 @@ impl Bound {
             addr: settings.listen,
             source,
         })?;
+        let inventory = match settings.inventory {
+            Some(path) => InventorySource::file(path)?,
+            None => InventorySource::none(),
+        };
         let state = Arc::new(Coordinator::new(
             runs,
             tokens,
             ca,
+            inventory,
             settings.timing,
             Arc::new(SystemClock),
         ));

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use probemesh_proto::pki::CertAuthority;
 
 use crate::dispatch::Dispatcher;
+use crate::inventory::InventorySource;
 use crate::registry::Registry;
 use crate::runs::RunStore;
 use crate::tokens::TokenStore;
@@ -73,6 +74,8 @@ pub struct Coordinator {
     pub tokens: TokenStore,
     /// Signs join CSRs.
     pub ca: CertAuthority,
+    /// The cluster inventory, if any.
+    pub inventory: InventorySource,
     /// Link timing.
     pub timing: LinkTiming,
     /// Wall clock.
@@ -85,6 +88,7 @@ impl Coordinator {
         runs: RunStore,
         tokens: TokenStore,
         ca: CertAuthority,
+        inventory: InventorySource,
         timing: LinkTiming,
         clock: Arc<dyn WallClock>,
     ) -> Self {
@@ -94,6 +98,7 @@ impl Coordinator {
             runs,
             tokens,
             ca,
+            inventory,
             timing,
             clock,
         }

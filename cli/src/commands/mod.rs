@@ -8,6 +8,9 @@ pub mod tools;
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use probemesh_proto::pb;
+use probemesh_proto::pb::run_request::Kind;
+
 /// Unix milliseconds as an RFC 3339 UTC timestamp (seconds precision).
 pub fn format_unix_ms(ms: i64) -> String {
     u64::try_from(ms)
@@ -25,4 +28,21 @@ pub fn ns_to_ms(ns: i64) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let ms = ns as f64 / 1e6;
     (ms * 1000.0).round() / 1000.0
+}
+
+/// The test a run request names, and what it is aimed at, for listings.
+pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
+    let with_port = |host: &str, port: u32| if port == 0 { host.to_owned() } else { format!("{host}:{port}") };
+    match &request.kind {
+        Some(Kind::Ping(p)) => ("ping", p.target.clone()),
+        Some(Kind::Tcping(t)) => ("tcping", with_port(&t.host, t.port)),
+        Some(Kind::TcpTransfer(t)) => ("transfer", with_port(&t.host, t.port)),
+        Some(Kind::UdpEcho(u)) => ("udping", with_port(&u.host, u.port)),
+        Some(Kind::Pmtu(p)) => ("pmtu", p.target.clone()),
+        Some(Kind::Trace(t)) => ("mtr", t.target.clone()),
+        Some(Kind::Dns(d)) => ("dig", d.name.clone()),
+        Some(Kind::Listener(_)) => ("listeners", String::new()),
+        Some(Kind::NodeFacts(_)) => ("inspect", String::new()),
+        None => ("unknown", String::new()),
+    }
 }

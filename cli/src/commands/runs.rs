@@ -33,11 +33,7 @@ struct RunRow {
 impl From<&pb::RunRecord> for RunRow {
     fn from(r: &pb::RunRecord) -> Self {
         let request = r.request.clone().unwrap_or_default();
-        let (kind, target) = match &request.kind {
-            Some(pb::run_request::Kind::Ping(p)) => ("ping", p.target.clone()),
-            Some(pb::run_request::Kind::Tcping(t)) => ("tcping", t.host.clone()),
-            None => ("unknown", String::new()),
-        };
+        let (kind, target) = super::kind_and_target(&request);
         let result = match r.result.as_ref().and_then(|res| res.outcome.as_ref()) {
             Some(pb::task_result::Outcome::Ping(s)) => {
                 format!("{}/{} replies", s.received, s.transmitted)
@@ -46,7 +42,20 @@ impl From<&pb::RunRecord> for RunRow {
                 format!("{}/{} connected", s.connected, s.attempted)
             }
             Some(pb::task_result::Outcome::Error(e)) => format!("error: {}", e.message),
-            None => "no result".into(),
+            Some(pb::task_result::Outcome::TcpTransfer(t)) => {
+                format!("{} of {} bytes acked, {}", t.bytes_acked, t.bytes_sent, t.outcome)
+            }
+            Some(pb::task_result::Outcome::UdpEcho(u)) => format!("{}/{} echoes", u.received, u.transmitted),
+            Some(pb::task_result::Outcome::Pmtu(p)) => {
+                format!("pmtu {}{}", p.path_mtu, if p.blackhole { " (black hole)" } else { "" })
+            }
+            Some(pb::task_result::Outcome::Trace(t)) => {
+                format!("{} hops{}", t.hops.len(), if t.reached { "" } else { ", target not reached" })
+            }
+            Some(pb::task_result::Outcome::Dns(d)) => d.conclusion.clone(),
+            Some(pb::task_result::Outcome::Listener(l)) => format!("{} listeners", l.listeners.len()),
+            Some(pb::task_result::Outcome::NodeFacts(f)) => format!("{} interfaces", f.interfaces.len()),
+            Some(pb::task_result::Outcome::Responder(_)) | None => "no result".into(),
         };
         Self {
             run_id: r.run_id.clone(),
@@ -78,7 +87,7 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
                     "run {}  started {}  by {}  ({} ms)",
                     row.run_id, row.started, row.requester, row.duration_ms
                 );
-                println!("{} from {} to {}", row.kind, row.from, row.target);
+                println!("{} from {} to {}: {}", row.kind, row.from, row.target, row.result);
                 for line in report.summary_lines() {
                     println!("{line}");
                 }
