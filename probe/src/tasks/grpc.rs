@@ -86,7 +86,7 @@ impl TryFrom<pb::Task> for TaskSpec {
         match task.kind {
             Some(pb::task::Kind::Ping(ping)) => Ok(TaskSpec::Ping(ping.try_into()?)),
             Some(pb::task::Kind::Tcping(tcping)) => Ok(TaskSpec::Tcping(tcping.try_into()?)),
-            None => Err(InvalidTask::UnknownKind),
+            _ => Err(InvalidTask::UnknownKind),
         }
     }
 }
