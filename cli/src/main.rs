@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
-use meshctl::commands::{certs, join_token, probes, runs, tools};
+use meshctl::commands::{certs, inspect, join_token, path, probes, runs, tools, transfer};
 use meshctl::output::OutputFormat;
 
 /// probemesh: diagnose Kubernetes network faults from both ends of a path at once.
@@ -45,6 +45,41 @@ enum Command {
     ///
     /// Example: meshctl tcping --from cloudvm-1 198.18.0.11:30080 -c 4
     Tcping(tools::TcpingArgs),
+    /// Trace the path to a target from a probe, printed like `mtr -r -n`.
+    ///
+    /// ICMP by default, --udp or --tcp; the report ends with the field's
+    /// reading rules (loss at one hop only is rate limiting; loss that runs
+    /// to the last hop is real).
+    /// Example: meshctl mtr --from node-3 svc:default/web --tcp -c 10
+    Mtr(path::MtrArgs),
+    /// Find the path MTU to a target from a probe, printed like tracepath.
+    ///
+    /// A DF binary search up to the egress interface's MTU; reports a black
+    /// hole when large packets vanish and no "frag needed" comes back.
+    /// Example: meshctl pmtu --from cloudvm-1 198.18.0.12
+    Pmtu(path::PmtuArgs),
+    /// Push bytes over TCP from a probe and watch them get acknowledged (TCP_INFO).
+    ///
+    /// Shows "handshake fine, big segments stall" (MTU black holes). Aimed at
+    /// probe:NAME without a port, it uses that probe's responder.
+    /// Example: meshctl transfer --from cloudvm-1 probe:node-2 --bytes 64KiB
+    Transfer(transfer::TransferArgs),
+    /// UDP echo from a probe to another probe's responder, printed like ping.
+    ///
+    /// Example: meshctl udping --from node-1 probe:node-2 -s 1472 -M do
+    Udping(transfer::UdpingArgs),
+    /// Resolve a name on a probe (or in a pod's namespace), as dig.
+    ///
+    /// With --server and --compare, asks the namespace's resolv.conf servers
+    /// and the given ones, and says which fails.
+    /// Example: meshctl dig --from node-3@pod:default/client-3 upstream.lab.test --server 198.18.0.1 --compare
+    Dig(inspect::DigArgs),
+    /// Node facts and listeners of a probe (or a pod's namespace).
+    ///
+    /// Interfaces with every address, routes, tunnels, the Service NAT chain
+    /// for --ip/--port, conntrack use, drop counters, listeners.
+    /// Example: meshctl inspect node-3 --ip 198.18.200.80 --port 80
+    Inspect(inspect::InspectArgs),
     /// Run history; `meshctl runs RUN_ID` shows one run in full.
     Runs(runs::RunsArgs),
 }
@@ -63,6 +98,12 @@ async fn main() -> ExitCode {
         Command::Probes => probes::run(endpoint, output).await.map(|()| exit::OK),
         Command::Ping(args) => tools::ping(args, endpoint, output).await,
         Command::Tcping(args) => tools::tcping(args, endpoint, output).await,
+        Command::Mtr(args) => path::mtr(args, endpoint, output).await,
+        Command::Pmtu(args) => path::pmtu(args, endpoint, output).await,
+        Command::Transfer(args) => transfer::run(args, endpoint, output).await,
+        Command::Udping(args) => transfer::udping(args, endpoint, output).await,
+        Command::Dig(args) => inspect::dig(args, endpoint, output).await,
+        Command::Inspect(args) => inspect::inspect(args, endpoint, output).await,
         Command::Runs(args) => runs::run(args, endpoint, output).await.map(|()| exit::OK),
     };
     match result {

@@ -1,10 +1,13 @@
 //! One module per meshctl command family.
 
 pub mod certs;
+pub mod inspect;
 pub mod join_token;
+pub mod path;
 pub mod probes;
 pub mod runs;
 pub mod tools;
+pub mod transfer;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -32,7 +35,13 @@ pub fn ns_to_ms(ns: i64) -> f64 {
 
 /// The test a run request names, and what it is aimed at, for listings.
 pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
-    let with_port = |host: &str, port: u32| if port == 0 { host.to_owned() } else { format!("{host}:{port}") };
+    let with_port = |host: &str, port: u32| {
+        if port == 0 {
+            host.to_owned()
+        } else {
+            format!("{host}:{port}")
+        }
+    };
     match &request.kind {
         Some(Kind::Ping(p)) => ("ping", p.target.clone()),
         Some(Kind::Tcping(t)) => ("tcping", with_port(&t.host, t.port)),

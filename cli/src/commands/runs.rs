@@ -43,18 +43,39 @@ impl From<&pb::RunRecord> for RunRow {
             }
             Some(pb::task_result::Outcome::Error(e)) => format!("error: {}", e.message),
             Some(pb::task_result::Outcome::TcpTransfer(t)) => {
-                format!("{} of {} bytes acked, {}", t.bytes_acked, t.bytes_sent, t.outcome)
+                format!(
+                    "{} of {} bytes acked, {}",
+                    t.bytes_acked, t.bytes_sent, t.outcome
+                )
             }
-            Some(pb::task_result::Outcome::UdpEcho(u)) => format!("{}/{} echoes", u.received, u.transmitted),
+            Some(pb::task_result::Outcome::UdpEcho(u)) => {
+                format!("{}/{} echoes", u.received, u.transmitted)
+            }
             Some(pb::task_result::Outcome::Pmtu(p)) => {
-                format!("pmtu {}{}", p.path_mtu, if p.blackhole { " (black hole)" } else { "" })
+                format!(
+                    "pmtu {}{}",
+                    p.path_mtu,
+                    if p.blackhole { " (black hole)" } else { "" }
+                )
             }
             Some(pb::task_result::Outcome::Trace(t)) => {
-                format!("{} hops{}", t.hops.len(), if t.reached { "" } else { ", target not reached" })
+                format!(
+                    "{} hops{}",
+                    t.hops.len(),
+                    if t.reached {
+                        ""
+                    } else {
+                        ", target not reached"
+                    }
+                )
             }
             Some(pb::task_result::Outcome::Dns(d)) => d.conclusion.clone(),
-            Some(pb::task_result::Outcome::Listener(l)) => format!("{} listeners", l.listeners.len()),
-            Some(pb::task_result::Outcome::NodeFacts(f)) => format!("{} interfaces", f.interfaces.len()),
+            Some(pb::task_result::Outcome::Listener(l)) => {
+                format!("{} listeners", l.listeners.len())
+            }
+            Some(pb::task_result::Outcome::NodeFacts(f)) => {
+                format!("{} interfaces", f.interfaces.len())
+            }
             Some(pb::task_result::Outcome::Responder(_)) | None => "no result".into(),
         };
         Self {
@@ -87,7 +108,10 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
                     "run {}  started {}  by {}  ({} ms)",
                     row.run_id, row.started, row.requester, row.duration_ms
                 );
-                println!("{} from {} to {}: {}", row.kind, row.from, row.target, row.result);
+                println!(
+                    "{} from {} to {}: {}",
+                    row.kind, row.from, row.target, row.result
+                );
                 for line in report.summary_lines() {
                     println!("{line}");
                 }

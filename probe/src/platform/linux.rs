@@ -4,9 +4,11 @@
 //! kernel receive timestamps (`SO_TIMESTAMPNS`) and a classic BPF filter
 //! that keeps only our echo replies and ICMP errors.
 //!
-//! The one `setsockopt` neither socket2 nor nix wraps (`IP_MTU_DISCOVER`) is
-//! called through libc here; this is the only module of the crate allowed
-//! `unsafe`.
+//! The calls neither socket2 nor nix wraps (`setsockopt(IP_MTU_DISCOVER)`,
+//! `ioctl(SIOCGIFMTU)`) go through libc here; this is the only module of the
+//! crate allowed `unsafe`. Also here: per-probe TTL and the path-MTU probing
+//! mode for the path tasks, and the routing table of the calling thread's
+//! namespace.
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSliceMut};
@@ -24,7 +26,7 @@ use tokio::io::unix::AsyncFd;
 use super::{IcmpSocket, IcmpSocketOptions, Received, SendFailure, Timestamp};
 use crate::tasks::error::{Error, Result};
 use crate::tasks::icmp_packet::{TYPE_DEST_UNREACHABLE, TYPE_ECHO_REPLY, TYPE_TIME_EXCEEDED};
-use crate::tasks::types::{EchoId, Mtu};
+use crate::tasks::types::{EchoId, Mtu, Ttl};
 
 /// A raw ICMPv4 socket owned by one task.
 #[derive(Debug)]
@@ -101,6 +103,129 @@ impl IcmpSocket for RawIcmpSocket {
     }
 }
 
+impl RawIcmpSocket {
+    /// Sets the TTL of the next messages sent, in hops (path trace: one
+    /// setting per probe; the socket belongs to one task, which sends its
+    /// probes one at a time).
+    pub fn set_ttl(&self, ttl: Ttl) -> Result<()> {
+        self.fd
+            .get_ref()
+            .set_ttl_v4(u32::from(ttl.get()))
+            .map_err(failed("setsockopt(IP_TTL)"))
+    }
+
+    /// Sets DF but sizes against the interface MTU, ignoring the kernel's
+    /// path-MTU cache (`IP_PMTUDISC_PROBE`, `tracepath`'s mode): a path-MTU
+    /// search must see what the path does, not what an earlier
+    /// frag-needed taught the kernel. Sends above the interface MTU still
+    /// fail with `EMSGSIZE`.
+    pub fn probe_past_path_mtu_cache(&self) -> Result<()> {
+        set_mtu_discover(self.fd.get_ref(), libc::IP_PMTUDISC_PROBE)
+            .map_err(failed("setsockopt(IP_MTU_DISCOVER, IP_PMTUDISC_PROBE)"))
+    }
+}
+
+/// One TCP probe of a path trace: a non-blocking connect whose SYN leaves
+/// with a chosen TTL. Routers short of the destination answer the SYN with
+/// an ICMP time-exceeded quoting its source port ([`TcpProbe::local_port`]);
+/// the destination answers SYN-ACK (the connect completes) or RST (refused).
+/// No privilege needed.
+#[derive(Debug)]
+pub struct TcpProbe {
+    fd: AsyncFd<Socket>,
+    local_port: u16,
+}
+
+impl TcpProbe {
+    /// Sends the SYN: binds an ephemeral port, sets `IP_TTL` and starts a
+    /// non-blocking connect to `to`. Needs a tokio runtime with I/O.
+    pub fn start(to: SocketAddrV4, ttl: Ttl) -> io::Result<Self> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket.set_ttl_v4(u32::from(ttl.get()))?;
+        socket.bind(&SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))?;
+        match socket.connect(&SockAddr::from(to)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let local_port = socket.local_addr()?.as_socket().map_or(0, |a| a.port());
+        // SAFETY: `socket` owns its fd and moves into the `AsyncFd`, which
+        // deregisters it before dropping (and closing) it.
+        let fd = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
+        Ok(Self { fd, local_port })
+    }
+
+    /// The local port of the SYN.
+    pub fn local_port(&self) -> u16 {
+        self.local_port
+    }
+
+    /// Waits for the connect to end: `Ok(true)` connected (SYN-ACK),
+    /// `Ok(false)` refused (RST), `Err` anything else (an ICMP error, which
+    /// the raw ICMP socket reports with its sender). Dropping the future (or
+    /// the probe) closes the socket.
+    pub async fn finish(self) -> io::Result<bool> {
+        let mut guard = self.fd.writable().await?;
+        guard.clear_ready();
+        match self.fd.get_ref().take_error()? {
+            None => Ok(true),
+            Some(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Ok(false),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// The routing table of the calling thread's network namespace, as the
+/// kernel prints it in `/proc/thread-self/net/route` (not `/proc/self`,
+/// which shows the main thread's namespace: tasks run on a thread that
+/// entered another one).
+pub fn read_route_table() -> Result<String> {
+    let path = std::path::Path::new(ROUTE_TABLE);
+    std::fs::read_to_string(path).map_err(|source| Error::ReadProc {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Where [`read_route_table`] reads.
+const ROUTE_TABLE: &str = "/proc/thread-self/net/route";
+
+/// MTU of interface `name` in the calling thread's network namespace
+/// (`ioctl(SIOCGIFMTU)` on a fresh UDP socket; `/sys/class/net` would show
+/// the namespace sysfs was mounted in). No privilege needed.
+pub fn interface_mtu(name: &str) -> io::Result<Mtu> {
+    let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    // SAFETY: `ifreq` is plain old data (arrays and a union of integers and
+    // pointers), for which all-zero bytes are a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= request.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
+    for (slot, &byte) in request.ifr_name.iter_mut().zip(bytes) {
+        *slot = libc::c_char::from_ne_bytes([byte]);
+    }
+    // SAFETY: the fd is open for the whole call (borrowed from `udp`);
+    // `request` is a live, NUL-terminated `ifreq` on this stack frame (the
+    // name is shorter than IFNAMSIZ and the rest is zero), which
+    // SIOCGIFMTU reads the name from and writes `ifru_mtu` into.
+    let rc = unsafe { libc::ioctl(udp.as_raw_fd(), libc::SIOCGIFMTU, &raw mut request) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFMTU succeeded, so the kernel wrote the `ifru_mtu` member
+    // of the union; reading an `int` member of a zero-initialised union of
+    // integers is defined either way.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu)
+        .map(Mtu)
+        .map_err(|_| io::Error::other(format!("negative MTU {mtu} on {name}")))
+}
+
 /// MTU of the route the kernel would use to reach `to`, path-MTU cache
 /// included: `getsockopt(IP_MTU)` on a UDP socket connected to `to` (no
 /// packet is sent; no privilege needed).
@@ -118,8 +243,10 @@ fn failed(op: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Socket { op, source }
 }
 
-/// The wall clock now, on `CLOCK_REALTIME` like `SO_TIMESTAMPNS`.
-fn now() -> io::Result<Timestamp> {
+/// The wall clock now, on `CLOCK_REALTIME` like `SO_TIMESTAMPNS`: the clock
+/// to subtract a send time from when the answer is not a timestamped ICMP
+/// datagram (a TCP connect completing).
+pub fn now() -> io::Result<Timestamp> {
     Ok(timestamp(clock_gettime(ClockId::CLOCK_REALTIME)?))
 }
 
@@ -149,8 +276,9 @@ fn recv_timestamped(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     Ok(Received { len: msg.bytes, at })
 }
 
-/// `setsockopt(IPPROTO_IP, IP_MTU_DISCOVER, value)`.
-fn set_mtu_discover(socket: &Socket, value: libc::c_int) -> io::Result<()> {
+/// `setsockopt(IPPROTO_IP, IP_MTU_DISCOVER, value)` on any IPv4 socket
+/// (`IP_PMTUDISC_DO` sets DF and refuses to fragment locally).
+pub fn set_mtu_discover(socket: &Socket, value: libc::c_int) -> io::Result<()> {
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
         .map_err(|_| io::Error::other("socklen_t overflow"))?;
     // SAFETY: the fd is open for the whole call (borrowed from `socket`); the
@@ -212,6 +340,15 @@ mod tests {
         assert_eq!(LD_H_IND, op(libc::BPF_LD | libc::BPF_H | libc::BPF_IND));
         assert_eq!(JEQ_K, op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K));
         assert_eq!(RET_K, op(libc::BPF_RET | libc::BPF_K));
+    }
+
+    #[test]
+    fn loopback_interface_mtu_is_readable_without_privilege() {
+        let mtu = interface_mtu("lo").unwrap();
+        assert!(mtu.0 >= 1280, "{mtu}");
+        assert!(interface_mtu("").is_err());
+        assert!(interface_mtu("a-name-far-too-long-for-ifnamsiz").is_err());
+        assert!(read_route_table().unwrap().starts_with("Iface"));
     }
 
     #[test]

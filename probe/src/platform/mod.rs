@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::tasks::types::{EchoId, Mtu, Ttl};
 
 pub mod linux;
+pub mod netns;
+pub mod tcp_info;
 
 /// A wall-clock instant: nanoseconds since the Unix epoch on `CLOCK_REALTIME`,
 /// the clock of the kernel's socket timestamps (`SO_TIMESTAMPNS`).

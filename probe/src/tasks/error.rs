@@ -61,6 +61,15 @@ pub enum Error {
         /// The last OS error.
         source: io::Error,
     },
+    /// A kernel table under `/proc` (or `/sys`) could not be read. Not
+    /// retryable.
+    #[error("reading {}: {source}", path.display())]
+    ReadProc {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The task was cancelled; `done` of `total` probes had been sent.
     #[error("cancelled after {done} of {total} probes")]
     Cancelled {

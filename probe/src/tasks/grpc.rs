@@ -1,7 +1,9 @@
 //! The wire boundary of the task engine: `pb` tasks become validated specs
 //! ([`TryFrom`], with typed `Invalid*` errors naming the field and its allowed
 //! range), and the engine's events, summaries and errors become `pb`
-//! messages. No other module of [`crate::tasks`] builds a `pb` type.
+//! messages. No other module of [`crate::tasks`] builds a `pb` type, except
+//! the path tasks' own boundary modules ([`super::pmtu::grpc`],
+//! [`super::trace::grpc`]), which this one delegates to.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
@@ -15,6 +17,18 @@ use super::ping::{PingEvent, PingEventKind, PingSummary};
 use super::stats::RttStats;
 use super::tcping::{ConnectOutcome, TcpingAttempt, TcpingSummary};
 use super::types::{PayloadSize, PingSpec, ProbeCount, TaskSpec, TcpingSpec, Ttl};
+
+mod inspect;
+mod transfer;
+
+pub use inspect::{
+    InvalidDnsTask, InvalidListenerTask, InvalidNodeFactsTask, dns_result, listener_result,
+    node_facts,
+};
+pub use transfer::{
+    InvalidNetns, InvalidResponderTask, InvalidTcpTransferTask, InvalidUdpEchoTask, netns_target,
+    responder_summary, tcp_transfer_result, udp_echo_summary,
+};
 
 /// Interval used when the wire says 0.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -31,7 +45,7 @@ const MAX_HOST_LEN: usize = 253;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidTask {
     /// No `kind`, or one this probe does not know (a newer coordinator).
-    #[error("task.kind: missing or unknown task kind; this probe runs: ping, tcping")]
+    #[error("task.kind: missing or unknown task kind (is the coordinator newer than this probe?)")]
     UnknownKind,
     /// A bad ping task.
     #[error(transparent)]
@@ -39,6 +53,30 @@ pub enum InvalidTask {
     /// A bad tcping task.
     #[error(transparent)]
     Tcping(#[from] InvalidTcpingTask),
+    /// A bad TCP transfer task.
+    #[error(transparent)]
+    TcpTransfer(#[from] InvalidTcpTransferTask),
+    /// A bad UDP echo task.
+    #[error(transparent)]
+    UdpEcho(#[from] InvalidUdpEchoTask),
+    /// A bad responder task.
+    #[error(transparent)]
+    Responder(#[from] InvalidResponderTask),
+    /// A bad DNS task.
+    #[error(transparent)]
+    Dns(#[from] InvalidDnsTask),
+    /// A bad listener task.
+    #[error(transparent)]
+    Listener(#[from] InvalidListenerTask),
+    /// A bad node-facts task.
+    #[error(transparent)]
+    NodeFacts(#[from] InvalidNodeFactsTask),
+    /// A bad path-MTU task.
+    #[error(transparent)]
+    Pmtu(#[from] super::pmtu::grpc::InvalidPmtuTask),
+    /// A bad trace task.
+    #[error(transparent)]
+    Trace(#[from] super::trace::grpc::InvalidTraceTask),
 }
 
 /// Why a `pb::PingTask` is invalid.
@@ -86,7 +124,15 @@ impl TryFrom<pb::Task> for TaskSpec {
         match task.kind {
             Some(pb::task::Kind::Ping(ping)) => Ok(TaskSpec::Ping(ping.try_into()?)),
             Some(pb::task::Kind::Tcping(tcping)) => Ok(TaskSpec::Tcping(tcping.try_into()?)),
-            _ => Err(InvalidTask::UnknownKind),
+            Some(pb::task::Kind::TcpTransfer(t)) => Ok(TaskSpec::TcpTransfer(t.try_into()?)),
+            Some(pb::task::Kind::UdpEcho(t)) => Ok(TaskSpec::UdpEcho(t.try_into()?)),
+            Some(pb::task::Kind::Responder(t)) => Ok(TaskSpec::Responder(t.try_into()?)),
+            Some(pb::task::Kind::Dns(t)) => Ok(TaskSpec::Dns(t.try_into()?)),
+            Some(pb::task::Kind::Listener(t)) => Ok(TaskSpec::Listener(t.try_into()?)),
+            Some(pb::task::Kind::NodeFacts(t)) => Ok(TaskSpec::NodeFacts(t.try_into()?)),
+            Some(pb::task::Kind::Pmtu(t)) => Ok(TaskSpec::Pmtu(t.try_into()?)),
+            Some(pb::task::Kind::Trace(t)) => Ok(TaskSpec::Trace(t.try_into()?)),
+            None => Err(InvalidTask::UnknownKind),
         }
     }
 }
@@ -158,7 +204,7 @@ pub fn parse_ip(host: &str) -> Option<IpAddr> {
     bare.parse().ok()
 }
 
-fn is_hostname(host: &str) -> bool {
+pub(super) fn is_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= MAX_HOST_LEN
         && host
@@ -180,7 +226,7 @@ fn duration_us(us: u64, default: Duration) -> Duration {
     }
 }
 
-fn nanos(d: Duration) -> i64 {
+pub(super) fn nanos(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
@@ -205,7 +251,8 @@ impl From<&Error> for pb::TaskError {
             Error::ResolveTimeout { .. }
             | Error::Socket { .. }
             | Error::Send { .. }
-            | Error::Recv { .. } => Kind::ProbeFailure,
+            | Error::Recv { .. }
+            | Error::ReadProc { .. } => Kind::ProbeFailure,
             Error::Cancelled { .. } => Kind::Cancelled,
         };
         task_error(kind, error.to_string())
@@ -355,6 +402,22 @@ impl Progress {
             cancel,
         )
         .await;
+    }
+
+    /// Reports one decided size of a path-MTU search.
+    pub async fn pmtu_step(&self, step: &super::pmtu::search::Step, cancel: &CancellationToken) {
+        self.send(pb::task_progress::Event::PmtuStep(step.into()), cancel)
+            .await;
+    }
+
+    /// Reports a trace's hops after one round.
+    pub async fn trace_round(
+        &self,
+        round: &super::trace::session::RoundReport,
+        cancel: &CancellationToken,
+    ) {
+        self.send(pb::task_progress::Event::TraceRound(round.into()), cancel)
+            .await;
     }
 
     /// Waits for room on the channel (back-pressure from the link) unless

@@ -6,7 +6,10 @@
 //! Map: [`grpc`] is the wire boundary (validation into [`types`], results
 //! back to `pb`); [`icmp_packet`] and [`stats`] are sans-IO; [`ping`] (a
 //! sans-IO session plus its driver) and [`tcping`] are the engines; the raw
-//! socket sits behind [`crate::platform::IcmpSocket`].
+//! socket sits behind [`crate::platform::IcmpSocket`]. [`transfer`] (TCP
+//! push watched through `TCP_INFO`), [`udp_echo`] and [`responder`] (the far
+//! end they test against) form the transfer family; [`netns`] runs any task
+//! inside another network namespace on a thread of its own.
 //!
 //! Cancellation: when the token fires, a task stops at once and returns a
 //! `TaskError` of kind `KIND_CANCELLED` saying how many probes had gone out;
@@ -27,13 +30,22 @@ use crate::platform::linux::RawIcmpSocket;
 use grpc::Progress;
 use types::{EchoId, PingSpec, TaskSpec, TcpingSpec};
 
+pub mod dns;
 pub mod error;
+pub mod facts;
 pub mod grpc;
 pub mod icmp_packet;
+pub mod listener;
+pub mod netns;
 pub mod ping;
+pub mod pmtu;
+pub mod responder;
 pub mod stats;
 pub mod tcping;
+pub mod trace;
+pub mod transfer;
 pub mod types;
+pub mod udp_echo;
 
 pub use error::{Error, Result};
 
@@ -42,7 +54,11 @@ pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Task kinds this probe runs, as announced in its `Hello`.
 pub fn capabilities() -> Vec<String> {
-    vec!["ping".to_owned(), "tcping".to_owned()]
+    let mut kinds = vec!["ping".to_owned(), "tcping".to_owned()];
+    kinds.extend(["tcp_transfer", "udp_echo", "responder"].map(str::to_owned));
+    kinds.extend(["dns", "listener", "node_facts"].map(str::to_owned));
+    kinds.extend(["pmtu", "trace"].map(str::to_owned));
+    kinds
 }
 
 /// Runs one task to the end: validates it (bad input gives a
@@ -53,7 +69,23 @@ pub fn capabilities() -> Vec<String> {
 /// `CAP_NET_RAW` for ping; `KIND_CANCELLED` when `cancel` fires). Never
 /// panics on any input; runs at most about `count × interval + timeout`
 /// (each at most 10 000 × 60 s + 60 s) plus [`RESOLVE_TIMEOUT`].
+///
+/// When `task.netns` names another network namespace the whole task runs
+/// on a dedicated thread inside it (see [`netns`]; a missing namespace is
+/// `KIND_INVALID_INPUT`); the rest of the probe never sees the namespace.
 pub async fn run_task(
+    mut task: pb::Task,
+    progress: mpsc::Sender<pb::TaskProgress>,
+    cancel: CancellationToken,
+) -> pb::TaskResult {
+    match task.netns.take() {
+        Some(ns) => netns::run_in_netns(ns, task, progress, cancel).await,
+        None => run_here(task, progress, cancel).await,
+    }
+}
+
+/// The body of [`run_task`], in the calling thread's network namespace.
+async fn run_here(
     task: pb::Task,
     progress: mpsc::Sender<pb::TaskProgress>,
     cancel: CancellationToken,
@@ -89,6 +121,23 @@ async fn execute(
     match spec {
         TaskSpec::Ping(spec) => ping_task(spec, progress, cancel).await,
         TaskSpec::Tcping(spec) => tcping_task(spec, progress, cancel).await,
+        TaskSpec::TcpTransfer(spec) => transfer_task(spec, cancel).await,
+        TaskSpec::UdpEcho(spec) => udp_echo_task(spec, progress, cancel).await,
+        TaskSpec::Dns(spec) => dns_task(spec, cancel).await,
+        TaskSpec::Listener(spec) => {
+            let listeners = listener::run(spec)?;
+            Ok(Outcome::Listener(grpc::listener_result(&listeners)))
+        }
+        TaskSpec::NodeFacts(spec) => {
+            let facts = facts::run(spec, cancel).await?;
+            Ok(Outcome::NodeFacts(grpc::node_facts(&facts)))
+        }
+        TaskSpec::Responder(spec) => {
+            let summary = responder::run(spec, progress, cancel).await?;
+            Ok(Outcome::Responder(grpc::responder_summary(&summary)))
+        }
+        TaskSpec::Pmtu(spec) => pmtu::task(spec, progress, cancel).await,
+        TaskSpec::Trace(spec) => trace::task(spec, progress, cancel).await,
     }
 }
 
@@ -126,6 +175,37 @@ async fn tcping_task(
     let ip = resolve(&spec.host, Family::Any, total, cancel).await?;
     let summary = tcping::run(spec, SocketAddr::new(ip, spec.port), progress, cancel).await?;
     Ok(Outcome::Tcping(grpc::tcping_summary(spec, &summary)))
+}
+
+async fn transfer_task(
+    spec: &transfer::TcpTransferSpec,
+    cancel: &CancellationToken,
+) -> Result<Outcome> {
+    let ip = resolve(&spec.host, Family::Any, 1, cancel).await?;
+    let report = transfer::run(spec, SocketAddr::new(ip, spec.port), cancel).await?;
+    Ok(Outcome::TcpTransfer(grpc::tcp_transfer_result(&report)))
+}
+
+async fn udp_echo_task(
+    spec: &udp_echo::UdpEchoSpec,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome> {
+    let total = u32::from(spec.count.get());
+    let ip = resolve(&spec.host, Family::Ipv4, total, cancel).await?;
+    let summary = udp_echo::run(spec, SocketAddr::new(ip, spec.port), progress, cancel).await?;
+    Ok(Outcome::UdpEcho(grpc::udp_echo_summary(spec, &summary)))
+}
+
+/// Resolves with the resolv.conf of the namespace this thread is in (see
+/// [`dns::resolv_conf_candidates`]) unless the spec names one.
+async fn dns_task(spec: &dns::DnsSpec, cancel: &CancellationToken) -> Result<Outcome> {
+    let mut spec = spec.clone();
+    if spec.resolv_conf_paths.is_empty() {
+        spec.resolv_conf_paths = dns::resolv_conf_candidates();
+    }
+    let report = dns::run(&spec, cancel).await?;
+    Ok(Outcome::Dns(grpc::dns_result(&report)))
 }
 
 /// Which addresses a task can use.

@@ -96,8 +96,14 @@ fn ping(target: &str, count: u32) -> pb::PingTask {
 }
 
 #[test]
-fn capabilities_are_ping_and_tcping() {
-    assert_eq!(capabilities(), ["ping", "tcping"]);
+fn capabilities_name_every_kind() {
+    let kinds = capabilities();
+    for kind in ["ping", "tcping", "tcp_transfer", "udp_echo", "responder"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "{kind} missing from {kinds:?}"
+        );
+    }
 }
 
 #[test]

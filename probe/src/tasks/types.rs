@@ -136,4 +136,20 @@ pub enum TaskSpec {
     Ping(PingSpec),
     /// TCP connect.
     Tcping(TcpingSpec),
+    /// TCP transfer (push bytes, watch them acknowledged).
+    TcpTransfer(super::transfer::TcpTransferSpec),
+    /// UDP echo against a responder.
+    UdpEcho(super::udp_echo::UdpEchoSpec),
+    /// The responder (TCP sink, UDP echo).
+    Responder(super::responder::ResponderSpec),
+    /// DNS resolution against resolv.conf's and explicit servers.
+    Dns(super::dns::DnsSpec),
+    /// Listening sockets.
+    Listener(super::listener::ListenerSpec),
+    /// Node facts (interfaces, routes, NAT paths, counters).
+    NodeFacts(super::facts::NodeFactsSpec),
+    /// Path MTU search.
+    Pmtu(super::pmtu::PmtuSpec),
+    /// Path trace (mtr).
+    Trace(super::trace::TraceSpec),
 }

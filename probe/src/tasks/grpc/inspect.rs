@@ -1,0 +1,342 @@
+//! Wire conversions of the inspect family: DNS, listeners and node facts.
+//! `pb` tasks become validated specs (typed `Invalid*` errors naming the
+//! field and its range); domain results become `pb` messages.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_proto::rr::RecordType;
+use probemesh_proto::pb;
+
+use super::{MIN_DURATION, nanos, parse_ip};
+use crate::tasks::dns::{DEFAULT_TIMEOUT, DnsReport, DnsSpec, MAX_SERVERS, MAX_TIMEOUT};
+use crate::tasks::facts::{NodeFacts, NodeFactsSpec};
+use crate::tasks::listener::{Listener, ListenerSpec};
+
+/// Longest DNS name accepted, bytes (253 plus a trailing dot).
+const MAX_NAME_LEN: usize = 254;
+
+/// Why a `pb::DnsTask` is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDnsTask {
+    /// Empty, too long, or with characters no DNS name has.
+    #[error(
+        "dns.name: {0:?} is not a DNS name (1..=253 bytes of letters, digits, '-', '_', '.', optionally a trailing dot)"
+    )]
+    Name(String),
+    /// A server that is not `IP`, `IP:PORT` or `[IPv6]:PORT`.
+    #[error("dns.servers: {0:?} is not IP[:PORT] (port 1..=65535)")]
+    Server(String),
+    /// More servers than one task asks.
+    #[error("dns.servers: {0} servers; at most 8")]
+    TooManyServers(usize),
+    /// A record type hickory does not know.
+    #[error(
+        "dns.record_type: {0:?} is not a DNS record type (A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT, ...)"
+    )]
+    RecordType(String),
+}
+
+/// Why a `pb::ListenerTask` is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidListenerTask {
+    /// Above 65535.
+    #[error("listener.port: {0} is out of range 0..=65535 (0 = every port)")]
+    Port(u32),
+}
+
+/// Why a `pb::NodeFactsTask` is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidNodeFactsTask {
+    /// Not an IP address.
+    #[error("node_facts.match_ip: {0:?} is not an IP address (empty = any)")]
+    MatchIp(String),
+    /// Above 65535.
+    #[error("node_facts.match_port: {0} is out of range 0..=65535 (0 = any)")]
+    MatchPort(u32),
+}
+
+fn is_dns_name(name: &str) -> bool {
+    let bare = name.strip_suffix('.').unwrap_or(name);
+    !bare.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !bare.contains("..")
+        && !bare.starts_with('.')
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `IP`, `IP:PORT` or `[IPv6]:PORT`; port 53 when absent.
+fn parse_server(text: &str) -> Option<SocketAddr> {
+    if let Some(ip) = parse_ip(text) {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    text.parse::<SocketAddr>().ok().filter(|s| s.port() != 0)
+}
+
+impl TryFrom<pb::DnsTask> for DnsSpec {
+    type Error = InvalidDnsTask;
+
+    fn try_from(task: pb::DnsTask) -> Result<Self, InvalidDnsTask> {
+        if !is_dns_name(&task.name) {
+            return Err(InvalidDnsTask::Name(task.name));
+        }
+        if task.servers.len() > MAX_SERVERS {
+            return Err(InvalidDnsTask::TooManyServers(task.servers.len()));
+        }
+        let servers = task
+            .servers
+            .iter()
+            .map(|s| parse_server(s.trim()).ok_or_else(|| InvalidDnsTask::Server(s.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let record_type = match task.record_type.trim() {
+            "" => RecordType::A,
+            t => RecordType::from_str(&t.to_ascii_uppercase())
+                .map_err(|_| InvalidDnsTask::RecordType(task.record_type.clone()))?,
+        };
+        let timeout = match task.timeout_us {
+            0 => DEFAULT_TIMEOUT,
+            us => Duration::from_micros(us).clamp(MIN_DURATION, MAX_TIMEOUT),
+        };
+        Ok(DnsSpec {
+            name: task.name,
+            servers,
+            compare: task.compare,
+            timeout,
+            record_type,
+            resolv_conf_paths: Vec::new(),
+        })
+    }
+}
+
+impl TryFrom<pb::ListenerTask> for ListenerSpec {
+    type Error = InvalidListenerTask;
+
+    fn try_from(task: pb::ListenerTask) -> Result<Self, InvalidListenerTask> {
+        let port = u16::try_from(task.port).map_err(|_| InvalidListenerTask::Port(task.port))?;
+        Ok(ListenerSpec {
+            port: (port != 0).then_some(port),
+        })
+    }
+}
+
+impl TryFrom<pb::NodeFactsTask> for NodeFactsSpec {
+    type Error = InvalidNodeFactsTask;
+
+    fn try_from(task: pb::NodeFactsTask) -> Result<Self, InvalidNodeFactsTask> {
+        let match_ip = match task.match_ip.trim() {
+            "" => None,
+            ip => Some(
+                parse_ip(ip).ok_or_else(|| InvalidNodeFactsTask::MatchIp(task.match_ip.clone()))?,
+            ),
+        };
+        let port = u16::try_from(task.match_port)
+            .map_err(|_| InvalidNodeFactsTask::MatchPort(task.match_port))?;
+        Ok(NodeFactsSpec {
+            match_ip,
+            match_port: (port != 0).then_some(port),
+        })
+    }
+}
+
+/// The wire result of a DNS task.
+pub fn dns_result(report: &DnsReport) -> pb::DnsResult {
+    pb::DnsResult {
+        name: report.name.clone(),
+        answers: report
+            .answers
+            .iter()
+            .map(|a| pb::DnsAnswer {
+                server: a.server.to_string(),
+                source: a.source.as_str().to_owned(),
+                rcode: a.rcode.as_str().to_owned(),
+                answers: a.answers.clone(),
+                latency_ns: nanos(a.latency),
+                detail: a.detail.clone(),
+            })
+            .collect(),
+        resolv_conf_servers: report
+            .resolv_conf
+            .nameservers
+            .iter()
+            .map(|s| s.ip().to_string())
+            .collect(),
+        search: report.resolv_conf.search.clone(),
+        conclusion: report.conclusion.clone(),
+    }
+}
+
+/// The wire result of a listener task.
+pub fn listener_result(listeners: &[Listener]) -> pb::ListenerResult {
+    pb::ListenerResult {
+        listeners: listeners
+            .iter()
+            .map(|l| pb::Listener {
+                protocol: l.protocol.as_str().to_owned(),
+                address: l.local.ip().to_string(),
+                port: u32::from(l.local.port()),
+                state: l.state.to_owned(),
+                pid: l.owner.as_ref().map_or(0, |o| o.pid),
+                process: l
+                    .owner
+                    .as_ref()
+                    .map(|o| o.process.clone())
+                    .unwrap_or_default(),
+                recv_queue: l.recv_queue,
+                send_queue: l.send_queue,
+            })
+            .collect(),
+    }
+}
+
+/// The wire form of node facts.
+pub fn node_facts(facts: &NodeFacts) -> pb::NodeFacts {
+    pb::NodeFacts {
+        hostname: facts.hostname.clone(),
+        interfaces: facts.interfaces.clone(),
+        stats: facts
+            .stats
+            .iter()
+            .map(|s| pb::InterfaceStats {
+                name: s.name.clone(),
+                rx_packets: s.rx_packets,
+                tx_packets: s.tx_packets,
+                rx_dropped: s.rx_dropped,
+                tx_dropped: s.tx_dropped,
+                rx_errors: s.rx_errors,
+                tx_errors: s.tx_errors,
+                qdisc_drops: s.qdisc_drops,
+            })
+            .collect(),
+        routes: facts
+            .routes
+            .iter()
+            .map(|r| pb::Route {
+                destination: r.destination.clone(),
+                gateway: r.gateway.clone(),
+                device: r.device.clone(),
+                source: r.source.clone(),
+                mtu: r.mtu,
+                table: r.table.clone(),
+                raw: r.raw.clone(),
+            })
+            .collect(),
+        tunnels: facts
+            .tunnels
+            .iter()
+            .map(|t| pb::TunnelInfo {
+                device: t.device.clone(),
+                kind: t.kind.clone(),
+                vni: t.vni,
+                local: t.local.clone(),
+                remote: t.remote.clone(),
+                dst_port: t.dst_port,
+                underlay_device: t.underlay_device.clone(),
+                mtu: t.mtu,
+            })
+            .collect(),
+        nat_rules: facts
+            .nat_rules
+            .iter()
+            .map(|r| pb::NatRule {
+                table: r.table.clone(),
+                chain: r.chain.clone(),
+                rule: r.text.clone(),
+                target: r.target.clone(),
+                to_destination: r.to_destination.clone(),
+            })
+            .collect(),
+        nat_paths: facts.nat_paths.clone(),
+        conntrack_count: facts.conntrack_count,
+        conntrack_max: facts.conntrack_max,
+        listen_overflows: facts.listen_overflows,
+        listen_drops: facts.listen_drops,
+        ephemeral_port_low: u32::from(facts.ephemeral_range.0),
+        ephemeral_port_high: u32::from(facts.ephemeral_range.1),
+        ephemeral_ports_in_use: facts.ephemeral_in_use,
+        load1: facts.load.0,
+        load5: facts.load.1,
+        load15: facts.load.2,
+        selinux: facts.selinux.clone(),
+        ip_forward: facts.ip_forward,
+        unavailable: facts.unavailable.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use test_case::test_case;
+
+    fn dns(name: &str, servers: &[&str], record_type: &str) -> pb::DnsTask {
+        pb::DnsTask {
+            name: name.into(),
+            servers: servers.iter().map(|s| (*s).to_owned()).collect(),
+            record_type: record_type.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dns_defaults() {
+        let spec = DnsSpec::try_from(dns("web.default.svc.cluster.local", &[], "")).unwrap();
+        assert_eq!(spec.record_type, RecordType::A);
+        assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
+        assert!(spec.asks_resolv_conf());
+        let spec = DnsSpec::try_from(pb::DnsTask {
+            timeout_us: u64::MAX,
+            ..dns(
+                "example.com.",
+                &["198.18.0.1", "198.18.0.2:5353", "[::1]:53"],
+                "aaaa",
+            )
+        })
+        .unwrap();
+        assert_eq!(spec.timeout, MAX_TIMEOUT);
+        assert_eq!(spec.record_type, RecordType::AAAA);
+        let servers: Vec<String> = spec.servers.iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["198.18.0.1:53", "198.18.0.2:5353", "[::1]:53"]);
+        assert!(!spec.asks_resolv_conf());
+    }
+
+    #[test_case(dns("", &[], ""), "dns.name: \"\" is not a DNS name (1..=253 bytes of letters, digits, '-', '_', '.', optionally a trailing dot)" ; "empty name")]
+    #[test_case(dns("a..b", &[], ""), "dns.name: \"a..b\" is not a DNS name (1..=253 bytes of letters, digits, '-', '_', '.', optionally a trailing dot)" ; "empty label")]
+    #[test_case(dns("web", &["dns.google"], ""), "dns.servers: \"dns.google\" is not IP[:PORT] (port 1..=65535)" ; "server name")]
+    #[test_case(dns("web", &["198.18.0.1:0"], ""), "dns.servers: \"198.18.0.1:0\" is not IP[:PORT] (port 1..=65535)" ; "port 0")]
+    #[test_case(dns("web", &[], "BOGUS"), "dns.record_type: \"BOGUS\" is not a DNS record type (A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT, ...)" ; "type")]
+    #[test_case(dns("web", &["1.1.1.1"; 9], ""), "dns.servers: 9 servers; at most 8" ; "too many")]
+    fn invalid_dns_tasks(task: pb::DnsTask, message: &str) {
+        assert_eq!(DnsSpec::try_from(task).unwrap_err().to_string(), message);
+    }
+
+    #[test]
+    fn listener_and_facts_tasks() {
+        let spec = ListenerSpec::try_from(pb::ListenerTask { port: 0 }).unwrap();
+        assert_eq!(spec.port, None);
+        assert_eq!(
+            ListenerSpec::try_from(pb::ListenerTask { port: 70_000 }).unwrap_err(),
+            InvalidListenerTask::Port(70_000)
+        );
+        let spec = NodeFactsSpec::try_from(pb::NodeFactsTask {
+            match_ip: "198.18.200.80".into(),
+            match_port: 80,
+        })
+        .unwrap();
+        assert_eq!(
+            (spec.match_ip, spec.match_port),
+            (Some(IpAddr::from([198, 18, 200, 80])), Some(80))
+        );
+        assert_eq!(
+            NodeFactsSpec::try_from(pb::NodeFactsTask {
+                match_ip: "web".into(),
+                match_port: 0
+            })
+            .unwrap_err()
+            .to_string(),
+            "node_facts.match_ip: \"web\" is not an IP address (empty = any)"
+        );
+    }
+}

@@ -1,0 +1,493 @@
+//! Path trace, as `mtr -r`: rounds of probes with TTL 1, 2, … towards the
+//! target; each router on the way answers its TTL's probe with an ICMP
+//! time-exceeded, the destination answers with what its mode provokes;
+//! per hop Loss%, Snt, Last, Avg, Best, Wrst and StDev, and the field's
+//! reading rules applied to the report.
+//!
+//! Modes: ICMP (echo requests; the destination sends an echo reply), UDP
+//! (datagrams to port `port + ttl − 1`; the destination sends port
+//! unreachable), TCP (a SYN to `port` from a non-blocking connect with the
+//! TTL set; the destination answers SYN-ACK or RST, i.e. the connect
+//! completes or is refused). Answers from routers are read on a raw ICMP
+//! socket (requires `CAP_NET_RAW`) in every mode.
+//!
+//! Map: [`session`] is the sans-IO round bookkeeping; [`stats`] mtr's
+//! arithmetic; [`reading`] the reading rules; [`packet`] reads ICMP errors
+//! about UDP/TCP probes; [`grpc`] is this kind's wire boundary; [`run`] is
+//! the driver. Bounds: `count` ≤ 100 rounds of ≤ 64 probes, each round
+//! waiting at most `timeout` (≤ 5 s) after its last send, rounds at least
+//! `interval` (≤ 10 s) apart.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use probemesh_proto::pb::task_result::Outcome;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{Error, Result};
+use super::grpc::Progress;
+use super::icmp_packet::{self, Response, build_echo_request};
+use super::types::{EchoId, PayloadSize, Seq, Ttl};
+use super::{Family, next_echo_id, resolve};
+use crate::platform::linux::{self, RawIcmpSocket, TcpProbe};
+use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
+use reading::Reading;
+use session::{RoundReport, TraceSession};
+
+pub mod grpc;
+pub mod packet;
+pub mod reading;
+pub mod session;
+pub mod stats;
+
+/// Payload of ICMP and UDP probes, bytes: 64-byte packets, mtr's default.
+const PROBE_PAYLOAD: u16 = 36;
+/// [`PROBE_PAYLOAD`] as an ICMP payload size (checked at compile time).
+const PROBE_SIZE: PayloadSize = match PayloadSize::new(PROBE_PAYLOAD) {
+    Some(size) => size,
+    None => panic!("a 36-byte payload fits an IPv4 datagram"),
+};
+/// Receive buffer: the largest IPv4 datagram.
+const RECV_BUF_BYTES: usize = 65_536;
+/// Consecutive receive errors after which the task fails.
+const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 16;
+
+/// What the probes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceMode {
+    /// ICMP echo requests (`mtr`'s default).
+    Icmp,
+    /// UDP datagrams to high ports (`mtr --udp`).
+    Udp,
+    /// TCP SYNs to one port (`mtr --tcp`).
+    Tcp,
+}
+
+impl TraceMode {
+    /// The wire name: `icmp`, `udp`, `tcp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TraceMode::Icmp => "icmp",
+            TraceMode::Udp => "udp",
+            TraceMode::Tcp => "tcp",
+        }
+    }
+}
+
+/// Rounds of a trace (`mtr -c`): 1..=100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rounds(u8);
+
+impl Rounds {
+    /// The most rounds one trace may run.
+    pub const MAX: u8 = 100;
+
+    /// A round count; `None` for 0 or above [`Rounds::MAX`].
+    pub const fn new(n: u8) -> Option<Self> {
+        if n == 0 || n > Self::MAX {
+            None
+        } else {
+            Some(Self(n))
+        }
+    }
+
+    /// The count.
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+}
+
+/// A validated trace task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceSpec {
+    /// IPv4 address or hostname, as given; resolved on the probe.
+    pub target: String,
+    /// What the probes are.
+    pub mode: TraceMode,
+    /// UDP: first destination port (the probe at TTL t goes to
+    /// `port + t − 1`); TCP: the destination port. Unused for ICMP.
+    pub port: u16,
+    /// Rounds.
+    pub count: Rounds,
+    /// Highest TTL probed, 1..=64 hops.
+    pub max_hops: Ttl,
+    /// From the start of one round to the start of the next, 1 ms..=10 s.
+    pub interval: Duration,
+    /// How long a round waits for answers after its last send, 1 ms..=5 s.
+    pub timeout: Duration,
+}
+
+/// The end result of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceReport {
+    /// The address traced.
+    pub address: Ipv4Addr,
+    /// The displayed hops.
+    pub hops: Vec<reading::Hop>,
+    /// True when the destination answered.
+    pub reached: bool,
+    /// The reading rules applied to `hops`.
+    pub reading: Reading,
+}
+
+/// Runs a trace task in the calling thread's network namespace: resolves
+/// the target (IPv4 only), opens the raw ICMP socket and the mode's
+/// sockets, and runs the rounds.
+pub(super) async fn task(
+    spec: &TraceSpec,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<Outcome> {
+    let total = u32::from(spec.count.get());
+    let address = match resolve(&spec.target, Family::Ipv4, total, cancel).await? {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => {
+            return Err(Error::NoAddress {
+                host: spec.target.clone(),
+                family: "IPv4",
+            });
+        }
+    };
+    let report = run(spec, address, progress, cancel).await?;
+    Ok(Outcome::Trace(grpc::trace_result(spec, &report)))
+}
+
+/// The sockets of one trace.
+struct Probers {
+    icmp: RawIcmpSocket,
+    id: EchoId,
+    /// UDP mode only.
+    udp: Option<UdpSocket>,
+    /// Source port of the UDP socket.
+    udp_port: u16,
+}
+
+/// Runs `spec.count` rounds towards `address`, reporting each round's
+/// report to `progress`. Returns [`Error::Cancelled`] when `cancel` fires.
+pub async fn run(
+    spec: &TraceSpec,
+    address: Ipv4Addr,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<TraceReport> {
+    let id = next_echo_id();
+    let icmp = RawIcmpSocket::open(&IcmpSocketOptions {
+        echo_id: id,
+        ttl: None,
+        dont_fragment: false,
+    })?;
+    let udp = match spec.mode {
+        TraceMode::Udp => Some(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.map_err(
+            |source| Error::Socket {
+                op: "bind a UDP socket for the probes",
+                source,
+            },
+        )?),
+        TraceMode::Icmp | TraceMode::Tcp => None,
+    };
+    let udp_port = match &udp {
+        Some(socket) => socket
+            .local_addr()
+            .map_err(|source| Error::Socket {
+                op: "getsockname on the UDP probe socket",
+                source,
+            })?
+            .port(),
+        None => 0,
+    };
+    let probers = Probers {
+        icmp,
+        id,
+        udp,
+        udp_port,
+    };
+    let mut session = TraceSession::new(spec.max_hops);
+    let mut seq = 0u16;
+    let mut buf = vec![0u8; RECV_BUF_BYTES];
+    let total = u32::from(spec.count.get());
+    for round in 0..total {
+        let round_start = Instant::now();
+        let report = run_round(
+            spec,
+            address,
+            &probers,
+            &mut session,
+            &mut seq,
+            &mut buf,
+            cancel,
+        )
+        .await
+        .map_err(|e| match e {
+            RoundError::Cancelled => Error::Cancelled { done: round, total },
+            RoundError::Failed(e) => e,
+        })?;
+        progress.trace_round(&report, cancel).await;
+        if round + 1 < total {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled { done: round + 1, total }),
+                () = tokio::time::sleep_until(round_start + spec.interval) => {}
+            }
+        }
+    }
+    Ok(TraceReport {
+        address,
+        hops: session.hops(),
+        reached: session.reached(),
+        reading: session.reading(),
+    })
+}
+
+/// Why a round stopped early.
+#[derive(Debug)]
+enum RoundError {
+    Cancelled,
+    Failed(Error),
+}
+
+impl From<Error> for RoundError {
+    fn from(e: Error) -> Self {
+        RoundError::Failed(e)
+    }
+}
+
+/// What woke a round up while it waits for answers.
+enum Wake {
+    /// A TCP probe's connect ended.
+    Connect(TcpDone),
+    /// The raw ICMP socket received a datagram (or failed to).
+    Datagram(io::Result<Received>),
+}
+
+/// A TCP probe's connect finishing: the destination answered (connected or
+/// refused), or something else ended it (the ICMP socket tells the rest).
+type TcpDone = (Ttl, io::Result<bool>, Option<Timestamp>);
+
+/// Sends one round's probes, then waits for the answers until every probe
+/// up to the destination is answered or `timeout` has passed since the last
+/// send.
+async fn run_round(
+    spec: &TraceSpec,
+    address: Ipv4Addr,
+    probers: &Probers,
+    session: &mut TraceSession,
+    seq: &mut u16,
+    buf: &mut [u8],
+    cancel: &CancellationToken,
+) -> Result<RoundReport, RoundError> {
+    let mut connects = FuturesUnordered::new();
+    let mut tcp_ports: HashMap<u16, Ttl> = HashMap::new();
+    for ttl in session.round_ttls() {
+        if cancel.is_cancelled() {
+            return Err(RoundError::Cancelled);
+        }
+        *seq = seq.wrapping_add(1);
+        match spec.mode {
+            TraceMode::Icmp => {
+                probers.icmp.set_ttl(ttl)?;
+                let packet = build_echo_request(probers.id, Seq(*seq), PROBE_SIZE);
+                let sent_at = now()?;
+                session.on_sent(ttl, *seq, sent_at);
+                if let Err(e) = probers.icmp.send_to(&packet, address).await {
+                    tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
+                    session.on_send_failed(ttl);
+                }
+            }
+            TraceMode::Udp => {
+                let Some(udp) = &probers.udp else {
+                    continue;
+                };
+                udp.set_ttl(u32::from(ttl.get()))
+                    .map_err(|source| Error::Socket {
+                        op: "setsockopt(IP_TTL) on the UDP probe socket",
+                        source,
+                    })?;
+                let port = udp_port(spec.port, ttl);
+                let sent_at = now()?;
+                session.on_sent(ttl, port, sent_at);
+                let payload = [0u8; PROBE_PAYLOAD as usize];
+                if let Err(e) = udp.send_to(&payload, (address, port)).await {
+                    tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
+                    session.on_send_failed(ttl);
+                }
+            }
+            TraceMode::Tcp => {
+                let sent_at = now()?;
+                match TcpProbe::start(SocketAddrV4::new(address, spec.port), ttl) {
+                    Ok(probe) => {
+                        let local_port = probe.local_port();
+                        session.on_sent(ttl, local_port, sent_at);
+                        tcp_ports.insert(local_port, ttl);
+                        connects.push(finish_connect(probe, ttl));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
+                        session.on_sent(ttl, 0, sent_at);
+                        session.on_send_failed(ttl);
+                    }
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + spec.timeout;
+    let mut recv_errors = 0u32;
+    while session.waiting() {
+        let wake = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(RoundError::Cancelled),
+            () = tokio::time::sleep_until(deadline) => break,
+            Some(done) = connects.next(), if !connects.is_empty() => Wake::Connect(done),
+            received = probers.icmp.recv(buf) => Wake::Datagram(received),
+        };
+        match wake {
+            Wake::Connect((ttl, outcome, at)) => {
+                on_connect_done(session, address, ttl, outcome, at)
+            }
+            Wake::Datagram(Ok(received)) => {
+                recv_errors = 0;
+                let datagram = buf.get(..received.len).unwrap_or(buf);
+                on_icmp(
+                    spec.mode,
+                    session,
+                    probers,
+                    &tcp_ports,
+                    address,
+                    datagram,
+                    received.at,
+                );
+            }
+            Wake::Datagram(Err(source)) => {
+                recv_errors += 1;
+                if recv_errors > MAX_CONSECUTIVE_RECV_ERRORS {
+                    return Err(Error::Recv {
+                        addr: address.into(),
+                        source,
+                    }
+                    .into());
+                }
+                tracing::debug!(%address, error = %source, "recvmsg on the ICMP socket failed");
+            }
+        }
+    }
+    Ok(session.end_round())
+}
+
+/// Destination port of the UDP probe at `ttl`: `base + ttl − 1`, wrapping
+/// inside the unprivileged range when `base` is near the top.
+pub fn udp_port(base: u16, ttl: Ttl) -> u16 {
+    let port = u32::from(base) + u32::from(ttl.get()) - 1;
+    u16::try_from(port).unwrap_or_else(|_| u16::try_from(port - 65_536 + 1024).unwrap_or(1024))
+}
+
+/// The wall clock, as a task error when it cannot be read.
+fn now() -> Result<Timestamp> {
+    linux::now().map_err(|source| Error::Socket {
+        op: "clock_gettime(CLOCK_REALTIME)",
+        source,
+    })
+}
+
+/// Reads one datagram from the raw ICMP socket as an answer to a waiting
+/// probe of this round, if it is one.
+fn on_icmp(
+    mode: TraceMode,
+    session: &mut TraceSession,
+    probers: &Probers,
+    tcp_ports: &HashMap<u16, Ttl>,
+    address: Ipv4Addr,
+    datagram: &[u8],
+    at: Timestamp,
+) {
+    match mode {
+        TraceMode::Icmp => match icmp_packet::classify(datagram, probers.id) {
+            Some(Response::EchoReply { seq, from, .. }) => {
+                if let Some(ttl) = session.ttl_of(seq.0) {
+                    session.on_answer(ttl, from, at, true);
+                }
+            }
+            Some(Response::Error { seq, from, .. }) => {
+                if let Some(ttl) = session.ttl_of(seq.0) {
+                    session.on_answer(ttl, from, at, from == address);
+                }
+            }
+            None => {}
+        },
+        TraceMode::Udp => {
+            let Some(error) = packet::classify(datagram, packet::IPPROTO_UDP, address) else {
+                return;
+            };
+            if error.source_port != probers.udp_port {
+                return;
+            }
+            if let Some(ttl) = session.ttl_of(error.destination_port) {
+                let reached = error.from == address && error.is_port_unreachable();
+                session.on_answer(ttl, error.from, at, reached);
+            }
+        }
+        TraceMode::Tcp => {
+            let Some(error) = packet::classify(datagram, packet::IPPROTO_TCP, address) else {
+                return;
+            };
+            if let Some(&ttl) = tcp_ports.get(&error.source_port)
+                && session.ttl_of(error.source_port) == Some(ttl)
+            {
+                session.on_answer(ttl, error.from, at, error.from == address);
+            }
+        }
+    }
+}
+
+/// A TCP probe's connect ended: connected or refused means the destination
+/// answered; other errors come from ICMP, which the raw socket reports.
+fn on_connect_done(
+    session: &mut TraceSession,
+    address: Ipv4Addr,
+    ttl: Ttl,
+    outcome: io::Result<bool>,
+    at: Option<Timestamp>,
+) {
+    match (outcome, at) {
+        (Ok(_answered), Some(at)) => {
+            session.on_answer(ttl, address, at, true);
+        }
+        (Ok(_), None) => {}
+        (Err(e), _) => {
+            tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace TCP probe ended without an answer");
+        }
+    }
+}
+
+/// Waits for a TCP probe's connect to end; the time is read when the wait
+/// ends.
+async fn finish_connect(probe: TcpProbe, ttl: Ttl) -> TcpDone {
+    let outcome = probe.finish().await;
+    let at = outcome.is_ok().then(|| linux::now().ok()).flatten();
+    (ttl, outcome, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_ports_count_up_from_the_base_and_wrap() {
+        let ttl = |n| Ttl::new(n).unwrap();
+        assert_eq!(udp_port(33_434, ttl(1)), 33_434);
+        assert_eq!(udp_port(33_434, ttl(30)), 33_463);
+        assert_eq!(udp_port(65_535, ttl(2)), 1024);
+    }
+
+    #[test]
+    fn rounds_bounds() {
+        assert_eq!(Rounds::new(0), None);
+        assert_eq!(Rounds::new(101), None);
+        assert_eq!(Rounds::new(100).map(Rounds::get), Some(100));
+        assert_eq!(TraceMode::Tcp.name(), "tcp");
+    }
+}
