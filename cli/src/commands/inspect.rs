@@ -63,26 +63,12 @@ struct Finished {
 
 /// Starts a run and waits for its record.
 async fn run_once(endpoint: &Endpoint, request: pb::RunRequest) -> Result<Finished, Failure> {
-    let mut control = endpoint.control().await?;
-    let mut stream = control.start_run(request).await?.into_inner();
-    let mut finished = Finished {
-        run_id: String::new(),
-        trace_id: String::new(),
-        outcome: None,
-    };
-    while let Some(event) = stream.message().await? {
-        match event.event {
-            Some(pb::run_event::Event::Accepted(a)) => {
-                finished.run_id = a.run_id;
-                finished.trace_id = a.trace_id;
-            }
-            Some(pb::run_event::Event::Finished(record)) => {
-                finished.outcome = record.result.and_then(|r| r.outcome);
-            }
-            Some(pb::run_event::Event::Progress(_)) | None => {}
-        }
-    }
-    Ok(finished)
+    let (accepted, record) = super::stream_run(request, endpoint, |_| {}).await?;
+    Ok(Finished {
+        run_id: accepted.run_id,
+        trace_id: accepted.trace_id,
+        outcome: record.result.and_then(|r| r.outcome),
+    })
 }
 
 /// A task error, as printed and in JSON.

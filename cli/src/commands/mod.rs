@@ -14,6 +14,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
 
+use crate::client::{Endpoint, Failure};
+
 /// Unix milliseconds as an RFC 3339 UTC timestamp (seconds precision).
 pub fn format_unix_ms(ms: i64) -> String {
     u64::try_from(ms)
@@ -54,4 +56,31 @@ pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
         Some(Kind::NodeFacts(_)) => ("inspect", String::new()),
         None => ("unknown", String::new()),
     }
+}
+
+/// Starts a run and follows it to the end, handing each progress event to
+/// `on_progress` as it arrives. Returns the acceptance (run and trace ids)
+/// and the final record. Every command that runs a test goes through here.
+pub async fn stream_run(
+    request: pb::RunRequest,
+    endpoint: &Endpoint,
+    mut on_progress: impl FnMut(pb::TaskProgress),
+) -> Result<(pb::RunAccepted, pb::RunRecord), Failure> {
+    let mut control = endpoint.control().await?;
+    let mut stream = control.start_run(request.clone()).await?.into_inner();
+    let mut accepted = pb::RunAccepted::default();
+    let mut record = None;
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(pb::run_event::Event::Accepted(a)) => accepted = a,
+            Some(pb::run_event::Event::Progress(p)) => on_progress(p),
+            Some(pb::run_event::Event::Finished(r)) => record = Some(r),
+            None => {}
+        }
+    }
+    let record = record.unwrap_or_else(|| pb::RunRecord {
+        request: Some(request),
+        ..Default::default()
+    });
+    Ok((accepted, record))
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::client::{Endpoint, Failure, exit};
 use crate::output::{OutputFormat, print_json};
 
-use super::{format_unix_ms, ns_to_ms};
+use super::{format_unix_ms, ns_to_ms, stream_run};
 
 /// Most rounds (`mtr -c`).
 pub const MAX_ROUNDS: u32 = 100;
@@ -160,32 +160,6 @@ pub async fn pmtu(
         }
     }
     Ok(report.exit_code())
-}
-
-/// Starts the run and follows it to the end, handing each progress event to
-/// `on_progress`. Returns the acceptance and the final record.
-async fn stream_run(
-    request: pb::RunRequest,
-    endpoint: &Endpoint,
-    mut on_progress: impl FnMut(&pb::TaskProgress),
-) -> Result<(pb::RunAccepted, pb::RunRecord), Failure> {
-    let mut control = endpoint.control().await?;
-    let mut stream = control.start_run(request.clone()).await?.into_inner();
-    let mut accepted = pb::RunAccepted::default();
-    let mut record = None;
-    while let Some(event) = stream.message().await? {
-        match event.event {
-            Some(pb::run_event::Event::Accepted(a)) => accepted = a,
-            Some(pb::run_event::Event::Progress(p)) => on_progress(&p),
-            Some(pb::run_event::Event::Finished(r)) => record = Some(r),
-            None => {}
-        }
-    }
-    let record = record.unwrap_or_else(|| pb::RunRecord {
-        request: Some(request),
-        ..Default::default()
-    });
-    Ok((accepted, record))
 }
 
 /// A task error, for JSON and exit codes.

@@ -117,32 +117,24 @@ async fn run_tool(
     endpoint: &Endpoint,
     output: OutputFormat,
 ) -> Result<u8, Failure> {
-    let mut control = endpoint.control().await?;
-    let mut stream = control.start_run(request.clone()).await?.into_inner();
     let mut report = ToolReport::new(&request);
     let table = output == OutputFormat::Table;
     if table {
         println!("{}", header(&request));
     }
-    while let Some(event) = stream.message().await? {
-        match event.event {
-            Some(pb::run_event::Event::Accepted(a)) => {
-                report.run_id = a.run_id;
-                report.trace_id = a.trace_id;
-            }
-            Some(pb::run_event::Event::Progress(p)) => {
-                let line = ProgressLine::from(p);
-                if table {
-                    println!("{}", line.render());
-                }
-                report.progress.push(line);
-            }
-            Some(pb::run_event::Event::Finished(record)) => {
-                report.finish(record.result.unwrap_or_default(), record.duration_ms);
-            }
-            None => {}
+    let mut lines = Vec::new();
+    let (accepted, record) = super::stream_run(request, endpoint, |p| {
+        let line = ProgressLine::from(p);
+        if table {
+            println!("{}", line.render());
         }
-    }
+        lines.push(line);
+    })
+    .await?;
+    report.run_id = accepted.run_id;
+    report.trace_id = accepted.trace_id;
+    report.progress = lines;
+    report.finish(record.result.unwrap_or_default(), record.duration_ms);
     match output {
         OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string()))?,
         OutputFormat::Table => {

@@ -172,27 +172,19 @@ async fn stream(
     report: &mut Report,
     mut on_line: impl FnMut(&EchoLine),
 ) -> Result<(), Failure> {
-    let mut control = endpoint.control().await?;
-    let mut events = control.start_run(request).await?.into_inner();
-    while let Some(event) = events.message().await? {
-        match event.event {
-            Some(pb::run_event::Event::Accepted(a)) => {
-                report.run_id = a.run_id;
-                report.trace_id = a.trace_id;
-            }
-            Some(pb::run_event::Event::Progress(p)) => {
-                if let Some(pb::task_progress::Event::UdpReply(r)) = p.event {
-                    let line = EchoLine::from(r);
-                    on_line(&line);
-                    report.replies.push(line);
-                }
-            }
-            Some(pb::run_event::Event::Finished(record)) => {
-                report.finish(record.result.unwrap_or_default(), record.duration_ms);
-            }
-            None => {}
+    let mut lines = Vec::new();
+    let (accepted, record) = super::stream_run(request, endpoint, |p| {
+        if let Some(pb::task_progress::Event::UdpReply(r)) = p.event {
+            let line = EchoLine::from(r);
+            on_line(&line);
+            lines.push(line);
         }
-    }
+    })
+    .await?;
+    report.run_id = accepted.run_id;
+    report.trace_id = accepted.trace_id;
+    report.replies = lines;
+    report.finish(record.result.unwrap_or_default(), record.duration_ms);
     Ok(())
 }
 
