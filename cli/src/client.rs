@@ -53,24 +53,32 @@ impl Failure {
     }
 
     /// Maps a coordinator answer to the contract's exit code.
+    ///
+    /// A refused client certificate surfaces here only as a broken
+    /// connection (`Unknown`/`Cancelled`, "transport error", "broken pipe"):
+    /// the reason is in the coordinator's log, so the message says where to
+    /// look.
     pub fn from_status(status: &tonic::Status) -> Self {
         use tonic::Code;
-        let code = match status.code() {
+        let about_probe = status.message().starts_with("probe ");
+        let (code, what) = match status.code() {
             Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::OutOfRange => {
-                exit::USAGE
+                (exit::USAGE, "")
             }
-            Code::Unauthenticated | Code::PermissionDenied => exit::UNREACHABLE,
-            Code::Unavailable if status.message().starts_with("probe ") => exit::INCONCLUSIVE,
-            Code::Unavailable | Code::Unknown => exit::UNREACHABLE,
-            _ => exit::INCONCLUSIVE,
-        };
-        let what = match status.code() {
-            Code::Unauthenticated => "coordinator refused the connection: ",
-            Code::PermissionDenied => "coordinator refused the call: ",
-            Code::Unavailable | Code::Unknown if !status.message().starts_with("probe ") => {
-                "cannot reach the coordinator: "
+            Code::Unauthenticated => (exit::UNREACHABLE, "coordinator refused the connection: "),
+            Code::PermissionDenied => (exit::UNREACHABLE, "coordinator refused the call: "),
+            Code::Unavailable if about_probe => (exit::INCONCLUSIVE, ""),
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                return Self {
+                    code: exit::UNREACHABLE,
+                    message: format!(
+                        "cannot reach the coordinator: {} (if it logs `tls handshake refused`, it does not trust \
+                         this certificate: check --tls-dir and --identity)",
+                        status.message()
+                    ),
+                };
             }
-            _ => "",
+            _ => (exit::INCONCLUSIVE, ""),
         };
         Self {
             code,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use probemesh_proto::pb;
+use probemesh_proto::telemetry::{task_kind_name, task_result_class};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +22,7 @@ use crate::error::Error;
 use crate::plan::{self, Plan, ResponderPort};
 use crate::registry::Link;
 use crate::state::Coordinator;
+use crate::telemetry;
 
 /// Longest join-token lifetime accepted.
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -59,15 +61,19 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<Self::StartRunStream>, Status> {
         let caller = authorize(&req, "Control.StartRun", Access::Operate)?;
         let request = req.into_inner();
+        let run_id = random_hex(8);
+        let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
-        let plan = plan::plan(&request, &self.state.registry(), inventory.as_deref())?;
+        let plan = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
+            plan::plan(&request, &self.state.registry(), inventory.as_deref())
+                .inspect_err(|e| tracing::info!(error = %e, "run refused"))
+        })?;
+        span.record("probe", plan.source.probe.as_str());
         let link = self
             .state
             .registry()
             .link(&plan.source.probe)
             .ok_or_else(|| Error::ProbeOffline(plan.source.probe.clone()))?;
-        let run_id = random_hex(8);
-        let trace_id = random_hex(16);
         let record = pb::RunRecord {
             run_id: run_id.clone(),
             trace_id: trace_id.clone(),
@@ -76,7 +82,7 @@ impl pb::control_server::Control for ControlService {
             started_unix_ms: self.state.clock.now_unix_ms(),
             ..Default::default()
         };
-        tracing::info!(run_id = %run_id, trace_id = %trace_id, requester = %caller.identity.name, from = %request.from, "run started");
+        span.in_scope(|| tracing::info!(run_id = %run_id, trace_id = %trace_id, requester = %caller.identity.name, from = %request.from, "run started"));
 
         let (tx, rx) = mpsc::channel(64);
         let accepted = pb::RunEvent {
@@ -86,7 +92,6 @@ impl pb::control_server::Control for ControlService {
             })),
         };
         let _ = tx.try_send(Ok(accepted));
-        let span = tracing::info_span!("run", run_id = %run_id, probe = %plan.source.probe);
         tokio::spawn(follow_run(self.state.clone(), link, plan, record, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -154,7 +159,10 @@ async fn follow_run(
     let started = tokio::time::Instant::now();
     let run_id = record.run_id.clone();
     let responder = match &plan.responder {
-        Some(need) => match start_responder(&state, &run_id, need).await {
+        Some(need) => match start_responder(&state, &run_id, need)
+            .instrument(tracing::info_span!("probemesh.responder", probe = %need.probe))
+            .await
+        {
             Ok((handle, ports)) => {
                 plan.set_responder_port(match need.port {
                     ResponderPort::Tcp => ports.tcp_port,
@@ -169,25 +177,32 @@ async fn follow_run(
         },
         None => None,
     };
+    let kind = task_kind_name(&plan.kind);
+    let dispatch_span = tracing::info_span!("probemesh.dispatch", probe = %plan.source.probe, kind);
     let task = pb::Task {
         task_id: format!("{run_id}-1"),
         run_id: run_id.clone(),
-        trace_context: [(
-            "traceparent".to_owned(),
-            format!("00-{}-{}-01", record.trace_id, random_hex(8)),
-        )]
-        .into(),
+        trace_context: telemetry::task_context(&dispatch_span),
         netns: plan.source.netns.clone(),
         kind: Some(plan.kind.clone()),
     };
+    let dispatched = tokio::time::Instant::now();
     let outcome = match state
         .dispatcher
         .dispatch(&plan.source.probe, &link, task)
+        .instrument(dispatch_span)
         .await
     {
-        Ok(handle) => await_task(&state, &link, handle, plan.bound, &tx, &plan.source.probe).await,
+        Ok(handle) => {
+            await_task(&state, &link, handle, plan.bound, &tx, &plan.source.probe)
+                .instrument(
+                    tracing::info_span!("probemesh.await", probe = %plan.source.probe, kind),
+                )
+                .await
+        }
         Err(e) => task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
     };
+    state.metrics.task_finished(kind, dispatched.elapsed());
     if let Some((rlink, rhandle)) = responder {
         cancel(&state, &rlink, &rhandle.task_id).await;
     }
@@ -256,6 +271,7 @@ async fn start_responder(
         task_id: format!("{run_id}-responder"),
         run_id: run_id.to_owned(),
         kind: Some(pb::task::Kind::Responder(pb::ResponderTask::default())),
+        trace_context: telemetry::task_context(&tracing::Span::current()),
         ..Default::default()
     };
     let mut handle = state
@@ -297,8 +313,19 @@ async fn finish(
         record.result = Some(result);
     }
     record.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    if let Err(e) = state.runs.insert(record.clone()) {
-        tracing::error!(error = %e, "could not store the run");
+    tracing::info_span!("probemesh.store").in_scope(|| {
+        if let Err(e) = state.runs.insert(record.clone()) {
+            tracing::error!(error = %e, "could not store the run");
+        }
+    });
+    if let Some(request) = &record.request {
+        let result = record
+            .result
+            .as_ref()
+            .map_or("unspecified", task_result_class);
+        state
+            .metrics
+            .run_finished(telemetry::request_kind(request), result, started.elapsed());
     }
     tracing::info!(run_id = %record.run_id, duration_ms = record.duration_ms, "run finished");
     let _ = tx

@@ -9,7 +9,8 @@
 //! [`control`] answers meshctl, executing what [`plan`] decides (targets
 //! resolved by [`resolve`] through the registry and [`inventory`]); [`enroll`] answers joins; [`registry`],
 //! [`clock`], [`dispatch`], [`runs`], [`tokens`] are the state they share;
-//! [`authz`] decides who may call what.
+//! [`authz`] decides who may call what; [`metrics`] and [`telemetry`] are
+//! its Prometheus metrics and its spans.
 
 pub mod authz;
 pub mod clock;
@@ -19,12 +20,14 @@ pub mod enroll;
 pub mod error;
 pub mod inventory;
 pub mod link;
+pub mod metrics;
 pub mod plan;
 pub mod registry;
 pub mod resolve;
 pub mod runs;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tokens;
 
 pub use error::{Error, Result};

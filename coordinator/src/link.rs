@@ -93,6 +93,10 @@ impl pb::probe_link_server::ProbeLink for LinkService {
             tracing::info!(probe = %name, %remote, "probe reconnected; replacing its stale stream");
             self.state.dispatcher.fail_connection(&name, old.conn);
         }
+        self.state.metrics.attached(&name);
+        self.state
+            .metrics
+            .set_connected(self.state.registry().connected_count());
         tracing::info!(
             probe = %name, %remote, role = hello.role().as_str_name(), version = %hello.version,
             "probe attached"
@@ -143,7 +147,14 @@ async fn read_loop(
                     t3_ns: r.t3_ns,
                     t4_ns: now_ns,
                 };
-                state.registry().observe_clock(&name, conn, exchange);
+                let best = {
+                    let mut registry = state.registry();
+                    registry.observe_clock(&name, conn, exchange);
+                    registry.clock(&name)
+                };
+                if let Some(best) = best {
+                    state.metrics.set_clock(&name, best);
+                }
             }
             Some(Msg::Progress(p)) => state.dispatcher.progress(&name, p).await,
             Some(Msg::Result(r)) => state.dispatcher.complete(&name, r),
@@ -151,6 +162,10 @@ async fn read_loop(
     }
     if state.registry().detach(&name, conn) {
         tracing::info!("probe detached");
+        state.metrics.forget_clock(&name);
+        state
+            .metrics
+            .set_connected(state.registry().connected_count());
     }
     state.dispatcher.fail_connection(&name, conn);
 }
@@ -196,7 +211,13 @@ pub async fn liveness_sweeper(state: Arc<Coordinator>) {
         let expired = state
             .registry()
             .expire(tokio::time::Instant::now(), state.timing.liveness_bound());
+        if !expired.is_empty() {
+            state
+                .metrics
+                .set_connected(state.registry().connected_count());
+        }
         for (name, conn) in expired {
+            state.metrics.forget_clock(&name);
             state.dispatcher.fail_connection(&name, conn);
             tracing::warn!(probe = %name, bound = ?state.timing.liveness_bound(), "probe missed three heartbeats; disconnected");
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use mesh_coordinator::server::{Bound, Settings};
 use mesh_coordinator::state::LinkTiming;
+use probemesh_proto::telemetry::{Telemetry, TelemetryConfig, host_name};
 
 /// The probemesh coordinator: registers probes over mTLS, plans and runs
 /// tests on them, and stores the results.
@@ -36,6 +37,15 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "MESH_LOG_JSON")]
     log_json: bool,
+    /// OpenTelemetry collector (OTLP/gRPC) to send run traces to, e.g.
+    /// http://otel-collector:4317. Without it, the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT applies; OTEL_SERVICE_NAME and
+    /// OTEL_RESOURCE_ATTRIBUTES are honoured.
+    #[arg(long, env = "MESH_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
+    #[arg(long, env = "MESH_METRICS")]
+    metrics: Option<SocketAddr>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -45,7 +55,18 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    probemesh_proto::telemetry::init_logging(args.log_json);
+    let telemetry = match Telemetry::init(TelemetryConfig {
+        service_name: "mesh-coordinator",
+        json: args.log_json,
+        otlp_endpoint: args.otlp_endpoint,
+        resource: host_name().map(|h| ("host.name", h)).into_iter().collect(),
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mesh-coordinator: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let settings = Settings {
         listen: args.listen,
         tls_dir: args.tls_dir,
@@ -55,6 +76,8 @@ async fn main() -> ExitCode {
             heartbeat: args.heartbeat,
             ..LinkTiming::default()
         },
+        metrics: args.metrics,
+        span_export: telemetry.span_export_stats().clone(),
     };
     let bound = match Bound::bind(settings).await {
         Ok(b) => b,
@@ -63,7 +86,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match bound.serve(shutdown_signal()).await {
+    let served = bound.serve(shutdown_signal()).await;
+    telemetry.shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mesh-coordinator: {e}");

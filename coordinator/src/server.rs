@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir};
+use probemesh_proto::telemetry::{SpanExportStats, certificate_expiry_unix, http::serve_metrics};
 use probemesh_proto::tls::{TlsIncoming, server_config};
 
 use crate::control::ControlService;
@@ -31,6 +32,10 @@ pub struct Settings {
     pub inventory: Option<PathBuf>,
     /// Probe link timing.
     pub timing: LinkTiming,
+    /// Where to serve Prometheus metrics (`/metrics`); `None` serves none.
+    pub metrics: Option<SocketAddr>,
+    /// Span export counters to publish with the metrics.
+    pub span_export: SpanExportStats,
 }
 
 /// A bound, not yet serving coordinator: lets callers learn the port
@@ -76,8 +81,29 @@ impl Bound {
             settings.timing,
             Arc::new(SystemClock),
         ));
+        let incoming = TlsIncoming::new(listener, tls);
+        if let Some(addr) = settings.metrics {
+            for (name, path) in [
+                ("coordinator", dir.cert("coordinator")),
+                ("ca", dir.ca_cert()),
+            ] {
+                if let Some(not_after) = certificate_expiry_unix(&path) {
+                    state.metrics.set_certificate_expiry(name, not_after);
+                }
+            }
+            let registry = state
+                .metrics
+                .registry(incoming.refused_handshakes(), &settings.span_export);
+            serve_metrics(addr, registry)
+                .await
+                .map_err(|e| Error::Listen {
+                    op: "serve metrics on",
+                    addr,
+                    source: e.source,
+                })?;
+        }
         Ok(Self {
-            incoming: TlsIncoming::new(listener, tls),
+            incoming,
             state,
             local_addr,
         })

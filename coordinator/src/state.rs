@@ -7,6 +7,7 @@ use probemesh_proto::pki::CertAuthority;
 
 use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runs::RunStore;
 use crate::tokens::TokenStore;
@@ -80,6 +81,8 @@ pub struct Coordinator {
     pub timing: LinkTiming,
     /// Wall clock.
     pub clock: Arc<dyn WallClock>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 impl Coordinator {
@@ -101,6 +104,7 @@ impl Coordinator {
             inventory,
             timing,
             clock,
+            metrics: Metrics::default(),
         }
     }
 

@@ -5,14 +5,17 @@
 //!
 //! Map: [`link`] is the stream and reconnect loop; [`join`] enrolls an
 //! external host; [`tasks`] runs the tests; [`platform`] holds the
-//! privileged syscalls; [`interfaces`] and [`backoff`] are small helpers.
+//! privileged syscalls; [`metrics`] and [`telemetry`] are its Prometheus
+//! metrics and its spans; [`interfaces`] and [`backoff`] are small helpers.
 
 pub mod backoff;
 pub mod error;
 pub mod interfaces;
 pub mod join;
 pub mod link;
+pub mod metrics;
 pub mod platform;
 pub mod tasks;
+pub mod telemetry;
 
 pub use error::{Error, Result};

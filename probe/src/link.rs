@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use probemesh_proto::pb;
 use probemesh_proto::pb::coordinator_message::Msg;
 use probemesh_proto::pki::TlsDir;
+use probemesh_proto::telemetry::{task_kind_name, task_result_class};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +21,8 @@ use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::telemetry::Moments;
 
 /// A connection that lasted this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -41,6 +44,8 @@ pub struct ProbeSettings {
     pub role: pb::ProbeRole,
     /// Free-form labels shown in `meshctl probes`.
     pub labels: BTreeMap<String, String>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 /// Where the reconnect loop stands.
@@ -69,6 +74,8 @@ pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result
             r = session(&settings, tls.clone()) => r,
             () = shutdown.cancelled() => return Ok(()),
         };
+        settings.metrics.link_up.set(0);
+        settings.metrics.link_failures.inc();
         match outcome {
             Ok(()) => {
                 tracing::warn!(coordinator = %settings.coordinator, "coordinator closed the stream")
@@ -109,6 +116,8 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
         .map_err(|status| Error::Refused(status.message().to_owned()))?
         .into_inner();
     tracing::info!(state = ?Session::Attached, coordinator = %settings.coordinator, "attached to coordinator");
+    settings.metrics.attaches.inc();
+    settings.metrics.link_up.set(1);
 
     let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
     let mut beat = 0u64;
@@ -135,7 +144,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
                     Some(Msg::Task(task)) => {
                         let cancel = CancellationToken::new();
                         running.insert(task.task_id.clone(), cancel.clone());
-                        tokio::spawn(execute(task, out.clone(), cancel, done_tx.clone()));
+                        tokio::spawn(execute(task, out.clone(), cancel, done_tx.clone(), settings.metrics.clone()));
                     }
                     Some(Msg::Cancel(c)) => {
                         if let Some(token) = running.remove(&c.task_id) {
@@ -167,13 +176,19 @@ async fn execute(
     out: mpsc::Sender<pb::ProbeMessage>,
     cancel: CancellationToken,
     done: mpsc::UnboundedSender<String>,
+    metrics: Metrics,
 ) {
     let task_id = task.task_id.clone();
-    let span = tracing::info_span!("task", run_id = %task.run_id, task_id = %task_id);
+    let span = crate::telemetry::task_span(&task);
+    let kind = task.kind.as_ref().map_or("none", task_kind_name);
+    let started = Instant::now();
+    metrics.tasks_running.inc();
     let (progress_tx, mut progress_rx) = mpsc::channel::<pb::TaskProgress>(64);
     let forward_out = out.clone();
+    let mut moments = Moments::new(span.clone());
     let forwarder = tokio::spawn(async move {
         while let Some(p) = progress_rx.recv().await {
+            moments.observe(&p);
             if send(&forward_out, pb::probe_message::Msg::Progress(p))
                 .await
                 .is_err()
@@ -186,6 +201,8 @@ async fn execute(
         .instrument(span)
         .await;
     let _ = forwarder.await;
+    metrics.tasks_running.dec();
+    metrics.task_finished(kind, task_result_class(&result), started.elapsed());
     result.task_id.clone_from(&task_id);
     let _ = send(&out, pb::probe_message::Msg::Result(result)).await;
     let _ = done.send(task_id);

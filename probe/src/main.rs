@@ -1,13 +1,18 @@
 //! `mesh-probe`: see the crate docs of `mesh_probe`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mesh_probe::link::{self, ProbeSettings};
+use mesh_probe::metrics::Metrics;
 use probemesh_proto::pb;
 use probemesh_proto::pki::TlsDir;
+use probemesh_proto::telemetry::http::serve_metrics;
+use probemesh_proto::telemetry::{Telemetry, TelemetryConfig, certificate_expiry_unix, host_name};
+use probemesh_proto::token::JoinToken;
 use tokio_util::sync::CancellationToken;
 
 /// The probemesh probe daemon: dials the coordinator over mTLS and runs the
@@ -56,6 +61,15 @@ struct Common {
     /// Log as JSON lines.
     #[arg(long, env = "MESH_LOG_JSON", global = true)]
     log_json: bool,
+    /// OpenTelemetry collector (OTLP/gRPC) to send task spans to, e.g.
+    /// http://otel-collector:4317. Without it, the standard
+    /// OTEL_EXPORTER_OTLP_ENDPOINT applies; OTEL_SERVICE_NAME and
+    /// OTEL_RESOURCE_ATTRIBUTES are honoured.
+    #[arg(long, env = "MESH_OTLP_ENDPOINT", global = true)]
+    otlp_endpoint: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
+    #[arg(long, env = "MESH_METRICS", global = true)]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,7 +110,57 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    probemesh_proto::telemetry::init_logging(args.common.log_json);
+    let probe_name = match &args.command {
+        Some(Command::Join { token, .. }) => {
+            token.parse::<JoinToken>().ok().map(|t| t.name.to_string())
+        }
+        None => args.name.clone(),
+    };
+    let role = match args.command {
+        Some(Command::Join { .. }) => Role::External,
+        None => args.common.role,
+    };
+    let telemetry = match Telemetry::init(TelemetryConfig {
+        service_name: "mesh-probe",
+        json: args.common.log_json,
+        otlp_endpoint: args.common.otlp_endpoint.clone(),
+        resource: resource(probe_name.as_deref(), role),
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mesh-probe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = Metrics::default();
+    let code = run_probe(args, metrics, &telemetry).await;
+    telemetry.shutdown().await;
+    code
+}
+
+/// Resource attributes of this probe's spans: `host.name`,
+/// `probemesh.probe.name`, and on a node `k8s.node.name` (`K8S_NODE_NAME`,
+/// else the probe name: node probes are named after their node).
+fn resource(name: Option<&str>, role: Role) -> Vec<(&'static str, String)> {
+    let mut attrs: Vec<(&'static str, String)> =
+        host_name().map(|h| ("host.name", h)).into_iter().collect();
+    if let Some(name) = name {
+        attrs.push(("probemesh.probe.name", name.to_owned()));
+    }
+    if matches!(role, Role::Node) {
+        let node = std::env::var("K8S_NODE_NAME")
+            .ok()
+            .filter(|n| !n.is_empty())
+            .or_else(|| name.map(str::to_owned));
+        if let Some(node) = node {
+            attrs.push(("k8s.node.name", node));
+        }
+    }
+    attrs
+}
+
+/// The probe proper, once telemetry is up.
+async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitCode {
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
     let common = args.common;
@@ -128,6 +192,18 @@ async fn main() -> ExitCode {
         }
         None => (args.name.unwrap_or_default(), common.role),
     };
+    if let Some(addr) = common.metrics {
+        let dir = TlsDir::new(common.tls_dir.clone());
+        for (label, path) in [("probe", dir.cert(&name)), ("ca", dir.ca_cert())] {
+            if let Some(not_after) = certificate_expiry_unix(&path) {
+                metrics.set_certificate_expiry(label, not_after);
+            }
+        }
+        if let Err(e) = serve_metrics(addr, metrics.registry(telemetry.span_export_stats())).await {
+            eprintln!("mesh-probe: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let settings = ProbeSettings {
         name,
         coordinator: common.coordinator,
@@ -137,6 +213,7 @@ async fn main() -> ExitCode {
             Role::External => pb::ProbeRole::External,
         },
         labels: common.labels,
+        metrics,
     };
     match link::run(settings, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
