@@ -4,11 +4,13 @@
 //! judges nothing: that is the coordinator's work.
 //!
 //! Map: [`link`] is the stream and reconnect loop; [`join`] enrolls an
-//! external host; [`tasks`] runs the tests; [`platform`] holds the
+//! external host; [`tasks`] runs the tests; [`capture`] is the packet
+//! capture engine (rings, pcapng); [`platform`] holds the
 //! privileged syscalls; [`metrics`] and [`telemetry`] are its Prometheus
 //! metrics and its spans; [`interfaces`] and [`backoff`] are small helpers.
 
 pub mod backoff;
+pub mod capture;
 pub mod error;
 pub mod interfaces;
 pub mod join;

@@ -4,6 +4,7 @@
 pub mod pb {
     tonic::include_proto!("probemesh.v1");
 }
+pub mod bpf;
 pub mod duration;
 pub mod identity;
 pub mod inventory;

@@ -12,6 +12,7 @@ use crate::tasks::types::{EchoId, Mtu, Ttl};
 
 pub mod linux;
 pub mod netns;
+pub mod packet;
 pub mod tcp_info;
 
 /// A wall-clock instant: nanoseconds since the Unix epoch on `CLOCK_REALTIME`,

@@ -1,0 +1,691 @@
+//! The probe's capture engine: the distributed tcpdump's probe side.
+//!
+//! A capture opens one `AF_PACKET` ring per interface with the coordinator's
+//! BPF program attached in the kernel ([`crate::platform::packet`]), arms the
+//! rings at a common instant (binding them to their interfaces) and reports
+//! the `CLOCK_REALTIME` instant each went live, copies packets into a pcapng
+//! file ([`pcapng`]) until its duration, a limit, a stop or a cancel, and
+//! reports per-interface kernel counters. It plans nothing and converts no
+//! clock: the coordinator turns the instants it reports into its own time.
+//!
+//! Threads: [`run_capture`] blocks; run it on a dedicated thread (never a
+//! tokio worker), or use [`spawn_capture`], which starts one. Sockets and
+//! interface names belong to the network namespace of the thread that
+//! calls either function, so to capture in a pod, call it from a thread
+//! that has entered the pod's namespace (e.g. inside
+//! [`crate::platform::netns::run_in`]); the spawned thread inherits it.
+//!
+//! Ending: `duration`, `max_packets`, `max_bytes` and [`CaptureControl::stop`]
+//! end a capture normally and keep the file; [`CaptureControl::cancel`], an
+//! interface that goes away and any error delete it. A file appears under
+//! its final name only when complete.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use probemesh_proto::bpf;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::platform::Timestamp;
+use crate::platform::packet::{
+    self, KernelStats, PacketRing, RingConfig, interface_index, interface_names, link_layer,
+    realtime_now,
+};
+
+pub mod block;
+pub mod pcapng;
+pub mod spec;
+
+pub use pcapng::Artifact;
+pub use spec::{CaptureLimits, CaptureSpec, SpecError};
+
+use block::parse_block;
+use pcapng::{InterfaceInfo, InterfaceTotals, PcapngFile, SectionInfo};
+
+/// Longest single wait in the capture loop, so stop and cancel are seen
+/// within this.
+const MAX_WAIT: Duration = Duration::from_millis(50);
+/// After the end is decided, how long to keep reading so that packets
+/// already in a not-yet-retired block reach the file (block timeout + margin).
+const FINAL_DRAIN: Duration = Duration::from_millis(25);
+/// Sleeping stops this long before the arming instant; the rest is spun.
+const SPIN_BEFORE_ARM: Duration = Duration::from_micros(200);
+/// Longest spin before arming (guards against a clock step).
+const MAX_SPIN: Duration = Duration::from_millis(2);
+/// After a socket error, how often and how many times to look whether its
+/// interface was deleted (rather than taken down).
+const GONE_CHECK_EVERY: Duration = Duration::from_millis(10);
+/// Looks of [`GONE_CHECK_EVERY`] before calling it "went down" (200 ms).
+const GONE_CHECKS: u32 = 20;
+/// Shortest interval between progress events.
+const MIN_PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// Ring blocks (1 MiB each) shared by all interfaces of a capture: 32 MiB
+/// each for one or two interfaces, never under 8 MiB each.
+const RING_BUDGET_BLOCKS: u32 = 64;
+
+/// Everything a capture needs besides its controls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureRequest {
+    /// What to capture.
+    pub spec: CaptureSpec,
+    /// When to arm the rings (`CLOCK_REALTIME` of this host); `None` arms at
+    /// once, an instant already past arms at once too.
+    pub arm_at: Option<Timestamp>,
+    /// This probe's name: interfaces appear as `PROBE/IFACE` in the file.
+    pub probe: String,
+    /// The run the capture belongs to, written in the file's comment.
+    pub run: String,
+    /// The probe's clock against the coordinator's, as the caller states it
+    /// (written in the file's comment; empty when unknown).
+    pub clock: String,
+    /// The final path of the pcapng file; its directory must exist.
+    pub output: PathBuf,
+    /// How often [`CaptureEvent::Progress`] is reported (at least every
+    /// 100 ms).
+    pub progress_every: Duration,
+}
+
+/// How the caller ends a capture early.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureControl {
+    /// End now and keep what was captured ([`StopReason::Stopped`]).
+    pub stop: CancellationToken,
+    /// Abandon: delete the file and return [`CaptureError::Cancelled`].
+    pub cancel: CancellationToken,
+}
+
+/// What a running capture reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureEvent {
+    /// Every ring is live, once per capture.
+    Armed(Vec<ArmedInterface>),
+    /// Running totals, every `progress_every`.
+    Progress(CaptureProgress),
+}
+
+/// The instant one interface's ring went live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArmedInterface {
+    /// Interface name in its namespace.
+    pub interface: String,
+    /// `CLOCK_REALTIME` right after the ring was bound.
+    pub armed_at: Timestamp,
+}
+
+/// Running totals over all interfaces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureProgress {
+    /// Packets written.
+    pub packets: u64,
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// Packets the kernel dropped because a ring was full.
+    pub drops: u64,
+}
+
+/// Why a capture ended normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Its duration ran out.
+    Duration,
+    /// It wrote `max_packets` packets.
+    PacketLimit(u64),
+    /// The next packet would have made the file larger than `max_bytes`.
+    ByteLimit(u64),
+    /// The caller stopped it ([`CaptureControl::stop`]).
+    Stopped,
+}
+
+/// One interface's share of a finished capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceReport {
+    /// Interface name in its namespace.
+    pub interface: String,
+    /// When its ring went live (`CLOCK_REALTIME`).
+    pub armed_at: Timestamp,
+    /// Packets written to the file from it.
+    pub packets: u64,
+    /// The kernel's counters for its socket.
+    pub kernel: KernelStats,
+}
+
+/// A finished capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureOutcome {
+    /// The file.
+    pub artifact: Artifact,
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Per interface, in the order of the spec.
+    pub interfaces: Vec<InterfaceReport>,
+    /// When it ended (`CLOCK_REALTIME`).
+    pub ended_at: Timestamp,
+}
+
+impl CaptureOutcome {
+    /// Packets written over all interfaces.
+    pub fn packets(&self) -> u64 {
+        self.interfaces.iter().map(|i| i.packets).sum()
+    }
+
+    /// Kernel drops over all interfaces.
+    pub fn drops(&self) -> u64 {
+        self.interfaces.iter().map(|i| i.kernel.drops).sum()
+    }
+}
+
+/// Why a capture failed. No file is left behind for any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The spec breaks a hard limit or carries a bad program.
+    #[error("invalid capture: {0}")]
+    Spec(#[from] SpecError),
+    /// No such interface in the namespace.
+    #[error("no interface '{interface}' in this network namespace (it has: {})", available.join(", "))]
+    UnknownInterface {
+        /// The name asked for.
+        interface: String,
+        /// The namespace's interfaces.
+        available: Vec<String>,
+    },
+    /// An interface whose link layer the capture does not handle.
+    #[error(
+        "cannot capture on {interface}: link type ARPHRD {arphrd} is neither Ethernet nor raw IP"
+    )]
+    UnsupportedLink {
+        /// The interface.
+        interface: String,
+        /// Its `ARPHRD_*` type.
+        arphrd: u16,
+    },
+    /// A raw-IP interface, and the spec carries no raw-IP program.
+    #[error(
+        "cannot capture on {interface}: it carries raw IP and the request has no raw-IP filter program"
+    )]
+    MissingProgram {
+        /// The interface.
+        interface: String,
+    },
+    /// A capture socket could not be set up (no `CAP_NET_RAW`, no memory
+    /// for the ring, a program the kernel refuses).
+    #[error("capturing on {interface}: {op}: {source}{}", permission_hint(source))]
+    Open {
+        /// The interface.
+        interface: String,
+        /// What failed ("opening the ring", "binding").
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// An interface went down or was deleted during the capture (a pod
+    /// going away); the partial capture is discarded.
+    #[error(
+        "interface {interface} {what} during the capture ({source}); capture discarded after {packets} packets"
+    )]
+    InterfaceGone {
+        /// The interface.
+        interface: String,
+        /// "went down" or "was deleted".
+        what: &'static str,
+        /// The socket's error (usually `ENETDOWN`).
+        source: io::Error,
+        /// Packets written before it happened.
+        packets: u64,
+    },
+    /// Writing the file failed (disk full, directory missing).
+    #[error("writing {}: {source}", path.display())]
+    Output {
+        /// The final path asked for.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The capture loop's own syscalls failed (poll, clock, statistics).
+    #[error("capture: {op}: {source}")]
+    System {
+        /// What failed.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The caller cancelled; the file was deleted.
+    #[error("capture cancelled; {packets} packets discarded")]
+    Cancelled {
+        /// Packets written before the cancel.
+        packets: u64,
+    },
+    /// The capture thread could not be started.
+    #[error("starting the capture thread: {0}")]
+    Thread(io::Error),
+    /// The capture thread ended without a result (it panicked).
+    #[error("the capture thread ended without a result")]
+    Lost,
+}
+
+impl CaptureError {
+    /// True when the request was wrong (bad spec, unknown interface), as
+    /// opposed to this host failing; retrying the same request cannot help.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::Spec(_)
+                | CaptureError::UnknownInterface { .. }
+                | CaptureError::UnsupportedLink { .. }
+                | CaptureError::MissingProgram { .. }
+        )
+    }
+}
+
+fn permission_hint(error: &io::Error) -> &'static str {
+    if error.kind() == io::ErrorKind::PermissionDenied {
+        " (capturing requires CAP_NET_RAW)"
+    } else {
+        ""
+    }
+}
+
+/// A capture running on its own thread; see [`spawn_capture`].
+#[derive(Debug)]
+pub struct CaptureHandle {
+    events: mpsc::UnboundedReceiver<CaptureEvent>,
+    done: oneshot::Receiver<Result<CaptureOutcome, CaptureError>>,
+}
+
+impl CaptureHandle {
+    /// The next event; `None` once the capture has ended.
+    pub async fn next_event(&mut self) -> Option<CaptureEvent> {
+        self.events.recv().await
+    }
+
+    /// Waits for the end of the capture.
+    pub async fn outcome(self) -> Result<CaptureOutcome, CaptureError> {
+        self.done.await.unwrap_or(Err(CaptureError::Lost))
+    }
+}
+
+/// Starts [`run_capture`] on a new thread, which inherits the calling
+/// thread's network namespace. Events arrive on the handle until the end.
+pub fn spawn_capture(
+    request: CaptureRequest,
+    control: CaptureControl,
+) -> Result<CaptureHandle, CaptureError> {
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (done_tx, done) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let result = run_capture(&request, &control, &mut |event| {
+                // A caller that stopped listening still gets the outcome.
+                let _ = events_tx.send(event);
+            });
+            drop(events_tx);
+            let _ = done_tx.send(result);
+        })
+        .map_err(CaptureError::Thread)?;
+    Ok(CaptureHandle { events, done })
+}
+
+/// One interface being captured.
+#[derive(Debug)]
+struct Tap {
+    name: String,
+    ifindex: u32,
+    link: bpf::LinkLayer,
+    armed_at: Timestamp,
+    written: u64,
+}
+
+/// Where the capture loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Copying packets until an end is decided.
+    Running,
+    /// The end is decided: keep reading packets stamped up to `cutoff`
+    /// until `until`, then finish with `reason`.
+    Draining {
+        /// Why the capture ends.
+        reason: StopReason,
+        /// Packets stamped later are not written.
+        cutoff: Timestamp,
+        /// When to stop reading.
+        until: Instant,
+    },
+}
+
+/// Runs one capture on the calling thread, in its network namespace, and
+/// blocks until it ends; `on_event` hears [`CaptureEvent`]s. Requires
+/// `CAP_NET_RAW`. Lowers the calling thread's timer slack when arming at
+/// an instant.
+pub fn run_capture(
+    request: &CaptureRequest,
+    control: &CaptureControl,
+    on_event: &mut dyn FnMut(CaptureEvent),
+) -> Result<CaptureOutcome, CaptureError> {
+    let spec = &request.spec;
+    spec.validate()?;
+    if let Some(at) = request.arm_at {
+        let ahead = at.saturating_duration_since(now()?);
+        if ahead > spec::MAX_ARM_AHEAD {
+            return Err(SpecError::ArmTooFar(ahead).into());
+        }
+    }
+    let (mut rings, mut taps) = open_rings(spec)?;
+    let interfaces: Vec<InterfaceInfo> = taps
+        .iter()
+        .map(|tap| InterfaceInfo {
+            name: format!("{}/{}", request.probe, tap.name),
+            link: tap.link,
+            snaplen: spec.snaplen,
+        })
+        .collect();
+    let section = SectionInfo {
+        probe: request.probe.clone(),
+        run: request.run.clone(),
+        clock: request.clock.clone(),
+        filter: spec.filter.expr.clone(),
+        snaplen: spec.snaplen,
+    };
+    let output_error = |source| CaptureError::Output {
+        path: request.output.clone(),
+        source,
+    };
+    let mut file =
+        PcapngFile::create(&request.output, &section, &interfaces).map_err(output_error)?;
+
+    if let Some(at) = request.arm_at {
+        wait_until(at, control)?;
+    }
+    for (ring, tap) in rings.iter_mut().zip(&mut taps) {
+        tap.armed_at = ring
+            .bind(tap.ifindex)
+            .map_err(|source| CaptureError::Open {
+                interface: tap.name.clone(),
+                op: "binding the ring to the interface",
+                source,
+            })?;
+    }
+    let started = Instant::now();
+    on_event(CaptureEvent::Armed(
+        taps.iter()
+            .map(|t| ArmedInterface {
+                interface: t.name.clone(),
+                armed_at: t.armed_at,
+            })
+            .collect(),
+    ));
+
+    let limits = spec.limits;
+    let deadline = started + limits.duration;
+    let progress_every = request.progress_every.max(MIN_PROGRESS_EVERY);
+    let mut next_progress = started + progress_every;
+    let mut phase = Phase::Running;
+    let reason = loop {
+        let written: u64 = taps.iter().map(|t| t.written).sum();
+        if control.cancel.is_cancelled() {
+            return Err(CaptureError::Cancelled { packets: written });
+        }
+        let clock = Instant::now();
+        match phase {
+            Phase::Running if control.stop.is_cancelled() || clock >= deadline => {
+                phase = Phase::Draining {
+                    reason: if clock >= deadline {
+                        StopReason::Duration
+                    } else {
+                        StopReason::Stopped
+                    },
+                    cutoff: now()?,
+                    until: clock + FINAL_DRAIN,
+                };
+            }
+            Phase::Draining { reason, until, .. } if clock >= until => break reason,
+            _ => {}
+        }
+        let cutoff = match phase {
+            Phase::Running => None,
+            Phase::Draining { cutoff, .. } => Some(cutoff),
+        };
+        if let Some(limit) = copy_ready(
+            &mut rings,
+            &mut taps,
+            &mut file,
+            &limits,
+            cutoff,
+            &request.output,
+        )? {
+            break limit;
+        }
+        if clock >= next_progress {
+            next_progress = clock + progress_every;
+            on_event(CaptureEvent::Progress(progress(&mut rings, &taps, &file)?));
+        }
+        let horizon = match phase {
+            Phase::Running => deadline.min(next_progress),
+            Phase::Draining { until, .. } => until,
+        };
+        let wait = horizon
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), MAX_WAIT);
+        let readiness = PacketRing::poll(&rings, wait)
+            .map_err(|source| CaptureError::System { op: "poll", source })?;
+        for ((ring, tap), ready) in rings.iter().zip(&taps).zip(readiness) {
+            if ready.error {
+                check_interface(ring, tap, taps.iter().map(|t| t.written).sum())?;
+            }
+        }
+    };
+
+    let ended_at = now()?;
+    let mut totals = Vec::with_capacity(taps.len());
+    for (ring, tap) in rings.iter_mut().zip(&taps) {
+        let kernel = ring.stats().map_err(|source| CaptureError::System {
+            op: "reading PACKET_STATISTICS",
+            source,
+        })?;
+        totals.push(InterfaceTotals {
+            start: tap.armed_at,
+            end: ended_at,
+            kernel,
+            written: tap.written,
+        });
+    }
+    drop(rings);
+    let artifact = file.finish(&totals).map_err(output_error)?;
+    Ok(CaptureOutcome {
+        artifact,
+        stop: reason,
+        interfaces: taps
+            .into_iter()
+            .zip(totals)
+            .map(|(tap, t)| InterfaceReport {
+                interface: tap.name,
+                armed_at: tap.armed_at,
+                packets: tap.written,
+                kernel: t.kernel,
+            })
+            .collect(),
+        ended_at,
+    })
+}
+
+/// Resolves every interface and opens its (unbound) ring with the program
+/// for its link layer, lowered to the snap length.
+fn open_rings(spec: &CaptureSpec) -> Result<(Vec<PacketRing>, Vec<Tap>), CaptureError> {
+    let mut rings = Vec::new();
+    let mut taps = Vec::new();
+    let shared =
+        RING_BUDGET_BLOCKS / u32::try_from(spec.interfaces.len().max(1)).unwrap_or(u32::MAX);
+    let ring_config = RingConfig {
+        block_count: shared.clamp(8, RingConfig::default().block_count),
+        ..RingConfig::default()
+    };
+    for name in &spec.interfaces {
+        let ifindex = interface_index(name).ok_or_else(|| CaptureError::UnknownInterface {
+            interface: name.clone(),
+            available: interface_names().unwrap_or_default(),
+        })?;
+        let open_error = |op, source| CaptureError::Open {
+            interface: name.clone(),
+            op,
+            source,
+        };
+        let link = link_layer(name)
+            .map_err(|e| open_error("reading its link type", e))?
+            .map_err(|arphrd| CaptureError::UnsupportedLink {
+                interface: name.clone(),
+                arphrd,
+            })?;
+        let mut program = spec.filter.program(link).to_vec();
+        if program.is_empty() {
+            return Err(CaptureError::MissingProgram {
+                interface: name.clone(),
+            });
+        }
+        bpf::clamp_snaplen(&mut program, spec.snaplen);
+        let ring = PacketRing::open(&program, ring_config)
+            .map_err(|e| open_error("opening the ring", e))?;
+        rings.push(ring);
+        taps.push(Tap {
+            name: name.clone(),
+            ifindex,
+            link,
+            armed_at: Timestamp::from_nanos(0),
+            written: 0,
+        });
+    }
+    Ok((rings, taps))
+}
+
+/// Copies every block the kernel has handed over into the file, within
+/// the limits; returns the limit reached, if any. Packets stamped after
+/// `cutoff` are skipped.
+fn copy_ready(
+    rings: &mut [PacketRing],
+    taps: &mut [Tap],
+    file: &mut PcapngFile,
+    limits: &CaptureLimits,
+    cutoff: Option<Timestamp>,
+    output: &std::path::Path,
+) -> Result<Option<StopReason>, CaptureError> {
+    let mut written: u64 = taps.iter().map(|t| t.written).sum();
+    for (id, (ring, tap)) in (0u32..).zip(rings.iter_mut().zip(taps.iter_mut())) {
+        while let Some(block) = ring.next_block() {
+            let packets = match parse_block(block.bytes()) {
+                Ok(packets) => packets,
+                Err(error) => {
+                    tracing::warn!(interface = %tap.name, %error, "skipping a malformed ring block");
+                    continue;
+                }
+            };
+            for packet in packets {
+                let packet = match packet {
+                    Ok(packet) => packet,
+                    Err(error) => {
+                        tracing::warn!(interface = %tap.name, %error, "skipping the rest of a malformed ring block");
+                        break;
+                    }
+                };
+                if cutoff.is_some_and(|c| packet.timestamp > c) {
+                    continue;
+                }
+                if file.bytes_written() + PcapngFile::packet_size(packet.data.len())
+                    > limits.max_bytes
+                {
+                    return Ok(Some(StopReason::ByteLimit(limits.max_bytes)));
+                }
+                file.write_packet(id, &packet)
+                    .map_err(|source| CaptureError::Output {
+                        path: output.to_path_buf(),
+                        source,
+                    })?;
+                tap.written += 1;
+                written += 1;
+                if written >= limits.max_packets {
+                    return Ok(Some(StopReason::PacketLimit(limits.max_packets)));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Totals for a progress event.
+fn progress(
+    rings: &mut [PacketRing],
+    taps: &[Tap],
+    file: &PcapngFile,
+) -> Result<CaptureProgress, CaptureError> {
+    let mut drops = 0;
+    for ring in rings {
+        drops += ring
+            .stats()
+            .map_err(|source| CaptureError::System {
+                op: "reading PACKET_STATISTICS",
+                source,
+            })?
+            .drops;
+    }
+    Ok(CaptureProgress {
+        packets: taps.iter().map(|t| t.written).sum(),
+        bytes: file.bytes_written(),
+        drops,
+    })
+}
+
+/// Turns a socket error into [`CaptureError::InterfaceGone`], telling a
+/// deleted interface from one that went down.
+fn check_interface(ring: &PacketRing, tap: &Tap, packets: u64) -> Result<(), CaptureError> {
+    let error = ring.take_error().map_err(|source| CaptureError::System {
+        op: "reading SO_ERROR",
+        source,
+    })?;
+    let Some(source) = error else {
+        return Ok(());
+    };
+    // A deletion first takes the link down (the error we saw), then
+    // unregisters it: give the name a moment to disappear.
+    let deleted = (0..GONE_CHECKS).any(|_| {
+        let gone = interface_index(&tap.name) != Some(tap.ifindex);
+        if !gone {
+            std::thread::sleep(GONE_CHECK_EVERY);
+        }
+        gone
+    });
+    Err(CaptureError::InterfaceGone {
+        interface: tap.name.clone(),
+        what: if deleted { "was deleted" } else { "went down" },
+        source,
+        packets,
+    })
+}
+
+/// Sleeps, then spins, until `CLOCK_REALTIME` reaches `at`; returns early
+/// with [`CaptureError::Cancelled`] on a cancel.
+fn wait_until(at: Timestamp, control: &CaptureControl) -> Result<(), CaptureError> {
+    if let Err(error) = packet::set_timer_slack(1) {
+        tracing::debug!(%error, "cannot lower the timer slack; arming may land late");
+    }
+    loop {
+        if control.cancel.is_cancelled() {
+            return Err(CaptureError::Cancelled { packets: 0 });
+        }
+        let left = at.saturating_duration_since(now()?);
+        if left <= SPIN_BEFORE_ARM {
+            break;
+        }
+        std::thread::sleep((left - SPIN_BEFORE_ARM).min(MAX_WAIT));
+    }
+    let spin_start = Instant::now();
+    while now()? < at && spin_start.elapsed() < MAX_SPIN {
+        std::hint::spin_loop();
+    }
+    Ok(())
+}
+
+fn now() -> Result<Timestamp, CaptureError> {
+    realtime_now().map_err(|source| CaptureError::System {
+        op: "reading CLOCK_REALTIME",
+        source,
+    })
+}

@@ -1,0 +1,416 @@
+//! Capture filters: tcpdump expressions (pcap-filter(7)) compiled to classic
+//! BPF programs, the form the kernel runs on an `AF_PACKET` socket
+//! (`SO_ATTACH_FILTER`).
+//!
+//! Compilation uses libpcap through a *dead* handle (no device, no
+//! privileges), so it runs in the coordinator or in `meshctl`; probes receive
+//! instructions and never link libpcap. This module is not a BPF verifier:
+//! the kernel checks the program when it is attached, [`validate`] only
+//! rejects what can be told without running it, with a readable message.
+
+use std::fmt;
+
+/// The kernel's limit on the length of a classic BPF program (`BPF_MAXINSNS`).
+pub const MAX_INSNS: usize = 4096;
+
+/// `BPF_RET | BPF_K`: return the constant `k` (bytes to keep; 0 drops).
+const RET_K: u16 = 0x06;
+/// Mask of the instruction class bits of `code`.
+const CLASS_MASK: u16 = 0x07;
+/// Class `BPF_RET`.
+const CLASS_RET: u16 = 0x06;
+/// Class `BPF_JMP`.
+const CLASS_JMP: u16 = 0x05;
+/// `BPF_JMP | BPF_JA`: unconditional jump by `k`.
+const JMP_JA: u16 = 0x05;
+/// libpcap's `DLT_RAW` on Linux: packets start at the IPv4/IPv6 header.
+const DLT_RAW_LINUX: i32 = 12;
+
+/// One classic BPF instruction (`struct sock_filter`), in host order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BpfInsn {
+    /// Opcode: class, size, mode and source bits.
+    pub code: u16,
+    /// Instructions to skip when a conditional jump is true.
+    pub jt: u8,
+    /// Instructions to skip when a conditional jump is false.
+    pub jf: u8,
+    /// The constant operand (offset, immediate, or bytes kept by `ret`).
+    pub k: u32,
+}
+
+impl BpfInsn {
+    /// Packs the instruction into one `u64` for the wire (a `repeated fixed64`):
+    /// `code` in bits 63..48, `jt` in 47..40, `jf` in 39..32, `k` in 31..0.
+    pub const fn to_wire(self) -> u64 {
+        ((self.code as u64) << 48)
+            | ((self.jt as u64) << 40)
+            | ((self.jf as u64) << 32)
+            | self.k as u64
+    }
+
+    /// Unpacks an instruction packed by [`BpfInsn::to_wire`]; every `u64` is
+    /// some instruction, [`validate`] tells whether the program makes sense.
+    pub const fn from_wire(word: u64) -> Self {
+        Self {
+            code: (word >> 48) as u16,
+            jt: (word >> 40) as u8,
+            jf: (word >> 32) as u8,
+            k: word as u32,
+        }
+    }
+}
+
+impl fmt::Display for BpfInsn {
+    /// The `tcpdump -dd` form: `{ 0x28, 0, 0, 0x0000000c }`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{{ 0x{:x}, {}, {}, 0x{:08x} }}",
+            self.code, self.jt, self.jf, self.k
+        )
+    }
+}
+
+/// Which header a program expects at offset 0 of the packet it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkLayer {
+    /// An Ethernet header (Ethernet, veth, bridges, VXLAN devices, `lo`).
+    Ethernet,
+    /// The IP header directly (IPIP/SIT tunnels, WireGuard, tun devices).
+    RawIp,
+}
+
+impl LinkLayer {
+    fn dlt(self) -> pcap::Linktype {
+        match self {
+            LinkLayer::Ethernet => pcap::Linktype::ETHERNET,
+            LinkLayer::RawIp => pcap::Linktype(DLT_RAW_LINUX),
+        }
+    }
+}
+
+/// A filter expression compiled for every link layer a probe may meet, so
+/// the probe picks the program that matches each interface it captures on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledFilter {
+    /// The expression as the user wrote it (empty: every packet).
+    pub expr: String,
+    /// The program for interfaces with an Ethernet header.
+    pub ethernet: Vec<BpfInsn>,
+    /// The program for interfaces whose packets start at the IP header.
+    pub raw_ip: Vec<BpfInsn>,
+}
+
+impl CompiledFilter {
+    /// The program to attach on an interface of link layer `link`.
+    pub fn program(&self, link: LinkLayer) -> &[BpfInsn] {
+        match link {
+            LinkLayer::Ethernet => &self.ethernet,
+            LinkLayer::RawIp => &self.raw_ip,
+        }
+    }
+}
+
+/// Why a filter expression or program was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// libpcap could not compile the expression; `message` is its reason
+    /// (e.g. `syntax error`, `illegal port number 99999 > 65535`). Not
+    /// retryable: the user must change the expression.
+    #[error("invalid filter '{expr}': {message}")]
+    Invalid {
+        /// The expression as given.
+        expr: String,
+        /// libpcap's message, without its "can't parse filter expression" prefix.
+        message: String,
+    },
+    /// libpcap itself failed (no memory for a dead handle, odd output).
+    #[error("compiling filter '{expr}': libpcap: {message}")]
+    Libpcap {
+        /// The expression as given.
+        expr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The program cannot be attached as it is (too long, empty, jumps out
+    /// of range, does not end in `ret`).
+    #[error("filter '{expr}' is not a usable BPF program: {reason}")]
+    Program {
+        /// The expression the program claims to come from.
+        expr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl FilterError {
+    /// A line that helps the user fix the expression, to print under the error.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            FilterError::Invalid { .. } => {
+                "filters use tcpdump's expression language (man 7 pcap-filter), e.g. 'icmp or tcp port 80', 'host 198.18.0.11 and udp port 8472'"
+            }
+            FilterError::Libpcap { .. } => "check that libpcap is installed (libpcap0.8)",
+            FilterError::Program { .. } => {
+                "compile the filter with meshctl or the coordinator; programs are limited to 4096 instructions"
+            }
+        }
+    }
+}
+
+/// Compiles `expr` for Ethernet interfaces, keeping at most `snaplen` bytes
+/// of each accepted packet (every `ret` of a non-zero constant is lowered to
+/// `snaplen`). An empty expression accepts every packet.
+pub fn compile(expr: &str, snaplen: u32) -> Result<Vec<BpfInsn>, FilterError> {
+    compile_for(expr, snaplen, LinkLayer::Ethernet)
+}
+
+/// Compiles `expr` for link layer `link`; see [`compile`].
+pub fn compile_for(expr: &str, snaplen: u32, link: LinkLayer) -> Result<Vec<BpfInsn>, FilterError> {
+    let libpcap = |e: pcap::Error| FilterError::Libpcap {
+        expr: expr.to_string(),
+        message: e.to_string(),
+    };
+    let handle = pcap::Capture::dead(link.dlt()).map_err(libpcap)?;
+    let program = handle.compile(expr, true).map_err(|e| match e {
+        pcap::Error::PcapError(message) => FilterError::Invalid {
+            expr: expr.to_string(),
+            message: clean_message(&message),
+        },
+        pcap::Error::InvalidInputString => FilterError::Invalid {
+            expr: expr.to_string(),
+            message: "the expression contains a NUL character".to_string(),
+        },
+        other => libpcap(other),
+    })?;
+    let mut insns = program
+        .get_instructions()
+        .iter()
+        .map(|insn| parse_insn(&insn.to_string()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| FilterError::Libpcap {
+            expr: expr.to_string(),
+            message: "unexpected instruction format".to_string(),
+        })?;
+    clamp_snaplen(&mut insns, snaplen);
+    validate(expr, &insns)?;
+    Ok(insns)
+}
+
+/// Compiles `expr` for every [`LinkLayer`].
+pub fn compile_filter(expr: &str, snaplen: u32) -> Result<CompiledFilter, FilterError> {
+    Ok(CompiledFilter {
+        expr: expr.to_string(),
+        ethernet: compile_for(expr, snaplen, LinkLayer::Ethernet)?,
+        raw_ip: compile_for(expr, snaplen, LinkLayer::RawIp)?,
+    })
+}
+
+/// Lowers every `ret #k` with `k > snaplen` to `ret #snaplen`, so the kernel
+/// keeps at most `snaplen` bytes of each packet. `ret #0` (drop) is kept.
+pub fn clamp_snaplen(program: &mut [BpfInsn], snaplen: u32) {
+    for insn in program.iter_mut().filter(|i| i.code == RET_K) {
+        insn.k = insn.k.min(snaplen);
+    }
+}
+
+/// Checks what can be checked without the kernel: 1..=[`MAX_INSNS`]
+/// instructions, every jump lands inside the program, and the last
+/// instruction returns. `expr` only labels the error.
+pub fn validate(expr: &str, program: &[BpfInsn]) -> Result<(), FilterError> {
+    let refuse = |reason: String| FilterError::Program {
+        expr: expr.to_string(),
+        reason,
+    };
+    if program.is_empty() {
+        return Err(refuse("no instructions".to_string()));
+    }
+    if program.len() > MAX_INSNS {
+        return Err(refuse(format!(
+            "{} instructions, more than the kernel's limit of {MAX_INSNS}",
+            program.len()
+        )));
+    }
+    for (pc, insn) in program.iter().enumerate() {
+        if insn.code & CLASS_MASK != CLASS_JMP {
+            continue;
+        }
+        let remaining = program.len() - pc - 1;
+        let farthest = if insn.code == JMP_JA {
+            usize::try_from(insn.k).unwrap_or(usize::MAX)
+        } else {
+            usize::from(insn.jt.max(insn.jf))
+        };
+        if farthest >= remaining {
+            return Err(refuse(format!("instruction {pc} jumps past the end")));
+        }
+    }
+    match program.last() {
+        Some(last) if last.code & CLASS_MASK == CLASS_RET => Ok(()),
+        _ => Err(refuse("the last instruction does not return".to_string())),
+    }
+}
+
+/// Strips libpcap's generic prefix, keeping the reason.
+fn clean_message(message: &str) -> String {
+    let message = message.trim();
+    message
+        .strip_prefix("can't parse filter expression: ")
+        .unwrap_or(message)
+        .to_string()
+}
+
+/// Parses the `code jt jf k` form the pcap crate prints (its only accessor).
+fn parse_insn(text: &str) -> Option<BpfInsn> {
+    let mut fields = text.split_whitespace();
+    let insn = BpfInsn {
+        code: fields.next()?.parse().ok()?,
+        jt: fields.next()?.parse().ok()?,
+        jf: fields.next()?.parse().ok()?,
+        k: fields.next()?.parse().ok()?,
+    };
+    fields.next().is_none().then_some(insn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `tcpdump -dd icmp` on Ethernet with snaplen 128 after clamping.
+    const ICMP_ETHERNET: [BpfInsn; 6] = [
+        BpfInsn {
+            code: 0x28,
+            jt: 0,
+            jf: 0,
+            k: 12,
+        },
+        BpfInsn {
+            code: 0x15,
+            jt: 0,
+            jf: 3,
+            k: 0x800,
+        },
+        BpfInsn {
+            code: 0x30,
+            jt: 0,
+            jf: 0,
+            k: 23,
+        },
+        BpfInsn {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: 1,
+        },
+        BpfInsn {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 128,
+        },
+        BpfInsn {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+
+    #[test]
+    fn bpf_icmp_compiles_like_tcpdump_with_the_snaplen() {
+        assert_eq!(compile("icmp", 128).expect("compiles"), ICMP_ETHERNET);
+    }
+
+    #[test]
+    fn bpf_raw_ip_programs_read_the_ip_header_at_offset_zero() {
+        let program = compile_for("icmp", 128, LinkLayer::RawIp).expect("compiles");
+        // Loads the protocol byte at IP offset 9, no Ethernet type check.
+        assert!(
+            program.iter().any(|i| i.code == 0x30 && i.k == 9),
+            "{program:?}"
+        );
+        assert!(!program.iter().any(|i| i.k == 23), "{program:?}");
+    }
+
+    #[test]
+    fn bpf_empty_expression_accepts_everything_up_to_the_snaplen() {
+        assert_eq!(
+            compile("", 96).expect("compiles"),
+            [BpfInsn {
+                code: 0x06,
+                jt: 0,
+                jf: 0,
+                k: 96
+            }]
+        );
+        let both = compile_filter("", 262_144).expect("compiles");
+        assert_eq!(both.program(LinkLayer::RawIp).len(), 1);
+        assert_eq!(both.program(LinkLayer::Ethernet)[0].k, 65_535);
+    }
+
+    #[test]
+    fn bpf_a_bad_expression_names_itself_and_libpcaps_reason() {
+        let err = compile("tcp prot 80", 128).expect_err("must fail");
+        assert_eq!(
+            err.to_string(),
+            "invalid filter 'tcp prot 80': syntax error"
+        );
+        assert!(err.hint().contains("pcap-filter"));
+        let err = compile("tcp port 99999", 128).expect_err("must fail");
+        assert!(
+            matches!(&err, FilterError::Invalid { message, .. } if message.contains("99999")),
+            "{err}"
+        );
+        let err = compile("icmp\0", 128).expect_err("must fail");
+        assert!(matches!(err, FilterError::Invalid { .. }), "{err}");
+    }
+
+    #[test]
+    fn bpf_instructions_survive_the_wire_packing() {
+        for insn in ICMP_ETHERNET {
+            assert_eq!(BpfInsn::from_wire(insn.to_wire()), insn);
+        }
+        assert_eq!(ICMP_ETHERNET[1].to_wire(), 0x0015_0003_0000_0800);
+        assert_eq!(ICMP_ETHERNET[1].to_string(), "{ 0x15, 0, 3, 0x00000800 }");
+    }
+
+    #[test]
+    fn bpf_validate_refuses_what_the_kernel_would() {
+        assert!(validate("x", &ICMP_ETHERNET).is_ok());
+        assert!(validate("x", &[]).is_err());
+        let mut jumps_out = ICMP_ETHERNET;
+        jumps_out[1].jf = 4;
+        let err = validate("x", &jumps_out).expect_err("jump past the end");
+        assert!(err.to_string().contains("instruction 1 jumps"), "{err}");
+        let no_ret = &ICMP_ETHERNET[..4];
+        assert!(validate("x", no_ret).is_err());
+        let long = vec![ICMP_ETHERNET[5]; MAX_INSNS + 1];
+        assert!(validate("x", &long).is_err());
+        let ja = [
+            BpfInsn {
+                code: JMP_JA,
+                jt: 0,
+                jf: 0,
+                k: 1,
+            },
+            ICMP_ETHERNET[5],
+        ];
+        assert!(validate("x", &ja).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn bpf_wire_packing_round_trips(word: u64) {
+            prop_assert_eq!(BpfInsn::from_wire(word).to_wire(), word);
+        }
+
+        #[test]
+        fn bpf_clamping_never_raises_a_return(k: u32, snaplen in 64u32..=262_144) {
+            let mut program = [BpfInsn { code: RET_K, jt: 0, jf: 0, k }];
+            clamp_snaplen(&mut program, snaplen);
+            prop_assert_eq!(program[0].k, k.min(snaplen));
+        }
+    }
+}
