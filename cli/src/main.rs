@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
 use meshctl::commands::{certs, inspect, join_token, path, probes, runs, tools, transfer};
+use meshctl::lab;
 use meshctl::output::OutputFormat;
 
 /// probemesh: diagnose Kubernetes network faults from both ends of a path at once.
@@ -82,11 +83,19 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Run history; `meshctl runs RUN_ID` shows one run in full.
     Runs(runs::RunsArgs),
+    /// A simulated cluster in network namespaces, with a fault catalogue.
+    ///
+    /// `lab up` builds it (root), `lab fault NAME` injects a fault the real
+    /// way, `lab clear` undoes it, `lab demo` shows reference incident 2,
+    /// `lab down` removes everything.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    leave_quietly_on_broken_pipe();
     init_logging();
     let endpoint = &cli.endpoint;
     let output = cli.output;
@@ -105,6 +114,7 @@ async fn main() -> ExitCode {
         Command::Dig(args) => inspect::dig(args, endpoint, output).await,
         Command::Inspect(args) => inspect::inspect(args, endpoint, output).await,
         Command::Runs(args) => runs::run(args, endpoint, output).await.map(|()| exit::OK),
+        Command::Lab(cmd) => return lab_exit(lab::run(cmd, output).await),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -113,6 +123,36 @@ async fn main() -> ExitCode {
             failure.exit_code()
         }
     }
+}
+
+fn lab_exit(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("meshctl lab: {e:#}");
+        match e.downcast_ref::<Failure>() {
+            Some(f) => f.exit_code(),
+            None => ExitCode::from(exit::INCONCLUSIVE),
+        }
+    })
+}
+
+/// `meshctl ... | head` closes stdout early: leave with the status a shell
+/// gives a process killed by SIGPIPE (141), as the classic tools do, instead
+/// of panicking in `println!`. (Restoring SIGPIPE's default action would need
+/// `unsafe`, which this crate does not allow.)
+fn leave_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// meshctl logs only warnings unless RUST_LOG asks for more: its stdout is

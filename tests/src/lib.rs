@@ -2,6 +2,8 @@
 //! child processes that die with the test, bounded waits, and a small mesh
 //! (certificates + coordinator + probes) on loopback.
 
+pub mod lab;
+
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

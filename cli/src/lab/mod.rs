@@ -1,1 +1,365 @@
-//! The lab (placeholder until written).
+//! `meshctl lab`: a simulated Kubernetes cluster in Linux network namespaces
+//! on this machine (DESIGN §4), with the real coordinator and probes running
+//! inside it, and the field's fault catalogue.
+//!
+//! - [`topology`]: the fixed names and addresses, rendered as `ip`/`bridge`
+//!   batches, DNS arguments and the inventory (pure);
+//! - [`rules`]: kube-proxy, flannel and firewall iptables rulesets (pure);
+//! - [`faults`]: the catalogue and each fault's inject/undo actions (pure);
+//! - [`lifecycle`], [`system`], [`state`]: bring-up, teardown, status and
+//!   the I/O they need (root);
+//! - [`web`], [`conntrack`]: helpers the lab runs inside its namespaces;
+//! - [`demo`]: reference incident 2 in one command.
+//!
+//! It is not a Kubernetes: no API server, no kubelet; the inventory file
+//! plays the API for the coordinator.
+
+pub mod conntrack;
+pub mod demo;
+pub mod faults;
+pub mod lifecycle;
+pub mod rules;
+pub mod state;
+pub mod system;
+pub mod topology;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::output::{OutputFormat, print_json};
+use faults::Fault;
+use lifecycle::{Lab, StatusReport, UpReport};
+use state::LabLock;
+
+/// `meshctl lab ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCommand {
+    /// Build the lab (namespaces, overlay, kube-proxy rules, DNS, web app,
+    /// coordinator, probes) and point meshctl at it. Needs root.
+    Up(UpArgs),
+    /// Stop every lab process and remove everything the lab made.
+    Down,
+    /// Namespaces, processes, interfaces and the active fault.
+    Status,
+    /// Bring the lab up, inject mtu-blackhole (reference incident 2) and show
+    /// the symptom.
+    Demo,
+    /// Inject a fault of the catalogue (`--list` describes them).
+    Fault(FaultArgs),
+    /// Undo the active fault.
+    Clear,
+    /// The lab's web app (runs inside mesh-pod-web-0).
+    #[command(hide = true)]
+    ServeWeb {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+    },
+    /// Fill this namespace's conntrack table (the conntrack-full fault).
+    #[command(hide = true)]
+    ConntrackFill,
+    /// Flush this namespace's conntrack table.
+    #[command(hide = true)]
+    ConntrackFlush,
+}
+
+/// `meshctl lab up` options.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Send the coordinator's and probes' traces to this OpenTelemetry
+    /// collector (e.g. http://198.18.255.1:4317 for one on the host).
+    #[arg(long, env = "MESH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// `meshctl lab fault` options.
+#[derive(Debug, clap::Args)]
+pub struct FaultArgs {
+    /// The fault to inject; an active fault is cleared first.
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+    /// Describe every fault: symptom, mechanism, probe run, expected verdict.
+    #[arg(long, conflicts_with = "name")]
+    pub list: bool,
+}
+
+/// Runs a lab command.
+pub async fn run(cmd: LabCommand, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LabCommand::ServeWeb { listen } => {
+            web::serve(listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::ConntrackFill => {
+            let r = tokio::task::spawn_blocking(conntrack::fill).await??;
+            println!(
+                "conntrack table full: {} of {} entries ({} assured flows forged in {:.1} s)",
+                r.count,
+                r.max,
+                r.flows,
+                r.elapsed.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::ConntrackFlush => {
+            tokio::task::spawn_blocking(conntrack::flush).await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Fault(FaultArgs { list: true, .. }) => {
+            print_catalogue(output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Fault(FaultArgs { name, .. }) => {
+            let fault = match name.unwrap_or_default().parse::<Fault>() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("meshctl lab fault: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let (lab, _lock) = open()?;
+            inject(&lab, fault, output).await
+        }
+        LabCommand::Up(args) => {
+            let (lab, _lock) = open()?;
+            let report = lab.up(args.otlp_endpoint).await?;
+            print_up(&report, output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Down => {
+            let (lab, _lock) = open()?;
+            let report = lab.down().await?;
+            match output {
+                OutputFormat::Json => print_json(&report)?,
+                OutputFormat::Table if report.removed_anything() => println!(
+                    "lab down: stopped {} processes, removed {} namespaces{}{}",
+                    report.processes_stopped,
+                    report.namespaces_removed.len(),
+                    if report.host_link_removed {
+                        ", the host link"
+                    } else {
+                        ""
+                    },
+                    if report.state_removed {
+                        " and the state directory"
+                    } else {
+                        ""
+                    },
+                ),
+                OutputFormat::Table => println!("lab is not up; nothing to remove"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status => {
+            require_root()?;
+            let report = Lab::new()?.status().await?;
+            print_status(&report, output)?;
+            Ok(if report.state == "partial" {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        LabCommand::Demo => {
+            let (lab, _lock) = open()?;
+            demo::run(&lab, output).await
+        }
+        LabCommand::Clear => {
+            let (lab, _lock) = open()?;
+            let mut state = lab.require_up()?;
+            let cleared = lab.clear(&mut state).await?;
+            match output {
+                OutputFormat::Json => print_json(&serde_json::json!({ "cleared": cleared }))?,
+                OutputFormat::Table => match cleared {
+                    Some(name) => println!("cleared {name}; the lab is back to its baseline"),
+                    None => println!("no fault is active"),
+                },
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn require_root() -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("meshctl lab needs root (it creates network namespaces): run it with sudo");
+    }
+    Ok(())
+}
+
+/// The lab, with the lock that keeps other lab commands out while this one runs.
+fn open() -> anyhow::Result<(Lab, LabLock)> {
+    require_root()?;
+    Ok((Lab::new()?, LabLock::acquire()?))
+}
+
+/// `lab fault NAME`: an active fault is cleared first (one fault at a time,
+/// so every symptom has one cause).
+async fn inject(lab: &Lab, fault: Fault, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let mut state = lab.require_up()?;
+    let info = fault.info();
+    let already = state.fault.as_deref() == Some(fault.name());
+    let cleared = if already {
+        None
+    } else {
+        lab.clear(&mut state).await?
+    };
+    if !already {
+        lab.inject(&mut state, fault).await?;
+    }
+    match output {
+        OutputFormat::Json => print_json(&serde_json::json!({
+            "fault": info.name,
+            "already_active": already,
+            "cleared_first": cleared,
+            "info": info,
+        }))?,
+        OutputFormat::Table => {
+            match (&cleared, already) {
+                (_, true) => println!("fault {} is already active", info.name),
+                (Some(prev), _) => println!(
+                    "cleared {prev} first (one fault at a time); injected {}",
+                    info.name
+                ),
+                (None, _) => println!("injected {}", info.name),
+            }
+            println!("  what changed: {}", info.mechanism);
+            println!("  symptom:      {}", info.symptom);
+            println!("  see it:       {}", info.observe);
+            println!(
+                "  diagnose:     {}  (expected verdict: {}{})",
+                info.probe_command(),
+                info.expect.class,
+                info.expect
+                    .cause
+                    .map(|c| format!("/{c}"))
+                    .unwrap_or_default()
+            );
+            println!("  undo:         meshctl lab clear");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_catalogue(output: OutputFormat) -> anyhow::Result<()> {
+    let all: Vec<_> = faults::ALL.iter().map(|f| f.info()).collect();
+    match output {
+        OutputFormat::Json => print_json(&all),
+        OutputFormat::Table => {
+            for i in &all {
+                println!("{}", i.name);
+                println!("  symptom:   {}", i.symptom);
+                println!("  mechanism: {}", i.mechanism);
+                println!(
+                    "  probe:     {}  => {}{}",
+                    i.probe_command(),
+                    i.expect.class,
+                    i.expect.cause.map(|c| format!("/{c}")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_up(report: &UpReport, output: OutputFormat) -> anyhow::Result<()> {
+    if output == OutputFormat::Json {
+        return print_json(report);
+    }
+    if report.already_up {
+        println!(
+            "lab already up (fault: {}); `meshctl lab down` removes it",
+            report.fault.as_deref().unwrap_or("none")
+        );
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        return Ok(());
+    }
+    let phases: Vec<String> = report
+        .phases_ms
+        .iter()
+        .map(|(name, at)| format!("{name} at {:.2} s", *at as f64 / 1000.0))
+        .collect();
+    println!(
+        "lab up in {:.2} s ({})",
+        report.bring_up_ms as f64 / 1000.0,
+        phases.join(", ")
+    );
+    if !report.probes_connected.is_empty() {
+        println!("probes connected: {}", report.probes_connected.join(", "));
+    }
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    match &report.client_config {
+        Some(path) => println!(
+            "coordinator {}; meshctl is configured for it ({})",
+            report.coordinator,
+            path.display()
+        ),
+        None => println!("coordinator {}", report.coordinator),
+    }
+    println!(
+        "next: meshctl probes | meshctl lab fault --list | meshctl lab demo | meshctl lab down"
+    );
+    Ok(())
+}
+
+fn print_status(report: &StatusReport, output: OutputFormat) -> anyhow::Result<()> {
+    if output == OutputFormat::Json {
+        return print_json(report);
+    }
+    println!(
+        "lab: {}   fault: {}   coordinator: {}   state: {}",
+        report.state,
+        report.fault.as_deref().unwrap_or("none"),
+        report.coordinator,
+        report.state_dir.display()
+    );
+    if report.state == "down" {
+        return Ok(());
+    }
+    if let Some(ms) = report.bring_up_ms {
+        println!("last bring-up: {:.2} s", ms as f64 / 1000.0);
+    }
+    let missing: Vec<&str> = report
+        .namespaces
+        .iter()
+        .filter(|n| !n.present)
+        .map(|n| n.name)
+        .collect();
+    if !missing.is_empty() {
+        println!("missing namespaces: {}", missing.join(", "));
+    }
+    println!(
+        "\n{:<18} {:<12} {:>5}  ADDRESSES",
+        "NAMESPACE", "INTERFACE", "MTU"
+    );
+    for i in &report.interfaces {
+        println!(
+            "{:<18} {:<12} {:>5}  {}",
+            i.netns,
+            i.interface,
+            i.mtu,
+            i.addresses.join(" ")
+        );
+    }
+    println!(
+        "\n{:<16} {:<18} {:>8}  ALIVE",
+        "PROCESS", "NAMESPACE", "PID"
+    );
+    for p in &report.processes {
+        println!(
+            "{:<16} {:<18} {:>8}  {}",
+            p.name,
+            p.netns.as_deref().unwrap_or("host"),
+            p.pid,
+            if p.alive { "yes" } else { "NO" }
+        );
+    }
+    Ok(())
+}

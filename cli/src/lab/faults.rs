@@ -1,0 +1,584 @@
+//! The fault catalogue (DESIGN §4): what each fault breaks, how it shows, the
+//! `meshctl probe` run that should reveal it and the verdict it should get,
+//! and the system changes that inject and undo it.
+//!
+//! Every fault reproduces the real mechanism (addresses, MTUs, routes, rules,
+//! processes, kernel tables); none tells a probe what to report. Injection and
+//! undo are plain data ([`Action`]) so they can be reviewed and tested without
+//! root; [`super::lifecycle`] executes them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use probemesh_proto::inventory::InvalidInventory;
+use serde::Serialize;
+
+use super::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
+use super::topology::{self, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT};
+
+/// A fault of the catalogue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// node-2 drops ICMP echo requests.
+    IcmpBlocked,
+    /// node-3 loses its route to node-2's pod CIDR.
+    RouteMissing,
+    /// The web app is stopped.
+    AppDown,
+    /// The web app listens on 127.0.0.1 only.
+    ListenLoopback,
+    /// node-2's firewall drops the NodePort.
+    PortFiltered,
+    /// Reference incident 2: node-2's link shrinks to MTU 1440, silently.
+    MtuBlackhole,
+    /// The cluster DNS is stopped.
+    DnsDown,
+    /// client-3's resolv.conf points at a dead server.
+    PodDnsConfig,
+    /// Reference incident 3: no kube-proxy rules on node-3.
+    KubeProxyMissing,
+    /// Reference incident 1: node-3 sends VXLAN from a second address.
+    DualIp,
+    /// node-2's conntrack table is full.
+    ConntrackFull,
+    /// The fabric loses a fifth of the packets towards node-2.
+    PacketLoss,
+}
+
+/// Every fault, in catalogue order.
+pub const ALL: [Fault; 12] = [
+    Fault::IcmpBlocked,
+    Fault::RouteMissing,
+    Fault::AppDown,
+    Fault::ListenLoopback,
+    Fault::PortFiltered,
+    Fault::MtuBlackhole,
+    Fault::DnsDown,
+    Fault::PodDnsConfig,
+    Fault::KubeProxyMissing,
+    Fault::DualIp,
+    Fault::ConntrackFull,
+    Fault::PacketLoss,
+];
+
+/// The second address node-3's eth0 gets in the `dual-ip` fault.
+pub const DUAL_IP_EXTRA: &str = "198.18.0.23";
+/// Loss of the `packet-loss` fault, percent.
+pub const LOSS_PERCENT: u8 = 20;
+/// node-2's link MTU in the `mtu-blackhole` fault.
+pub const SHRUNK_MTU: u16 = 1440;
+
+/// A fault name that is not in the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fault '{0}'; the faults are: {names}", names = names().join(", "))]
+pub struct UnknownFault(pub String);
+
+/// The names of every fault, in catalogue order.
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|f| f.name()).collect()
+}
+
+impl FromStr for Fault {
+    type Err = UnknownFault;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL.into_iter()
+            .find(|f| f.name() == s.trim())
+            .ok_or_else(|| UnknownFault(s.to_owned()))
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `meshctl probe` run that should reveal a fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeSpec {
+    /// `--from`.
+    pub from: &'static str,
+    /// `--to`.
+    pub to: &'static str,
+    /// `--size`: ICMP payload bytes.
+    pub size: u16,
+}
+
+/// The verdict a fault should get (DESIGN §1 strings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expect {
+    /// Verdict class.
+    pub class: &'static str,
+    /// Verdict cause, where the class has causes.
+    pub cause: Option<&'static str>,
+}
+
+/// A catalogue entry, as `meshctl lab fault --list` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FaultInfo {
+    /// The fault's name.
+    pub name: &'static str,
+    /// What a user sees.
+    pub symptom: &'static str,
+    /// What the lab changes to produce it.
+    pub mechanism: &'static str,
+    /// A plain-tool command on the host that shows the symptom.
+    pub observe: &'static str,
+    /// The probe run that should reveal it.
+    pub probe: ProbeSpec,
+    /// The verdict it should get.
+    pub expect: Expect,
+}
+
+impl FaultInfo {
+    /// The probe run as a command line.
+    pub fn probe_command(&self) -> String {
+        format!(
+            "meshctl probe --from {} --to {} --size {}",
+            self.probe.from, self.probe.to, self.probe.size
+        )
+    }
+}
+
+/// A lab process the faults stop and start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// The web app in web-0, listening on 0.0.0.0:8080 or on 127.0.0.1:8080.
+    Web {
+        /// Listen on loopback only.
+        loopback: bool,
+    },
+    /// dnsmasq in dns-0.
+    ClusterDns,
+}
+
+/// One change to the lab.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `ip -n NETNS -batch -` with these commands.
+    Ip {
+        /// Namespace.
+        netns: &'static str,
+        /// `ip` commands, one per line.
+        commands: Vec<String>,
+    },
+    /// `iptables-restore` of a whole ruleset in NETNS.
+    Iptables {
+        /// Namespace.
+        netns: &'static str,
+        /// The ruleset.
+        ruleset: String,
+    },
+    /// `sysctl -w KEY=VALUE` in NETNS.
+    Sysctl {
+        /// Namespace.
+        netns: &'static str,
+        /// Key.
+        key: &'static str,
+        /// Value.
+        value: &'static str,
+    },
+    /// Stop a lab process (by its recorded PID).
+    Stop(Daemon),
+    /// Start a lab process.
+    Start(Daemon),
+    /// Replace `/etc/netns/NETNS/resolv.conf`.
+    ResolvConf {
+        /// Namespace.
+        netns: &'static str,
+        /// File contents.
+        contents: String,
+    },
+    /// Rewrite the inventory file.
+    Inventory {
+        /// node-3's kube-proxy is Pending.
+        kube_proxy_pending: bool,
+    },
+    /// Fill the conntrack table of NETNS with assured entries.
+    ConntrackFill {
+        /// Namespace.
+        netns: &'static str,
+    },
+    /// Flush the conntrack table of NETNS.
+    ConntrackFlush {
+        /// Namespace.
+        netns: &'static str,
+    },
+}
+
+fn node_rules(node: LabNode, rules: NodeRules) -> Result<Action, InvalidInventory> {
+    Ok(Action::Iptables {
+        netns: node.netns(),
+        ruleset: node_ruleset(node, &topology::inventory(false)?, rules),
+    })
+}
+
+const UDP_STREAM_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout_stream";
+
+impl Fault {
+    /// The catalogue name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::IcmpBlocked => "icmp-blocked",
+            Fault::RouteMissing => "route-missing",
+            Fault::AppDown => "app-down",
+            Fault::ListenLoopback => "listen-loopback",
+            Fault::PortFiltered => "port-filtered",
+            Fault::MtuBlackhole => "mtu-blackhole",
+            Fault::DnsDown => "dns-down",
+            Fault::PodDnsConfig => "pod-dns-config",
+            Fault::KubeProxyMissing => "kube-proxy-missing",
+            Fault::DualIp => "dual-ip",
+            Fault::ConntrackFull => "conntrack-full",
+            Fault::PacketLoss => "packet-loss",
+        }
+    }
+
+    /// The catalogue entry.
+    pub fn info(self) -> FaultInfo {
+        const CLIENT: &str = "node-3@pod:default/client-3";
+        const CLUSTER_NAME: &str = "dns:web.default.svc.cluster.local";
+        let (symptom, mechanism, observe, (from, to, size), (class, cause)) = match self {
+            Fault::IcmpBlocked => (
+                "ping to node-2 (198.18.0.12) gets no reply, while TCP to 198.18.0.12:30080 connects",
+                "node-2's host firewall drops ICMP echo requests addressed to it (filter INPUT -p icmp --icmp-type 8 -j DROP)",
+                "ip netns exec mesh-cloudvm-1 ping -c 3 -W 1 198.18.0.12",
+                ("cloudvm-1", "probe:node-2", 56),
+                ("network_unreachable", Some("firewall")),
+            ),
+            Fault::RouteMissing => (
+                "from node-3 and its pods, web-0 (198.19.2.10) does not answer, while dns-0 on node-1 (198.19.1.53) does",
+                "node-3 lost flannel's route to node-2's pod CIDR 198.19.2.0/24: packets for it follow the default route into the fabric, which drops them",
+                "ip netns exec mesh-pod-client-3 ping -c 3 -W 1 198.19.2.10",
+                ("node-3", "pod:default/web-0:8080", 56),
+                ("network_unreachable", Some("routing")),
+            ),
+            Fault::AppDown => (
+                "web-0 answers ping, but TCP to 198.19.2.10:8080, the ClusterIP 198.18.200.80:80 and NodePort 30080 is refused",
+                "the web app in web-0 is stopped: nothing listens on 8080, the pod's kernel answers SYNs with RST",
+                "ip netns exec mesh-node-1 nc -z -w 2 198.19.2.10 8080",
+                ("node-1", "svc:default/web:80", 56),
+                ("port_unreachable", Some("refused")),
+            ),
+            Fault::ListenLoopback => (
+                "web-0 answers ping and 127.0.0.1:8080 inside the pod, but TCP to 198.19.2.10:8080 from anywhere else is refused",
+                "the web app was restarted listening on 127.0.0.1:8080 instead of 0.0.0.0:8080",
+                "ip netns exec mesh-pod-web-0 ss -ltn",
+                ("node-1", "pod:default/web-0:8080", 56),
+                ("port_unreachable", Some("loopback_only")),
+            ),
+            Fault::PortFiltered => (
+                "ping 198.18.0.12 works; TCP to 198.18.0.12:30080 times out (no RST) while 198.18.0.11:30080 connects",
+                "node-2's host firewall drops TCP to port 30080 arriving on eth0 (raw PREROUTING, before kube-proxy's DNAT)",
+                "ip netns exec mesh-cloudvm-1 nc -z -w 2 198.18.0.12 30080",
+                ("cloudvm-1", "nodeport:node-2:30080", 56),
+                ("port_unreachable", Some("filtered")),
+            ),
+            Fault::MtuBlackhole => (
+                "from cloudvm-1 (MTU 1500), ping -M do -s 56 198.18.0.12 works and -s 1472 is lost without any error; TCP handshakes to NodePort 30080 work, full-size segments towards web-0 are lost",
+                "the path to node-2 shrinks to MTU 1440 (node-2's eth0, and the fabric router's route to it) while cloudvm-1 keeps 1500; the router's ICMP frag-needed errors are dropped by the fabric's firewall and bridged frames above 1440 die on node-2's link, so nothing tells the sender",
+                "ip netns exec mesh-cloudvm-1 ping -c 3 -W 1 -M do -s 1472 198.18.0.12",
+                ("cloudvm-1", "nodeport:30080", 1472),
+                ("mtu_blackhole", None),
+            ),
+            Fault::DnsDown => (
+                "from client-3, web.default.svc.cluster.local does not resolve (198.18.200.10:53 gives no answer) while the upstream 198.18.0.1 answers and IPs work",
+                "the cluster DNS (dnsmasq in kube-system/dns-0) is stopped",
+                "ip netns exec mesh-pod-client-3 dig +time=1 +tries=1 @198.18.200.10 web.default.svc.cluster.local",
+                (CLIENT, CLUSTER_NAME, 56),
+                ("dns_failure", Some("dns_service_down")),
+            ),
+            Fault::PodDnsConfig => (
+                "client-3 cannot resolve web.default.svc.cluster.local with its resolv.conf, while dig @198.18.200.10 from the same pod works",
+                "client-3's resolv.conf (/etc/netns/mesh-pod-client-3/resolv.conf) points at 198.18.200.53, where no DNS server exists",
+                "ip netns exec mesh-pod-client-3 getent hosts web.default.svc.cluster.local",
+                (CLIENT, CLUSTER_NAME, 56),
+                ("dns_failure", Some("pod_dns_config")),
+            ),
+            Fault::KubeProxyMissing => (
+                "from client-3 on node-3, 198.18.200.10:53 times out while the upstream 198.18.0.1 answers; pods on node-1 and node-2 resolve fine",
+                "node-3 has no kube-proxy rules (its kube-proxy pod is Pending in the inventory: evicted, no priority class), so no Service NAT exists there",
+                "ip netns exec mesh-pod-client-3 dig +time=1 +tries=1 @198.18.200.10 web.default.svc.cluster.local",
+                (CLIENT, CLUSTER_NAME, 56),
+                ("dns_failure", Some("dns_unreachable")),
+            ),
+            Fault::DualIp => (
+                "node-3 pings node-2 (198.18.0.12) but not web-0 (198.19.2.10) nor the ClusterIP 198.18.200.80:80",
+                "node-3's eth0 gains a second (DHCP) address 198.18.0.23 and flannel.1 now sends VXLAN from it; the other nodes accept VXLAN only from registered node addresses",
+                "ip netns exec mesh-node-3 ping -c 3 -W 1 198.19.2.10",
+                ("node-3", "svc:default/web:80", 56),
+                ("cni_failure", Some("overlay_source_mismatch")),
+            ),
+            Fault::ConntrackFull => (
+                "new connections to node-2 and through it fail (ping 198.18.0.12 and TCP 198.18.0.12:30080 time out) while node-1 answers; established ones keep working",
+                "node-2's conntrack table is filled to nf_conntrack_max with assured entries, so the kernel drops every new flow (\"nf_conntrack: table full, dropping packet\")",
+                "ip netns exec mesh-node-2 cat /proc/sys/net/netfilter/nf_conntrack_count /proc/sys/net/netfilter/nf_conntrack_max",
+                ("cloudvm-1", "nodeport:node-2:30080", 56),
+                ("network_unreachable", Some("overload")),
+            ),
+            Fault::PacketLoss => (
+                "ping from cloudvm-1 to node-2 (198.18.0.12) loses about a fifth of the packets; node-1 is clean",
+                "the fabric router drops 20% of the packets it forwards towards node-2 (iptables statistic --mode random)",
+                "ip netns exec mesh-cloudvm-1 ping -c 50 -i 0.02 -q 198.18.0.12",
+                ("cloudvm-1", "probe:node-2", 56),
+                ("degraded", Some("loss")),
+            ),
+        };
+        FaultInfo {
+            name: self.name(),
+            symptom,
+            mechanism,
+            observe,
+            probe: ProbeSpec { from, to, size },
+            expect: Expect { class, cause },
+        }
+    }
+
+    /// The changes that inject the fault into a healthy lab.
+    pub fn apply(self) -> Result<Vec<Action>, InvalidInventory> {
+        Ok(match self {
+            Fault::IcmpBlocked => vec![node_rules(
+                NODE_2,
+                NodeRules {
+                    drop_icmp_echo: true,
+                    ..NodeRules::BASELINE
+                },
+            )?],
+            Fault::RouteMissing => vec![Action::Ip {
+                netns: NODE_3.netns(),
+                commands: vec![format!("route del {}", NODE_2.pod_cidr())],
+            }],
+            Fault::AppDown => vec![Action::Stop(Daemon::Web { loopback: false })],
+            Fault::ListenLoopback => vec![
+                Action::Stop(Daemon::Web { loopback: false }),
+                Action::Start(Daemon::Web { loopback: true }),
+            ],
+            Fault::PortFiltered => vec![node_rules(
+                NODE_2,
+                NodeRules {
+                    drop_node_port: Some(NODE_PORT),
+                    ..NodeRules::BASELINE
+                },
+            )?],
+            Fault::MtuBlackhole => vec![
+                Action::Iptables {
+                    netns: FABRIC,
+                    ruleset: fabric_ruleset(FabricRules {
+                        drop_frag_needed: true,
+                        ..FabricRules::BASELINE
+                    }),
+                },
+                Action::Ip {
+                    netns: FABRIC,
+                    commands: vec![format!(
+                        "route replace {}/32 dev br-nodes mtu {SHRUNK_MTU}",
+                        NODE_2.ip()
+                    )],
+                },
+                Action::Ip {
+                    netns: NODE_2.netns(),
+                    commands: vec![format!("link set eth0 mtu {SHRUNK_MTU}")],
+                },
+            ],
+            Fault::DnsDown => vec![Action::Stop(Daemon::ClusterDns)],
+            Fault::PodDnsConfig => vec![Action::ResolvConf {
+                netns: CLIENT_POD.netns,
+                contents: topology::broken_resolv_conf(),
+            }],
+            Fault::KubeProxyMissing => vec![
+                Action::Inventory {
+                    kube_proxy_pending: true,
+                },
+                node_rules(
+                    NODE_3,
+                    NodeRules {
+                        kube_proxy: false,
+                        ..NodeRules::BASELINE
+                    },
+                )?,
+                Action::ConntrackFlush {
+                    netns: NODE_3.netns(),
+                },
+            ],
+            Fault::DualIp => vec![Action::Ip {
+                netns: NODE_3.netns(),
+                commands: vec![
+                    format!("addr add {DUAL_IP_EXTRA}/24 dev eth0"),
+                    format!("link set flannel.1 type vxlan local {DUAL_IP_EXTRA}"),
+                ],
+            }],
+            Fault::ConntrackFull => vec![
+                Action::Sysctl {
+                    netns: NODE_2.netns(),
+                    key: UDP_STREAM_TIMEOUT,
+                    value: "86400",
+                },
+                Action::ConntrackFill {
+                    netns: NODE_2.netns(),
+                },
+            ],
+            Fault::PacketLoss => vec![Action::Iptables {
+                netns: FABRIC,
+                ruleset: fabric_ruleset(FabricRules {
+                    loss_to_node_2: Some(LOSS_PERCENT),
+                    ..FabricRules::BASELINE
+                }),
+            }],
+        })
+    }
+
+    /// The changes that restore the baseline after [`Fault::apply`].
+    pub fn clear(self) -> Result<Vec<Action>, InvalidInventory> {
+        Ok(match self {
+            Fault::IcmpBlocked | Fault::PortFiltered => {
+                vec![node_rules(NODE_2, NodeRules::BASELINE)?]
+            }
+            Fault::RouteMissing => vec![Action::Ip {
+                netns: NODE_3.netns(),
+                commands: vec![topology::peer_route(NODE_2)],
+            }],
+            Fault::AppDown => vec![Action::Start(Daemon::Web { loopback: false })],
+            Fault::ListenLoopback => vec![
+                Action::Stop(Daemon::Web { loopback: true }),
+                Action::Start(Daemon::Web { loopback: false }),
+            ],
+            Fault::MtuBlackhole => vec![
+                Action::Ip {
+                    netns: NODE_2.netns(),
+                    commands: vec![format!("link set eth0 mtu {ETH_MTU}")],
+                },
+                Action::Ip {
+                    netns: FABRIC,
+                    commands: vec![format!("route del {}/32 dev br-nodes", NODE_2.ip())],
+                },
+                Action::Iptables {
+                    netns: FABRIC,
+                    ruleset: fabric_ruleset(FabricRules::BASELINE),
+                },
+            ],
+            Fault::DnsDown => vec![Action::Start(Daemon::ClusterDns)],
+            Fault::PodDnsConfig => vec![Action::ResolvConf {
+                netns: CLIENT_POD.netns,
+                contents: topology::resolv_conf(CLIENT_POD.netns),
+            }],
+            Fault::KubeProxyMissing => vec![
+                node_rules(NODE_3, NodeRules::BASELINE)?,
+                Action::ConntrackFlush {
+                    netns: NODE_3.netns(),
+                },
+                Action::Inventory {
+                    kube_proxy_pending: false,
+                },
+            ],
+            Fault::DualIp => vec![Action::Ip {
+                netns: NODE_3.netns(),
+                commands: vec![
+                    format!("link set flannel.1 type vxlan local {}", NODE_3.ip()),
+                    format!("addr del {DUAL_IP_EXTRA}/24 dev eth0"),
+                ],
+            }],
+            Fault::ConntrackFull => vec![
+                Action::ConntrackFlush {
+                    netns: NODE_2.netns(),
+                },
+                Action::Sysctl {
+                    netns: NODE_2.netns(),
+                    key: UDP_STREAM_TIMEOUT,
+                    value: "120",
+                },
+            ],
+            Fault::PacketLoss => vec![Action::Iptables {
+                netns: FABRIC,
+                ruleset: fabric_ruleset(FabricRules::BASELINE),
+            }],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_list_the_catalogue() {
+        for f in ALL {
+            assert_eq!(f.name().parse::<Fault>(), Ok(f));
+            assert_eq!(f.info().name, f.name());
+        }
+        let err = "mtu".parse::<Fault>().expect_err("unknown").to_string();
+        assert!(err.contains("unknown fault 'mtu'"), "{err}");
+        assert!(
+            err.contains("mtu-blackhole") && err.contains("packet-loss"),
+            "{err}"
+        );
+        assert_eq!(names().len(), 12);
+    }
+
+    #[test]
+    fn every_fault_has_a_design_verdict_and_a_probe() {
+        let classes = [
+            "network_unreachable",
+            "port_unreachable",
+            "dns_failure",
+            "mtu_blackhole",
+            "cni_failure",
+            "degraded",
+        ];
+        for f in ALL {
+            let i = f.info();
+            assert!(classes.contains(&i.expect.class), "{f}: {}", i.expect.class);
+            assert!(!i.probe.from.is_empty() && !i.probe.to.is_empty());
+            assert!(i.observe.starts_with("ip netns exec mesh-"), "{f}");
+        }
+        let mtu = Fault::MtuBlackhole.info();
+        assert_eq!(
+            mtu.probe_command(),
+            "meshctl probe --from cloudvm-1 --to nodeport:30080 --size 1472"
+        );
+        assert_eq!(
+            Fault::KubeProxyMissing.info().expect.cause,
+            Some("dns_unreachable")
+        );
+        assert_eq!(
+            Fault::DualIp.info().expect.cause,
+            Some("overlay_source_mismatch")
+        );
+    }
+
+    #[test]
+    fn every_fault_can_be_applied_and_cleared() {
+        for f in ALL {
+            assert!(!f.apply().expect("apply").is_empty(), "{f}");
+            assert!(!f.clear().expect("clear").is_empty(), "{f}");
+        }
+    }
+
+    #[test]
+    fn reference_incidents_use_the_real_mechanisms() {
+        let mtu = Fault::MtuBlackhole.apply().expect("apply");
+        assert!(mtu.contains(&Action::Ip {
+            netns: "mesh-node-2",
+            commands: vec!["link set eth0 mtu 1440".to_owned()]
+        }));
+        assert!(mtu.contains(&Action::Ip {
+            netns: "mesh-fabric",
+            commands: vec!["route replace 198.18.0.12/32 dev br-nodes mtu 1440".to_owned()]
+        }));
+        assert!(mtu.iter().any(
+            |a| matches!(a, Action::Iptables { netns: "mesh-fabric", ruleset }
+            if ruleset.contains("--icmp-type 3/4"))
+        ));
+        let dual = Fault::DualIp.apply().expect("apply");
+        assert!(
+            matches!(&dual[0], Action::Ip { netns: "mesh-node-3", commands }
+            if commands.iter().any(|c| c == "link set flannel.1 type vxlan local 198.18.0.23"))
+        );
+        let kp = Fault::KubeProxyMissing.apply().expect("apply");
+        assert!(kp.contains(&Action::Inventory {
+            kube_proxy_pending: true
+        }));
+        assert!(kp.iter().any(|a| matches!(a, Action::Iptables { netns: "mesh-node-3", ruleset } if !ruleset.contains("KUBE-"))));
+        let cleared = Fault::KubeProxyMissing.clear().expect("clear");
+        assert!(cleared.iter().any(|a| matches!(a, Action::Iptables { netns: "mesh-node-3", ruleset } if ruleset.contains("KUBE-SVC-"))));
+    }
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, builds once, runs every test.
+# Lab and namespace tests need root; they fail loudly without it unless
+# MESH_SKIP_NETNS=1 is set explicitly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/deps.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+cargo test --workspace --locked -- --test-threads="${MESH_TEST_THREADS:-2}"

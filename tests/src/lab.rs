@@ -1,0 +1,172 @@
+//! The lab as a test fixture: one lab per test at a time (a process-wide
+//! lock; cargo runs test binaries one after another), a private meshctl
+//! config file, and `lab down` when the test ends, pass or fail.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{bin, skip_netns};
+
+static LAB: Mutex<()> = Mutex::new(());
+
+/// Holds the lab for one test.
+#[derive(Debug)]
+pub struct Lab {
+    _lock: MutexGuard<'static, ()>,
+    config_dir: tempfile::TempDir,
+}
+
+/// stdout and stderr of a finished command, for failure messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+impl Lab {
+    /// Takes the lab, starting from nothing (a `lab down` first). `None` when
+    /// `MESH_SKIP_NETNS=1` asks to skip; otherwise fails loudly without root.
+    pub fn take() -> Option<Lab> {
+        if skip_netns() {
+            eprintln!("MESH_SKIP_NETNS=1: skipping a lab test");
+            return None;
+        }
+        let lock = LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        assert!(
+            nix_is_root(),
+            "lab tests need root (network namespaces); run them as root or set MESH_SKIP_NETNS=1"
+        );
+        let lab = Lab {
+            _lock: lock,
+            config_dir: tempfile::tempdir().expect("tempdir"),
+        };
+        let out = lab.meshctl(&["lab", "down"]);
+        assert!(
+            out.status.success(),
+            "initial lab down failed: {}",
+            text(&out)
+        );
+        Some(lab)
+    }
+
+    /// Takes the lab and brings it up.
+    pub fn up() -> Option<Lab> {
+        let lab = Self::take()?;
+        lab.bring_up();
+        Some(lab)
+    }
+
+    /// This test's meshctl config file (written by `lab up`).
+    pub fn config(&self) -> PathBuf {
+        self.config_dir.path().join("meshctl.json")
+    }
+
+    /// Runs meshctl with this test's config file.
+    pub fn meshctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("meshctl"))
+            .args(args)
+            .env("MESH_CONFIG", self.config())
+            .env_remove("MESH_COORDINATOR")
+            .env_remove("MESH_TLS_DIR")
+            .env_remove("MESH_IDENTITY")
+            .env_remove("MESH_OUTPUT")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("running meshctl")
+    }
+
+    /// Runs meshctl with `-o json` and parses stdout, asserting the exit code.
+    pub fn json(&self, args: &[&str], code: i32) -> Value {
+        let mut full = args.to_vec();
+        full.extend(["-o", "json"]);
+        let out = self.meshctl(&full);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "meshctl {args:?}: {}",
+            text(&out)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("meshctl {args:?} is not JSON ({e}): {}", text(&out)))
+    }
+
+    /// `lab up`, asserting success; returns the bring-up time it printed.
+    pub fn bring_up(&self) -> Duration {
+        let out = self.meshctl(&["lab", "up"]);
+        assert!(out.status.success(), "lab up failed:\n{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let secs: f64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("lab up in "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("lab up printed no bring-up time:\n{stdout}"));
+        eprintln!("lab bring-up time: {secs:.2} s");
+        Duration::from_secs_f64(secs)
+    }
+
+    /// Injects a fault of the catalogue.
+    pub fn fault(&self, name: &str) {
+        let out = self.meshctl(&["lab", "fault", name]);
+        assert!(
+            out.status.success(),
+            "lab fault {name} failed:\n{}",
+            text(&out)
+        );
+    }
+
+    /// Undoes the active fault.
+    pub fn clear(&self) {
+        let out = self.meshctl(&["lab", "clear"]);
+        assert!(out.status.success(), "lab clear failed:\n{}", text(&out));
+    }
+
+    /// `lab status -o json`.
+    pub fn status(&self) -> Value {
+        let out = self.meshctl(&["lab", "status", "-o", "json"]);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status is not JSON ({e}):\n{}", text(&out)))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.meshctl(&["lab", "down"]);
+        if !out.status.success() {
+            eprintln!("lab down after the test failed:\n{}", text(&out));
+        }
+    }
+}
+
+/// Runs `script` with `bash -c` (for `/dev/tcp`) inside namespace `ns`;
+/// true when it exits 0.
+pub fn in_ns(ns: &str, script: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "bash", "-c", script])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Output of `cmd` run inside namespace `ns`.
+pub fn ns_output(ns: &str, cmd: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .expect("ip netns exec")
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        .unwrap_or(false)
+}
