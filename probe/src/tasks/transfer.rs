@@ -202,9 +202,11 @@ fn trim_zeros(s: &str) -> &str {
     }
 }
 
-/// The bytes to push: filler for a responder; otherwise an HTTP/1.1 `GET /`
-/// whose `X-Probemesh-Pad` header makes the request exactly `bytes` long (a
-/// request can be no shorter than its fixed part, so tiny sizes send that).
+/// The bytes to push: filler for a responder; otherwise an HTTP/1.1
+/// `POST /` whose body makes the request exactly `bytes` long (a request can
+/// be no shorter than its head, so tiny sizes send the head with an empty
+/// body). A body is what servers read and drain — an oversized header would
+/// be refused with 431 and a reset before the bytes were acknowledged.
 pub fn payload(bytes: TransferBytes, responder: bool, host: &str, port: u16) -> Vec<u8> {
     let size = usize::try_from(bytes.get()).unwrap_or(usize::MAX);
     if responder {
@@ -217,18 +219,19 @@ pub fn payload(bytes: TransferBytes, responder: bool, host: &str, port: u16) -> 
     } else {
         format!("{host}:{port}")
     };
-    let head = format!(
-        "GET / HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: probemesh-transfer\r\nConnection: close\r\n"
-    );
-    let pad_prefix = "X-Probemesh-Pad: ";
-    let fixed = head.len() + pad_prefix.len() + "\r\n\r\n".len();
-    let mut request = head.into_bytes();
-    if size > fixed {
-        request.extend_from_slice(pad_prefix.as_bytes());
-        request.resize(size - 4, b'a');
-        request.extend_from_slice(b"\r\n");
+    let head = |body: usize| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: probemesh-transfer\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {body}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // The head's length depends on the body's digit count: settle it.
+    let mut body = size.saturating_sub(head(size).len());
+    for _ in 0..3 {
+        body = size.saturating_sub(head(body).len());
     }
-    request.extend_from_slice(b"\r\n");
+    let mut request = head(body).into_bytes();
+    request.resize(request.len() + body, b'a');
     request
 }
 
@@ -367,6 +370,9 @@ async fn push(
         report.info = Some(info);
         report.bytes_acked = info.bytes_acked.saturating_sub(baseline);
     }
+    // Every byte acknowledged is a completed transfer, even if the peer
+    // reset the connection afterwards (the outcome still says so).
+    report.completed |= sent == data.len() && report.bytes_acked >= report.bytes_total;
     report.response_line = first_line(&first_bytes);
     Ok(())
 }
@@ -417,16 +423,19 @@ mod tests {
         let request = payload(bytes(n), false, "198.18.0.12", 30080);
         assert_eq!(request.len() as u64, n);
         let text = String::from_utf8(request).unwrap();
-        assert!(text.starts_with("GET / HTTP/1.1\r\nHost: 198.18.0.12:30080\r\n"));
-        assert!(text.contains("\r\nX-Probemesh-Pad: aaaa"));
-        assert!(text.ends_with("aa\r\n\r\n"));
-        assert_eq!(text.matches("\r\n\r\n").count(), 1);
+        assert!(text.starts_with("POST / HTTP/1.1\r\nHost: 198.18.0.12:30080\r\n"));
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+        assert!(body.bytes().all(|b| b == b'a'));
     }
 
     #[test]
     fn tiny_http_requests_are_the_fixed_part() {
         let request = String::from_utf8(payload(bytes(1), false, "web", 80)).unwrap();
-        assert!(request.starts_with("GET / HTTP/1.1\r\nHost: web\r\n"));
+        assert!(request.starts_with("POST / HTTP/1.1\r\nHost: web\r\n"));
         assert!(request.ends_with("Connection: close\r\n\r\n"));
         assert!(!request.contains("X-Probemesh-Pad"));
         let v6 = String::from_utf8(payload(bytes(1), false, "::1", 8080)).unwrap();
