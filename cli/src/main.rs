@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
-use meshctl::commands::{certs, inspect, join_token, path, probes, runs, tools, transfer};
+use meshctl::commands::{capture, certs, inspect, join_token, path, probes, runs, tools, transfer};
 use meshctl::lab;
 use meshctl::output::OutputFormat;
 
@@ -81,6 +81,14 @@ enum Command {
     /// for --ip/--port, conntrack use, drop counters, listeners.
     /// Example: meshctl inspect node-3 --ip 198.18.200.80 --port 80
     Inspect(inspect::InspectArgs),
+    /// Capture on several probes at once, on one clock: the distributed tcpdump.
+    ///
+    /// Every observer arms its capture for the same instant on the
+    /// coordinator's clock; files stream back checksummed into
+    /// --out/RUN_ID/, plus merged.pcapng with every hop on one timeline.
+    /// Headers only (128 bytes) unless --payload is asked and allowed.
+    /// Example: meshctl capture --on cloudvm-1:eth0,node-1:eth0,node-2:flannel.1 --filter 'tcp port 30080' --duration 5s
+    Capture(capture::CaptureArgs),
     /// Run history; `meshctl runs RUN_ID` shows one run in full.
     Runs(runs::RunsArgs),
     /// A simulated cluster in network namespaces, with a fault catalogue.
@@ -113,6 +121,7 @@ async fn main() -> ExitCode {
         Command::Udping(args) => transfer::udping(args, endpoint, output).await,
         Command::Dig(args) => inspect::dig(args, endpoint, output).await,
         Command::Inspect(args) => inspect::inspect(args, endpoint, output).await,
+        Command::Capture(args) => capture::run(args, endpoint, output).await,
         Command::Runs(args) => runs::run(args, endpoint, output).await.map(|()| exit::OK),
         Command::Lab(cmd) => return lab_exit(lab::run(cmd, output).await),
     };

@@ -64,6 +64,31 @@ impl pb::control_server::Control for ControlService {
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
+        if let Some(pb::run_request::Kind::Capture(capture)) = &request.kind {
+            let plan = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
+                crate::capture::plan(
+                    capture,
+                    self.state.payload_policy,
+                    &self.state.registry(),
+                    inventory.as_deref(),
+                )
+                .inspect_err(|e| tracing::info!(error = %e, "run refused"))
+            })?;
+            let record = pb::RunRecord {
+                run_id: run_id.clone(),
+                trace_id: trace_id.clone(),
+                requester: caller.identity.name.clone(),
+                request: Some(request.clone()),
+                started_unix_ms: self.state.clock.now_unix_ms(),
+                ..Default::default()
+            };
+            let (tx, rx) = mpsc::channel(64);
+            let _ = tx.try_send(Ok(accepted(&run_id, trace_id)));
+            tokio::spawn(
+                crate::capture::follow(self.state.clone(), plan, record, tx).instrument(span),
+            );
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
         let plan = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
             plan::plan(&request, &self.state.registry(), inventory.as_deref())
                 .inspect_err(|e| tracing::info!(error = %e, "run refused"))
@@ -85,13 +110,7 @@ impl pb::control_server::Control for ControlService {
         span.in_scope(|| tracing::info!(run_id = %run_id, trace_id = %trace_id, requester = %caller.identity.name, from = %request.from, "run started"));
 
         let (tx, rx) = mpsc::channel(64);
-        let accepted = pb::RunEvent {
-            event: Some(pb::run_event::Event::Accepted(pb::RunAccepted {
-                run_id: run_id.clone(),
-                trace_id,
-            })),
-        };
-        let _ = tx.try_send(Ok(accepted));
+        let _ = tx.try_send(Ok(accepted(&run_id, trace_id)));
         tokio::spawn(follow_run(self.state.clone(), link, plan, record, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -194,11 +213,17 @@ async fn follow_run(
         .await
     {
         Ok(handle) => {
-            await_task(&state, &link, handle, plan.bound, &tx, &plan.source.probe)
-                .instrument(
-                    tracing::info_span!("probemesh.await", probe = %plan.source.probe, kind),
-                )
-                .await
+            await_task(
+                &state,
+                &link,
+                handle,
+                plan.bound,
+                &tx,
+                &plan.source.probe,
+                |_| {},
+            )
+            .instrument(tracing::info_span!("probemesh.await", probe = %plan.source.probe, kind))
+            .await
         }
         Err(e) => task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
     };
@@ -210,19 +235,24 @@ async fn follow_run(
     finish(&state, record, None, started, &tx).await;
 }
 
-/// Streams progress until the result, the bound, or the client leaving.
-async fn await_task(
+/// Streams progress until the result, the bound, or the client leaving;
+/// `on_progress` sees (and may stamp) each event before it is sent.
+pub(crate) async fn await_task(
     state: &Coordinator,
     link: &Link,
     mut handle: TaskHandle,
     bound: Duration,
     tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
     probe: &str,
+    mut on_progress: impl FnMut(&mut pb::TaskProgress),
 ) -> pb::TaskResult {
     let deadline = tokio::time::sleep(bound);
     tokio::pin!(deadline);
-    let progress = |p| pb::RunEvent {
-        event: Some(pb::run_event::Event::Progress(p)),
+    let mut progress = |mut p| {
+        on_progress(&mut p);
+        pb::RunEvent {
+            event: Some(pb::run_event::Event::Progress(p)),
+        }
     };
     loop {
         tokio::select! {
@@ -250,6 +280,16 @@ async fn await_task(
                 return task_error(pb::task_error::Kind::Cancelled, "the requester went away".into());
             }
         }
+    }
+}
+
+/// The first event of every run.
+fn accepted(run_id: &str, trace_id: String) -> pb::RunEvent {
+    pb::RunEvent {
+        event: Some(pb::run_event::Event::Accepted(pb::RunAccepted {
+            run_id: run_id.to_owned(),
+            trace_id,
+        })),
     }
 }
 
@@ -302,7 +342,7 @@ async fn start_responder(
 }
 
 /// Stamps, stores and sends the finished record.
-async fn finish(
+pub(crate) async fn finish(
     state: &Coordinator,
     mut record: pb::RunRecord,
     result: Option<pb::TaskResult>,
@@ -345,7 +385,7 @@ async fn cancel(state: &Coordinator, link: &Link, task_id: &str) {
     let _ = link.tx.send(Ok(msg)).await;
 }
 
-fn task_error(kind: pb::task_error::Kind, message: String) -> pb::TaskResult {
+pub(crate) fn task_error(kind: pb::task_error::Kind, message: String) -> pb::TaskResult {
     pb::TaskResult {
         task_id: String::new(),
         outcome: Some(pb::task_result::Outcome::Error(pb::TaskError {

@@ -13,6 +13,7 @@
 //! its Prometheus metrics and its spans.
 
 pub mod authz;
+pub mod capture;
 pub mod clock;
 pub mod control;
 pub mod dispatch;

@@ -31,6 +31,11 @@ struct Args {
     /// Needed for nodeport:, svc: and pod: targets and PROBE@pod:NS/NAME sources.
     #[arg(long, env = "MESH_INVENTORY")]
     inventory: Option<PathBuf>,
+    /// Let operators capture full packets (`meshctl capture --payload`).
+    /// Off by default: payloads can hold passwords and tokens, so captures
+    /// keep 128 bytes of headers unless this is set.
+    #[arg(long, env = "MESH_ALLOW_PAYLOAD_CAPTURE")]
+    allow_payload_capture: bool,
     /// How often probes must send a heartbeat; three missed ones disconnect a probe.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "1s", value_parser = duration)]
     heartbeat: Duration,
@@ -78,6 +83,9 @@ async fn main() -> ExitCode {
         },
         metrics: args.metrics,
         span_export: telemetry.span_export_stats().clone(),
+        payload_policy: mesh_coordinator::capture::PayloadPolicy {
+            allowed: args.allow_payload_capture,
+        },
     };
     let bound = match Bound::bind(settings).await {
         Ok(b) => b,

@@ -168,6 +168,11 @@ pub fn plan(
         }
         Some(Kind::Listener(l)) => (pb::task::Kind::Listener(l), READ_BOUND),
         Some(Kind::NodeFacts(n)) => (pb::task::Kind::NodeFacts(n), READ_BOUND),
+        Some(Kind::Capture(_)) => {
+            return Err(Error::InvalidRequest(
+                "a capture has several observers: it is planned by capture::plan".into(),
+            ));
+        }
         None => {
             return Err(Error::InvalidRequest(
                 "the run request names no test".into(),

@@ -10,6 +10,7 @@ use probemesh_proto::pki::{CertAuthority, TlsDir};
 use probemesh_proto::telemetry::{SpanExportStats, certificate_expiry_unix, http::serve_metrics};
 use probemesh_proto::tls::{TlsIncoming, server_config};
 
+use crate::capture::PayloadPolicy;
 use crate::control::ControlService;
 use crate::enroll::EnrollService;
 use crate::error::{Error, Result};
@@ -36,6 +37,8 @@ pub struct Settings {
     pub metrics: Option<SocketAddr>,
     /// Span export counters to publish with the metrics.
     pub span_export: SpanExportStats,
+    /// Whether operators may capture full payloads.
+    pub payload_policy: PayloadPolicy,
 }
 
 /// A bound, not yet serving coordinator: lets callers learn the port
@@ -73,14 +76,17 @@ impl Bound {
             Some(path) => InventorySource::file(path)?,
             None => InventorySource::none(),
         };
-        let state = Arc::new(Coordinator::new(
-            runs,
-            tokens,
-            ca,
-            inventory,
-            settings.timing,
-            Arc::new(SystemClock),
-        ));
+        let state = Arc::new(
+            Coordinator::new(
+                runs,
+                tokens,
+                ca,
+                inventory,
+                settings.timing,
+                Arc::new(SystemClock),
+            )
+            .with_payload_policy(settings.payload_policy),
+        );
         let incoming = TlsIncoming::new(listener, tls);
         if let Some(addr) = settings.metrics {
             for (name, path) in [

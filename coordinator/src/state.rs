@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use probemesh_proto::pki::CertAuthority;
 
+use crate::capture::PayloadPolicy;
 use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
 use crate::metrics::Metrics;
@@ -83,6 +84,8 @@ pub struct Coordinator {
     pub clock: Arc<dyn WallClock>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Whether full-payload captures may be granted.
+    pub payload_policy: PayloadPolicy,
 }
 
 impl Coordinator {
@@ -105,7 +108,14 @@ impl Coordinator {
             timing,
             clock,
             metrics: Metrics::default(),
+            payload_policy: PayloadPolicy::default(),
         }
+    }
+
+    /// Sets whether full-payload captures may be granted (default: no).
+    pub fn with_payload_policy(mut self, policy: PayloadPolicy) -> Self {
+        self.payload_policy = policy;
+        self
     }
 
     /// The registry, locked. Hold it briefly and never across an await.

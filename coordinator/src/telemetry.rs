@@ -53,6 +53,7 @@ pub fn request_kind(request: &pb::RunRequest) -> &'static str {
         Some(Kind::Dns(_)) => "dns",
         Some(Kind::Listener(_)) => "listener",
         Some(Kind::NodeFacts(_)) => "node_facts",
+        Some(Kind::Capture(_)) => "capture",
         None => "none",
     }
 }
@@ -74,6 +75,7 @@ pub fn request_target(request: &pb::RunRequest) -> String {
         Some(Kind::Dns(t)) => t.name.clone(),
         Some(Kind::Listener(t)) => format!(":{}", t.port),
         Some(Kind::NodeFacts(t)) => host_port(&t.match_ip, t.match_port),
+        Some(Kind::Capture(c)) => c.on.join(","),
         None => String::new(),
     }
 }

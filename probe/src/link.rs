@@ -144,7 +144,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
                     Some(Msg::Task(task)) => {
                         let cancel = CancellationToken::new();
                         running.insert(task.task_id.clone(), cancel.clone());
-                        tokio::spawn(execute(task, out.clone(), cancel, done_tx.clone(), settings.metrics.clone()));
+                        tokio::spawn(execute(task, settings.name.clone(), out.clone(), cancel, done_tx.clone(), settings.metrics.clone()));
                     }
                     Some(Msg::Cancel(c)) => {
                         if let Some(token) = running.remove(&c.task_id) {
@@ -173,6 +173,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
 /// Runs one task, forwarding its progress, then sends its result.
 async fn execute(
     task: pb::Task,
+    probe_name: String,
     out: mpsc::Sender<pb::ProbeMessage>,
     cancel: CancellationToken,
     done: mpsc::UnboundedSender<String>,
@@ -197,9 +198,14 @@ async fn execute(
             }
         }
     });
-    let mut result = crate::tasks::run_task(task, progress_tx, cancel)
-        .instrument(span)
-        .await;
+    let mut result = crate::tasks::run_task_with(
+        crate::tasks::TaskContext { probe_name },
+        task,
+        progress_tx,
+        cancel,
+    )
+    .instrument(span)
+    .await;
     let _ = forwarder.await;
     metrics.tasks_running.dec();
     metrics.task_finished(kind, task_result_class(&result), started.elapsed());

@@ -94,6 +94,7 @@ mod tests {
         pb::TaskProgress {
             task_id: "t".into(),
             event: Some(event),
+            ..Default::default()
         }
     }
 

@@ -11,5 +11,6 @@ pub mod inventory;
 pub mod pki;
 pub mod target;
 pub mod telemetry;
+pub mod timeline;
 pub mod tls;
 pub mod token;

@@ -249,6 +249,7 @@ pub fn task_kind_name(kind: &pb::task::Kind) -> &'static str {
         Kind::Listener(_) => "listener",
         Kind::NodeFacts(_) => "node_facts",
         Kind::Responder(_) => "responder",
+        Kind::Capture(_) => "capture",
     }
 }
 

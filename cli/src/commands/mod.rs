@@ -1,5 +1,6 @@
 //! One module per meshctl command family.
 
+pub mod capture;
 pub mod certs;
 pub mod inspect;
 pub mod join_token;
@@ -54,6 +55,7 @@ pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
         Some(Kind::Dns(d)) => ("dig", d.name.clone()),
         Some(Kind::Listener(_)) => ("listeners", String::new()),
         Some(Kind::NodeFacts(_)) => ("inspect", String::new()),
+        Some(Kind::Capture(c)) => ("capture", c.on.join(",")),
         None => ("unknown", String::new()),
     }
 }

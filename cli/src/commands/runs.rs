@@ -76,6 +76,13 @@ impl From<&pb::RunRecord> for RunRow {
             Some(pb::task_result::Outcome::NodeFacts(f)) => {
                 format!("{} interfaces", f.interfaces.len())
             }
+            Some(pb::task_result::Outcome::Capture(c)) => {
+                let packets: u64 = c.interfaces.iter().map(|i| i.packets_written).sum();
+                format!("{packets} packets, stopped by {}", c.stop().as_str_name())
+            }
+            Some(pb::task_result::Outcome::Responder(_)) | None if !r.observers.is_empty() => {
+                format!("{} observers", r.observers.len())
+            }
             Some(pb::task_result::Outcome::Responder(_)) | None => "no result".into(),
         };
         Self {

@@ -618,6 +618,7 @@ mod tests {
                 rtt_ns: 123_456,
                 ..Default::default()
             })),
+            ..Default::default()
         });
         assert_eq!(
             line.render(),

@@ -70,6 +70,21 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// A capture failed; see [`crate::capture::CaptureError`] for which
+    /// causes are the request's fault.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
+    /// A capture's directory or finished file could not be used. Not
+    /// retryable without a configuration change.
+    #[error("{op} {}: {source}", path.display())]
+    Artifact {
+        /// What failed, e.g. "creating the capture directory".
+        op: &'static str,
+        /// The directory or file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The task was cancelled; `done` of `total` probes had been sent.
     #[error("cancelled after {done} of {total} probes")]
     Cancelled {

@@ -17,10 +17,13 @@ use super::ping::{PingEvent, PingEventKind, PingSummary};
 use super::stats::RttStats;
 use super::tcping::{ConnectOutcome, TcpingAttempt, TcpingSummary};
 use super::types::{PayloadSize, PingSpec, ProbeCount, TaskSpec, TcpingSpec, Ttl};
+use crate::capture::CaptureError;
 
+mod capture;
 mod inspect;
 mod transfer;
 
+pub use capture::{InvalidCaptureTask, capture_result};
 pub use inspect::{
     InvalidDnsTask, InvalidListenerTask, InvalidNodeFactsTask, dns_result, listener_result,
     node_facts,
@@ -77,6 +80,9 @@ pub enum InvalidTask {
     /// A bad trace task.
     #[error(transparent)]
     Trace(#[from] super::trace::grpc::InvalidTraceTask),
+    /// A bad capture task.
+    #[error(transparent)]
+    Capture(#[from] InvalidCaptureTask),
 }
 
 /// Why a `pb::PingTask` is invalid.
@@ -132,6 +138,12 @@ impl TryFrom<pb::Task> for TaskSpec {
             Some(pb::task::Kind::NodeFacts(t)) => Ok(TaskSpec::NodeFacts(t.try_into()?)),
             Some(pb::task::Kind::Pmtu(t)) => Ok(TaskSpec::Pmtu(t.try_into()?)),
             Some(pb::task::Kind::Trace(t)) => Ok(TaskSpec::Trace(t.try_into()?)),
+            Some(pb::task::Kind::Capture(t)) => {
+                let mut spec = super::capture::CaptureTaskSpec::try_from(t)?;
+                spec.task_id = task.task_id;
+                spec.run = task.run_id;
+                Ok(TaskSpec::Capture(spec))
+            }
             None => Err(InvalidTask::UnknownKind),
         }
     }
@@ -252,8 +264,13 @@ impl From<&Error> for pb::TaskError {
             | Error::Socket { .. }
             | Error::Send { .. }
             | Error::Recv { .. }
-            | Error::ReadProc { .. } => Kind::ProbeFailure,
-            Error::Cancelled { .. } => Kind::Cancelled,
+            | Error::ReadProc { .. }
+            | Error::Artifact { .. } => Kind::ProbeFailure,
+            Error::Cancelled { .. } | Error::Capture(CaptureError::Cancelled { .. }) => {
+                Kind::Cancelled
+            }
+            Error::Capture(e) if e.is_invalid_input() => Kind::InvalidInput,
+            Error::Capture(_) => Kind::ProbeFailure,
         };
         task_error(kind, error.to_string())
     }
@@ -427,6 +444,7 @@ impl Progress {
         let progress = pb::TaskProgress {
             task_id: self.task_id.clone(),
             event: Some(event),
+            ..Default::default()
         };
         tokio::select! {
             biased;

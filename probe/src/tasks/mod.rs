@@ -9,7 +9,8 @@
 //! socket sits behind [`crate::platform::IcmpSocket`]. [`transfer`] (TCP
 //! push watched through `TCP_INFO`), [`udp_echo`] and [`responder`] (the far
 //! end they test against) form the transfer family; [`netns`] runs any task
-//! inside another network namespace on a thread of its own.
+//! inside another network namespace on a thread of its own. [`capture`]
+//! runs the capture engine ([`crate::capture`]) and streams its file back.
 //!
 //! Cancellation: when the token fires, a task stops at once and returns a
 //! `TaskError` of kind `KIND_CANCELLED` saying how many probes had gone out;
@@ -30,6 +31,7 @@ use crate::platform::linux::RawIcmpSocket;
 use grpc::Progress;
 use types::{EchoId, PingSpec, TaskSpec, TcpingSpec};
 
+pub mod capture;
 pub mod dns;
 pub mod error;
 pub mod facts;
@@ -52,12 +54,20 @@ pub use error::{Error, Result};
 /// How long a hostname may take to resolve on the probe.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What a task may know about the probe that runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskContext {
+    /// The probe's name (`--name`); empty when unknown. Captures name their
+    /// interfaces `PROBE/IFACE` and their file `PROBE.pcapng` after it.
+    pub probe_name: String,
+}
+
 /// Task kinds this probe runs, as announced in its `Hello`.
 pub fn capabilities() -> Vec<String> {
     let mut kinds = vec!["ping".to_owned(), "tcping".to_owned()];
     kinds.extend(["tcp_transfer", "udp_echo", "responder"].map(str::to_owned));
     kinds.extend(["dns", "listener", "node_facts"].map(str::to_owned));
-    kinds.extend(["pmtu", "trace"].map(str::to_owned));
+    kinds.extend(["pmtu", "trace", "capture"].map(str::to_owned));
     kinds
 }
 
@@ -68,24 +78,37 @@ pub fn capabilities() -> Vec<String> {
 /// (`KIND_PROBE_FAILURE` when this host cannot do the work, e.g. no
 /// `CAP_NET_RAW` for ping; `KIND_CANCELLED` when `cancel` fires). Never
 /// panics on any input; runs at most about `count × interval + timeout`
-/// (each at most 10 000 × 60 s + 60 s) plus [`RESOLVE_TIMEOUT`].
+/// (each at most 10 000 × 60 s + 60 s) plus [`RESOLVE_TIMEOUT`]; a capture
+/// runs its duration (≤ 10 min) after its arming instant (≤ 60 s ahead),
+/// then streams its file.
 ///
 /// When `task.netns` names another network namespace the whole task runs
 /// on a dedicated thread inside it (see [`netns`]; a missing namespace is
 /// `KIND_INVALID_INPUT`); the rest of the probe never sees the namespace.
 pub async fn run_task(
+    task: pb::Task,
+    progress: mpsc::Sender<pb::TaskProgress>,
+    cancel: CancellationToken,
+) -> pb::TaskResult {
+    run_task_with(TaskContext::default(), task, progress, cancel).await
+}
+
+/// [`run_task`] for a probe that knows more about itself (its name).
+pub async fn run_task_with(
+    context: TaskContext,
     mut task: pb::Task,
     progress: mpsc::Sender<pb::TaskProgress>,
     cancel: CancellationToken,
 ) -> pb::TaskResult {
     match task.netns.take() {
-        Some(ns) => netns::run_in_netns(ns, task, progress, cancel).await,
-        None => run_here(task, progress, cancel).await,
+        Some(ns) => netns::run_in_netns(ns, context, task, progress, cancel).await,
+        None => run_here(context, task, progress, cancel).await,
     }
 }
 
 /// The body of [`run_task`], in the calling thread's network namespace.
 async fn run_here(
+    context: TaskContext,
     task: pb::Task,
     progress: mpsc::Sender<pb::TaskProgress>,
     cancel: CancellationToken,
@@ -98,7 +121,7 @@ async fn run_here(
         }
         Ok(spec) => {
             let progress = Progress::new(task_id.clone(), progress);
-            match execute(&spec, &progress, &cancel).await {
+            match execute(&spec, &context, &progress, &cancel).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     tracing::info!(%task_id, %error, "task failed");
@@ -115,6 +138,7 @@ async fn run_here(
 
 async fn execute(
     spec: &TaskSpec,
+    context: &TaskContext,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
@@ -138,6 +162,7 @@ async fn execute(
         }
         TaskSpec::Pmtu(spec) => pmtu::task(spec, progress, cancel).await,
         TaskSpec::Trace(spec) => trace::task(spec, progress, cancel).await,
+        TaskSpec::Capture(spec) => capture::task(spec, context, progress, cancel).await,
     }
 }
 

@@ -26,6 +26,7 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 /// `KIND_PROBE_FAILURE` with the errno.
 pub async fn run_in_netns(
     netns: pb::NetnsRef,
+    context: super::TaskContext,
     task: pb::Task,
     progress: mpsc::Sender<pb::TaskProgress>,
     cancel: CancellationToken,
@@ -49,7 +50,9 @@ pub async fn run_in_netns(
     let path = namespace.path().display().to_string();
     tracing::debug!(%task_id, netns = %path, %label, "running task in network namespace");
     let token = cancel.clone();
-    let work = run_in(namespace, move || super::run_here(task, progress, token));
+    let work = run_in(namespace, move || {
+        super::run_here(context, task, progress, token)
+    });
     tokio::pin!(work);
     let outcome = tokio::select! {
         outcome = &mut work => outcome,

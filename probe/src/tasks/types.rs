@@ -152,4 +152,6 @@ pub enum TaskSpec {
     Pmtu(super::pmtu::PmtuSpec),
     /// Path trace (mtr).
     Trace(super::trace::TraceSpec),
+    /// Packet capture, streamed back as a pcapng file.
+    Capture(super::capture::CaptureTaskSpec),
 }

@@ -1,0 +1,455 @@
+//! Capture runs: the distributed tcpdump. Several observers (probes, or pod
+//! namespaces on them) capture at once, armed for one instant on the
+//! coordinator's clock, each told that instant in its own clock.
+//!
+//! [`plan`] is pure (parse the observers, compile the filter, apply the
+//! payload policy); [`follow`] dispatches, streams every observer's
+//! progress (stamped with the observer's name, artifact chunks included),
+//! and records per-observer results with the run's clock error and capture
+//! skew.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use probemesh_proto::bpf;
+use probemesh_proto::inventory::Inventory;
+use probemesh_proto::pb;
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::Instrument as _;
+
+use crate::control::{await_task, finish, task_error};
+use crate::error::Error;
+use crate::registry::Registry;
+use crate::resolve;
+use crate::state::Coordinator;
+
+/// Headers only: enough for Ethernet + IPv4/IPv6 + TCP with options, VXLAN
+/// outer and inner headers included.
+pub const HEADERS_ONLY_SNAPLEN: u32 = 128;
+/// Longest capture window.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Least time between dispatch and the common start instant.
+const MIN_LEAD: Duration = Duration::from_millis(300);
+/// Time for the artifact to stream back after the window closes.
+const TRANSFER_SLACK: Duration = Duration::from_secs(60);
+
+/// Whether full-payload captures may be granted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PayloadPolicy {
+    /// `--allow-payload-capture`: operators may ask for full packets.
+    pub allowed: bool,
+}
+
+/// One probe's share of a capture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observer {
+    /// The probe that captures.
+    pub probe: String,
+    /// The pod namespace it captures in, if any.
+    pub netns: Option<pb::NetnsRef>,
+    /// Interfaces, in the order asked.
+    pub interfaces: Vec<String>,
+}
+
+/// A planned capture.
+#[derive(Debug, Clone)]
+pub struct CapturePlan {
+    /// Who captures where.
+    pub observers: Vec<Observer>,
+    /// The task every observer gets, less interfaces, instant and clock note.
+    pub template: pb::CaptureTask,
+    /// The capture window.
+    pub window: Duration,
+}
+
+/// Plans `req`: parses `PROBE[:IFACE]` / `PROBE@pod:NS/NAME[:IFACE]`
+/// observers, compiles the filter, applies the payload policy.
+pub fn plan(
+    req: &pb::CaptureRequest,
+    policy: PayloadPolicy,
+    registry: &Registry,
+    inventory: Option<&Inventory>,
+) -> Result<CapturePlan, Error> {
+    if req.on.is_empty() {
+        return Err(Error::InvalidRequest(
+            "capture needs --on PROBE[:IFACE],... (e.g. --on cloudvm-1:eth0,node-1:eth0)".into(),
+        ));
+    }
+    let window = Duration::from_micros(req.duration_us);
+    if window.is_zero() || window > MAX_DURATION {
+        return Err(Error::InvalidRequest(format!(
+            "capture --duration must be between 1ms and {}",
+            humantime::format_duration(MAX_DURATION)
+        )));
+    }
+    let snaplen = if req.snaplen == 0 {
+        HEADERS_ONLY_SNAPLEN
+    } else {
+        req.snaplen
+    };
+    let wants_payload = req.payload || snaplen > HEADERS_ONLY_SNAPLEN;
+    if wants_payload && !policy.allowed {
+        return Err(Error::InvalidRequest(format!(
+            "full-payload captures are refused by this coordinator's policy (payloads can hold passwords): \
+             captures keep {HEADERS_ONLY_SNAPLEN} bytes of headers; an administrator can allow payloads \
+             with mesh-coordinator --allow-payload-capture"
+        )));
+    }
+    let snaplen = if req.payload && req.snaplen == 0 {
+        262_144
+    } else {
+        snaplen
+    };
+    let filter = bpf::compile_filter(&req.filter, snaplen)
+        .map_err(|e| Error::InvalidRequest(format!("{e}; {}", e.hint())))?;
+
+    let mut observers: BTreeMap<(String, Option<String>), Observer> = BTreeMap::new();
+    for entry in req
+        .on
+        .iter()
+        .flat_map(|e| e.split(','))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let (source_spec, interface) = split_observer(entry);
+        let source = resolve::source(source_spec, inventory)?;
+        let hello = registry
+            .hello(&source.probe)
+            .ok_or_else(|| Error::UnknownProbe(source.probe.clone()))?;
+        let interface = match interface {
+            Some(i) => i.to_owned(),
+            None if source.netns.is_some() => "eth0".to_owned(),
+            None => primary_interface(&hello.interfaces).ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "probe '{}' reported no primary interface: name one, {entry}:IFACE",
+                    source.probe
+                ))
+            })?,
+        };
+        let key = (
+            source.probe.clone(),
+            source.netns.as_ref().map(|n| n.label.clone()),
+        );
+        let observer = observers.entry(key).or_insert_with(|| Observer {
+            probe: source.probe.clone(),
+            netns: source.netns.clone(),
+            interfaces: Vec::new(),
+        });
+        if !observer.interfaces.contains(&interface) {
+            observer.interfaces.push(interface);
+        }
+    }
+    let template = pb::CaptureTask {
+        filter_expr: req.filter.clone(),
+        filter_ethernet: filter.ethernet.iter().map(|i| i.to_wire()).collect(),
+        filter_raw_ip: filter.raw_ip.iter().map(|i| i.to_wire()).collect(),
+        snaplen,
+        payload_allowed: wants_payload,
+        max_packets: req.max_packets,
+        max_bytes: req.max_bytes,
+        duration_us: req.duration_us,
+        ..Default::default()
+    };
+    Ok(CapturePlan {
+        observers: observers.into_values().collect(),
+        template,
+        window,
+    })
+}
+
+/// Splits `PROBE[:IFACE]` or `PROBE@pod:NS/NAME[:IFACE]`.
+fn split_observer(entry: &str) -> (&str, Option<&str>) {
+    let tail_start = entry.find("@pod:").map_or(0, |i| i + "@pod:".len());
+    match entry[tail_start..].rfind(':') {
+        Some(i) => {
+            let at = tail_start + i;
+            (
+                &entry[..at],
+                Some(&entry[at + 1..]).filter(|s| !s.is_empty()),
+            )
+        }
+        None => (entry, None),
+    }
+}
+
+/// The interface holding the probe's primary address.
+fn primary_interface(interfaces: &[pb::Interface]) -> Option<String> {
+    let ip = resolve::primary_address(interfaces)?.to_string();
+    interfaces
+        .iter()
+        .find(|i| {
+            i.addresses
+                .iter()
+                .any(|a| a.split('/').next() == Some(ip.as_str()))
+        })
+        .map(|i| i.name.clone())
+}
+
+/// An observer's clock as the coordinator sees it.
+#[derive(Debug, Clone, Copy, Default)]
+struct ObserverClock {
+    offset_ns: i64,
+    error_ns: i64,
+}
+
+/// Runs a planned capture to the end and sends the record.
+pub async fn follow(
+    state: Arc<Coordinator>,
+    plan: CapturePlan,
+    mut record: pb::RunRecord,
+    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+) {
+    let started = tokio::time::Instant::now();
+    let (links, clocks): (Vec<_>, Vec<_>) = {
+        let registry = state.registry();
+        plan.observers
+            .iter()
+            .map(|o| {
+                let clock = registry
+                    .clock(&o.probe)
+                    .map(|s| ObserverClock {
+                        offset_ns: s.offset_ns,
+                        error_ns: s.error_ns(),
+                    })
+                    .unwrap_or_default();
+                (registry.link(&o.probe), clock)
+            })
+            .unzip()
+    };
+    // Far enough ahead that every task arrives before it: four of the worst
+    // round trips we know of, never less than MIN_LEAD.
+    let worst_rtt_ns = clocks
+        .iter()
+        .map(|c| c.error_ns.saturating_mul(2))
+        .max()
+        .unwrap_or(0);
+    let lead = MIN_LEAD.max(Duration::from_nanos(
+        u64::try_from(worst_rtt_ns.saturating_mul(4)).unwrap_or(0),
+    ));
+    let t0_ns = state
+        .clock
+        .now_unix_ns()
+        .saturating_add(i64::try_from(lead.as_nanos()).unwrap_or(i64::MAX));
+    let bound = lead + plan.window + TRANSFER_SLACK;
+
+    let armed: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+    let runs = plan
+        .observers
+        .iter()
+        .zip(links)
+        .zip(&clocks)
+        .enumerate()
+        .map(|(i, ((observer, link), clock))| {
+            let task = pb::Task {
+                task_id: format!("{}-{}", record.run_id, i + 1),
+                run_id: record.run_id.clone(),
+                trace_context: crate::telemetry::task_context(&tracing::Span::current()),
+                netns: observer.netns.clone(),
+                kind: Some(pb::task::Kind::Capture(pb::CaptureTask {
+                    interfaces: observer.interfaces.clone(),
+                    arm_at_unix_ns: t0_ns.saturating_add(clock.offset_ns),
+                    clock_note: format!(
+                        "probe clock offset {:+.1} us ± {:.1} us vs the coordinator; run {}",
+                        clock.offset_ns as f64 / 1e3,
+                        clock.error_ns as f64 / 1e3,
+                        record.run_id
+                    ),
+                    ..plan.template.clone()
+                })),
+            };
+            let (state, tx, armed) = (&state, &tx, &armed);
+            async move {
+                let Some(link) = link else {
+                    return task_error(
+                        pb::task_error::Kind::ProbeFailure,
+                        Error::ProbeOffline(observer.probe.clone()).to_string(),
+                    );
+                };
+                let handle = match state
+                    .dispatcher
+                    .dispatch(&observer.probe, &link, task)
+                    .await
+                {
+                    Ok(h) => h,
+                    Err(e) => return task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
+                };
+                let stamp = |p: &mut pb::TaskProgress| {
+                    p.probe.clone_from(&observer.probe);
+                    if let Some(pb::task_progress::Event::CaptureArmed(a)) = &p.event {
+                        let mut armed = armed
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        armed.extend(
+                            a.interfaces
+                                .iter()
+                                .map(|i| i.armed_unix_ns.saturating_sub(clock.offset_ns)),
+                        );
+                    }
+                };
+                await_task(state, &link, handle, bound, tx, &observer.probe, stamp)
+                    .instrument(tracing::info_span!("probemesh.capture", probe = %observer.probe))
+                    .await
+            }
+        });
+    let results = futures::future::join_all(runs).await;
+
+    let armed = armed
+        .into_inner()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let skew_ns = armed
+        .iter()
+        .max()
+        .zip(armed.iter().min())
+        .map_or(0, |(max, min)| max - min);
+    record.observers = plan
+        .observers
+        .iter()
+        .zip(results)
+        .zip(&clocks)
+        .map(|((o, result), clock)| pb::ObserverResult {
+            probe: o.probe.clone(),
+            interfaces: o.interfaces.clone(),
+            result: Some(result),
+            clock_offset_ns: clock.offset_ns,
+            clock_error_ns: clock.error_ns,
+        })
+        .collect();
+    record.timing = Some(pb::RunTiming {
+        clock_error_us: clocks.iter().map(|c| c.error_ns).max().unwrap_or(0) / 1_000,
+        capture_skew_us: skew_ns / 1_000,
+        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+    });
+    finish(&state, record, None, started, &tx).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_case::test_case;
+
+    #[test_case("node-1", "node-1", None)]
+    #[test_case("node-1:eth0", "node-1", Some("eth0"))]
+    #[test_case("node-2:flannel.1", "node-2", Some("flannel.1"))]
+    #[test_case("node-2@pod:default/web-0", "node-2@pod:default/web-0", None)]
+    #[test_case(
+        "node-2@pod:default/web-0:eth0",
+        "node-2@pod:default/web-0",
+        Some("eth0")
+    )]
+    #[test_case("node-1:", "node-1", None)]
+    fn observers_split_into_source_and_interface(entry: &str, source: &str, iface: Option<&str>) {
+        assert_eq!(split_observer(entry), (source, iface));
+    }
+
+    fn registry() -> Registry {
+        let mut reg = Registry::default();
+        let identity = probemesh_proto::identity::Identity {
+            name: "node-1".into(),
+            role: probemesh_proto::identity::Role::Probe,
+            fingerprint: probemesh_proto::identity::CertFingerprint::from_bytes([1; 32]),
+        };
+        let hello = pb::Hello {
+            name: "node-1".into(),
+            interfaces: vec![
+                pb::Interface {
+                    name: "lo".into(),
+                    mtu: 65536,
+                    addresses: vec!["127.0.0.1/8".into()],
+                    up: true,
+                },
+                pb::Interface {
+                    name: "eth0".into(),
+                    mtu: 1500,
+                    addresses: vec!["198.18.0.11/24".into()],
+                    up: true,
+                },
+            ],
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        reg.attach(
+            &identity,
+            hello,
+            "127.0.0.1:1".parse().unwrap(),
+            tx,
+            tokio::time::Instant::now(),
+            0,
+        )
+        .unwrap();
+        reg
+    }
+
+    fn request(on: &[&str]) -> pb::CaptureRequest {
+        pb::CaptureRequest {
+            on: on.iter().map(|s| (*s).to_owned()).collect(),
+            filter: "tcp port 30080".into(),
+            duration_us: 2_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn headers_only_by_default_and_interfaces_grouped_per_probe() {
+        let plan = plan(
+            &request(&["node-1", "node-1:eth0,node-1:lo"]),
+            PayloadPolicy::default(),
+            &registry(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(plan.observers.len(), 1);
+        assert_eq!(plan.observers[0].interfaces, ["eth0", "lo"]);
+        assert_eq!(plan.template.snaplen, HEADERS_ONLY_SNAPLEN);
+        assert!(!plan.template.payload_allowed);
+        assert!(!plan.template.filter_ethernet.is_empty());
+    }
+
+    #[tokio::test]
+    async fn payloads_need_the_policy() {
+        let mut req = request(&["node-1"]);
+        req.payload = true;
+        let err = plan(&req, PayloadPolicy::default(), &registry(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--allow-payload-capture"), "{err}");
+        req.payload = false;
+        req.snaplen = 1500;
+        assert!(plan(&req, PayloadPolicy::default(), &registry(), None).is_err());
+        let granted = plan(&req, PayloadPolicy { allowed: true }, &registry(), None).unwrap();
+        assert_eq!(
+            (granted.template.snaplen, granted.template.payload_allowed),
+            (1500, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_filters_durations_and_observers_are_refused_clearly() {
+        let reg = registry();
+        let mut req = request(&["node-1"]);
+        req.filter = "tcp prot 80".into();
+        let err = plan(&req, PayloadPolicy::default(), &reg, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tcp prot 80"), "{err}");
+        let mut req = request(&["node-1"]);
+        req.duration_us = 0;
+        assert!(
+            plan(&req, PayloadPolicy::default(), &reg, None)
+                .unwrap_err()
+                .to_string()
+                .contains("--duration")
+        );
+        assert!(plan(&request(&[]), PayloadPolicy::default(), &reg, None).is_err());
+        let err = plan(
+            &request(&["node-9:eth0"]),
+            PayloadPolicy::default(),
+            &reg,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("node-9"), "{err}");
+    }
+}
