@@ -12,6 +12,26 @@ pub enum OutputFormat {
     Json,
 }
 
+/// Prints a report: one JSON document with `-o json`, else its lines as the
+/// classic tool would print them.
+pub fn emit<T: Serialize>(
+    output: OutputFormat,
+    report: &T,
+    lines: impl FnOnce() -> Vec<String>,
+) -> Result<(), crate::client::Failure> {
+    match output {
+        OutputFormat::Json => {
+            print_json(report).map_err(|e| crate::client::Failure::usage(e.to_string()))
+        }
+        OutputFormat::Table => {
+            for line in lines() {
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

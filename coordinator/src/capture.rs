@@ -343,44 +343,6 @@ mod tests {
         assert_eq!(split_observer(entry), (source, iface));
     }
 
-    fn registry() -> Registry {
-        let mut reg = Registry::default();
-        let identity = probemesh_proto::identity::Identity {
-            name: "node-1".into(),
-            role: probemesh_proto::identity::Role::Probe,
-            fingerprint: probemesh_proto::identity::CertFingerprint::from_bytes([1; 32]),
-        };
-        let hello = pb::Hello {
-            name: "node-1".into(),
-            interfaces: vec![
-                pb::Interface {
-                    name: "lo".into(),
-                    mtu: 65536,
-                    addresses: vec!["127.0.0.1/8".into()],
-                    up: true,
-                },
-                pb::Interface {
-                    name: "eth0".into(),
-                    mtu: 1500,
-                    addresses: vec!["198.18.0.11/24".into()],
-                    up: true,
-                },
-            ],
-            ..Default::default()
-        };
-        let (tx, _rx) = mpsc::channel(1);
-        reg.attach(
-            &identity,
-            hello,
-            "127.0.0.1:1".parse().unwrap(),
-            tx,
-            tokio::time::Instant::now(),
-            0,
-        )
-        .unwrap();
-        reg
-    }
-
     fn request(on: &[&str]) -> pb::CaptureRequest {
         pb::CaptureRequest {
             on: on.iter().map(|s| (*s).to_owned()).collect(),
@@ -395,7 +357,7 @@ mod tests {
         let plan = plan(
             &request(&["node-1", "node-1:eth0,node-1:lo"]),
             PayloadPolicy::default(),
-            &registry(),
+            &crate::registry::attached(&["node-1"]),
             None,
         )
         .unwrap();
@@ -410,14 +372,33 @@ mod tests {
     async fn payloads_need_the_policy() {
         let mut req = request(&["node-1"]);
         req.payload = true;
-        let err = plan(&req, PayloadPolicy::default(), &registry(), None)
-            .unwrap_err()
-            .to_string();
+        let err = plan(
+            &req,
+            PayloadPolicy::default(),
+            &crate::registry::attached(&["node-1"]),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("--allow-payload-capture"), "{err}");
         req.payload = false;
         req.snaplen = 1500;
-        assert!(plan(&req, PayloadPolicy::default(), &registry(), None).is_err());
-        let granted = plan(&req, PayloadPolicy { allowed: true }, &registry(), None).unwrap();
+        assert!(
+            plan(
+                &req,
+                PayloadPolicy::default(),
+                &crate::registry::attached(&["node-1"]),
+                None
+            )
+            .is_err()
+        );
+        let granted = plan(
+            &req,
+            PayloadPolicy { allowed: true },
+            &crate::registry::attached(&["node-1"]),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             (granted.template.snaplen, granted.template.payload_allowed),
             (1500, true)
@@ -426,7 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_filters_durations_and_observers_are_refused_clearly() {
-        let reg = registry();
+        let reg = crate::registry::attached(&["node-1"]);
         let mut req = request(&["node-1"]);
         req.filter = "tcp prot 80".into();
         let err = plan(&req, PayloadPolicy::default(), &reg, None)

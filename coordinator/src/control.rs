@@ -64,41 +64,30 @@ impl pb::control_server::Control for ControlService {
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
-        if let Some(pb::run_request::Kind::Capture(capture)) = &request.kind {
-            let plan = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
-                crate::capture::plan(
-                    capture,
-                    self.state.payload_policy,
-                    &self.state.registry(),
-                    inventory.as_deref(),
-                )
+        let planned =
+            tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
+                match &request.kind {
+                    Some(pb::run_request::Kind::Capture(capture)) => crate::capture::plan(
+                        capture,
+                        self.state.payload_policy,
+                        &self.state.registry(),
+                        inventory.as_deref(),
+                    )
+                    .map(Planned::Capture),
+                    _ => plan::plan(&request, &self.state.registry(), inventory.as_deref())
+                        .and_then(|plan| {
+                            let link =
+                                self.state.registry().link(&plan.source.probe).ok_or_else(
+                                    || Error::ProbeOffline(plan.source.probe.clone()),
+                                )?;
+                            Ok(Planned::Single(plan, link))
+                        }),
+                }
                 .inspect_err(|e| tracing::info!(error = %e, "run refused"))
             })?;
-            let record = pb::RunRecord {
-                run_id: run_id.clone(),
-                trace_id: trace_id.clone(),
-                requester: caller.identity.name.clone(),
-                request: Some(request.clone()),
-                started_unix_ms: self.state.clock.now_unix_ms(),
-                ..Default::default()
-            };
-            let (tx, rx) = mpsc::channel(64);
-            let _ = tx.try_send(Ok(accepted(&run_id, trace_id)));
-            tokio::spawn(
-                crate::capture::follow(self.state.clone(), plan, record, tx).instrument(span),
-            );
-            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        if let Planned::Single(plan, _) = &planned {
+            span.record("probe", plan.source.probe.as_str());
         }
-        let plan = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
-            plan::plan(&request, &self.state.registry(), inventory.as_deref())
-                .inspect_err(|e| tracing::info!(error = %e, "run refused"))
-        })?;
-        span.record("probe", plan.source.probe.as_str());
-        let link = self
-            .state
-            .registry()
-            .link(&plan.source.probe)
-            .ok_or_else(|| Error::ProbeOffline(plan.source.probe.clone()))?;
         let record = pb::RunRecord {
             run_id: run_id.clone(),
             trace_id: trace_id.clone(),
@@ -111,7 +100,15 @@ impl pb::control_server::Control for ControlService {
 
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.try_send(Ok(accepted(&run_id, trace_id)));
-        tokio::spawn(follow_run(self.state.clone(), link, plan, record, tx).instrument(span));
+        let state = self.state.clone();
+        match planned {
+            Planned::Capture(plan) => {
+                tokio::spawn(crate::capture::follow(state, plan, record, tx).instrument(span))
+            }
+            Planned::Single(plan, link) => {
+                tokio::spawn(follow_run(state, link, plan, record, tx).instrument(span))
+            }
+        };
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -281,6 +278,14 @@ pub(crate) async fn await_task(
             }
         }
     }
+}
+
+/// A run request, planned.
+enum Planned {
+    /// One task on one probe.
+    Single(Plan, Link),
+    /// A capture on several observers.
+    Capture(crate::capture::CapturePlan),
 }
 
 /// The first event of every run.

@@ -243,40 +243,6 @@ fn or_default(us: u64, default: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    fn registry_with(names: &[&str]) -> Registry {
-        let mut reg = Registry::default();
-        for (i, name) in names.iter().enumerate() {
-            let identity = probemesh_proto::identity::Identity {
-                name: (*name).into(),
-                role: probemesh_proto::identity::Role::Probe,
-                fingerprint: probemesh_proto::identity::CertFingerprint::from_bytes(
-                    [u8::try_from(i).unwrap(); 32],
-                ),
-            };
-            let hello = pb::Hello {
-                name: (*name).into(),
-                interfaces: vec![pb::Interface {
-                    name: "eth0".into(),
-                    mtu: 1500,
-                    addresses: vec![format!("198.18.0.{}/24", 11 + i)],
-                    up: true,
-                }],
-                ..Default::default()
-            };
-            let (tx, _rx) = tokio::sync::mpsc::channel(1);
-            reg.attach(
-                &identity,
-                hello,
-                "127.0.0.1:1".parse().unwrap(),
-                tx,
-                tokio::time::Instant::now(),
-                0,
-            )
-            .unwrap();
-        }
-        reg
-    }
-
     fn request(from: &str, kind: Kind) -> pb::RunRequest {
         pb::RunRequest {
             from: from.into(),
@@ -286,7 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn transfer_to_a_probe_without_port_starts_its_responder() {
-        let reg = registry_with(&["node-1", "node-2"]);
+        let reg = crate::registry::attached(&["node-1", "node-2"]);
         let req = request(
             "node-1",
             Kind::TcpTransfer(pb::TcpTransferTask {
@@ -314,7 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn ports_are_required_where_no_responder_can_help() {
-        let reg = registry_with(&["node-1"]);
+        let reg = crate::registry::attached(&["node-1"]);
         for kind in [
             Kind::Tcping(pb::TcpingTask {
                 host: "198.18.0.12".into(),
@@ -338,7 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_source_and_empty_kind_are_refused() {
-        let reg = registry_with(&["node-1"]);
+        let reg = crate::registry::attached(&["node-1"]);
         let err = plan(
             &request("node-9", Kind::Listener(pb::ListenerTask::default())),
             &reg,
@@ -360,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn bounds_grow_with_the_work_asked() {
-        let reg = registry_with(&["node-1"]);
+        let reg = crate::registry::attached(&["node-1"]);
         let ping = |count| {
             plan(
                 &request(

@@ -224,6 +224,40 @@ impl Registry {
     }
 }
 
+/// A registry with probes `node-1`, `node-2`, ... attached, each with `lo`
+/// (127.0.0.1) and `eth0` at 198.18.0.1N, for tests of code that reads it.
+#[cfg(test)]
+pub(crate) fn attached(names: &[&str]) -> Registry {
+    let mut reg = Registry::default();
+    for (i, name) in (0u8..).zip(names) {
+        let identity = Identity {
+            name: (*name).into(),
+            role: probemesh_proto::identity::Role::Probe,
+            fingerprint: CertFingerprint::from_bytes([i; 32]),
+        };
+        let iface = |name: &str, mtu, addr: String| pb::Interface {
+            name: name.into(),
+            mtu,
+            addresses: vec![addr],
+            up: true,
+        };
+        let hello = pb::Hello {
+            name: (*name).into(),
+            interfaces: vec![
+                iface("lo", 65_536, "127.0.0.1/8".into()),
+                iface("eth0", 1_500, format!("198.18.0.{}/24", 11 + i)),
+            ],
+            ..Default::default()
+        };
+        let (tx, _rx) = mpsc::channel(1);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        if let Err(e) = reg.attach(&identity, hello, addr, tx, Instant::now(), 0) {
+            panic!("attach {name}: {e}");
+        }
+    }
+    reg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, print_json};
+use crate::output::{OutputFormat, emit};
 
 /// Snap length when neither `--snaplen` nor `--payload` is given: enough
 /// for Ethernet + IP + TCP headers with options, or a VXLAN outer header
@@ -1228,14 +1228,7 @@ pub async fn run(
         }
     }
 
-    match output {
-        OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string()))?,
-        OutputFormat::Table => {
-            for line in report.table_lines() {
-                println!("{line}");
-            }
-        }
-    }
+    emit(output, &report, || report.table_lines())?;
     Ok(report.exit_code())
 }
 

@@ -11,7 +11,7 @@ use probemesh_proto::pb::task_result::Outcome;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, print_json};
+use crate::output::{OutputFormat, emit};
 
 use super::ns_to_ms;
 
@@ -149,14 +149,7 @@ pub async fn dig(args: DigArgs, endpoint: &Endpoint, output: OutputFormat) -> Re
     };
     let finished = run_once(endpoint, request).await?;
     let report = DigReport::new(&args, finished);
-    match output {
-        OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string()))?,
-        OutputFormat::Table => {
-            for line in report.lines() {
-                println!("{line}");
-            }
-        }
-    }
+    emit(output, &report, || report.lines())?;
     Ok(report.exit_code())
 }
 
@@ -500,14 +493,7 @@ pub async fn inspect(
     )
     .await?;
     let report = InspectReport::new(&args, facts, listeners);
-    match output {
-        OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string()))?,
-        OutputFormat::Table => {
-            for line in report.lines() {
-                println!("{line}");
-            }
-        }
-    }
+    emit(output, &report, || report.lines())?;
     Ok(report.exit_code())
 }
 

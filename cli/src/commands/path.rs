@@ -11,7 +11,7 @@ use probemesh_proto::pb;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, print_json};
+use crate::output::{OutputFormat, emit};
 
 use super::{format_unix_ms, ns_to_ms, stream_run};
 
@@ -116,14 +116,7 @@ pub async fn mtr(args: MtrArgs, endpoint: &Endpoint, output: OutputFormat) -> Re
     };
     let (accepted, record) = stream_run(request, endpoint, |_| {}).await?;
     let report = MtrReport::new(accepted, record);
-    match output {
-        OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string()))?,
-        OutputFormat::Table => {
-            for line in report.lines() {
-                println!("{line}");
-            }
-        }
-    }
+    emit(output, &report, || report.lines())?;
     Ok(report.exit_code())
 }
 
@@ -151,14 +144,7 @@ pub async fn pmtu(
     })
     .await?;
     let report = PmtuReport::new(accepted, record);
-    match output {
-        OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string()))?,
-        OutputFormat::Table => {
-            for line in report.summary_lines() {
-                println!("{line}");
-            }
-        }
-    }
+    emit(output, &report, || report.summary_lines())?;
     Ok(report.exit_code())
 }
 

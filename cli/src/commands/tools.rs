@@ -10,7 +10,7 @@ use probemesh_proto::pb::tcping_attempt::Outcome;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, print_json};
+use crate::output::{OutputFormat, emit};
 
 use super::ns_to_ms;
 
@@ -135,14 +135,7 @@ async fn run_tool(
     report.trace_id = accepted.trace_id;
     report.progress = lines;
     report.finish(record.result.unwrap_or_default(), record.duration_ms);
-    match output {
-        OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string()))?,
-        OutputFormat::Table => {
-            for line in report.summary_lines() {
-                println!("{line}");
-            }
-        }
-    }
+    emit(output, &report, || report.summary_lines())?;
     Ok(report.exit_code())
 }
 

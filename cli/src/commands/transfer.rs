@@ -10,7 +10,7 @@ use probemesh_proto::pb;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, print_json};
+use crate::output::{OutputFormat, emit};
 
 use super::ns_to_ms;
 
@@ -119,7 +119,7 @@ pub async fn run(
     }
     let mut report = Report::new(&request);
     stream(request, endpoint, &mut report, |_| {}).await?;
-    emit(&report, output)?;
+    emit(output, &report, || report.summary_lines())?;
     Ok(report.exit_code())
 }
 
@@ -160,7 +160,7 @@ pub async fn udping(
         }
     })
     .await?;
-    emit(&report, output)?;
+    emit(output, &report, || report.summary_lines())?;
     Ok(report.exit_code())
 }
 
@@ -186,18 +186,6 @@ async fn stream(
     report.replies = lines;
     report.finish(record.result.unwrap_or_default(), record.duration_ms);
     Ok(())
-}
-
-fn emit(report: &Report, output: OutputFormat) -> Result<(), Failure> {
-    match output {
-        OutputFormat::Json => print_json(report).map_err(|e| Failure::usage(e.to_string())),
-        OutputFormat::Table => {
-            for line in report.summary_lines() {
-                println!("{line}");
-            }
-            Ok(())
-        }
-    }
 }
 
 /// The JSON shape of `meshctl transfer|udping -o json`.
