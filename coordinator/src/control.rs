@@ -64,27 +64,29 @@ impl pb::control_server::Control for ControlService {
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
-        let planned =
-            tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
-                match &request.kind {
-                    Some(pb::run_request::Kind::Capture(capture)) => crate::capture::plan(
-                        capture,
-                        self.state.payload_policy,
-                        &self.state.registry(),
-                        inventory.as_deref(),
-                    )
-                    .map(Planned::Capture),
-                    _ => plan::plan(&request, &self.state.registry(), inventory.as_deref())
-                        .and_then(|plan| {
-                            let link =
-                                self.state.registry().link(&plan.source.probe).ok_or_else(
-                                    || Error::ProbeOffline(plan.source.probe.clone()),
-                                )?;
-                            Ok(Planned::Single(plan, link))
-                        }),
+        let planned = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
+            match &request.kind {
+                Some(pb::run_request::Kind::Capture(capture)) => crate::capture::plan(
+                    capture,
+                    self.state.payload_policy,
+                    &self.state.registry(),
+                    inventory.as_deref(),
+                )
+                .map(Planned::Capture),
+                _ => {
+                    // One guard for both lookups: the registry's mutex is
+                    // not reentrant.
+                    let registry = self.state.registry();
+                    plan::plan(&request, &registry, inventory.as_deref()).and_then(|plan| {
+                        let link = registry
+                            .link(&plan.source.probe)
+                            .ok_or_else(|| Error::ProbeOffline(plan.source.probe.clone()))?;
+                        Ok(Planned::Single(plan, link))
+                    })
                 }
-                .inspect_err(|e| tracing::info!(error = %e, "run refused"))
-            })?;
+            }
+            .inspect_err(|e| tracing::info!(error = %e, "run refused"))
+        })?;
         if let Planned::Single(plan, _) = &planned {
             span.record("probe", plan.source.probe.as_str());
         }
