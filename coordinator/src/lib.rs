@@ -16,6 +16,7 @@ pub mod authz;
 pub mod capture;
 pub mod clock;
 pub mod control;
+pub mod correlate;
 pub mod dispatch;
 pub mod enroll;
 pub mod error;
