@@ -143,8 +143,9 @@ pub async fn run(lab: &Lab, output: OutputFormat) -> anyhow::Result<ExitCode> {
         fault: info.name,
         reproduced,
         next: format!(
-            "{}  (expected verdict: {}); undo with `meshctl lab clear`",
-            info.probe_command(),
+            "`meshctl pmtu --from cloudvm-1 198.18.0.12` names the black hole and its MTU, \
+             `meshctl capture --on cloudvm-1:eth0,node-2:eth0 --filter 'tcp port 30080' --duration 5s` \
+             shows the lost segments (expected verdict: {}); undo with `meshctl lab clear`",
             info.expect.class
         ),
         steps,
