@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use probemesh_proto::bpf;
+use probemesh_proto::identity::ProbeName;
 use probemesh_proto::inventory::Inventory;
 use probemesh_proto::pb;
 use tokio::sync::mpsc;
@@ -20,6 +21,7 @@ use tonic::Status;
 use tracing::Instrument as _;
 
 use crate::control::{await_task, finish, task_error};
+use crate::correlate;
 use crate::error::Error;
 use crate::registry::Registry;
 use crate::resolve;
@@ -32,6 +34,9 @@ pub const HEADERS_ONLY_SNAPLEN: u32 = 128;
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Least time between dispatch and the common start instant.
 const MIN_LEAD: Duration = Duration::from_millis(300);
+/// Largest capture file the coordinator keeps to correlate, bytes (headers-only
+/// captures of a few seconds are far below it).
+const MAX_CORRELATED_BYTES: usize = 64 << 20;
 /// Time for the artifact to stream back after the window closes.
 const TRANSFER_SLACK: Duration = Duration::from_secs(60);
 
@@ -262,10 +267,8 @@ pub async fn follow(
             let (state, tx, armed) = (&state, &tx, &armed);
             async move {
                 let Some(link) = link else {
-                    return task_error(
-                        pb::task_error::Kind::ProbeFailure,
-                        Error::ProbeOffline(observer.probe.clone()).to_string(),
-                    );
+                    let error = Error::ProbeOffline(observer.probe.clone()).to_string();
+                    return (task_error(pb::task_error::Kind::ProbeFailure, error), None);
                 };
                 let handle = match state
                     .dispatcher
@@ -273,27 +276,52 @@ pub async fn follow(
                     .await
                 {
                     Ok(h) => h,
-                    Err(e) => return task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
+                    Err(e) => {
+                        return (
+                            task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
+                            None,
+                        );
+                    }
                 };
+                // The file streams through here anyway: keep a copy (up to
+                // a bound) to correlate once every observer has finished.
+                let mut file: Option<Vec<u8>> = Some(Vec::new());
                 let stamp = |p: &mut pb::TaskProgress| {
                     p.probe.clone_from(&observer.probe);
+                    if let Some(pb::task_progress::Event::ArtifactChunk(c)) = &p.event {
+                        file = file.take().filter(|f| {
+                            u64::try_from(f.len()).unwrap_or(u64::MAX) == c.offset
+                                && f.len() + c.data.len() <= MAX_CORRELATED_BYTES
+                        });
+                        if let Some(f) = file.as_mut() {
+                            f.extend_from_slice(&c.data);
+                        }
+                    }
                     if let Some(pb::task_progress::Event::CaptureArmed(a)) = &p.event {
                         let mut armed = armed
                             .lock()
                             .unwrap_or_else(|poisoned| poisoned.into_inner());
-                        armed.extend(
-                            a.interfaces
-                                .iter()
-                                .map(|i| i.armed_unix_ns.saturating_sub(clock.offset_ns)),
-                        );
+                        armed.extend(a.interfaces.iter().map(|i| {
+                            probemesh_proto::timeline::to_coordinator_ns(
+                                i.armed_unix_ns,
+                                clock.offset_ns,
+                                clock.error_ns,
+                            )
+                        }));
                     }
                 };
-                await_task(state, &link, handle, bound, tx, &observer.probe, stamp)
+                let result = await_task(state, &link, handle, bound, tx, &observer.probe, stamp)
                     .instrument(tracing::info_span!("probemesh.capture", probe = %observer.probe))
-                    .await
+                    .await;
+                (result, file)
             }
         });
-    let results = futures::future::join_all(runs).await;
+    let (results, files): (Vec<_>, Vec<_>) =
+        futures::future::join_all(runs).await.into_iter().unzip();
+    record.correlation = Some(
+        tracing::info_span!("probemesh.correlate")
+            .in_scope(|| correlate_files(&plan.observers, &clocks, &results, files)),
+    );
 
     let armed = armed
         .into_inner()
@@ -322,6 +350,46 @@ pub async fn follow(
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
     });
     finish(&state, record, None, started, &tx).await;
+}
+
+/// Follows every test packet across the observers' files: each observer's
+/// copy is used only when its result names an artifact of exactly that size.
+fn correlate_files(
+    observers: &[Observer],
+    clocks: &[ObserverClock],
+    results: &[pb::TaskResult],
+    files: Vec<Option<Vec<u8>>>,
+) -> pb::CorrelationSummary {
+    let mut observations = Vec::new();
+    let mut missing = Vec::new();
+    for (((observer, clock), result), file) in observers.iter().zip(clocks).zip(results).zip(files)
+    {
+        let expected = match &result.outcome {
+            Some(pb::task_result::Outcome::Capture(c)) => c.artifact.as_ref().map(|a| a.size_bytes),
+            _ => None,
+        };
+        let whole = file.filter(|f| Some(u64::try_from(f.len()).unwrap_or(u64::MAX)) == expected);
+        let parsed = whole
+            .ok_or_else(|| "no complete capture".to_owned())
+            .and_then(|bytes| {
+                let name = ProbeName::new(&observer.probe).map_err(|e| e.to_string())?;
+                correlate::from_pcapng(&name, clock.offset_ns, clock.error_ns, &bytes)
+                    .map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(obs) => observations.extend(obs),
+            Err(why) => missing.push(format!("{}: {why}", observer.probe)),
+        }
+    }
+    let correlation = correlate::correlate(&observations, &correlate::CorrelateConfig::default());
+    let mut summary = correlate::summary::summarize(
+        &correlation,
+        &correlate::encapsulation_sources(&observations),
+    );
+    if !missing.is_empty() {
+        summary.skipped = format!("not correlated: {}", missing.join("; "));
+    }
+    summary
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ fn three_observers_capture_one_timeline_across_nat_and_vxlan() {
                     "--on",
                     "cloudvm-1:eth0,node-1:eth0,node-2:flannel.1",
                     "--filter",
-                    "tcp port 30080 or tcp port 8080",
+                    "tcp port 30080 or tcp port 8080 or udp port 8472",
                     "--duration",
                     "4s",
                     "--out",
@@ -158,6 +158,42 @@ fn three_observers_capture_one_timeline_across_nat_and_vxlan() {
             node1[i],
             node2[i]
         );
+    }
+
+    // The coordinator followed each connection's SYN across the hops: the
+    // NodePort's DNAT to web-0 and the VXLAN hop to node-2, answered.
+    let fates: Vec<&Value> = capture["correlation"]["fates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| {
+            f["packet"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("tcp") && p.contains("[SYN]"))
+        })
+        .collect();
+    assert_eq!(fates.len(), connections, "{}", capture["correlation"]);
+    for fate in fates {
+        let hops = fate["hops"].as_array().cloned().unwrap_or_default();
+        let transforms: Vec<String> = hops.iter().flat_map(|h| strs(&h["transforms"])).collect();
+        let observers: Vec<String> = hops
+            .iter()
+            .filter_map(|h| h["observer"].as_str().map(str::to_owned))
+            .collect();
+        assert!(
+            transforms
+                .iter()
+                .any(|t| t.starts_with("DNAT 198.18.0.11:30080 -> 198.19.2.10:8080")),
+            "{fate}"
+        );
+        assert!(
+            transforms
+                .iter()
+                .any(|t| t.starts_with("VXLAN vni 1 198.18.0.11 -> 198.18.0.12")),
+            "{fate}"
+        );
+        assert!(observers.contains(&"node-2/flannel.1".to_owned()), "{fate}");
+        assert_eq!(fate["answered"], true, "{fate}");
     }
 
     // Headers only: tshark sees the 128-byte snap length.
@@ -270,6 +306,160 @@ fn bad_captures_end_cleanly_with_clear_messages() {
         .filter(|p| p.ends_with(".part"))
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn dual_ip_vxlan_leaves_with_the_wrong_outer_source_and_is_not_answered() {
+    let Some(lab) = Lab::up() else { return };
+    lab.fault("dual-ip");
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let out = out_dir.path().to_str().expect("utf-8");
+    let capture = std::thread::scope(|s| {
+        let capture = s.spawn(|| {
+            lab.json(
+                &[
+                    "capture",
+                    "--on",
+                    "node-3:eth0,node-2:eth0",
+                    "--filter",
+                    "udp port 8472",
+                    "--duration",
+                    "3s",
+                    "--out",
+                    out,
+                ],
+                0,
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1_000));
+        // node-3 -> the web Service: DNAT to web-0 on node-2, over VXLAN.
+        let tcping = lab.meshctl(&[
+            "tcping",
+            "--from",
+            "node-3",
+            "198.18.200.80:80",
+            "-c",
+            "2",
+            "-t",
+            "500ms",
+            "-i",
+            "200ms",
+        ]);
+        assert_eq!(
+            tcping.status.code(),
+            Some(1),
+            "the fault breaks the path: {}",
+            text(&tcping)
+        );
+        capture.join().expect("capture thread")
+    });
+    let correlation = &capture["correlation"];
+    let sources: Vec<(String, String)> = correlation["encapsulation"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["observer"].as_str().unwrap_or("").to_owned(),
+                e["outer_src"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        sources.contains(&("node-3/eth0".to_owned(), "198.18.0.23".to_owned())),
+        "{correlation}"
+    );
+    assert!(
+        !sources
+            .iter()
+            .any(|(o, src)| o == "node-3/eth0" && src == "198.18.0.13"),
+        "{correlation}"
+    );
+    let syn = correlation["fates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["packet"].as_str().is_some_and(|p| p.contains("[SYN]")))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(syn["answered"], false, "{correlation}");
+    assert_eq!(
+        syn["lost_after"], "node-2/eth0",
+        "arrives at node-2, never answered: {correlation}"
+    );
+}
+
+#[test]
+fn mtu_black_hole_large_segments_leave_the_sender_and_never_arrive() {
+    let Some(lab) = Lab::up() else { return };
+    lab.fault("mtu-blackhole");
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let out = out_dir.path().to_str().expect("utf-8");
+    let capture = std::thread::scope(|s| {
+        let capture = s.spawn(|| {
+            lab.json(
+                &[
+                    "capture",
+                    "--on",
+                    "cloudvm-1:eth0,node-2:eth0",
+                    "--filter",
+                    "tcp port 30080",
+                    "--duration",
+                    "4s",
+                    "--out",
+                    out,
+                ],
+                0,
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1_000));
+        let transfer = lab.meshctl(&[
+            "transfer",
+            "--from",
+            "cloudvm-1",
+            "198.18.0.12:30080",
+            "-t",
+            "2s",
+        ]);
+        assert_eq!(
+            transfer.status.code(),
+            Some(1),
+            "the transfer stalls: {}",
+            text(&transfer)
+        );
+        capture.join().expect("capture thread")
+    });
+    let correlation = &capture["correlation"];
+    let fates = correlation["fates"].as_array().cloned().unwrap_or_default();
+    let large_lost = fates.iter().filter(|f| {
+        let hops = f["hops"].as_array().cloned().unwrap_or_default();
+        f["answered"] == false
+            && hops.iter().any(|h| {
+                h["observer"] == "cloudvm-1/eth0"
+                    && h["wire_bytes"].as_u64().is_some_and(|b| b > 1454)
+            })
+            && hops.iter().all(|h| h["observer"] != "node-2/eth0")
+    });
+    assert!(
+        large_lost.count() > 0,
+        "no large segment lost between the observers: {correlation}"
+    );
+    // Small packets of the same connection (the handshake) got through.
+    assert!(
+        fates.iter().any(|f| f["answered"] == true
+            && f["hops"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|h| h["observer"] == "node-2/eth0"))),
+        "{correlation}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<String> {

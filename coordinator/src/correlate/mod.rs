@@ -16,6 +16,7 @@
 //! why each rule survives NAT.
 
 pub mod packet;
+pub mod summary;
 #[cfg(test)]
 mod testing;
 
