@@ -58,39 +58,31 @@ fn three_observers_capture_one_timeline_across_nat_and_vxlan() {
     let out = out_dir.path().to_str().expect("utf-8");
     let connections = 5;
 
-    let capture = std::thread::scope(|s| {
-        let capture = s.spawn(|| {
-            lab.json(
-                &[
-                    "capture",
-                    "--on",
-                    "cloudvm-1:eth0,node-1:eth0,node-2:flannel.1",
-                    "--filter",
-                    "tcp port 30080 or tcp port 8080 or udp port 8472",
-                    "--duration",
-                    "4s",
-                    "--out",
-                    out,
-                ],
-                0,
-            )
-        });
-        // Connect once every observer is surely armed (the window opens
-        // ~0.3 s after the request), well inside the 4 s window.
-        std::thread::sleep(std::time::Duration::from_millis(1_200));
-        let tcping = lab.meshctl(&[
-            "tcping",
-            "--from",
-            "cloudvm-1",
-            "198.18.0.11:30080",
-            "-c",
-            &connections.to_string(),
-            "-i",
-            "100ms",
-        ]);
-        assert_eq!(tcping.status.code(), Some(0), "{}", text(&tcping));
-        capture.join().expect("capture thread")
-    });
+    let capture = capture_during(
+        &lab,
+        &[
+            "--on",
+            "cloudvm-1:eth0,node-1:eth0,node-2:flannel.1",
+            "--filter",
+            "tcp port 30080 or tcp port 8080 or udp port 8472",
+            "--duration",
+            "4s",
+        ],
+        out,
+        || {
+            let tcping = lab.meshctl(&[
+                "tcping",
+                "--from",
+                "cloudvm-1",
+                "198.18.0.11:30080",
+                "-c",
+                &connections.to_string(),
+                "-i",
+                "100ms",
+            ]);
+            assert_eq!(tcping.status.code(), Some(0), "{}", text(&tcping));
+        },
+    );
 
     // Headers only by default, every observer's file on disk and complete.
     let artifacts: Vec<String> = capture["artifacts"]
@@ -285,27 +277,67 @@ fn bad_captures_end_cleanly_with_clear_messages() {
         assert!(all.contains(needle), "meshctl {args:?}: {all}");
     }
     // A capture that hits its packet limit ends with what it has, complete.
-    let limited: Value = lab.json(
+    // A capture that hits its packet limit ends early with what it has,
+    // complete and readable.
+    let limited = capture_during(
+        &lab,
         &[
-            "capture",
             "--on",
-            "node-1:lo",
+            "node-1:eth0",
+            "--filter",
+            "icmp",
             "--duration",
-            "5s",
+            "8s",
             "--max-packets",
             "3",
-            "--out",
-            out,
         ],
-        0,
+        out,
+        || {
+            let ping = lab.meshctl(&[
+                "ping",
+                "--from",
+                "cloudvm-1",
+                "198.18.0.11",
+                "-c",
+                "6",
+                "-i",
+                "100ms",
+            ]);
+            assert_eq!(ping.status.code(), Some(0), "{}", text(&ping));
+        },
     );
-    let _ = limited;
+    let observer = &limited["observers"][0];
+    assert_eq!(observer["stop"], "packet_limit", "{limited}");
+    assert_eq!(observer["interfaces"][0]["packets"], 3, "{limited}");
+    assert!(
+        limited["timing"]["duration_ms"]
+            .as_i64()
+            .is_some_and(|ms| ms < 8_000),
+        "ended early: {limited}"
+    );
     // Nothing claims to be complete when it is not.
     let partial: Vec<_> = walk(out_dir.path())
         .into_iter()
         .filter(|p| p.ends_with(".part"))
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
+}
+
+/// Runs `meshctl capture ARGS --out OUT -o json` (expecting exit 0) and,
+/// once every observer is surely armed (the window opens ~0.3 s after the
+/// request), `traffic`; returns the capture's report.
+fn capture_during(lab: &Lab, args: &[&str], out: &str, traffic: impl FnOnce()) -> Value {
+    std::thread::scope(|s| {
+        let capture = s.spawn(|| {
+            let mut full = vec!["capture"];
+            full.extend_from_slice(args);
+            full.extend(["--out", out]);
+            lab.json(&full, 0)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1_000));
+        traffic();
+        capture.join().expect("capture thread")
+    })
 }
 
 fn strs(v: &Value) -> Vec<String> {
@@ -322,45 +354,39 @@ fn dual_ip_vxlan_leaves_with_the_wrong_outer_source_and_is_not_answered() {
     lab.fault("dual-ip");
     let out_dir = tempfile::tempdir().expect("tmp");
     let out = out_dir.path().to_str().expect("utf-8");
-    let capture = std::thread::scope(|s| {
-        let capture = s.spawn(|| {
-            lab.json(
-                &[
-                    "capture",
-                    "--on",
-                    "node-3:eth0,node-2:eth0",
-                    "--filter",
-                    "udp port 8472",
-                    "--duration",
-                    "3s",
-                    "--out",
-                    out,
-                ],
-                0,
-            )
-        });
-        std::thread::sleep(std::time::Duration::from_millis(1_000));
-        // node-3 -> the web Service: DNAT to web-0 on node-2, over VXLAN.
-        let tcping = lab.meshctl(&[
-            "tcping",
-            "--from",
-            "node-3",
-            "198.18.200.80:80",
-            "-c",
-            "2",
-            "-t",
-            "500ms",
-            "-i",
-            "200ms",
-        ]);
-        assert_eq!(
-            tcping.status.code(),
-            Some(1),
-            "the fault breaks the path: {}",
-            text(&tcping)
-        );
-        capture.join().expect("capture thread")
-    });
+    let capture = capture_during(
+        &lab,
+        &[
+            "--on",
+            "node-3:eth0,node-2:eth0",
+            "--filter",
+            "udp port 8472",
+            "--duration",
+            "3s",
+        ],
+        out,
+        || {
+            // node-3 -> the web Service: DNAT to web-0 on node-2, over VXLAN.
+            let tcping = lab.meshctl(&[
+                "tcping",
+                "--from",
+                "node-3",
+                "198.18.200.80:80",
+                "-c",
+                "2",
+                "-t",
+                "500ms",
+                "-i",
+                "200ms",
+            ]);
+            assert_eq!(
+                tcping.status.code(),
+                Some(1),
+                "the fault breaks the path: {}",
+                text(&tcping)
+            );
+        },
+    );
     let correlation = &capture["correlation"];
     let sources: Vec<(String, String)> = correlation["encapsulation"]
         .as_array()
@@ -403,40 +429,34 @@ fn mtu_black_hole_large_segments_leave_the_sender_and_never_arrive() {
     lab.fault("mtu-blackhole");
     let out_dir = tempfile::tempdir().expect("tmp");
     let out = out_dir.path().to_str().expect("utf-8");
-    let capture = std::thread::scope(|s| {
-        let capture = s.spawn(|| {
-            lab.json(
-                &[
-                    "capture",
-                    "--on",
-                    "cloudvm-1:eth0,node-2:eth0",
-                    "--filter",
-                    "tcp port 30080",
-                    "--duration",
-                    "4s",
-                    "--out",
-                    out,
-                ],
-                0,
-            )
-        });
-        std::thread::sleep(std::time::Duration::from_millis(1_000));
-        let transfer = lab.meshctl(&[
-            "transfer",
-            "--from",
-            "cloudvm-1",
-            "198.18.0.12:30080",
-            "-t",
-            "2s",
-        ]);
-        assert_eq!(
-            transfer.status.code(),
-            Some(1),
-            "the transfer stalls: {}",
-            text(&transfer)
-        );
-        capture.join().expect("capture thread")
-    });
+    let capture = capture_during(
+        &lab,
+        &[
+            "--on",
+            "cloudvm-1:eth0,node-2:eth0",
+            "--filter",
+            "tcp port 30080",
+            "--duration",
+            "4s",
+        ],
+        out,
+        || {
+            let transfer = lab.meshctl(&[
+                "transfer",
+                "--from",
+                "cloudvm-1",
+                "198.18.0.12:30080",
+                "-t",
+                "2s",
+            ]);
+            assert_eq!(
+                transfer.status.code(),
+                Some(1),
+                "the transfer stalls: {}",
+                text(&transfer)
+            );
+        },
+    );
     let correlation = &capture["correlation"];
     let fates = correlation["fates"].as_array().cloned().unwrap_or_default();
     let large_lost = fates.iter().filter(|f| {

@@ -14,6 +14,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use probemesh_proto::inventory::Cidr;
+
 /// Most rules kept from one table.
 pub const MAX_RULES: usize = 50_000;
 /// Most paths returned by one walk.
@@ -23,47 +25,12 @@ const MAX_DEPTH: usize = 16;
 /// Where kube-proxy's Service dispatch starts.
 pub const SERVICES_CHAIN: &str = "KUBE-SERVICES";
 
-/// An address prefix (`198.18.200.80/32`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// Network address.
-    pub addr: IpAddr,
-    /// Prefix length in bits.
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// Parses `IP` or `IP/LEN`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().ok()?, p.parse::<u8>().ok()?),
-            None => {
-                let addr = text.parse::<IpAddr>().ok()?;
-                (addr, if addr.is_ipv4() { 32 } else { 128 })
-            }
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        (prefix <= max).then_some(Self { addr, prefix })
-    }
-
-    /// Whether `ip` is inside the prefix.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
+/// A `-d` argument: `IP/LEN` or a bare `IP` (a host prefix).
+fn parse_destination(text: &str) -> Option<Cidr> {
+    text.parse::<Cidr>().ok().or_else(|| {
+        let addr: IpAddr = text.parse().ok()?;
+        Cidr::new(addr, if addr.is_ipv4() { 32 } else { 128 }).ok()
+    })
 }
 
 /// A `--dport` match: one port or an inclusive range.
@@ -212,7 +179,7 @@ fn parse_rule(table: &str, line: &str) -> Option<Rule> {
                 continue;
             }
             ("-d" | "--destination", Some(v)) => {
-                rule.destination = Cidr::parse(v).map(|c| (c, negate));
+                rule.destination = parse_destination(v).map(|c| (c, negate));
                 consumed = 2;
             }
             ("-p" | "--protocol", Some(v)) => {
@@ -539,18 +506,22 @@ mod tests {
         let rule = parse_rule("nat", "-A X ! -d 10.0.0.0/8 ! --dport 1:1024 -j Y").unwrap();
         assert_eq!(
             rule.destination,
-            Some((Cidr::parse("10.0.0.0/8").unwrap(), true))
+            Some((parse_destination("10.0.0.0/8").unwrap(), true))
         );
         let m = NatMatch {
             ip: Some("10.1.1.1".parse().unwrap()),
             ..NatMatch::default()
         };
         assert!(!m.matches(&rule));
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
+        assert!(parse_destination("10.0.0.0/33").is_none());
         assert!(
-            Cidr::parse("::/0")
+            parse_destination("::/0")
                 .unwrap()
                 .contains("::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_destination("198.18.200.80"),
+            parse_destination("198.18.200.80/32")
         );
     }
 
