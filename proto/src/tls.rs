@@ -630,12 +630,46 @@ fn connector(
         let tls = tls.clone();
         let target = target.clone();
         async move {
-            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let tcp = dial(&target.host, target.port).await?;
             tcp.set_nodelay(true)?;
             let stream = tls.connect(target.server_name, tcp).await?;
             Ok(TokioIo::new(stream))
         }
     })
+}
+
+/// MSS of control connections, bytes: small enough to cross any tunnel
+/// (IPv6's minimum MTU of 1280 less headers), so that a probe's link to the
+/// coordinator survives the MTU black holes it is sent to diagnose. Set
+/// before connecting, it is what the SYN announces, so the coordinator's
+/// segments are as small as ours.
+pub const CONTROL_MSS: u32 = 1200;
+
+/// Opens a TCP connection to `host:port` (each resolved address in turn)
+/// with [`CONTROL_MSS`].
+async fn dial(host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let attempt = async {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_tcp_mss(CONTROL_MSS)?;
+            socket.set_nonblocking(true)?;
+            tokio::net::TcpSocket::from_std_stream(socket.into())
+                .connect(addr)
+                .await
+        };
+        match attempt.await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))
+    }))
 }
 
 /// Connects to `https://HOST:PORT` (host: DNS name or IP; the server certificate must be valid
