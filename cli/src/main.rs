@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
-use meshctl::commands::{capture, certs, inspect, join_token, path, probes, runs, tools, transfer};
+use meshctl::commands::{
+    capture, certs, inspect, join_token, path, probe, probes, runs, tools, transfer,
+};
 use meshctl::lab;
 use meshctl::output::OutputFormat;
 
@@ -38,6 +40,15 @@ enum Command {
     JoinToken(join_token::JoinTokenCommand),
     /// Registered probes: name, role, address, connected, last seen, clock offset.
     Probes,
+    /// Diagnose a path from both ends at once: checks, captures, a verdict.
+    ///
+    /// Plans every check an engineer would run (icmp, tcp, dns, large
+    /// packets, node facts, NAT rules; path and MTU when something fails),
+    /// in both directions, with synchronized captures on every node
+    /// involved; prints the checks, the verdict with its evidence and fix,
+    /// and the pcapng files.
+    /// Example: meshctl probe --from cloudvm-1 --to nodeport:30080 --size 1472
+    Probe(probe::ProbeArgs),
     /// ICMP echo from a probe, printed like ping.
     ///
     /// Example: meshctl ping --from cloudvm-1 198.18.0.12 -s 1472 -M do -c 3
@@ -113,6 +124,7 @@ async fn main() -> ExitCode {
             .await
             .map(|()| exit::OK),
         Command::Probes => probes::run(endpoint, output).await.map(|()| exit::OK),
+        Command::Probe(args) => probe::run(args, endpoint, output).await,
         Command::Ping(args) => tools::ping(args, endpoint, output).await,
         Command::Tcping(args) => tools::tcping(args, endpoint, output).await,
         Command::Mtr(args) => path::mtr(args, endpoint, output).await,

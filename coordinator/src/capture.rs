@@ -23,7 +23,7 @@ use tracing::Instrument as _;
 use crate::control::{await_task, finish, task_error};
 use crate::correlate;
 use crate::error::Error;
-use crate::registry::Registry;
+use crate::registry::{Link, Registry};
 use crate::resolve;
 use crate::state::Coordinator;
 
@@ -126,12 +126,13 @@ pub fn plan(
         let interface = match interface {
             Some(i) => i.to_owned(),
             None if source.netns.is_some() => "eth0".to_owned(),
-            None => primary_interface(&hello.interfaces).ok_or_else(|| {
-                Error::InvalidRequest(format!(
-                    "probe '{}' reported no primary interface: name one, {entry}:IFACE",
-                    source.probe
-                ))
-            })?,
+            None => resolve::primary_interface(&source.probe, &hello.interfaces, inventory)
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "probe '{}' reported no primary interface: name one, {entry}:IFACE",
+                        source.probe
+                    ))
+                })?,
         };
         let key = (
             source.probe.clone(),
@@ -179,19 +180,6 @@ fn split_observer(entry: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The interface holding the probe's primary address.
-fn primary_interface(interfaces: &[pb::Interface]) -> Option<String> {
-    let ip = resolve::primary_address(interfaces)?.to_string();
-    interfaces
-        .iter()
-        .find(|i| {
-            i.addresses
-                .iter()
-                .any(|a| a.split('/').next() == Some(ip.as_str()))
-        })
-        .map(|i| i.name.clone())
-}
-
 /// An observer's clock as the coordinator sees it.
 #[derive(Debug, Clone, Copy, Default)]
 struct ObserverClock {
@@ -206,6 +194,100 @@ pub async fn follow(
     mut record: pb::RunRecord,
     tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) {
+    let started = tokio::time::Instant::now();
+    let outcome = start(state.clone(), plan, &record.run_id, tx.clone())
+        .finish()
+        .await;
+    outcome.fill(&mut record);
+    finish(&state, record, None, started, &tx).await;
+}
+
+/// What a finished capture gives a run.
+#[derive(Debug)]
+pub struct CaptureOutcome {
+    /// One entry per observer.
+    pub observers: Vec<pb::ObserverResult>,
+    /// Every test packet followed across the observers.
+    pub correlation: correlate::Correlation,
+    /// Tunnel traffic per observer.
+    pub encapsulation: Vec<correlate::EncapsulationSource>,
+    /// The same, as it travels in the record.
+    pub summary: pb::CorrelationSummary,
+    /// Clock error and capture skew.
+    pub timing: pb::RunTiming,
+}
+
+impl CaptureOutcome {
+    /// Puts the observers, correlation and timing into `record`.
+    pub fn fill(&self, record: &mut pb::RunRecord) {
+        record.observers.clone_from(&self.observers);
+        record.correlation = Some(self.summary.clone());
+        record.timing = Some(self.timing);
+    }
+}
+
+/// A capture armed (or arming) on its observers.
+#[derive(Debug)]
+pub struct RunningCapture {
+    collect: tokio::task::JoinHandle<CaptureOutcome>,
+    /// Observers settled so far: armed, or ended without arming.
+    settled: tokio::sync::watch::Receiver<usize>,
+    /// Observers that armed every interface.
+    armed: Arc<std::sync::atomic::AtomicUsize>,
+    observers: usize,
+    tasks: Vec<(Option<Link>, String)>,
+}
+
+impl RunningCapture {
+    /// Waits until every observer has armed or given up, at most `within`;
+    /// returns how many armed.
+    pub async fn armed(&mut self, within: Duration) -> usize {
+        let all = self.observers;
+        let _ = tokio::time::timeout(within, self.settled.wait_for(|n| *n >= all)).await;
+        self.armed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Ends every observer's capture early (its file still comes back).
+    pub async fn stop(&self) {
+        for (link, task_id) in &self.tasks {
+            if let Some(link) = link {
+                let msg = pb::CoordinatorMessage {
+                    msg: Some(pb::coordinator_message::Msg::Stop(pb::StopTask {
+                        task_id: task_id.clone(),
+                    })),
+                };
+                let _ = link.tx.send(Ok(msg)).await;
+            }
+        }
+    }
+
+    /// Waits for every observer's result and file, then correlates.
+    pub async fn finish(self) -> CaptureOutcome {
+        self.collect.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "capture collection failed");
+            CaptureOutcome {
+                observers: Vec::new(),
+                correlation: correlate::Correlation::default(),
+                encapsulation: Vec::new(),
+                summary: pb::CorrelationSummary {
+                    skipped: format!("capture collection failed: {e}"),
+                    ..Default::default()
+                },
+                timing: pb::RunTiming::default(),
+            }
+        })
+    }
+}
+
+/// Dispatches `plan` to its observers, armed for one instant ahead; their
+/// progress (artifact chunks included) goes to `tx`, stamped with the
+/// observer's name.
+pub fn start(
+    state: Arc<Coordinator>,
+    plan: CapturePlan,
+    run_id: &str,
+    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+) -> RunningCapture {
     let started = tokio::time::Instant::now();
     let (links, clocks): (Vec<_>, Vec<_>) = {
         let registry = state.registry();
@@ -238,35 +320,91 @@ pub async fn follow(
         .now_unix_ns()
         .saturating_add(i64::try_from(lead.as_nanos()).unwrap_or(i64::MAX));
     let bound = lead + plan.window + TRANSFER_SLACK;
+    let tasks: Vec<pb::Task> = plan
+        .observers
+        .iter()
+        .zip(&clocks)
+        .enumerate()
+        .map(|(i, (observer, clock))| pb::Task {
+            task_id: format!("{run_id}-c{}", i + 1),
+            run_id: run_id.to_owned(),
+            trace_context: crate::telemetry::task_context(&tracing::Span::current()),
+            netns: observer.netns.clone(),
+            kind: Some(pb::task::Kind::Capture(pb::CaptureTask {
+                interfaces: observer.interfaces.clone(),
+                arm_at_unix_ns: t0_ns.saturating_add(clock.offset_ns),
+                clock_note: format!(
+                    "probe clock offset {:+.1} us ± {:.1} us vs the coordinator; run {run_id}",
+                    clock.offset_ns as f64 / 1e3,
+                    clock.error_ns as f64 / 1e3,
+                ),
+                ..plan.template.clone()
+            })),
+        })
+        .collect();
+    let (settled_tx, settled) = tokio::sync::watch::channel(0usize);
+    let armed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handles: Vec<(Option<Link>, String)> = links
+        .iter()
+        .cloned()
+        .zip(tasks.iter().map(|t| t.task_id.clone()))
+        .collect();
+    let observers = plan.observers.len();
+    let armed_count = armed.clone();
+    let collect = tokio::spawn(
+        collect(
+            state,
+            plan,
+            links,
+            clocks,
+            tasks,
+            bound,
+            started,
+            tx,
+            (settled_tx, armed_count),
+        )
+        .in_current_span(),
+    );
+    RunningCapture {
+        collect,
+        settled,
+        armed,
+        observers,
+        tasks: handles,
+    }
+}
 
+/// Follows every observer's task to its result, keeping each file to
+/// correlate, and counting observers as they arm (or give up).
+#[allow(clippy::too_many_arguments)]
+async fn collect(
+    state: Arc<Coordinator>,
+    plan: CapturePlan,
+    links: Vec<Option<Link>>,
+    clocks: Vec<ObserverClock>,
+    tasks: Vec<pb::Task>,
+    bound: Duration,
+    started: tokio::time::Instant,
+    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+    (settled, armed_count): (
+        tokio::sync::watch::Sender<usize>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ),
+) -> CaptureOutcome {
     let armed: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
     let runs = plan
         .observers
         .iter()
         .zip(links)
         .zip(&clocks)
-        .enumerate()
-        .map(|(i, ((observer, link), clock))| {
-            let task = pb::Task {
-                task_id: format!("{}-{}", record.run_id, i + 1),
-                run_id: record.run_id.clone(),
-                trace_context: crate::telemetry::task_context(&tracing::Span::current()),
-                netns: observer.netns.clone(),
-                kind: Some(pb::task::Kind::Capture(pb::CaptureTask {
-                    interfaces: observer.interfaces.clone(),
-                    arm_at_unix_ns: t0_ns.saturating_add(clock.offset_ns),
-                    clock_note: format!(
-                        "probe clock offset {:+.1} us ± {:.1} us vs the coordinator; run {}",
-                        clock.offset_ns as f64 / 1e3,
-                        clock.error_ns as f64 / 1e3,
-                        record.run_id
-                    ),
-                    ..plan.template.clone()
-                })),
-            };
-            let (state, tx, armed) = (&state, &tx, &armed);
+        .zip(tasks)
+        .map(|(((observer, link), clock), task)| {
+            let (state, tx, armed, settled, armed_count) =
+                (&state, &tx, &armed, &settled, &armed_count);
             async move {
+                let settle = || settled.send_modify(|n| *n += 1);
                 let Some(link) = link else {
+                    settle();
                     let error = Error::ProbeOffline(observer.probe.clone()).to_string();
                     return (task_error(pb::task_error::Kind::ProbeFailure, error), None);
                 };
@@ -277,6 +415,7 @@ pub async fn follow(
                 {
                     Ok(h) => h,
                     Err(e) => {
+                        settle();
                         return (
                             task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
                             None,
@@ -286,6 +425,7 @@ pub async fn follow(
                 // The file streams through here anyway: keep a copy (up to
                 // a bound) to correlate once every observer has finished.
                 let mut file: Option<Vec<u8>> = Some(Vec::new());
+                let mut settled_here = false;
                 let stamp = |p: &mut pb::TaskProgress| {
                     p.probe.clone_from(&observer.probe);
                     if let Some(pb::task_progress::Event::ArtifactChunk(c)) = &p.event {
@@ -308,20 +448,27 @@ pub async fn follow(
                                 clock.error_ns,
                             )
                         }));
+                        if !settled_here {
+                            settled_here = true;
+                            armed_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            settle();
+                        }
                     }
+                    true
                 };
                 let result = await_task(state, &link, handle, bound, tx, &observer.probe, stamp)
                     .instrument(tracing::info_span!("probemesh.capture", probe = %observer.probe))
                     .await;
+                if !settled_here {
+                    settle();
+                }
                 (result, file)
             }
         });
     let (results, files): (Vec<_>, Vec<_>) =
         futures::future::join_all(runs).await.into_iter().unzip();
-    record.correlation = Some(
-        tracing::info_span!("probemesh.correlate")
-            .in_scope(|| correlate_files(&plan.observers, &clocks, &results, files)),
-    );
+    let (correlation, encapsulation, summary) = tracing::info_span!("probemesh.correlate")
+        .in_scope(|| correlate_files(&plan.observers, &clocks, &results, files));
 
     let armed = armed
         .into_inner()
@@ -331,7 +478,7 @@ pub async fn follow(
         .max()
         .zip(armed.iter().min())
         .map_or(0, |(max, min)| max - min);
-    record.observers = plan
+    let observers = plan
         .observers
         .iter()
         .zip(results)
@@ -344,12 +491,18 @@ pub async fn follow(
             clock_error_ns: clock.error_ns,
         })
         .collect();
-    record.timing = Some(pb::RunTiming {
+    let timing = pb::RunTiming {
         clock_error_us: clocks.iter().map(|c| c.error_ns).max().unwrap_or(0) / 1_000,
         capture_skew_us: skew_ns / 1_000,
         duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-    });
-    finish(&state, record, None, started, &tx).await;
+    };
+    CaptureOutcome {
+        observers,
+        correlation,
+        encapsulation,
+        summary,
+        timing,
+    }
 }
 
 /// Follows every test packet across the observers' files: each observer's
@@ -359,7 +512,11 @@ fn correlate_files(
     clocks: &[ObserverClock],
     results: &[pb::TaskResult],
     files: Vec<Option<Vec<u8>>>,
-) -> pb::CorrelationSummary {
+) -> (
+    correlate::Correlation,
+    Vec<correlate::EncapsulationSource>,
+    pb::CorrelationSummary,
+) {
     let mut observations = Vec::new();
     let mut missing = Vec::new();
     for (((observer, clock), result), file) in observers.iter().zip(clocks).zip(results).zip(files)
@@ -382,14 +539,12 @@ fn correlate_files(
         }
     }
     let correlation = correlate::correlate(&observations, &correlate::CorrelateConfig::default());
-    let mut summary = correlate::summary::summarize(
-        &correlation,
-        &correlate::encapsulation_sources(&observations),
-    );
+    let encapsulation = correlate::encapsulation_sources(&observations);
+    let mut summary = correlate::summary::summarize(&correlation, &encapsulation);
     if !missing.is_empty() {
         summary.skipped = format!("not correlated: {}", missing.join("; "));
     }
-    summary
+    (correlation, encapsulation, summary)
 }
 
 #[cfg(test)]

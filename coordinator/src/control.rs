@@ -73,6 +73,15 @@ impl pb::control_server::Control for ControlService {
                     inventory.as_deref(),
                 )
                 .map(Planned::Capture),
+                Some(pb::run_request::Kind::Probe(probe)) => crate::diagnose::plan::plan(
+                    &request.from,
+                    probe,
+                    &self.state.registry(),
+                    inventory.as_deref(),
+                    self.state.payload_policy,
+                    self.state.listen_port,
+                )
+                .map(|p| Planned::Probe(Box::new(p))),
                 _ => {
                     // One guard for both lookups: the registry's mutex is
                     // not reentrant.
@@ -110,6 +119,9 @@ impl pb::control_server::Control for ControlService {
             Planned::Single(plan, link) => {
                 tokio::spawn(follow_run(state, link, plan, record, tx).instrument(span))
             }
+            Planned::Probe(plan) => tokio::spawn(
+                crate::diagnose::run::follow(state, *plan, record, tx).instrument(span),
+            ),
         };
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -163,21 +175,36 @@ impl pb::control_server::Control for ControlService {
     }
 }
 
-/// Executes a plan: starts the target's responder when needed, dispatches
-/// the task, streams its progress to the client, then stores and sends the
-/// record. Cancels what it started if the client goes away or the bound
-/// passes.
+/// Executes a one-task plan and stores and sends its record.
 async fn follow_run(
     state: Arc<Coordinator>,
     link: Link,
-    mut plan: Plan,
+    plan: Plan,
     mut record: pb::RunRecord,
     tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
 ) {
     let started = tokio::time::Instant::now();
-    let run_id = record.run_id.clone();
+    let task_id = format!("{}-1", record.run_id);
+    let result = run_plan(&state, link, plan, &record.run_id, task_id, &tx, true).await;
+    record.result = Some(result);
+    finish(&state, record, None, started, &tx).await;
+}
+
+/// Executes a plan: starts the target's responder when needed, dispatches
+/// the task, streams its progress to the client when `forward`, and
+/// returns its result. Cancels what it started if the client goes away or
+/// the bound passes.
+pub(crate) async fn run_plan(
+    state: &Coordinator,
+    link: Link,
+    mut plan: Plan,
+    run_id: &str,
+    task_id: String,
+    tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
+    forward: bool,
+) -> pb::TaskResult {
     let responder = match &plan.responder {
-        Some(need) => match start_responder(&state, &run_id, need)
+        Some(need) => match start_responder(state, run_id, &task_id, need)
             .instrument(tracing::info_span!("probemesh.responder", probe = %need.probe))
             .await
         {
@@ -188,18 +215,15 @@ async fn follow_run(
                 });
                 Some(handle)
             }
-            Err(result) => {
-                finish(&state, record, result, started, &tx).await;
-                return;
-            }
+            Err(result) => return result,
         },
         None => None,
     };
     let kind = task_kind_name(&plan.kind);
     let dispatch_span = tracing::info_span!("probemesh.dispatch", probe = %plan.source.probe, kind);
     let task = pb::Task {
-        task_id: format!("{run_id}-1"),
-        run_id: run_id.clone(),
+        task_id,
+        run_id: run_id.to_owned(),
         trace_context: telemetry::task_context(&dispatch_span),
         netns: plan.source.netns.clone(),
         kind: Some(plan.kind.clone()),
@@ -213,13 +237,13 @@ async fn follow_run(
     {
         Ok(handle) => {
             await_task(
-                &state,
+                state,
                 &link,
                 handle,
                 plan.bound,
-                &tx,
+                tx,
                 &plan.source.probe,
-                |_| {},
+                |_| forward,
             )
             .instrument(tracing::info_span!("probemesh.await", probe = %plan.source.probe, kind))
             .await
@@ -228,14 +252,14 @@ async fn follow_run(
     };
     state.metrics.task_finished(kind, dispatched.elapsed());
     if let Some((rlink, rhandle)) = responder {
-        cancel(&state, &rlink, &rhandle.task_id).await;
+        cancel(state, &rlink, &rhandle.task_id).await;
     }
-    record.result = Some(outcome);
-    finish(&state, record, None, started, &tx).await;
+    outcome
 }
 
 /// Streams progress until the result, the bound, or the client leaving;
-/// `on_progress` sees (and may stamp) each event before it is sent.
+/// `on_progress` sees (and may stamp) each event, and says whether it is
+/// sent to the client.
 pub(crate) async fn await_task(
     state: &Coordinator,
     link: &Link,
@@ -243,25 +267,28 @@ pub(crate) async fn await_task(
     bound: Duration,
     tx: &mpsc::Sender<Result<pb::RunEvent, Status>>,
     probe: &str,
-    mut on_progress: impl FnMut(&mut pb::TaskProgress),
+    mut on_progress: impl FnMut(&mut pb::TaskProgress) -> bool,
 ) -> pb::TaskResult {
     let deadline = tokio::time::sleep(bound);
     tokio::pin!(deadline);
     let mut progress = |mut p| {
-        on_progress(&mut p);
-        pb::RunEvent {
+        on_progress(&mut p).then_some(pb::RunEvent {
             event: Some(pb::run_event::Event::Progress(p)),
-        }
+        })
     };
     loop {
         tokio::select! {
             Some(p) = handle.progress.recv() => {
-                let _ = tx.send(Ok(progress(p))).await;
+                if let Some(event) = progress(p) {
+                    let _ = tx.send(Ok(event)).await;
+                }
             }
             result = &mut handle.result => {
                 // Drain progress that raced the result.
                 while let Ok(p) = handle.progress.try_recv() {
-                    let _ = tx.send(Ok(progress(p))).await;
+                    if let Some(event) = progress(p) {
+                        let _ = tx.send(Ok(event)).await;
+                    }
                 }
                 return result.unwrap_or_else(|_| {
                     task_error(pb::task_error::Kind::ProbeFailure, Error::ProbeLost(probe.to_owned()).to_string())
@@ -288,6 +315,8 @@ enum Planned {
     Single(Plan, Link),
     /// A capture on several observers.
     Capture(crate::capture::CapturePlan),
+    /// A diagnosis: many checks, captures, a verdict.
+    Probe(Box<crate::diagnose::plan::ProbePlan>),
 }
 
 /// The first event of every run.
@@ -303,19 +332,20 @@ fn accepted(run_id: &str, trace_id: String) -> pb::RunEvent {
 /// How long a responder may take to announce its ports.
 const RESPONDER_READY: Duration = Duration::from_secs(5);
 
-/// Starts `need.probe`'s responder for this run and waits for its ports.
+/// Starts `need.probe`'s responder for task `for_task` and waits for its ports.
 async fn start_responder(
     state: &Coordinator,
     run_id: &str,
+    for_task: &str,
     need: &plan::ResponderNeed,
-) -> Result<((Link, TaskHandle), pb::ResponderReady), Option<pb::TaskResult>> {
-    let fail = |msg: String| Some(task_error(pb::task_error::Kind::ProbeFailure, msg));
+) -> Result<((Link, TaskHandle), pb::ResponderReady), pb::TaskResult> {
+    let fail = |msg: String| task_error(pb::task_error::Kind::ProbeFailure, msg);
     let link = state
         .registry()
         .link(&need.probe)
         .ok_or_else(|| fail(Error::ProbeOffline(need.probe.clone()).to_string()))?;
     let task = pb::Task {
-        task_id: format!("{run_id}-responder"),
+        task_id: format!("{for_task}-responder"),
         run_id: run_id.to_owned(),
         kind: Some(pb::task::Kind::Responder(pb::ResponderTask::default())),
         trace_context: telemetry::task_context(&tracing::Span::current()),
@@ -366,10 +396,15 @@ pub(crate) async fn finish(
         }
     });
     if let Some(request) = &record.request {
+        // A diagnosis is labelled by its verdict class, a tool run by how
+        // its task ended.
         let result = record
-            .result
+            .diagnosis
             .as_ref()
-            .map_or("unspecified", task_result_class);
+            .and_then(|d| d.verdict.as_ref())
+            .map(|v| v.class.as_str())
+            .or_else(|| record.result.as_ref().map(task_result_class))
+            .unwrap_or("unspecified");
         state
             .metrics
             .run_finished(telemetry::request_kind(request), result, started.elapsed());

@@ -17,6 +17,7 @@ pub mod capture;
 pub mod clock;
 pub mod control;
 pub mod correlate;
+pub mod diagnose;
 pub mod dispatch;
 pub mod enroll;
 pub mod error;

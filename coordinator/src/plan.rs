@@ -173,6 +173,11 @@ pub fn plan(
                 "a capture has several observers: it is planned by capture::plan".into(),
             ));
         }
+        Some(Kind::Probe(_)) => {
+            return Err(Error::InvalidRequest(
+                "a probe run has many checks: it is planned by diagnose::plan".into(),
+            ));
+        }
         None => {
             return Err(Error::InvalidRequest(
                 "the run request names no test".into(),

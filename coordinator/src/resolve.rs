@@ -114,7 +114,7 @@ pub fn aim(spec: &str, registry: &Registry, inventory: Option<&Inventory>) -> Re
             let hello = registry
                 .hello(&name)
                 .ok_or_else(|| Error::UnknownProbe(name.clone()))?;
-            let addr = primary_address(&hello.interfaces).ok_or_else(|| {
+            let addr = probe_address(&name, &hello.interfaces, inventory).ok_or_else(|| {
                 Error::InvalidRequest(format!("probe '{name}' reported no usable IPv4 address"))
             })?;
             Ok(Aim {
@@ -192,6 +192,37 @@ fn no_inventory(spec: &str) -> impl FnOnce() -> Error + '_ {
             "'{spec}' needs the cluster inventory, and this coordinator has none: start it with --inventory FILE"
         ))
     }
+}
+
+/// The address a probe is reached at: its node's registered address when
+/// the inventory knows it (a node also holds bridge and tunnel addresses),
+/// else its first global IPv4 address.
+pub fn probe_address(
+    probe: &str,
+    interfaces: &[pb::Interface],
+    inventory: Option<&Inventory>,
+) -> Option<IpAddr> {
+    inventory
+        .and_then(|i| i.node_of_probe(probe))
+        .map(|n| n.internal_ip)
+        .or_else(|| primary_address(interfaces))
+}
+
+/// The interface holding [`probe_address`].
+pub fn primary_interface(
+    probe: &str,
+    interfaces: &[pb::Interface],
+    inventory: Option<&Inventory>,
+) -> Option<String> {
+    let ip = probe_address(probe, interfaces, inventory)?.to_string();
+    interfaces
+        .iter()
+        .find(|i| {
+            i.addresses
+                .iter()
+                .any(|a| a.split('/').next() == Some(ip.as_str()))
+        })
+        .map(|i| i.name.clone())
 }
 
 /// The first global IPv4 address of an up, non-loopback interface.

@@ -85,7 +85,8 @@ impl Bound {
                 settings.timing,
                 Arc::new(SystemClock),
             )
-            .with_payload_policy(settings.payload_policy),
+            .with_payload_policy(settings.payload_policy)
+            .with_listen_port(local_addr.port()),
         );
         let incoming = TlsIncoming::new(listener, tls);
         if let Some(addr) = settings.metrics {

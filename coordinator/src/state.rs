@@ -86,6 +86,9 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// Whether full-payload captures may be granted.
     pub payload_policy: PayloadPolicy,
+    /// The port probes and clients reach this coordinator on (0 when
+    /// unknown); run captures leave its traffic out.
+    pub listen_port: u16,
 }
 
 impl Coordinator {
@@ -109,12 +112,19 @@ impl Coordinator {
             clock,
             metrics: Metrics::default(),
             payload_policy: PayloadPolicy::default(),
+            listen_port: 0,
         }
     }
 
     /// Sets whether full-payload captures may be granted (default: no).
     pub fn with_payload_policy(mut self, policy: PayloadPolicy) -> Self {
         self.payload_policy = policy;
+        self
+    }
+
+    /// Records the port this coordinator listens on.
+    pub fn with_listen_port(mut self, port: u16) -> Self {
+        self.listen_port = port;
         self
     }
 

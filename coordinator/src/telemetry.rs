@@ -54,6 +54,7 @@ pub fn request_kind(request: &pb::RunRequest) -> &'static str {
         Some(Kind::Listener(_)) => "listener",
         Some(Kind::NodeFacts(_)) => "node_facts",
         Some(Kind::Capture(_)) => "capture",
+        Some(Kind::Probe(_)) => "probe",
         None => "none",
     }
 }
@@ -76,6 +77,7 @@ pub fn request_target(request: &pb::RunRequest) -> String {
         Some(Kind::Listener(t)) => format!(":{}", t.port),
         Some(Kind::NodeFacts(t)) => host_port(&t.match_ip, t.match_port),
         Some(Kind::Capture(c)) => c.on.join(","),
+        Some(Kind::Probe(p)) => p.to.clone(),
         None => String::new(),
     }
 }

@@ -121,7 +121,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
 
     let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
     let mut beat = 0u64;
-    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    let mut running: HashMap<String, Running> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let result = loop {
         tokio::select! {
@@ -142,14 +142,21 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
                         send(&out, pb::probe_message::Msg::ClockReply(reply)).await?;
                     }
                     Some(Msg::Task(task)) => {
-                        let cancel = CancellationToken::new();
-                        running.insert(task.task_id.clone(), cancel.clone());
-                        tokio::spawn(execute(task, settings.name.clone(), out.clone(), cancel, done_tx.clone(), settings.metrics.clone()));
+                        let tokens = Running::default();
+                        running.insert(task.task_id.clone(), tokens.clone());
+                        let context = crate::tasks::TaskContext { probe_name: settings.name.clone(), stop: tokens.stop };
+                        tokio::spawn(execute(task, context, out.clone(), tokens.cancel, done_tx.clone(), settings.metrics.clone()));
                     }
                     Some(Msg::Cancel(c)) => {
-                        if let Some(token) = running.remove(&c.task_id) {
+                        if let Some(tokens) = running.remove(&c.task_id) {
                             tracing::info!(task_id = %c.task_id, "task cancelled by the coordinator");
-                            token.cancel();
+                            tokens.cancel.cancel();
+                        }
+                    }
+                    Some(Msg::Stop(s)) => {
+                        if let Some(tokens) = running.get(&s.task_id) {
+                            tracing::info!(task_id = %s.task_id, "task stopped early by the coordinator");
+                            tokens.stop.cancel();
                         }
                     }
                     None => {}
@@ -164,16 +171,24 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
             }
         }
     };
-    for token in running.values() {
-        token.cancel();
+    for tokens in running.values() {
+        tokens.cancel.cancel();
     }
     result
+}
+
+/// A running task's two ways to end early: `cancel` abandons it, `stop`
+/// ends it normally (a capture still delivers its file).
+#[derive(Debug, Clone, Default)]
+struct Running {
+    cancel: CancellationToken,
+    stop: CancellationToken,
 }
 
 /// Runs one task, forwarding its progress, then sends its result.
 async fn execute(
     task: pb::Task,
-    probe_name: String,
+    context: crate::tasks::TaskContext,
     out: mpsc::Sender<pb::ProbeMessage>,
     cancel: CancellationToken,
     done: mpsc::UnboundedSender<String>,
@@ -198,14 +213,9 @@ async fn execute(
             }
         }
     });
-    let mut result = crate::tasks::run_task_with(
-        crate::tasks::TaskContext { probe_name },
-        task,
-        progress_tx,
-        cancel,
-    )
-    .instrument(span)
-    .await;
+    let mut result = crate::tasks::run_task_with(context, task, progress_tx, cancel)
+        .instrument(span)
+        .await;
     let _ = forwarder.await;
     metrics.tasks_running.dec();
     metrics.task_finished(kind, task_result_class(&result), started.elapsed());

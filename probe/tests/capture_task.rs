@@ -176,9 +176,15 @@ struct Running {
 }
 
 fn start(task: pb::Task, cancel: CancellationToken) -> Running {
+    start_stoppable(task, cancel, CancellationToken::new())
+}
+
+/// [`start`], with the token a coordinator's `StopTask` fires.
+fn start_stoppable(task: pb::Task, cancel: CancellationToken, stop: CancellationToken) -> Running {
     let (tx, progress) = mpsc::channel(64);
     let context = TaskContext {
         probe_name: PROBE.into(),
+        stop,
     };
     let result = tokio::spawn(run_task_with(context, task, tx, cancel));
     Running { progress, result }
@@ -369,6 +375,43 @@ async fn a_cancelled_capture_ends_cancelled_and_leaves_no_file() {
         "{}",
         error.message
     );
+    assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_capture_ends_early_and_still_streams_its_file() {
+    if skip() {
+        return;
+    }
+    let pair = Pair::new("stop");
+    let id = task_id("stop");
+    let stop = CancellationToken::new();
+    let mut running = start_stoppable(
+        capture_task(&pair, &id, &["veth-b"], Duration::from_secs(60)),
+        CancellationToken::new(),
+        stop.clone(),
+    );
+    running.armed().await;
+    pair.ping(3);
+    stop.cancel();
+    let (events, result) = running.finish().await;
+    let streamed: usize = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ArtifactChunk(c) => Some(c.data.len()),
+            _ => None,
+        })
+        .sum();
+    let Some(Outcome::Capture(capture)) = result.outcome else {
+        panic!("not a capture result: {result:?}");
+    };
+    assert_eq!(capture.stop(), pb::CaptureStop::Stopped);
+    assert_eq!(
+        capture.interfaces[0].packets_written, 6,
+        "3 requests, 3 replies"
+    );
+    let artifact = capture.artifact.expect("artifact info");
+    assert_eq!(artifact.size_bytes, streamed as u64);
     assert!(leftovers(&id).is_empty(), "{:?}", leftovers(&id));
 }
 

@@ -751,5 +751,10 @@ fn demo_reproduces_reference_incident_2() {
         stdout.contains("meshctl tcping --from cloudvm-1 198.18.0.11:30080 -c 3"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("meshctl probe --from cloudvm-1 --to nodeport:30080 --size 1472"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("VERDICT  mtu_blackhole"), "{stdout}");
     assert_eq!(lab.status()["fault"], "mtu-blackhole");
 }

@@ -1245,6 +1245,27 @@ impl CaptureReport {
         self.artifacts = self.artifacts.iter().map(|p| moved(p)).collect();
     }
 
+    /// Saved files, the merged one last.
+    pub fn artifacts(&self) -> &[String] {
+        &self.artifacts
+    }
+
+    /// Per observer: the probe, its interfaces, and why it has no file.
+    pub fn observer_summaries(&self) -> impl Iterator<Item = (&str, Vec<&str>, Option<&str>)> {
+        self.observers.iter().map(|o| {
+            (
+                o.probe.as_str(),
+                o.interfaces.iter().map(|i| i.name.as_str()).collect(),
+                o.error.as_deref(),
+            )
+        })
+    }
+
+    /// Why the files could not all be kept, when they could not.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
     fn saved(&self) -> impl Iterator<Item = (&ObserverView, &str)> {
         self.observers
             .iter()
@@ -1253,7 +1274,7 @@ impl CaptureReport {
 
     /// 0 every observer captured; 2 an observer (or the run) refused the
     /// input; 1 an observer failed or the merge did; 3 otherwise inconclusive.
-    fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> u8 {
         let statuses: Vec<Status> = self
             .observers
             .iter()
@@ -1271,7 +1292,8 @@ impl CaptureReport {
         }
     }
 
-    fn table_lines(&self) -> Vec<String> {
+    /// The report as printed.
+    pub fn table_lines(&self) -> Vec<String> {
         let mut lines = vec![format!(
             "{:<14} {:<16} {:>10} {:>8}  {:<13} FILE",
             "PROBE", "INTERFACE", "PACKETS", "DROPS", "STOP"
@@ -1327,33 +1349,75 @@ pub async fn run(
     endpoint: &Endpoint,
     output: OutputFormat,
 ) -> Result<u8, Failure> {
-    let request = args.request();
-    let staging = staging_dir(&args.out)?;
-    let mut artifacts = Artifacts::new(staging.path().to_path_buf());
-    let mut board = ProgressBoard::default();
-    let (accepted, record) = super::stream_run(request, endpoint, |progress| {
-        let Some(event) = &progress.event else { return };
-        if let Event::ArtifactChunk(chunk) = event {
-            if let Err(e) = artifacts.accept(&progress.probe, chunk) {
-                eprintln!("capture: {}: {e}; discarding it", progress.probe);
-            }
-        } else if let Some(line) = board.update(&progress.probe, event, Instant::now()) {
+    let mut files = CaptureFiles::new(&args.out)?;
+    let (accepted, record) = super::stream_run(args.request(), endpoint, |progress| {
+        if let Some(line) = files.progress(&progress) {
             eprintln!("{line}");
         }
     })
     .await?;
+    let report = files.finish(&accepted, &record, &args.filter);
+    emit(output, &report, || report.table_lines())?;
+    Ok(report.exit_code())
+}
 
-    let mut report = CaptureReport::new(&accepted, &record, &args.filter, &mut artifacts);
-    report.artifacts = report.saved().map(|(_, a)| a.to_owned()).collect();
-    if !report.artifacts.is_empty() {
-        match write_merged(&report, staging.path()) {
+/// A run's capture files as they arrive: chunks land in a staging
+/// directory under `--out`, verified files move to `OUT/RUN_ID/` with
+/// `merged.pcapng` beside them. Used by every command whose runs capture.
+#[derive(Debug)]
+pub struct CaptureFiles {
+    out: PathBuf,
+    staging: tempfile::TempDir,
+    artifacts: Artifacts,
+    board: ProgressBoard,
+}
+
+impl CaptureFiles {
+    /// A staging directory under `out` (created if needed).
+    pub fn new(out: &Path) -> Result<Self, Failure> {
+        let staging = staging_dir(out)?;
+        Ok(Self {
+            out: out.to_path_buf(),
+            artifacts: Artifacts::new(staging.path().to_path_buf()),
+            staging,
+            board: ProgressBoard::default(),
+        })
+    }
+
+    /// Takes one progress event: appends artifact chunks, and returns a
+    /// progress line to print when one is due.
+    pub fn progress(&mut self, progress: &pb::TaskProgress) -> Option<String> {
+        let event = progress.event.as_ref()?;
+        if let Event::ArtifactChunk(chunk) = event {
+            if let Err(e) = self.artifacts.accept(&progress.probe, chunk) {
+                return Some(format!("capture: {}: {e}; discarding it", progress.probe));
+            }
+            return None;
+        }
+        self.board.update(&progress.probe, event, Instant::now())
+    }
+
+    /// Verifies and saves every observer's file, merges them, and moves
+    /// them to `OUT/RUN_ID/`; the report says what was saved and what failed.
+    pub fn finish(
+        mut self,
+        accepted: &pb::RunAccepted,
+        record: &pb::RunRecord,
+        filter: &str,
+    ) -> CaptureReport {
+        let mut report = CaptureReport::new(accepted, record, filter, &mut self.artifacts);
+        report.artifacts = report.saved().map(|(_, a)| a.to_owned()).collect();
+        if report.artifacts.is_empty() {
+            return report;
+        }
+        match write_merged(&report, self.staging.path()) {
             Ok(path) => report.artifacts.push(path.display().to_string()),
             Err(e) => report.fail(e),
         }
         // The files are verified: from here on they are kept, under the run
         // id when it is a plain name and the move succeeds, else where they are.
-        let staging_path = staging.keep();
-        let dir = args.out.join(&report.run_id);
+        let staging_path = self.staging.keep();
+        let dir = self.out.join(&report.run_id);
         let moved = if checked_name(&report.run_id).is_err() {
             Err(format!(
                 "the run id {:?} is not a plain name",
@@ -1370,10 +1434,8 @@ pub async fn run(
                 staging_path.display()
             )),
         }
+        report
     }
-
-    emit(output, &report, || report.table_lines())?;
-    Ok(report.exit_code())
 }
 
 /// A fresh 0700 directory under `out` (created if needed) that receives

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod inspect;
 pub mod join_token;
 pub mod path;
+pub mod probe;
 pub mod probes;
 pub mod runs;
 pub mod tools;
@@ -56,6 +57,7 @@ pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
         Some(Kind::Listener(_)) => ("listeners", String::new()),
         Some(Kind::NodeFacts(_)) => ("inspect", String::new()),
         Some(Kind::Capture(c)) => ("capture", c.on.join(",")),
+        Some(Kind::Probe(p)) => ("probe", p.to.clone()),
         None => ("unknown", String::new()),
     }
 }
@@ -66,7 +68,18 @@ pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
 pub async fn stream_run(
     request: pb::RunRequest,
     endpoint: &Endpoint,
+    on_progress: impl FnMut(pb::TaskProgress),
+) -> Result<(pb::RunAccepted, pb::RunRecord), Failure> {
+    stream_run_with_steps(request, endpoint, on_progress, |_| {}).await
+}
+
+/// [`stream_run`] for runs with several phases: `on_step` sees where the
+/// run is (clock, capture, checks n/m, diagnose).
+pub async fn stream_run_with_steps(
+    request: pb::RunRequest,
+    endpoint: &Endpoint,
     mut on_progress: impl FnMut(pb::TaskProgress),
+    mut on_step: impl FnMut(pb::RunStep),
 ) -> Result<(pb::RunAccepted, pb::RunRecord), Failure> {
     let mut control = endpoint.control().await?;
     let mut stream = control.start_run(request.clone()).await?.into_inner();
@@ -76,6 +89,7 @@ pub async fn stream_run(
         match event.event {
             Some(pb::run_event::Event::Accepted(a)) => accepted = a,
             Some(pb::run_event::Event::Progress(p)) => on_progress(p),
+            Some(pb::run_event::Event::Step(s)) => on_step(s),
             Some(pb::run_event::Event::Finished(r)) => record = Some(r),
             None => {}
         }

@@ -4,7 +4,7 @@ use probemesh_proto::pb;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure};
-use crate::output::{OutputFormat, print_json};
+use crate::output::{OutputFormat, emit, print_json};
 
 use super::tools::ToolReport;
 
@@ -34,7 +34,16 @@ impl From<&pb::RunRecord> for RunRow {
     fn from(r: &pb::RunRecord) -> Self {
         let request = r.request.clone().unwrap_or_default();
         let (kind, target) = super::kind_and_target(&request);
+        let verdict = r.diagnosis.as_ref().and_then(|d| d.verdict.as_ref());
         let result = match r.result.as_ref().and_then(|res| res.outcome.as_ref()) {
+            _ if verdict.is_some() => {
+                let v = verdict.cloned().unwrap_or_default();
+                if v.cause.is_empty() {
+                    v.class
+                } else {
+                    format!("{}/{}", v.class, v.cause)
+                }
+            }
             Some(pb::task_result::Outcome::Ping(s)) => {
                 format!("{}/{} replies", s.received, s.transmitted)
             }
@@ -107,6 +116,17 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
             .await?
             .into_inner();
         let row = RunRow::from(&record);
+        if record.diagnosis.is_some() {
+            let report = super::probe::ProbeReport::new(&pb::RunAccepted::default(), &record, None);
+            return emit(output, &report, || {
+                let mut lines = vec![format!(
+                    "run {}  started {}  by {}  ({} ms)",
+                    row.run_id, row.started, row.requester, row.duration_ms
+                )];
+                lines.extend(report.table_lines());
+                lines
+            });
+        }
         let report = ToolReport::from_record(record);
         return match output {
             OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string())),

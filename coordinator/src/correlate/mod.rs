@@ -444,7 +444,7 @@ pub struct Undecoded {
 }
 
 /// Everything [`correlate`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Correlation {
     /// One fate per test packet, ordered by first sighting.
     pub fates: Vec<PacketFate>,

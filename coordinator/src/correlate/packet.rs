@@ -819,6 +819,16 @@ pub enum TunnelKind {
     Ipip,
 }
 
+impl TunnelKind {
+    /// `vxlan` or `ipip`.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            TunnelKind::Vxlan { .. } => "vxlan",
+            TunnelKind::Ipip => "ipip",
+        }
+    }
+}
+
 /// One tunnel layer around the inner packet: its kind and outer addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tunnel {

@@ -118,10 +118,7 @@ fn kind_name(kind: &TunnelKind) -> String {
 fn tunnel_source(e: &EncapsulationSource) -> pb::EncapsulationSummary {
     pb::EncapsulationSummary {
         observer: format!("{}/{}", e.probe, e.interface),
-        kind: match e.kind {
-            TunnelKind::Vxlan { .. } => "vxlan".to_owned(),
-            TunnelKind::Ipip => "ipip".to_owned(),
-        },
+        kind: e.kind.short_name().to_owned(),
         outer_src: e.outer_src.to_string(),
         outer_dst: e.outer_dst.to_string(),
         packets: e.packets,

@@ -104,7 +104,7 @@ pub(super) async fn task(
         progress_every: spec.progress_every,
     };
     let control = CaptureControl {
-        stop: CancellationToken::new(),
+        stop: context.stop.clone(),
         cancel: cancel.child_token(),
     };
     let mut handle = spawn_capture(request, control)?;

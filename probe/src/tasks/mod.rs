@@ -60,6 +60,9 @@ pub struct TaskContext {
     /// The probe's name (`--name`); empty when unknown. Captures name their
     /// interfaces `PROBE/IFACE` and their file `PROBE.pcapng` after it.
     pub probe_name: String,
+    /// Fired by the coordinator's `StopTask`: a capture ends early but
+    /// normally and still streams its file; other tasks ignore it.
+    pub stop: CancellationToken,
 }
 
 /// Task kinds this probe runs, as announced in its `Hello`.

@@ -1,0 +1,450 @@
+//! `meshctl probe --from PROBE --to TARGET`: the planned, bidirectional
+//! diagnosis. The coordinator plans and runs every check, captures on every
+//! observer at once, and applies its rules; this command shows the run's
+//! progress, saves the capture files, and prints the checks and the
+//! verdict with its evidence and fix.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use probemesh_proto::pb;
+use serde::Serialize;
+
+use super::capture::{CaptureFiles, CaptureReport};
+use crate::client::{Endpoint, Failure, exit};
+use crate::output::{OutputFormat, emit};
+
+const AFTER_HELP: &str = "\
+What it does, in the field's order:
+  1. resolves TARGET through the inventory: nodeport:PORT is every node's address
+     at that port plus the Service's backend pods; svc:NS/NAME its ClusterIP and
+     backends; pod:NS/NAME the pod's IP; dns:NAME a resolution check only;
+  2. arms a synchronized, headers-only capture on the source and every node
+     involved (NIC and overlay tunnel), all at one instant;
+  3. runs, at once: icmp (20 echoes), icmp_large (--size with DF), tcp_connect,
+     tcp_transfer (64 KiB), dns (resolv.conf vs cluster DNS vs upstream),
+     listener (inside backend pods), node_facts and nat_rules on every node,
+     and the same icmp checks back from the far side;
+  4. when something failed: path (mtr) and pmtu;
+  5. correlates the captures packet by packet and applies the rules.
+
+Verdict classes: ok, network_unreachable (firewall, routing, overload, link),
+port_unreachable (refused, loopback_only, filtered), dns_failure (pod_dns_config,
+dns_service_down, dns_unreachable), mtu_blackhole, cni_failure
+(kube_proxy_rules_missing, overlay_source_mismatch), degraded (loss, latency),
+inconclusive (what is missing is listed).
+
+Examples:
+  meshctl probe --from cloudvm-1 --to nodeport:30080 --size 1472
+  meshctl probe --from node-3 --to svc:default/web
+  meshctl probe --from node-3@pod:default/client-3 --to dns:web.default.svc.cluster.local
+  meshctl probe --from node-1 --to pod:default/web-0:8080 --no-capture -o json
+
+Exit: 0 ok, 1 a fault was found, 2 bad input, 3 inconclusive, 4 coordinator
+unreachable.";
+
+/// `meshctl probe`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct ProbeArgs {
+    /// Where the test starts: PROBE, or PROBE@pod:NAMESPACE/NAME for a pod on that probe's node.
+    #[arg(long, value_name = "PROBE")]
+    pub from: String,
+    /// What to test: IP[:PORT], HOST[:PORT], probe:NAME[:PORT], nodeport:[NODE:]PORT,
+    /// svc:NS/NAME[:PORT], pod:NS/NAME[:PORT], dns:NAME.
+    #[arg(long, value_name = "TARGET")]
+    pub to: String,
+    /// ICMP payload of the large-packet check with DF, as ping -s (1472 fills a 1500-byte MTU).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(0..=65_507))]
+    pub size: Option<u32>,
+    /// Echoes per ICMP check [default: 20].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: Option<u32>,
+    /// Wait per attempt (e.g. 500ms, 2s) [default: 1s].
+    #[arg(long, value_name = "DUR", value_parser = crate::parse_duration_arg)]
+    pub timeout: Option<Duration>,
+    /// Run without the synchronized captures.
+    #[arg(long)]
+    pub no_capture: bool,
+    /// Directory for the capture files; each run gets OUT/RUN_ID/.
+    #[arg(long, value_name = "DIR", default_value = "./captures")]
+    pub out: PathBuf,
+}
+
+impl ProbeArgs {
+    fn request(&self) -> pb::RunRequest {
+        pb::RunRequest {
+            from: self.from.clone(),
+            kind: Some(pb::run_request::Kind::Probe(pb::ProbeRequest {
+                to: self.to.clone(),
+                size: self.size.unwrap_or(0),
+                count: self.count.unwrap_or(0),
+                timeout_us: self
+                    .timeout
+                    .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                no_capture: self.no_capture,
+            })),
+        }
+    }
+}
+
+/// The JSON shape of `meshctl probe -o json` (DESIGN §3).
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    run_id: String,
+    trace_id: String,
+    from: String,
+    target: TargetView,
+    observers: Vec<ObserverView>,
+    checks: Vec<CheckView>,
+    verdict: VerdictView,
+    timing: TimingView,
+    artifacts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct TargetView {
+    spec: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    endpoints: Vec<EndpointView>,
+}
+
+#[derive(Debug, Serialize)]
+struct EndpointView {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    node: String,
+    ip: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u32>,
+    role: String,
+    reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    probe: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ObserverView {
+    probe: String,
+    interfaces: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct CheckView {
+    name: String,
+    from: String,
+    to: String,
+    direction: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    size: u32,
+    status: String,
+    sent: u32,
+    received: u32,
+    rtt_ms: RttView,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RttView {
+    min: f64,
+    avg: f64,
+    max: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct VerdictView {
+    class: String,
+    cause: String,
+    summary: String,
+    fix: String,
+    confidence: f64,
+    rule: String,
+    evidence: Vec<EvidenceView>,
+    missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct EvidenceView {
+    probe: String,
+    observation: String,
+    artifact: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct TimingView {
+    clock_error_us: i64,
+    capture_skew_us: i64,
+    duration_ms: i64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl ProbeReport {
+    /// The report of a finished probe run; `captures` is what was saved
+    /// of its files, when they were collected.
+    pub fn new(
+        accepted: &pb::RunAccepted,
+        record: &pb::RunRecord,
+        captures: Option<&CaptureReport>,
+    ) -> Self {
+        let diagnosis = record.diagnosis.clone().unwrap_or_default();
+        let target = diagnosis.target.unwrap_or_default();
+        let error = match record.result.as_ref().and_then(|r| r.outcome.as_ref()) {
+            Some(pb::task_result::Outcome::Error(e)) => Some(e.message.clone()),
+            _ if record.diagnosis.is_none() => Some("the run ended without a diagnosis".into()),
+            _ => captures.and_then(|c| c.error().map(str::to_owned)),
+        };
+        let verdict = diagnosis.verdict.unwrap_or_else(|| pb::Verdict {
+            class: "inconclusive".into(),
+            summary: error.clone().unwrap_or_default(),
+            ..Default::default()
+        });
+        let observers = match captures {
+            Some(c) => c
+                .observer_summaries()
+                .map(|(probe, interfaces, error)| ObserverView {
+                    probe: probe.to_owned(),
+                    interfaces: interfaces.into_iter().map(str::to_owned).collect(),
+                    error: error.map(str::to_owned),
+                })
+                .collect(),
+            None => record
+                .observers
+                .iter()
+                .map(|o| ObserverView {
+                    probe: o.probe.clone(),
+                    interfaces: o.interfaces.clone(),
+                    error: None,
+                })
+                .collect(),
+        };
+        let timing = record.timing.map_or(
+            TimingView {
+                duration_ms: record.duration_ms,
+                ..TimingView::default()
+            },
+            |t| TimingView {
+                clock_error_us: t.clock_error_us,
+                capture_skew_us: t.capture_skew_us,
+                duration_ms: t.duration_ms,
+            },
+        );
+        let pick = |a: &str, b: &str| if a.is_empty() { b } else { a }.to_owned();
+        Self {
+            run_id: pick(&accepted.run_id, &record.run_id),
+            trace_id: pick(&accepted.trace_id, &record.trace_id),
+            from: record
+                .request
+                .as_ref()
+                .map(|r| r.from.clone())
+                .unwrap_or_default(),
+            target: TargetView {
+                spec: target.spec,
+                name: target.name,
+                endpoints: target
+                    .endpoints
+                    .into_iter()
+                    .map(|e| EndpointView {
+                        node: e.node,
+                        ip: e.ip,
+                        port: (e.port != 0).then_some(e.port),
+                        role: e.role,
+                        reason: e.reason,
+                        probe: e.probe,
+                    })
+                    .collect(),
+            },
+            observers,
+            checks: diagnosis
+                .checks
+                .into_iter()
+                .map(|c| CheckView {
+                    name: c.name,
+                    from: c.from,
+                    to: c.to,
+                    direction: c.direction,
+                    size: c.size,
+                    status: c.status,
+                    sent: c.sent,
+                    received: c.received,
+                    rtt_ms: RttView {
+                        min: c.rtt_min_ms,
+                        avg: c.rtt_avg_ms,
+                        max: c.rtt_max_ms,
+                    },
+                    detail: c.detail,
+                })
+                .collect(),
+            verdict: VerdictView {
+                class: verdict.class,
+                cause: verdict.cause,
+                summary: verdict.summary,
+                fix: verdict.fix,
+                confidence: verdict.confidence,
+                rule: verdict.rule,
+                evidence: verdict
+                    .evidence
+                    .into_iter()
+                    .map(|e| EvidenceView {
+                        probe: e.probe,
+                        observation: e.observation,
+                        artifact: e.artifact,
+                    })
+                    .collect(),
+                missing: verdict.missing,
+            },
+            timing,
+            artifacts: captures.map(|c| c.artifacts().to_vec()).unwrap_or_default(),
+            error,
+        }
+    }
+
+    /// 0 ok, 1 a fault, 2 bad input, 3 inconclusive.
+    pub fn exit_code(&self) -> u8 {
+        match self.verdict.class.as_str() {
+            "ok" => exit::OK,
+            "inconclusive" | "" => exit::INCONCLUSIVE,
+            _ => exit::FAULT,
+        }
+    }
+
+    /// The report as printed.
+    pub fn table_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("probe {} → {}", self.from, self.target.spec)];
+        for e in &self.target.endpoints {
+            let addr = match e.port {
+                Some(p) => format!("{}:{p}", e.ip),
+                None => e.ip.clone(),
+            };
+            lines.push(format!("  {:<22} {:<10} {}", addr, e.role, e.reason));
+        }
+        lines.push(String::new());
+        lines.push(format!(
+            "{:<12} {:<28} {:<26} {:<7} {:>9} {:>9}  DETAIL",
+            "CHECK", "FROM", "TO", "STATUS", "RECV/SENT", "RTT ms"
+        ));
+        for c in &self.checks {
+            let counts = if c.sent > 0 {
+                format!("{}/{}", c.received, c.sent)
+            } else {
+                "-".into()
+            };
+            let rtt = if c.rtt_ms.avg > 0.0 {
+                format!("{:.3}", c.rtt_ms.avg)
+            } else {
+                "-".into()
+            };
+            let arrow = if c.direction == "reverse" { "⇠ " } else { "" };
+            lines.push(format!(
+                "{:<12} {:<28} {:<26} {:<7} {:>9} {:>9}  {}",
+                c.name,
+                format!("{arrow}{}", c.from),
+                c.to,
+                c.status,
+                counts,
+                rtt,
+                c.detail
+            ));
+        }
+        lines.push(String::new());
+        let v = &self.verdict;
+        let cause = if v.cause.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", v.cause)
+        };
+        lines.push(format!(
+            "VERDICT  {}{cause}   (confidence {:.2}, rule {})",
+            v.class, v.confidence, v.rule
+        ));
+        lines.push(format!("  {}", v.summary));
+        if !v.evidence.is_empty() {
+            lines.push("evidence:".into());
+            for e in &v.evidence {
+                lines.push(format!(
+                    "  - [{}] {}  ({})",
+                    e.probe, e.observation, e.artifact
+                ));
+            }
+        }
+        if !v.fix.is_empty() {
+            lines.push(format!("fix: {}", v.fix));
+        }
+        for m in &v.missing {
+            lines.push(format!("missing: {m}"));
+        }
+        if let Some(e) = &self.error {
+            lines.push(format!("error: {e}"));
+        }
+        lines.push(format!(
+            "timing: {} ms, clock error ±{} us, capture skew {} us",
+            self.timing.duration_ms, self.timing.clock_error_us, self.timing.capture_skew_us
+        ));
+        if !self.artifacts.is_empty() {
+            lines.push("artifacts:".into());
+            lines.extend(self.artifacts.iter().map(|a| format!("  {a}")));
+        }
+        lines.push(format!("run {} · trace {}", self.run_id, self.trace_id));
+        lines
+    }
+}
+
+/// Runs `meshctl probe`; returns the exit code.
+pub async fn run(
+    args: ProbeArgs,
+    endpoint: &Endpoint,
+    output: OutputFormat,
+) -> Result<u8, Failure> {
+    let mut files = if args.no_capture {
+        None
+    } else {
+        Some(CaptureFiles::new(&args.out)?)
+    };
+    let live = std::io::stderr().is_terminal();
+    let (accepted, record) = super::stream_run_with_steps(
+        args.request(),
+        endpoint,
+        |progress| {
+            if let Some(line) = files.as_mut().and_then(|f| f.progress(&progress))
+                && line.starts_with("capture:")
+            {
+                eprintln!("{line}");
+            }
+        },
+        |step| {
+            let counter = if step.total > 0 {
+                format!(" {}/{}", step.done, step.total)
+            } else {
+                String::new()
+            };
+            let line = format!("[{}{counter}] {}", step.phase, step.detail);
+            let check = step.phase == "checks";
+            if live && check {
+                // One line that counts up on a terminal ...
+                eprint!("\r\x1b[2K{line}");
+            } else if live {
+                eprint!("\r\x1b[2K");
+                eprintln!("{line}");
+            } else if !check || !step.detail.ends_with(": ok") || step.done == step.total {
+                // ... and in a log, the phases, the checks that did not
+                // pass, and the last one.
+                eprintln!("{line}");
+            }
+        },
+    )
+    .await?;
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    let captures = files.map(|f| f.finish(&accepted, &record, ""));
+    let report = ProbeReport::new(&accepted, &record, captures.as_ref());
+    emit(output, &report, || report.table_lines())?;
+    Ok(report.exit_code())
+}

@@ -1,0 +1,508 @@
+//! A check's raw task result read the way the report prints it: ok, fail
+//! or skipped, counts, round trips and a one-line detail. The raw result
+//! stays attached for the rules and for `-o json`.
+
+use probemesh_proto::pb;
+use probemesh_proto::pb::task_result::Outcome;
+
+use super::plan::{CheckName, Direction, PlannedCheck};
+
+/// Status strings of `checks[].status`.
+pub const OK: &str = "ok";
+/// A check that ran and failed.
+pub const FAIL: &str = "fail";
+/// A check that did not run (with why in `detail`).
+pub const SKIPPED: &str = "skipped";
+
+/// Conntrack use above which a node counts as full.
+pub const CONNTRACK_FULL: f64 = 0.95;
+
+/// The check as reported, from its plan and (when it ran) its result.
+pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> pb::Check {
+    let mut check = pb::Check {
+        name: planned.name.as_str().to_owned(),
+        from: planned.from.clone(),
+        to: planned.to.clone(),
+        size: planned.size,
+        direction: planned.direction.as_str().to_owned(),
+        status: SKIPPED.to_owned(),
+        detail: planned.note.clone(),
+        ..Default::default()
+    };
+    let Some(result) = result else {
+        return check;
+    };
+    let (status, detail) = match &result.outcome {
+        None => (SKIPPED, "no result came back".to_owned()),
+        Some(Outcome::Error(e)) => (SKIPPED, format!("could not run: {}", e.message)),
+        Some(Outcome::Ping(p)) => {
+            check.sent = p.transmitted;
+            check.received = p.received;
+            set_rtt(&mut check, p.rtt.as_ref());
+            ping_status(p)
+        }
+        Some(Outcome::Tcping(t)) => {
+            check.sent = t.attempted;
+            check.received = t.connected;
+            set_rtt(&mut check, t.latency.as_ref());
+            tcping_status(t)
+        }
+        Some(Outcome::TcpTransfer(t)) if planned.name == CheckName::TcpConnect => {
+            check.sent = 1;
+            check.received = u32::from(t.connected);
+            if t.connected {
+                (OK, "connected (probe responder)".to_owned())
+            } else {
+                (FAIL, format!("{}: {}", t.outcome, t.detail))
+            }
+        }
+        Some(Outcome::TcpTransfer(t)) => transfer_status(t),
+        Some(Outcome::Pmtu(p)) => pmtu_status(p),
+        Some(Outcome::Trace(t)) => trace_status(t),
+        Some(Outcome::Dns(d)) => dns_status(d, planned.answer_is_enough),
+        Some(Outcome::Listener(l)) => listener_status(l, &planned.to),
+        Some(Outcome::NodeFacts(f)) => facts_status(f),
+        Some(other) => (SKIPPED, format!("unexpected result {other:?}")),
+    };
+    check.status = status.to_owned();
+    check.detail = if planned.note.is_empty() || status == SKIPPED {
+        detail
+    } else {
+        format!("{detail} ({})", planned.note)
+    };
+    check.result = Some(result);
+    check
+}
+
+/// The Service's NAT chain on each cluster node (`nodes`: their probes)
+/// whose facts were read: ok when the chain leads to a DNAT, fail when
+/// nothing matches.
+pub fn nat_rules(checks: &[pb::Check], what: &str, nodes: &[&str]) -> Vec<pb::Check> {
+    checks
+        .iter()
+        .filter(|c| c.name == CheckName::NodeFacts.as_str() && nodes.contains(&c.from.as_str()))
+        .filter_map(|c| Some((c, facts_of(c)?)))
+        .map(|(c, f)| {
+            let (status, detail) = if f.nat_paths.is_empty() {
+                (FAIL, format!("no NAT rule for {what} on {}", c.from))
+            } else {
+                (OK, f.nat_paths.join("; "))
+            };
+            pb::Check {
+                name: CheckName::NatRules.as_str().to_owned(),
+                from: c.from.clone(),
+                to: what.to_owned(),
+                status: status.to_owned(),
+                direction: Direction::Local.as_str().to_owned(),
+                detail,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// The node facts a check carries.
+pub fn facts_of(c: &pb::Check) -> Option<&pb::NodeFacts> {
+    match c.result.as_ref()?.outcome.as_ref()? {
+        Outcome::NodeFacts(f) => Some(f),
+        _ => None,
+    }
+}
+
+fn set_rtt(check: &mut pb::Check, rtt: Option<&pb::RttStats>) {
+    if check.received == 0 {
+        return;
+    }
+    if let Some(r) = rtt {
+        check.rtt_min_ms = ms(r.min_ns);
+        check.rtt_avg_ms = ms(r.avg_ns);
+        check.rtt_max_ms = ms(r.max_ns);
+    }
+}
+
+fn ms(ns: i64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let ms = ns as f64 / 1e6;
+    (ms * 1000.0).round() / 1000.0
+}
+
+fn ping_status(p: &pb::PingSummary) -> (&'static str, String) {
+    let lost = p.transmitted.saturating_sub(p.received);
+    let df = if p.dont_fragment { ", DF" } else { "" };
+    match (p.received, lost) {
+        (_, 0) if p.transmitted > 0 => (
+            OK,
+            format!(
+                "{} of {} replies, {} bytes{df}",
+                p.received, p.transmitted, p.size
+            ),
+        ),
+        (0, _) if p.errors > 0 => (
+            FAIL,
+            format!(
+                "no replies; {} errors came back instead ({} bytes{df})",
+                p.errors, p.size
+            ),
+        ),
+        (0, _) => (
+            FAIL,
+            format!(
+                "no replies to {} echoes ({} bytes{df})",
+                p.transmitted, p.size
+            ),
+        ),
+        _ => (
+            FAIL,
+            format!(
+                "{lost} of {} lost ({:.0} %), {} bytes{df}",
+                p.transmitted,
+                f64::from(lost) * 100.0 / f64::from(p.transmitted.max(1)),
+                p.size
+            ),
+        ),
+    }
+}
+
+fn tcping_status(t: &pb::TcpingSummary) -> (&'static str, String) {
+    if t.attempted > 0 && t.connected == t.attempted {
+        return (OK, format!("{} of {} connected", t.connected, t.attempted));
+    }
+    let mut why = Vec::new();
+    if t.refused > 0 {
+        why.push(format!("{} refused (RST)", t.refused));
+    }
+    if t.timed_out > 0 {
+        why.push(format!("{} timed out (no answer)", t.timed_out));
+    }
+    if t.failed > 0 {
+        why.push(format!("{} failed", t.failed));
+    }
+    (
+        FAIL,
+        format!(
+            "{} of {} connected; {}",
+            t.connected,
+            t.attempted,
+            why.join(", ")
+        ),
+    )
+}
+
+fn transfer_status(t: &pb::TcpTransferResult) -> (&'static str, String) {
+    if t.completed {
+        return (
+            OK,
+            format!(
+                "{} bytes acknowledged, mss {}, {} retransmits",
+                t.bytes_acked, t.mss, t.retransmits
+            ),
+        );
+    }
+    if t.connected {
+        return (
+            FAIL,
+            format!(
+                "handshake fine, then stalled: {} of {} bytes acknowledged, {} retransmits, mss {}",
+                t.bytes_acked, t.bytes_sent, t.retransmits, t.mss
+            ),
+        );
+    }
+    (FAIL, format!("{}: {}", t.outcome, t.detail))
+}
+
+fn pmtu_status(p: &pb::PmtuResult) -> (&'static str, String) {
+    if p.blackhole || (p.path_mtu > 0 && p.path_mtu < p.interface_mtu) {
+        let how = if p.blackhole {
+            "larger packets vanish, no frag-needed came back (black hole)".to_owned()
+        } else {
+            format!(
+                "frag-needed from {} says {}",
+                p.frag_needed_from, p.frag_needed_mtu
+            )
+        };
+        return (
+            FAIL,
+            format!(
+                "path MTU {} < {} MTU {}: {how}",
+                p.path_mtu, p.interface, p.interface_mtu
+            ),
+        );
+    }
+    (OK, format!("path MTU {} = {} MTU", p.path_mtu, p.interface))
+}
+
+fn trace_status(t: &pb::TraceResult) -> (&'static str, String) {
+    let hops: Vec<&str> = t.hops.iter().map(|h| h.host.as_str()).collect();
+    let path = hops.join(" → ");
+    if t.reached && t.loss_from_hop == 0 {
+        return (OK, format!("reached in {} hops: {path}", hops.len()));
+    }
+    let reading = t.reading.join("; ");
+    if t.reached {
+        (
+            FAIL,
+            format!("loss from hop {}: {path}; {reading}", t.loss_from_hop),
+        )
+    } else {
+        (FAIL, format!("not reached: {path}; {reading}"))
+    }
+}
+
+/// Answers asked through resolv.conf.
+pub fn resolv_conf_answers(d: &pb::DnsResult) -> impl Iterator<Item = &pb::DnsAnswer> {
+    d.answers.iter().filter(|a| a.source == "resolv.conf")
+}
+
+fn dns_status(d: &pb::DnsResult, answer_is_enough: bool) -> (&'static str, String) {
+    let resolved = resolv_conf_answers(d)
+        .find(|a| a.rcode == "NOERROR" && !a.answers.is_empty())
+        .or_else(|| {
+            d.answers
+                .iter()
+                .find(|a| a.rcode == "NOERROR" && !a.answers.is_empty())
+                .filter(|_| resolv_conf_answers(d).next().is_none())
+        });
+    let each: Vec<String> = d
+        .answers
+        .iter()
+        .map(|a| format!("{} {}", a.server, a.rcode))
+        .collect();
+    let mut detail = each.join(", ");
+    if !d.conclusion.is_empty() {
+        detail = format!("{detail}: {}", d.conclusion);
+    }
+    let answered = d
+        .answers
+        .iter()
+        .find(|a| !matches!(a.rcode.as_str(), "TIMEOUT" | "ERROR" | ""));
+    match (resolved, answered) {
+        (Some(a), _) => (
+            OK,
+            format!(
+                "{} → {} via {}; {detail}",
+                d.name,
+                a.answers.join(" "),
+                a.server
+            ),
+        ),
+        (None, Some(a)) if answer_is_enough => (OK, format!("{} answers; {detail}", a.server)),
+        _ => (FAIL, format!("{} does not resolve; {detail}", d.name)),
+    }
+}
+
+/// Whether a listener's address accepts connections from other hosts.
+pub fn listens_everywhere(l: &pb::Listener) -> bool {
+    !is_loopback(&l.address)
+}
+
+/// `127.0.0.0/8` or `::1`.
+pub fn is_loopback(address: &str) -> bool {
+    address
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn listener_status(l: &pb::ListenerResult, to: &str) -> (&'static str, String) {
+    let tcp: Vec<&pb::Listener> = l
+        .listeners
+        .iter()
+        .filter(|x| x.protocol.starts_with("tcp"))
+        .collect();
+    let shown: Vec<String> = tcp
+        .iter()
+        .map(|x| {
+            let who = if x.process.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} pid {})", x.process, x.pid)
+            };
+            format!("{}:{}{who}", x.address, x.port)
+        })
+        .collect();
+    if tcp.iter().any(|x| listens_everywhere(x)) {
+        (OK, format!("listening on {}", shown.join(", ")))
+    } else if tcp.is_empty() {
+        (FAIL, format!("nothing listens on TCP {to}"))
+    } else {
+        (
+            FAIL,
+            format!(
+                "listening on loopback only: {} (other hosts are refused)",
+                shown.join(", ")
+            ),
+        )
+    }
+}
+
+/// Conntrack use as a fraction, when known.
+pub fn conntrack_use(f: &pb::NodeFacts) -> Option<f64> {
+    #[allow(clippy::cast_precision_loss)]
+    (f.conntrack_max > 0).then(|| f.conntrack_count as f64 / f.conntrack_max as f64)
+}
+
+fn facts_status(f: &pb::NodeFacts) -> (&'static str, String) {
+    let conntrack = format!("conntrack {}/{}", f.conntrack_count, f.conntrack_max);
+    let tunnels: Vec<String> = f
+        .tunnels
+        .iter()
+        .map(|t| format!("{} {} local {} mtu {}", t.device, t.kind, t.local, t.mtu))
+        .collect();
+    let mtus: Vec<String> = f
+        .interfaces
+        .iter()
+        .filter(|i| i.name != "lo")
+        .map(|i| format!("{} mtu {} {}", i.name, i.mtu, i.addresses.join(" ")))
+        .collect();
+    let detail = format!(
+        "{conntrack}; {}{}{}",
+        mtus.join("; "),
+        if tunnels.is_empty() { "" } else { "; " },
+        tunnels.join("; ")
+    );
+    if conntrack_use(f).is_some_and(|u| u >= CONNTRACK_FULL) {
+        (FAIL, format!("conntrack table full: {detail}"))
+    } else {
+        (OK, detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(name: CheckName) -> PlannedCheck {
+        PlannedCheck {
+            name,
+            from: "cloudvm-1".into(),
+            to: "198.18.0.12".into(),
+            direction: Direction::Forward,
+            size: 56,
+            request: None,
+            note: String::new(),
+            answer_is_enough: false,
+        }
+    }
+
+    fn ping(transmitted: u32, received: u32) -> pb::TaskResult {
+        pb::TaskResult {
+            outcome: Some(Outcome::Ping(pb::PingSummary {
+                transmitted,
+                received,
+                size: 56,
+                rtt: Some(pb::RttStats {
+                    min_ns: 20_000,
+                    avg_ns: 30_000,
+                    max_ns: 40_000,
+                    mdev_ns: 1,
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ping_counts_and_round_trips() {
+        let ok = summarize(&planned(CheckName::Icmp), Some(ping(20, 20)));
+        assert_eq!((ok.status.as_str(), ok.sent, ok.received), (OK, 20, 20));
+        assert!((ok.rtt_avg_ms - 0.03).abs() < 1e-9);
+        let lossy = summarize(&planned(CheckName::Icmp), Some(ping(20, 16)));
+        assert_eq!(lossy.status, FAIL);
+        assert!(
+            lossy.detail.contains("4 of 20 lost (20 %)"),
+            "{}",
+            lossy.detail
+        );
+        let dead = summarize(&planned(CheckName::Icmp), Some(ping(20, 0)));
+        assert_eq!((dead.status.as_str(), dead.rtt_avg_ms), (FAIL, 0.0));
+    }
+
+    #[test]
+    fn skipped_and_failed_tasks_say_why() {
+        let skipped = summarize(
+            &PlannedCheck {
+                note: "no port given".into(),
+                ..planned(CheckName::TcpConnect)
+            },
+            None,
+        );
+        assert_eq!(
+            (skipped.status.as_str(), skipped.detail.as_str()),
+            (SKIPPED, "no port given")
+        );
+        let error = summarize(
+            &planned(CheckName::Icmp),
+            Some(crate::control::task_error(
+                pb::task_error::Kind::ProbeFailure,
+                "probe 'node-2' is not connected".into(),
+            )),
+        );
+        assert_eq!(error.status, SKIPPED);
+        assert!(error.detail.contains("not connected"));
+    }
+
+    #[test]
+    fn listeners_on_loopback_only_fail() {
+        let result = |addr: &str| pb::TaskResult {
+            outcome: Some(Outcome::Listener(pb::ListenerResult {
+                listeners: vec![pb::Listener {
+                    protocol: "tcp".into(),
+                    address: addr.into(),
+                    port: 8080,
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        };
+        let p = planned(CheckName::Listener);
+        assert_eq!(summarize(&p, Some(result("0.0.0.0"))).status, OK);
+        let lo = summarize(&p, Some(result("127.0.0.1")));
+        assert!(
+            lo.status == FAIL && lo.detail.contains("loopback only"),
+            "{}",
+            lo.detail
+        );
+        let none = summarize(
+            &p,
+            Some(pb::TaskResult {
+                outcome: Some(Outcome::Listener(pb::ListenerResult::default())),
+                ..Default::default()
+            }),
+        );
+        assert!(none.detail.contains("nothing listens"));
+    }
+
+    #[test]
+    fn full_conntrack_and_missing_nat_rules_fail() {
+        let facts = |count, paths: &[&str]| pb::Check {
+            name: "node_facts".into(),
+            from: "node-2".into(),
+            result: Some(pb::TaskResult {
+                outcome: Some(Outcome::NodeFacts(pb::NodeFacts {
+                    conntrack_count: count,
+                    conntrack_max: 1000,
+                    nat_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let full = summarize(&planned(CheckName::NodeFacts), facts(1000, &[]).result);
+        assert_eq!(full.status, FAIL);
+        let nat = nat_rules(
+            &[facts(10, &[]), facts(10, &["KUBE-SERVICES -> DNAT"])],
+            "198.18.200.80:80",
+            &["node-2"],
+        );
+        assert_eq!(
+            nat.iter().map(|c| c.status.as_str()).collect::<Vec<_>>(),
+            [FAIL, OK]
+        );
+        assert!(
+            nat[0]
+                .detail
+                .contains("no NAT rule for 198.18.200.80:80 on node-2")
+        );
+    }
+}

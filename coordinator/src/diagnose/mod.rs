@@ -1,0 +1,22 @@
+//! `meshctl probe`: a planned, bidirectional diagnosis with a verdict.
+//!
+//! - [`target`] expands the TARGET through the inventory into endpoints;
+//! - [`plan`] chooses the checks (both directions), the observers and their
+//!   interfaces, and the follow-ups the first wave calls for;
+//! - [`run`] executes: synchronized captures armed before any check,
+//!   checks dispatched as ordinary tool tasks, then correlation;
+//! - [`checks`] reads each task result as ok / fail / skipped;
+//! - [`packets`] reduces the correlated captures to rule evidence;
+//! - [`rules`] is the table of rules that turns the evidence into a
+//!   verdict in DESIGN §1's classes, citing where each observation comes
+//!   from. It never knows what was done to the network.
+
+pub mod checks;
+pub mod packets;
+pub mod plan;
+pub mod rules;
+pub mod run;
+pub mod target;
+
+#[cfg(test)]
+pub(crate) mod testing;

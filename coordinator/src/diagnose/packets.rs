@@ -1,0 +1,159 @@
+//! What the synchronized captures say, reduced to what the rules ask: for
+//! each test packet its first flow, size, where it was seen, whether it was
+//! answered and where it was last seen; and who sent tunnel traffic with
+//! which outer source. The one place the correlator's types become rule
+//! evidence.
+
+use std::net::Ipv4Addr;
+
+use crate::correlate::packet::TcpFlags;
+use crate::correlate::{self, Correlation, EncapsulationSource, PacketFate, PacketKey};
+
+/// A packet's protocol, as rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// ICMP echo request.
+    Icmp,
+    /// TCP segment.
+    Tcp,
+    /// UDP datagram.
+    Udp,
+}
+
+/// One test packet's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fate {
+    /// Protocol.
+    pub proto: Proto,
+    /// Source at the first sighting.
+    pub src: Ipv4Addr,
+    /// Destination at the first sighting (before any DNAT).
+    pub dst: Ipv4Addr,
+    /// Destination port at the first sighting (0 for ICMP).
+    pub dst_port: u16,
+    /// A TCP SYN.
+    pub syn: bool,
+    /// Largest size on the wire, bytes.
+    pub wire_bytes: u32,
+    /// `PROBE/IFACE` of every sighting, first first.
+    pub seen_at: Vec<String>,
+    /// An answer came back.
+    pub answered: bool,
+    /// Where it was last seen, when unanswered.
+    pub lost_after: Option<String>,
+    /// TCP retransmissions seen.
+    pub retransmissions: u32,
+}
+
+impl Fate {
+    /// Whether `probe` saw it (on any interface).
+    pub fn seen_by(&self, probe: &str) -> bool {
+        self.seen_at
+            .iter()
+            .any(|s| s.split_once('/').is_some_and(|(p, _)| p == probe))
+    }
+
+    /// A short description: `tcp 198.18.100.10 > 198.18.0.12:30080 [S] 74 bytes`.
+    pub fn describe(&self) -> String {
+        match self.proto {
+            Proto::Icmp => format!(
+                "icmp echo {} > {} {} bytes",
+                self.src, self.dst, self.wire_bytes
+            ),
+            Proto::Tcp => format!(
+                "tcp {} > {}:{}{} {} bytes",
+                self.src,
+                self.dst,
+                self.dst_port,
+                if self.syn { " [S]" } else { "" },
+                self.wire_bytes
+            ),
+            Proto::Udp => format!(
+                "udp {} > {}:{} {} bytes",
+                self.src, self.dst, self.dst_port, self.wire_bytes
+            ),
+        }
+    }
+}
+
+/// Tunnel traffic one observer saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tunnel {
+    /// `PROBE/IFACE`.
+    pub observer: String,
+    /// The probe.
+    pub probe: String,
+    /// `vxlan` or `ipip`.
+    pub kind: String,
+    /// Outer source.
+    pub outer_src: Ipv4Addr,
+    /// Outer destination.
+    pub outer_dst: Ipv4Addr,
+    /// Packets.
+    pub packets: u64,
+}
+
+/// The capture evidence of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Packets {
+    /// Every followed test packet.
+    pub fates: Vec<Fate>,
+    /// Tunnel senders.
+    pub tunnels: Vec<Tunnel>,
+    /// Probes whose capture was read.
+    pub observers: Vec<String>,
+}
+
+impl Packets {
+    /// From the correlator's output.
+    pub fn from_correlation(
+        correlation: &Correlation,
+        encapsulation: &[EncapsulationSource],
+        observers: Vec<String>,
+    ) -> Self {
+        Self {
+            fates: correlation.fates.iter().filter_map(fate).collect(),
+            tunnels: encapsulation
+                .iter()
+                .map(|e| Tunnel {
+                    observer: format!("{}/{}", e.probe, e.interface),
+                    probe: e.probe.to_string(),
+                    kind: e.kind.short_name().to_owned(),
+                    outer_src: e.outer_src,
+                    outer_dst: e.outer_dst,
+                    packets: e.packets,
+                })
+                .collect(),
+            observers,
+        }
+    }
+
+    /// Whether `probe`'s capture was read.
+    pub fn observed(&self, probe: &str) -> bool {
+        self.observers.iter().any(|o| o == probe)
+    }
+}
+
+fn fate(f: &PacketFate) -> Option<Fate> {
+    let first = f.sightings.first()?;
+    let (proto, syn) = match &f.key {
+        PacketKey::IcmpEcho { .. } => (Proto::Icmp, false),
+        PacketKey::Tcp { flags, .. } => (Proto::Tcp, flags.0 & TcpFlags::SYN != 0),
+        PacketKey::Udp { .. } => (Proto::Udp, false),
+    };
+    Some(Fate {
+        proto,
+        src: *first.inner.src.ip(),
+        dst: *first.inner.dst.ip(),
+        dst_port: first.inner.dst.port(),
+        syn,
+        wire_bytes: f.sightings.iter().map(|s| s.orig_len).max().unwrap_or(0),
+        seen_at: correlate::path_of(f)
+            .iter()
+            .map(|h| format!("{}/{}", h.probe, h.interface))
+            .collect(),
+        answered: f.answered(),
+        lost_after: correlate::lost_after(f).map(|(p, i)| format!("{p}/{i}")),
+        retransmissions: f.retransmissions,
+    })
+}

@@ -1,0 +1,320 @@
+//! Executes a [`ProbePlan`]: arms the captures on every observer for one
+//! instant, runs the first wave of checks at once, then the follow-ups the
+//! first wave calls for, stops the captures, correlates, applies the rules
+//! and stores the record. Progress goes to the client as `RunStep`s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use probemesh_proto::pb;
+use tokio::sync::mpsc;
+use tonic::Status;
+use tracing::Instrument as _;
+
+use super::checks::{self, FAIL, OK, SKIPPED};
+use super::packets::Packets;
+use super::plan::{self, CheckName, PlannedCheck, ProbePlan};
+use super::rules::{self, Evidence};
+use crate::capture::{self, CaptureOutcome};
+use crate::control::{finish, run_plan, task_error};
+use crate::error::Error;
+use crate::state::Coordinator;
+
+/// Longest wait for every observer to arm before the checks start anyway.
+const ARM_WAIT: Duration = Duration::from_secs(5);
+
+type Tx = mpsc::Sender<Result<pb::RunEvent, Status>>;
+
+/// Runs the plan to the end and sends the record.
+pub async fn follow(state: Arc<Coordinator>, plan: ProbePlan, mut record: pb::RunRecord, tx: Tx) {
+    let started = tokio::time::Instant::now();
+    let run_id = record.run_id.clone();
+    let mut missing = Vec::new();
+    clock_step(&state, &plan, &tx).await;
+
+    let mut capture = None;
+    match plan.capture.clone() {
+        Some(cp) => {
+            let observers = cp.observers.len();
+            step(
+                &tx,
+                "capture",
+                0,
+                observers,
+                "arming every observer for one instant",
+            )
+            .await;
+            let mut running = capture::start(state.clone(), cp, &run_id, tx.clone());
+            let armed = running.armed(ARM_WAIT).await;
+            step(
+                &tx,
+                "capture",
+                armed,
+                observers,
+                &format!("{armed} of {observers} observers armed"),
+            )
+            .await;
+            if armed < observers {
+                missing.push(format!(
+                    "captures: {} of {observers} observers could not arm",
+                    observers - armed
+                ));
+            }
+            capture = Some(running);
+        }
+        None => missing.push(format!("captures: none ({})", plan.capture_note)),
+    }
+
+    let first = plan.checks.len();
+    let mut done = run_checks(&state, &plan.checks, &run_id, &tx, 0, first).await;
+    let follow_ups = plan::follow_ups(&plan, &done);
+    if !follow_ups.is_empty() {
+        let more = run_checks(
+            &state,
+            &follow_ups,
+            &run_id,
+            &tx,
+            first,
+            first + follow_ups.len(),
+        )
+        .await;
+        done.extend(more);
+    }
+    if let Some(what) = nat_target(&plan) {
+        let inventory = state.inventory.current();
+        let nodes: Vec<&str> = inventory
+            .iter()
+            .flat_map(|i| i.nodes.iter())
+            .filter_map(|n| n.probe.as_deref())
+            .collect();
+        let nat = checks::nat_rules(&done, &what, &nodes);
+        done.extend(nat);
+    }
+    missing.extend(
+        done.iter()
+            .filter(|c| c.status == SKIPPED && c.detail.starts_with("could not run"))
+            .map(|c| format!("{} {} → {}: {}", c.name, c.from, c.to, c.detail)),
+    );
+
+    let packets = match capture {
+        Some(running) => {
+            step(
+                &tx,
+                "capture",
+                0,
+                0,
+                "stopping the captures and collecting the files",
+            )
+            .await;
+            running.stop().await;
+            let outcome = running.finish().await;
+            outcome.fill(&mut record);
+            done.push(capture_check(&outcome));
+            if !outcome.summary.skipped.is_empty() {
+                missing.push(outcome.summary.skipped.clone());
+            }
+            Some(Packets::from_correlation(
+                &outcome.correlation,
+                &outcome.encapsulation,
+                captured_probes(&outcome),
+            ))
+        }
+        None => None,
+    };
+
+    step(&tx, "diagnose", 0, 0, "applying the rules to the evidence").await;
+    let inventory = state.inventory.current();
+    let verdict = tracing::info_span!("probemesh.diagnose").in_scope(|| {
+        rules::diagnose(&Evidence {
+            source: &plan.source,
+            target: &plan.target,
+            checks: &done,
+            packets: packets.as_ref(),
+            inventory: inventory.as_deref(),
+            missing: &missing,
+        })
+    });
+    tracing::info!(class = %verdict.class, cause = %verdict.cause, rule = %verdict.rule, "verdict");
+    record.diagnosis = Some(pb::Diagnosis {
+        target: Some(plan.target.to_pb()),
+        checks: done,
+        verdict: Some(verdict),
+    });
+    let elapsed_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let timing = record.timing.get_or_insert_with(pb::RunTiming::default);
+    timing.duration_ms = elapsed_ms;
+    finish(&state, record, None, started, &tx).await;
+}
+
+/// Runs checks concurrently, reporting each as it ends; results come back
+/// in plan order.
+async fn run_checks(
+    state: &Arc<Coordinator>,
+    planned: &[PlannedCheck],
+    run_id: &str,
+    tx: &Tx,
+    offset: usize,
+    total: usize,
+) -> Vec<pb::Check> {
+    let inventory = state.inventory.current();
+    let mut running: FuturesUnordered<_> = planned
+        .iter()
+        .enumerate()
+        .map(|(i, check)| {
+            let task_id = format!("{run_id}-{}", offset + i + 1);
+            let inventory = inventory.clone();
+            async move {
+                let Some(request) = &check.request else {
+                    return (i, checks::summarize(check, None));
+                };
+                let prepared = {
+                    let registry = state.registry();
+                    crate::plan::plan(request, &registry, inventory.as_deref()).and_then(|p| {
+                        let link = registry
+                            .link(&p.source.probe)
+                            .ok_or_else(|| Error::ProbeOffline(p.source.probe.clone()))?;
+                        Ok((p, link))
+                    })
+                };
+                let result = match prepared {
+                    Ok((p, link)) => {
+                        run_plan(state, link, p, run_id, task_id, tx, false)
+                            .instrument(tracing::info_span!("probemesh.check", check = %check.name, from = %check.from, to = %check.to))
+                            .await
+                    }
+                    Err(e) => task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
+                };
+                (i, checks::summarize(check, Some(result)))
+            }
+        })
+        .collect();
+    let mut out: Vec<Option<pb::Check>> = vec![None; planned.len()];
+    let mut finished = offset;
+    while let Some((i, check)) = running.next().await {
+        finished += 1;
+        let line = format!(
+            "{} {} → {}: {}",
+            check.name, check.from, check.to, check.status
+        );
+        step(tx, "checks", finished, total, &line).await;
+        out[i] = Some(check);
+    }
+    out.into_iter().flatten().collect()
+}
+
+/// What the NAT-rule checks look for: the Service port the node facts
+/// were asked to match (a ClusterIP, a NodePort, or the cluster DNS).
+fn nat_target(plan: &ProbePlan) -> Option<String> {
+    plan.checks
+        .iter()
+        .find_map(|c| match c.request.as_ref()?.kind.as_ref()? {
+            pb::run_request::Kind::NodeFacts(f) if f.match_port != 0 => Some(c.to.clone()),
+            _ => None,
+        })
+}
+
+/// The captures as one check.
+fn capture_check(outcome: &CaptureOutcome) -> pb::Check {
+    let mut packets = 0u64;
+    let mut failed = Vec::new();
+    for o in &outcome.observers {
+        match o.result.as_ref().and_then(|r| r.outcome.as_ref()) {
+            Some(pb::task_result::Outcome::Capture(c)) => {
+                packets += c.interfaces.iter().map(|i| i.packets_written).sum::<u64>();
+            }
+            Some(pb::task_result::Outcome::Error(e)) => {
+                failed.push(format!("{}: {}", o.probe, e.message))
+            }
+            _ => failed.push(format!("{}: no capture", o.probe)),
+        }
+    }
+    let observers: Vec<String> = outcome
+        .observers
+        .iter()
+        .map(|o| format!("{}:{}", o.probe, o.interfaces.join("+")))
+        .collect();
+    let mut detail = format!(
+        "{packets} packets on {}; {} packets followed; skew {} us, clock error ±{} us",
+        observers.join(", "),
+        outcome.summary.fates_total,
+        outcome.timing.capture_skew_us,
+        outcome.timing.clock_error_us
+    );
+    if !failed.is_empty() {
+        detail = format!("{detail}; failed: {}", failed.join("; "));
+    }
+    pb::Check {
+        name: CheckName::Capture.as_str().into(),
+        from: {
+            let mut probes: Vec<&str> =
+                outcome.observers.iter().map(|o| o.probe.as_str()).collect();
+            probes.dedup();
+            probes.join(",")
+        },
+        status: if failed.is_empty() { OK } else { FAIL }.into(),
+        direction: "local".into(),
+        detail,
+        ..Default::default()
+    }
+}
+
+/// Probes whose capture came back.
+fn captured_probes(outcome: &CaptureOutcome) -> Vec<String> {
+    outcome
+        .observers
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.result.as_ref().and_then(|r| r.outcome.as_ref()),
+                Some(pb::task_result::Outcome::Capture(_))
+            )
+        })
+        .map(|o| o.probe.clone())
+        .collect()
+}
+
+/// Reports the clocks of every probe the run uses.
+async fn clock_step(state: &Coordinator, plan: &ProbePlan, tx: &Tx) {
+    let mut probes: Vec<String> = plan
+        .checks
+        .iter()
+        .filter(|c| c.request.is_some())
+        .map(|c| c.from.split('@').next().unwrap_or_default().to_owned())
+        .collect();
+    probes.sort();
+    probes.dedup();
+    let (synced, worst) = {
+        let registry = state.registry();
+        let clocks: Vec<_> = probes.iter().filter_map(|p| registry.clock(p)).collect();
+        (
+            clocks.len(),
+            clocks.iter().map(|c| c.error_ns()).max().unwrap_or(0),
+        )
+    };
+    step(
+        tx,
+        "clock",
+        synced,
+        probes.len(),
+        &format!(
+            "{synced} of {} probes on the coordinator's clock, worst error ±{} us",
+            probes.len(),
+            worst / 1_000
+        ),
+    )
+    .await;
+}
+
+async fn step(tx: &Tx, phase: &str, done: usize, total: usize, detail: &str) {
+    let event = pb::RunEvent {
+        event: Some(pb::run_event::Event::Step(pb::RunStep {
+            phase: phase.to_owned(),
+            done: u32::try_from(done).unwrap_or(u32::MAX),
+            total: u32::try_from(total).unwrap_or(u32::MAX),
+            detail: detail.to_owned(),
+        })),
+    };
+    let _ = tx.send(Ok(event)).await;
+}
