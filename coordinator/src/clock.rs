@@ -1,4 +1,4 @@
-//! NTP-style clock-offset estimation for one probe, over the ProbeLink stream.
+//! NTP-style clock-offset estimation for one probe.
 //!
 //! Sans-IO: feed it exchanges, read the estimate. Each exchange has four
 //! instants: t1 (coordinator sends), t2 (probe receives), t3 (probe replies),
@@ -14,12 +14,40 @@
 //! path hides inside that bound). Samples with the smallest delay carry the
 //! least queuing noise, so the estimate is the minimum-delay sample of a
 //! sliding window (the classic NTP clock filter).
+//!
+//! Exchanges travel two ways ([`ClockPath`]): kernel-timestamped UDP
+//! (`clock_udp`, round trips of tens of microseconds on one host) and the
+//! ProbeLink stream (the fallback, a few hundred microseconds through tokio,
+//! TLS and HTTP/2). Both feed the same window; the filter needs no rule
+//! between them, since the UDP samples simply have the smaller delays.
 
 use std::collections::VecDeque;
+
+/// How an exchange travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockPath {
+    /// ClockRequest/ClockReply on the ProbeLink stream; instants taken in
+    /// user space on both sides.
+    Stream,
+    /// The UDP exchange; t2 and t4 are kernel receive timestamps.
+    Udp,
+}
+
+impl ClockPath {
+    /// `"stream"` or `"udp"`, as `meshctl probes` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Udp => "udp",
+        }
+    }
+}
 
 /// One completed exchange, nanoseconds since the Unix epoch on each side's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exchange {
+    /// How it travelled.
+    pub path: ClockPath,
     /// Coordinator clock, request sent.
     pub t1_ns: i64,
     /// Probe clock, request received.
@@ -37,6 +65,8 @@ pub struct Sample {
     pub offset_ns: i64,
     /// Round-trip time on the wire, nanoseconds (never negative).
     pub delay_ns: i64,
+    /// How the exchange travelled.
+    pub path: ClockPath,
 }
 
 impl Sample {
@@ -77,6 +107,7 @@ impl TryFrom<Exchange> for Sample {
         Ok(Sample {
             offset_ns: clamp_i64(offset),
             delay_ns: clamp_i64(delay),
+            path: e.path,
         })
     }
 }
@@ -149,6 +180,7 @@ mod tests {
         let t3 = t2 + hold;
         let t4 = t3 - offset + back;
         Exchange {
+            path: ClockPath::Stream,
             t1_ns: t1,
             t2_ns: t2,
             t3_ns: t3,
@@ -163,7 +195,8 @@ mod tests {
             s,
             Sample {
                 offset_ns: 5_000,
-                delay_ns: 600
+                delay_ns: 600,
+                path: ClockPath::Stream,
             }
         );
         assert_eq!(s.error_ns(), 300);
@@ -187,9 +220,26 @@ mod tests {
             best,
             Sample {
                 offset_ns: 7_000,
-                delay_ns: 80
+                delay_ns: 80,
+                path: ClockPath::Stream,
             }
         );
+    }
+
+    #[test]
+    fn udp_and_stream_samples_share_one_window() {
+        let mut est = ClockEstimator::with_window(8);
+        est.observe(exchange(0, 3_000, 120_000, 10, 130_000))
+            .unwrap();
+        let udp = Exchange {
+            path: ClockPath::Udp,
+            ..exchange(10, 3_000, 15_000, 10, 16_000)
+        };
+        est.observe(udp).unwrap();
+        est.observe(exchange(20, 3_000, 110_000, 10, 140_000))
+            .unwrap();
+        let best = est.best().unwrap();
+        assert_eq!((best.path, best.delay_ns), (ClockPath::Udp, 31_000));
     }
 
     #[test]
@@ -206,6 +256,7 @@ mod tests {
     fn rejects_impossible_exchanges() {
         let mut est = ClockEstimator::default();
         let backwards = Exchange {
+            path: ClockPath::Stream,
             t1_ns: 100,
             t2_ns: 0,
             t3_ns: 0,
@@ -213,6 +264,7 @@ mod tests {
         };
         assert_eq!(est.observe(backwards), Err(RejectedExchange::OutOfOrder));
         let too_long = Exchange {
+            path: ClockPath::Udp,
             t1_ns: 0,
             t2_ns: 0,
             t3_ns: 1_000,
@@ -225,6 +277,7 @@ mod tests {
     #[test]
     fn extreme_values_do_not_overflow() {
         let e = Exchange {
+            path: ClockPath::Udp,
             t1_ns: i64::MIN,
             t2_ns: i64::MAX,
             t3_ns: i64::MAX,

@@ -8,13 +8,14 @@
 //! Map: [`server`] binds and serves; [`link`] is each probe's stream;
 //! [`control`] answers meshctl, executing what [`plan`] decides (targets
 //! resolved by [`resolve`] through the registry and [`inventory`]); [`enroll`] answers joins; [`registry`],
-//! [`clock`], [`dispatch`], [`runs`], [`tokens`] are the state they share;
+//! [`clock`] (fed by [`link`] and [`clock_udp`]), [`dispatch`], [`runs`], [`tokens`] are the state they share;
 //! [`authz`] decides who may call what; [`metrics`] and [`telemetry`] are
 //! its Prometheus metrics and its spans.
 
 pub mod authz;
 pub mod capture;
 pub mod clock;
+pub mod clock_udp;
 pub mod control;
 pub mod correlate;
 pub mod diagnose;

@@ -2,7 +2,8 @@
 //!
 //! Attach: certificate must be a probe's; the first message must be a Hello
 //! naming the certificate's probe, within `hello_timeout`. Then the
-//! coordinator answers Welcome, runs clock exchanges (a quick burst, then
+//! coordinator answers Welcome (with a UDP clock session when
+//! [`crate::clock_udp`] is bound), runs clock exchanges (a quick burst, then
 //! periodically), and routes the probe's heartbeats, progress and results.
 //! The stream ends when the probe hangs up, is replaced by a reconnect with
 //! the same certificate, or falls silent for three heartbeats.
@@ -19,7 +20,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 use crate::authz::{Access, authorize};
-use crate::clock::Exchange;
+use crate::clock::{ClockPath, Exchange};
+use crate::clock_udp::{Registration, UdpClock};
 use crate::error::Error;
 use crate::registry::ConnId;
 use crate::state::Coordinator;
@@ -35,12 +37,13 @@ const CLOCK_BURST_GAP: std::time::Duration = std::time::Duration::from_millis(25
 #[derive(Debug, Clone)]
 pub struct LinkService {
     state: Arc<Coordinator>,
+    udp_clock: Option<Arc<UdpClock>>,
 }
 
 impl LinkService {
-    /// The service.
-    pub fn new(state: Arc<Coordinator>) -> Self {
-        Self { state }
+    /// The service; `udp_clock`, when bound, is offered to every probe.
+    pub fn new(state: Arc<Coordinator>, udp_clock: Option<Arc<UdpClock>>) -> Self {
+        Self { state, udp_clock }
     }
 }
 
@@ -101,10 +104,18 @@ impl pb::probe_link_server::ProbeLink for LinkService {
             probe = %name, %remote, role = hello.role().as_str_name(), version = %hello.version,
             "probe attached"
         );
+        let (udp_session, udp_clock) = match &self.udp_clock {
+            Some(clock) => {
+                let (registration, offer) = clock.register(&name, attached.conn);
+                (Some(registration), Some(offer))
+            }
+            None => (None, None),
+        };
         let welcome = pb::CoordinatorMessage {
             msg: Some(pb::coordinator_message::Msg::Welcome(pb::Welcome {
                 heartbeat_interval_ms: u32::try_from(self.state.timing.heartbeat.as_millis())
                     .unwrap_or(u32::MAX),
+                udp_clock,
             })),
         };
         // The channel is fresh and has room: this cannot wait.
@@ -113,17 +124,28 @@ impl pb::probe_link_server::ProbeLink for LinkService {
         let span = tracing::info_span!("probe_link", probe = %name, conn = attached.conn.0);
         tokio::spawn(clock_sync(self.state.clone(), tx.downgrade()).instrument(span.clone()));
         drop(tx);
-        tokio::spawn(read_loop(self.state.clone(), name, attached.conn, inbound).instrument(span));
+        tokio::spawn(
+            read_loop(
+                self.state.clone(),
+                name,
+                attached.conn,
+                inbound,
+                udp_session,
+            )
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Reads the probe's messages until the stream ends, then detaches it.
+/// Reads the probe's messages until the stream ends, then detaches it and
+/// ends its UDP clock session.
 async fn read_loop(
     state: Arc<Coordinator>,
     name: String,
     conn: ConnId,
     mut inbound: Streaming<pb::ProbeMessage>,
+    udp_session: Option<Registration>,
 ) {
     loop {
         let msg = match inbound.message().await {
@@ -142,6 +164,7 @@ async fn read_loop(
             Some(Msg::Hello(_)) => tracing::debug!("ignoring a repeated Hello"),
             Some(Msg::ClockReply(r)) => {
                 let exchange = Exchange {
+                    path: ClockPath::Stream,
                     t1_ns: r.t1_ns,
                     t2_ns: r.t2_ns,
                     t3_ns: r.t3_ns,
@@ -168,6 +191,7 @@ async fn read_loop(
             .set_connected(state.registry().connected_count());
     }
     state.dispatcher.fail_connection(&name, conn);
+    drop(udp_session);
 }
 
 /// Sends clock requests: a burst after attach, then one per `clock_interval`,

@@ -274,6 +274,7 @@ mod tests {
             Sample {
                 offset_ns: 1_500_000,
                 delay_ns: 400_000,
+                path: crate::clock::ClockPath::Stream,
             },
         );
         m.set_certificate_expiry("ca", 1_900_000_000);

@@ -207,6 +207,7 @@ impl Registry {
                     capabilities: e.hello.capabilities.clone(),
                     interfaces: e.hello.interfaces.clone(),
                     connected_since_unix_ms: e.connected_since_unix_ms,
+                    clock_path: best.map_or("", |s| s.path.as_str()).to_owned(),
                 }
             })
             .collect()
@@ -261,6 +262,7 @@ pub(crate) fn attached(names: &[&str]) -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ClockPath;
     use probemesh_proto::identity::Role;
 
     fn identity(name: &str, cert: u8) -> Identity {
@@ -365,6 +367,7 @@ mod tests {
         let mut reg = Registry::default();
         let a = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
         let e = Exchange {
+            path: ClockPath::Udp,
             t1_ns: 0,
             t2_ns: 5_500_000,
             t3_ns: 5_600_000,
@@ -374,5 +377,6 @@ mod tests {
         let p = &reg.list()[0];
         assert!(p.clock_synced);
         assert_eq!((p.clock_offset_us, p.clock_error_us), (5_000, 500));
+        assert_eq!(p.clock_path, "udp");
     }
 }

@@ -11,6 +11,7 @@ use probemesh_proto::telemetry::{SpanExportStats, certificate_expiry_unix, http:
 use probemesh_proto::tls::{TlsIncoming, server_config};
 
 use crate::capture::PayloadPolicy;
+use crate::clock_udp::UdpClock;
 use crate::control::ControlService;
 use crate::enroll::EnrollService;
 use crate::error::{Error, Result};
@@ -48,6 +49,7 @@ pub struct Bound {
     incoming: TlsIncoming,
     state: Arc<Coordinator>,
     local_addr: SocketAddr,
+    udp_clock: Option<Arc<UdpClock>>,
 }
 
 impl Bound {
@@ -72,6 +74,15 @@ impl Bound {
             addr: settings.listen,
             source,
         })?;
+        // UDP on the same address and port carries the kernel-timestamped
+        // clock exchange; without it the stream's exchange is the only one.
+        let udp_clock = match UdpClock::bind(local_addr, settings.timing.clock_interval).await {
+            Ok(clock) => Some(Arc::new(clock)),
+            Err(error) => {
+                tracing::warn!(addr = %local_addr, %error, "clock exchange over UDP unavailable; probes use the stream's exchange only");
+                None
+            }
+        };
         let inventory = match settings.inventory {
             Some(path) => InventorySource::file(path)?,
             None => InventorySource::none(),
@@ -113,6 +124,7 @@ impl Bound {
             incoming,
             state,
             local_addr,
+            udp_clock,
         })
     }
 
@@ -124,10 +136,14 @@ impl Bound {
     /// Serves until `shutdown` resolves.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<()> {
         let sweeper = tokio::spawn(liveness_sweeper(self.state.clone()));
-        tracing::info!(listen = %self.local_addr, "coordinator serving");
+        let udp_server = self
+            .udp_clock
+            .clone()
+            .map(|clock| tokio::spawn(clock.serve(self.state.clone())));
+        tracing::info!(listen = %self.local_addr, udp_clock = self.udp_clock.is_some(), "coordinator serving");
         let result = tonic::transport::Server::builder()
             .add_service(pb::probe_link_server::ProbeLinkServer::new(
-                LinkService::new(self.state.clone()),
+                LinkService::new(self.state.clone(), self.udp_clock),
             ))
             .add_service(pb::control_server::ControlServer::new(ControlService::new(
                 self.state.clone(),
@@ -138,6 +154,9 @@ impl Bound {
             .serve_with_incoming_shutdown(self.incoming, shutdown)
             .await;
         sweeper.abort();
+        if let Some(task) = udp_server {
+            task.abort();
+        }
         result.map_err(Error::from)
     }
 }

@@ -3,7 +3,8 @@
 //! network namespace, returning structured results. It plans nothing and
 //! judges nothing: that is the coordinator's work.
 //!
-//! Map: [`link`] is the stream and reconnect loop; [`join`] enrolls an
+//! Map: [`link`] is the stream and reconnect loop, [`clock_udp`] the
+//! kernel-timestamped clock exchange beside it; [`join`] enrolls an
 //! external host; [`tasks`] runs the tests; [`capture`] is the packet
 //! capture engine (rings, pcapng); [`platform`] holds the
 //! privileged syscalls; [`metrics`] and [`telemetry`] are its Prometheus
@@ -11,6 +12,7 @@
 
 pub mod backoff;
 pub mod capture;
+pub mod clock_udp;
 pub mod error;
 pub mod interfaces;
 pub mod join;

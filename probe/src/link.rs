@@ -1,5 +1,6 @@
 //! The probe's side of ProbeLink: dial out to the coordinator, say Hello,
-//! keep heartbeats and clock replies flowing, run the tasks pushed down the
+//! keep heartbeats and clock replies flowing (and the UDP clock exchange,
+//! [`crate::clock_udp`], when the Welcome offers one), run the tasks pushed down the
 //! stream, and reconnect with backoff forever.
 //!
 //! Session lifecycle ([`Session`]):
@@ -122,6 +123,8 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
     let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
     let mut beat = 0u64;
     let mut running: HashMap<String, Running> = HashMap::new();
+    // Ends this session's UDP clock exchange when dropped (or replaced).
+    let mut udp_clock: Option<tokio_util::sync::DropGuard> = None;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let result = loop {
         tokio::select! {
@@ -136,6 +139,11 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
                     Some(Msg::Welcome(w)) => {
                         let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms).max(100));
                         heartbeat = tokio::time::interval(every);
+                        if let Some(offer) = w.udp_clock {
+                            let cancel = CancellationToken::new();
+                            tokio::spawn(crate::clock_udp::run(offer, settings.coordinator.clone(), cancel.clone()));
+                            udp_clock = Some(cancel.drop_guard());
+                        }
                     }
                     Some(Msg::ClockRequest(r)) => {
                         let reply = pb::ClockReply { seq: r.seq, t1_ns: r.t1_ns, t2_ns: received_ns, t3_ns: unix_ns() };
@@ -174,6 +182,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
     for tokens in running.values() {
         tokens.cancel.cancel();
     }
+    drop(udp_clock);
     result
 }
 

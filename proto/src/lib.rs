@@ -5,6 +5,7 @@ pub mod pb {
     tonic::include_proto!("probemesh.v1");
 }
 pub mod bpf;
+pub mod clock_udp;
 pub mod duration;
 pub mod identity;
 pub mod inventory;

@@ -686,6 +686,13 @@ pub async fn connect(url: &str, config: Arc<ClientConfig>) -> Result<Channel> {
         })
 }
 
+/// The host and port of a coordinator URL (`https://HOST:PORT`), brackets
+/// stripped from an IPv6 literal.
+pub fn coordinator_host(url: &str) -> Result<(String, u16)> {
+    let target = CoordinatorUrl::parse(url)?;
+    Ok((target.host, target.port))
+}
+
 /// Like [`connect`], but connects on first use (and reconnects after failures); only the URL
 /// is checked now.
 pub fn connect_lazy(url: &str, config: Arc<ClientConfig>) -> Result<Channel> {

@@ -17,6 +17,9 @@ pub struct ProbeView {
     last_seen: String,
     clock_offset_us: i64,
     clock_error_us: i64,
+    /// How the best clock sample travelled: "udp", "stream" (the fallback)
+    /// or "" before the first.
+    clock_path: String,
     version: String,
     interfaces: Vec<InterfaceView>,
 }
@@ -44,6 +47,7 @@ impl From<pb::ProbeInfo> for ProbeView {
             last_seen: super::format_unix_ms(p.last_seen_unix_ms),
             clock_offset_us: p.clock_offset_us,
             clock_error_us: p.clock_error_us,
+            clock_path: p.clock_path,
             version: p.version,
             interfaces: p
                 .interfaces
@@ -74,14 +78,14 @@ pub async fn run(endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failur
         OutputFormat::Json => print_json(&probes).map_err(|e| Failure::usage(e.to_string())),
         OutputFormat::Table => {
             println!(
-                "{:<14} {:<9} {:<22} {:<10} {:<21} {:>16}  LABELS",
-                "NAME", "ROLE", "ADDR", "CONNECTED", "LAST_SEEN", "CLOCK_OFFSET_US"
+                "{:<14} {:<9} {:<22} {:<10} {:<21} {:>16}  {:<6}  LABELS",
+                "NAME", "ROLE", "ADDR", "CONNECTED", "LAST_SEEN", "CLOCK_OFFSET_US", "CLOCK"
             );
             for p in &probes {
                 let labels: Vec<String> =
                     p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
-                    "{:<14} {:<9} {:<22} {:<10} {:<21} {:>9} ±{:<6}  {}",
+                    "{:<14} {:<9} {:<22} {:<10} {:<21} {:>9} ±{:<6}  {:<6}  {}",
                     p.name,
                     p.role,
                     p.addr,
@@ -89,6 +93,11 @@ pub async fn run(endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failur
                     p.last_seen,
                     p.clock_offset_us,
                     p.clock_error_us,
+                    if p.clock_path.is_empty() {
+                        "-"
+                    } else {
+                        &p.clock_path
+                    },
                     labels.join(",")
                 );
             }

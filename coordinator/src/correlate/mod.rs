@@ -16,6 +16,8 @@
 //! why each rule survives NAT.
 
 pub mod packet;
+#[cfg(test)]
+mod recorded;
 pub mod summary;
 #[cfg(test)]
 mod testing;
