@@ -70,16 +70,21 @@ impl Lab {
 
     /// Runs meshctl with this test's config file.
     pub fn meshctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("meshctl"))
-            .args(args)
+        self.command(args).output().expect("running meshctl")
+    }
+
+    /// meshctl with this test's config file, to adjust before running
+    /// (e.g. a working directory for files it writes).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("meshctl"));
+        cmd.args(args)
             .env("MESH_CONFIG", self.config())
             .env_remove("MESH_COORDINATOR")
             .env_remove("MESH_TLS_DIR")
             .env_remove("MESH_IDENTITY")
             .env_remove("MESH_OUTPUT")
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .expect("running meshctl")
+            .env_remove("RUST_BACKTRACE");
+        cmd
     }
 
     /// Runs meshctl with `-o json` and parses stdout, asserting the exit code.

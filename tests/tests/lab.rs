@@ -735,7 +735,13 @@ fn fault_packet_loss() {
 #[test]
 fn demo_reproduces_reference_incident_2() {
     let Some(lab) = Lab::take() else { return };
-    let out = lab.meshctl(&["lab", "demo"]);
+    // The diagnosis step writes its captures under ./captures.
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let out = lab
+        .command(&["lab", "demo"])
+        .current_dir(cwd.path())
+        .output()
+        .expect("running meshctl lab demo");
     assert!(out.status.success(), "lab demo failed:\n{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("lab up in "), "{stdout}");
@@ -756,5 +762,11 @@ fn demo_reproduces_reference_incident_2() {
         "{stdout}"
     );
     assert!(stdout.contains("VERDICT  mtu_blackhole"), "{stdout}");
+    let runs: Vec<_> = std::fs::read_dir(cwd.path().join("captures"))
+        .expect("the diagnosis saved its captures under ./captures")
+        .flatten()
+        .collect();
+    assert_eq!(runs.len(), 1, "one run directory: {runs:?}");
+    assert!(runs[0].path().join("merged.pcapng").exists(), "{runs:?}");
     assert_eq!(lab.status()["fault"], "mtu-blackhole");
 }
