@@ -37,3 +37,14 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// The last lines of a run's report: its saved files and its ids.
+pub fn run_footer(artifacts: &[String], run_id: &str, trace_id: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    if !artifacts.is_empty() {
+        lines.push("artifacts:".into());
+        lines.extend(artifacts.iter().map(|a| format!("  {a}")));
+    }
+    lines.push(format!("run {run_id} · trace {trace_id}"));
+    lines
+}

@@ -15,3 +15,4 @@ pub mod telemetry;
 pub mod timeline;
 pub mod tls;
 pub mod token;
+pub mod verdict;

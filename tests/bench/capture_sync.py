@@ -12,38 +12,17 @@ The lab is brought up if it is not, and taken down again only in that case.
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def meshctl_path():
-    for profile in ("release", "debug"):
-        p = os.path.join(ROOT, "target", profile, "meshctl")
-        if os.path.exists(p):
-            return p
-    sys.exit("build meshctl first: cargo build --release --bins")
-
-
-MESHCTL = meshctl_path()
-
-
-def meshctl(*args):
-    out = subprocess.run([MESHCTL, *args], capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        sys.exit(f"meshctl {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return out.stdout
+from meshbench import meshctl
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     runs = max(1, min(ap.parse_args().runs, 100))
-    brought_up = json.loads(meshctl("lab", "status", "-o", "json")).get("state") != "up"
+    brought_up = json.loads(meshctl("lab", "status", "-o", "json").stdout).get("state") != "up"
     if brought_up:
         meshctl("lab", "up")
     skews, errors = [], []
@@ -52,7 +31,7 @@ def main():
             for _ in range(runs):
                 report = json.loads(meshctl(
                     "capture", "--on", "cloudvm-1:eth0,node-1:eth0,node-2:flannel.1",
-                    "--filter", "icmp", "--duration", "500ms", "--out", out, "-o", "json"))
+                    "--filter", "icmp", "--duration", "500ms", "--out", out, "-o", "json").stdout)
                 skews.append(report["timing"]["capture_skew_us"])
                 errors.append(report["timing"]["clock_error_us"])
     finally:

@@ -15,14 +15,12 @@ The lab is brought up if it is not, and taken down again only in that case.
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from meshbench import meshctl
 
 # (name, fault or None, from, to, size, the manual equivalent's netns, ip, port)
 SCENARIOS = [
@@ -35,24 +33,6 @@ SCENARIOS = [
     ("dual-ip", "dual-ip", "node-3", "svc:default/web:80", 56,
      "mesh-node-3", "198.19.2.10", 8080),
 ]
-
-
-def meshctl_path():
-    for profile in ("release", "debug"):
-        p = os.path.join(ROOT, "target", profile, "meshctl")
-        if os.path.exists(p):
-            return p
-    sys.exit("build meshctl first: cargo build --release --bins")
-
-
-MESHCTL = meshctl_path()
-
-
-def meshctl(*args, ok=(0,)):
-    out = subprocess.run([MESHCTL, *args], capture_output=True, text=True, timeout=300)
-    if out.returncode not in ok:
-        sys.exit(f"meshctl {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return out.stdout
 
 
 def manual(netns, ip, port, size):
@@ -73,7 +53,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     runs = max(1, min(ap.parse_args().runs, 50))
-    brought_up = json.loads(meshctl("lab", "status", "-o", "json")).get("state") != "up"
+    brought_up = json.loads(meshctl("lab", "status", "-o", "json").stdout).get("state") != "up"
     if brought_up:
         meshctl("lab", "up")
     rows = []
@@ -88,7 +68,7 @@ def main():
                         start = time.monotonic()
                         report = json.loads(meshctl(
                             "probe", "--from", src, "--to", dst, "--size", str(size),
-                            "--out", out, "-o", "json", ok=(0, 1, 3)))
+                            "--out", out, "-o", "json", ok=(0, 1, 3)).stdout)
                         walls.append(time.monotonic() - start)
                         own.append(report["timing"]["duration_ms"])
                         v = report["verdict"]

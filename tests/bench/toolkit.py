@@ -24,29 +24,12 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from meshbench import meshctl
+
 NS = "mesh-cloudvm-1"
 PROBE = "cloudvm-1"
 TARGET = "198.18.0.12"      # node-2's eth0, across the fabric
 TRACE_TARGET = "198.19.2.10"  # web-0, through node-2
-
-
-def meshctl_path():
-    for profile in ("release", "debug"):
-        p = os.path.join(ROOT, "target", profile, "meshctl")
-        if os.path.exists(p):
-            return p
-    sys.exit("build meshctl first: cargo build --release --bins")
-
-
-MESHCTL = meshctl_path()
-
-
-def meshctl(*args, check=True):
-    out = subprocess.run([MESHCTL, *args], capture_output=True, text=True, timeout=600)
-    if check and out.returncode not in (0, 1):
-        sys.exit(f"meshctl {' '.join(args)} failed ({out.returncode}):\n{out.stderr}")
-    return out
 
 
 def ticks(pid):
@@ -95,7 +78,7 @@ def main():
         ping_rtts = [float(m) for m in re.findall(r"time=([0-9.]+) ms", ping.stdout)]
 
         before = ticks(probe_pid)
-        out = meshctl("ping", "--from", PROBE, TARGET, "-c", str(count), "-i", f"{interval_ms}ms", "-o", "json")
+        out = meshctl("ping", "--from", PROBE, TARGET, "-c", str(count), "-i", f"{interval_ms}ms", "-o", "json", ok=(0, 1))
         probe_cpu = (ticks(probe_pid) - before) / hz
         report = json.loads(out.stdout)
         probe_rtts = [r["rtt_ms"] for r in report.get("progress", []) if r.get("status") == "reply"]
@@ -123,7 +106,7 @@ def main():
         ours, theirs = [], []
         for _ in range(rounds):
             t = time.monotonic()
-            meshctl("mtr", "--from", PROBE, TRACE_TARGET, "-c", "10", "-i", "100ms", "-o", "json")
+            meshctl("mtr", "--from", PROBE, TRACE_TARGET, "-c", "10", "-i", "100ms", "-o", "json", ok=(0, 1))
             ours.append(time.monotonic() - t)
             t = time.monotonic()
             subprocess.run(["ip", "netns", "exec", NS, "mtr", "-r", "-n", "-c", "10", "-i", "0.1", TRACE_TARGET],

@@ -35,7 +35,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, emit};
+use crate::output::{OutputFormat, emit, run_footer};
 
 /// Snap length when neither `--snaplen` nor `--payload` is given: enough
 /// for Ethernet + IP + TCP headers with options, or a VXLAN outer header
@@ -1331,11 +1331,7 @@ impl CaptureReport {
         if let Some(c) = &self.correlation {
             lines.extend(c.lines());
         }
-        if !self.artifacts.is_empty() {
-            lines.push("artifacts:".into());
-            lines.extend(self.artifacts.iter().map(|a| format!("  {a}")));
-        }
-        lines.push(format!("run {} · trace {}", self.run_id, self.trace_id));
+        lines.extend(run_footer(&self.artifacts, &self.run_id, &self.trace_id));
         lines
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::capture::{CaptureFiles, CaptureReport};
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, emit};
+use crate::output::{OutputFormat, emit, run_footer};
 
 const AFTER_HELP: &str = "\
 What it does, in the field's order:
@@ -387,11 +387,7 @@ impl ProbeReport {
             "timing: {} ms, clock error ±{} us, capture skew {} us",
             self.timing.duration_ms, self.timing.clock_error_us, self.timing.capture_skew_us
         ));
-        if !self.artifacts.is_empty() {
-            lines.push("artifacts:".into());
-            lines.extend(self.artifacts.iter().map(|a| format!("  {a}")));
-        }
-        lines.push(format!("run {} · trace {}", self.run_id, self.trace_id));
+        lines.extend(run_footer(&self.artifacts, &self.run_id, &self.trace_id));
         lines
     }
 }

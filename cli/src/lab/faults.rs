@@ -516,17 +516,15 @@ mod tests {
 
     #[test]
     fn every_fault_has_a_design_verdict_and_a_probe() {
-        let classes = [
-            "network_unreachable",
-            "port_unreachable",
-            "dns_failure",
-            "mtu_blackhole",
-            "cni_failure",
-            "degraded",
-        ];
         for f in ALL {
             let i = f.info();
-            assert!(classes.contains(&i.expect.class), "{f}: {}", i.expect.class);
+            let cause = i.expect.cause.unwrap_or_default();
+            assert!(
+                probemesh_proto::verdict::is_known(i.expect.class, cause)
+                    && !["ok", "inconclusive"].contains(&i.expect.class),
+                "{f}: {}/{cause}",
+                i.expect.class
+            );
             assert!(!i.probe.from.is_empty() && !i.probe.to.is_empty());
             assert!(i.observe.starts_with("ip netns exec mesh-"), "{f}");
         }

@@ -371,16 +371,7 @@ mod tests {
     use super::*;
 
     fn planned(name: CheckName) -> PlannedCheck {
-        PlannedCheck {
-            name,
-            from: "cloudvm-1".into(),
-            to: "198.18.0.12".into(),
-            direction: Direction::Forward,
-            size: 56,
-            request: None,
-            note: String::new(),
-            answer_is_enough: false,
-        }
+        PlannedCheck::example(name, "cloudvm-1", "198.18.0.12", Direction::Forward)
     }
 
     fn ping(transmitted: u32, received: u32) -> pb::TaskResult {

@@ -308,6 +308,16 @@ impl PlannedCheck {
         }
     }
 
+    /// A check that did not run, for tests that attach results by hand.
+    #[cfg(test)]
+    pub(crate) fn example(name: CheckName, from: &str, to: &str, direction: Direction) -> Self {
+        Self {
+            direction,
+            size: SMALL_SIZE,
+            ..Self::skip(name, from, to, "")
+        }
+    }
+
     fn noted(mut self, note: impl Into<String>) -> Self {
         self.note = note.into();
         self

@@ -55,14 +55,8 @@ impl Case {
 
 fn run(name: CheckName, from: &str, to: &str, direction: Direction, outcome: Outcome) -> pb::Check {
     let planned = PlannedCheck {
-        name,
-        from: from.into(),
-        to: to.into(),
-        direction,
-        size: 56,
-        request: None,
-        note: String::new(),
         answer_is_enough: name == CheckName::Dns && from == "node-3",
+        ..PlannedCheck::example(name, from, to, direction)
     };
     summarize(
         &planned,
@@ -253,16 +247,14 @@ fn class(v: &pb::Verdict) -> (&str, &str) {
 
 #[test]
 fn every_rule_names_a_design_class_and_what_it_needs() {
-    let classes = [
-        "network_unreachable",
-        "port_unreachable",
-        "dns_failure",
-        "mtu_blackhole",
-        "cni_failure",
-        "degraded",
-    ];
     for r in RULES {
-        assert!(classes.contains(&r.class), "{}: {}", r.name, r.class);
+        assert!(
+            probemesh_proto::verdict::is_known(r.class, r.cause),
+            "{}: {}/{}",
+            r.name,
+            r.class,
+            r.cause
+        );
         assert!(!r.needs.is_empty(), "{}", r.name);
     }
 }
@@ -283,16 +275,12 @@ async fn a_healthy_path_is_ok() {
 async fn nothing_from_the_source_is_inconclusive() {
     let mut c = Case::new("cloudvm-1", "probe:node-2");
     c.checks.push(summarize(
-        &PlannedCheck {
-            name: CheckName::Icmp,
-            from: "cloudvm-1".into(),
-            to: "198.18.0.12".into(),
-            direction: Direction::Forward,
-            size: 56,
-            request: None,
-            note: String::new(),
-            answer_is_enough: false,
-        },
+        &PlannedCheck::example(
+            CheckName::Icmp,
+            "cloudvm-1",
+            "198.18.0.12",
+            Direction::Forward,
+        ),
         Some(crate::control::task_error(
             pb::task_error::Kind::ProbeFailure,
             "probe 'cloudvm-1' is not connected".into(),
