@@ -220,6 +220,11 @@ fn dual_ip_is_an_overlay_source_mismatch_naming_both_addresses() {
         return;
     };
     assert_says(&r, &["198.18.0.23", "198.18.0.13"]);
+    let summary = r["verdict"]["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.starts_with("node-3 "),
+        "the sender is node-3: {r:#}"
+    );
 }
 
 #[test]

@@ -150,7 +150,8 @@ pub async fn run(lab: &Lab, output: OutputFormat) -> anyhow::Result<ExitCode> {
             what: p.what,
             exit_code,
             expected_exit_code: p.expected_exit,
-            output: format!("{out}{err}"),
+            // Progress (stderr) comes first, as it did on the screen.
+            output: format!("{err}{out}"),
             expected_success: p.expected_exit == 0,
             meaning: (if ok { p.if_ok } else { p.if_failed }).to_owned(),
         };

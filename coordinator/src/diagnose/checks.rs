@@ -233,7 +233,11 @@ fn pmtu_status(p: &pb::PmtuResult) -> (&'static str, String) {
 
 fn trace_status(t: &pb::TraceResult) -> (&'static str, String) {
     let hops: Vec<&str> = t.hops.iter().map(|h| h.host.as_str()).collect();
-    let path = hops.join(" → ");
+    let path = if hops.is_empty() {
+        "no hop answered".to_owned()
+    } else {
+        hops.join(" → ")
+    };
     if t.reached && t.loss_from_hop == 0 {
         return (OK, format!("reached in {} hops: {path}", hops.len()));
     }

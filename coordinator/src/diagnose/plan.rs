@@ -816,7 +816,9 @@ pub fn follow_ups(plan: &ProbePlan, done: &[pb::Check]) -> Vec<PlannedCheck> {
     let mut out = Vec::new();
     let mut traced = BTreeSet::new();
     for e in &plan.target.endpoints {
-        if reachable_from(&plan.source, e).is_err() || e.ip().is_none() {
+        // A ClusterIP exists only in NAT rules: no hop of a trace leads to it.
+        if reachable_from(&plan.source, e).is_err() || e.ip().is_none() || e.role == Role::ClusterIp
+        {
             continue;
         }
         let host = e.host.as_str();

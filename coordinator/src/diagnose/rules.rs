@@ -771,14 +771,22 @@ fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
     let mut evidence = Vec::new();
     let mut culprit: Option<(String, String, String)> = None;
     if let Some(p) = e.packets {
-        for t in p.tunnels.iter().filter(|t| !registered(t.outer_src)) {
-            let node = inv.node_of_probe(&t.probe);
-            let expected = node.map_or("?".to_owned(), |n| n.internal_ip.to_string());
+        let node_ip = |probe: &str| inv.node_of_probe(probe).map(|n| n.internal_ip);
+        // A tunnel packet seen where it is not addressed to was seen
+        // leaving: that observer's node is the sender.
+        let (sent, received): (Vec<_>, Vec<_>) = p
+            .tunnels
+            .iter()
+            .filter(|t| !registered(t.outer_src))
+            .partition(|t| node_ip(&t.probe) != Some(IpAddr::V4(t.outer_dst)));
+        for t in &sent {
+            let expected = node_ip(&t.probe).map_or("?".to_owned(), |ip| ip.to_string());
             evidence.push(note(
                 &t.probe,
                 format!(
-                    "{} packets leave with outer source {} ({} packets to {}); {} is registered as {expected}",
+                    "{} packets leave {} with outer source {} ({} packets to {}); {} is registered as {expected}",
                     t.kind.to_uppercase(),
+                    t.observer,
                     t.outer_src,
                     t.packets,
                     t.outer_dst,
@@ -787,6 +795,29 @@ fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
                 capture_artifact(&t.observer),
             ));
             culprit.get_or_insert((t.probe.clone(), t.outer_src.to_string(), expected));
+        }
+        for t in &received {
+            evidence.push(note(
+                &t.probe,
+                format!(
+                    "{} receives {} {} packets from {}, which is no node's registered address",
+                    t.observer,
+                    t.packets,
+                    t.kind.to_uppercase(),
+                    t.outer_src
+                ),
+                capture_artifact(&t.observer),
+            ));
+        }
+        if culprit.is_none()
+            && let Some(t) = received.first()
+        {
+            // Only the receiving side was observed: name the source address.
+            culprit = Some((
+                format!("the node sending from {}", t.outer_src),
+                t.outer_src.to_string(),
+                "a node address".to_owned(),
+            ));
         }
         let unanswered = p
             .fates

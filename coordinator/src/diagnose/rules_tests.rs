@@ -543,15 +543,17 @@ async fn vxlan_from_an_unregistered_address_is_an_overlay_source_mismatch() {
             detail: "node to node".into(),
             ..icmp("node-3", "198.18.0.12", 20, 20)
         });
+    let seen_at = |probe: &str| Tunnel {
+        observer: format!("{probe}/eth0"),
+        probe: probe.into(),
+        kind: "vxlan".into(),
+        outer_src: Ipv4Addr::new(198, 18, 0, 23),
+        outer_dst: Ipv4Addr::new(198, 18, 0, 12),
+        packets: 12,
+    };
+    // The receiver first: the sender is still the one named.
     c.packets = Some(Packets {
-        tunnels: vec![Tunnel {
-            observer: "node-3/eth0".into(),
-            probe: "node-3".into(),
-            kind: "vxlan".into(),
-            outer_src: Ipv4Addr::new(198, 18, 0, 23),
-            outer_dst: Ipv4Addr::new(198, 18, 0, 12),
-            packets: 12,
-        }],
+        tunnels: vec![seen_at("node-2"), seen_at("node-3")],
         ..Default::default()
     });
     let v = c.verdict();
@@ -561,9 +563,16 @@ async fn vxlan_from_an_unregistered_address_is_an_overlay_source_mismatch() {
         "{v:?}"
     );
     assert!(
-        v.summary.contains("198.18.0.23") && v.summary.contains("198.18.0.13"),
+        v.summary.starts_with("node-3 encapsulates")
+            && v.summary.contains("198.18.0.23")
+            && v.summary.contains("198.18.0.13"),
         "{}",
         v.summary
+    );
+    assert!(
+        v.evidence
+            .iter()
+            .any(|e| e.observation.starts_with("node-2/eth0 receives"))
     );
     // Without captures, the tunnel device's local address tells the same.
     let v = Case::new("node-3", "svc:default/web:80")
