@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use probemesh_tests::lab::{Lab, in_ns, text};
+use probemesh_tests::lab::{Lab, in_ns, ns_output, text};
 use serde_json::Value;
 
 const LAB_NAMESPACES: [&str; 8] = [
@@ -682,7 +682,11 @@ fn fault_conntrack_full() {
         );
         assert!(
             !tcp_connect("mesh-cloudvm-1", "198.18.0.12", 30080),
-            "node-2 still accepts new connections"
+            "node-2 still accepts new connections; its table now: {}",
+            text(&ns_output(
+                "mesh-node-2",
+                &["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]
+            ))
         );
         assert!(
             ping("mesh-cloudvm-1", "198.18.0.11"),
