@@ -1042,8 +1042,9 @@ struct ObserverView {
     status: Status,
 }
 
-#[derive(Debug, Serialize)]
-struct InterfaceView {
+/// One captured interface of an observer, as printed and in JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceView {
     name: String,
     packets: u64,
     kernel_drops: u64,
@@ -1056,6 +1057,13 @@ struct TimingView {
     clock_error_us: i64,
     capture_skew_us: i64,
     duration_ms: i64,
+}
+
+impl InterfaceView {
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 /// How an observer (or the run) ended, for the exit code.
@@ -1251,11 +1259,13 @@ impl CaptureReport {
     }
 
     /// Per observer: the probe, its interfaces, and why it has no file.
-    pub fn observer_summaries(&self) -> impl Iterator<Item = (&str, Vec<&str>, Option<&str>)> {
+    pub fn observer_summaries(
+        &self,
+    ) -> impl Iterator<Item = (&str, &[InterfaceView], Option<&str>)> {
         self.observers.iter().map(|o| {
             (
                 o.probe.as_str(),
-                o.interfaces.iter().map(|i| i.name.as_str()).collect(),
+                o.interfaces.as_slice(),
                 o.error.as_deref(),
             )
         })

@@ -11,7 +11,7 @@ use std::time::Duration;
 use probemesh_proto::pb;
 use serde::Serialize;
 
-use super::capture::{CaptureFiles, CaptureReport};
+use super::capture::{CaptureFiles, CaptureReport, InterfaceView};
 use crate::client::{Endpoint, Failure, exit};
 use crate::output::{OutputFormat, emit, run_footer};
 
@@ -130,6 +130,10 @@ struct EndpointView {
 struct ObserverView {
     probe: String,
     interfaces: Vec<String>,
+    /// Per interface: packets, kernel drops, and when its ring went live
+    /// on the coordinator's clock.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    capture: Vec<InterfaceView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -211,7 +215,8 @@ impl ProbeReport {
                 .observer_summaries()
                 .map(|(probe, interfaces, error)| ObserverView {
                     probe: probe.to_owned(),
-                    interfaces: interfaces.into_iter().map(str::to_owned).collect(),
+                    interfaces: interfaces.iter().map(|i| i.name().to_owned()).collect(),
+                    capture: interfaces.to_vec(),
                     error: error.map(str::to_owned),
                 })
                 .collect(),
@@ -221,6 +226,7 @@ impl ProbeReport {
                 .map(|o| ObserverView {
                     probe: o.probe.clone(),
                     interfaces: o.interfaces.clone(),
+                    capture: Vec::new(),
                     error: None,
                 })
                 .collect(),
