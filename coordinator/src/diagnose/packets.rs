@@ -46,13 +46,6 @@ pub struct Fate {
 }
 
 impl Fate {
-    /// Whether `probe` saw it (on any interface).
-    pub fn seen_by(&self, probe: &str) -> bool {
-        self.seen_at
-            .iter()
-            .any(|s| s.split_once('/').is_some_and(|(p, _)| p == probe))
-    }
-
     /// A short description: `tcp 198.18.100.10 > 198.18.0.12:30080 [S] 74 bytes`.
     pub fn describe(&self) -> String {
         match self.proto {
@@ -100,8 +93,6 @@ pub struct Packets {
     pub fates: Vec<Fate>,
     /// Tunnel senders.
     pub tunnels: Vec<Tunnel>,
-    /// Probes whose capture was read.
-    pub observers: Vec<String>,
 }
 
 impl Packets {
@@ -109,7 +100,6 @@ impl Packets {
     pub fn from_correlation(
         correlation: &Correlation,
         encapsulation: &[EncapsulationSource],
-        observers: Vec<String>,
     ) -> Self {
         Self {
             fates: correlation.fates.iter().filter_map(fate).collect(),
@@ -124,13 +114,7 @@ impl Packets {
                     packets: e.packets,
                 })
                 .collect(),
-            observers,
         }
-    }
-
-    /// Whether `probe`'s capture was read.
-    pub fn observed(&self, probe: &str) -> bool {
-        self.observers.iter().any(|o| o == probe)
     }
 }
 

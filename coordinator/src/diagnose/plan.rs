@@ -96,25 +96,6 @@ impl CheckName {
             CheckName::Capture => "capture",
         }
     }
-
-    /// Parses the contract's name.
-    pub fn parse(name: &str) -> Option<Self> {
-        [
-            CheckName::Icmp,
-            CheckName::IcmpLarge,
-            CheckName::TcpConnect,
-            CheckName::TcpTransfer,
-            CheckName::Pmtu,
-            CheckName::Path,
-            CheckName::Dns,
-            CheckName::Listener,
-            CheckName::NodeFacts,
-            CheckName::NatRules,
-            CheckName::Capture,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
-    }
 }
 
 impl fmt::Display for CheckName {
@@ -920,14 +901,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    #[test]
-    fn check_names_round_trip() {
-        for n in [CheckName::Icmp, CheckName::NatRules, CheckName::Capture] {
-            assert_eq!(CheckName::parse(n.as_str()), Some(n));
-        }
-        assert_eq!(CheckName::parse("telnet"), None);
     }
 
     #[tokio::test]

@@ -118,7 +118,6 @@ pub async fn follow(state: Arc<Coordinator>, plan: ProbePlan, mut record: pb::Ru
             Some(Packets::from_correlation(
                 &outcome.correlation,
                 &outcome.encapsulation,
-                captured_probes(&outcome),
             ))
         }
         None => None,
@@ -258,21 +257,6 @@ fn capture_check(outcome: &CaptureOutcome) -> pb::Check {
         detail,
         ..Default::default()
     }
-}
-
-/// Probes whose capture came back.
-fn captured_probes(outcome: &CaptureOutcome) -> Vec<String> {
-    outcome
-        .observers
-        .iter()
-        .filter(|o| {
-            matches!(
-                o.result.as_ref().and_then(|r| r.outcome.as_ref()),
-                Some(pb::task_result::Outcome::Capture(_))
-            )
-        })
-        .map(|o| o.probe.clone())
-        .collect()
 }
 
 /// Reports the clocks of every probe the run uses.
