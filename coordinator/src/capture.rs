@@ -32,8 +32,11 @@ use crate::state::Coordinator;
 pub const HEADERS_ONLY_SNAPLEN: u32 = 128;
 /// Longest capture window.
 pub const MAX_DURATION: Duration = Duration::from_secs(600);
-/// Least time between dispatch and the common start instant.
-const MIN_LEAD: Duration = Duration::from_millis(300);
+/// Least time between dispatch and the common start instant: the task's
+/// trip plus the probe's ring set-up, which on a cold machine took up to
+/// 340 ms in the lab (64 MiB of ring per probe, four probes on two cores;
+/// a late observer logs "capture ready after its arming instant").
+const MIN_LEAD: Duration = Duration::from_millis(500);
 /// Largest capture file the coordinator keeps to correlate, bytes (headers-only
 /// captures of a few seconds are far below it).
 const MAX_CORRELATED_BYTES: usize = 64 << 20;

@@ -371,7 +371,18 @@ pub fn run_capture(
             return Err(SpecError::ArmTooFar(ahead).into());
         }
     }
+    let opening = Instant::now();
     let (mut rings, mut taps) = open_rings(spec)?;
+    if let Some(at) = request.arm_at {
+        let late = now()?.saturating_duration_since(at);
+        if !late.is_zero() {
+            tracing::warn!(
+                late_us = late.as_micros(),
+                rings_ms = opening.elapsed().as_millis(),
+                "capture ready after its arming instant: it arms late, and the run's capture skew shows it"
+            );
+        }
+    }
     let interfaces: Vec<InterfaceInfo> = taps
         .iter()
         .map(|tap| InterfaceInfo {
