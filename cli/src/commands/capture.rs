@@ -751,7 +751,7 @@ fn read_input<'a>(
                 // pcap-file hands the raw timestamp over as if it counted
                 // nanoseconds; it counts the interface's unit.
                 let raw = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
-                let at_ns = to_nanos(raw, iface.tsresol, iface.tsoffset_s)
+                let at_ns = timeline::pcapng_ns(raw, iface.tsresol, iface.tsoffset_s)
                     - i128::from(timeline::correction_ns(
                         input.clock_offset_ns,
                         input.clock_error_ns,
@@ -804,27 +804,6 @@ fn merged_interface(
         options,
     };
     (idb, tsresol, tsoffset_s)
-}
-
-/// A raw pcapng timestamp in `if_tsresol` units plus `if_tsoffset`
-/// seconds, as nanoseconds since the epoch.
-fn to_nanos(raw: u64, tsresol: u8, tsoffset_s: u64) -> i128 {
-    let exponent = u32::from(tsresol & 0x7f);
-    let base: i128 = if tsresol & 0x80 == 0 {
-        // 10^-exponent seconds.
-        if exponent <= 9 {
-            i128::from(raw) * 10i128.pow(9 - exponent)
-        } else {
-            10i128
-                .checked_pow(exponent - 9)
-                .map_or(0, |div| i128::from(raw) / div)
-        }
-    } else {
-        // 2^-exponent seconds.
-        let ns = (u128::from(raw) * 1_000_000_000) >> exponent;
-        i128::try_from(ns).unwrap_or(i128::MAX)
-    };
-    base + i128::from(tsoffset_s) * 1_000_000_000
 }
 
 fn merged_comment(inputs: &[MergeInput<'_>], header: MergeHeader<'_>) -> String {
@@ -1052,11 +1031,29 @@ pub struct InterfaceView {
     armed_unix_ns: i64,
 }
 
+/// A run's clock error, capture skew and duration, as in JSON.
 #[derive(Debug, Default, Serialize)]
-struct TimingView {
-    clock_error_us: i64,
-    capture_skew_us: i64,
-    duration_ms: i64,
+pub struct TimingView {
+    pub(crate) clock_error_us: i64,
+    pub(crate) capture_skew_us: i64,
+    pub(crate) duration_ms: i64,
+}
+
+impl From<&pb::RunRecord> for TimingView {
+    /// The record's timing, or just its duration when it has none.
+    fn from(record: &pb::RunRecord) -> Self {
+        record.timing.map_or(
+            TimingView {
+                duration_ms: record.duration_ms,
+                ..TimingView::default()
+            },
+            |t| TimingView {
+                clock_error_us: t.clock_error_us,
+                capture_skew_us: t.capture_skew_us,
+                duration_ms: t.duration_ms,
+            },
+        )
+    }
 }
 
 impl InterfaceView {
@@ -1186,17 +1183,7 @@ impl CaptureReport {
             .map(|o| ObserverView::new(o, artifacts))
             .collect();
         artifacts.abandon_unfinished();
-        let timing = record.timing.map_or(
-            TimingView {
-                duration_ms: record.duration_ms,
-                ..TimingView::default()
-            },
-            |t| TimingView {
-                clock_error_us: t.clock_error_us,
-                capture_skew_us: t.capture_skew_us,
-                duration_ms: t.duration_ms,
-            },
-        );
+        let timing = TimingView::from(record);
         let (error, error_kind) = match record.result.as_ref().and_then(|r| r.outcome.as_ref()) {
             Some(pb::task_result::Outcome::Error(e)) => {
                 (Some(e.message.clone()), Some(Status::of_error(e)))
@@ -1720,7 +1707,7 @@ mod tests {
     #[test_case(1_000_000, 12, 0 => 1_000 ; "picoseconds")]
     #[test_case(1 << 20, 0x80 | 20, 0 => 1_000_000_000 ; "binary fractions")]
     fn timestamps_become_nanoseconds(raw: u64, tsresol: u8, tsoffset_s: u64) -> i128 {
-        to_nanos(raw, tsresol, tsoffset_s)
+        timeline::pcapng_ns(raw, tsresol, tsoffset_s)
     }
 
     // ------------------------------------------------------- artifacts

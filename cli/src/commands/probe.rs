@@ -11,7 +11,7 @@ use std::time::Duration;
 use probemesh_proto::pb;
 use serde::Serialize;
 
-use super::capture::{CaptureFiles, CaptureReport, InterfaceView};
+use super::capture::{CaptureFiles, CaptureReport, InterfaceView, TimingView};
 use crate::client::{Endpoint, Failure, exit};
 use crate::output::{OutputFormat, emit, run_footer};
 
@@ -179,13 +179,6 @@ struct EvidenceView {
     artifact: String,
 }
 
-#[derive(Debug, Default, Serialize)]
-struct TimingView {
-    clock_error_us: i64,
-    capture_skew_us: i64,
-    duration_ms: i64,
-}
-
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
@@ -231,17 +224,7 @@ impl ProbeReport {
                 })
                 .collect(),
         };
-        let timing = record.timing.map_or(
-            TimingView {
-                duration_ms: record.duration_ms,
-                ..TimingView::default()
-            },
-            |t| TimingView {
-                clock_error_us: t.clock_error_us,
-                capture_skew_us: t.capture_skew_us,
-                duration_ms: t.duration_ms,
-            },
-        );
+        let timing = TimingView::from(record);
         let pick = |a: &str, b: &str| if a.is_empty() { b } else { a }.to_owned();
         Self {
             run_id: pick(&accepted.run_id, &record.run_id),

@@ -180,8 +180,8 @@ pub fn from_pcapng(
                 // pcap-file hands the raw timestamp over as if it counted
                 // nanoseconds; it counts the interface's unit.
                 let raw = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
-                let probe_ns =
-                    i64::try_from(to_nanos(raw, tsresol, tsoffset_s)).unwrap_or(i64::MAX);
+                let probe_ns = i64::try_from(timeline::pcapng_ns(raw, tsresol, tsoffset_s))
+                    .unwrap_or(i64::MAX);
                 observation.packets.push(CapturedPacket {
                     at_ns: timeline::to_coordinator_ns(probe_ns, offset_ns, error_ns),
                     bytes: epb.data.into_owned(),
@@ -210,30 +210,6 @@ fn link_kind(link: DataLink) -> Option<LinkKind> {
         DataLink::LINUX_SLL2 => Some(LinkKind::LinuxSll2),
         _ => None,
     }
-}
-
-/// A raw pcapng timestamp in `if_tsresol` units plus `if_tsoffset`
-/// seconds, as nanoseconds since the epoch (the rule meshctl's merge
-/// applies too).
-fn to_nanos(raw: u64, tsresol: u8, tsoffset_s: u64) -> i128 {
-    let exponent = u32::from(tsresol & 0x7f);
-    let base: i128 = if tsresol & 0x80 == 0 {
-        // 10^-exponent seconds.
-        if exponent <= 9 {
-            i128::from(raw) * 10i128.pow(9 - exponent)
-        } else {
-            10i128
-                .checked_pow(exponent - 9)
-                .map_or(0, |div| i128::from(raw) / div)
-        }
-    } else {
-        // 2^-exponent seconds.
-        let ns = (u128::from(raw) * 1_000_000_000)
-            .checked_shr(exponent)
-            .unwrap_or(0);
-        i128::try_from(ns).unwrap_or(i128::MAX)
-    };
-    base + i128::from(tsoffset_s) * 1_000_000_000
 }
 
 // ---------------------------------------------------------------- output
@@ -1678,15 +1654,6 @@ mod tests {
     fn broken_pcapng_is_an_error_naming_the_probe() {
         let err = from_pcapng(&name("node-1"), 0, 0, b"not a pcapng file").unwrap_err();
         assert!(err.to_string().starts_with("capture from node-1:"), "{err}");
-    }
-
-    #[test]
-    fn timestamp_resolutions() {
-        assert_eq!(to_nanos(1_500_000, 6, 0), 1_500_000_000);
-        assert_eq!(to_nanos(7, 9, 2), 2_000_000_007);
-        assert_eq!(to_nanos(3, 0x80 | 1, 0), 1_500_000_000);
-        assert_eq!(to_nanos(5_000, 12, 0), 5);
-        assert_eq!(to_nanos(u64::MAX, 0xff, 0), 0);
     }
 
     proptest! {
