@@ -10,5 +10,5 @@ pub mod output;
 
 /// clap value parser for every duration flag (`500ms`, `2s`, `1m`).
 pub fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
-    probemesh_proto::duration::parse_duration(s).map_err(|e| e.to_string())
+    probemesh_model::duration::parse_duration(s).map_err(|e| e.to_string())
 }

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use probemesh_proto::bpf;
+use probemesh_model::inventory::Inventory;
+use probemesh_packet::bpf;
 use probemesh_proto::identity::ProbeName;
-use probemesh_proto::inventory::Inventory;
 use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -445,7 +445,7 @@ async fn collect(
                             .lock()
                             .unwrap_or_else(|poisoned| poisoned.into_inner());
                         armed.extend(a.interfaces.iter().map(|i| {
-                            probemesh_proto::timeline::to_coordinator_ns(
+                            probemesh_model::timeline::to_coordinator_ns(
                                 i.armed_unix_ns,
                                 clock.offset_ns,
                                 clock.error_ns,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use probemesh_proto::pb;
-use probemesh_proto::telemetry::{task_kind_name, task_result_class};
+use probemesh_telemetry::{task_kind_name, task_result_class};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;

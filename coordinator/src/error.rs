@@ -54,7 +54,7 @@ pub enum Error {
     Pki(#[from] probemesh_proto::pki::Error),
     /// The inventory file is missing or invalid.
     #[error(transparent)]
-    Inventory(#[from] probemesh_proto::inventory::LoadError),
+    Inventory(#[from] probemesh_model::inventory::LoadError),
     /// The listener could not be set up.
     #[error("{op} {addr}: {source}")]
     Listen {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use probemesh_proto::inventory::{Inventory, LoadError};
+use probemesh_model::inventory::{Inventory, LoadError};
 
 /// Where the inventory comes from.
 #[derive(Debug)]

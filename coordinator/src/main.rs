@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use mesh_coordinator::server::{Bound, Settings};
 use mesh_coordinator::state::LinkTiming;
-use probemesh_proto::telemetry::{Telemetry, TelemetryConfig, host_name};
+use probemesh_telemetry::{Telemetry, TelemetryConfig, host_name};
 
 /// The probemesh coordinator: registers probes over mTLS, plans and runs
 /// tests on them, and stores the results.
@@ -54,7 +54,7 @@ struct Args {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    probemesh_proto::duration::parse_duration(s).map_err(|e| e.to_string())
+    probemesh_model::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[tokio::main]

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use probemesh_proto::inventory::Inventory;
+use probemesh_model::inventory::Inventory;
+use probemesh_model::target::Port;
 use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
-use probemesh_proto::target::Port;
 
 use crate::error::Error;
 use crate::registry::Registry;

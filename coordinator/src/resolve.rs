@@ -5,9 +5,9 @@
 
 use std::net::IpAddr;
 
-use probemesh_proto::inventory::Inventory;
+use probemesh_model::inventory::Inventory;
+use probemesh_model::target::{Port, Target};
 use probemesh_proto::pb;
-use probemesh_proto::target::{Port, Target};
 
 use crate::error::Error;
 use crate::registry::Registry;
@@ -104,7 +104,7 @@ impl Aim {
 pub fn aim(spec: &str, registry: &Registry, inventory: Option<&Inventory>) -> Result<Aim, Error> {
     let target: Target = spec
         .parse()
-        .map_err(|e: probemesh_proto::target::InvalidTarget| {
+        .map_err(|e: probemesh_model::target::InvalidTarget| {
             Error::InvalidRequest(e.to_string())
         })?;
     match target {

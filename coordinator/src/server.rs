@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir};
-use probemesh_proto::telemetry::{SpanExportStats, certificate_expiry_unix, http::serve_metrics};
 use probemesh_proto::tls::{TlsIncoming, server_config};
+use probemesh_telemetry::{SpanExportStats, certificate_expiry_unix, http::serve_metrics};
 
 use crate::capture::PayloadPolicy;
 use crate::clock_udp::UdpClock;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use probemesh_proto::pb;
-use probemesh_proto::telemetry::{inject, trace_id};
+use probemesh_telemetry::{inject, trace_id};
 use tracing::Span;
 use tracing::field::Empty;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use probemesh_proto::pb;
 use probemesh_proto::pb::coordinator_message::Msg;
 use probemesh_proto::pki::TlsDir;
-use probemesh_proto::telemetry::{task_kind_name, task_result_class};
+use probemesh_telemetry::{task_kind_name, task_result_class};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;

@@ -10,9 +10,9 @@ use mesh_probe::link::{self, ProbeSettings};
 use mesh_probe::metrics::Metrics;
 use probemesh_proto::pb;
 use probemesh_proto::pki::TlsDir;
-use probemesh_proto::telemetry::http::serve_metrics;
-use probemesh_proto::telemetry::{Telemetry, TelemetryConfig, certificate_expiry_unix, host_name};
 use probemesh_proto::token::JoinToken;
+use probemesh_telemetry::http::serve_metrics;
+use probemesh_telemetry::{Telemetry, TelemetryConfig, certificate_expiry_unix, host_name};
 use tokio_util::sync::CancellationToken;
 
 /// The probemesh probe daemon: dials the coordinator over mTLS and runs the

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use probemesh_proto::telemetry::SpanExportStats;
+use probemesh_telemetry::SpanExportStats;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

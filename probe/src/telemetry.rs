@@ -5,7 +5,7 @@
 
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_progress::Event;
-use probemesh_proto::telemetry::{set_parent, task_kind_name, trace_id};
+use probemesh_telemetry::{set_parent, task_kind_name, trace_id};
 use tracing::Span;
 use tracing::field::Empty;
 

@@ -18,7 +18,7 @@ use mesh_probe::capture::{
 };
 use mesh_probe::platform::Timestamp;
 use mesh_probe::platform::netns::{Namespace, NetnsTarget, run_in};
-use probemesh_proto::bpf::{FilterError, compile_filter};
+use probemesh_packet::bpf::{FilterError, compile_filter};
 
 const ADDR_A: &str = "198.18.55.1";
 const ADDR_B: &str = "198.18.55.2";

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mesh_probe::tasks::capture::capture_dir;
 use mesh_probe::tasks::{TaskContext, run_task_with};
-use probemesh_proto::bpf::compile_filter;
+use probemesh_packet::bpf::compile_filter;
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_progress::Event;
 use probemesh_proto::pb::task_result::Outcome;
@@ -133,7 +133,7 @@ fn unix_ns() -> i64 {
 /// A capture of ICMP on `interfaces` of B, headers only.
 fn capture_task(pair: &Pair, id: &str, interfaces: &[&str], duration: Duration) -> pb::Task {
     let filter = compile_filter("icmp", 128).expect("filter compiles");
-    let pack = |p: &[probemesh_proto::bpf::BpfInsn]| p.iter().map(|i| i.to_wire()).collect();
+    let pack = |p: &[probemesh_packet::bpf::BpfInsn]| p.iter().map(|i| i.to_wire()).collect();
     pb::Task {
         task_id: id.into(),
         run_id: "t5t".into(),

@@ -1,18 +1,19 @@
-//! probemesh's wire: the gRPC protocol (`pb`), and what every side of it shares.
+//! probemesh-proto: the wire, and only the wire.
+//!
+//! The gRPC protocol (`pb`, generated from `proto/probemesh/v1/probemesh.proto`),
+//! the UDP clock datagrams ([`clock_udp`]), and who may speak it: TLS
+//! configuration ([`tls`]), the certificate authority ([`pki`]), identities
+//! carried in certificates ([`identity`]) and join tokens ([`token`]).
+//! Domain types live in `probemesh-model`, packet bytes in `probemesh-packet`,
+//! logs/traces/metrics set-up in `probemesh-telemetry`.
+
 /// Generated gRPC types and services (package `probemesh.v1`).
 #[allow(clippy::large_enum_variant, missing_docs)]
 pub mod pb {
     tonic::include_proto!("probemesh.v1");
 }
-pub mod bpf;
 pub mod clock_udp;
-pub mod duration;
 pub mod identity;
-pub mod inventory;
 pub mod pki;
-pub mod target;
-pub mod telemetry;
-pub mod timeline;
 pub mod tls;
 pub mod token;
-pub mod verdict;

@@ -33,8 +33,10 @@ use crate::identity::{CertFingerprint, IdentityError, Role, spiffe_uri, validate
 pub const COORDINATOR_NAME: &str = "coordinator";
 /// Name of the operator identity `meshctl certs init` creates.
 pub const ADMIN_NAME: &str = "admin";
-/// SANs every coordinator certificate carries: loopback and the lab's coordinator address.
-pub const DEFAULT_COORDINATOR_SANS: [&str; 3] = ["localhost", "127.0.0.1", "198.18.255.1"];
+/// SANs every coordinator certificate carries: loopback only. Every other name or
+/// address the coordinator is dialled by comes from `--coordinator-san` (the lab
+/// passes its own address).
+pub const DEFAULT_COORDINATOR_SANS: [&str; 2] = ["localhost", "127.0.0.1"];
 /// Lifetime of a new CA.
 pub const CA_LIFETIME: time::Duration = time::Duration::days(3650);
 /// Lifetime of a new leaf certificate.
@@ -798,7 +800,11 @@ mod tests {
         let dir = TlsDir::new(tmp.path().join("tls"));
         let report = init(
             &dir,
-            &["mesh.example.com".to_owned(), "10.0.0.7".to_owned()],
+            &[
+                "mesh.example.com".to_owned(),
+                "10.0.0.7".to_owned(),
+                "198.18.255.1".to_owned(),
+            ],
         )
         .unwrap();
         assert_eq!(report.files.len(), 6);

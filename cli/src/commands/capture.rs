@@ -28,9 +28,9 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::pcapng::{Block, PcapNgParser, PcapNgWriter};
 use pcap_file::{Endianness, PcapError};
+use probemesh_model::timeline;
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_progress::Event;
-use probemesh_proto::timeline;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -652,7 +652,7 @@ struct MergedPacket<'a> {
 ///
 /// Each packet's timestamp (in the unit its interface declares) becomes
 /// nanoseconds minus its observer's `clock_offset_ns` when that offset
-/// exceeds its error bound (see `probemesh_proto::timeline`); packets are sorted
+/// exceeds its error bound (see `probemesh_model::timeline`); packets are sorted
 /// by that time, stably (ties keep input order). Each input interface gets
 /// one interface block, in input order, keeping its name, link type, snap
 /// length and other options, with `if_tsresol` = 9. Interface statistics

@@ -16,8 +16,9 @@ pub enum CertsCommand {
     ///
     /// Writes DIR/ca.pem ca-key.pem coordinator.pem coordinator-key.pem
     /// admin.pem admin-key.pem (ECDSA P-256). The coordinator certificate is
-    /// valid for localhost, 127.0.0.1, 198.18.255.1 (the lab) and every
-    /// --coordinator-san. Refuses to overwrite an existing CA.
+    /// valid for localhost, 127.0.0.1 and every --coordinator-san: name each
+    /// address or DNS name probes and meshctl dial it by. Refuses to
+    /// overwrite an existing CA.
     Init {
         /// Directory to create the files in.
         #[arg(long, env = "MESH_TLS_DIR")]

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use probemesh_proto::inventory::InvalidInventory;
+use probemesh_model::inventory::InvalidInventory;
 use serde::Serialize;
 
 use super::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
@@ -520,7 +520,7 @@ mod tests {
             let i = f.info();
             let cause = i.expect.cause.unwrap_or_default();
             assert!(
-                probemesh_proto::verdict::is_known(i.expect.class, cause)
+                probemesh_model::verdict::is_known(i.expect.class, cause)
                     && !["ok", "inconclusive"].contains(&i.expect.class),
                 "{f}: {}/{cause}",
                 i.expect.class

@@ -916,7 +916,7 @@ fn connected_probes(json: &str) -> Vec<String> {
 /// an empty directory: it enrolls with a join token.
 fn make_certs(dir: &StateDir) -> anyhow::Result<()> {
     let tls = TlsDir::new(dir.tls());
-    pki::init(&tls, &[]).context("creating the lab CA")?;
+    pki::init(&tls, &[topology::HOST_IP.to_string()]).context("creating the lab CA")?;
     let ca = pki::CertAuthority::load(&tls).context("loading the lab CA")?;
     for node in NODES {
         let name = node.name();

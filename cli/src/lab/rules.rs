@@ -6,7 +6,7 @@
 //! A fault changes a namespace's ruleset through [`NodeRules`] /
 //! [`FabricRules`]; clearing it renders the baseline again.
 
-use probemesh_proto::inventory::{Inventory, Protocol, Service, ServicePort};
+use probemesh_model::inventory::{Inventory, Protocol, Service, ServicePort};
 use sha2::{Digest, Sha256};
 
 use super::topology::{CLUSTER_CIDR, LabNode, NODE_2};

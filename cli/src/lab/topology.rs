@@ -7,7 +7,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use probemesh_proto::inventory::{
+use probemesh_model::inventory::{
     Cidr, Endpoint, InvalidInventory, Inventory, KubeProxy, Node, Pod, PodPhase, Protocol, Service,
     ServicePort,
 };

@@ -29,8 +29,8 @@ use pcap_file::DataLink;
 use pcap_file::PcapError;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgParser};
+use probemesh_model::timeline;
 use probemesh_proto::identity::ProbeName;
-use probemesh_proto::timeline;
 
 use packet::{
     DecodeError, DecodedPacket, EchoId, EchoSeq, Flow, IcmpMessage, IpId, IpPacket, LinkKind, Mtu,

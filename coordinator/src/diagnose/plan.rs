@@ -14,7 +14,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use probemesh_proto::inventory::Inventory;
+use probemesh_model::inventory::Inventory;
 use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
 
@@ -619,7 +619,7 @@ fn dns_checks(
 }
 
 /// The cluster DNS Service (kube-system/kube-dns, as CoreDNS keeps it).
-pub fn cluster_dns(inventory: Option<&Inventory>) -> Option<&probemesh_proto::inventory::Service> {
+pub fn cluster_dns(inventory: Option<&Inventory>) -> Option<&probemesh_model::inventory::Service> {
     inventory?.service("kube-system", "kube-dns")
 }
 

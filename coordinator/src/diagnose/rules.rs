@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use probemesh_proto::inventory::{Cidr, Inventory, PodPhase};
+use probemesh_model::inventory::{Cidr, Inventory, PodPhase};
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_result::Outcome;
 

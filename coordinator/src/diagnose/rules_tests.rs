@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use probemesh_proto::inventory::{Inventory, PodPhase};
+use probemesh_model::inventory::{Inventory, PodPhase};
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_result::Outcome;
 
@@ -249,7 +249,7 @@ fn class(v: &pb::Verdict) -> (&str, &str) {
 fn every_rule_names_a_design_class_and_what_it_needs() {
     for r in RULES {
         assert!(
-            probemesh_proto::verdict::is_known(r.class, r.cause),
+            probemesh_model::verdict::is_known(r.class, r.cause),
             "{}: {}/{}",
             r.name,
             r.class,

@@ -15,9 +15,9 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use probemesh_proto::inventory::{Inventory, Service};
+use probemesh_model::inventory::{Inventory, Service};
+use probemesh_model::target::{InvalidTarget, Port, Target};
 use probemesh_proto::pb;
-use probemesh_proto::target::{InvalidTarget, Port, Target};
 
 use crate::error::Error;
 use crate::registry::Registry;

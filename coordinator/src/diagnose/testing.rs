@@ -1,6 +1,6 @@
 //! The lab's inventory, for unit tests.
 
-use probemesh_proto::inventory::Inventory;
+use probemesh_model::inventory::Inventory;
 
 const LAB: &str = r#"{
   "nodes": [

@@ -23,7 +23,7 @@ use pcap_file::pcapng::blocks::interface_statistics::{
 };
 use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
 use pcap_file::{DataLink, Endianness, PcapError};
-use probemesh_proto::bpf::LinkLayer;
+use probemesh_packet::bpf::LinkLayer;
 use sha2::{Digest, Sha256};
 
 use super::block::RingPacket;

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use probemesh_proto::bpf::{self, CompiledFilter, FilterError};
+use probemesh_packet::bpf::{self, CompiledFilter, FilterError};
 
 /// Snap length that keeps headers only (Ethernet + IPv4/IPv6 + TCP with
 /// options, or the start of an encapsulated packet), bytes. The default.
@@ -55,7 +55,7 @@ pub struct CaptureSpec {
     /// Interface names as the namespace knows them (`eth0`, `flannel.1`).
     pub interfaces: Vec<String>,
     /// The filter, compiled by the coordinator or CLI
-    /// ([`probemesh_proto::bpf::compile_filter`]).
+    /// ([`probemesh_packet::bpf::compile_filter`]).
     pub filter: CompiledFilter,
     /// Bytes kept of each packet.
     pub snaplen: u32,
@@ -168,7 +168,7 @@ pub enum SpecError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use probemesh_proto::bpf::BpfInsn;
+    use probemesh_packet::bpf::BpfInsn;
     use test_case::test_case;
 
     fn spec() -> CaptureSpec {

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::time::{ClockId, clock_gettime};
-use probemesh_proto::bpf::{BpfInsn, LinkLayer};
+use probemesh_packet::bpf::{BpfInsn, LinkLayer};
 use socket2::{Domain, SockFilter, Socket, Type};
 
 use super::Timestamp;

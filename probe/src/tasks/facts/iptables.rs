@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use probemesh_proto::inventory::Cidr;
+use probemesh_model::inventory::Cidr;
 
 /// Most rules kept from one table.
 pub const MAX_RULES: usize = 50_000;

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use probemesh_proto::bpf::{self, BpfInsn, CompiledFilter, FilterError};
+use probemesh_packet::bpf::{self, BpfInsn, CompiledFilter, FilterError};
 use probemesh_proto::pb;
 use tokio_util::sync::CancellationToken;
 

@@ -3,8 +3,8 @@
 //! (`SO_ATTACH_FILTER`).
 //!
 //! Compilation uses libpcap through a *dead* handle (no device, no
-//! privileges), so it runs in the coordinator or in `meshctl`; probes receive
-//! instructions and never link libpcap. This module is not a BPF verifier:
+//! privileges), behind the `libpcap` feature that only the coordinator
+//! enables ([`compile`]); probes receive instructions and never link libpcap. This module is not a BPF verifier:
 //! the kernel checks the program when it is attached, [`validate`] only
 //! rejects what can be told without running it, with a readable message.
 
@@ -14,7 +14,7 @@ use std::fmt;
 pub const MAX_INSNS: usize = 4096;
 
 /// `BPF_RET | BPF_K`: return the constant `k` (bytes to keep; 0 drops).
-const RET_K: u16 = 0x06;
+pub(crate) const RET_K: u16 = 0x06;
 /// Mask of the instruction class bits of `code`.
 const CLASS_MASK: u16 = 0x07;
 /// Class `BPF_RET`.
@@ -23,8 +23,6 @@ const CLASS_RET: u16 = 0x06;
 const CLASS_JMP: u16 = 0x05;
 /// `BPF_JMP | BPF_JA`: unconditional jump by `k`.
 const JMP_JA: u16 = 0x05;
-/// libpcap's `DLT_RAW` on Linux: packets start at the IPv4/IPv6 header.
-const DLT_RAW_LINUX: i32 = 12;
 
 /// One classic BPF instruction (`struct sock_filter`), in host order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,15 +77,6 @@ pub enum LinkLayer {
     Ethernet,
     /// The IP header directly (IPIP/SIT tunnels, WireGuard, tun devices).
     RawIp,
-}
-
-impl LinkLayer {
-    fn dlt(self) -> pcap::Linktype {
-        match self {
-            LinkLayer::Ethernet => pcap::Linktype::ETHERNET,
-            LinkLayer::RawIp => pcap::Linktype(DLT_RAW_LINUX),
-        }
-    }
 }
 
 /// A filter expression compiled for every link layer a probe may meet, so
@@ -159,54 +148,6 @@ impl FilterError {
     }
 }
 
-/// Compiles `expr` for Ethernet interfaces, keeping at most `snaplen` bytes
-/// of each accepted packet (every `ret` of a non-zero constant is lowered to
-/// `snaplen`). An empty expression accepts every packet.
-pub fn compile(expr: &str, snaplen: u32) -> Result<Vec<BpfInsn>, FilterError> {
-    compile_for(expr, snaplen, LinkLayer::Ethernet)
-}
-
-/// Compiles `expr` for link layer `link`; see [`compile`].
-pub fn compile_for(expr: &str, snaplen: u32, link: LinkLayer) -> Result<Vec<BpfInsn>, FilterError> {
-    let libpcap = |e: pcap::Error| FilterError::Libpcap {
-        expr: expr.to_string(),
-        message: e.to_string(),
-    };
-    let handle = pcap::Capture::dead(link.dlt()).map_err(libpcap)?;
-    let program = handle.compile(expr, true).map_err(|e| match e {
-        pcap::Error::PcapError(message) => FilterError::Invalid {
-            expr: expr.to_string(),
-            message: clean_message(&message),
-        },
-        pcap::Error::InvalidInputString => FilterError::Invalid {
-            expr: expr.to_string(),
-            message: "the expression contains a NUL character".to_string(),
-        },
-        other => libpcap(other),
-    })?;
-    let mut insns = program
-        .get_instructions()
-        .iter()
-        .map(|insn| parse_insn(&insn.to_string()))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| FilterError::Libpcap {
-            expr: expr.to_string(),
-            message: "unexpected instruction format".to_string(),
-        })?;
-    clamp_snaplen(&mut insns, snaplen);
-    validate(expr, &insns)?;
-    Ok(insns)
-}
-
-/// Compiles `expr` for every [`LinkLayer`].
-pub fn compile_filter(expr: &str, snaplen: u32) -> Result<CompiledFilter, FilterError> {
-    Ok(CompiledFilter {
-        expr: expr.to_string(),
-        ethernet: compile_for(expr, snaplen, LinkLayer::Ethernet)?,
-        raw_ip: compile_for(expr, snaplen, LinkLayer::RawIp)?,
-    })
-}
-
 /// Lowers every `ret #k` with `k > snaplen` to `ret #snaplen`, so the kernel
 /// keeps at most `snaplen` bytes of each packet. `ret #0` (drop) is kept.
 pub fn clamp_snaplen(program: &mut [BpfInsn], snaplen: u32) {
@@ -252,26 +193,10 @@ pub fn validate(expr: &str, program: &[BpfInsn]) -> Result<(), FilterError> {
     }
 }
 
-/// Strips libpcap's generic prefix, keeping the reason.
-fn clean_message(message: &str) -> String {
-    let message = message.trim();
-    message
-        .strip_prefix("can't parse filter expression: ")
-        .unwrap_or(message)
-        .to_string()
-}
-
-/// Parses the `code jt jf k` form the pcap crate prints (its only accessor).
-fn parse_insn(text: &str) -> Option<BpfInsn> {
-    let mut fields = text.split_whitespace();
-    let insn = BpfInsn {
-        code: fields.next()?.parse().ok()?,
-        jt: fields.next()?.parse().ok()?,
-        jf: fields.next()?.parse().ok()?,
-        k: fields.next()?.parse().ok()?,
-    };
-    fields.next().is_none().then_some(insn)
-}
+#[cfg(feature = "libpcap")]
+mod compile;
+#[cfg(feature = "libpcap")]
+pub use compile::{compile, compile_filter, compile_for};
 
 #[cfg(test)]
 mod tests {
@@ -279,7 +204,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// `tcpdump -dd icmp` on Ethernet with snaplen 128 after clamping.
-    const ICMP_ETHERNET: [BpfInsn; 6] = [
+    pub(crate) const ICMP_ETHERNET: [BpfInsn; 6] = [
         BpfInsn {
             code: 0x28,
             jt: 0,
@@ -317,55 +242,6 @@ mod tests {
             k: 0,
         },
     ];
-
-    #[test]
-    fn bpf_icmp_compiles_like_tcpdump_with_the_snaplen() {
-        assert_eq!(compile("icmp", 128).expect("compiles"), ICMP_ETHERNET);
-    }
-
-    #[test]
-    fn bpf_raw_ip_programs_read_the_ip_header_at_offset_zero() {
-        let program = compile_for("icmp", 128, LinkLayer::RawIp).expect("compiles");
-        // Loads the protocol byte at IP offset 9, no Ethernet type check.
-        assert!(
-            program.iter().any(|i| i.code == 0x30 && i.k == 9),
-            "{program:?}"
-        );
-        assert!(!program.iter().any(|i| i.k == 23), "{program:?}");
-    }
-
-    #[test]
-    fn bpf_empty_expression_accepts_everything_up_to_the_snaplen() {
-        assert_eq!(
-            compile("", 96).expect("compiles"),
-            [BpfInsn {
-                code: 0x06,
-                jt: 0,
-                jf: 0,
-                k: 96
-            }]
-        );
-        let both = compile_filter("", 262_144).expect("compiles");
-        assert_eq!(both.program(LinkLayer::RawIp).len(), 1);
-        assert_eq!(both.program(LinkLayer::Ethernet)[0].k, 65_535);
-    }
-
-    #[test]
-    fn bpf_a_bad_expression_names_itself_and_libpcaps_reason() {
-        let err = compile("tcp prot 80", 128).expect_err("must fail");
-        assert_eq!(
-            err.to_string(),
-            "invalid filter 'tcp prot 80': syntax error"
-        );
-        assert!(err.hint().contains("pcap-filter"));
-        let err = compile("tcp port 99999", 128).expect_err("must fail");
-        assert!(
-            matches!(&err, FilterError::Invalid { message, .. } if message.contains("99999")),
-            "{err}"
-        );
-        let err = compile("icmp\0", 128).expect_err("must fail");
-        assert!(matches!(err, FilterError::Invalid { .. }), "{err}");
-    }
 
     #[test]
     fn bpf_instructions_survive_the_wire_packing() {

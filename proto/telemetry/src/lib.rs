@@ -37,8 +37,8 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::pb;
 pub use export::SpanExportStats;
+use probemesh_proto::pb;
 
 /// Span names exported as OpenTelemetry spans start with one of these.
 pub const EXPORTED_SPAN_PREFIXES: [&str; 2] = ["probemesh.", "probe."];

@@ -1,0 +1,13 @@
+//! probemesh-model: the domain types every side shares, without I/O.
+//!
+//! TARGET specs ([`target`]), durations ([`duration`]), the cluster
+//! [`inventory`] format, the common [`timeline`] of a run, and the verdict
+//! classes and causes of DESIGN §1 ([`verdict`]). It is not the wire (that is
+//! `probemesh-proto`): no sockets, no clocks; the one file it reads is the
+//! inventory a caller names (`Inventory::load`).
+
+pub mod duration;
+pub mod inventory;
+pub mod target;
+pub mod timeline;
+pub mod verdict;
