@@ -316,7 +316,7 @@ enum Planned {
     /// A capture on several observers.
     Capture(crate::capture::CapturePlan),
     /// A diagnosis: many checks, captures, a verdict.
-    Probe(Box<crate::diagnose::plan::ProbePlan>),
+    Probe(Box<crate::diagnose::plan::DiagnosisPlan>),
 }
 
 /// The first event of every run.

@@ -76,7 +76,7 @@ impl ProbeArgs {
     fn request(&self) -> pb::RunRequest {
         pb::RunRequest {
             from: self.from.clone(),
-            kind: Some(pb::run_request::Kind::Probe(pb::ProbeRequest {
+            kind: Some(pb::run_request::Kind::Probe(pb::DiagnosisRequest {
                 to: self.to.clone(),
                 size: self.size.unwrap_or(0),
                 count: self.count.unwrap_or(0),

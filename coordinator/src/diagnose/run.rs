@@ -1,4 +1,4 @@
-//! Executes a [`ProbePlan`]: arms the captures on every observer for one
+//! Executes a [`DiagnosisPlan`]: arms the captures on every observer for one
 //! instant, runs the first wave of checks at once, then the follow-ups the
 //! first wave calls for, stops the captures, correlates, applies the rules
 //! and stores the record. Progress goes to the client as `RunStep`s.
@@ -15,7 +15,7 @@ use tracing::Instrument as _;
 
 use super::checks::{self, FAIL, OK, SKIPPED};
 use super::packets::Packets;
-use super::plan::{self, CheckName, PlannedCheck, ProbePlan};
+use super::plan::{self, CheckName, DiagnosisPlan, PlannedCheck};
 use super::rules::{self, Evidence};
 use crate::capture::{self, CaptureOutcome};
 use crate::control::{finish, run_plan, task_error};
@@ -28,7 +28,12 @@ const ARM_WAIT: Duration = Duration::from_secs(5);
 type Tx = mpsc::Sender<Result<pb::RunEvent, Status>>;
 
 /// Runs the plan to the end and sends the record.
-pub async fn follow(state: Arc<Coordinator>, plan: ProbePlan, mut record: pb::RunRecord, tx: Tx) {
+pub async fn follow(
+    state: Arc<Coordinator>,
+    plan: DiagnosisPlan,
+    mut record: pb::RunRecord,
+    tx: Tx,
+) {
     let started = tokio::time::Instant::now();
     let run_id = record.run_id.clone();
     let mut missing = Vec::new();
@@ -205,7 +210,7 @@ async fn run_checks(
 
 /// What the NAT-rule checks look for: the Service port the node facts
 /// were asked to match (a ClusterIP, a NodePort, or the cluster DNS).
-fn nat_target(plan: &ProbePlan) -> Option<String> {
+fn nat_target(plan: &DiagnosisPlan) -> Option<String> {
     plan.checks
         .iter()
         .find_map(|c| match c.request.as_ref()?.kind.as_ref()? {
@@ -260,7 +265,7 @@ fn capture_check(outcome: &CaptureOutcome) -> pb::Check {
 }
 
 /// Reports the clocks of every probe the run uses.
-async fn clock_step(state: &Coordinator, plan: &ProbePlan, tx: &Tx) {
+async fn clock_step(state: &Coordinator, plan: &DiagnosisPlan, tx: &Tx) {
     let mut probes: Vec<String> = plan
         .checks
         .iter()
