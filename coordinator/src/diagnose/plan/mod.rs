@@ -19,10 +19,11 @@ use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
 
 use super::target::{Endpoint, Resolved, Role};
-use crate::capture::{self, CapturePlan, PayloadPolicy};
+use crate::capture::{self, plan::CapturePlan};
 use crate::error::Error;
 use crate::registry::Registry;
 use crate::resolve;
+use crate::state::PayloadPolicy;
 
 mod follow_ups;
 mod wave;
@@ -365,7 +366,7 @@ pub fn plan(
             ..Default::default()
         };
         (
-            Some(capture::plan(&request, payload, registry, inventory)?),
+            Some(capture::plan::plan(&request, payload, registry, inventory)?),
             String::new(),
         )
     };
