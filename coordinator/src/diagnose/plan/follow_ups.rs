@@ -3,28 +3,25 @@
 //! while small ones passed.
 
 use super::*;
+use crate::diagnose::model::Check;
 
 /// The second wave, decided from the first: the path where reachability
 /// failed or lost packets, the path MTU where large packets or a transfer
 /// failed while small ones passed.
-pub fn follow_ups(plan: &DiagnosisPlan, done: &[pb::Check]) -> Vec<PlannedCheck> {
+pub fn follow_ups(plan: &DiagnosisPlan, done: &[Check]) -> Vec<PlannedCheck> {
     let from = plan.source.spec.as_str();
     let failed = |name: CheckName, to: &str| {
         done.iter().any(|c| {
-            c.name == name.as_str()
-                && c.direction == Direction::Forward.as_str()
+            c.name == name
+                && c.direction == Direction::Forward
                 && c.from == from
-                && c.status == "fail"
+                && c.failed()
                 && c.to.starts_with(to)
         })
     };
     let lossy = |to: &str| {
-        done.iter().any(|c| {
-            c.name == CheckName::Icmp.as_str()
-                && c.status != "skipped"
-                && c.to == to
-                && c.received < c.sent
-        })
+        done.iter()
+            .any(|c| c.name == CheckName::Icmp && c.ran() && c.to == to && c.received < c.sent)
     };
     let timeout_us = micros(plan.options.timeout);
     let mut out = Vec::new();
@@ -59,14 +56,14 @@ pub fn follow_ups(plan: &DiagnosisPlan, done: &[pb::Check]) -> Vec<PlannedCheck>
         }
         let large_failed = failed(CheckName::IcmpLarge, host)
             || done.iter().any(|c| {
-                c.name == CheckName::TcpTransfer.as_str()
-                    && c.status == "fail"
+                c.name == CheckName::TcpTransfer
+                    && c.failed()
                     && c.to.starts_with(host)
-                    && transfer_of(c).is_some_and(|t| t.connected)
+                    && c.transfer().is_some_and(|t| t.connected)
             });
         let small_ok = done
             .iter()
-            .any(|c| c.name == CheckName::Icmp.as_str() && c.to == host && c.status == "ok");
+            .any(|c| c.name == CheckName::Icmp && c.to == host && c.ok());
         if large_failed && small_ok {
             out.push(
                 PlannedCheck::run(
@@ -86,12 +83,4 @@ pub fn follow_ups(plan: &DiagnosisPlan, done: &[pb::Check]) -> Vec<PlannedCheck>
         }
     }
     out
-}
-
-/// The transfer result a check carries, if it is one.
-pub fn transfer_of(c: &pb::Check) -> Option<&pb::TcpTransferResult> {
-    match c.result.as_ref()?.outcome.as_ref()? {
-        pb::task_result::Outcome::TcpTransfer(t) => Some(t),
-        _ => None,
-    }
 }

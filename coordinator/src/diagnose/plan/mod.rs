@@ -10,10 +10,10 @@
 //! ordinary [`pb::RunRequest`], planned and dispatched like any tool run.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::inventory::Inventory;
 use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
@@ -28,7 +28,7 @@ use crate::state::PayloadPolicy;
 mod follow_ups;
 mod wave;
 
-pub use follow_ups::{follow_ups, transfer_of};
+pub use follow_ups::follow_ups;
 pub use wave::cluster_dns;
 use wave::{capture_filter, first_wave, observers};
 
@@ -59,80 +59,6 @@ const CAPTURE_MAX_PACKETS: u64 = 200_000;
 /// Interface name prefixes of overlay tunnels (flannel, Calico IPIP and
 /// VXLAN, Cilium, Geneve, WireGuard).
 const TUNNEL_PREFIXES: [&str; 6] = ["flannel", "tunl", "vxlan", "cilium_vxlan", "genev", "wg"];
-
-/// The checks a run can make (`checks[].name`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CheckName {
-    /// ICMP echo, ping's default size.
-    Icmp,
-    /// ICMP echo at `--size` with DF.
-    IcmpLarge,
-    /// Repeated TCP connects.
-    TcpConnect,
-    /// Bytes pushed and acknowledged.
-    TcpTransfer,
-    /// Path MTU search.
-    Pmtu,
-    /// mtr-style hops.
-    Path,
-    /// Resolution.
-    Dns,
-    /// What listens on the port.
-    Listener,
-    /// Interfaces, routes, tunnels, conntrack, drops.
-    NodeFacts,
-    /// The Service's NAT chain on a node (read from node facts).
-    NatRules,
-    /// The synchronized captures.
-    Capture,
-}
-
-impl CheckName {
-    /// The contract's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckName::Icmp => "icmp",
-            CheckName::IcmpLarge => "icmp_large",
-            CheckName::TcpConnect => "tcp_connect",
-            CheckName::TcpTransfer => "tcp_transfer",
-            CheckName::Pmtu => "pmtu",
-            CheckName::Path => "path",
-            CheckName::Dns => "dns",
-            CheckName::Listener => "listener",
-            CheckName::NodeFacts => "node_facts",
-            CheckName::NatRules => "nat_rules",
-            CheckName::Capture => "capture",
-        }
-    }
-}
-
-impl fmt::Display for CheckName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which way a check goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// From the source towards the target.
-    Forward,
-    /// From the target's side back to the source.
-    Reverse,
-    /// On one host (listeners, node facts).
-    Local,
-}
-
-impl Direction {
-    /// The name in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Forward => "forward",
-            Direction::Reverse => "reverse",
-            Direction::Local => "local",
-        }
-    }
-}
 
 /// What the user asked besides the ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,10 @@
 //! Plans for the lab's paths: which checks, in which direction, skipped
 //! with which reason; bad options refused; follow-ups only when called for.
 
+use probemesh_model::check::Status;
+
 use super::*;
+use crate::diagnose::model::Check;
 use crate::diagnose::testing::lab_inventory;
 
 fn lab_plan(from: &str, to: &str, size: u32) -> DiagnosisPlan {
@@ -179,16 +182,24 @@ async fn bad_options_are_refused() {
     assert!(err.contains("node-9"), "{err}");
 }
 
-fn check(name: CheckName, to: &str, status: &str) -> pb::Check {
-    pb::Check {
-        name: name.as_str().into(),
+fn check(name: CheckName, to: &str, status: &str) -> Check {
+    let status: Status = match status {
+        "ok" => Status::Ok,
+        "fail" => Status::Fail,
+        _ => Status::Skipped,
+    };
+    Check {
+        name,
         from: "cloudvm-1".into(),
         to: to.into(),
-        status: status.into(),
-        direction: "forward".into(),
+        size: 0,
+        direction: Direction::Forward,
+        status,
         sent: 5,
-        received: if status == "ok" { 5 } else { 0 },
-        ..Default::default()
+        received: if status == Status::Ok { 5 } else { 0 },
+        rtt_ms: None,
+        detail: String::new(),
+        result: None,
     }
 }
 

@@ -28,11 +28,11 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
             .tunnels
             .iter()
             .filter(|t| !registered(t.outer_src))
-            .partition(|t| node_ip(&t.probe) != Some(IpAddr::V4(t.outer_dst)));
+            .partition(|t| node_ip(t.observer.probe()) != Some(IpAddr::V4(t.outer_dst)));
         for t in &sent {
-            let expected = node_ip(&t.probe).map_or("?".to_owned(), |ip| ip.to_string());
+            let expected = node_ip(t.observer.probe()).map_or("?".to_owned(), |ip| ip.to_string());
             evidence.push(note(
-                &t.probe,
+                t.observer.probe(),
                 format!(
                     "{} packets leave {} with outer source {} ({} packets to {}); {} is registered as {expected}",
                     t.kind.to_uppercase(),
@@ -40,15 +40,19 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
                     t.outer_src,
                     t.packets,
                     t.outer_dst,
-                    t.probe
+                    t.observer.probe
                 ),
                 capture_artifact(&t.observer),
             ));
-            culprit.get_or_insert((t.probe.clone(), t.outer_src.to_string(), expected));
+            culprit.get_or_insert((
+                t.observer.probe().to_owned(),
+                t.outer_src.to_string(),
+                expected,
+            ));
         }
         for t in &received {
             evidence.push(note(
-                &t.probe,
+                t.observer.probe(),
                 format!(
                     "{} receives {} {} packets from {}, which is no node's registered address",
                     t.observer,
@@ -77,7 +81,7 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
             .next();
         if let (Some((f, at)), Some(_)) = (unanswered, &culprit) {
             evidence.push(note(
-                at.split('/').next().unwrap_or_default(),
+                at.probe(),
                 format!(
                     "{} reaches {at} through the tunnel and is never answered",
                     f.describe()
@@ -113,7 +117,7 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
     let (probe, wrong, right) = culprit?;
     if let Some(under) = e
         .ran(CheckName::Icmp)
-        .find(|c| c.status == OK && c.detail.contains("node to node"))
+        .find(|c| c.ok() && c.detail.contains("node to node"))
     {
         evidence.push(cite(under, "node to node works: the underlay is fine"));
     }
@@ -230,13 +234,12 @@ mod tests {
         let mut c = Case::new("node-3", "svc:default/web:80")
             .with(icmp("node-3", "198.19.2.10", 20, 0))
             .with(tcp("node-3", "198.18.200.80:80", 0, 0, 3))
-            .with(pb::Check {
+            .with(Check {
                 detail: "node to node".into(),
                 ..icmp("node-3", "198.18.0.12", 20, 20)
             });
         let seen_at = |probe: &str| Tunnel {
-            observer: format!("{probe}/eth0"),
-            probe: probe.into(),
+            observer: observer(probe, "eth0"),
             kind: "vxlan".into(),
             outer_src: Ipv4Addr::new(198, 18, 0, 23),
             outer_dst: Ipv4Addr::new(198, 18, 0, 12),
@@ -281,7 +284,11 @@ mod tests {
                 },
             ))
             .verdict();
-        assert_eq!(v.cause, "overlay_source_mismatch", "{v:?}");
+        assert_eq!(
+            v.cause.map_or("", Cause::as_str),
+            "overlay_source_mismatch",
+            "{v:?}"
+        );
         assert!(v.confidence < 0.9);
     }
 

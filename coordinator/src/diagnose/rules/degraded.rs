@@ -3,20 +3,20 @@
 use super::*;
 
 pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
-    let lossy: Vec<&pb::Check> = e
+    let lossy: Vec<&Check> = e
         .ran(CheckName::Icmp)
         .filter(|c| c.received > 0 && c.received < c.sent)
         .collect();
-    let path = e.ran(CheckName::Path).find(|c| {
-        matches!(c.result.as_ref().and_then(|r| r.outcome.as_ref()), Some(Outcome::Trace(t)) if t.loss_from_hop > 0)
-    });
+    let path = e
+        .ran(CheckName::Path)
+        .find(|c| c.trace().is_some_and(|t| t.loss_from_hop > 0));
     if lossy.is_empty() && path.is_none() {
         return None;
     }
     let mut evidence: Vec<pb::Evidence> = lossy.iter().map(|c| cite(c, &c.detail)).collect();
     let mut at = String::new();
     if let Some(c) = path
-        && let Some(Outcome::Trace(t)) = c.result.as_ref().and_then(|r| r.outcome.as_ref())
+        && let Some(t) = c.trace()
     {
         let hop = t
             .hops

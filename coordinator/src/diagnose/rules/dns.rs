@@ -6,11 +6,11 @@ use super::*;
 
 /// The DNS view of a run: the source's answers, split by who was asked.
 struct DnsView<'a> {
-    check: &'a pb::Check,
+    check: &'a Check,
     result: &'a pb::DnsResult,
     cluster_ip: Option<String>,
     pod_ips: Vec<String>,
-    upstream: Option<(&'a pb::Check, &'a pb::DnsResult)>,
+    upstream: Option<(&'a Check, &'a pb::DnsResult)>,
 }
 
 fn dns_view<'a>(e: &Evidence<'a>) -> Option<DnsView<'a>> {
@@ -18,12 +18,12 @@ fn dns_view<'a>(e: &Evidence<'a>) -> Option<DnsView<'a>> {
     let check = e
         .ran(CheckName::Dns)
         .find(|c| c.from == e.source.spec && c.to == name)?;
-    let result = dns(check)?;
+    let result = check.dns()?;
     let service = plan::cluster_dns(e.inventory);
     let upstream = e
         .ran(CheckName::Dns)
         .filter(|c| e.source.pod.is_some() && c.from == e.source.probe)
-        .find_map(|c| Some((c, dns(c)?)));
+        .find_map(|c| Some((c, c.dns()?)));
     Some(DnsView {
         check,
         result,

@@ -4,19 +4,21 @@
 
 use probemesh_model::inventory::Inventory;
 use probemesh_proto::pb;
-use probemesh_proto::pb::task_result::Outcome;
 
 use super::*;
 pub(super) use crate::diagnose::checks::summarize;
+pub(super) use crate::diagnose::model::ObserverInterface;
 pub(super) use crate::diagnose::packets::{Fate, Packets, Tunnel};
-pub(super) use crate::diagnose::plan::{Direction, PlannedCheck, SourceSide};
+pub(super) use crate::diagnose::plan::{PlannedCheck, SourceSide};
 use crate::diagnose::target::{self, Resolved};
 use crate::diagnose::testing::lab_inventory;
+pub(super) use probemesh_model::check::Direction;
+pub(super) use probemesh_proto::pb::task_result::Outcome;
 
 pub(super) struct Case {
     pub(super) source: SourceSide,
     pub(super) target: Resolved,
-    pub(super) checks: Vec<pb::Check>,
+    pub(super) checks: Vec<Check>,
     pub(super) packets: Option<Packets>,
     pub(super) inventory: Inventory,
 }
@@ -34,12 +36,12 @@ impl Case {
         }
     }
 
-    pub(super) fn with(mut self, check: pb::Check) -> Self {
+    pub(super) fn with(mut self, check: Check) -> Self {
         self.checks.push(check);
         self
     }
 
-    pub(super) fn verdict(&self) -> pb::Verdict {
+    pub(super) fn verdict(&self) -> Verdict {
         diagnose(&Evidence {
             source: &self.source,
             target: &self.target,
@@ -57,7 +59,7 @@ pub(super) fn run(
     to: &str,
     direction: Direction,
     outcome: Outcome,
-) -> pb::Check {
+) -> Check {
     let planned = PlannedCheck {
         answer_is_enough: name == CheckName::Dns && from == "node-3",
         ..PlannedCheck::example(name, from, to, direction)
@@ -71,7 +73,7 @@ pub(super) fn run(
     )
 }
 
-pub(super) fn icmp(from: &str, to: &str, sent: u32, received: u32) -> pb::Check {
+pub(super) fn icmp(from: &str, to: &str, sent: u32, received: u32) -> Check {
     icmp_sized(CheckName::Icmp, from, to, sent, received, 0)
 }
 
@@ -82,7 +84,7 @@ pub(super) fn icmp_sized(
     sent: u32,
     received: u32,
     errors: u32,
-) -> pb::Check {
+) -> Check {
     run(
         name,
         from,
@@ -109,14 +111,14 @@ pub(super) fn icmp_sized(
     )
 }
 
-pub(super) fn reverse(from: &str, to: &str, sent: u32, received: u32) -> pb::Check {
-    pb::Check {
-        direction: "reverse".into(),
+pub(super) fn reverse(from: &str, to: &str, sent: u32, received: u32) -> Check {
+    Check {
+        direction: Direction::Reverse,
         ..icmp(from, to, sent, received)
     }
 }
 
-pub(super) fn tcp(from: &str, to: &str, connected: u32, refused: u32, timed_out: u32) -> pb::Check {
+pub(super) fn tcp(from: &str, to: &str, connected: u32, refused: u32, timed_out: u32) -> Check {
     let (host, port) = to.split_once(':').unwrap();
     run(
         CheckName::TcpConnect,
@@ -135,7 +137,7 @@ pub(super) fn tcp(from: &str, to: &str, connected: u32, refused: u32, timed_out:
     )
 }
 
-pub(super) fn transfer(from: &str, to: &str, connected: bool, completed: bool) -> pb::Check {
+pub(super) fn transfer(from: &str, to: &str, connected: bool, completed: bool) -> Check {
     run(
         CheckName::TcpTransfer,
         from,
@@ -154,7 +156,7 @@ pub(super) fn transfer(from: &str, to: &str, connected: bool, completed: bool) -
     )
 }
 
-pub(super) fn pmtu(from: &str, to: &str, path: u32, blackhole: bool) -> pb::Check {
+pub(super) fn pmtu(from: &str, to: &str, path: u32, blackhole: bool) -> Check {
     run(
         CheckName::Pmtu,
         from,
@@ -171,7 +173,7 @@ pub(super) fn pmtu(from: &str, to: &str, path: u32, blackhole: bool) -> pb::Chec
     )
 }
 
-pub(super) fn listener(from: &str, address: &str) -> pb::Check {
+pub(super) fn listener(from: &str, address: &str) -> Check {
     let listeners = if address.is_empty() {
         Vec::new()
     } else {
@@ -192,7 +194,7 @@ pub(super) fn listener(from: &str, address: &str) -> pb::Check {
     )
 }
 
-pub(super) fn facts(from: &str, f: pb::NodeFacts) -> pb::Check {
+pub(super) fn facts(from: &str, f: pb::NodeFacts) -> Check {
     run(
         CheckName::NodeFacts,
         from,
@@ -214,7 +216,7 @@ pub(super) fn answer(server: &str, source: &str, rcode: &str, answers: &[&str]) 
 
 /// A dig result as the probe sends it: each server asked once, tagged
 /// `resolv.conf` when the namespace's resolv.conf names it.
-pub(super) fn dns(from: &str, resolv_conf: &str, answers: Vec<pb::DnsAnswer>) -> pb::Check {
+pub(super) fn dns(from: &str, resolv_conf: &str, answers: Vec<pb::DnsAnswer>) -> Check {
     run(
         CheckName::Dns,
         from,
@@ -232,7 +234,7 @@ pub(super) fn dns(from: &str, resolv_conf: &str, answers: Vec<pb::DnsAnswer>) ->
 pub(super) const CLIENT: &str = "node-3@pod:default/client-3";
 pub(super) const NAME: &str = "dns:web.default.svc.cluster.local";
 
-pub(super) fn upstream(ok: bool) -> pb::Check {
+pub(super) fn upstream(ok: bool) -> Check {
     dns(
         "node-3",
         "198.18.0.1",
@@ -245,6 +247,14 @@ pub(super) fn upstream(ok: bool) -> pb::Check {
     )
 }
 
-pub(super) fn class(v: &pb::Verdict) -> (&str, &str) {
-    (v.class.as_str(), v.cause.as_str())
+pub(super) fn class(v: &Verdict) -> (&str, &str) {
+    (v.class.as_str(), v.cause.map_or("", Cause::as_str))
+}
+
+/// Interface `interface` of probe `probe`, as captures name it.
+pub(super) fn observer(probe: &str, interface: &str) -> ObserverInterface {
+    ObserverInterface {
+        probe: probemesh_proto::identity::ProbeName::new(probe).expect("probe name"),
+        interface: interface.to_owned(),
+    }
 }

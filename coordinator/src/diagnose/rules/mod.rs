@@ -12,13 +12,15 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::inventory::{Cidr, Inventory, PodPhase};
+use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
-use probemesh_proto::pb::task_result::Outcome;
 
-use super::checks::{self, FAIL, OK, SKIPPED};
+use super::checks;
+use super::model::{Check, ObserverInterface};
 use super::packets::{Packets, Proto};
-use super::plan::{self, CheckName, SourceSide};
+use super::plan::{self, SourceSide};
 use super::target::{Resolved, Role};
 
 mod cni;
@@ -41,7 +43,7 @@ pub struct Evidence<'a> {
     /// The target, expanded.
     pub target: &'a Resolved,
     /// Every check, with its raw result.
-    pub checks: &'a [pb::Check],
+    pub checks: &'a [Check],
     /// The captures' packet fates, when captures were read.
     pub packets: Option<&'a Packets>,
     /// The cluster inventory.
@@ -66,12 +68,14 @@ pub struct Finding {
 /// One rule of the table.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
-    /// Its name, reported with the verdict.
+    /// Its name, reported with the verdict (`verdict.rule`): kebab-case and
+    /// stable, never a class (`mtu-blackhole` the rule proves
+    /// [`Class::MtuBlackhole`]).
     pub name: &'static str,
-    /// DESIGN §1 class.
-    pub class: &'static str,
-    /// DESIGN §1 cause ("" where the class has none).
-    pub cause: &'static str,
+    /// DESIGN §1 class it proves.
+    pub class: Class,
+    /// DESIGN §1 cause it proves, where the class has causes.
+    pub cause: Option<Cause>,
     /// The observations it needs.
     pub needs: &'static str,
     /// Matches the evidence, or not.
@@ -82,99 +86,99 @@ pub struct Rule {
 pub const RULES: &[Rule] = &[
     Rule {
         name: "dns-pod-config",
-        class: "dns_failure",
-        cause: "pod_dns_config",
+        class: Class::DnsFailure,
+        cause: Some(Cause::PodDnsConfig),
         needs: "dns from the source: its resolv.conf servers fail while cluster DNS asked by ClusterIP answers",
         test: dns::dns_pod_config,
     },
     Rule {
         name: "dns-unreachable",
-        class: "dns_failure",
-        cause: "dns_unreachable",
+        class: Class::DnsFailure,
+        cause: Some(Cause::DnsUnreachable),
         needs: "dns from the source: cluster DNS by ClusterIP times out while a DNS pod answers by its own address or the upstream answers; node facts or inventory of the source's node for kube-proxy",
         test: dns::dns_unreachable,
     },
     Rule {
         name: "dns-service-down",
-        class: "dns_failure",
-        cause: "dns_service_down",
+        class: Class::DnsFailure,
+        cause: Some(Cause::DnsServiceDown),
         needs: "dns from the source: cluster DNS by ClusterIP and every DNS pod address fail",
         test: dns::dns_service_down,
     },
     Rule {
         name: "conntrack-full",
-        class: "network_unreachable",
-        cause: "overload",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Overload),
         needs: "a failed icmp or tcp_connect; node facts: conntrack table at least 95 % full on a node of the path",
         test: reachability::overload,
     },
     Rule {
         name: "no-route",
-        class: "network_unreachable",
-        cause: "routing",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Routing),
         needs: "a failed icmp to a pod; node facts of the source's node: no route to that pod's node CIDR except the default",
         test: reachability::routing,
     },
     Rule {
         name: "overlay-source-mismatch",
-        class: "cni_failure",
-        cause: "overlay_source_mismatch",
+        class: Class::CniFailure,
+        cause: Some(Cause::OverlaySourceMismatch),
         needs: "a failed check to a pod or Service; captures: tunnel packets with an outer source that is no node's registered address (or node facts: the tunnel device's local address)",
         test: cni::overlay_source_mismatch,
     },
     Rule {
         name: "kube-proxy-rules-missing",
-        class: "cni_failure",
-        cause: "kube_proxy_rules_missing",
+        class: Class::CniFailure,
+        cause: Some(Cause::KubeProxyRulesMissing),
         needs: "tcp_connect to a ClusterIP/NodePort fails; nat_rules on that node empty or kube-proxy not Running there",
         test: cni::kube_proxy_rules_missing,
     },
     Rule {
         name: "mtu-blackhole",
-        class: "mtu_blackhole",
-        cause: "",
+        class: Class::MtuBlackhole,
+        cause: None,
         needs: "icmp ok; icmp_large lost without errors or tcp_transfer stalled after the handshake; pmtu: path MTU below the sender's",
         test: mtu::mtu_blackhole,
     },
     Rule {
         name: "icmp-filtered",
-        class: "network_unreachable",
-        cause: "firewall",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Firewall),
         needs: "icmp gets no reply while TCP to the same host connects (or captures: echo requests reach the host and are never answered)",
         test: reachability::firewall,
     },
     Rule {
         name: "listen-loopback",
-        class: "port_unreachable",
-        cause: "loopback_only",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::LoopbackOnly),
         needs: "tcp_connect fails; listener inside the pod: the port is bound to loopback only",
         test: port::loopback_only,
     },
     Rule {
         name: "connection-refused",
-        class: "port_unreachable",
-        cause: "refused",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::Refused),
         needs: "icmp ok; tcp_connect refused (RST); listener: nothing on the port (or not checked)",
         test: port::refused,
     },
     Rule {
         name: "port-filtered",
-        class: "port_unreachable",
-        cause: "filtered",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::Filtered),
         needs: "icmp ok; tcp_connect times out, or is reset while the listener is fine",
         test: port::filtered,
     },
     Rule {
         name: "packet-loss",
-        class: "degraded",
-        cause: "loss",
+        class: Class::Degraded,
+        cause: Some(Cause::Loss),
         needs: "icmp loses some (not all) echoes, or path: loss from a hop to the end",
         test: degraded::loss,
     },
     Rule {
         name: "unreachable",
-        class: "network_unreachable",
-        cause: "link",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Link),
         needs: "icmp and tcp_connect fail; captures: packets leave the source and are never seen further",
         test: reachability::link,
     },
@@ -182,43 +186,44 @@ pub const RULES: &[Rule] = &[
 
 /// Applies the rules: the first match, `ok` when every check passed, else
 /// `inconclusive` with what is missing.
-pub fn diagnose(e: &Evidence<'_>) -> pb::Verdict {
+pub fn diagnose(e: &Evidence<'_>) -> Verdict {
     for rule in RULES {
         if let Some(f) = (rule.test)(e) {
-            return pb::Verdict {
-                class: rule.class.to_owned(),
-                cause: rule.cause.to_owned(),
+            return Verdict {
+                class: rule.class,
+                cause: rule.cause,
+                rule: rule.name,
                 summary: f.summary,
                 fix: f.fix,
                 evidence: f.evidence,
                 confidence: f.confidence,
-                rule: rule.name.to_owned(),
                 missing: e.missing.to_vec(),
             };
         }
     }
-    let ran: Vec<&pb::Check> = e.checks.iter().filter(|c| c.status != SKIPPED).collect();
-    let failed: Vec<&pb::Check> = ran.iter().copied().filter(|c| c.status == FAIL).collect();
+    let ran: Vec<&Check> = e.checks.iter().filter(|c| c.ran()).collect();
+    let failed: Vec<&Check> = ran.iter().copied().filter(|c| c.failed()).collect();
     let source_ran = ran.iter().any(|c| c.from == e.source.spec);
     if failed.is_empty() && source_ran {
-        return pb::Verdict {
-            class: "ok".into(),
+        return Verdict {
+            class: Class::Ok,
+            cause: None,
+            rule: "all-checks-passed",
             summary: format!(
                 "{} → {}: every check passed ({} checks)",
                 e.source.spec,
                 e.target.spec,
                 ran.len()
             ),
+            fix: String::new(),
             evidence: ran
                 .iter()
-                .filter(|c| c.direction != "local")
+                .filter(|c| c.direction != Direction::Local)
                 .take(6)
                 .map(|c| cite(c, &c.detail))
                 .collect(),
             confidence: 0.9,
-            rule: "all-checks-passed".into(),
             missing: e.missing.to_vec(),
-            ..Default::default()
         };
     }
     let mut missing = e.missing.to_vec();
@@ -228,8 +233,10 @@ pub fn diagnose(e: &Evidence<'_>) -> pb::Verdict {
             e.source.spec
         ));
     }
-    pb::Verdict {
-        class: "inconclusive".into(),
+    Verdict {
+        class: Class::Inconclusive,
+        cause: None,
+        rule: "no-rule-matched",
         summary: if failed.is_empty() {
             "not enough evidence to decide".into()
         } else {
@@ -241,16 +248,56 @@ pub fn diagnose(e: &Evidence<'_>) -> pb::Verdict {
         fix: "re-run with every probe on the path connected and captures allowed; the failed checks below are where to look".into(),
         evidence: failed.iter().map(|c| cite(c, &c.detail)).collect(),
         confidence: 0.0,
-        rule: "no-rule-matched".into(),
         missing,
-        ..Default::default()
+    }
+}
+
+/// What the diagnosis concludes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// DESIGN §1 class.
+    pub class: Class,
+    /// DESIGN §1 cause, where the class has causes.
+    pub cause: Option<Cause>,
+    /// The rule that decided (a [`Rule`] name, or `all-checks-passed` /
+    /// `no-rule-matched`).
+    pub rule: &'static str,
+    /// One line.
+    pub summary: String,
+    /// The fix, in the field's words.
+    pub fix: String,
+    /// Each observation, with where it comes from.
+    pub evidence: Vec<pb::Evidence>,
+    /// 0..1.
+    pub confidence: f64,
+    /// Evidence that could not be gathered, and why.
+    pub missing: Vec<String>,
+}
+
+impl Verdict {
+    /// The verdict as the run record carries it.
+    pub fn to_pb(&self) -> pb::Verdict {
+        pb::Verdict {
+            class: pb::VerdictClass::from(self.class).into(),
+            cause: self
+                .cause
+                .map_or(pb::VerdictCause::Unspecified, pb::VerdictCause::from)
+                .into(),
+            rule: self.rule.to_owned(),
+            summary: self.summary.clone(),
+            fix: self.fix.clone(),
+            evidence: self.evidence.clone(),
+            confidence: self.confidence,
+            missing: self.missing.clone(),
+            ..Default::default()
+        }
     }
 }
 
 // ------------------------------------------------------------- helpers
 
 /// Cites a check.
-fn cite(c: &pb::Check, observation: &str) -> pb::Evidence {
+fn cite(c: &Check, observation: &str) -> pb::Evidence {
     pb::Evidence {
         probe: c.from.clone(),
         observation: observation.to_owned(),
@@ -268,17 +315,18 @@ fn note(probe: &str, observation: String, artifact: impl Into<String>) -> pb::Ev
 
 impl<'a> Evidence<'a> {
     /// Checks named `name` that ran.
-    fn ran(&self, name: CheckName) -> impl Iterator<Item = &'a pb::Check> {
+    fn ran(&self, name: CheckName) -> impl Iterator<Item = &'a Check> {
         self.checks
             .iter()
-            .filter(move |c| c.name == name.as_str() && c.status != SKIPPED)
+            .filter(move |c| c.name == name && c.ran())
     }
 
     /// Forward checks from the source named `name` aimed at `host`.
-    fn aimed(&self, name: CheckName, host: &'a str) -> impl Iterator<Item = &'a pb::Check> {
+    fn aimed(&self, name: CheckName, host: &'a str) -> impl Iterator<Item = &'a Check> {
         let from = self.source.spec.as_str();
-        self.ran(name)
-            .filter(move |c| c.direction == "forward" && c.from == from && aimed_at(&c.to, host))
+        self.ran(name).filter(move |c| {
+            c.direction == Direction::Forward && c.from == from && c.aimed_at(host)
+        })
     }
 
     /// Hosts the source aimed at (endpoints with IPs, reachable from it).
@@ -288,69 +336,28 @@ impl<'a> Evidence<'a> {
         self.target.endpoints.iter().filter(move |e| {
             checks.iter().any(|c| {
                 c.from == from
-                    && c.direction == "forward"
-                    && c.status != SKIPPED
-                    && aimed_at(&c.to, &e.host)
+                    && c.direction == Direction::Forward
+                    && c.ran()
+                    && c.aimed_at(&e.host)
             })
         })
     }
 
     /// Node facts of `probe`.
-    fn facts(&self, probe: &str) -> Option<(&'a pb::Check, &'a pb::NodeFacts)> {
+    fn facts(&self, probe: &str) -> Option<(&'a Check, &'a pb::NodeFacts)> {
         self.ran(CheckName::NodeFacts)
             .filter(|c| c.from == probe)
-            .find_map(|c| Some((c, checks::facts_of(c)?)))
+            .find_map(|c| Some((c, c.facts()?)))
     }
 }
 
-/// Whether a check's `to` is `host` (`host`, `host:port`, `host (…)`).
-fn aimed_at(to: &str, host: &str) -> bool {
-    to.strip_prefix(host)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with(' '))
-}
-
-fn ping(c: &pb::Check) -> Option<&pb::PingSummary> {
-    match c.result.as_ref()?.outcome.as_ref()? {
-        Outcome::Ping(p) => Some(p),
-        _ => None,
-    }
-}
-
-fn tcping(c: &pb::Check) -> Option<&pb::TcpingSummary> {
-    match c.result.as_ref()?.outcome.as_ref()? {
-        Outcome::Tcping(t) => Some(t),
-        _ => None,
-    }
-}
-
-fn dns(c: &pb::Check) -> Option<&pb::DnsResult> {
-    match c.result.as_ref()?.outcome.as_ref()? {
-        Outcome::Dns(d) => Some(d),
-        _ => None,
-    }
-}
-
-fn pmtu(c: &pb::Check) -> Option<&pb::PmtuResult> {
-    match c.result.as_ref()?.outcome.as_ref()? {
-        Outcome::Pmtu(p) => Some(p),
-        _ => None,
-    }
-}
-
-fn listeners(c: &pb::Check) -> Option<&pb::ListenerResult> {
-    match c.result.as_ref()?.outcome.as_ref()? {
-        Outcome::Listener(l) => Some(l),
-        _ => None,
-    }
-}
-
-fn all_lost(c: &pb::Check) -> bool {
-    c.status == FAIL && c.sent > 0 && c.received == 0
+fn all_lost(c: &Check) -> bool {
+    c.failed() && c.sent > 0 && c.received == 0
 }
 
 /// An icmp check that got every reply.
 fn icmp_ok(e: &Evidence<'_>, host: &str) -> bool {
-    e.aimed(CheckName::Icmp, host).any(|c| c.status == OK)
+    e.aimed(CheckName::Icmp, host).any(|c| c.ok())
 }
 
 /// TCP to `host` connected at least once.
@@ -361,14 +368,14 @@ fn tcp_connected(e: &Evidence<'_>, host: &str) -> Option<&'static str> {
 }
 
 /// The failing TCP checks to `host`: refused and timed-out counts.
-fn tcp_failures<'a>(e: &Evidence<'a>, host: &'a str) -> Option<(u32, u32, &'a pb::Check)> {
+fn tcp_failures<'a>(e: &Evidence<'a>, host: &'a str) -> Option<(u32, u32, &'a Check)> {
     let c = e
         .aimed(CheckName::TcpConnect, host)
-        .find(|c| c.status == FAIL && c.received == 0)?;
-    match tcping(c) {
+        .find(|c| c.failed() && c.received == 0)?;
+    match c.tcping() {
         Some(t) => Some((t.refused, t.timed_out + t.failed, c)),
         None => {
-            let outcome = plan::transfer_of(c).map_or("", |t| t.outcome.as_str());
+            let outcome = c.transfer().map_or("", |t| t.outcome.as_str());
             Some((
                 u32::from(outcome == "refused" || outcome == "reset"),
                 u32::from(outcome != "refused" && outcome != "reset"),
@@ -380,7 +387,7 @@ fn tcp_failures<'a>(e: &Evidence<'a>, host: &'a str) -> Option<(u32, u32, &'a pb
 
 /// Packets to `host` that were never answered, with where they were last
 /// seen: `(described, last seen)`.
-fn unanswered_to(e: &Evidence<'_>, host: &str, proto: Proto) -> Vec<(String, String)> {
+fn unanswered_to(e: &Evidence<'_>, host: &str, proto: Proto) -> Vec<(String, ObserverInterface)> {
     let Some(p) = e.packets else {
         return Vec::new();
     };
@@ -394,6 +401,6 @@ fn unanswered_to(e: &Evidence<'_>, host: &str, proto: Proto) -> Vec<(String, Str
         .collect()
 }
 
-fn capture_artifact(observer: &str) -> String {
+fn capture_artifact(observer: &ObserverInterface) -> String {
     format!("capture {observer}")
 }

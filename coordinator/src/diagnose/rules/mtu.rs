@@ -11,22 +11,22 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
         }
         let large = e
             .aimed(CheckName::IcmpLarge, host)
-            .find(|c| all_lost(c) && ping(c).is_some_and(|p| p.errors == 0));
+            .find(|c| all_lost(c) && c.ping().is_some_and(|p| p.errors == 0));
         let stalled = e
             .aimed(CheckName::TcpTransfer, host)
-            .find(|c| c.status == FAIL && plan::transfer_of(c).is_some_and(|t| t.connected));
+            .find(|c| c.failed() && c.transfer().is_some_and(|t| t.connected));
         if large.is_none() && stalled.is_none() {
             continue;
         }
         let search = e
             .aimed(CheckName::Pmtu, host)
-            .find_map(|c| Some((c, pmtu(c)?)))
+            .find_map(|c| Some((c, c.pmtu()?)))
             .filter(|(_, p)| p.blackhole || (p.path_mtu > 0 && p.path_mtu < p.interface_mtu));
         let Some((pc, p)) = search else {
             continue;
         };
         let mut evidence = vec![];
-        if let Some(small) = e.aimed(CheckName::Icmp, host).find(|c| c.status == OK) {
+        if let Some(small) = e.aimed(CheckName::Icmp, host).find(|c| c.ok()) {
             evidence.push(cite(
                 small,
                 &format!("small packets pass: {}", small.detail),
@@ -50,7 +50,7 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
         // Where it shrinks: a node interface at the path MTU.
         let mut shrinks = String::new();
         for c in e.ran(CheckName::NodeFacts) {
-            if let Some(f) = checks::facts_of(c)
+            if let Some(f) = c.facts()
                 && let Some(i) = f
                     .interfaces
                     .iter()
@@ -73,12 +73,11 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
                     && f.dst.to_string() == host
                     && f.lost_after.is_some()
             });
-            if let Some(f) = big {
-                let at = f.lost_after.clone().unwrap_or_default();
+            if let Some((f, at)) = big.and_then(|f| Some((f, f.lost_after.as_ref()?))) {
                 evidence.push(note(
-                    at.split('/').next().unwrap_or_default(),
+                    at.probe(),
                     format!("{} leaves {} and is never seen further", f.describe(), at),
-                    capture_artifact(&at),
+                    capture_artifact(at),
                 ));
                 confidence += 0.1;
             }
@@ -156,6 +155,6 @@ mod tests {
         let v = case()
             .with(pmtu("cloudvm-1", "198.18.0.12", 1500, false))
             .verdict();
-        assert_ne!(v.class, "mtu_blackhole", "{v:?}");
+        assert_ne!(v.class.as_str(), "mtu_blackhole", "{v:?}");
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 
 pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
     let c = e.ran(CheckName::Listener).find(|c| {
-        listeners(c).is_some_and(|l| {
+        c.listeners().is_some_and(|l| {
             let tcp: Vec<_> = l
                 .listeners
                 .iter()
@@ -14,14 +14,14 @@ pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
             !tcp.is_empty() && tcp.iter().all(|x| checks::is_loopback(&x.address))
         })
     })?;
-    let failed: Vec<&pb::Check> = e
+    let failed: Vec<&Check> = e
         .hosts()
         .filter_map(|ep| tcp_failures(e, &ep.host).map(|(_, _, c)| c))
         .collect();
     if failed.is_empty() {
         return None;
     }
-    let l = listeners(c)?;
+    let l = c.listeners()?;
     let bound: Vec<String> = l
         .listeners
         .iter()
@@ -62,15 +62,15 @@ pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
         }
         let listener = e
             .ran(CheckName::Listener)
-            .find(|c| c.status == FAIL && listeners(c).is_some_and(|l| l.listeners.is_empty()));
-        let listening = e.ran(CheckName::Listener).any(|c| c.status == OK);
+            .find(|c| c.failed() && c.listeners().is_some_and(|l| l.listeners.is_empty()));
+        let listening = e.ran(CheckName::Listener).any(|c| c.ok());
         if listening {
             continue;
         }
         let mut evidence = vec![cite(failed, &failed.detail)];
         let alive = e
             .ran(CheckName::Icmp)
-            .find(|c| c.status == OK && c.direction == "forward" && c.from == e.source.spec);
+            .find(|c| c.ok() && c.direction == Direction::Forward && c.from == e.source.spec);
         if let Some(c) = alive {
             evidence.push(cite(c, &format!("the host is up: {}", c.detail)));
         }
@@ -118,22 +118,22 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
         if !host_up {
             continue;
         }
-        let listening = e.ran(CheckName::Listener).any(|c| c.status == OK);
+        let listening = e.ran(CheckName::Listener).any(|c| c.ok());
         if timed_out == 0 && !(refused > 0 && listening) {
             continue;
         }
         let mut evidence = vec![cite(failed, &failed.detail)];
-        if let Some(c) = e.aimed(CheckName::Icmp, host).find(|c| c.status == OK) {
+        if let Some(c) = e.aimed(CheckName::Icmp, host).find(|c| c.ok()) {
             evidence.push(cite(c, &format!("the host answers ping: {}", c.detail)));
         }
-        if let Some(c) = e.ran(CheckName::Listener).find(|c| c.status == OK) {
+        if let Some(c) = e.ran(CheckName::Listener).find(|c| c.ok()) {
             evidence.push(cite(c, &format!("the app listens: {}", c.detail)));
         }
         let dropped_at = unanswered_to(e, host, Proto::Tcp).into_iter().next();
         let mut confidence = 0.8;
         if let Some((what, at)) = &dropped_at {
             evidence.push(note(
-                at.split('/').next().unwrap_or_default(),
+                at.probe(),
                 format!("{what} reaches {at} and is never answered"),
                 capture_artifact(at),
             ));
@@ -141,7 +141,7 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
         }
         let where_ = dropped_at
             .as_ref()
-            .map(|(_, at)| at.split('/').next().unwrap_or_default().to_owned())
+            .map(|(_, at)| at.probe().to_owned())
             .or_else(|| ep.node.clone())
             .unwrap_or_else(|| host.to_owned());
         let how = if timed_out > 0 {
@@ -208,9 +208,9 @@ mod tests {
                 dst_port: 30080,
                 syn: true,
                 wire_bytes: 74,
-                seen_at: vec!["cloudvm-1/eth0".into(), "node-2/eth0".into()],
+                seen_at: vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
                 answered: false,
-                lost_after: Some("node-2/eth0".into()),
+                lost_after: Some(observer("node-2", "eth0")),
                 retransmissions: 2,
             }],
             ..Default::default()

@@ -7,18 +7,20 @@ use super::*;
 // ------------------------------------------------------- reachability
 
 pub(super) fn overload(e: &Evidence<'_>) -> Option<Finding> {
-    let failing: Vec<&pb::Check> = e
+    let failing: Vec<&Check> = e
         .checks
         .iter()
         .filter(|c| {
-            (c.name == "icmp" || c.name == "tcp_connect") && c.status == FAIL && c.received == 0
+            (c.name == CheckName::Icmp || c.name == CheckName::TcpConnect)
+                && c.failed()
+                && c.received == 0
         })
         .collect();
     if failing.is_empty() {
         return None;
     }
     let (c, f) = e.ran(CheckName::NodeFacts).find_map(|c| {
-        let f = checks::facts_of(c)?;
+        let f = c.facts()?;
         checks::conntrack_use(f)
             .filter(|u| *u >= checks::CONNTRACK_FULL)
             .map(|_| (c, f))
@@ -105,7 +107,7 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
         ];
         if let Some(under) = e
             .ran(CheckName::Icmp)
-            .find(|c| c.to == owner.internal_ip.to_string() && c.status == OK)
+            .find(|c| c.to == owner.internal_ip.to_string() && c.ok())
         {
             evidence.push(cite(
                 under,
@@ -141,12 +143,12 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
         let tcp = e
             .aimed(CheckName::TcpConnect, host)
             .chain(e.aimed(CheckName::TcpTransfer, host))
-            .find(|c| c.received > 0 || c.status == OK);
+            .find(|c| c.received > 0 || c.ok());
         let reached = unanswered_to(e, host, Proto::Icmp)
             .into_iter()
             .find(|(_, at)| {
-                ep.node.as_deref().is_some_and(|n| at.starts_with(n))
-                    || ep.probe.as_deref().is_some_and(|p| at.starts_with(p))
+                ep.node.as_deref().is_some_and(|n| at.on(n))
+                    || ep.probe.as_deref().is_some_and(|p| at.on(p))
             });
         if tcp.is_none() && reached.is_none() {
             continue;
@@ -160,14 +162,14 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
         }
         if let Some((what, at)) = &reached {
             evidence.push(note(
-                at.split('/').next().unwrap_or_default(),
+                at.probe(),
                 format!("{what} reaches {at} and is never answered"),
                 capture_artifact(at),
             ));
         }
         if let Some(back) = e.ran(CheckName::Icmp).find(|c| {
-            c.direction == "reverse"
-                && c.status == OK
+            c.direction == Direction::Reverse
+                && c.ok()
                 && ep.probe.as_deref() == Some(c.from.as_str())
         }) {
             evidence.push(cite(back, &format!("the other way works: {}", back.detail)));
@@ -207,7 +209,7 @@ pub(super) fn link(e: &Evidence<'_>) -> Option<Finding> {
         }
         let leaves = unanswered_to(e, host, Proto::Icmp)
             .into_iter()
-            .find(|(_, at)| at.starts_with(&e.source.probe));
+            .find(|(_, at)| at.on(&e.source.probe));
         let trace = e.aimed(CheckName::Path, host).next();
         if leaves.is_none() && trace.is_none() {
             continue;
@@ -288,7 +290,7 @@ mod tests {
         let base = Case::new("node-3", "pod:default/web-0:8080")
             .with(icmp("node-3", "198.19.2.10", 20, 0))
             .with(tcp("node-3", "198.19.2.10:8080", 0, 0, 3))
-            .with(pb::Check {
+            .with(Check {
                 detail: "node to node".into(),
                 ..icmp("node-3", "198.18.0.12", 20, 20)
             });
@@ -320,7 +322,7 @@ mod tests {
                 },
             ))
             .verdict();
-        assert_ne!(v.cause, "routing", "{v:?}");
+        assert_ne!(v.cause.map_or("", Cause::as_str), "routing", "{v:?}");
     }
 
     #[tokio::test]

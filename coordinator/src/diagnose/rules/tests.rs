@@ -3,15 +3,21 @@
 
 use super::fixtures::*;
 use super::*;
+
 #[test]
 fn every_rule_names_a_design_class_and_what_it_needs() {
     for r in RULES {
         assert!(
-            probemesh_model::verdict::is_known(r.class, r.cause),
-            "{}: {}/{}",
+            r.cause.is_none_or(|c| c.class() == r.class),
+            "{}: {}/{:?}",
             r.name,
             r.class,
             r.cause
+        );
+        assert!(
+            r.name.parse::<Class>().is_err(),
+            "{} reads as a class",
+            r.name
         );
         assert!(!r.needs.is_empty(), "{}", r.name);
     }
@@ -45,6 +51,6 @@ async fn nothing_from_the_source_is_inconclusive() {
         )),
     ));
     let v = c.verdict();
-    assert_eq!(v.class, "inconclusive");
+    assert_eq!(v.class.as_str(), "inconclusive");
     assert!(v.missing.iter().any(|m| m.contains("cloudvm-1")), "{v:?}");
 }
