@@ -37,6 +37,14 @@ pub fn ns_to_ms(ns: i64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
 
+/// Nanoseconds as microseconds with three decimals, as clock offsets print.
+pub fn ns_to_us(ns: i64) -> f64 {
+    // Offsets are far below 2^53 ns.
+    #[allow(clippy::cast_precision_loss)]
+    let us = ns as f64 / 1e3;
+    (us * 1000.0).round() / 1000.0
+}
+
 /// The test a run request names, and what it is aimed at, for listings.
 pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
     let with_port = |host: &str, port: u32| {
