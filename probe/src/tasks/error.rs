@@ -70,6 +70,10 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// A privileged call of the platform layer failed (a raw socket needs
+    /// `CAP_NET_RAW`, a kernel table could not be read). Not retryable.
+    #[error(transparent)]
+    Platform(#[from] crate::platform::Error),
     /// A capture failed; see [`crate::capture::CaptureError`] for which
     /// causes are the request's fault.
     #[error(transparent)]

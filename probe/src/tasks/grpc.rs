@@ -16,8 +16,9 @@ use super::error::Error;
 use super::ping::{PingEvent, PingEventKind, PingSummary};
 use super::stats::RttStats;
 use super::tcping::{ConnectOutcome, TcpingAttempt, TcpingSummary};
-use super::types::{PayloadSize, PingSpec, ProbeCount, TaskSpec, TcpingSpec, Ttl};
+use super::types::{PingSpec, TaskSpec, TcpingSpec};
 use crate::capture::CaptureError;
+use crate::types::{PayloadSize, ProbeCount, Ttl};
 
 mod capture;
 mod inspect;
@@ -265,6 +266,7 @@ impl From<&Error> for pb::TaskError {
             | Error::Send { .. }
             | Error::Recv { .. }
             | Error::ReadProc { .. }
+            | Error::Platform(_)
             | Error::Artifact { .. } => Kind::ProbeFailure,
             Error::Cancelled { .. } | Error::Capture(CaptureError::Cancelled { .. }) => {
                 Kind::Cancelled
@@ -602,7 +604,7 @@ mod tests {
     #[test]
     fn ping_events_become_wire_replies() {
         use super::super::icmp_packet::IcmpError;
-        use super::super::types::{Mtu, Seq};
+        use crate::types::{Mtu, Seq};
         let event = PingEvent {
             seq: Seq(4),
             kind: PingEventKind::IcmpError {

@@ -28,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::platform::IcmpSocketOptions;
 use crate::platform::linux::RawIcmpSocket;
+use crate::types::EchoId;
 use grpc::Progress;
-use types::{EchoId, PingSpec, TaskSpec, TcpingSpec};
+use types::{PingSpec, TaskSpec, TcpingSpec};
 
 pub mod capture;
 pub mod dns;

@@ -26,10 +26,10 @@ use super::grpc::Progress;
 use super::icmp_packet::{
     CODE_FRAG_NEEDED, Response, TYPE_DEST_UNREACHABLE, build_echo_request, classify,
 };
-use super::types::{EchoId, Mtu, PayloadSize, Seq};
 use super::{Family, next_echo_id, resolve};
 use crate::platform::linux::{RawIcmpSocket, interface_mtu, read_route_table, route_mtu};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, SendFailure};
+use crate::types::{EchoId, Mtu, PayloadSize, Seq};
 use search::{Action, Answer, Attempts, Conclusion, MAX_MTU, PmtuSearch, Step};
 
 pub mod grpc;

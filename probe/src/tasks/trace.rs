@@ -33,10 +33,10 @@ use tokio_util::sync::CancellationToken;
 use super::error::{Error, Result};
 use super::grpc::Progress;
 use super::icmp_packet::{self, Response, build_echo_request};
-use super::types::{EchoId, PayloadSize, Seq, Ttl};
 use super::{Family, next_echo_id, resolve};
 use crate::platform::linux::{self, RawIcmpSocket, TcpProbe};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
+use crate::types::{EchoId, PayloadSize, Seq, Ttl};
 use reading::Reading;
 use session::{RoundReport, TraceSession};
 
@@ -290,7 +290,7 @@ async fn run_round(
         *seq = seq.wrapping_add(1);
         match spec.mode {
             TraceMode::Icmp => {
-                probers.icmp.set_ttl(ttl)?;
+                probers.icmp.set_ttl(ttl).map_err(Error::from)?;
                 let packet = build_echo_request(probers.id, Seq(*seq), PROBE_SIZE);
                 let sent_at = now()?;
                 session.on_sent(ttl, *seq, sent_at);

@@ -11,7 +11,7 @@ use probemesh_proto::pb;
 use super::search::{Attempts, Conclusion, MAX_MTU, MIN_MTU, Step, Verdict};
 use super::{PmtuReport, PmtuSpec};
 use crate::tasks::grpc::{is_hostname, nanos, parse_ip};
-use crate::tasks::types::Mtu;
+use crate::types::Mtu;
 
 /// Wait per probe when the wire says 0.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -12,7 +12,7 @@ use super::reading::Hop;
 use super::session::RoundReport;
 use super::{Rounds, TraceMode, TraceReport, TraceSpec};
 use crate::tasks::grpc::{is_hostname, parse_ip};
-use crate::tasks::types::Ttl;
+use crate::types::Ttl;
 
 /// Rounds when the wire says 0 (`mtr -c` default).
 pub const DEFAULT_COUNT: u8 = 10;
