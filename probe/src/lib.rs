@@ -10,7 +10,7 @@
 //!    sockets, `AF_PACKET` rings, namespaces, `TCP_INFO`), with its own error.
 //! 3. [`capture`]: the packet capture engine (rings, pcapng).
 //! 4. [`tasks`]: the test engines (ping, tcping, transfers, DNS, facts,
-//!    path MTU, trace, capture task) and, at their top, `tasks::grpc`, the
+//!    path MTU, trace, capture task) and, at their top, `tasks::convert`, the
 //!    conversion between the wire (`pb`) and the engines' specs and results.
 //! 5. [`clock_udp`]: the kernel-timestamped UDP clock exchange.
 //! 6. [`link`]: the stream to the coordinator and its reconnect loop, which

@@ -19,8 +19,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::Progress;
 use super::error::{Error, Result};
-use super::grpc::Progress;
 use super::icmp_packet::{IcmpError, Response, build_echo_request, classify};
 use super::stats::{RttAccumulator, RttStats};
 use super::types::PingSpec;

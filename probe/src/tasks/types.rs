@@ -1,5 +1,5 @@
 //! Validated task specs, the engine's input. Nothing here knows the wire
-//! (`pb`) or a socket; [`super::grpc`] converts at the boundary. The protocol
+//! (`pb`) or a socket; [`super::convert`] converts at the boundary. The protocol
 //! quantities the specs use live in the leaf layer [`crate::types`].
 
 use std::time::Duration;

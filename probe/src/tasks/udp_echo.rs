@@ -19,8 +19,8 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::Progress;
 use super::error::{Error, Result};
-use super::grpc::Progress;
 use super::stats::{RttAccumulator, RttStats};
 use crate::platform::linux::set_mtu_discover;
 use crate::types::{PayloadSize, ProbeCount};

@@ -1,9 +1,8 @@
-//! The wire boundary of the task engine: `pb` tasks become validated specs
-//! ([`TryFrom`], with typed `Invalid*` errors naming the field and its allowed
-//! range), and the engine's events, summaries and errors become `pb`
-//! messages. No other module of [`crate::tasks`] builds a `pb` type, except
-//! the path tasks' own boundary modules ([`super::pmtu::grpc`],
-//! [`super::trace::grpc`]), which this one delegates to.
+//! The protobuf conversion of the task engine (no gRPC happens here): `pb`
+//! tasks become validated specs ([`TryFrom`], with typed `Invalid*` errors
+//! naming the field and its allowed range), and the engine's events,
+//! summaries and errors become `pb` messages. No other module of
+//! [`crate::tasks`] builds a `pb` type; one submodule per task family.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
@@ -22,6 +21,8 @@ use crate::types::{PayloadSize, ProbeCount, Ttl};
 
 mod capture;
 mod inspect;
+mod pmtu;
+mod trace;
 mod transfer;
 
 pub use capture::{InvalidCaptureTask, capture_result};
@@ -29,6 +30,8 @@ pub use inspect::{
     InvalidDnsTask, InvalidListenerTask, InvalidNodeFactsTask, dns_result, listener_result,
     node_facts,
 };
+pub use pmtu::{InvalidPmtuTask, pmtu_result};
+pub use trace::{InvalidTraceTask, trace_result};
 pub use transfer::{
     InvalidNetns, InvalidResponderTask, InvalidTcpTransferTask, InvalidUdpEchoTask, netns_target,
     responder_summary, tcp_transfer_result, udp_echo_summary,
@@ -77,10 +80,10 @@ pub enum InvalidTask {
     NodeFacts(#[from] InvalidNodeFactsTask),
     /// A bad path-MTU task.
     #[error(transparent)]
-    Pmtu(#[from] super::pmtu::grpc::InvalidPmtuTask),
+    Pmtu(#[from] pmtu::InvalidPmtuTask),
     /// A bad trace task.
     #[error(transparent)]
-    Trace(#[from] super::trace::grpc::InvalidTraceTask),
+    Trace(#[from] trace::InvalidTraceTask),
     /// A bad capture task.
     #[error(transparent)]
     Capture(#[from] InvalidCaptureTask),
