@@ -27,9 +27,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use pcap_file::DataLink;
 use pcap_file::PcapError;
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgParser};
 use probemesh_model::timeline;
+use probemesh_packet::pcapng;
 use probemesh_proto::identity::ProbeName;
 
 use packet::{
@@ -37,8 +36,6 @@ use packet::{
     QuotedTransport, TcpFlags, TcpSegment, TcpSeq, Transport, Ttl, TunnelKind,
 };
 
-/// `if_tsresol` when an interface block does not say (microseconds).
-const DEFAULT_TSRESOL: u8 = 6;
 /// Default [`CorrelateConfig::match_window_ns`]: one second.
 pub const DEFAULT_MATCH_WINDOW_NS: i64 = 1_000_000_000;
 /// Default [`CorrelateConfig::answer_window_ns`]: ten seconds.
@@ -120,41 +117,30 @@ pub fn from_pcapng(
     error_ns: i64,
     bytes: &[u8],
 ) -> Result<Vec<Observation>> {
-    let parse = |source| CorrelateError::Pcapng {
-        probe: probe.clone(),
-        source,
+    let failed = |error| match error {
+        pcapng::ReadError::Parse(source) => CorrelateError::Pcapng {
+            probe: probe.clone(),
+            source,
+        },
+        pcapng::ReadError::UnknownInterface { interface } => CorrelateError::UnknownInterface {
+            probe: probe.clone(),
+            interface,
+        },
     };
-    let (mut rest, mut parser) = PcapNgParser::new(bytes).map_err(parse)?;
     let mut observations: Vec<Observation> = Vec::new();
-    // This section's interfaces (ids restart with every section): index
-    // into `observations`, `if_tsresol`, `if_tsoffset` seconds.
-    let mut section: Vec<(usize, u8, u64)> = Vec::new();
-    while !rest.is_empty() {
-        let (remainder, block) = parser.next_block(rest).map_err(parse)?;
-        rest = remainder;
-        match block {
-            Block::SectionHeader(_) => section.clear(),
-            Block::InterfaceDescription(idb) => {
-                let (mut name, mut tsresol, mut tsoffset_s) = (None, DEFAULT_TSRESOL, 0);
-                for option in &idb.options {
-                    match option {
-                        InterfaceDescriptionOption::IfName(n) => name = Some(n.to_string()),
-                        InterfaceDescriptionOption::IfTsResol(r) => tsresol = *r,
-                        InterfaceDescriptionOption::IfTsOffset(s) => tsoffset_s = *s,
-                        _ => {}
-                    }
-                }
-                let interface = name.map_or_else(
-                    || format!("if{}", section.len()),
-                    |n| short_interface(probe, &n).to_owned(),
+    for record in pcapng::Reader::new(bytes).map_err(failed)? {
+        match record.map_err(failed)? {
+            pcapng::Record::Interface(i) => {
+                let interface = i.name().map_or_else(
+                    || format!("if{}", i.id_in_section),
+                    |n| short_interface(probe, n).to_owned(),
                 );
                 let link =
-                    link_kind(idb.linktype).ok_or_else(|| CorrelateError::UnsupportedLinkType {
+                    link_kind(i.link()).ok_or_else(|| CorrelateError::UnsupportedLinkType {
                         probe: probe.clone(),
                         interface: interface.clone(),
-                        link: u32::from(idb.linktype),
+                        link: u32::from(i.link()),
                     })?;
-                section.push((observations.len(), tsresol, tsoffset_s));
                 observations.push(Observation {
                     probe: probe.clone(),
                     interface,
@@ -162,33 +148,16 @@ pub fn from_pcapng(
                     packets: Vec::new(),
                 });
             }
-            Block::EnhancedPacket(epb) => {
-                let found = usize::try_from(epb.interface_id)
-                    .ok()
-                    .and_then(|i| section.get(i))
-                    .and_then(|&(index, tsresol, tsoffset_s)| {
-                        observations
-                            .get_mut(index)
-                            .map(|o| (o, tsresol, tsoffset_s))
+            pcapng::Record::Packet(p) => {
+                let probe_ns = i64::try_from(p.timestamp_ns).unwrap_or(i64::MAX);
+                if let Some(observation) = observations.get_mut(p.interface) {
+                    observation.packets.push(CapturedPacket {
+                        at_ns: timeline::to_coordinator_ns(probe_ns, offset_ns, error_ns),
+                        orig_len: p.original_len(),
+                        bytes: p.block.data.into_owned(),
                     });
-                let Some((observation, tsresol, tsoffset_s)) = found else {
-                    return Err(CorrelateError::UnknownInterface {
-                        probe: probe.clone(),
-                        interface: epb.interface_id,
-                    });
-                };
-                // pcap-file hands the raw timestamp over as if it counted
-                // nanoseconds; it counts the interface's unit.
-                let raw = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
-                let probe_ns = i64::try_from(timeline::pcapng_ns(raw, tsresol, tsoffset_s))
-                    .unwrap_or(i64::MAX);
-                observation.packets.push(CapturedPacket {
-                    at_ns: timeline::to_coordinator_ns(probe_ns, offset_ns, error_ns),
-                    bytes: epb.data.into_owned(),
-                    orig_len: epb.original_len,
-                });
+                }
             }
-            _ => {}
         }
     }
     Ok(observations)
@@ -1018,7 +987,9 @@ mod tests {
 
     use pcap_file::pcapng::PcapNgWriter;
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption,
+    };
     use proptest::prelude::*;
 
     use super::packet::{IpProtocol, Vni};
