@@ -15,26 +15,25 @@
 //! as "the same packet" is written down on [`MatchKey`]'s variants, with
 //! why each rule survives NAT.
 
-pub mod packet;
 #[cfg(test)]
 mod recorded;
 pub mod summary;
-#[cfg(test)]
-mod testing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use pcap_file::DataLink;
 use pcap_file::PcapError;
 use probemesh_model::timeline;
+use probemesh_packet::DecodeError;
+use probemesh_packet::decode::{
+    self, DecodedPacket, Flow, IcmpMessage, IpPacket, QuotedTransport, TcpSegment, Transport,
+    TunnelKind,
+};
+use probemesh_packet::frame::{LinkKind, TcpFlags, TcpSeq};
+use probemesh_packet::icmp::{EchoId, EchoSeq, NextHopMtu};
+use probemesh_packet::ipv4::{IpId, Ttl};
 use probemesh_packet::pcapng;
 use probemesh_proto::identity::ProbeName;
-
-use packet::{
-    DecodeError, DecodedPacket, EchoId, EchoSeq, Flow, IcmpMessage, IpId, IpPacket, LinkKind, Mtu,
-    QuotedTransport, TcpFlags, TcpSegment, TcpSeq, Transport, Ttl, TunnelKind,
-};
 
 /// Default [`CorrelateConfig::match_window_ns`]: one second.
 pub const DEFAULT_MATCH_WINDOW_NS: i64 = 1_000_000_000;
@@ -64,7 +63,7 @@ pub enum CorrelateError {
         /// The interface id in the packet block.
         interface: u32,
     },
-    /// An interface's link type is one [`packet::decode`] cannot read.
+    /// An interface's link type is one [`decode::decode`] cannot read.
     #[error(
         "capture from {probe}, interface {interface}: link type {link} is not decoded (Ethernet, raw IP and Linux cooked are)"
     )]
@@ -135,12 +134,13 @@ pub fn from_pcapng(
                     || format!("if{}", i.id_in_section),
                     |n| short_interface(probe, n).to_owned(),
                 );
-                let link =
-                    link_kind(i.link()).ok_or_else(|| CorrelateError::UnsupportedLinkType {
+                let link = LinkKind::from_datalink(i.link()).ok_or_else(|| {
+                    CorrelateError::UnsupportedLinkType {
                         probe: probe.clone(),
                         interface: interface.clone(),
                         link: u32::from(i.link()),
-                    })?;
+                    }
+                })?;
                 observations.push(Observation {
                     probe: probe.clone(),
                     interface,
@@ -169,16 +169,6 @@ fn short_interface<'a>(probe: &ProbeName, interface: &'a str) -> &'a str {
         .strip_prefix(probe.as_str())
         .and_then(|rest| rest.strip_prefix('/'))
         .unwrap_or(interface)
-}
-
-fn link_kind(link: DataLink) -> Option<LinkKind> {
-    match link {
-        DataLink::ETHERNET => Some(LinkKind::Ethernet),
-        DataLink::RAW | DataLink::IPV4 => Some(LinkKind::RawIp),
-        DataLink::LINUX_SLL => Some(LinkKind::LinuxSll),
-        DataLink::LINUX_SLL2 => Some(LinkKind::LinuxSll2),
-        _ => None,
-    }
 }
 
 // ---------------------------------------------------------------- output
@@ -350,7 +340,7 @@ pub struct IcmpErrorSighting {
     /// ICMP code.
     pub code: u8,
     /// Next-hop MTU, for fragmentation needed.
-    pub next_hop_mtu: Option<Mtu>,
+    pub next_hop_mtu: Option<NextHopMtu>,
 }
 
 /// One test packet's fate across all observers.
@@ -472,7 +462,7 @@ pub fn encapsulation_sources(observations: &[Observation]) -> Vec<EncapsulationS
     for o in observations {
         let mut counts: BTreeMap<(Ipv4Addr, Ipv4Addr, TunnelKind), u64> = BTreeMap::new();
         for p in &o.packets {
-            if let Ok(d) = packet::decode(o.link, &p.bytes)
+            if let Ok(d) = decode::decode(o.link, &p.bytes)
                 && let Some(t) = d.tunnels.first()
             {
                 *counts
@@ -640,7 +630,7 @@ fn decode_all(observations: &[Observation]) -> (Vec<Seen>, Vec<Undecoded>) {
     for (observer, o) in observations.iter().enumerate() {
         let mut failed: Option<Undecoded> = None;
         for p in &o.packets {
-            match packet::decode(o.link, &p.bytes) {
+            match decode::decode(o.link, &p.bytes) {
                 Ok(packet) => seen.push(Seen {
                     observer,
                     at_ns: p.at_ns,
@@ -985,6 +975,7 @@ mod tests {
     use std::borrow::Cow;
     use std::time::Duration;
 
+    use pcap_file::DataLink;
     use pcap_file::pcapng::PcapNgWriter;
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
     use pcap_file::pcapng::blocks::interface_description::{
@@ -992,9 +983,10 @@ mod tests {
     };
     use proptest::prelude::*;
 
-    use super::packet::{IpProtocol, Vni};
-    use super::testing::FrameBuilder;
     use super::*;
+    use probemesh_packet::frame::Vni;
+    use probemesh_packet::ipv4::IpProtocol;
+    use probemesh_packet::testing::FrameBuilder;
 
     const SNAPLEN: usize = 128;
     const SYN: u8 = TcpFlags::SYN;
@@ -1403,7 +1395,7 @@ mod tests {
                 from: ip("10.0.1.1"),
                 icmp_type: 3,
                 code: 4,
-                next_hop_mtu: Some(Mtu(1450)),
+                next_hop_mtu: Some(NextHopMtu(1450)),
             }]
         );
         // An error is evidence, not an answer.

@@ -6,7 +6,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::correlate::packet::TcpFlags;
+use probemesh_packet::frame::TcpFlags;
+
 use crate::correlate::{self, Correlation, EncapsulationSource, PacketFate, PacketKey};
 
 /// A packet's protocol, as rules care.
