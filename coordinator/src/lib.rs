@@ -5,12 +5,20 @@
 //! stream, stores runs, and enrolls external hosts with join tokens. It is
 //! not a CLI (that is meshctl) and runs no tests itself (probes do).
 //!
-//! Map: [`server`] binds and serves; [`link`] is each probe's stream;
-//! [`control`] answers meshctl, executing what [`plan`] decides (targets
-//! resolved by [`resolve`] through the registry and [`inventory`]); [`enroll`] answers joins; [`registry`],
-//! [`clock`] (fed by [`link`] and [`clock_udp`]), [`dispatch`], [`runs`], [`tokens`] are the state they share;
-//! [`authz`] decides who may call what; [`metrics`] and [`telemetry`] are
-//! its Prometheus metrics and its spans.
+//! Map, lowest layer first (each imports only from those above it in this
+//! list; `layers_tests` checks it):
+//! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
+//!   [`inventory`], [`metrics`], gathered in [`state`];
+//! - [`execute`]: run execution (await a dispatched task, cancel, finish
+//!   and store a run);
+//! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
+//!   distributed tcpdump, correlated by [`correlate`]) and [`diagnose`]
+//!   (`meshctl probe`), each a pure plan and its execution, with targets
+//!   resolved by [`resolve`];
+//! - the services: [`control`] answers meshctl, [`link`] is each probe's
+//!   stream (with [`clock_udp`]), [`enroll`] answers joins, [`authz`]
+//!   decides who may call what; [`server`] binds and serves them;
+//!   [`telemetry`] makes the spans.
 
 pub mod authz;
 pub mod capture;
@@ -22,10 +30,10 @@ pub mod diagnose;
 pub mod dispatch;
 pub mod enroll;
 pub mod error;
+pub mod execute;
 pub mod inventory;
 pub mod link;
 pub mod metrics;
-pub mod plan;
 pub mod registry;
 pub mod resolve;
 pub mod runs;
@@ -33,5 +41,9 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;
+pub mod tool_run;
 
 pub use error::{Error, Result};
+
+#[cfg(test)]
+mod layers_tests;

@@ -83,7 +83,7 @@ async fn main() -> ExitCode {
         },
         metrics: args.metrics,
         span_export: telemetry.span_export_stats().clone(),
-        payload_policy: mesh_coordinator::capture::PayloadPolicy {
+        payload_policy: mesh_coordinator::state::PayloadPolicy {
             allowed: args.allow_payload_capture,
         },
     };

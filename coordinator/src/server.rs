@@ -10,7 +10,6 @@ use probemesh_proto::pki::{CertAuthority, TlsDir};
 use probemesh_proto::tls::{TlsIncoming, server_config};
 use probemesh_telemetry::{SpanExportStats, certificate_expiry_unix, http::serve_metrics};
 
-use crate::capture::PayloadPolicy;
 use crate::clock_udp::UdpClock;
 use crate::control::ControlService;
 use crate::enroll::EnrollService;
@@ -18,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::inventory::InventorySource;
 use crate::link::{LinkService, liveness_sweeper};
 use crate::runs::RunStore;
-use crate::state::{Coordinator, LinkTiming, SystemClock};
+use crate::state::{Coordinator, LinkTiming, PayloadPolicy, SystemClock};
 use crate::tokens::TokenStore;
 
 /// How to run a coordinator.

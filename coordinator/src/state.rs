@@ -1,11 +1,14 @@
-//! The coordinator's shared state, and the clock it runs on.
+//! The coordinator's shared state, the clock it runs on and its settings
+//! (link timing, payload policy).
+//!
+//! The lowest layer of the run machinery: it holds the stores and registries
+//! and knows nothing of how runs are planned or executed.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use probemesh_proto::pki::CertAuthority;
 
-use crate::capture::PayloadPolicy;
 use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
 use crate::metrics::Metrics;
@@ -62,6 +65,13 @@ impl LinkTiming {
     pub fn liveness_bound(&self) -> Duration {
         self.heartbeat * 3
     }
+}
+
+/// Whether full-payload captures may be granted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PayloadPolicy {
+    /// `--allow-payload-capture`: operators may ask for full packets.
+    pub allowed: bool,
 }
 
 /// Everything the services share.

@@ -427,7 +427,7 @@ mod tests {
         );
         let error = summarize(
             &planned(CheckName::Icmp),
-            Some(crate::control::task_error(
+            Some(crate::execute::task_error(
                 pb::task_error::Kind::ProbeFailure,
                 "probe 'node-2' is not connected".into(),
             )),

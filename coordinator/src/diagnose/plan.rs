@@ -19,10 +19,11 @@ use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
 
 use super::target::{Endpoint, Resolved, Role};
-use crate::capture::{self, CapturePlan, PayloadPolicy};
+use crate::capture::{self, plan::CapturePlan};
 use crate::error::Error;
 use crate::registry::Registry;
 use crate::resolve;
+use crate::state::PayloadPolicy;
 
 /// Echoes per ICMP check when `--count` is not given: enough that a path
 /// losing a fifth of its packets shows it (0.8^20 ≈ 1 % chance of no loss
@@ -358,7 +359,7 @@ pub fn plan(
             ..Default::default()
         };
         (
-            Some(capture::plan(&request, payload, registry, inventory)?),
+            Some(capture::plan::plan(&request, payload, registry, inventory)?),
             String::new(),
         )
     };

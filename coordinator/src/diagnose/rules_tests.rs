@@ -281,7 +281,7 @@ async fn nothing_from_the_source_is_inconclusive() {
             "198.18.0.12",
             Direction::Forward,
         ),
-        Some(crate::control::task_error(
+        Some(crate::execute::task_error(
             pb::task_error::Kind::ProbeFailure,
             "probe 'cloudvm-1' is not connected".into(),
         )),

@@ -17,10 +17,10 @@ use super::checks::{self, FAIL, OK, SKIPPED};
 use super::packets::Packets;
 use super::plan::{self, CheckName, PlannedCheck, ProbePlan};
 use super::rules::{self, Evidence};
-use crate::capture::{self, CaptureOutcome};
-use crate::control::{finish, run_plan, task_error};
-use crate::error::Error;
+use crate::capture::run::{self as capture, CaptureOutcome};
+use crate::execute::{finish, task_error};
 use crate::state::Coordinator;
+use crate::tool_run::{self, run_plan};
 
 /// Longest wait for every observer to arm before the checks start anyway.
 const ARM_WAIT: Duration = Duration::from_secs(5);
@@ -168,15 +168,8 @@ async fn run_checks(
                 let Some(request) = &check.request else {
                     return (i, checks::summarize(check, None));
                 };
-                let prepared = {
-                    let registry = state.registry();
-                    crate::plan::plan(request, &registry, inventory.as_deref()).and_then(|p| {
-                        let link = registry
-                            .link(&p.source.probe)
-                            .ok_or_else(|| Error::ProbeOffline(p.source.probe.clone()))?;
-                        Ok((p, link))
-                    })
-                };
+                let prepared =
+                    tool_run::prepare(request, &state.registry(), inventory.as_deref());
                 let result = match prepared {
                     Ok((p, link)) => {
                         run_plan(state, link, p, run_id, task_id, tx, false)

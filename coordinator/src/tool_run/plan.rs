@@ -1,7 +1,8 @@
 //! Plans one tool run: where it runs, what it is aimed at, how long it may
 //! take, and whether the target probe must first start its responder.
 //!
-//! Pure over the registry and inventory; [`crate::control`] executes plans.
+//! Pure over the registry and inventory; it dispatches nothing:
+//! [`super::run_plan`] executes the plans it returns.
 
 use std::time::Duration;
 
@@ -37,9 +38,9 @@ pub struct ResponderNeed {
     pub port: ResponderPort,
 }
 
-/// What a run will do.
+/// What a tool run will do.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct ToolPlan {
     /// Where the task runs.
     pub source: Source,
     /// The task, aimed.
@@ -50,7 +51,7 @@ pub struct Plan {
     pub responder: Option<ResponderNeed>,
 }
 
-impl Plan {
+impl ToolPlan {
     /// Points the task at the responder's port once it is known.
     pub fn set_responder_port(&mut self, port: u32) {
         match &mut self.kind {
@@ -69,7 +70,7 @@ pub fn plan(
     request: &pb::RunRequest,
     registry: &Registry,
     inventory: Option<&Inventory>,
-) -> Result<Plan, Error> {
+) -> Result<ToolPlan, Error> {
     let source = resolve::source(&request.from, inventory)?;
     if registry.hello(&source.probe).is_none() {
         return Err(Error::UnknownProbe(source.probe));
@@ -184,7 +185,7 @@ pub fn plan(
             ));
         }
     };
-    Ok(Plan {
+    Ok(ToolPlan {
         source,
         kind,
         bound,

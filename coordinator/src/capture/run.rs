@@ -1,37 +1,28 @@
-//! Capture runs: the distributed tcpdump. Several observers (probes, or pod
-//! namespaces on them) capture at once, armed for one instant on the
-//! coordinator's clock, each told that instant in its own clock.
+//! Executes a capture run: the distributed tcpdump. Several observers
+//! (probes, or pod namespaces on them) capture at once, armed for one
+//! instant on the coordinator's clock, each told that instant in its own
+//! clock.
 //!
-//! [`plan`] is pure (parse the observers, compile the filter, apply the
-//! payload policy); [`follow`] dispatches, streams every observer's
-//! progress (stamped with the observer's name, artifact chunks included),
-//! and records per-observer results with the run's clock error and capture
-//! skew.
+//! [`start`] dispatches and streams every observer's progress (stamped with
+//! the observer's name, artifact chunks included); [`RunningCapture`] waits
+//! for them to arm, stops them early and collects the files, which are
+//! correlated with the run's clock error and capture skew. [`follow`] is a
+//! whole `meshctl capture` run. Planning is [`super::plan`]'s.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use probemesh_model::inventory::Inventory;
-use probemesh_packet::bpf;
 use probemesh_proto::identity::ProbeName;
 use probemesh_proto::pb;
-use tokio::sync::mpsc;
-use tonic::Status;
 use tracing::Instrument as _;
 
-use crate::control::{await_task, finish, task_error};
+use super::plan::{CapturePlan, Observer};
 use crate::correlate;
 use crate::error::Error;
-use crate::registry::{Link, Registry};
-use crate::resolve;
+use crate::execute::{RunEvents, await_task, finish, task_error};
+use crate::registry::Link;
 use crate::state::Coordinator;
 
-/// Headers only: enough for Ethernet + IPv4/IPv6 + TCP with options, VXLAN
-/// outer and inner headers included.
-pub const HEADERS_ONLY_SNAPLEN: u32 = 128;
-/// Longest capture window.
-pub const MAX_DURATION: Duration = Duration::from_secs(600);
 /// Least time between dispatch and the common start instant: the task's
 /// trip plus the probe's ring set-up, which on a cold machine took up to
 /// 340 ms in the lab (64 MiB of ring per probe, four probes on two cores;
@@ -42,146 +33,6 @@ const MIN_LEAD: Duration = Duration::from_millis(500);
 const MAX_CORRELATED_BYTES: usize = 64 << 20;
 /// Time for the artifact to stream back after the window closes.
 const TRANSFER_SLACK: Duration = Duration::from_secs(60);
-
-/// Whether full-payload captures may be granted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PayloadPolicy {
-    /// `--allow-payload-capture`: operators may ask for full packets.
-    pub allowed: bool,
-}
-
-/// One probe's share of a capture.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observer {
-    /// The probe that captures.
-    pub probe: String,
-    /// The pod namespace it captures in, if any.
-    pub netns: Option<pb::NetnsRef>,
-    /// Interfaces, in the order asked.
-    pub interfaces: Vec<String>,
-}
-
-/// A planned capture.
-#[derive(Debug, Clone)]
-pub struct CapturePlan {
-    /// Who captures where.
-    pub observers: Vec<Observer>,
-    /// The task every observer gets, less interfaces, instant and clock note.
-    pub template: pb::CaptureTask,
-    /// The capture window.
-    pub window: Duration,
-}
-
-/// Plans `req`: parses `PROBE[:IFACE]` / `PROBE@pod:NS/NAME[:IFACE]`
-/// observers, compiles the filter, applies the payload policy.
-pub fn plan(
-    req: &pb::CaptureRequest,
-    policy: PayloadPolicy,
-    registry: &Registry,
-    inventory: Option<&Inventory>,
-) -> Result<CapturePlan, Error> {
-    if req.on.is_empty() {
-        return Err(Error::InvalidRequest(
-            "capture needs --on PROBE[:IFACE],... (e.g. --on cloudvm-1:eth0,node-1:eth0)".into(),
-        ));
-    }
-    let window = Duration::from_micros(req.duration_us);
-    if window.is_zero() || window > MAX_DURATION {
-        return Err(Error::InvalidRequest(format!(
-            "capture --duration must be between 1ms and {}",
-            humantime::format_duration(MAX_DURATION)
-        )));
-    }
-    let snaplen = if req.snaplen == 0 {
-        HEADERS_ONLY_SNAPLEN
-    } else {
-        req.snaplen
-    };
-    let wants_payload = req.payload || snaplen > HEADERS_ONLY_SNAPLEN;
-    if wants_payload && !policy.allowed {
-        return Err(Error::InvalidRequest(format!(
-            "full-payload captures are refused by this coordinator's policy (payloads can hold passwords): \
-             captures keep {HEADERS_ONLY_SNAPLEN} bytes of headers; an administrator can allow payloads \
-             with mesh-coordinator --allow-payload-capture"
-        )));
-    }
-    let snaplen = if req.payload && req.snaplen == 0 {
-        262_144
-    } else {
-        snaplen
-    };
-    let filter = bpf::compile_filter(&req.filter, snaplen)
-        .map_err(|e| Error::InvalidRequest(format!("{e}; {}", e.hint())))?;
-
-    let mut observers: BTreeMap<(String, Option<String>), Observer> = BTreeMap::new();
-    for entry in req
-        .on
-        .iter()
-        .flat_map(|e| e.split(','))
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-    {
-        let (source_spec, interface) = split_observer(entry);
-        let source = resolve::source(source_spec, inventory)?;
-        let hello = registry
-            .hello(&source.probe)
-            .ok_or_else(|| Error::UnknownProbe(source.probe.clone()))?;
-        let interface = match interface {
-            Some(i) => i.to_owned(),
-            None if source.netns.is_some() => "eth0".to_owned(),
-            None => resolve::primary_interface(&source.probe, &hello.interfaces, inventory)
-                .ok_or_else(|| {
-                    Error::InvalidRequest(format!(
-                        "probe '{}' reported no primary interface: name one, {entry}:IFACE",
-                        source.probe
-                    ))
-                })?,
-        };
-        let key = (
-            source.probe.clone(),
-            source.netns.as_ref().map(|n| n.label.clone()),
-        );
-        let observer = observers.entry(key).or_insert_with(|| Observer {
-            probe: source.probe.clone(),
-            netns: source.netns.clone(),
-            interfaces: Vec::new(),
-        });
-        if !observer.interfaces.contains(&interface) {
-            observer.interfaces.push(interface);
-        }
-    }
-    let template = pb::CaptureTask {
-        filter_expr: req.filter.clone(),
-        filter_ethernet: filter.ethernet.iter().map(|i| i.to_wire()).collect(),
-        filter_raw_ip: filter.raw_ip.iter().map(|i| i.to_wire()).collect(),
-        snaplen,
-        payload_allowed: wants_payload,
-        max_packets: req.max_packets,
-        max_bytes: req.max_bytes,
-        duration_us: req.duration_us,
-        ..Default::default()
-    };
-    Ok(CapturePlan {
-        observers: observers.into_values().collect(),
-        template,
-        window,
-    })
-}
-
-/// Splits `PROBE[:IFACE]` or `PROBE@pod:NS/NAME[:IFACE]`.
-fn split_observer(entry: &str) -> (&str, Option<&str>) {
-    let tail_start = entry.find("@pod:").map_or(0, |i| i + "@pod:".len());
-    match entry[tail_start..].rfind(':') {
-        Some(i) => {
-            let at = tail_start + i;
-            (
-                &entry[..at],
-                Some(&entry[at + 1..]).filter(|s| !s.is_empty()),
-            )
-        }
-        None => (entry, None),
-    }
-}
 
 /// An observer's clock as the coordinator sees it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -195,7 +46,7 @@ pub async fn follow(
     state: Arc<Coordinator>,
     plan: CapturePlan,
     mut record: pb::RunRecord,
-    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+    tx: RunEvents,
 ) {
     let started = tokio::time::Instant::now();
     let outcome = start(state.clone(), plan, &record.run_id, tx.clone())
@@ -289,7 +140,7 @@ pub fn start(
     state: Arc<Coordinator>,
     plan: CapturePlan,
     run_id: &str,
-    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+    tx: RunEvents,
 ) -> RunningCapture {
     let started = tokio::time::Instant::now();
     let (links, clocks): (Vec<_>, Vec<_>) = {
@@ -388,7 +239,7 @@ async fn collect(
     tasks: Vec<pb::Task>,
     bound: Duration,
     started: tokio::time::Instant,
-    tx: mpsc::Sender<Result<pb::RunEvent, Status>>,
+    tx: RunEvents,
     (settled, armed_count): (
         tokio::sync::watch::Sender<usize>,
         Arc<std::sync::atomic::AtomicUsize>,
@@ -548,115 +399,4 @@ fn correlate_files(
         summary.skipped = format!("not correlated: {}", missing.join("; "));
     }
     (correlation, encapsulation, summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use test_case::test_case;
-
-    #[test_case("node-1", "node-1", None)]
-    #[test_case("node-1:eth0", "node-1", Some("eth0"))]
-    #[test_case("node-2:flannel.1", "node-2", Some("flannel.1"))]
-    #[test_case("node-2@pod:default/web-0", "node-2@pod:default/web-0", None)]
-    #[test_case(
-        "node-2@pod:default/web-0:eth0",
-        "node-2@pod:default/web-0",
-        Some("eth0")
-    )]
-    #[test_case("node-1:", "node-1", None)]
-    fn observers_split_into_source_and_interface(entry: &str, source: &str, iface: Option<&str>) {
-        assert_eq!(split_observer(entry), (source, iface));
-    }
-
-    fn request(on: &[&str]) -> pb::CaptureRequest {
-        pb::CaptureRequest {
-            on: on.iter().map(|s| (*s).to_owned()).collect(),
-            filter: "tcp port 30080".into(),
-            duration_us: 2_000_000,
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn headers_only_by_default_and_interfaces_grouped_per_probe() {
-        let plan = plan(
-            &request(&["node-1", "node-1:eth0,node-1:lo"]),
-            PayloadPolicy::default(),
-            &crate::registry::attached(&["node-1"]),
-            None,
-        )
-        .unwrap();
-        assert_eq!(plan.observers.len(), 1);
-        assert_eq!(plan.observers[0].interfaces, ["eth0", "lo"]);
-        assert_eq!(plan.template.snaplen, HEADERS_ONLY_SNAPLEN);
-        assert!(!plan.template.payload_allowed);
-        assert!(!plan.template.filter_ethernet.is_empty());
-    }
-
-    #[tokio::test]
-    async fn payloads_need_the_policy() {
-        let mut req = request(&["node-1"]);
-        req.payload = true;
-        let err = plan(
-            &req,
-            PayloadPolicy::default(),
-            &crate::registry::attached(&["node-1"]),
-            None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("--allow-payload-capture"), "{err}");
-        req.payload = false;
-        req.snaplen = 1500;
-        assert!(
-            plan(
-                &req,
-                PayloadPolicy::default(),
-                &crate::registry::attached(&["node-1"]),
-                None
-            )
-            .is_err()
-        );
-        let granted = plan(
-            &req,
-            PayloadPolicy { allowed: true },
-            &crate::registry::attached(&["node-1"]),
-            None,
-        )
-        .unwrap();
-        assert_eq!(
-            (granted.template.snaplen, granted.template.payload_allowed),
-            (1500, true)
-        );
-    }
-
-    #[tokio::test]
-    async fn bad_filters_durations_and_observers_are_refused_clearly() {
-        let reg = crate::registry::attached(&["node-1"]);
-        let mut req = request(&["node-1"]);
-        req.filter = "tcp prot 80".into();
-        let err = plan(&req, PayloadPolicy::default(), &reg, None)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("tcp prot 80"), "{err}");
-        let mut req = request(&["node-1"]);
-        req.duration_us = 0;
-        assert!(
-            plan(&req, PayloadPolicy::default(), &reg, None)
-                .unwrap_err()
-                .to_string()
-                .contains("--duration")
-        );
-        assert!(plan(&request(&[]), PayloadPolicy::default(), &reg, None).is_err());
-        let err = plan(
-            &request(&["node-9:eth0"]),
-            PayloadPolicy::default(),
-            &reg,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("node-9"), "{err}");
-    }
 }

@@ -1,0 +1,179 @@
+//! Run execution: the one place that waits for a task sent down a probe's
+//! stream, cancels it, and finishes a run (stamps, stores and reports its
+//! record).
+//!
+//! Every kind of run executes through it: a tool run (`tool_run`), a
+//! capture (`capture::run`) and a diagnosis (`diagnose::run`), which sit
+//! above it. It plans nothing and knows no run kind; it sits right above
+//! [`crate::state`], whose [`crate::dispatch::Dispatcher`] routes each
+//! probe's answers back here.
+
+use std::time::Duration;
+
+use probemesh_proto::pb;
+use probemesh_telemetry::task_result_class;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::dispatch::TaskHandle;
+use crate::error::Error;
+use crate::registry::Link;
+use crate::state::Coordinator;
+use crate::telemetry;
+
+/// Where a run's events go: the requester's response stream.
+pub type RunEvents = mpsc::Sender<Result<pb::RunEvent, Status>>;
+
+/// How the wait for a dispatched task ended: the last state of a task in
+/// flight. Every task starts dispatched and waiting, forwarding its
+/// progress, and leaves that state exactly once, by one of these.
+#[derive(Debug, Clone, PartialEq)]
+enum TaskEnd {
+    /// The probe sent the task's result.
+    Finished(Box<pb::TaskResult>),
+    /// The probe's stream went away (hung up, replaced by a reconnect, or
+    /// silent for three heartbeats) before the result.
+    ProbeLost,
+    /// The bound passed first; the task was cancelled on the probe.
+    TimedOut(Duration),
+    /// The requester went away; the task was cancelled on the probe.
+    RequesterLeft,
+}
+
+impl TaskEnd {
+    /// The task's result as the run records it: the probe's own, or an
+    /// error saying why there is none.
+    fn into_result(self, probe: &str) -> pb::TaskResult {
+        match self {
+            TaskEnd::Finished(result) => *result,
+            TaskEnd::ProbeLost => task_error(
+                pb::task_error::Kind::ProbeFailure,
+                Error::ProbeLost(probe.to_owned()).to_string(),
+            ),
+            TaskEnd::TimedOut(bound) => task_error(
+                pb::task_error::Kind::ProbeFailure,
+                format!(
+                    "probe '{probe}' did not finish within {}",
+                    humantime::format_duration(bound)
+                ),
+            ),
+            TaskEnd::RequesterLeft => task_error(
+                pb::task_error::Kind::Cancelled,
+                "the requester went away".into(),
+            ),
+        }
+    }
+}
+
+/// Streams a dispatched task's progress until its result, the bound, or the
+/// requester leaving, and returns its result; a task abandoned for the
+/// bound or the requester is cancelled on the probe. `on_progress` sees
+/// (and may stamp) each event, and says whether it is sent to the requester.
+pub(crate) async fn await_task(
+    state: &Coordinator,
+    link: &Link,
+    mut handle: TaskHandle,
+    bound: Duration,
+    tx: &RunEvents,
+    probe: &str,
+    mut on_progress: impl FnMut(&mut pb::TaskProgress) -> bool,
+) -> pb::TaskResult {
+    let deadline = tokio::time::sleep(bound);
+    tokio::pin!(deadline);
+    let mut progress = |mut p| {
+        on_progress(&mut p).then_some(pb::RunEvent {
+            event: Some(pb::run_event::Event::Progress(p)),
+        })
+    };
+    let end = loop {
+        tokio::select! {
+            Some(p) = handle.progress.recv() => {
+                if let Some(event) = progress(p) {
+                    let _ = tx.send(Ok(event)).await;
+                }
+            }
+            result = &mut handle.result => {
+                // Drain progress that raced the result.
+                while let Ok(p) = handle.progress.try_recv() {
+                    if let Some(event) = progress(p) {
+                        let _ = tx.send(Ok(event)).await;
+                    }
+                }
+                break result.map_or(TaskEnd::ProbeLost, |r| TaskEnd::Finished(Box::new(r)));
+            }
+            () = &mut deadline => {
+                cancel(state, link, &handle.task_id).await;
+                break TaskEnd::TimedOut(bound);
+            }
+            () = tx.closed() => {
+                cancel(state, link, &handle.task_id).await;
+                break TaskEnd::RequesterLeft;
+            }
+        }
+    };
+    end.into_result(probe)
+}
+
+/// Forgets `task_id` and tells the probe on `link` to cancel it.
+pub(crate) async fn cancel(state: &Coordinator, link: &Link, task_id: &str) {
+    state.dispatcher.forget(task_id);
+    let msg = pb::CoordinatorMessage {
+        msg: Some(pb::coordinator_message::Msg::Cancel(pb::CancelTask {
+            task_id: task_id.to_owned(),
+        })),
+    };
+    let _ = link.tx.send(Ok(msg)).await;
+}
+
+/// Finishes a run: puts `result` (when given) in the record, stamps its
+/// duration since `started`, stores it, counts it in the metrics and sends
+/// it to the requester as the run's last event.
+pub(crate) async fn finish(
+    state: &Coordinator,
+    mut record: pb::RunRecord,
+    result: Option<pb::TaskResult>,
+    started: tokio::time::Instant,
+    tx: &RunEvents,
+) {
+    if let Some(result) = result {
+        record.result = Some(result);
+    }
+    record.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    tracing::info_span!("probemesh.store").in_scope(|| {
+        if let Err(e) = state.runs.insert(record.clone()) {
+            tracing::error!(error = %e, "could not store the run");
+        }
+    });
+    if let Some(request) = &record.request {
+        // A diagnosis is labelled by its verdict class, a tool run by how
+        // its task ended.
+        let result = record
+            .diagnosis
+            .as_ref()
+            .and_then(|d| d.verdict.as_ref())
+            .map(|v| v.class.as_str())
+            .or_else(|| record.result.as_ref().map(task_result_class))
+            .unwrap_or("unspecified");
+        state
+            .metrics
+            .run_finished(telemetry::request_kind(request), result, started.elapsed());
+    }
+    tracing::info!(run_id = %record.run_id, duration_ms = record.duration_ms, "run finished");
+    let _ = tx
+        .send(Ok(pb::RunEvent {
+            event: Some(pb::run_event::Event::Finished(record)),
+        }))
+        .await;
+}
+
+/// A task result that is an error of `kind`: how a run records a task that
+/// could not run or ended without the probe's result.
+pub(crate) fn task_error(kind: pb::task_error::Kind, message: String) -> pb::TaskResult {
+    pb::TaskResult {
+        task_id: String::new(),
+        outcome: Some(pb::task_result::Outcome::Error(pb::TaskError {
+            kind: kind.into(),
+            message,
+        })),
+    }
+}
