@@ -220,7 +220,7 @@ impl EchoError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EchoResponse {
     /// An echo reply to one of our echoes.
-    Reply {
+    EchoReply {
         /// Sequence number it answers.
         seq: EchoSeq,
         /// Who sent it.
@@ -259,7 +259,7 @@ pub fn classify_echo(datagram: &[u8], id: EchoId) -> Option<EchoResponse> {
     }
     let icmp = IcmpView::new(ip.payload()).ok()?;
     match icmp.icmp_type() {
-        TYPE_ECHO_REPLY if icmp.echo_id() == id => Some(EchoResponse::Reply {
+        TYPE_ECHO_REPLY if icmp.echo_id() == id => Some(EchoResponse::EchoReply {
             seq: icmp.echo_seq(),
             from: ip.source(),
             ttl: ip.ttl().0,
@@ -342,7 +342,7 @@ mod tests {
         let got = classify_echo(&datagram, ID).unwrap();
         assert_eq!(
             got,
-            EchoResponse::Reply {
+            EchoResponse::EchoReply {
                 seq: EchoSeq(3),
                 from: Ipv4Addr::LOCALHOST,
                 ttl: 64,
@@ -353,7 +353,7 @@ mod tests {
         datagram[31] ^= 0xff;
         assert!(matches!(
             classify_echo(&datagram, ID),
-            Some(EchoResponse::Reply {
+            Some(EchoResponse::EchoReply {
                 checksum_ok: false,
                 ..
             })
@@ -518,7 +518,7 @@ mod tests {
             let request = build_echo_request(EchoId(id), EchoSeq(seq), n);
             let d = ipv4(TARGET, ME, 60, &echo_reply_to(&request));
             let got = classify_echo(&d, EchoId(id));
-            prop_assert_eq!(got, Some(EchoResponse::Reply {
+            prop_assert_eq!(got, Some(EchoResponse::EchoReply {
                 seq: EchoSeq(seq), from: TARGET, ttl: 60, bytes: 8 + usize::from(n), checksum_ok: true,
             }));
         }
