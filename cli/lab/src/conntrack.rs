@@ -217,7 +217,11 @@ mod tests {
             SocketAddrV4::new(SRC, 10_000),
             SocketAddrV4::new(Ipv4Addr::new(127, 2, 0, 1), 7),
         );
-        assert_eq!(internet_checksum(&p[..20]), 0, "a correct header sums to zero");
+        assert_eq!(
+            internet_checksum(&p[..20]),
+            0,
+            "a correct header sums to zero"
+        );
         assert_eq!(&p[12..16], &[127, 1, 0, 1]);
         assert_eq!(u16::from_be_bytes([p[22], p[23]]), 7);
     }
