@@ -2,7 +2,7 @@
 //! at construction so its accessors never index out of bounds: the link
 //! header (Ethernet II with 802.1Q/802.1ad tags, Linux cooked v1/v2, or
 //! none), TCP, UDP and VXLAN. IPv4 and ICMP views live in [`crate::ipv4`]
-//! and [`crate::icmp`]. Built on `pnet_packet`; [`crate::decode`] walks a
+//! and [`crate::icmp`]. Built on `pnet_packet`; the decoder walks a
 //! frame through them. No I/O.
 
 use std::fmt;
@@ -61,7 +61,7 @@ pub enum LinkKind {
 
 impl LinkKind {
     /// The kind of a pcapng interface's link type; `None` for link types
-    /// [`crate::decode::decode`] does not read.
+    /// the decoder does not read.
     pub fn from_datalink(link: DataLink) -> Option<Self> {
         match link {
             DataLink::ETHERNET => Some(Self::Ethernet),
