@@ -360,3 +360,53 @@ impl<'a> VxlanView<'a> {
         self.buf.get(VXLAN_HEADER_LEN..).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_cooked_headers_are_refused_before_pnet_reads_them() {
+        // pnet 0.35 would accept these and index past their end.
+        for len in 0..SLL_HEADER_LEN {
+            assert_eq!(
+                LinkKind::LinuxSll.ipv4_payload(&vec![0x08; len]),
+                Err(truncated("Linux cooked header", SLL_HEADER_LEN, len))
+            );
+        }
+        for len in 0..SLL2_HEADER_LEN {
+            assert_eq!(
+                LinkKind::LinuxSll2.ipv4_payload(&vec![0x08; len]),
+                Err(truncated("Linux cooked v2 header", SLL2_HEADER_LEN, len))
+            );
+        }
+        let mut sll = vec![0u8; SLL_HEADER_LEN + 1];
+        sll[14..16].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        assert_eq!(LinkKind::LinuxSll.ipv4_payload(&sll), Ok(&[0u8][..]));
+    }
+
+    #[test]
+    fn two_vlan_tags_are_skipped_and_a_third_is_refused() {
+        let mut frame = vec![0u8; 12];
+        for _ in 0..2 {
+            frame.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+            frame.extend_from_slice(&[0, 0x64]);
+        }
+        frame.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        frame.push(0x45);
+        let eth = EthernetView::new(&frame).unwrap();
+        assert_eq!(
+            (eth.ethertype(), eth.payload()),
+            (ETHERTYPE_IPV4, &[0x45][..])
+        );
+        assert_eq!(
+            EthernetView::new(&frame[..20]).unwrap_err(),
+            truncated("Ethernet header", 22, 20)
+        );
+        frame.splice(20..20, [0x81, 0x00, 0, 0x64]);
+        assert_eq!(
+            EthernetView::new(&frame).unwrap_err(),
+            DecodeError::NotIpv4EtherType(ETHERTYPE_VLAN)
+        );
+    }
+}
