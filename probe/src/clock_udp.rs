@@ -20,7 +20,7 @@ use probemesh_proto::pb;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::link::unix_ns;
+use crate::time::unix_ns;
 
 /// Opens right after the session starts, to fill the coordinator's window.
 const BURST: u32 = 8;

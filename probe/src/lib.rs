@@ -3,12 +3,23 @@
 //! network namespace, returning structured results. It plans nothing and
 //! judges nothing: that is the coordinator's work.
 //!
-//! Map: [`link`] is the stream and reconnect loop, [`clock_udp`] the
-//! kernel-timestamped clock exchange beside it; [`join`] enrolls an
-//! external host; [`tasks`] runs the tests; [`capture`] is the packet
-//! capture engine (rings, pcapng); [`platform`] holds the
-//! privileged syscalls; [`metrics`] and [`telemetry`] are its Prometheus
-//! metrics and its spans; [`interfaces`] and [`backoff`] are small helpers.
+//! Map, lowest layer first; each module imports only from the ones before it:
+//! 1. [`types`]: the leaf, a newtype per protocol quantity (`EchoId`, `Mtu`,
+//!    `Ttl`, ...), and [`time`], the probe's wall clock.
+//! 2. [`platform`]: the privileged syscalls behind small traits (raw ICMP
+//!    sockets, `AF_PACKET` rings, namespaces, `TCP_INFO`), with its own error.
+//! 3. [`capture`]: the packet capture engine (rings, pcapng).
+//! 4. [`tasks`]: the test engines (ping, tcping, transfers, DNS, facts,
+//!    path MTU, trace, capture task) and, at their top, `tasks::convert`, the
+//!    conversion between the wire (`pb`) and the engines' specs and results.
+//! 5. [`clock_udp`]: the kernel-timestamped UDP clock exchange.
+//! 6. [`link`]: the stream to the coordinator and its reconnect loop, which
+//!    runs the tasks and the UDP clock exchange; [`join`] enrolls an
+//!    external host.
+//!
+//! Beside them: [`error`] (the daemon's error), [`metrics`] and
+//! [`telemetry`] (Prometheus metrics, spans), [`interfaces`] and [`backoff`]
+//! (small helpers).
 
 pub mod backoff;
 pub mod capture;
@@ -21,5 +32,7 @@ pub mod metrics;
 pub mod platform;
 pub mod tasks;
 pub mod telemetry;
+pub mod time;
+pub mod types;
 
 pub use error::{Error, Result};

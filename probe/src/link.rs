@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use probemesh_proto::pb;
 use probemesh_proto::pb::coordinator_message::Msg;
@@ -24,6 +24,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::telemetry::Moments;
+use crate::time::unix_ns;
 
 /// A connection that lasted this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -237,11 +238,4 @@ async fn send(out: &mpsc::Sender<pb::ProbeMessage>, msg: pb::probe_message::Msg)
     out.send(pb::ProbeMessage { msg: Some(msg) })
         .await
         .map_err(|_| Error::Stream("outbound stream closed".into()))
-}
-
-/// Nanoseconds since the Unix epoch, the probe's clock (CLOCK_REALTIME).
-pub fn unix_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }

@@ -1,7 +1,7 @@
 //! The probe's capture engine: the distributed tcpdump's probe side.
 //!
 //! A capture opens one `AF_PACKET` ring per interface with the coordinator's
-//! BPF program attached in the kernel ([`crate::platform::packet`]), arms the
+//! BPF program attached in the kernel ([`crate::platform::af_packet`]), arms the
 //! rings at a common instant (binding them to their interfaces) and reports
 //! the `CLOCK_REALTIME` instant each went live, copies packets into a pcapng
 //! file ([`pcapng`]) until its duration, a limit, a stop or a cancel, and
@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::platform::Timestamp;
-use crate::platform::packet::{
+use crate::platform::af_packet::{
     self, KernelStats, PacketRing, RingConfig, interface_index, interface_names, link_layer,
     realtime_now,
 };
@@ -674,7 +674,7 @@ fn check_interface(ring: &PacketRing, tap: &Tap, packets: u64) -> Result<(), Cap
 /// Sleeps, then spins, until `CLOCK_REALTIME` reaches `at`; returns early
 /// with [`CaptureError::Cancelled`] on a cancel.
 fn wait_until(at: Timestamp, control: &CaptureControl) -> Result<(), CaptureError> {
-    if let Err(error) = packet::set_timer_slack(1) {
+    if let Err(error) = af_packet::set_timer_slack(1) {
         tracing::debug!(%error, "cannot lower the timer slack; arming may land late");
     }
     loop {

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::block::RingPacket;
 use crate::platform::Timestamp;
-use crate::platform::packet::KernelStats;
+use crate::platform::af_packet::KernelStats;
 
 /// Bytes of an Enhanced Packet Block around its data: the fixed fields
 /// (28), the trailing length (4) and the `epb_flags` option with the end

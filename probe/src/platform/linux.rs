@@ -23,10 +23,10 @@ use nix::time::{ClockId, clock_gettime};
 use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
+use super::error::{Error, Result};
 use super::{IcmpSocket, IcmpSocketOptions, Received, SendFailure, Timestamp};
-use crate::tasks::error::{Error, Result};
 use crate::tasks::icmp_packet::{TYPE_DEST_UNREACHABLE, TYPE_ECHO_REPLY, TYPE_TIME_EXCEEDED};
-use crate::tasks::types::{EchoId, Mtu, Ttl};
+use crate::types::{EchoId, Mtu, Ttl};
 
 /// A raw ICMPv4 socket owned by one task.
 #[derive(Debug)]

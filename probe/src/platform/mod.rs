@@ -1,19 +1,25 @@
-//! Privileged, OS-specific operations behind small traits, so the engines in
-//! [`crate::tasks`] run against a mock in unit tests and against the kernel in
-//! the probe. The Linux implementations live in [`linux`], the only module of
-//! the crate allowed `unsafe`.
+//! Privileged, OS-specific operations behind small traits, so the task
+//! engines above run against a mock in unit tests and against the kernel in
+//! the probe. The Linux implementations live in [`linux`] (ICMP and TCP
+//! probes, routes, MTUs), [`af_packet`] (capture rings), [`netns`] and
+//! [`tcp_info`], the only modules of the crate allowed `unsafe`. This layer
+//! sits right above the leaf [`crate::types`]; it imports nothing else of the
+//! crate, and reports its failures as its own [`Error`].
 
 use std::future::Future;
 use std::io;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::tasks::types::{EchoId, Mtu, Ttl};
+use crate::types::{EchoId, Mtu, Ttl};
 
+pub mod af_packet;
+mod error;
 pub mod linux;
 pub mod netns;
-pub mod packet;
 pub mod tcp_info;
+
+pub use error::{Error, Result};
 
 /// A wall-clock instant: nanoseconds since the Unix epoch on `CLOCK_REALTIME`,
 /// the clock of the kernel's socket timestamps (`SO_TIMESTAMPNS`).

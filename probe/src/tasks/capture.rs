@@ -25,8 +25,8 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::TaskContext;
+use super::convert::{self, Progress};
 use super::error::{Error, Result};
-use super::grpc::{self, Progress};
 use crate::capture::{
     Artifact, CaptureControl, CaptureError, CaptureRequest, CaptureSpec, spawn_capture,
 };
@@ -140,7 +140,7 @@ pub(super) async fn task(
         bytes = streamed.size,
         "capture streamed"
     );
-    Ok(Outcome::Capture(grpc::capture_result(
+    Ok(Outcome::Capture(convert::capture_result(
         spec, &outcome, &streamed,
     )))
 }

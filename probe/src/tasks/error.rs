@@ -1,5 +1,5 @@
 //! The task engine's error type. These errors end a task; they reach the
-//! coordinator as a `TaskError` (converted once, in [`super::grpc`]).
+//! coordinator as a `TaskError` (converted once, in [`super::convert`]).
 //! Per-probe trouble (a timeout, an ICMP error, a send refused with
 //! `EMSGSIZE`) is not an error: it is a result, reported in the progress
 //! events and counted in the summary.
@@ -70,6 +70,10 @@ pub enum Error {
         /// The OS error.
         source: io::Error,
     },
+    /// A privileged call of the platform layer failed (a raw socket needs
+    /// `CAP_NET_RAW`, a kernel table could not be read). Not retryable.
+    #[error(transparent)]
+    Platform(#[from] crate::platform::Error),
     /// A capture failed; see [`crate::capture::CaptureError`] for which
     /// causes are the request's fault.
     #[error(transparent)]

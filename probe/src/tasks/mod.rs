@@ -3,7 +3,7 @@
 //! probe as it happens, and returns a summary. It decides nothing about what
 //! the results mean; that is the coordinator's job.
 //!
-//! Map: [`grpc`] is the wire boundary (validation into [`types`], results
+//! Map: [`convert`] is the protobuf conversion (validation into [`types`], results
 //! back to `pb`); [`icmp_packet`] and [`stats`] are sans-IO; [`ping`] (a
 //! sans-IO session plus its driver) and [`tcping`] are the engines; the raw
 //! socket sits behind [`crate::platform::IcmpSocket`]. [`transfer`] (TCP
@@ -28,14 +28,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::platform::IcmpSocketOptions;
 use crate::platform::linux::RawIcmpSocket;
-use grpc::Progress;
-use types::{EchoId, PingSpec, TaskSpec, TcpingSpec};
+use crate::types::EchoId;
+use convert::Progress;
+use types::{PingSpec, TaskSpec, TcpingSpec};
 
 pub mod capture;
+pub mod convert;
 pub mod dns;
 pub mod error;
 pub mod facts;
-pub mod grpc;
 pub mod icmp_packet;
 pub mod listener;
 pub mod netns;
@@ -153,15 +154,15 @@ async fn execute(
         TaskSpec::Dns(spec) => dns_task(spec, cancel).await,
         TaskSpec::Listener(spec) => {
             let listeners = listener::run(spec)?;
-            Ok(Outcome::Listener(grpc::listener_result(&listeners)))
+            Ok(Outcome::Listener(convert::listener_result(&listeners)))
         }
         TaskSpec::NodeFacts(spec) => {
             let facts = facts::run(spec, cancel).await?;
-            Ok(Outcome::NodeFacts(grpc::node_facts(&facts)))
+            Ok(Outcome::NodeFacts(convert::node_facts(&facts)))
         }
         TaskSpec::Responder(spec) => {
             let summary = responder::run(spec, progress, cancel).await?;
-            Ok(Outcome::Responder(grpc::responder_summary(&summary)))
+            Ok(Outcome::Responder(convert::responder_summary(&summary)))
         }
         TaskSpec::Pmtu(spec) => pmtu::task(spec, progress, cancel).await,
         TaskSpec::Trace(spec) => trace::task(spec, progress, cancel).await,
@@ -191,7 +192,7 @@ async fn ping_task(
     };
     let socket = RawIcmpSocket::open(&options)?;
     let summary = ping::run(spec, address, &socket, options.echo_id, progress, cancel).await?;
-    Ok(Outcome::Ping(grpc::ping_summary(spec, &summary)))
+    Ok(Outcome::Ping(convert::ping_summary(spec, &summary)))
 }
 
 async fn tcping_task(
@@ -202,7 +203,7 @@ async fn tcping_task(
     let total = u32::from(spec.count.get());
     let ip = resolve(&spec.host, Family::Any, total, cancel).await?;
     let summary = tcping::run(spec, SocketAddr::new(ip, spec.port), progress, cancel).await?;
-    Ok(Outcome::Tcping(grpc::tcping_summary(spec, &summary)))
+    Ok(Outcome::Tcping(convert::tcping_summary(spec, &summary)))
 }
 
 async fn transfer_task(
@@ -211,7 +212,7 @@ async fn transfer_task(
 ) -> Result<Outcome> {
     let ip = resolve(&spec.host, Family::Any, 1, cancel).await?;
     let report = transfer::run(spec, SocketAddr::new(ip, spec.port), cancel).await?;
-    Ok(Outcome::TcpTransfer(grpc::tcp_transfer_result(&report)))
+    Ok(Outcome::TcpTransfer(convert::tcp_transfer_result(&report)))
 }
 
 async fn udp_echo_task(
@@ -222,7 +223,7 @@ async fn udp_echo_task(
     let total = u32::from(spec.count.get());
     let ip = resolve(&spec.host, Family::Ipv4, total, cancel).await?;
     let summary = udp_echo::run(spec, SocketAddr::new(ip, spec.port), progress, cancel).await?;
-    Ok(Outcome::UdpEcho(grpc::udp_echo_summary(spec, &summary)))
+    Ok(Outcome::UdpEcho(convert::udp_echo_summary(spec, &summary)))
 }
 
 /// Resolves with the resolv.conf of the namespace this thread is in (see
@@ -233,7 +234,7 @@ async fn dns_task(spec: &dns::DnsSpec, cancel: &CancellationToken) -> Result<Out
         spec.resolv_conf_paths = dns::resolv_conf_candidates();
     }
     let report = dns::run(&spec, cancel).await?;
-    Ok(Outcome::Dns(grpc::dns_result(&report)))
+    Ok(Outcome::Dns(convert::dns_result(&report)))
 }
 
 /// Which addresses a task can use.
@@ -251,7 +252,7 @@ async fn resolve(
     total: u32,
     cancel: &CancellationToken,
 ) -> Result<IpAddr> {
-    if let Some(ip) = grpc::parse_ip(host) {
+    if let Some(ip) = convert::parse_ip(host) {
         return Ok(ip);
     }
     let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0)));

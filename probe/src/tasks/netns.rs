@@ -13,7 +13,7 @@ use probemesh_proto::pb::task_result::Outcome;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::grpc::netns_target;
+use super::convert::netns_target;
 use crate::platform::netns::{Namespace, run_in};
 
 /// How long a cancelled task inside a namespace may take to wind down

@@ -19,12 +19,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::Progress;
 use super::error::{Error, Result};
-use super::grpc::Progress;
 use super::icmp_packet::{IcmpError, Response, build_echo_request, classify};
 use super::stats::{RttAccumulator, RttStats};
-use super::types::{EchoId, PingSpec, Seq};
+use super::types::PingSpec;
 use crate::platform::{IcmpSocket, SendFailure, Timestamp};
+use crate::types::{EchoId, Seq};
 
 /// Receive buffer: the largest IPv4 datagram.
 const RECV_BUF_BYTES: usize = 65_536;
@@ -397,7 +398,7 @@ mod tests {
     use crate::platform::Received;
     use crate::tasks::icmp_packet::fixtures::{echo_reply_to, icmp_error, ipv4};
     use crate::tasks::icmp_packet::{IcmpView, TYPE_DEST_UNREACHABLE};
-    use crate::tasks::types::{Mtu, PayloadSize, ProbeCount};
+    use crate::types::{Mtu, PayloadSize, ProbeCount};
     use pb::ping_reply::Status;
     use probemesh_proto::pb;
 

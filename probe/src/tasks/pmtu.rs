@@ -6,8 +6,8 @@
 //! through against the interface MTU.
 //!
 //! Map: [`search`] is the sans-IO bisection state machine; [`route`] finds
-//! the egress interface in the kernel's routing table; [`grpc`] is this
-//! kind's wire boundary; [`run`] drives the search over an [`IcmpSocket`]
+//! the egress interface in the kernel's routing table; its wire form is
+//! converted in `super::convert::pmtu`; [`run`] drives the search over an [`IcmpSocket`]
 //! set to `IP_PMTUDISC_PROBE` (DF set, the kernel's path-MTU cache ignored,
 //! so an earlier frag-needed does not hide the path).
 //!
@@ -21,18 +21,17 @@ use probemesh_proto::pb::task_result::Outcome;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::{self, Progress};
 use super::error::{Error, Result};
-use super::grpc::Progress;
 use super::icmp_packet::{
     CODE_FRAG_NEEDED, Response, TYPE_DEST_UNREACHABLE, build_echo_request, classify,
 };
-use super::types::{EchoId, Mtu, PayloadSize, Seq};
 use super::{Family, next_echo_id, resolve};
 use crate::platform::linux::{RawIcmpSocket, interface_mtu, read_route_table, route_mtu};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, SendFailure};
+use crate::types::{EchoId, Mtu, PayloadSize, Seq};
 use search::{Action, Answer, Attempts, Conclusion, MAX_MTU, PmtuSearch, Step};
 
-pub mod grpc;
 pub mod route;
 pub mod search;
 
@@ -112,7 +111,7 @@ pub(super) async fn task(
     })?;
     socket.probe_past_path_mtu_cache()?;
     let report = run(spec, address, egress, &socket, id, progress, cancel).await?;
-    Ok(Outcome::Pmtu(grpc::pmtu_result(spec, &report)))
+    Ok(Outcome::Pmtu(convert::pmtu_result(spec, &report)))
 }
 
 /// The egress interface towards `to` and its MTU, in the calling thread's

@@ -21,8 +21,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::Progress;
 use super::error::{Error, Result};
-use super::grpc::Progress;
 
 /// Lifetime when the task says 0.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(30);

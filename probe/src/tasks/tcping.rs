@@ -12,8 +12,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::Progress;
 use super::error::{Error, Result};
-use super::grpc::Progress;
 use super::stats::{RttAccumulator, RttStats};
 use super::types::TcpingSpec;
 

@@ -13,7 +13,7 @@
 //!
 //! Map: [`session`] is the sans-IO round bookkeeping; [`stats`] mtr's
 //! arithmetic; [`reading`] the reading rules; [`packet`] reads ICMP errors
-//! about UDP/TCP probes; [`grpc`] is this kind's wire boundary; [`run`] is
+//! about UDP/TCP probes; `super::convert::trace` converts its wire form; [`run`] is
 //! the driver. Bounds: `count` ≤ 100 rounds of ≤ 64 probes, each round
 //! waiting at most `timeout` (≤ 5 s) after its last send, rounds at least
 //! `interval` (≤ 10 s) apart.
@@ -30,17 +30,16 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::{self, Progress};
 use super::error::{Error, Result};
-use super::grpc::Progress;
 use super::icmp_packet::{self, Response, build_echo_request};
-use super::types::{EchoId, PayloadSize, Seq, Ttl};
 use super::{Family, next_echo_id, resolve};
 use crate::platform::linux::{self, RawIcmpSocket, TcpProbe};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
+use crate::types::{EchoId, PayloadSize, Seq, Ttl};
 use reading::Reading;
 use session::{RoundReport, TraceSession};
 
-pub mod grpc;
 pub mod packet;
 pub mod reading;
 pub mod session;
@@ -155,7 +154,7 @@ pub(super) async fn task(
         }
     };
     let report = run(spec, address, progress, cancel).await?;
-    Ok(Outcome::Trace(grpc::trace_result(spec, &report)))
+    Ok(Outcome::Trace(convert::trace_result(spec, &report)))
 }
 
 /// The sockets of one trace.
@@ -290,7 +289,7 @@ async fn run_round(
         *seq = seq.wrapping_add(1);
         match spec.mode {
             TraceMode::Icmp => {
-                probers.icmp.set_ttl(ttl)?;
+                probers.icmp.set_ttl(ttl).map_err(Error::from)?;
                 let packet = build_echo_request(probers.id, Seq(*seq), PROBE_SIZE);
                 let sent_at = now()?;
                 session.on_sent(ttl, *seq, sent_at);

@@ -19,11 +19,11 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::convert::Progress;
 use super::error::{Error, Result};
-use super::grpc::Progress;
 use super::stats::{RttAccumulator, RttStats};
-use super::types::{PayloadSize, ProbeCount};
 use crate::platform::linux::set_mtu_discover;
+use crate::types::{PayloadSize, ProbeCount};
 
 /// Bytes of the tag at the start of each datagram: nonce (4), seq (4),
 /// send time in nanoseconds since the task started (8), all big-endian.

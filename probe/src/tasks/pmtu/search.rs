@@ -22,7 +22,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::tasks::types::Mtu;
+use crate::types::Mtu;
 
 /// Smallest MTU every IPv4 link must carry (RFC 791), bytes: the floor of
 /// the search.

@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use super::reading::{self, Hop, Reading};
 use super::stats::HopStats;
 use crate::platform::Timestamp;
-use crate::tasks::types::Ttl;
+use crate::types::Ttl;
 
 /// A probe of the current round still waiting for its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,4 @@
-//! The wire boundary of the path-MTU task (part of [`crate::tasks::grpc`]'s
-//! job, kept next to the task): `pb::PmtuTask` becomes a [`PmtuSpec`] with
+//! The path-MTU task's part of the protobuf conversion: `pb::PmtuTask` becomes a [`PmtuSpec`] with
 //! typed errors naming the field and its range, and the search's steps and
 //! report become `pb` messages.
 
@@ -8,10 +7,10 @@ use std::time::Duration;
 
 use probemesh_proto::pb;
 
-use super::search::{Attempts, Conclusion, MAX_MTU, MIN_MTU, Step, Verdict};
-use super::{PmtuReport, PmtuSpec};
-use crate::tasks::grpc::{is_hostname, nanos, parse_ip};
-use crate::tasks::types::Mtu;
+use super::{is_hostname, nanos, parse_ip};
+use crate::tasks::pmtu::search::{Attempts, Conclusion, MAX_MTU, MIN_MTU, Step, Verdict};
+use crate::tasks::pmtu::{PmtuReport, PmtuSpec};
+use crate::types::Mtu;
 
 /// Wait per probe when the wire says 0.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -77,7 +76,7 @@ impl TryFrom<pb::PmtuTask> for PmtuSpec {
 
 /// A per-probe timeout from the wire: 0 means [`DEFAULT_TIMEOUT`]; above
 /// [`MAX_TIMEOUT`] is refused (`None`); below [`MIN_TIMEOUT`] is raised.
-pub fn bounded_timeout(us: u64) -> Option<Duration> {
+fn bounded_timeout(us: u64) -> Option<Duration> {
     match Duration::from_micros(us) {
         Duration::ZERO => Some(DEFAULT_TIMEOUT),
         t if t > MAX_TIMEOUT => None,

@@ -1,9 +1,8 @@
-//! The wire boundary of the task engine: `pb` tasks become validated specs
-//! ([`TryFrom`], with typed `Invalid*` errors naming the field and its allowed
-//! range), and the engine's events, summaries and errors become `pb`
-//! messages. No other module of [`crate::tasks`] builds a `pb` type, except
-//! the path tasks' own boundary modules ([`super::pmtu::grpc`],
-//! [`super::trace::grpc`]), which this one delegates to.
+//! The protobuf conversion of the task engine (no gRPC happens here): `pb`
+//! tasks become validated specs ([`TryFrom`], with typed `Invalid*` errors
+//! naming the field and its allowed range), and the engine's events,
+//! summaries and errors become `pb` messages. No other module of
+//! [`crate::tasks`] builds a `pb` type; one submodule per task family.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
@@ -16,11 +15,14 @@ use super::error::Error;
 use super::ping::{PingEvent, PingEventKind, PingSummary};
 use super::stats::RttStats;
 use super::tcping::{ConnectOutcome, TcpingAttempt, TcpingSummary};
-use super::types::{PayloadSize, PingSpec, ProbeCount, TaskSpec, TcpingSpec, Ttl};
+use super::types::{PingSpec, TaskSpec, TcpingSpec};
 use crate::capture::CaptureError;
+use crate::types::{PayloadSize, ProbeCount, Ttl};
 
 mod capture;
 mod inspect;
+mod pmtu;
+mod trace;
 mod transfer;
 
 pub use capture::{InvalidCaptureTask, capture_result};
@@ -28,6 +30,8 @@ pub use inspect::{
     InvalidDnsTask, InvalidListenerTask, InvalidNodeFactsTask, dns_result, listener_result,
     node_facts,
 };
+pub use pmtu::{InvalidPmtuTask, pmtu_result};
+pub use trace::{InvalidTraceTask, trace_result};
 pub use transfer::{
     InvalidNetns, InvalidResponderTask, InvalidTcpTransferTask, InvalidUdpEchoTask, netns_target,
     responder_summary, tcp_transfer_result, udp_echo_summary,
@@ -76,10 +80,10 @@ pub enum InvalidTask {
     NodeFacts(#[from] InvalidNodeFactsTask),
     /// A bad path-MTU task.
     #[error(transparent)]
-    Pmtu(#[from] super::pmtu::grpc::InvalidPmtuTask),
+    Pmtu(#[from] pmtu::InvalidPmtuTask),
     /// A bad trace task.
     #[error(transparent)]
-    Trace(#[from] super::trace::grpc::InvalidTraceTask),
+    Trace(#[from] trace::InvalidTraceTask),
     /// A bad capture task.
     #[error(transparent)]
     Capture(#[from] InvalidCaptureTask),
@@ -265,6 +269,7 @@ impl From<&Error> for pb::TaskError {
             | Error::Send { .. }
             | Error::Recv { .. }
             | Error::ReadProc { .. }
+            | Error::Platform(_)
             | Error::Artifact { .. } => Kind::ProbeFailure,
             Error::Cancelled { .. } | Error::Capture(CaptureError::Cancelled { .. }) => {
                 Kind::Cancelled
@@ -602,7 +607,7 @@ mod tests {
     #[test]
     fn ping_events_become_wire_replies() {
         use super::super::icmp_packet::IcmpError;
-        use super::super::types::{Mtu, Seq};
+        use crate::types::{Mtu, Seq};
         let event = PingEvent {
             seq: Seq(4),
             kind: PingEventKind::IcmpError {

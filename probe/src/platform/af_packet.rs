@@ -11,7 +11,7 @@
 //! Sockets and interface look-ups act in the network namespace of the
 //! *calling thread*: open rings on the thread that has entered the
 //! namespace. The block layout is parsed elsewhere
-//! ([`crate::capture::block`]), over the plain bytes this module hands out.
+//! (the capture engine's `block` module), over the plain bytes this module hands out.
 //! This is one of the few modules allowed `unsafe` (mmap, setsockopt,
 //! bind, poll, ioctl, prctl), each use with its `// SAFETY:` comment.
 #![allow(unsafe_code)]

@@ -6,28 +6,29 @@
 //! Files are written to a temporary name in the same directory and then linked into place, so a
 //! reader never sees a half-written file; key files are mode 0600.
 //!
-//! This module does not speak TLS; [`crate::tls`] turns the files into rustls configurations.
+//! Map: this file holds the errors, the CA pin and the two entry points ([`init`],
+//! [`generate_csr`]); [`authority`] issues and signs certificates; [`files`] is the directory
+//! layout and the atomic writes. This module does not speak TLS: the `tls` module, above it,
+//! turns the files into rustls configurations.
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Write};
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use rand::RngCore;
-use rcgen::string::Ia5String;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, SubjectPublicKeyInfo,
-};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer};
+use rcgen::{CertificateParams, DistinguishedName, DnType};
 use time::OffsetDateTime;
-use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::prelude::FromDer;
 
-use crate::identity::{CertFingerprint, IdentityError, Role, spiffe_uri, validate_name};
+use crate::identity::{CertFingerprint, IdentityError, Role, validate_name};
+
+mod authority;
+mod files;
+
+pub use authority::{CertAuthority, IssuedCert, Validity};
+use authority::{coordinator_san_list, new_key};
+pub(crate) use files::read_text;
+use files::{StagedFile, create_private_dir};
+pub use files::{TlsDir, write_atomic};
 
 /// Name of the coordinator's certificate and key in a TLS directory.
 pub const COORDINATOR_NAME: &str = "coordinator";
@@ -138,88 +139,6 @@ pub enum Error {
 /// Result alias for this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A directory of probemesh TLS material.
-///
-/// Layout: `ca.pem`, `ca-key.pem`, and `NAME.pem` / `NAME-key.pem` per identity
-/// (`coordinator`, `admin`, probes...). A `NAME.pem` may hold the leaf followed by its chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsDir {
-    root: PathBuf,
-}
-
-impl TlsDir {
-    /// A TLS directory at `path` (nothing is read or created).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { root: path.into() }
-    }
-
-    /// The directory itself.
-    pub fn path(&self) -> &Path {
-        &self.root
-    }
-
-    /// `DIR/ca.pem`: the CA certificate.
-    pub fn ca_cert(&self) -> PathBuf {
-        self.root.join("ca.pem")
-    }
-
-    /// `DIR/ca-key.pem`: the CA private key (only where certificates are issued).
-    pub fn ca_key(&self) -> PathBuf {
-        self.root.join("ca-key.pem")
-    }
-
-    /// `DIR/NAME.pem`: the certificate (chain) of identity `name`.
-    pub fn cert(&self, name: &str) -> PathBuf {
-        self.root.join(format!("{name}.pem"))
-    }
-
-    /// `DIR/NAME-key.pem`: the private key of identity `name`.
-    pub fn key(&self, name: &str) -> PathBuf {
-        self.root.join(format!("{name}-key.pem"))
-    }
-}
-
-/// The window in which a certificate is valid (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Validity {
-    /// First instant of validity.
-    pub not_before: OffsetDateTime,
-    /// Last instant of validity.
-    pub not_after: OffsetDateTime,
-}
-
-impl Validity {
-    /// Valid from `now` minus [`BACKDATE`] until `now + lifetime`.
-    pub fn starting_at(now: OffsetDateTime, lifetime: time::Duration) -> Self {
-        Self {
-            not_before: now - BACKDATE,
-            not_after: now + lifetime,
-        }
-    }
-
-    /// The default validity of a leaf certificate issued at `now` ([`LEAF_LIFETIME`]).
-    pub fn leaf(now: OffsetDateTime) -> Self {
-        Self::starting_at(now, LEAF_LIFETIME)
-    }
-
-    /// The default validity of a CA created at `now` ([`CA_LIFETIME`]).
-    pub fn ca(now: OffsetDateTime) -> Self {
-        Self::starting_at(now, CA_LIFETIME)
-    }
-
-    fn apply(self, params: &mut CertificateParams) -> Result<()> {
-        if self.not_after <= self.not_before {
-            return Err(Error::InvalidValidity {
-                not_before: self.not_before,
-                not_after: self.not_after,
-            });
-        }
-        params.not_before = self.not_before;
-        params.not_after = self.not_after;
-        Ok(())
-    }
-}
-
 /// SHA-256 of the CA certificate's DER: what a join token pins. Displayed as `sha256:<hex>`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct CaPin(CertFingerprint);
@@ -268,24 +187,6 @@ impl FromStr for CaPin {
     }
 }
 
-/// A freshly issued certificate and its private key, both PEM.
-#[derive(Clone)]
-pub struct IssuedCert {
-    /// The certificate, followed by the CA certificate for the coordinator's chain.
-    pub cert_pem: String,
-    /// The PKCS#8 private key.
-    pub key_pem: String,
-}
-
-impl fmt::Debug for IssuedCert {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IssuedCert")
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"<redacted>")
-            .finish()
-    }
-}
-
 /// What `init` created.
 #[derive(Debug, Clone)]
 pub struct InitReport {
@@ -327,7 +228,7 @@ pub fn init(dir: &TlsDir, coordinator_sans: &[String]) -> Result<InitReport> {
     let admin = ca.issue(ADMIN_NAME, Role::Operator, Validity::leaf(now))?;
     create_private_dir(dir.path())?;
     let contents = [
-        (ca.cert_pem.clone(), false),
+        (ca.cert_pem().to_owned(), false),
         (ca.issuer.key().serialize_pem(), true),
         (coordinator.cert_pem, false),
         (coordinator.key_pem, true),
@@ -373,421 +274,17 @@ pub fn generate_csr(name: &str) -> Result<(String, String)> {
     Ok((csr, key.serialize_pem()))
 }
 
-/// The certificate authority: its certificate and signing key.
-pub struct CertAuthority {
-    cert_pem: String,
-    cert_der: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl fmt::Debug for CertAuthority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertAuthority")
-            .field("pin", &self.pin())
-            .finish_non_exhaustive()
-    }
-}
-
-impl CertAuthority {
-    /// A new self-signed CA (in memory; [`init`] writes one to disk).
-    pub fn generate(validity: Validity) -> Result<Self> {
-        let key = new_key()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        // A unique name per CA: two installations' CAs must not look like the same issuer
-        // (path building matches by name, which would turn "unknown CA" into "bad signature").
-        let ca_name = format!("probemesh CA {:08x}", rand::random::<u32>());
-        params.distinguished_name.push(DnType::CommonName, ca_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "probemesh");
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        validity.apply(&mut params)?;
-        let cert = params.self_signed(&key).map_err(|source| Error::Generate {
-            what: "CA certificate",
-            source,
-        })?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    /// Loads `DIR/ca.pem` and `DIR/ca-key.pem`, checking that the key belongs to the certificate.
-    pub fn load(dir: &TlsDir) -> Result<Self> {
-        let init_hint = format!(
-            "create a CA with `meshctl certs init --dir {}`",
-            dir.path().display()
-        );
-        let (cert_path, key_path) = (dir.ca_cert(), dir.ca_key());
-        let cert_pem = read_text(&cert_path, &init_hint)?;
-        let key_pem = read_text(&key_path, &init_hint)?;
-        let bad_cert = |reason: String| Error::BadPem {
-            path: cert_path.clone(),
-            what: "certificate",
-            reason,
-        };
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| bad_cert(e.to_string()))?
-            .into_owned();
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| Error::BadPem {
-            path: key_path.clone(),
-            what: "private key",
-            reason: e.to_string(),
-        })?;
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(&cert_der).map_err(|e| bad_cert(e.to_string()))?;
-        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(Error::KeyMismatch {
-                cert: cert_path,
-                key: key_path,
-            });
-        }
-        let issuer =
-            Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| bad_cert(e.to_string()))?;
-        Ok(Self {
-            cert_pem,
-            cert_der,
-            issuer,
-        })
-    }
-
-    /// The CA certificate, PEM.
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
-    /// The CA certificate, DER.
-    pub fn cert_der(&self) -> &CertificateDer<'static> {
-        &self.cert_der
-    }
-
-    /// The pin of this CA (SHA-256 of its DER).
-    pub fn pin(&self) -> CaPin {
-        CaPin::of_der(&self.cert_der)
-    }
-
-    /// Issues a certificate and a new P-256 key for `name` in `role`, valid for `validity`
-    /// (pass a window in the past to make an expired certificate for tests).
-    ///
-    /// The certificate holds the leaf only. For [`Role::Coordinator`] it also carries
-    /// [`DEFAULT_COORDINATOR_SANS`]; use [`CertAuthority::issue_coordinator`] for more.
-    pub fn issue(&self, name: &str, role: Role, validity: Validity) -> Result<IssuedCert> {
-        let extra = if role == Role::Coordinator {
-            san_types(&coordinator_san_list(&[]))?
-        } else {
-            Vec::new()
-        };
-        let key = new_key()?;
-        let cert = leaf_params(name, role, validity, extra)?
-            .signed_by(&key, &self.issuer)
-            .map_err(|source| Error::Generate {
-                what: "certificate",
-                source,
-            })?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    /// Issues the coordinator's server certificate: SANs [`DEFAULT_COORDINATOR_SANS`] plus
-    /// `sans`; `cert_pem` is the leaf followed by the CA certificate (the chain the join flow
-    /// pins the CA from).
-    pub fn issue_coordinator(&self, sans: &[String], validity: Validity) -> Result<IssuedCert> {
-        let key = new_key()?;
-        let cert = leaf_params(
-            COORDINATOR_NAME,
-            Role::Coordinator,
-            validity,
-            san_types(&coordinator_san_list(sans))?,
-        )?
-        .signed_by(&key, &self.issuer)
-        .map_err(|source| Error::Generate {
-            what: "coordinator certificate",
-            source,
-        })?;
-        Ok(IssuedCert {
-            cert_pem: format!("{}{}", cert.pem(), self.cert_pem),
-            key_pem: key.serialize_pem(),
-        })
-    }
-
-    /// `meshctl certs issue`: issues `name`/`role` with the default validity and writes
-    /// `DIR/NAME.pem` and `DIR/NAME-key.pem`. Refuses to replace existing files unless `force`.
-    /// Returns the paths written (certificate, key).
-    pub fn issue_to_dir(
-        &self,
-        dir: &TlsDir,
-        name: &str,
-        role: Role,
-        force: bool,
-    ) -> Result<[PathBuf; 2]> {
-        validate_name(name)?;
-        let paths = [dir.cert(name), dir.key(name)];
-        const HINT: &str = "pass --force to replace it";
-        if !force && let Some(existing) = paths.iter().find(|p| p.exists()) {
-            return Err(Error::AlreadyExists {
-                path: existing.clone(),
-                hint: HINT,
-            });
-        }
-        let issued = self.issue(name, role, Validity::leaf(OffsetDateTime::now_utc()))?;
-        let staged = [
-            StagedFile::write(&paths[0], issued.cert_pem.as_bytes(), false)?,
-            StagedFile::write(&paths[1], issued.key_pem.as_bytes(), true)?,
-        ];
-        for file in staged.iter().rev() {
-            file.commit(force, HINT)?;
-        }
-        Ok(paths)
-    }
-
-    /// Signs a PEM CSR for `name`/`role`. Only the CSR's public key is used: the certificate
-    /// carries exactly `name` and `role`, whatever subject or SANs the CSR asks for. A CSR whose
-    /// signature does not verify is refused. Returns the certificate PEM (leaf only).
-    pub fn sign_csr(
-        &self,
-        csr_pem: &str,
-        name: &str,
-        role: Role,
-        validity: Validity,
-    ) -> Result<String> {
-        let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
-            .map_err(|e| Error::BadCsr(format!("not a PEM CERTIFICATE REQUEST: {e}")))?;
-        let (_, csr) = X509CertificationRequest::from_der(der.as_ref())
-            .map_err(|e| Error::BadCsr(format!("not a PKCS#10 request: {e}")))?;
-        csr.verify_signature().map_err(|_| Error::CsrSignature)?;
-        let spki = SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-            .map_err(|e| Error::BadCsr(format!("unsupported public key: {e}")))?;
-        let cert = leaf_params(name, role, validity, Vec::new())?
-            .signed_by(&spki, &self.issuer)
-            .map_err(|source| Error::Generate {
-                what: "certificate",
-                source,
-            })?;
-        Ok(cert.pem())
-    }
-}
-
-/// Writes `contents` to `path` atomically (temporary file in the same directory, fsync, rename
-/// over any existing file). `private` files (keys) get mode 0600, others 0644. A missing parent
-/// directory is created with mode 0700.
-pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_private_dir(parent)?;
-    }
-    StagedFile::write(path, contents, private)?.commit(true, "")
-}
-
-/// Reads a whole text file; a missing file is reported with `hint` (how to create it).
-pub(crate) fn read_text(path: &Path, hint: &str) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::NotFound {
-            Error::MissingFile {
-                path: path.to_path_buf(),
-                hint: hint.to_owned(),
-            }
-        } else {
-            Error::ReadFile {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })
-}
-
-fn new_key() -> Result<KeyPair> {
-    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| Error::Generate {
-        what: "P-256 key pair",
-        source,
-    })
-}
-
-/// A positive 127-bit random serial number.
-fn random_serial() -> SerialNumber {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes[0] = (bytes[0] & 0x7f) | 0x01;
-    SerialNumber::from_slice(&bytes)
-}
-
-/// The defaults followed by `extra`, without duplicates, IPv6 brackets removed.
-fn coordinator_san_list(extra: &[String]) -> Vec<String> {
-    let mut sans: Vec<String> = DEFAULT_COORDINATOR_SANS
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    for san in extra {
-        let san = san
-            .trim()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        if !sans.contains(&san) {
-            sans.push(san);
-        }
-    }
-    sans
-}
-
-fn san_types(sans: &[String]) -> Result<Vec<SanType>> {
-    sans.iter()
-        .map(|san| {
-            if let Ok(ip) = san.parse::<IpAddr>() {
-                return Ok(SanType::IpAddress(ip));
-            }
-            let refuse = |reason: &str| Error::InvalidSan {
-                san: san.clone(),
-                reason: reason.to_owned(),
-            };
-            let valid_dns = !san.is_empty()
-                && san.len() <= 253
-                && san
-                    .split('.')
-                    .all(|label| !label.is_empty() && label.len() <= 63)
-                && san
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '*');
-            if !valid_dns {
-                return Err(refuse("not an IP address or a DNS name"));
-            }
-            Ia5String::try_from(san.as_str())
-                .map(SanType::DnsName)
-                .map_err(|e| refuse(&e.to_string()))
-        })
-        .collect()
-}
-
-fn leaf_params(
-    name: &str,
-    role: Role,
-    validity: Validity,
-    extra_sans: Vec<SanType>,
-) -> Result<CertificateParams> {
-    validate_name(name)?;
-    let uri = spiffe_uri(role, name);
-    let uri = Ia5String::try_from(uri.as_str()).map_err(|e| Error::InvalidSan {
-        san: uri.clone(),
-        reason: e.to_string(),
-    })?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.subject_alt_names = std::iter::once(SanType::URI(uri))
-        .chain(extra_sans)
-        .collect();
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    if role == Role::Coordinator {
-        params
-            .extended_key_usages
-            .push(ExtendedKeyUsagePurpose::ServerAuth);
-    }
-    params.use_authority_key_identifier_extension = true;
-    params.serial_number = Some(random_serial());
-    validity.apply(&mut params)?;
-    Ok(params)
-}
-
-#[cfg(unix)]
-fn create_private_dir(path: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| Error::WriteFile {
-            path: path.to_path_buf(),
-            source,
-        })
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|source| Error::WriteFile {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// A file fully written and synced under a temporary name next to its destination; removed on
-/// drop unless committed by rename.
-struct StagedFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-}
-
-impl StagedFile {
-    fn write(dest: &Path, contents: &[u8], private: bool) -> Result<Self> {
-        let file_name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{file_name}.tmp-{:016x}", rand::random::<u64>()));
-        let werr = |source| Error::WriteFile {
-            path: tmp.clone(),
-            source,
-        };
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(if private { 0o600 } else { 0o644 });
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut file = options.open(&tmp).map_err(werr)?;
-        let staged = Self {
-            tmp: tmp.clone(),
-            dest: dest.to_path_buf(),
-        };
-        file.write_all(contents).map_err(werr)?;
-        file.sync_all().map_err(werr)?;
-        Ok(staged)
-    }
-
-    /// Moves the file into place. Without `replace`, an existing destination is an error
-    /// (checked atomically with a hard link where the filesystem supports it).
-    fn commit(&self, replace: bool, hint: &'static str) -> Result<()> {
-        let werr = |source| Error::WriteFile {
-            path: self.dest.clone(),
-            source,
-        };
-        let exists = || Error::AlreadyExists {
-            path: self.dest.clone(),
-            hint,
-        };
-        if replace {
-            return fs::rename(&self.tmp, &self.dest).map_err(werr);
-        }
-        match fs::hard_link(&self.tmp, &self.dest) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(exists()),
-            Err(_) if self.dest.exists() => Err(exists()),
-            Err(_) => fs::rename(&self.tmp, &self.dest).map_err(werr),
-        }
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        // Already renamed into place, or linked and now redundant: either way it goes.
-        let _ = fs::remove_file(&self.tmp);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::net::IpAddr;
+
+    use rcgen::string::Ia5String;
+    use rcgen::{KeyPair, SanType};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer};
+
     use crate::identity::Identity;
 
     fn der_of(pem: &str) -> CertificateDer<'static> {

@@ -1,5 +1,4 @@
-//! The wire boundary of the trace task (part of [`crate::tasks::grpc`]'s
-//! job, kept next to the task): `pb::TraceTask` becomes a [`TraceSpec`]
+//! The trace task's part of the protobuf conversion: `pb::TraceTask` becomes a [`TraceSpec`]
 //! with typed errors naming the field and its range, and rounds and reports
 //! become `pb` messages.
 
@@ -8,11 +7,11 @@ use std::time::Duration;
 
 use probemesh_proto::pb;
 
-use super::reading::Hop;
-use super::session::RoundReport;
-use super::{Rounds, TraceMode, TraceReport, TraceSpec};
-use crate::tasks::grpc::{is_hostname, parse_ip};
-use crate::tasks::types::Ttl;
+use super::{is_hostname, parse_ip};
+use crate::tasks::trace::reading::Hop;
+use crate::tasks::trace::session::RoundReport;
+use crate::tasks::trace::{Rounds, TraceMode, TraceReport, TraceSpec};
+use crate::types::Ttl;
 
 /// Rounds when the wire says 0 (`mtr -c` default).
 pub const DEFAULT_COUNT: u8 = 10;

@@ -15,8 +15,8 @@ use crate::tasks::responder::{
     DEFAULT_LIFETIME, MAX_LIFETIME, ResponderReady, ResponderSpec, ResponderSummary,
 };
 use crate::tasks::transfer::{TcpTransferSpec, TransferBytes, TransferReport};
-use crate::tasks::types::PayloadSize;
 use crate::tasks::udp_echo::{EchoEvent, EchoEventKind, UdpEchoSpec, UdpEchoSummary};
+use crate::types::PayloadSize;
 
 /// Whole-transfer deadline when the wire says 0.
 pub const DEFAULT_TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
