@@ -5,7 +5,7 @@
 //! Every fault reproduces the real mechanism (addresses, MTUs, routes, rules,
 //! processes, kernel tables); none tells a probe what to report. Injection and
 //! undo are plain data ([`Action`]) so they can be reviewed and tested without
-//! root; [`super::lifecycle`] executes them.
+//! root; the lifecycle executes them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,8 +13,8 @@ use std::str::FromStr;
 use probemesh_model::inventory::InvalidInventory;
 use serde::Serialize;
 
-use super::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
-use super::topology::{self, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT};
+use crate::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
+use crate::topology::{self, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT};
 
 /// A fault of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
