@@ -6,8 +6,9 @@
 
 use std::net::Ipv4Addr;
 
+use probemesh_packet::frame::TcpFlags;
+
 use super::model::ObserverInterface;
-use crate::correlate::packet::TcpFlags;
 use crate::correlate::{self, Correlation, EncapsulationSource, PacketFate, PacketKey};
 
 /// A packet's protocol, as rules care.

@@ -4,7 +4,8 @@
 //! the results mean; that is the coordinator's job.
 //!
 //! Map: [`convert`] is the protobuf conversion (validation into [`types`], results
-//! back to `pb`); [`icmp_packet`] and [`stats`] are sans-IO; [`ping`] (a
+//! back to `pb`); [`stats`] is sans-IO, and ICMP bytes are built and read by
+//! `probemesh_packet::icmp`; [`ping`] (a
 //! sans-IO session plus its driver) and [`tcping`] are the engines; the raw
 //! socket sits behind [`crate::platform::IcmpSocket`]. [`transfer`] (TCP
 //! push watched through `TCP_INFO`), [`udp_echo`] and [`responder`] (the far
@@ -37,7 +38,6 @@ pub mod convert;
 pub mod dns;
 pub mod error;
 pub mod facts;
-pub mod icmp_packet;
 pub mod listener;
 pub mod netns;
 pub mod ping;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::types::{ProbeCount, Ttl};
-// The ICMP codec (`super::icmp_packet`) still reads these quantities here.
+// The engines read these quantities through here.
 pub use crate::types::{EchoId, Mtu, PayloadSize, Seq};
 
 /// A validated ping task (ICMPv4 echo, as `ping`).
