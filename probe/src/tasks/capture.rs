@@ -19,14 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use probemesh_proto::pb::task_result::Outcome;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::TaskContext;
-use super::convert::{self, Progress};
+use super::context::{ArtifactChunk, Progress, TaskContext, TaskEvent};
 use super::error::{Error, Result};
+use crate::capture::CaptureOutcome;
 use crate::capture::{
     Artifact, CaptureControl, CaptureError, CaptureRequest, CaptureSpec, spawn_capture,
 };
@@ -80,12 +79,12 @@ pub fn capture_dir() -> PathBuf {
 /// Runs a capture task in the calling thread's network namespace. Requires
 /// `CAP_NET_RAW`. Bounded by the spec's duration (≤ 10 min) plus the arming
 /// delay (≤ 60 s) plus the time the link takes to carry the file.
-pub(super) async fn task(
+pub(crate) async fn task(
     spec: &CaptureTaskSpec,
     context: &TaskContext,
     progress: &Progress,
     cancel: &CancellationToken,
-) -> Result<Outcome> {
+) -> Result<(CaptureOutcome, StreamedArtifact)> {
     let dir = capture_dir();
     prepare_dir(&dir)?;
     let probe = if context.probe_name.is_empty() {
@@ -109,7 +108,7 @@ pub(super) async fn task(
     };
     let mut handle = spawn_capture(request, control)?;
     while let Some(event) = handle.next_event().await {
-        progress.capture(&event, cancel).await;
+        progress.send(TaskEvent::Capture(event), cancel).await;
     }
     let outcome = handle.outcome().await?;
     let _remove = RemoveOnDrop(outcome.artifact.path.clone());
@@ -140,9 +139,7 @@ pub(super) async fn task(
         bytes = streamed.size,
         "capture streamed"
     );
-    Ok(Outcome::Capture(convert::capture_result(
-        spec, &outcome, &streamed,
-    )))
+    Ok((outcome, streamed))
 }
 
 /// Why streaming a file stopped.
@@ -180,9 +177,13 @@ async fn stream(
         }
         whole.update(&data);
         let sha256 = Sha256::digest(&data).into();
-        progress
-            .artifact_chunk(&name, offset, data, sha256, cancel)
-            .await;
+        let chunk = ArtifactChunk {
+            name: name.clone(),
+            offset,
+            data,
+            sha256,
+        };
+        progress.send(TaskEvent::ArtifactChunk(chunk), cancel).await;
         if cancel.is_cancelled() {
             return Err(StreamError::Cancelled);
         }
@@ -308,13 +309,12 @@ mod tests {
     }
 
     fn chunks(
-        rx: &mut tokio::sync::mpsc::Receiver<probemesh_proto::pb::TaskProgress>,
+        rx: &mut tokio::sync::mpsc::Receiver<TaskEvent>,
     ) -> Vec<probemesh_proto::pb::ArtifactChunk> {
-        use probemesh_proto::pb::task_progress::Event;
         let mut chunks = Vec::new();
-        while let Ok(p) = rx.try_recv() {
-            match p.event {
-                Some(Event::ArtifactChunk(c)) => chunks.push(c),
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                TaskEvent::ArtifactChunk(c) => chunks.push(c.into()),
                 other => panic!("{other:?}"),
             }
         }
@@ -326,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let artifact = artifact(dir.path(), 2 * CHUNK_BYTES + 1000);
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let progress = Progress::new("t".into(), tx);
+        let progress = Progress::new(tx);
         let streamed = stream(
             &artifact,
             "p.pcapng".into(),
@@ -354,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut artifact = artifact(dir.path(), 1000);
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
-        let progress = Progress::new("t".into(), tx);
+        let progress = Progress::new(tx);
         let cancel = CancellationToken::new();
         artifact.sha256[0] ^= 1;
         let err = stream(&artifact, "p".into(), &progress, &cancel)

@@ -11,8 +11,10 @@ use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::context::{Progress, TaskEvent};
 use super::error::Error;
 use super::ping::{PingEvent, PingEventKind, PingSummary};
+use super::resolve::parse_ip;
 use super::stats::RttStats;
 use super::tcping::{ConnectOutcome, TcpingAttempt, TcpingSummary};
 use super::types::{PingSpec, TaskSpec, TcpingSpec};
@@ -211,15 +213,6 @@ impl TryFrom<pb::TcpingTask> for TcpingSpec {
     }
 }
 
-/// An IP literal, IPv6 optionally in brackets.
-pub fn parse_ip(host: &str) -> Option<IpAddr> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    bare.parse().ok()
-}
-
 pub(super) fn is_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= MAX_HOST_LEN
@@ -398,69 +391,64 @@ pub fn tcping_summary(spec: &TcpingSpec, summary: &TcpingSummary) -> pb::TcpingS
     }
 }
 
-/// Sends a task's progress events to the probe link, tagged with its id.
-#[derive(Debug)]
-pub struct Progress {
-    task_id: String,
-    tx: mpsc::Sender<pb::TaskProgress>,
-}
-
-impl Progress {
-    /// Progress of task `task_id`, sent on `tx`.
-    pub fn new(task_id: String, tx: mpsc::Sender<pb::TaskProgress>) -> Self {
-        Self { task_id, tx }
-    }
-
-    /// Reports what became of one echo.
-    pub async fn ping(&self, event: &PingEvent, cancel: &CancellationToken) {
-        self.send(pb::task_progress::Event::PingReply(event.into()), cancel)
-            .await;
-    }
-
-    /// Reports one connect attempt.
-    pub async fn tcping(&self, attempt: &TcpingAttempt, cancel: &CancellationToken) {
-        self.send(
-            pb::task_progress::Event::TcpingAttempt(attempt.into()),
-            cancel,
-        )
-        .await;
-    }
-
-    /// Reports one decided size of a path-MTU search.
-    pub async fn pmtu_step(&self, step: &super::pmtu::search::Step, cancel: &CancellationToken) {
-        self.send(pb::task_progress::Event::PmtuStep(step.into()), cancel)
-            .await;
-    }
-
-    /// Reports a trace's hops after one round.
-    pub async fn trace_round(
-        &self,
-        round: &super::trace::session::RoundReport,
-        cancel: &CancellationToken,
-    ) {
-        self.send(pb::task_progress::Event::TraceRound(round.into()), cancel)
-            .await;
-    }
-
-    /// Waits for room on the channel (back-pressure from the link) unless
-    /// cancelled. A closed channel is not an error: the link is gone and will
-    /// cancel the task; the result still gets built.
-    async fn send(&self, event: pb::task_progress::Event, cancel: &CancellationToken) {
-        let progress = pb::TaskProgress {
-            task_id: self.task_id.clone(),
-            event: Some(event),
-            ..Default::default()
-        };
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => {}
-            sent = self.tx.send(progress) => {
-                if sent.is_err() {
-                    tracing::debug!(task_id = %self.task_id, "progress receiver closed");
-                }
-            }
+impl From<TaskEvent> for pb::task_progress::Event {
+    fn from(event: TaskEvent) -> Self {
+        use pb::task_progress::Event;
+        match event {
+            TaskEvent::Ping(e) => Event::PingReply((&e).into()),
+            TaskEvent::Tcping(a) => Event::TcpingAttempt((&a).into()),
+            TaskEvent::UdpEcho(e) => Event::UdpReply((&e).into()),
+            TaskEvent::ResponderReady(r) => Event::ResponderReady((&r).into()),
+            TaskEvent::PmtuStep(s) => Event::PmtuStep((&s).into()),
+            TaskEvent::TraceRound(r) => Event::TraceRound((&r).into()),
+            TaskEvent::Capture(e) => capture::capture_event(&e),
+            TaskEvent::ArtifactChunk(c) => Event::ArtifactChunk(c.into()),
         }
     }
+}
+
+/// Carries a task's events to the probe link as `pb::TaskProgress` tagged
+/// with `task_id`, in order, until the task drops its [`Progress`]. Waits
+/// for room on `link` (back-pressure reaches the task through its own
+/// channel) unless cancelled; after a cancel, an event goes out only if the
+/// link has room. A closed `link` is not an error: the link is gone and
+/// will cancel the task.
+pub async fn forward(
+    task_id: String,
+    mut events: mpsc::Receiver<TaskEvent>,
+    link: mpsc::Sender<pb::TaskProgress>,
+    cancel: CancellationToken,
+) {
+    while let Some(event) = events.recv().await {
+        let progress = pb::TaskProgress {
+            task_id: task_id.clone(),
+            event: Some(event.into()),
+            ..Default::default()
+        };
+        // An event the task handed over before a cancel still goes out if
+        // the link has room, as it would have without this hop.
+        tokio::select! {
+            biased;
+            sent = link.send(progress) => {
+                if sent.is_err() {
+                    tracing::debug!(%task_id, "progress receiver closed");
+                }
+            }
+            () = cancel.cancelled() => {}
+        }
+    }
+}
+
+/// A [`Progress`] whose events reach `link` as `pb::TaskProgress` of
+/// `task_id`, and the forwarding that must run beside the task (it ends
+/// when the task drops its `Progress`).
+pub fn wire_progress(
+    task_id: String,
+    link: mpsc::Sender<pb::TaskProgress>,
+    cancel: CancellationToken,
+) -> (Progress, impl Future<Output = ()>) {
+    let (tx, rx) = mpsc::channel(1);
+    (Progress::new(tx), forward(task_id, rx, link, cancel))
 }
 
 #[cfg(test)]
@@ -636,5 +624,37 @@ mod tests {
             (timeout.seq, timeout.status(), timeout.rtt_ns),
             (5, pb::ping_reply::Status::Timeout, 0)
         );
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_link_tagged_in_order_until_cancelled() {
+        use super::super::tcping::{ConnectOutcome, TcpingAttempt};
+        let attempt = |seq| {
+            TaskEvent::Tcping(TcpingAttempt {
+                seq,
+                outcome: ConnectOutcome::Refused,
+                latency: Duration::from_millis(1),
+                address: "127.0.0.1:1".parse().unwrap(),
+            })
+        };
+        let (link, mut wire) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let (progress, forward) = wire_progress("t1".into(), link, cancel.clone());
+        let task = async move {
+            progress.send(attempt(1), &cancel).await;
+            progress.send(attempt(2), &cancel).await;
+            cancel.cancel();
+            progress.send(attempt(3), &cancel).await;
+        };
+        tokio::join!(task, forward);
+        let mut seen = Vec::new();
+        while let Ok(p) = wire.try_recv() {
+            assert_eq!(p.task_id, "t1");
+            let Some(pb::task_progress::Event::TcpingAttempt(a)) = p.event else {
+                panic!("{p:?}");
+            };
+            seen.push(a.seq);
+        }
+        assert_eq!(seen, [1, 2], "nothing goes out after the cancel");
     }
 }

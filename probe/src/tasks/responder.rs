@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::Progress;
+use super::context::{Progress, TaskEvent};
 use super::error::{Error, Result};
 
 /// Lifetime when the task says 0.
@@ -115,7 +115,9 @@ pub async fn run(
         address = %ready.address,
         "responder ready"
     );
-    progress.responder_ready(&ready, cancel).await;
+    progress
+        .send(TaskEvent::ResponderReady(ready), cancel)
+        .await;
 
     let deadline = Instant::now() + spec.lifetime;
     let stop = cancel.child_token();

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::Progress;
+use super::context::{Progress, TaskEvent};
 use super::error::{Error, Result};
 use super::stats::{RttAccumulator, RttStats};
 use super::types::TcpingSpec;
@@ -139,7 +139,7 @@ pub async fn run(
             latency: took,
             address,
         };
-        progress.tcping(&attempt, cancel).await;
+        progress.send(TaskEvent::Tcping(attempt), cancel).await;
     }
     summary.latency = latency.stats();
     summary.elapsed = start.elapsed();

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::Progress;
+use super::context::{Progress, TaskEvent};
 use super::error::{Error, Result};
 use super::stats::{RttAccumulator, RttStats};
 use crate::platform::linux::set_mtu_discover;
@@ -340,7 +340,7 @@ pub async fn run(
                     summary.errors += 1;
                 }
             }
-            progress.udp_echo(&event, cancel).await;
+            progress.send(TaskEvent::UdpEcho(event), cancel).await;
         }
     }
     summary.rtt = rtt.stats();
