@@ -23,11 +23,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{ArtifactChunk, Progress, TaskContext, TaskEvent};
+use super::context::{Progress, TaskContext};
 use super::error::{Error, Result};
-use crate::capture::CaptureOutcome;
 use crate::capture::{
-    Artifact, CaptureControl, CaptureError, CaptureRequest, CaptureSpec, spawn_capture,
+    Artifact, CaptureControl, CaptureError, CaptureEvent, CaptureOutcome, CaptureRequest,
+    CaptureSpec, spawn_capture,
 };
 use crate::platform::Timestamp;
 
@@ -82,7 +82,7 @@ pub fn capture_dir() -> PathBuf {
 pub(crate) async fn task(
     spec: &CaptureTaskSpec,
     context: &TaskContext,
-    progress: &Progress,
+    progress: &Progress<CaptureTaskEvent>,
     cancel: &CancellationToken,
 ) -> Result<(CaptureOutcome, StreamedArtifact)> {
     let dir = capture_dir();
@@ -108,7 +108,9 @@ pub(crate) async fn task(
     };
     let mut handle = spawn_capture(request, control)?;
     while let Some(event) = handle.next_event().await {
-        progress.send(TaskEvent::Capture(event), cancel).await;
+        progress
+            .send(CaptureTaskEvent::Capture(event), cancel)
+            .await;
     }
     let outcome = handle.outcome().await?;
     let _remove = RemoveOnDrop(outcome.artifact.path.clone());
@@ -142,6 +144,38 @@ pub(crate) async fn task(
     Ok((outcome, streamed))
 }
 
+/// What a capture task reports as it happens, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureTaskEvent {
+    /// The rings went live, or the running totals.
+    Capture(CaptureEvent),
+    /// One piece of the finished file, in file order.
+    Chunk(ArtifactChunk),
+}
+
+/// A piece of the capture file streamed back after the capture.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArtifactChunk {
+    /// The file's name, e.g. `node-1.pcapng`.
+    pub name: String,
+    /// Where `data` starts in the file, bytes.
+    pub offset: u64,
+    /// The bytes (at most [`CHUNK_BYTES`]).
+    pub data: Vec<u8>,
+    /// SHA-256 of `data`.
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for ArtifactChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactChunk")
+            .field("name", &self.name)
+            .field("offset", &self.offset)
+            .field("len", &self.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why streaming a file stopped.
 #[derive(Debug)]
 enum StreamError {
@@ -156,7 +190,7 @@ enum StreamError {
 async fn stream(
     artifact: &Artifact,
     name: String,
-    progress: &Progress,
+    progress: &Progress<CaptureTaskEvent>,
     cancel: &CancellationToken,
 ) -> Result<StreamedArtifact, StreamError> {
     let file = tokio::fs::File::open(&artifact.path)
@@ -183,7 +217,7 @@ async fn stream(
             data,
             sha256,
         };
-        progress.send(TaskEvent::ArtifactChunk(chunk), cancel).await;
+        progress.send(CaptureTaskEvent::Chunk(chunk), cancel).await;
         if cancel.is_cancelled() {
             return Err(StreamError::Cancelled);
         }
@@ -309,12 +343,12 @@ mod tests {
     }
 
     fn chunks(
-        rx: &mut tokio::sync::mpsc::Receiver<TaskEvent>,
+        rx: &mut tokio::sync::mpsc::Receiver<CaptureTaskEvent>,
     ) -> Vec<probemesh_proto::pb::ArtifactChunk> {
         let mut chunks = Vec::new();
         while let Ok(event) = rx.try_recv() {
             match event {
-                TaskEvent::ArtifactChunk(c) => chunks.push(c.into()),
+                CaptureTaskEvent::Chunk(c) => chunks.push(c.into()),
                 other => panic!("{other:?}"),
             }
         }

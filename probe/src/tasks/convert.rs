@@ -11,13 +11,17 @@ use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Progress, TaskEvent};
+use super::context::Progress;
 use super::error::Error;
 use super::ping::{PingEvent, PingEventKind, PingSummary};
+use super::pmtu::search::Step;
 use super::resolve::parse_ip;
+use super::responder::ResponderReady;
 use super::stats::RttStats;
 use super::tcping::{ConnectOutcome, TcpingAttempt, TcpingSummary};
+use super::trace::session::RoundReport;
 use super::types::{PingSpec, TaskSpec, TcpingSpec};
+use super::udp_echo::EchoEvent;
 use crate::capture::CaptureError;
 use crate::types::{PayloadSize, ProbeCount, Ttl};
 
@@ -391,20 +395,25 @@ pub fn tcping_summary(spec: &TcpingSpec, summary: &TcpingSummary) -> pb::TcpingS
     }
 }
 
-impl From<TaskEvent> for pb::task_progress::Event {
-    fn from(event: TaskEvent) -> Self {
-        use pb::task_progress::Event;
-        match event {
-            TaskEvent::Ping(e) => Event::PingReply((&e).into()),
-            TaskEvent::Tcping(a) => Event::TcpingAttempt((&a).into()),
-            TaskEvent::UdpEcho(e) => Event::UdpReply((&e).into()),
-            TaskEvent::ResponderReady(r) => Event::ResponderReady((&r).into()),
-            TaskEvent::PmtuStep(s) => Event::PmtuStep((&s).into()),
-            TaskEvent::TraceRound(r) => Event::TraceRound((&r).into()),
-            TaskEvent::Capture(e) => capture::capture_event(&e),
-            TaskEvent::ArtifactChunk(c) => Event::ArtifactChunk(c.into()),
+/// The progress event of each engine's event type (the capture task's is
+/// in [`capture`]).
+macro_rules! progress_event {
+    ($($engine:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$engine> for pb::task_progress::Event {
+            fn from(event: $engine) -> Self {
+                pb::task_progress::Event::$variant((&event).into())
+            }
         }
-    }
+    )*};
+}
+
+progress_event! {
+    PingEvent => PingReply,
+    TcpingAttempt => TcpingAttempt,
+    EchoEvent => UdpReply,
+    ResponderReady => ResponderReady,
+    Step => PmtuStep,
+    RoundReport => TraceRound,
 }
 
 /// Carries a task's events to the probe link as `pb::TaskProgress` tagged
@@ -413,9 +422,9 @@ impl From<TaskEvent> for pb::task_progress::Event {
 /// channel) unless cancelled; after a cancel, an event goes out only if the
 /// link has room. A closed `link` is not an error: the link is gone and
 /// will cancel the task.
-pub async fn forward(
+pub async fn forward<E: Into<pb::task_progress::Event>>(
     task_id: String,
-    mut events: mpsc::Receiver<TaskEvent>,
+    mut events: mpsc::Receiver<E>,
     link: mpsc::Sender<pb::TaskProgress>,
     cancel: CancellationToken,
 ) {
@@ -439,16 +448,38 @@ pub async fn forward(
     }
 }
 
-/// A [`Progress`] whose events reach `link` as `pb::TaskProgress` of
-/// `task_id`, and the forwarding that must run beside the task (it ends
-/// when the task drops its `Progress`).
-pub fn wire_progress(
-    task_id: String,
-    link: mpsc::Sender<pb::TaskProgress>,
-    cancel: CancellationToken,
-) -> (Progress, impl Future<Output = ()>) {
-    let (tx, rx) = mpsc::channel(1);
-    (Progress::new(tx), forward(task_id, rx, link, cancel))
+/// Where a running task's progress goes on the wire: the link, tagged with
+/// the task's id.
+#[derive(Debug, Clone)]
+pub struct WireProgress {
+    /// The task's id, as the coordinator gave it.
+    pub task_id: String,
+    /// The probe link's outbound progress channel.
+    pub link: mpsc::Sender<pb::TaskProgress>,
+    /// The task's cancellation.
+    pub cancel: CancellationToken,
+}
+
+impl WireProgress {
+    /// Runs `task` with a [`Progress`] whose events reach the link as
+    /// `pb::TaskProgress`, forwarding beside it until the task ends (and
+    /// drops its `Progress`), then returns the task's output.
+    pub async fn run<E, F, Fut, T>(&self, task: F) -> T
+    where
+        E: Into<pb::task_progress::Event>,
+        F: FnOnce(Progress<E>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let (tx, rx) = mpsc::channel(1);
+        let forward = forward(
+            self.task_id.clone(),
+            rx,
+            self.link.clone(),
+            self.cancel.clone(),
+        );
+        let (output, ()) = tokio::join!(task(Progress::new(tx)), forward);
+        output
+    }
 }
 
 #[cfg(test)]
@@ -628,25 +659,27 @@ mod tests {
 
     #[tokio::test]
     async fn events_reach_the_link_tagged_in_order_until_cancelled() {
-        use super::super::tcping::{ConnectOutcome, TcpingAttempt};
-        let attempt = |seq| {
-            TaskEvent::Tcping(TcpingAttempt {
-                seq,
-                outcome: ConnectOutcome::Refused,
-                latency: Duration::from_millis(1),
-                address: "127.0.0.1:1".parse().unwrap(),
-            })
+        let attempt = |seq| TcpingAttempt {
+            seq,
+            outcome: ConnectOutcome::Refused,
+            latency: Duration::from_millis(1),
+            address: "127.0.0.1:1".parse().unwrap(),
         };
         let (link, mut wire) = mpsc::channel(8);
         let cancel = CancellationToken::new();
-        let (progress, forward) = wire_progress("t1".into(), link, cancel.clone());
-        let task = async move {
-            progress.send(attempt(1), &cancel).await;
-            progress.send(attempt(2), &cancel).await;
-            cancel.cancel();
-            progress.send(attempt(3), &cancel).await;
+        let progress = WireProgress {
+            task_id: "t1".into(),
+            link,
+            cancel: cancel.clone(),
         };
-        tokio::join!(task, forward);
+        progress
+            .run(|events| async move {
+                events.send(attempt(1), &cancel).await;
+                events.send(attempt(2), &cancel).await;
+                cancel.cancel();
+                events.send(attempt(3), &cancel).await;
+            })
+            .await;
         let mut seen = Vec::new();
         while let Ok(p) = wire.try_recv() {
             assert_eq!(p.task_id, "t1");

@@ -3,14 +3,21 @@
 //! probe as it happens, and returns a summary. It decides nothing about what
 //! the results mean; that is the coordinator's job.
 //!
-//! Map: [`convert`] is the protobuf conversion (validation into [`types`], results
-//! back to `pb`); [`icmp_packet`] and [`stats`] are sans-IO; [`ping`] (a
-//! sans-IO session plus its driver) and [`tcping`] are the engines; the raw
-//! socket sits behind [`crate::platform::IcmpSocket`]. [`transfer`] (TCP
-//! push watched through `TCP_INFO`), [`udp_echo`] and [`responder`] (the far
-//! end they test against) form the transfer family; [`netns`] runs any task
-//! inside another network namespace on a thread of its own. [`capture`]
-//! runs the capture engine ([`crate::capture`]) and streams its file back.
+//! Map, lowest layer first; each module imports only from the ones before
+//! it. [`types`] (validated specs), [`error`], [`stats`], [`icmp_packet`],
+//! [`resolve`] (names to addresses on this host) and [`context`] (who runs a
+//! task, and [`context::Progress`], where its events go) are the base. The
+//! engines come next, each emitting its own event type and returning its own
+//! report: [`ping`] and [`tcping`]; [`transfer`] (TCP push watched through
+//! `TCP_INFO`), [`udp_echo`] and [`responder`] (the far end they test
+//! against); [`dns`], [`listener`], [`facts`]; [`pmtu`] and [`trace`]; and
+//! [`capture`], which runs the capture engine ([`crate::capture`]) and
+//! streams its file back. Raw sockets sit behind
+//! [`crate::platform::IcmpSocket`]. Above the engines, [`convert`] is the
+//! protobuf conversion (`pb` tasks into specs with typed `Invalid*` errors;
+//! events, reports and errors into `pb`); `run` runs one wire task with
+//! them; [`netns`] runs it inside another network namespace on a thread of
+//! its own; [`run_task`] here is the entry the link calls.
 //!
 //! Cancellation: when the token fires, a task stops at once and returns a
 //! `TaskError` of kind `KIND_CANCELLED` saying how many probes had gone out;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Progress, TaskEvent};
+use super::context::Progress;
 use super::error::{Error, Result};
 use super::icmp_packet::{IcmpError, Response, build_echo_request, classify};
 use super::stats::{RttAccumulator, RttStats};
@@ -298,7 +298,7 @@ pub async fn run<S: IcmpSocket>(
     address: Ipv4Addr,
     socket: &S,
     id: EchoId,
-    progress: &Progress,
+    progress: &Progress<PingEvent>,
     cancel: &CancellationToken,
 ) -> Result<PingSummary> {
     let start = Instant::now();
@@ -327,7 +327,7 @@ pub async fn run<S: IcmpSocket>(
                 Ok(Some((response, at))) => {
                     recv_errors = 0;
                     if let Some(event) = session.on_response(response, at) {
-                        progress.send(TaskEvent::Ping(event), cancel).await;
+                        progress.send(event, cancel).await;
                     }
                 }
                 Ok(None) => recv_errors = 0,
@@ -342,7 +342,7 @@ pub async fn run<S: IcmpSocket>(
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 for event in session.expire(now) {
-                    progress.send(TaskEvent::Ping(event), cancel).await;
+                    progress.send(event, cancel).await;
                 }
                 if let Some(seq) = session.next_to_send().filter(|_| next_send <= now) {
                     let packet = build_echo_request(id, seq, spec.size);
@@ -351,7 +351,7 @@ pub async fn run<S: IcmpSocket>(
                         Err(failure) => {
                             let detail = send_failure_detail(failure, address);
                             if let Some(event) = session.on_send_failed(detail) {
-                                progress.send(TaskEvent::Ping(event), cancel).await;
+                                progress.send(event, cancel).await;
                             }
                         }
                     }
@@ -530,10 +530,7 @@ mod tests {
         drop(progress);
         let mut replies = Vec::new();
         while let Some(event) = rx.recv().await {
-            match event {
-                TaskEvent::Ping(e) => replies.push(pb::PingReply::from(&e)),
-                other => panic!("unexpected progress {other:?}"),
-            }
+            replies.push(pb::PingReply::from(&event));
         }
         let sent = socket.sent.lock().unwrap().clone();
         (result, replies, sent)

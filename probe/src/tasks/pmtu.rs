@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Progress, TaskEvent};
+use super::context::Progress;
 use super::error::{Error, Result};
 use super::icmp_packet::{
     CODE_FRAG_NEEDED, Response, TYPE_DEST_UNREACHABLE, build_echo_request, classify,
@@ -88,7 +88,7 @@ pub struct PmtuReport {
 /// raw ICMP socket (requires `CAP_NET_RAW`) and searches.
 pub(crate) async fn task(
     spec: &PmtuSpec,
-    progress: &Progress,
+    progress: &Progress<Step>,
     cancel: &CancellationToken,
 ) -> Result<PmtuReport> {
     let total = u32::from(spec.attempts.get());
@@ -142,7 +142,7 @@ pub async fn run<S: IcmpSocket>(
     egress: Egress,
     socket: &S,
     id: EchoId,
-    progress: &Progress,
+    progress: &Progress<Step>,
     cancel: &CancellationToken,
 ) -> Result<PmtuReport> {
     let start = Instant::now();
@@ -176,7 +176,7 @@ pub async fn run<S: IcmpSocket>(
         .await
         .map_err(|e| e.into_error(probes))?;
         if let Some(step) = search.step(answer) {
-            progress.send(TaskEvent::PmtuStep(step), cancel).await;
+            progress.send(step, cancel).await;
         }
     };
     Ok(PmtuReport {

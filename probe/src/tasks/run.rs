@@ -12,9 +12,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Progress, TaskContext};
+use super::convert::WireProgress;
 use super::error::{Error, Result};
+use super::ping::PingEvent;
 use super::resolve::{Family, next_echo_id, resolve};
+use super::tcping::TcpingAttempt;
 use super::types::{PingSpec, TaskSpec, TcpingSpec};
+use super::udp_echo::EchoEvent;
 use super::{capture, convert, dns, facts, listener, ping, pmtu, responder, tcping, trace};
 use super::{transfer, udp_echo};
 use crate::platform::IcmpSocketOptions;
@@ -34,15 +38,12 @@ pub(super) async fn run_here(
             Outcome::Error((&invalid).into())
         }
         Ok(spec) => {
-            let (events, forward) =
-                convert::wire_progress(task_id.clone(), progress, cancel.clone());
-            let run = async {
-                // Dropping `events` when the task ends lets the forwarding end.
-                let events = events;
-                execute(&spec, &context, &events, &cancel).await
+            let wire = WireProgress {
+                task_id: task_id.clone(),
+                link: progress,
+                cancel: cancel.clone(),
             };
-            let (executed, ()) = tokio::join!(run, forward);
-            match executed {
+            match execute(&spec, &context, &wire, &cancel).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     tracing::info!(%task_id, %error, "task failed");
@@ -60,14 +61,14 @@ pub(super) async fn run_here(
 async fn execute(
     spec: &TaskSpec,
     context: &TaskContext,
-    progress: &Progress,
+    wire: &WireProgress,
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     match spec {
-        TaskSpec::Ping(spec) => ping_task(spec, progress, cancel).await,
-        TaskSpec::Tcping(spec) => tcping_task(spec, progress, cancel).await,
+        TaskSpec::Ping(spec) => wire.run(|p| ping_task(spec, p, cancel)).await,
+        TaskSpec::Tcping(spec) => wire.run(|p| tcping_task(spec, p, cancel)).await,
         TaskSpec::TcpTransfer(spec) => transfer_task(spec, cancel).await,
-        TaskSpec::UdpEcho(spec) => udp_echo_task(spec, progress, cancel).await,
+        TaskSpec::UdpEcho(spec) => wire.run(|p| udp_echo_task(spec, p, cancel)).await,
         TaskSpec::Dns(spec) => dns_task(spec, cancel).await,
         TaskSpec::Listener(spec) => {
             let listeners = listener::run(spec)?;
@@ -78,19 +79,23 @@ async fn execute(
             Ok(Outcome::NodeFacts(convert::node_facts(&facts)))
         }
         TaskSpec::Responder(spec) => {
-            let summary = responder::run(spec, progress, cancel).await?;
+            let run = |p| async move { responder::run(spec, &p, cancel).await };
+            let summary = wire.run(run).await?;
             Ok(Outcome::Responder(convert::responder_summary(&summary)))
         }
         TaskSpec::Pmtu(spec) => {
-            let report = pmtu::task(spec, progress, cancel).await?;
+            let run = |p| async move { pmtu::task(spec, &p, cancel).await };
+            let report = wire.run(run).await?;
             Ok(Outcome::Pmtu(convert::pmtu_result(spec, &report)))
         }
         TaskSpec::Trace(spec) => {
-            let report = trace::task(spec, progress, cancel).await?;
+            let run = |p| async move { trace::task(spec, &p, cancel).await };
+            let report = wire.run(run).await?;
             Ok(Outcome::Trace(convert::trace_result(spec, &report)))
         }
         TaskSpec::Capture(spec) => {
-            let (outcome, streamed) = capture::task(spec, context, progress, cancel).await?;
+            let run = |p| async move { capture::task(spec, context, &p, cancel).await };
+            let (outcome, streamed) = wire.run(run).await?;
             Ok(Outcome::Capture(convert::capture_result(
                 spec, &outcome, &streamed,
             )))
@@ -100,7 +105,7 @@ async fn execute(
 
 async fn ping_task(
     spec: &PingSpec,
-    progress: &Progress,
+    progress: Progress<PingEvent>,
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     let total = u32::from(spec.count.get());
@@ -119,18 +124,18 @@ async fn ping_task(
         dont_fragment: spec.dont_fragment,
     };
     let socket = RawIcmpSocket::open(&options)?;
-    let summary = ping::run(spec, address, &socket, options.echo_id, progress, cancel).await?;
+    let summary = ping::run(spec, address, &socket, options.echo_id, &progress, cancel).await?;
     Ok(Outcome::Ping(convert::ping_summary(spec, &summary)))
 }
 
 async fn tcping_task(
     spec: &TcpingSpec,
-    progress: &Progress,
+    progress: Progress<TcpingAttempt>,
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     let total = u32::from(spec.count.get());
     let ip = resolve(&spec.host, Family::Any, total, cancel).await?;
-    let summary = tcping::run(spec, SocketAddr::new(ip, spec.port), progress, cancel).await?;
+    let summary = tcping::run(spec, SocketAddr::new(ip, spec.port), &progress, cancel).await?;
     Ok(Outcome::Tcping(convert::tcping_summary(spec, &summary)))
 }
 
@@ -145,12 +150,12 @@ async fn transfer_task(
 
 async fn udp_echo_task(
     spec: &udp_echo::UdpEchoSpec,
-    progress: &Progress,
+    progress: Progress<EchoEvent>,
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     let total = u32::from(spec.count.get());
     let ip = resolve(&spec.host, Family::Ipv4, total, cancel).await?;
-    let summary = udp_echo::run(spec, SocketAddr::new(ip, spec.port), progress, cancel).await?;
+    let summary = udp_echo::run(spec, SocketAddr::new(ip, spec.port), &progress, cancel).await?;
     Ok(Outcome::UdpEcho(convert::udp_echo_summary(spec, &summary)))
 }
 

@@ -29,7 +29,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::context::{Progress, TaskEvent};
+use super::context::Progress;
 use super::error::{Error, Result};
 use super::icmp_packet::{self, Response, build_echo_request};
 use super::resolve::{Family, next_echo_id, resolve};
@@ -139,7 +139,7 @@ pub struct TraceReport {
 /// sockets, and runs the rounds.
 pub(crate) async fn task(
     spec: &TraceSpec,
-    progress: &Progress,
+    progress: &Progress<RoundReport>,
     cancel: &CancellationToken,
 ) -> Result<TraceReport> {
     let total = u32::from(spec.count.get());
@@ -170,7 +170,7 @@ struct Probers {
 pub async fn run(
     spec: &TraceSpec,
     address: Ipv4Addr,
-    progress: &Progress,
+    progress: &Progress<RoundReport>,
     cancel: &CancellationToken,
 ) -> Result<TraceReport> {
     let id = next_echo_id();
@@ -224,7 +224,7 @@ pub async fn run(
             RoundError::Cancelled => Error::Cancelled { done: round, total },
             RoundError::Failed(e) => e,
         })?;
-        progress.send(TaskEvent::TraceRound(report), cancel).await;
+        progress.send(report, cancel).await;
         if round + 1 < total {
             tokio::select! {
                 biased;

@@ -20,8 +20,7 @@ use crate::capture::{
     CaptureEvent, CaptureLimits, CaptureOutcome, CaptureProgress, CaptureSpec, StopReason,
 };
 use crate::platform::Timestamp;
-use crate::tasks::capture::{CaptureTaskSpec, StreamedArtifact};
-use crate::tasks::context::ArtifactChunk;
+use crate::tasks::capture::{ArtifactChunk, CaptureTaskEvent, CaptureTaskSpec, StreamedArtifact};
 
 /// Progress interval when the wire says 0.
 pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -234,13 +233,17 @@ pub fn capture_result(
     }
 }
 
-/// The wire form of a capture's event.
-pub(super) fn capture_event(event: &CaptureEvent) -> pb::task_progress::Event {
-    match event {
-        CaptureEvent::Armed(interfaces) => {
-            pb::task_progress::Event::CaptureArmed(armed(interfaces))
+impl From<CaptureTaskEvent> for pb::task_progress::Event {
+    fn from(event: CaptureTaskEvent) -> Self {
+        match event {
+            CaptureTaskEvent::Capture(CaptureEvent::Armed(interfaces)) => {
+                pb::task_progress::Event::CaptureArmed(armed(&interfaces))
+            }
+            CaptureTaskEvent::Capture(CaptureEvent::Progress(p)) => {
+                pb::task_progress::Event::CaptureProgress(p.into())
+            }
+            CaptureTaskEvent::Chunk(chunk) => pb::task_progress::Event::ArtifactChunk(chunk.into()),
         }
-        CaptureEvent::Progress(p) => pb::task_progress::Event::CaptureProgress((*p).into()),
     }
 }
 
