@@ -9,7 +9,7 @@ use probemesh_proto::pb::control_client::ControlClient;
 use probemesh_proto::pki::TlsDir;
 use tonic::transport::Channel;
 
-use crate::config::ClientConfigFile;
+use meshctl_lab::client_config::ClientConfigFile;
 
 /// Exit codes of the contract (DESIGN §3).
 pub mod exit {

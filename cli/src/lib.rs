@@ -4,7 +4,6 @@
 
 pub mod client;
 pub mod commands;
-pub mod config;
 pub mod lab;
 pub mod output;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
 use meshctl::commands::{
-    capture, certs, inspect, join_token, path, probe, probes, runs, tools, transfer,
+    capture, certs, dig, inspect, join_token, path, probe, probes, runs, tools, transfer,
 };
 use meshctl::lab;
 use meshctl::output::OutputFormat;
@@ -85,7 +85,7 @@ enum Command {
     /// With --server and --compare, asks the namespace's resolv.conf servers
     /// and the given ones, and says which fails.
     /// Example: meshctl dig --from node-3@pod:default/client-3 upstream.lab.test --server 198.18.0.1 --compare
-    Dig(inspect::DigArgs),
+    Dig(dig::DigArgs),
     /// Node facts and listeners of a probe (or a pod's namespace).
     ///
     /// Interfaces with every address, routes, tunnels, the Service NAT chain
@@ -131,7 +131,7 @@ async fn main() -> ExitCode {
         Command::Pmtu(args) => path::pmtu(args, endpoint, output).await,
         Command::Transfer(args) => transfer::run(args, endpoint, output).await,
         Command::Udping(args) => transfer::udping(args, endpoint, output).await,
-        Command::Dig(args) => inspect::dig(args, endpoint, output).await,
+        Command::Dig(args) => dig::dig(args, endpoint, output).await,
         Command::Inspect(args) => inspect::inspect(args, endpoint, output).await,
         Command::Capture(args) => capture::run(args, endpoint, output).await,
         Command::Runs(args) => runs::run(args, endpoint, output).await.map(|()| exit::OK),

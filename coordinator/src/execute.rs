@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use probemesh_model::verdict::Class;
 use probemesh_proto::pb;
 use probemesh_telemetry::task_result_class;
 use tokio::sync::mpsc;
@@ -151,7 +152,8 @@ pub(crate) async fn finish(
             .diagnosis
             .as_ref()
             .and_then(|d| d.verdict.as_ref())
-            .map(|v| v.class.as_str())
+            .and_then(|v| Class::try_from(v.class()).ok())
+            .map(Class::as_str)
             .or_else(|| record.result.as_ref().map(task_result_class))
             .unwrap_or("unspecified");
         state
@@ -175,5 +177,118 @@ pub(crate) fn task_error(kind: pb::task_error::Kind, message: String) -> pb::Tas
             kind: kind.into(),
             message,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use probemesh_proto::pb;
+    use probemesh_proto::pb::task_error::Kind::{Cancelled, ProbeFailure};
+
+    use super::*;
+    use crate::testing::{FakeProbe, coordinator, error_of, record, requester, until_finished};
+
+    fn ping_summary() -> pb::task_result::Outcome {
+        pb::task_result::Outcome::Ping(pb::PingSummary {
+            transmitted: 3,
+            received: 3,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn every_ending_but_a_result_is_an_error_saying_why() {
+        let probe_lost = TaskEnd::ProbeLost.into_result("node-1");
+        assert_eq!(
+            error_of(&probe_lost, ProbeFailure),
+            Some("probe 'node-1' disconnected while running the task")
+        );
+        let timed_out = TaskEnd::TimedOut(Duration::from_secs(8)).into_result("node-1");
+        assert_eq!(
+            error_of(&timed_out, ProbeFailure),
+            Some("probe 'node-1' did not finish within 8s")
+        );
+        let left = TaskEnd::RequesterLeft.into_result("node-1");
+        assert_eq!(error_of(&left, Cancelled), Some("the requester went away"));
+        let result = pb::TaskResult {
+            task_id: "r-1".into(),
+            outcome: Some(ping_summary()),
+        };
+        assert_eq!(
+            TaskEnd::Finished(Box::new(result.clone())).into_result("node-1"),
+            result
+        );
+    }
+
+    #[tokio::test]
+    async fn finishing_stores_the_record_and_sends_it_last() {
+        let state = coordinator();
+        let (tx, mut rx) = requester();
+        let result = pb::TaskResult {
+            task_id: "r1-1".into(),
+            outcome: Some(ping_summary()),
+        };
+        let started = tokio::time::Instant::now();
+        finish(
+            &state,
+            record("r1", pb::RunRequest::default()),
+            Some(result.clone()),
+            started,
+            &tx,
+        )
+        .await;
+        let (before, sent) = until_finished(&mut rx).await;
+        assert!(before.is_empty(), "{before:?}");
+        assert_eq!(sent.result, Some(result));
+        assert_eq!(state.runs.get("r1"), Some(sent));
+    }
+
+    #[tokio::test]
+    async fn progress_is_stamped_and_forwarded_until_the_result() {
+        let state = coordinator();
+        let mut probe = FakeProbe::attach(&state, "node-1");
+        let link = state.registry().link("node-1").expect("attached");
+        let (tx, mut rx) = requester();
+        let task = pb::Task {
+            task_id: "r1-1".into(),
+            ..Default::default()
+        };
+        let handle = state
+            .dispatcher
+            .dispatch("node-1", &link, task)
+            .await
+            .expect("dispatched");
+        assert_eq!(probe.task().await.task_id, "r1-1");
+        probe
+            .progress(
+                "r1-1",
+                pb::task_progress::Event::PingReply(pb::PingReply::default()),
+            )
+            .await;
+        probe.finish("r1-1", ping_summary()).await;
+        let stamp = |p: &mut pb::TaskProgress| {
+            p.probe = "node-1".into();
+            true
+        };
+        let result = await_task(
+            &state,
+            &link,
+            handle,
+            Duration::from_secs(10),
+            &tx,
+            "node-1",
+            stamp,
+        )
+        .await;
+        assert_eq!(result.outcome, Some(ping_summary()));
+        let Some(Ok(pb::RunEvent {
+            event: Some(pb::run_event::Event::Progress(p)),
+        })) = rx.recv().await
+        else {
+            panic!("no progress forwarded");
+        };
+        assert_eq!((p.task_id.as_str(), p.probe.as_str()), ("r1-1", "node-1"));
     }
 }

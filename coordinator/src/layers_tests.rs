@@ -75,6 +75,7 @@ fn modules_import_only_from_lower_layers() {
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut wrong = Vec::new();
+    let mut seen = BTreeSet::new();
     for path in files {
         let rel = path.strip_prefix(&src).unwrap_or(&path);
         let Some(top) = rel.iter().next().and_then(|c| c.to_str()) else {
@@ -84,6 +85,7 @@ fn modules_import_only_from_lower_layers() {
         if module == "lib" || module == "main" {
             continue;
         }
+        seen.insert(module.to_owned());
         let Some(text) = production_text(&path) else {
             continue;
         };
@@ -104,6 +106,13 @@ fn modules_import_only_from_lower_layers() {
             }
         }
     }
+    wrong.extend(
+        LAYERS
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|m| !seen.contains(**m))
+            .map(|m| format!("{m}: in LAYERS but no such module")),
+    );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 

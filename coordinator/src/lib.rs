@@ -47,3 +47,5 @@ pub use error::{Error, Result};
 
 #[cfg(test)]
 mod layers_tests;
+#[cfg(test)]
+pub(crate) mod testing;

@@ -148,50 +148,62 @@ async fn read_loop(
     udp_session: Option<Registration>,
 ) {
     loop {
-        let msg = match inbound.message().await {
-            Ok(Some(m)) => m,
+        match inbound.message().await {
+            Ok(Some(msg)) => receive(&state, &name, conn, msg).await,
             Ok(None) => break,
             Err(status) => {
                 tracing::debug!(reason = %status.message(), "probe stream ended with an error");
                 break;
             }
-        };
-        let now = tokio::time::Instant::now();
-        let now_ns = state.clock.now_unix_ns();
-        state.registry().touch(&name, conn, now, now_ns / 1_000_000);
-        match msg.msg {
-            Some(Msg::Heartbeat(_)) | None => {}
-            Some(Msg::Hello(_)) => tracing::debug!("ignoring a repeated Hello"),
-            Some(Msg::ClockReply(r)) => {
-                let exchange = Exchange {
-                    path: ClockPath::Stream,
-                    t1_ns: r.t1_ns,
-                    t2_ns: r.t2_ns,
-                    t3_ns: r.t3_ns,
-                    t4_ns: now_ns,
-                };
-                let best = {
-                    let mut registry = state.registry();
-                    registry.observe_clock(&name, conn, exchange);
-                    registry.clock(&name)
-                };
-                if let Some(best) = best {
-                    state.metrics.set_clock(&name, best);
-                }
-            }
-            Some(Msg::Progress(p)) => state.dispatcher.progress(&name, p).await,
-            Some(Msg::Result(r)) => state.dispatcher.complete(&name, r),
         }
     }
-    if state.registry().detach(&name, conn) {
+    hang_up(&state, &name, conn);
+    drop(udp_session);
+}
+
+/// Takes one message from probe `name` on attachment `conn`: marks the
+/// probe alive, feeds its clock replies to the estimator, and routes its
+/// progress and results to whoever dispatched the task.
+pub(crate) async fn receive(state: &Coordinator, name: &str, conn: ConnId, msg: pb::ProbeMessage) {
+    let now = tokio::time::Instant::now();
+    let now_ns = state.clock.now_unix_ns();
+    state.registry().touch(name, conn, now, now_ns / 1_000_000);
+    match msg.msg {
+        Some(Msg::Heartbeat(_)) | None => {}
+        Some(Msg::Hello(_)) => tracing::debug!("ignoring a repeated Hello"),
+        Some(Msg::ClockReply(r)) => {
+            let exchange = Exchange {
+                path: ClockPath::Stream,
+                t1_ns: r.t1_ns,
+                t2_ns: r.t2_ns,
+                t3_ns: r.t3_ns,
+                t4_ns: now_ns,
+            };
+            let best = {
+                let mut registry = state.registry();
+                registry.observe_clock(name, conn, exchange);
+                registry.clock(name)
+            };
+            if let Some(best) = best {
+                state.metrics.set_clock(name, best);
+            }
+        }
+        Some(Msg::Progress(p)) => state.dispatcher.progress(name, p).await,
+        Some(Msg::Result(r)) => state.dispatcher.complete(name, r),
+    }
+}
+
+/// Ends probe `name`'s attachment `conn` after its stream closed: detaches
+/// it (unless a reconnect replaced it) and fails the tasks sent over it.
+pub(crate) fn hang_up(state: &Coordinator, name: &str, conn: ConnId) {
+    if state.registry().detach(name, conn) {
         tracing::info!("probe detached");
-        state.metrics.forget_clock(&name);
+        state.metrics.forget_clock(name);
         state
             .metrics
             .set_connected(state.registry().connected_count());
     }
-    state.dispatcher.fail_connection(&name, conn);
-    drop(udp_session);
+    state.dispatcher.fail_connection(name, conn);
 }
 
 /// Sends clock requests: a burst after attach, then one per `clock_interval`,

@@ -225,31 +225,13 @@ impl Registry {
     }
 }
 
-/// A registry with probes `node-1`, `node-2`, ... attached, each with `lo`
-/// (127.0.0.1) and `eth0` at 198.18.0.1N, for tests of code that reads it.
+/// A registry with probes `node-1`, `node-2`, ... attached (see
+/// [`test_probe`]), for tests of code that reads it.
 #[cfg(test)]
 pub(crate) fn attached(names: &[&str]) -> Registry {
     let mut reg = Registry::default();
     for (i, name) in (0u8..).zip(names) {
-        let identity = Identity {
-            name: (*name).into(),
-            role: probemesh_proto::identity::Role::Probe,
-            fingerprint: CertFingerprint::from_bytes([i; 32]),
-        };
-        let iface = |name: &str, mtu, addr: String| pb::Interface {
-            name: name.into(),
-            mtu,
-            addresses: vec![addr],
-            up: true,
-        };
-        let hello = pb::Hello {
-            name: (*name).into(),
-            interfaces: vec![
-                iface("lo", 65_536, "127.0.0.1/8".into()),
-                iface("eth0", 1_500, format!("198.18.0.{}/24", 11 + i)),
-            ],
-            ..Default::default()
-        };
+        let (identity, hello) = test_probe(i, name);
         let (tx, _rx) = mpsc::channel(1);
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
         if let Err(e) = reg.attach(&identity, hello, addr, tx, Instant::now(), 0) {
@@ -257,6 +239,32 @@ pub(crate) fn attached(names: &[&str]) -> Registry {
         }
     }
     reg
+}
+
+/// The certificate identity and Hello of test probe `name`, the `i`-th
+/// (from 0): `lo` (127.0.0.1) and `eth0` at 198.18.0.1N, N = `i` + 1.
+#[cfg(test)]
+pub(crate) fn test_probe(i: u8, name: &str) -> (Identity, pb::Hello) {
+    let identity = Identity {
+        name: name.into(),
+        role: probemesh_proto::identity::Role::Probe,
+        fingerprint: CertFingerprint::from_bytes([i; 32]),
+    };
+    let iface = |name: &str, mtu, addr: String| pb::Interface {
+        name: name.into(),
+        mtu,
+        addresses: vec![addr],
+        up: true,
+    };
+    let hello = pb::Hello {
+        name: name.into(),
+        interfaces: vec![
+            iface("lo", 65_536, "127.0.0.1/8".into()),
+            iface("eth0", 1_500, format!("198.18.0.{}/24", 11 + i)),
+        ],
+        ..Default::default()
+    };
+    (identity, hello)
 }
 
 #[cfg(test)]

@@ -239,19 +239,12 @@ pub fn primary_address(interfaces: &[pb::Interface]) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
-    const LAB: &str = r#"{
-      "nodes": [
-        {"name": "node-1", "internal_ip": "198.18.0.11", "pod_cidr": "198.19.1.0/24", "probe": "node-1", "kube_proxy": {"phase": "Running"}},
-        {"name": "node-2", "internal_ip": "198.18.0.12", "pod_cidr": "198.19.2.0/24", "probe": "node-2", "kube_proxy": {"phase": "Running"}}
-      ],
-      "pods": [{"namespace": "default", "name": "web-0", "ip": "198.19.2.10", "node": "node-2", "netns": "mesh-pod-web-0"}],
-      "services": [{"namespace": "default", "name": "web", "cluster_ip": "198.18.200.80",
-                    "ports": [{"name": "http", "protocol": "TCP", "port": 80, "target_port": 8080, "node_port": 30080}],
-                    "endpoints": [{"pod": "web-0", "ip": "198.19.2.10", "port": 8080, "node": "node-2"}]}]
-    }"#;
-
+    /// The lab's inventory cut to node-1, node-2, web-0 and the web service.
     fn lab() -> Inventory {
-        let inv: Inventory = serde_json::from_str(LAB).unwrap();
+        let mut inv = meshctl_lab::topology::inventory(false).unwrap();
+        inv.nodes.retain(|n| n.name != "node-3");
+        inv.pods.retain(|p| p.name == "web-0");
+        inv.services.retain(|s| s.name == "web");
         inv.validate().unwrap();
         inv
     }

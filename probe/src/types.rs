@@ -45,20 +45,9 @@ impl Ttl {
     }
 }
 
-/// ICMP echo sequence number (`icmp_seq`); a task's first probe is 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Seq(pub u16);
-
-impl fmt::Display for Seq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// ICMP echo identifier: tells this task's echoes (and the errors quoting
-/// them) apart from every other ICMP the host's raw sockets see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EchoId(pub u16);
+/// ICMP echo identifier and sequence number (`icmp_seq`; a task's first
+/// probe is 1): the packet library's, one definition for every crate.
+pub use probemesh_packet::icmp::{EchoId, EchoSeq as Seq};
 
 /// A link or path MTU in bytes (IPv4 datagram size, headers included).
 /// `u32` because loopback's is 65536.

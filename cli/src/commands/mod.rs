@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod certs;
+pub mod dig;
 pub mod inspect;
 pub mod join_token;
 pub mod path;
@@ -15,8 +16,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
+use probemesh_proto::pb::task_result::Outcome;
+use serde::Serialize;
 
-use crate::client::{Endpoint, Failure};
+use crate::client::{Endpoint, Failure, exit};
 
 /// Unix milliseconds as an RFC 3339 UTC timestamp (seconds precision).
 pub fn format_unix_ms(ms: i64) -> String {
@@ -35,6 +38,104 @@ pub fn ns_to_ms(ns: i64) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let ms = ns as f64 / 1e6;
     (ms * 1000.0).round() / 1000.0
+}
+
+/// Nanoseconds as microseconds with three decimals, as clock offsets print.
+pub fn ns_to_us(ns: i64) -> f64 {
+    // Offsets are far below 2^53 ns.
+    #[allow(clippy::cast_precision_loss)]
+    let us = ns as f64 / 1e3;
+    (us * 1000.0).round() / 1000.0
+}
+
+/// A duration as whole microseconds, as the wire carries timeouts and
+/// intervals (saturating).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A task error, as printed and in JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    /// invalid_input, probe_failure, cancelled or unknown.
+    pub kind: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl ErrorView {
+    /// The probe's error.
+    pub fn from_wire(e: &pb::TaskError) -> Self {
+        Self {
+            kind: match e.kind() {
+                pb::task_error::Kind::InvalidInput => "invalid_input",
+                pb::task_error::Kind::ProbeFailure => "probe_failure",
+                pb::task_error::Kind::Cancelled => "cancelled",
+                pb::task_error::Kind::Unspecified => "unknown",
+            },
+            message: e.message.clone(),
+        }
+    }
+
+    /// A run that ended without any result.
+    pub fn missing() -> Self {
+        Self {
+            kind: "unknown",
+            message: "the run ended without a result".into(),
+        }
+    }
+
+    /// The error a run's outcome carries, if it is one (no outcome at all
+    /// is [`ErrorView::missing`]); `None` for a result.
+    pub fn from_outcome(outcome: Option<&Outcome>) -> Option<Self> {
+        match outcome {
+            Some(Outcome::Error(e)) => Some(Self::from_wire(e)),
+            None => Some(Self::missing()),
+            Some(_) => None,
+        }
+    }
+
+    /// 2 for bad input, else 3 (the probe could not do it).
+    pub fn exit_code(&self) -> u8 {
+        if self.kind == "invalid_input" {
+            exit::USAGE
+        } else {
+            exit::INCONCLUSIVE
+        }
+    }
+}
+
+/// One finished single-task run: its ids and the task's outcome.
+#[derive(Debug)]
+pub struct Finished {
+    /// The run id.
+    pub run_id: String,
+    /// The run's trace id.
+    pub trace_id: String,
+    /// The task's outcome, if the run produced one.
+    pub outcome: Option<Outcome>,
+}
+
+#[cfg(test)]
+impl Finished {
+    /// Run `r1` (trace `t1`) that ended with `outcome`.
+    pub(crate) fn with_outcome(outcome: Outcome) -> Self {
+        Self {
+            run_id: "r1".into(),
+            trace_id: "t1".into(),
+            outcome: Some(outcome),
+        }
+    }
+}
+
+/// Starts a single-task run, ignores its progress and waits for its record.
+pub async fn run_once(endpoint: &Endpoint, request: pb::RunRequest) -> Result<Finished, Failure> {
+    let (accepted, record) = stream_run(request, endpoint, |_| {}).await?;
+    Ok(Finished {
+        run_id: accepted.run_id,
+        trace_id: accepted.trace_id,
+        outcome: record.result.and_then(|r| r.outcome),
+    })
 }
 
 /// The test a run request names, and what it is aimed at, for listings.

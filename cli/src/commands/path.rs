@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::client::{Endpoint, Failure, exit};
 use crate::output::{OutputFormat, emit};
 
-use super::{format_unix_ms, ns_to_ms, stream_run};
+use super::{ErrorView, format_unix_ms, micros, ns_to_ms, stream_run};
 
 /// Most rounds (`mtr -c`).
 pub const MAX_ROUNDS: u32 = 100;
@@ -74,10 +74,6 @@ pub struct PmtuArgs {
     /// Probes per size before it counts as lost.
     #[arg(long = "attempts", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts: u32,
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn at_most(what: &str, d: Duration, max: Duration) -> Result<(), Failure> {
@@ -146,44 +142,6 @@ pub async fn pmtu(
     let report = PmtuReport::new(accepted, record);
     emit(output, &report, || report.summary_lines())?;
     Ok(report.exit_code())
-}
-
-/// A task error, for JSON and exit codes.
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorView {
-    /// invalid_input, probe_failure, cancelled or unknown.
-    pub kind: &'static str,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl ErrorView {
-    fn from_wire(e: &pb::TaskError) -> Self {
-        Self {
-            kind: match e.kind() {
-                pb::task_error::Kind::InvalidInput => "invalid_input",
-                pb::task_error::Kind::ProbeFailure => "probe_failure",
-                pb::task_error::Kind::Cancelled => "cancelled",
-                pb::task_error::Kind::Unspecified => "unknown",
-            },
-            message: e.message.clone(),
-        }
-    }
-
-    fn missing() -> Self {
-        Self {
-            kind: "unknown",
-            message: "the run ended without a result".into(),
-        }
-    }
-
-    fn exit_code(&self) -> u8 {
-        if self.kind == "invalid_input" {
-            exit::USAGE
-        } else {
-            exit::INCONCLUSIVE
-        }
-    }
 }
 
 /// One hop of `meshctl mtr -o json`; times in milliseconds.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::client::{Endpoint, Failure, exit};
 use crate::output::{OutputFormat, emit};
 
-use super::ns_to_ms;
+use super::{ErrorView, micros, ns_to_ms};
 
 /// Largest ICMP payload over IPv4 (65535 − 20 IP − 8 ICMP).
 pub const MAX_PING_SIZE: u32 = 65_507;
@@ -64,10 +64,6 @@ pub struct TcpingArgs {
     /// Wait between attempts.
     #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_duration_arg)]
     pub interval: Duration,
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Runs `meshctl ping`.
@@ -216,12 +212,6 @@ impl From<pb::RttStats> for RttView {
             mdev: ns_to_ms(r.mdev_ns),
         }
     }
-}
-
-#[derive(Debug, Serialize)]
-struct ErrorView {
-    kind: &'static str,
-    message: String,
 }
 
 /// One reply or attempt.
@@ -399,21 +389,10 @@ impl ToolReport {
                 });
             }
             Some(pb::task_result::Outcome::Error(e)) => {
-                self.error = Some(ErrorView {
-                    kind: match e.kind() {
-                        pb::task_error::Kind::InvalidInput => "invalid_input",
-                        pb::task_error::Kind::ProbeFailure => "probe_failure",
-                        pb::task_error::Kind::Cancelled => "cancelled",
-                        pb::task_error::Kind::Unspecified => "unknown",
-                    },
-                    message: e.message,
-                });
+                self.error = Some(ErrorView::from_wire(&e));
             }
             None => {
-                self.error = Some(ErrorView {
-                    kind: "unknown",
-                    message: "the run ended without a result".into(),
-                });
+                self.error = Some(ErrorView::missing());
             }
             // Other tests have their own reports; a stored one is summarised
             // by `meshctl runs`.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::client::{Endpoint, Failure, exit};
 use crate::output::{OutputFormat, emit};
 
-use super::ns_to_ms;
+use super::{ErrorView, micros, ns_to_ms};
 
 /// Most bytes one transfer may push (16 MiB).
 pub const MAX_TRANSFER_BYTES: u64 = 16 * 1024 * 1024;
@@ -86,10 +86,6 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .filter(|b| (1..=MAX_TRANSFER_BYTES).contains(b))
         .ok_or_else(|| format!("{s:?} is out of range 1..=16MiB"))?;
     Ok(bytes)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Runs `meshctl transfer`; exit 0 when every byte was acknowledged, 1 when
@@ -246,12 +242,6 @@ struct RttView {
     mdev: f64,
 }
 
-#[derive(Debug, Serialize)]
-struct ErrorView {
-    kind: &'static str,
-    message: String,
-}
-
 /// One datagram's fate.
 #[derive(Debug, Serialize)]
 pub struct EchoLine {
@@ -376,15 +366,7 @@ impl Report {
                 });
             }
             Some(pb::task_result::Outcome::Error(e)) => {
-                self.error = Some(ErrorView {
-                    kind: match e.kind() {
-                        pb::task_error::Kind::InvalidInput => "invalid_input",
-                        pb::task_error::Kind::ProbeFailure => "probe_failure",
-                        pb::task_error::Kind::Cancelled => "cancelled",
-                        pb::task_error::Kind::Unspecified => "unknown",
-                    },
-                    message: e.message,
-                });
+                self.error = Some(ErrorView::from_wire(&e));
             }
             Some(_) | None => {
                 self.error = Some(ErrorView {

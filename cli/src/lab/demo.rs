@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::faults::Fault;
-use super::lifecycle::Lab;
-use super::topology::{CLOUDVM, NODE_2, NODE_PORT, NODES};
 use crate::output::{OutputFormat, print_json};
+use meshctl_lab::faults::Fault;
+use meshctl_lab::lifecycle::Lab;
+use meshctl_lab::topology::{CLOUDVM, NODE_2, NODE_PORT, NODES};
 
 /// One demonstration step.
 #[derive(Debug, Clone, Serialize)]

@@ -1,38 +1,21 @@
-//! `meshctl lab`: a simulated Kubernetes cluster in Linux network namespaces
-//! on this machine (DESIGN §4), with the real coordinator and probes running
-//! inside it, and the field's fault catalogue.
-//!
-//! - [`topology`]: the fixed names and addresses, rendered as `ip`/`bridge`
-//!   batches, DNS arguments and the inventory (pure);
-//! - [`rules`]: kube-proxy, flannel and firewall iptables rulesets (pure);
-//! - [`faults`]: the catalogue and each fault's inject/undo actions (pure);
-//! - [`lifecycle`], [`system`], [`state`]: bring-up, teardown, status and
-//!   the I/O they need (root);
-//! - [`web`], [`conntrack`]: helpers the lab runs inside its namespaces;
-//! - [`demo`]: reference incident 2 in one command.
-//!
-//! It is not a Kubernetes: no API server, no kubelet; the inventory file
-//! plays the API for the coordinator.
+//! `meshctl lab`: the command layer over the `meshctl-lab` crate (the
+//! simulated cluster, its faults and lifecycle): arguments, the root check,
+//! the lock, and printing the reports. [`demo`] runs reference incident 2
+//! in one command through meshctl's own commands.
 
-pub mod conntrack;
 pub mod demo;
-pub mod faults;
-pub mod lifecycle;
-pub mod rules;
-pub mod state;
-pub mod system;
-pub mod topology;
-pub mod web;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::bail;
 
+use meshctl_lab::faults::{self, Fault};
+use meshctl_lab::lifecycle::{Lab, StatusReport, UpReport};
+use meshctl_lab::state::LabLock;
+use meshctl_lab::{conntrack, web};
+
 use crate::output::{OutputFormat, print_json};
-use faults::Fault;
-use lifecycle::{Lab, StatusReport, UpReport};
-use state::LabLock;
 
 /// `meshctl lab ...`
 #[derive(Debug, clap::Subcommand)]

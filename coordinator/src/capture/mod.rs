@@ -6,3 +6,6 @@
 
 pub mod plan;
 pub mod run;
+
+#[cfg(test)]
+mod run_tests;

@@ -47,7 +47,7 @@ fn tcp(fate: &PacketFate) -> Option<(u32, TcpFlags)> {
 }
 
 const VNI_1: TunnelKind = TunnelKind::Vxlan {
-    vni: packet::Vni(1),
+    vni: probemesh_packet::frame::Vni(1),
 };
 
 /// cloudvm-1 → node-1's NodePort 30080: node-1 DNATs to web-0

@@ -4,8 +4,8 @@
 
 use probemesh_proto::pb;
 
-use super::packet::TunnelKind;
 use super::{Correlation, EncapsulationSource, PacketFate, PacketKey, Transform, lost_after};
+use probemesh_packet::decode::TunnelKind;
 
 /// Fates kept in a record.
 pub const MAX_FATES: usize = 200;

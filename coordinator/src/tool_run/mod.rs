@@ -23,6 +23,8 @@ use crate::state::Coordinator;
 use crate::telemetry;
 
 pub mod plan;
+#[cfg(test)]
+mod tests;
 
 pub use plan::ToolPlan;
 use plan::{ResponderNeed, ResponderPort};

@@ -15,15 +15,14 @@ use std::time::Duration;
 
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::blocks::interface_statistics::{
     InterfaceStatisticsBlock, InterfaceStatisticsOption,
 };
-use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
-use pcap_file::{DataLink, Endianness, PcapError};
+use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
+use pcap_file::{DataLink, PcapError};
 use probemesh_packet::bpf::LinkLayer;
+use probemesh_packet::pcapng;
 use sha2::{Digest, Sha256};
 
 use super::block::RingPacket;
@@ -34,8 +33,6 @@ use crate::platform::af_packet::KernelStats;
 /// (28), the trailing length (4) and the `epb_flags` option with the end
 /// of options (12).
 const EPB_OVERHEAD: u64 = 44;
-/// `if_tsresol` = 9: timestamps count nanoseconds.
-const NANOSECONDS: u8 = 9;
 
 /// What the section header says about the capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,38 +137,32 @@ impl PcapngFile {
             path: path.to_path_buf(),
             written: 0,
         };
-        let header = SectionHeaderBlock {
-            endianness: Endianness::Little,
-            major_version: 1,
-            minor_version: 0,
-            section_length: -1,
-            options: vec![
-                SectionHeaderOption::Comment(Cow::Owned(section.comment())),
-                SectionHeaderOption::OS(Cow::Borrowed("Linux")),
-                SectionHeaderOption::UserApplication(Cow::Owned(format!(
-                    "mesh-probe {}",
-                    env!("CARGO_PKG_VERSION")
-                ))),
-            ],
-        };
+        let header = pcapng::section_header(vec![
+            SectionHeaderOption::Comment(Cow::Owned(section.comment())),
+            SectionHeaderOption::OS(Cow::Borrowed("Linux")),
+            SectionHeaderOption::UserApplication(Cow::Owned(format!(
+                "mesh-probe {}",
+                env!("CARGO_PKG_VERSION")
+            ))),
+        ]);
         let sink = BufWriter::with_capacity(256 * 1024, HashingFile::new(file));
         let mut writer = PcapNgWriter::with_section_header(sink, header).map_err(into_io)?;
         for interface in interfaces {
             let mut filter = vec![0u8];
             filter.extend_from_slice(section.filter.as_bytes());
-            let block = InterfaceDescriptionBlock {
-                linktype: match interface.link {
-                    LinkLayer::Ethernet => DataLink::ETHERNET,
-                    LinkLayer::RawIp => DataLink::RAW,
-                },
-                snaplen: interface.snaplen,
-                options: vec![
-                    InterfaceDescriptionOption::IfName(Cow::Owned(interface.name.clone())),
-                    InterfaceDescriptionOption::IfTsResol(NANOSECONDS),
+            let link = match interface.link {
+                LinkLayer::Ethernet => DataLink::ETHERNET,
+                LinkLayer::RawIp => DataLink::RAW,
+            };
+            let block = pcapng::interface_block(
+                link,
+                interface.snaplen,
+                interface.name.clone(),
+                [
                     InterfaceDescriptionOption::IfFilter(Cow::Owned(filter)),
                     InterfaceDescriptionOption::IfOs(Cow::Borrowed("Linux")),
                 ],
-            };
+            );
             writer.write_pcapng_block(block).map_err(into_io)?;
         }
         this.written = writer.get_ref().get_ref().bytes + writer.get_ref().buffer().len() as u64;

@@ -25,8 +25,8 @@ use tokio::io::unix::AsyncFd;
 
 use super::error::{Error, Result};
 use super::{IcmpSocket, IcmpSocketOptions, Received, SendFailure, Timestamp};
-use crate::tasks::icmp_packet::{TYPE_DEST_UNREACHABLE, TYPE_ECHO_REPLY, TYPE_TIME_EXCEEDED};
 use crate::types::{EchoId, Mtu, Ttl};
+use probemesh_packet::icmp::{TYPE_DEST_UNREACHABLE, TYPE_ECHO_REPLY, TYPE_TIME_EXCEEDED};
 
 /// A raw ICMPv4 socket owned by one task.
 #[derive(Debug)]

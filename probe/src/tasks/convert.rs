@@ -332,7 +332,7 @@ impl From<&PingEvent> for pb::PingReply {
                 reply.rtt_ns = nanos(*rtt);
                 reply.icmp_type = u32::from(error.icmp_type);
                 reply.icmp_code = u32::from(error.code);
-                reply.mtu = error.mtu.map_or(0, |m| m.0);
+                reply.mtu = error.mtu.map_or(0, |m| u32::from(m.0));
                 reply.detail = error.describe();
             }
             PingEventKind::SendError { detail } => {
@@ -625,8 +625,8 @@ mod tests {
 
     #[test]
     fn ping_events_become_wire_replies() {
-        use super::super::icmp_packet::IcmpError;
-        use crate::types::{Mtu, Seq};
+        use crate::types::Seq;
+        use probemesh_packet::icmp::{EchoError, NextHopMtu};
         let event = PingEvent {
             seq: Seq(4),
             kind: PingEventKind::IcmpError {
@@ -634,10 +634,10 @@ mod tests {
                 bytes: 36,
                 ttl: 64,
                 rtt: Duration::from_micros(250),
-                error: IcmpError {
+                error: EchoError {
                     icmp_type: 3,
                     code: 4,
-                    mtu: Some(Mtu(1440)),
+                    mtu: Some(NextHopMtu(1440)),
                 },
             },
         };

@@ -4,10 +4,10 @@
 //! the results mean; that is the coordinator's job.
 //!
 //! Map, lowest layer first; each module imports only from the ones before
-//! it. [`types`] (validated specs), [`error`], [`stats`], [`icmp_packet`],
-//! [`resolve`] (names to addresses on this host) and [`context`] (who runs a
-//! task, and [`context::Progress`], where its events go) are the base. The
-//! engines come next, each emitting its own event type and returning its own
+//! it. [`types`] (validated specs), [`error`], [`stats`], [`resolve`]
+//! (names to addresses on this host) and [`context`] (who runs a task, and
+//! [`context::Progress`], where its events go) are the base; ICMP bytes are
+//! built and read by `probemesh_packet::icmp`. The engines come next, each emitting its own event type and returning its own
 //! report: [`ping`] and [`tcping`]; [`transfer`] (TCP push watched through
 //! `TCP_INFO`), [`udp_echo`] and [`responder`] (the far end they test
 //! against); [`dns`], [`listener`], [`facts`]; [`pmtu`] and [`trace`]; and
@@ -33,7 +33,6 @@ pub mod convert;
 pub mod dns;
 pub mod error;
 pub mod facts;
-pub mod icmp_packet;
 pub mod listener;
 pub mod netns;
 pub mod ping;

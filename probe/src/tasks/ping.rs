@@ -21,11 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
 use super::error::{Error, Result};
-use super::icmp_packet::{IcmpError, Response, build_echo_request, classify};
 use super::stats::{RttAccumulator, RttStats};
 use super::types::PingSpec;
 use crate::platform::{IcmpSocket, SendFailure, Timestamp};
 use crate::types::{EchoId, Seq};
+use probemesh_packet::icmp::{EchoError, EchoResponse, build_echo_request, classify_echo};
 
 /// Receive buffer: the largest IPv4 datagram.
 const RECV_BUF_BYTES: usize = 65_536;
@@ -62,7 +62,7 @@ pub enum PingEventKind {
         /// Time from sending the echo to receiving the error.
         rtt: Duration,
         /// Type, code and next-hop MTU.
-        error: IcmpError,
+        error: EchoError,
     },
     /// The local stack refused to send the echo.
     SendError {
@@ -184,9 +184,9 @@ impl PingSession {
     /// Handles a datagram received at `at` (kernel timestamp). Returns the
     /// event to report, or `None` when it changes nothing (not in flight,
     /// duplicate, or a reply later than the timeout).
-    pub fn on_response(&mut self, response: Response, at: Timestamp) -> Option<PingEvent> {
+    pub fn on_response(&mut self, response: EchoResponse, at: Timestamp) -> Option<PingEvent> {
         let seq = match response {
-            Response::EchoReply { seq, .. } | Response::Error { seq, .. } => seq,
+            EchoResponse::EchoReply { seq, .. } | EchoResponse::Error { seq, .. } => seq,
         };
         let i = self.index(seq)?;
         let EchoState::InFlight { sent_at, .. } = self.echoes[i] else {
@@ -194,8 +194,8 @@ impl PingSession {
         };
         let rtt = at.saturating_duration_since(sent_at);
         let kind = match response {
-            Response::EchoReply { .. } if rtt > self.timeout => return None,
-            Response::EchoReply {
+            EchoResponse::EchoReply { .. } if rtt > self.timeout => return None,
+            EchoResponse::EchoReply {
                 from,
                 ttl,
                 bytes,
@@ -212,7 +212,7 @@ impl PingSession {
                     checksum_ok,
                 }
             }
-            Response::Error {
+            EchoResponse::Error {
                 from,
                 ttl,
                 bytes,
@@ -345,7 +345,7 @@ pub async fn run<S: IcmpSocket>(
                     progress.send(event, cancel).await;
                 }
                 if let Some(seq) = session.next_to_send().filter(|_| next_send <= now) {
-                    let packet = build_echo_request(id, seq, spec.size);
+                    let packet = build_echo_request(id, seq, spec.size.get());
                     match socket.send_to(&packet, address).await {
                         Ok(sent_at) => session.on_sent(sent_at, Instant::now()),
                         Err(failure) => {
@@ -369,10 +369,10 @@ async fn next_response<S: IcmpSocket>(
     socket: &S,
     buf: &mut [u8],
     id: EchoId,
-) -> std::io::Result<Option<(Response, Timestamp)>> {
+) -> std::io::Result<Option<(EchoResponse, Timestamp)>> {
     let received = socket.recv(buf).await?;
     let datagram = buf.get(..received.len).unwrap_or(buf);
-    Ok(classify(datagram, id).map(|response| (response, received.at)))
+    Ok(classify_echo(datagram, id).map(|response| (response, received.at)))
 }
 
 /// What ping would print for a refused send.
@@ -396,10 +396,10 @@ mod tests {
 
     use super::*;
     use crate::platform::Received;
-    use crate::tasks::icmp_packet::fixtures::{echo_reply_to, icmp_error, ipv4};
-    use crate::tasks::icmp_packet::{IcmpView, TYPE_DEST_UNREACHABLE};
     use crate::types::{Mtu, PayloadSize, ProbeCount};
     use pb::ping_reply::Status;
+    use probemesh_packet::icmp::{IcmpView, TYPE_DEST_UNREACHABLE};
+    use probemesh_packet::testing::{echo_reply_to, icmp_error, ipv4};
     use probemesh_proto::pb;
 
     const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
@@ -463,7 +463,7 @@ mod tests {
     impl IcmpSocket for MockSocket {
         async fn send_to(&self, message: &[u8], to: Ipv4Addr) -> Result<Timestamp, SendFailure> {
             assert_eq!(to, TARGET);
-            let seq = IcmpView::new(message).unwrap().sequence().0;
+            let seq = IcmpView::new(message).unwrap().echo_seq().0;
             self.sent.lock().unwrap().push(seq);
             let reply = ipv4(TARGET, ME, 57, &echo_reply_to(message));
             match (self.fate)(seq) {
@@ -696,7 +696,7 @@ mod tests {
     #[test]
     fn session_ignores_unknown_sequence_numbers() {
         let mut s = PingSession::new(1, Duration::from_secs(1));
-        let reply = Response::EchoReply {
+        let reply = EchoResponse::EchoReply {
             seq: Seq(0),
             from: TARGET,
             ttl: 1,
@@ -704,7 +704,7 @@ mod tests {
             checksum_ok: true,
         };
         assert_eq!(s.on_response(reply, Timestamp::from_nanos(0)), None);
-        let reply = Response::EchoReply {
+        let reply = EchoResponse::EchoReply {
             seq: Seq(2),
             from: TARGET,
             ttl: 1,

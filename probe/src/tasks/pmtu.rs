@@ -22,13 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
 use super::error::{Error, Result};
-use super::icmp_packet::{
-    CODE_FRAG_NEEDED, Response, TYPE_DEST_UNREACHABLE, build_echo_request, classify,
-};
 use super::resolve::{Family, next_echo_id, resolve};
 use crate::platform::linux::{RawIcmpSocket, interface_mtu, read_route_table, route_mtu};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, SendFailure};
 use crate::types::{EchoId, Mtu, PayloadSize, Seq};
+use probemesh_packet::icmp::{
+    CODE_FRAG_NEEDED, EchoResponse, TYPE_DEST_UNREACHABLE, build_echo_request, classify_echo,
+};
 use search::{Action, Answer, Attempts, Conclusion, MAX_MTU, PmtuSearch, Step};
 
 pub mod route;
@@ -237,7 +237,7 @@ async fn probe<S: IcmpSocket>(
     else {
         return Ok(Answer::LocalTooBig { mtu: None });
     };
-    let packet = build_echo_request(id, seq, payload);
+    let packet = build_echo_request(id, seq, payload.get());
     match socket.send_to(&packet, address).await {
         Ok(_) => {}
         Err(SendFailure::MessageTooLong { mtu }) => return Ok(Answer::LocalTooBig { mtu }),
@@ -261,7 +261,7 @@ async fn probe<S: IcmpSocket>(
             Ok(received) => {
                 recv_errors = 0;
                 let datagram = buf.get(..received.len).unwrap_or(buf);
-                if let Some(answer) = answer_to(classify(datagram, id), seq) {
+                if let Some(answer) = answer_to(classify_echo(datagram, id), seq) {
                     return Ok(answer);
                 }
             }
@@ -282,10 +282,10 @@ async fn probe<S: IcmpSocket>(
 /// What a received datagram says about probe `seq`: its echo reply, a
 /// frag-needed quoting it, or another ICMP error about it (which counts as
 /// silence: the size did not get through, and nobody said it was the size).
-fn answer_to(response: Option<Response>, seq: Seq) -> Option<Answer> {
+fn answer_to(response: Option<EchoResponse>, seq: Seq) -> Option<Answer> {
     match response? {
-        Response::EchoReply { seq: s, .. } if s == seq => Some(Answer::Reply),
-        Response::Error {
+        EchoResponse::EchoReply { seq: s, .. } if s == seq => Some(Answer::Reply),
+        EchoResponse::Error {
             seq: s,
             from,
             error,
@@ -294,7 +294,7 @@ fn answer_to(response: Option<Response>, seq: Seq) -> Option<Answer> {
             if error.icmp_type == TYPE_DEST_UNREACHABLE && error.code == CODE_FRAG_NEEDED {
                 Answer::FragNeeded {
                     from,
-                    mtu: error.mtu,
+                    mtu: error.mtu.map(|m| Mtu(u32::from(m.0))),
                 }
             } else {
                 Answer::Silence

@@ -31,11 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
 use super::error::{Error, Result};
-use super::icmp_packet::{self, Response, build_echo_request};
 use super::resolve::{Family, next_echo_id, resolve};
 use crate::platform::linux::{self, RawIcmpSocket, TcpProbe};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
 use crate::types::{EchoId, PayloadSize, Seq, Ttl};
+use probemesh_packet::icmp::{EchoResponse, build_echo_request, classify_echo};
 use reading::Reading;
 use session::{RoundReport, TraceSession};
 
@@ -288,7 +288,7 @@ async fn run_round(
         match spec.mode {
             TraceMode::Icmp => {
                 probers.icmp.set_ttl(ttl).map_err(Error::from)?;
-                let packet = build_echo_request(probers.id, Seq(*seq), PROBE_SIZE);
+                let packet = build_echo_request(probers.id, Seq(*seq), PROBE_SIZE.get());
                 let sent_at = now()?;
                 session.on_sent(ttl, *seq, sent_at);
                 if let Err(e) = probers.icmp.send_to(&packet, address).await {
@@ -402,13 +402,13 @@ fn on_icmp(
     at: Timestamp,
 ) {
     match mode {
-        TraceMode::Icmp => match icmp_packet::classify(datagram, probers.id) {
-            Some(Response::EchoReply { seq, from, .. }) => {
+        TraceMode::Icmp => match classify_echo(datagram, probers.id) {
+            Some(EchoResponse::EchoReply { seq, from, .. }) => {
                 if let Some(ttl) = session.ttl_of(seq.0) {
                     session.on_answer(ttl, from, at, true);
                 }
             }
-            Some(Response::Error { seq, from, .. }) => {
+            Some(EchoResponse::Error { seq, from, .. }) => {
                 if let Some(ttl) = session.ttl_of(seq.0) {
                     session.on_answer(ttl, from, at, from == address);
                 }

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use crate::types::{ProbeCount, Ttl};
-// The ICMP codec (`super::icmp_packet`) still reads these quantities here.
-pub use crate::types::{EchoId, Mtu, PayloadSize, Seq};
+use crate::types::{PayloadSize, ProbeCount, Ttl};
 
 /// A validated ping task (ICMPv4 echo, as `ping`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,22 +2,20 @@
 //! raw ICMP socket hands back an IPv4 datagram; when it is a
 //! time-exceeded or destination-unreachable quoting a UDP or TCP packet we
 //! sent to the target, this reads who sent it and the quoted ports (the
-//! first 8 bytes of the quoted transport header, all RFC 792 guarantees).
-//! No input makes it panic.
+//! first 8 bytes of the quoted transport header, all RFC 792 guarantees),
+//! decoded by `probemesh_packet::decode`. No input makes it panic.
 
 use std::net::Ipv4Addr;
 
-use crate::tasks::icmp_packet::{
-    IPPROTO_ICMP, IcmpView, Ipv4View, TYPE_DEST_UNREACHABLE, TYPE_TIME_EXCEEDED,
-};
+use probemesh_packet::decode::{IcmpMessage, QuotedTransport, Transport, decode};
+use probemesh_packet::frame::LinkKind;
+use probemesh_packet::icmp::{CODE_PORT_UNREACHABLE, TYPE_DEST_UNREACHABLE, TYPE_TIME_EXCEEDED};
+use probemesh_packet::ipv4::IpProtocol;
 
 /// IP protocol number of TCP.
-pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_TCP: u8 = IpProtocol::TCP.0;
 /// IP protocol number of UDP.
-pub const IPPROTO_UDP: u8 = 17;
-/// Destination-unreachable code: port unreachable (the destination's
-/// answer to a UDP probe).
-pub const CODE_PORT_UNREACHABLE: u8 = 3;
+pub const IPPROTO_UDP: u8 = IpProtocol::UDP.0;
 
 /// An ICMP error quoting one of our transport probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,34 +43,41 @@ impl TransportError {
 /// Reads `datagram` as an ICMP error about a `protocol` (UDP or TCP) packet
 /// we sent to `target`; `None` for anything else.
 pub fn classify(datagram: &[u8], protocol: u8, target: Ipv4Addr) -> Option<TransportError> {
-    let ip = Ipv4View::new(datagram).ok()?;
-    if ip.protocol() != IPPROTO_ICMP {
+    let packet = decode(LinkKind::RawIp, datagram).ok()?;
+    let Transport::Icmp(IcmpMessage::Error(error)) = packet.inner.transport else {
+        return None;
+    };
+    if !packet.tunnels.is_empty()
+        || !matches!(error.icmp_type, TYPE_DEST_UNREACHABLE | TYPE_TIME_EXCEEDED)
+    {
         return None;
     }
-    let icmp = IcmpView::new(ip.payload()).ok()?;
-    if !matches!(icmp.icmp_type(), TYPE_DEST_UNREACHABLE | TYPE_TIME_EXCEEDED) {
+    let quoted = error.quoted?;
+    if quoted.ip.protocol != IpProtocol(protocol) || quoted.ip.dst != target {
         return None;
     }
-    let quoted = Ipv4View::new(icmp.body()).ok()?;
-    if quoted.protocol() != protocol || quoted.destination() != target {
-        return None;
-    }
-    let ports = icmp
-        .body()
-        .get(quoted.header_len()..quoted.header_len() + 4)?;
+    let (source_port, destination_port) = match quoted.transport {
+        QuotedTransport::Tcp {
+            src_port, dst_port, ..
+        }
+        | QuotedTransport::Udp {
+            src_port, dst_port, ..
+        } => (src_port, dst_port),
+        QuotedTransport::Echo { .. } | QuotedTransport::Other => return None,
+    };
     Some(TransportError {
-        from: ip.source(),
-        icmp_type: icmp.icmp_type(),
-        code: icmp.code(),
-        source_port: u16::from_be_bytes([ports[0], ports[1]]),
-        destination_port: u16::from_be_bytes([ports[2], ports[3]]),
+        from: packet.inner.ip.src,
+        icmp_type: error.icmp_type,
+        code: error.code,
+        source_port,
+        destination_port,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tasks::icmp_packet::fixtures::{icmp_error, ipv4};
+    use probemesh_packet::testing::{icmp_error, ipv4};
     use proptest::prelude::*;
 
     const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);

@@ -14,7 +14,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt as _;
 
-use super::state::ProcessRecord;
+use crate::state::ProcessRecord;
 
 /// Programs the lab runs; `lab up` refuses to start without them.
 pub const REQUIRED_TOOLS: [(&str, &str); 5] = [
@@ -271,6 +271,36 @@ pub async fn leftover_processes(netns: &str) -> Vec<ProcessRecord> {
             })
         })
         .collect()
+}
+
+/// Where `ip netns exec` finds per-namespace files.
+const NETNS_ETC: &str = "/etc/netns";
+
+/// `/etc/netns/NETNS`.
+fn netns_etc(netns: &str) -> PathBuf {
+    PathBuf::from(NETNS_ETC).join(netns)
+}
+
+/// Writes `/etc/netns/NETNS/resolv.conf` in place (`ip netns exec`
+/// bind-mounts it over /etc/resolv.conf).
+pub fn write_resolv_conf(netns: &str, contents: &str) -> anyhow::Result<()> {
+    let d = netns_etc(netns);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    let path = d.join("resolv.conf");
+    std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Removes the `resolv.conf` files of `namespaces` (and `/etc/netns` when
+/// nothing else is left in it).
+pub fn remove_resolv_confs(namespaces: &[&str]) -> anyhow::Result<()> {
+    for ns in namespaces {
+        let d = netns_etc(ns);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).with_context(|| format!("removing {}", d.display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(NETNS_ETC);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,14 +1,23 @@
 //! meshctl's client configuration file: where the coordinator is and which
-//! certificate to present. Flags and `MESH_*` variables override it.
+//! certificate to present. meshctl reads it (flags and `MESH_*` variables
+//! override it); the lab writes it, which is why it lives here.
 //!
 //! Lives at `$MESH_CONFIG`, else `$XDG_CONFIG_HOME/probemesh/meshctl.json`,
 //! else `$HOME/.config/probemesh/meshctl.json`. `meshctl lab up` writes it so
-//! that plain `meshctl` talks to the lab afterwards.
+//! that plain `meshctl` talks to the lab afterwards, keeping a file the user
+//! wrote aside; `meshctl lab down` removes the lab's and puts that one back.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use probemesh_proto::pki;
 use serde::{Deserialize, Serialize};
+
+use crate::state::StateDir;
+use crate::topology;
+
+/// `written_by` of the client configuration the lab writes.
+const WRITTEN_BY: &str = "lab";
 
 /// Defaults for `--coordinator`, `--tls-dir` and `--identity`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +71,54 @@ impl ClientConfigFile {
         std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
+}
+
+/// Where `up` keeps a file the user wrote while the lab's is in place.
+fn config_backup(path: &Path) -> PathBuf {
+    path.with_extension("json.before-lab")
+}
+
+/// Points plain `meshctl` at the lab. A configuration the user wrote is kept
+/// aside and put back by `lab down`.
+pub(crate) fn point_at_lab(dir: &StateDir) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = ClientConfigFile::default_path() else {
+        return Ok(None);
+    };
+    if path.exists() {
+        let ours = ClientConfigFile::load(&path)
+            .map(|c| c.written_by.as_deref() == Some(WRITTEN_BY))
+            .unwrap_or(false);
+        if !ours {
+            std::fs::rename(&path, config_backup(&path))
+                .with_context(|| format!("keeping {} aside", path.display()))?;
+        }
+    }
+    ClientConfigFile {
+        coordinator: Some(topology::coordinator_url()),
+        tls_dir: Some(dir.tls()),
+        identity: Some(pki::ADMIN_NAME.to_owned()),
+        written_by: Some(WRITTEN_BY.to_owned()),
+    }
+    .save(&path)?;
+    Ok(Some(path))
+}
+
+/// Removes the client configuration if the lab wrote it, and restores the
+/// one it kept aside. Returns whether the lab's file was removed.
+pub(crate) fn restore_after_lab() -> anyhow::Result<bool> {
+    let Some(path) = ClientConfigFile::default_path() else {
+        return Ok(false);
+    };
+    let ours = path.exists()
+        && ClientConfigFile::load(&path).is_ok_and(|c| c.written_by.as_deref() == Some(WRITTEN_BY));
+    if ours {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    let backup = config_backup(&path);
+    if backup.exists() && !path.exists() {
+        std::fs::rename(&backup, &path).with_context(|| format!("restoring {}", path.display()))?;
+    }
+    Ok(ours)
 }
 
 #[cfg(test)]

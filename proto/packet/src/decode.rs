@@ -1,582 +1,26 @@
-//! Captured frames, decoded sans-IO: the link header (Ethernet II with
-//! 802.1Q/802.1ad tags skipped, Linux cooked v1/v2, or raw IP), IPv4, and
+//! Captured frames, decoded into owned values: the link header, IPv4, and
 //! the TCP, UDP or ICMP header behind it, through VXLAN (UDP 8472 or 4789)
 //! and IPIP (protocol 4) tunnels down to the innermost packet.
-//!
-//! Bytes stay behind view types ([`EthernetView`], [`Ipv4View`],
-//! [`TcpView`], [`UdpView`], [`IcmpView`], [`VxlanView`]) whose constructors
-//! check the length once, so their accessors never index out of bounds. The
-//! [`decode`] function turns a frame into an owned [`DecodedPacket`].
 //!
 //! Captures keep headers only (snap length 128 by default), so lengths come
 //! from the headers, never from the captured byte count: a TCP payload
 //! length is the IPv4 Total Length minus the IP and TCP header lengths. No
-//! input, however truncated or malformed, makes this module panic. It
-//! reads no file and no clock; IPv6 is not decoded.
+//! input, however truncated or malformed, makes [`decode`] panic. It reads
+//! no file and no clock; IPv6 is not decoded.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// Ethernet II header length, bytes.
-pub const ETHERNET_HEADER_LEN: usize = 14;
-/// IPv4 header length without options, bytes.
-pub const IPV4_MIN_HEADER_LEN: usize = 20;
-/// TCP header length without options, bytes.
-pub const TCP_MIN_HEADER_LEN: usize = 20;
-/// UDP header length, bytes.
-pub const UDP_HEADER_LEN: usize = 8;
-/// ICMP header length (type, code, checksum, rest-of-header), bytes.
-pub const ICMP_HEADER_LEN: usize = 8;
-/// VXLAN header length, bytes.
-pub const VXLAN_HEADER_LEN: usize = 8;
-/// UDP port of VXLAN as flannel and the Linux default use it.
-pub const VXLAN_PORT_LINUX: u16 = 8472;
-/// UDP port of VXLAN assigned by IANA (RFC 7348).
-pub const VXLAN_PORT_IANA: u16 = 4789;
-/// EtherType of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// EtherType of an 802.1Q VLAN tag.
-pub const ETHERTYPE_VLAN: u16 = 0x8100;
-/// EtherType of an 802.1ad (QinQ) service tag.
-pub const ETHERTYPE_QINQ: u16 = 0x88a8;
+use crate::DecodeError;
+use crate::frame::{
+    LinkKind, TCP_MIN_HEADER_LEN, TcpFlags, TcpSeq, TcpView, UdpView, VXLAN_PORT_IANA,
+    VXLAN_PORT_LINUX, Vni, VxlanView,
+};
+use crate::icmp::{EchoId, EchoSeq, IcmpView, NextHopMtu, TYPE_ECHO_REPLY, TYPE_ECHO_REQUEST};
+use crate::ipv4::{IpProtocol, Ipv4Header, Ipv4View};
+
 /// Most tunnels [`decode`] looks through; deeper nesting stops at this depth.
 pub const MAX_TUNNEL_DEPTH: usize = 4;
-/// Most VLAN tags skipped in one Ethernet header.
-const MAX_VLAN_TAGS: usize = 2;
-/// Linux cooked capture v1 header length, bytes.
-const SLL_HEADER_LEN: usize = 16;
-/// Linux cooked capture v2 header length, bytes.
-const SLL2_HEADER_LEN: usize = 20;
-
-/// Why a frame could not be decoded down to an IPv4 header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// Fewer bytes than the header needs.
-    #[error("{what}: need {need} bytes, got {got}")]
-    Truncated {
-        /// Which header.
-        what: &'static str,
-        /// Bytes needed.
-        need: usize,
-        /// Bytes available.
-        got: usize,
-    },
-    /// The link header carries something other than IPv4 (IPv6, ARP, ...).
-    #[error("EtherType {0:#06x} is not IPv4")]
-    NotIpv4EtherType(u16),
-    /// The IP version nibble is not 4.
-    #[error("not an IPv4 header (version {0})")]
-    NotIpv4(u8),
-    /// The IHL field gives a header shorter than 20 bytes.
-    #[error("IPv4 header length {0} bytes is below 20")]
-    BadHeaderLength(usize),
-}
-
-/// The link-layer header in front of every frame of one capture interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LinkKind {
-    /// Ethernet II (LINKTYPE_ETHERNET), 802.1Q/802.1ad tags allowed.
-    Ethernet,
-    /// No link header: the frame starts with the IP header (LINKTYPE_RAW,
-    /// LINKTYPE_IPV4; IPIP and WireGuard devices).
-    RawIp,
-    /// Linux cooked capture v1 (LINKTYPE_LINUX_SLL, capture on `any`).
-    LinuxSll,
-    /// Linux cooked capture v2 (LINKTYPE_LINUX_SLL2).
-    LinuxSll2,
-}
-
-/// IP protocol number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpProtocol(pub u8);
-
-impl IpProtocol {
-    /// ICMP.
-    pub const ICMP: Self = Self(1);
-    /// IPv4 in IPv4 (IPIP).
-    pub const IPIP: Self = Self(4);
-    /// TCP.
-    pub const TCP: Self = Self(6);
-    /// UDP.
-    pub const UDP: Self = Self(17);
-}
-
-impl fmt::Display for IpProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::ICMP => f.write_str("icmp"),
-            Self::IPIP => f.write_str("ipip"),
-            Self::TCP => f.write_str("tcp"),
-            Self::UDP => f.write_str("udp"),
-            Self(n) => write!(f, "proto-{n}"),
-        }
-    }
-}
-
-/// IPv4 Identification field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpId(pub u16);
-
-/// IPv4 time-to-live, hops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ttl(pub u8);
-
-/// A TCP sequence or acknowledgement number (modulo 2^32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TcpSeq(pub u32);
-
-/// ICMP echo identifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EchoId(pub u16);
-
-/// ICMP echo sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EchoSeq(pub u16);
-
-/// VXLAN network identifier (24 bits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Vni(pub u32);
-
-/// A link MTU, bytes (the next-hop MTU of a fragmentation-needed error).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Mtu(pub u16);
-
-/// TCP control flags (the low 8 bits of the flags field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TcpFlags(pub u8);
-
-impl TcpFlags {
-    /// FIN: no more data from the sender.
-    pub const FIN: u8 = 0x01;
-    /// SYN: synchronize sequence numbers.
-    pub const SYN: u8 = 0x02;
-    /// RST: reset the connection.
-    pub const RST: u8 = 0x04;
-    /// PSH: push.
-    pub const PSH: u8 = 0x08;
-    /// ACK: the acknowledgement field is significant.
-    pub const ACK: u8 = 0x10;
-
-    /// Whether every bit of `mask` is set.
-    pub fn has(self, mask: u8) -> bool {
-        self.0 & mask == mask
-    }
-}
-
-impl fmt::Display for TcpFlags {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = [
-            (Self::SYN, "SYN"),
-            (Self::FIN, "FIN"),
-            (Self::RST, "RST"),
-            (Self::PSH, "PSH"),
-            (Self::ACK, "ACK"),
-        ];
-        let set: Vec<&str> = names
-            .iter()
-            .filter(|(bit, _)| self.has(*bit))
-            .map(|(_, name)| *name)
-            .collect();
-        if set.is_empty() {
-            f.write_str("none")
-        } else {
-            f.write_str(&set.join("|"))
-        }
-    }
-}
-
-fn truncated(what: &'static str, need: usize, got: usize) -> DecodeError {
-    DecodeError::Truncated { what, need, got }
-}
-
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-// ------------------------------------------------------------------ views
-
-/// An Ethernet II header (VLAN tags included) and its payload.
-#[derive(Debug, Clone, Copy)]
-pub struct EthernetView<'a> {
-    buf: &'a [u8],
-    header_len: usize,
-}
-
-impl<'a> EthernetView<'a> {
-    /// Checks that `buf` holds the MAC addresses, up to two VLAN tags and
-    /// the EtherType after them.
-    pub fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        let mut header_len = ETHERNET_HEADER_LEN;
-        for _ in 0..=MAX_VLAN_TAGS {
-            if buf.len() < header_len {
-                return Err(truncated("Ethernet header", header_len, buf.len()));
-            }
-            let ethertype = be16(buf, header_len - 2);
-            if ethertype != ETHERTYPE_VLAN && ethertype != ETHERTYPE_QINQ {
-                return Ok(Self { buf, header_len });
-            }
-            header_len += 4;
-        }
-        // Too many tags: report the last EtherType, which is a tag.
-        Err(DecodeError::NotIpv4EtherType(ETHERTYPE_VLAN))
-    }
-
-    /// Destination MAC address.
-    pub fn destination(&self) -> [u8; 6] {
-        [
-            self.buf[0],
-            self.buf[1],
-            self.buf[2],
-            self.buf[3],
-            self.buf[4],
-            self.buf[5],
-        ]
-    }
-
-    /// Source MAC address.
-    pub fn source(&self) -> [u8; 6] {
-        [
-            self.buf[6],
-            self.buf[7],
-            self.buf[8],
-            self.buf[9],
-            self.buf[10],
-            self.buf[11],
-        ]
-    }
-
-    /// The EtherType after any VLAN tags.
-    pub fn ethertype(&self) -> u16 {
-        be16(self.buf, self.header_len - 2)
-    }
-
-    /// The bytes after the header.
-    pub fn payload(&self) -> &'a [u8] {
-        &self.buf[self.header_len..]
-    }
-}
-
-/// An IPv4 header and what follows it.
-#[derive(Debug, Clone, Copy)]
-pub struct Ipv4View<'a> {
-    buf: &'a [u8],
-    header_len: usize,
-}
-
-impl<'a> Ipv4View<'a> {
-    /// Checks that `buf` starts with a whole IPv4 header (options included).
-    pub fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        let first = *buf
-            .first()
-            .ok_or(truncated("IPv4 header", IPV4_MIN_HEADER_LEN, 0))?;
-        let version = first >> 4;
-        if version != 4 {
-            return Err(DecodeError::NotIpv4(version));
-        }
-        let header_len = usize::from(first & 0x0f) * 4;
-        if header_len < IPV4_MIN_HEADER_LEN {
-            return Err(DecodeError::BadHeaderLength(header_len));
-        }
-        if buf.len() < header_len {
-            return Err(truncated("IPv4 header", header_len, buf.len()));
-        }
-        Ok(Self { buf, header_len })
-    }
-
-    /// Header length in bytes, options included (20..=60).
-    pub fn header_len(&self) -> usize {
-        self.header_len
-    }
-
-    /// Total Length: the datagram as sent, bytes (often more than was
-    /// captured).
-    pub fn total_len(&self) -> u16 {
-        be16(self.buf, 2)
-    }
-
-    /// Identification.
-    pub fn id(&self) -> IpId {
-        IpId(be16(self.buf, 4))
-    }
-
-    /// Don't Fragment.
-    pub fn dont_fragment(&self) -> bool {
-        self.buf[6] & 0x40 != 0
-    }
-
-    /// More Fragments.
-    pub fn more_fragments(&self) -> bool {
-        self.buf[6] & 0x20 != 0
-    }
-
-    /// Fragment offset, bytes.
-    pub fn fragment_offset(&self) -> u32 {
-        u32::from(be16(self.buf, 6) & 0x1fff) * 8
-    }
-
-    /// Time-to-live.
-    pub fn ttl(&self) -> Ttl {
-        Ttl(self.buf[8])
-    }
-
-    /// Protocol of the payload.
-    pub fn protocol(&self) -> IpProtocol {
-        IpProtocol(self.buf[9])
-    }
-
-    /// Source address.
-    pub fn source(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.buf[12], self.buf[13], self.buf[14], self.buf[15])
-    }
-
-    /// Destination address.
-    pub fn destination(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.buf[16], self.buf[17], self.buf[18], self.buf[19])
-    }
-
-    /// The captured bytes after the header, cut at Total Length when that is
-    /// shorter (Ethernet padding), never extended past the buffer.
-    pub fn payload(&self) -> &'a [u8] {
-        let end = usize::from(self.total_len()).clamp(self.header_len, self.buf.len());
-        &self.buf[self.header_len..end]
-    }
-
-    /// The header's fields, owned.
-    pub fn header(&self) -> Ipv4Header {
-        Ipv4Header {
-            src: self.source(),
-            dst: self.destination(),
-            id: self.id(),
-            ttl: self.ttl(),
-            total_len: self.total_len(),
-            header_len: self.header_len,
-            dont_fragment: self.dont_fragment(),
-            more_fragments: self.more_fragments(),
-            fragment_offset: self.fragment_offset(),
-            protocol: self.protocol(),
-        }
-    }
-}
-
-/// A TCP header (the fixed 20 bytes; options may be cut off by the snap
-/// length and are not read).
-#[derive(Debug, Clone, Copy)]
-pub struct TcpView<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> TcpView<'a> {
-    /// Checks that `buf` holds the fixed 20-byte TCP header.
-    pub fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        if buf.len() < TCP_MIN_HEADER_LEN {
-            return Err(truncated("TCP header", TCP_MIN_HEADER_LEN, buf.len()));
-        }
-        Ok(Self { buf })
-    }
-
-    /// Source port.
-    pub fn source_port(&self) -> u16 {
-        be16(self.buf, 0)
-    }
-
-    /// Destination port.
-    pub fn destination_port(&self) -> u16 {
-        be16(self.buf, 2)
-    }
-
-    /// Sequence number.
-    pub fn seq(&self) -> TcpSeq {
-        TcpSeq(be32(self.buf, 4))
-    }
-
-    /// Acknowledgement number (meaningful with ACK).
-    pub fn ack(&self) -> TcpSeq {
-        TcpSeq(be32(self.buf, 8))
-    }
-
-    /// Header length from the Data Offset field, bytes (options included).
-    pub fn header_len(&self) -> usize {
-        usize::from(self.buf[12] >> 4) * 4
-    }
-
-    /// Control flags.
-    pub fn flags(&self) -> TcpFlags {
-        TcpFlags(self.buf[13])
-    }
-}
-
-/// A UDP header and its payload.
-#[derive(Debug, Clone, Copy)]
-pub struct UdpView<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> UdpView<'a> {
-    /// Checks that `buf` holds the 8-byte UDP header.
-    pub fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        if buf.len() < UDP_HEADER_LEN {
-            return Err(truncated("UDP header", UDP_HEADER_LEN, buf.len()));
-        }
-        Ok(Self { buf })
-    }
-
-    /// Source port.
-    pub fn source_port(&self) -> u16 {
-        be16(self.buf, 0)
-    }
-
-    /// Destination port.
-    pub fn destination_port(&self) -> u16 {
-        be16(self.buf, 2)
-    }
-
-    /// Length field: header plus payload as sent, bytes.
-    pub fn length(&self) -> u16 {
-        be16(self.buf, 4)
-    }
-
-    /// The captured bytes after the header.
-    pub fn payload(&self) -> &'a [u8] {
-        &self.buf[UDP_HEADER_LEN..]
-    }
-}
-
-/// An ICMP message.
-#[derive(Debug, Clone, Copy)]
-pub struct IcmpView<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> IcmpView<'a> {
-    /// ICMP type: echo reply.
-    pub const ECHO_REPLY: u8 = 0;
-    /// ICMP type: destination unreachable.
-    pub const DEST_UNREACHABLE: u8 = 3;
-    /// ICMP type: source quench (deprecated, still an error message).
-    pub const SOURCE_QUENCH: u8 = 4;
-    /// ICMP type: redirect.
-    pub const REDIRECT: u8 = 5;
-    /// ICMP type: echo request.
-    pub const ECHO_REQUEST: u8 = 8;
-    /// ICMP type: time exceeded.
-    pub const TIME_EXCEEDED: u8 = 11;
-    /// ICMP type: parameter problem.
-    pub const PARAMETER_PROBLEM: u8 = 12;
-    /// Destination-unreachable code: fragmentation needed and DF set.
-    pub const CODE_FRAG_NEEDED: u8 = 4;
-
-    /// Checks that `buf` holds the 8-byte ICMP header.
-    pub fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        if buf.len() < ICMP_HEADER_LEN {
-            return Err(truncated("ICMP header", ICMP_HEADER_LEN, buf.len()));
-        }
-        Ok(Self { buf })
-    }
-
-    /// Type.
-    pub fn icmp_type(&self) -> u8 {
-        self.buf[0]
-    }
-
-    /// Code.
-    pub fn code(&self) -> u8 {
-        self.buf[1]
-    }
-
-    /// Echo identifier (bytes 4..6).
-    pub fn echo_id(&self) -> EchoId {
-        EchoId(be16(self.buf, 4))
-    }
-
-    /// Echo sequence number (bytes 6..8).
-    pub fn echo_seq(&self) -> EchoSeq {
-        EchoSeq(be16(self.buf, 6))
-    }
-
-    /// Next-hop MTU (bytes 6..8, RFC 1191), for fragmentation-needed errors.
-    pub fn next_hop_mtu(&self) -> Mtu {
-        Mtu(be16(self.buf, 6))
-    }
-
-    /// Whether this is an error message quoting the offending datagram.
-    pub fn is_error(&self) -> bool {
-        matches!(
-            self.icmp_type(),
-            Self::DEST_UNREACHABLE
-                | Self::SOURCE_QUENCH
-                | Self::REDIRECT
-                | Self::TIME_EXCEEDED
-                | Self::PARAMETER_PROBLEM
-        )
-    }
-
-    /// The bytes after the 8-byte header (the quote, for errors).
-    pub fn body(&self) -> &'a [u8] {
-        &self.buf[ICMP_HEADER_LEN..]
-    }
-}
-
-/// A VXLAN header (RFC 7348) and the Ethernet frame it carries.
-#[derive(Debug, Clone, Copy)]
-pub struct VxlanView<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> VxlanView<'a> {
-    /// Checks that `buf` holds the 8-byte VXLAN header.
-    pub fn new(buf: &'a [u8]) -> Result<Self, DecodeError> {
-        if buf.len() < VXLAN_HEADER_LEN {
-            return Err(truncated("VXLAN header", VXLAN_HEADER_LEN, buf.len()));
-        }
-        Ok(Self { buf })
-    }
-
-    /// The I flag: the VNI field is valid.
-    pub fn vni_valid(&self) -> bool {
-        self.buf[0] & 0x08 != 0
-    }
-
-    /// VXLAN network identifier.
-    pub fn vni(&self) -> Vni {
-        Vni(be32(self.buf, 4) >> 8)
-    }
-
-    /// The inner Ethernet frame.
-    pub fn payload(&self) -> &'a [u8] {
-        &self.buf[VXLAN_HEADER_LEN..]
-    }
-}
-
-// ------------------------------------------------------------ owned form
-
-/// An IPv4 header's fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Header {
-    /// Source address.
-    pub src: Ipv4Addr,
-    /// Destination address.
-    pub dst: Ipv4Addr,
-    /// Identification.
-    pub id: IpId,
-    /// Time-to-live.
-    pub ttl: Ttl,
-    /// Total Length as sent, bytes.
-    pub total_len: u16,
-    /// Header length, bytes (20..=60).
-    pub header_len: usize,
-    /// Don't Fragment.
-    pub dont_fragment: bool,
-    /// More Fragments.
-    pub more_fragments: bool,
-    /// Fragment offset, bytes.
-    pub fragment_offset: u32,
-    /// Protocol of the payload.
-    pub protocol: IpProtocol,
-}
 
 /// A TCP segment's header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -703,7 +147,7 @@ pub struct IcmpError {
     /// ICMP code.
     pub code: u8,
     /// Next-hop MTU, for destination-unreachable / fragmentation-needed.
-    pub next_hop_mtu: Option<Mtu>,
+    pub next_hop_mtu: Option<NextHopMtu>,
     /// The offending datagram, when its IPv4 header was captured.
     pub quoted: Option<Quoted>,
 }
@@ -873,41 +317,7 @@ impl DecodedPacket {
 /// off by the snap length gives [`Transport::Truncated`], and a tunnel whose
 /// inner packet cannot be read decodes as its outer datagram.
 pub fn decode(link: LinkKind, frame: &[u8]) -> Result<DecodedPacket, DecodeError> {
-    let ip = match link {
-        LinkKind::RawIp => frame,
-        LinkKind::Ethernet => ethernet_ipv4(frame)?,
-        LinkKind::LinuxSll => cooked(
-            frame,
-            SLL_HEADER_LEN,
-            SLL_HEADER_LEN - 2,
-            "Linux cooked header",
-        )?,
-        LinkKind::LinuxSll2 => cooked(frame, SLL2_HEADER_LEN, 0, "Linux cooked v2 header")?,
-    };
-    decode_ipv4(ip, 0)
-}
-
-fn ethernet_ipv4(frame: &[u8]) -> Result<&[u8], DecodeError> {
-    let eth = EthernetView::new(frame)?;
-    match eth.ethertype() {
-        ETHERTYPE_IPV4 => Ok(eth.payload()),
-        other => Err(DecodeError::NotIpv4EtherType(other)),
-    }
-}
-
-fn cooked<'a>(
-    frame: &'a [u8],
-    header_len: usize,
-    protocol_at: usize,
-    what: &'static str,
-) -> Result<&'a [u8], DecodeError> {
-    if frame.len() < header_len {
-        return Err(truncated(what, header_len, frame.len()));
-    }
-    match be16(frame, protocol_at) {
-        ETHERTYPE_IPV4 => Ok(&frame[header_len..]),
-        other => Err(DecodeError::NotIpv4EtherType(other)),
-    }
+    decode_ipv4(link.ipv4_payload(frame)?, 0)
 }
 
 fn decode_ipv4(bytes: &[u8], depth: usize) -> Result<DecodedPacket, DecodeError> {
@@ -989,7 +399,7 @@ fn vxlan_inner(udp: &UdpView<'_>, outer: Ipv4Header, depth: usize) -> Option<Dec
     if !vxlan.vni_valid() {
         return None;
     }
-    let ip = ethernet_ipv4(vxlan.payload()).ok()?;
+    let ip = LinkKind::Ethernet.ipv4_payload(vxlan.payload()).ok()?;
     let mut inner = decode_ipv4(ip, depth + 1).ok()?;
     inner.tunnels.insert(
         0,
@@ -1004,20 +414,18 @@ fn vxlan_inner(udp: &UdpView<'_>, outer: Ipv4Header, depth: usize) -> Option<Dec
 fn icmp_message(icmp: &IcmpView<'_>) -> IcmpMessage {
     let (icmp_type, code) = (icmp.icmp_type(), icmp.code());
     match icmp_type {
-        IcmpView::ECHO_REQUEST => IcmpMessage::EchoRequest {
+        TYPE_ECHO_REQUEST => IcmpMessage::EchoRequest {
             id: icmp.echo_id(),
             seq: icmp.echo_seq(),
         },
-        IcmpView::ECHO_REPLY => IcmpMessage::EchoReply {
+        TYPE_ECHO_REPLY => IcmpMessage::EchoReply {
             id: icmp.echo_id(),
             seq: icmp.echo_seq(),
         },
         _ if icmp.is_error() => IcmpMessage::Error(IcmpError {
             icmp_type,
             code,
-            next_hop_mtu: (icmp_type == IcmpView::DEST_UNREACHABLE
-                && code == IcmpView::CODE_FRAG_NEEDED)
-                .then(|| icmp.next_hop_mtu()),
+            next_hop_mtu: icmp.next_hop_mtu(),
             quoted: quoted(icmp.body()),
         }),
         _ => IcmpMessage::Other { icmp_type, code },
@@ -1031,33 +439,55 @@ fn quoted(body: &[u8]) -> Option<Quoted> {
     let view = Ipv4View::new(body).ok()?;
     let ip = view.header();
     let rest = body.get(view.header_len()..)?;
-    let transport = match rest.first_chunk::<8>() {
-        Some(head) if ip.fragment_offset == 0 => match ip.protocol {
-            IpProtocol::TCP => QuotedTransport::Tcp {
-                src_port: be16(head, 0),
-                dst_port: be16(head, 2),
-                seq: TcpSeq(be32(head, 4)),
-            },
-            IpProtocol::UDP => QuotedTransport::Udp {
-                src_port: be16(head, 0),
-                dst_port: be16(head, 2),
-                length: be16(head, 4),
-            },
-            IpProtocol::ICMP if head[0] == IcmpView::ECHO_REQUEST => QuotedTransport::Echo {
-                id: EchoId(be16(head, 4)),
-                seq: EchoSeq(be16(head, 6)),
-            },
-            _ => QuotedTransport::Other,
-        },
+    let transport = match rest.first_chunk::<QUOTED_TRANSPORT_LEN>() {
+        Some(head) if ip.fragment_offset == 0 => quoted_transport(ip.protocol, head),
         _ => QuotedTransport::Other,
     };
     Some(Quoted { ip, transport })
 }
 
+/// Bytes of the transport header an ICMP error is sure to quote (RFC 792).
+const QUOTED_TRANSPORT_LEN: usize = 8;
+
+/// The first 8 bytes of a quoted transport header. The TCP view needs its
+/// whole 20-byte header, so the quote is padded with zeros (past byte 8
+/// nothing is read).
+fn quoted_transport(protocol: IpProtocol, head: &[u8; QUOTED_TRANSPORT_LEN]) -> QuotedTransport {
+    let mut padded = [0u8; TCP_MIN_HEADER_LEN];
+    padded[..QUOTED_TRANSPORT_LEN].copy_from_slice(head);
+    match protocol {
+        IpProtocol::TCP => match TcpView::new(&padded) {
+            Ok(tcp) => QuotedTransport::Tcp {
+                src_port: tcp.source_port(),
+                dst_port: tcp.destination_port(),
+                seq: tcp.seq(),
+            },
+            Err(_) => QuotedTransport::Other,
+        },
+        IpProtocol::UDP => match UdpView::new(head) {
+            Ok(udp) => QuotedTransport::Udp {
+                src_port: udp.source_port(),
+                dst_port: udp.destination_port(),
+                length: udp.length(),
+            },
+            Err(_) => QuotedTransport::Other,
+        },
+        IpProtocol::ICMP => match IcmpView::new(head) {
+            Ok(echo) if echo.icmp_type() == TYPE_ECHO_REQUEST => QuotedTransport::Echo {
+                id: echo.echo_id(),
+                seq: echo.echo_seq(),
+            },
+            _ => QuotedTransport::Other,
+        },
+        _ => QuotedTransport::Other,
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::correlate::testing::FrameBuilder;
+    use crate::frame::Vni;
+    use crate::ipv4::{IpId, Ttl};
+    use crate::testing::FrameBuilder;
     use proptest::prelude::*;
 
     fn a(s: &str) -> Ipv4Addr {
@@ -1222,7 +652,7 @@ mod tests {
         let Transport::Icmp(IcmpMessage::Error(e)) = d.inner.transport else {
             panic!("{d:?}")
         };
-        assert_eq!(e.next_hop_mtu, Some(Mtu(1450)));
+        assert_eq!(e.next_hop_mtu, Some(NextHopMtu(1450)));
         let q = e.quoted.unwrap();
         assert_eq!(q.ip.id, IpId(3));
         assert_eq!(q.ip.total_len, 1500);

@@ -9,7 +9,7 @@
 use probemesh_model::inventory::{Inventory, Protocol, Service, ServicePort};
 use sha2::{Digest, Sha256};
 
-use super::topology::{CLUSTER_CIDR, LabNode, NODE_2};
+use crate::topology::{CLUSTER_CIDR, LabNode, NODE_2};
 
 /// kube-proxy's masquerade mark.
 const MASQ_MARK: &str = "0x4000/0x4000";
@@ -315,7 +315,7 @@ fn kube_proxy_nat(inventory: &Inventory) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lab::topology::{NODE_3, inventory};
+    use crate::topology::{NODE_3, inventory};
 
     #[test]
     fn chain_names_match_kube_proxy() {

@@ -18,6 +18,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use probemesh_packet::checksum::internet_checksum;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
@@ -62,24 +63,12 @@ fn datagram(src: SocketAddrV4, dst: SocketAddrV4) -> [u8; 28] {
     p[9] = 17;
     p[12..16].copy_from_slice(&src.ip().octets());
     p[16..20].copy_from_slice(&dst.ip().octets());
-    let sum = checksum(&p[..20]);
+    let sum = internet_checksum(&p[..20]);
     p[10..12].copy_from_slice(&sum.to_be_bytes());
     p[20..22].copy_from_slice(&src.port().to_be_bytes());
     p[22..24].copy_from_slice(&dst.port().to_be_bytes());
     p[24..26].copy_from_slice(&8u16.to_be_bytes());
     p
-}
-
-/// The Internet checksum.
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !u16::try_from(sum).unwrap_or(0)
 }
 
 fn read_number(path: &str) -> anyhow::Result<u64> {
@@ -228,7 +217,11 @@ mod tests {
             SocketAddrV4::new(SRC, 10_000),
             SocketAddrV4::new(Ipv4Addr::new(127, 2, 0, 1), 7),
         );
-        assert_eq!(checksum(&p[..20]), 0, "a correct header sums to zero");
+        assert_eq!(
+            internet_checksum(&p[..20]),
+            0,
+            "a correct header sums to zero"
+        );
         assert_eq!(&p[12..16], &[127, 1, 0, 1]);
         assert_eq!(u16::from_be_bytes([p[22], p[23]]), 7);
     }

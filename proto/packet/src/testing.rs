@@ -1,8 +1,47 @@
-//! Frames built by hand for the correlation tests: IPv4 with TCP, UDP or
-//! ICMP, wrapped in Ethernet, VXLAN or IPIP. The IPv4 header checksum is
-//! filled in; transport checksums are left zero (the decoder ignores them).
+//! Packets built by hand for tests, here and in the crates that use this
+//! library (feature `testing`): IPv4 with TCP, UDP or ICMP, wrapped in
+//! Ethernet, VXLAN or IPIP ([`FrameBuilder`]), and the datagrams a raw ICMP
+//! socket delivers ([`ipv4`], [`echo_reply_to`], [`icmp_error`]). IPv4 and
+//! ICMP checksums are filled in; transport checksums are left zero (the
+//! decoder ignores them). Not for production code: it panics on bad input.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+
+use crate::checksum::internet_checksum;
+use crate::icmp::TYPE_ECHO_REPLY;
+use crate::ipv4::IPV4_MIN_HEADER_LEN;
+
+/// An IPv4 datagram (20-byte header, ID 0, DF, checksum filled) carrying
+/// `payload` as ICMP.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, payload: &[u8]) -> Vec<u8> {
+    FrameBuilder::new(src, dst, 1, payload.to_vec())
+        .ip_id(0)
+        .ttl(ttl)
+        .ip()
+}
+
+/// The echo reply a host sends back for `request` (an ICMP echo request).
+pub fn echo_reply_to(request: &[u8]) -> Vec<u8> {
+    let mut reply = request.to_vec();
+    reply[0] = TYPE_ECHO_REPLY;
+    reply[2..4].copy_from_slice(&[0, 0]);
+    let sum = internet_checksum(&reply);
+    reply[2..4].copy_from_slice(&sum.to_be_bytes());
+    reply
+}
+
+/// An ICMP error message of `icmp_type`/`code` quoting the IPv4 datagram
+/// `original` (its header and first 8 bytes of payload), with `rest` as
+/// bytes 4..8 of the header (the next-hop MTU lives in 6..8).
+pub fn icmp_error(icmp_type: u8, code: u8, rest: [u8; 4], original: &[u8]) -> Vec<u8> {
+    let quote_len = original.len().min(IPV4_MIN_HEADER_LEN + 8);
+    let mut msg = vec![icmp_type, code, 0, 0];
+    msg.extend_from_slice(&rest);
+    msg.extend_from_slice(&original[..quote_len]);
+    let sum = internet_checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
 
 /// An IPv4 datagram under construction.
 #[derive(Debug, Clone)]
@@ -23,19 +62,9 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("ip")
 }
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 impl FrameBuilder {
-    fn new(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, body: Vec<u8>) -> Self {
+    /// An IPv4 datagram carrying `body` as protocol `protocol` (ID 1, TTL 64).
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, body: Vec<u8>) -> Self {
         Self {
             src,
             dst,
@@ -123,7 +152,7 @@ impl FrameBuilder {
         out.extend_from_slice(&[0x40, 0, self.ttl, self.protocol, 0, 0]);
         out.extend_from_slice(&self.src.octets());
         out.extend_from_slice(&self.dst.octets());
-        let sum = checksum(&out);
+        let sum = internet_checksum(&out);
         out[10..12].copy_from_slice(&sum.to_be_bytes());
         out.extend_from_slice(&self.body);
         out

@@ -1,0 +1,98 @@
+//! Faults on a running lab: a fault's actions (from `faults`, pure) executed
+//! in order and recorded in the state file, undone on failure and by `clear`.
+
+use anyhow::Context as _;
+
+use super::processes::{Listen, daemon_proc};
+use super::{Lab, STOP_GRACE};
+use crate::faults::{Action, Daemon, Fault};
+use crate::state::LabState;
+use crate::system;
+use crate::topology::WEB_PORT;
+
+impl Lab {
+    /// Injects `fault` into a lab that has none active, and records it. If
+    /// an action fails, the fault's undo runs before the error is returned.
+    pub async fn inject(&self, state: &mut LabState, fault: Fault) -> anyhow::Result<()> {
+        let applied = async {
+            for action in fault.apply()? {
+                self.execute(state, &action).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = applied {
+            for action in fault.clear().unwrap_or_default() {
+                let _ = self.execute(state, &action).await;
+            }
+            return Err(e.context(format!("injecting {fault}")));
+        }
+        state.fault = Some(fault.name().to_owned());
+        self.dir.save(state)
+    }
+
+    /// Undoes the active fault, if any; returns its name.
+    pub async fn clear(&self, state: &mut LabState) -> anyhow::Result<Option<String>> {
+        let Some(name) = state.fault.clone() else {
+            return Ok(None);
+        };
+        let fault: Fault = name.parse()?;
+        for action in fault.clear()? {
+            self.execute(state, &action)
+                .await
+                .with_context(|| format!("clearing {fault}"))?;
+        }
+        state.fault = None;
+        self.dir.save(state)?;
+        Ok(Some(name))
+    }
+
+    async fn execute(&self, state: &mut LabState, action: &Action) -> anyhow::Result<()> {
+        match action {
+            Action::Ip { netns, commands } => system::ip_batch(Some(netns), commands).await,
+            Action::Iptables { netns, ruleset } => system::iptables_restore(netns, ruleset).await,
+            Action::Sysctl { netns, key, value } => system::sysctl(netns, &[(key, value)]).await,
+            Action::Stop(daemon) => {
+                let key = daemon_proc(*daemon).key();
+                if let Some(rec) = state.processes.remove(&key) {
+                    system::stop(&[rec], STOP_GRACE).await;
+                }
+                self.dir.save(state)
+            }
+            Action::Start(daemon) => {
+                let p = daemon_proc(*daemon);
+                if state.processes.get(&p.key()).is_some_and(system::alive) {
+                    return Ok(());
+                }
+                let child = self.start(state, p)?;
+                let listen = match daemon {
+                    Daemon::Web { .. } => Listen::Tcp(WEB_PORT),
+                    Daemon::ClusterDns => Listen::Udp(53),
+                };
+                self.wait_listening(state, &mut [(p.key(), child)], &p.key(), listen)
+                    .await
+            }
+            Action::ResolvConf { netns, contents } => system::write_resolv_conf(netns, contents),
+            Action::Inventory { kube_proxy_pending } => self.write_inventory(*kube_proxy_pending),
+            Action::ConntrackFill { netns } => {
+                let out = self.in_netns(netns, "conntrack-fill").await?;
+                eprint!("{out}");
+                Ok(())
+            }
+            Action::ConntrackFlush { netns } => {
+                self.in_netns(netns, "conntrack-flush").await.map(drop)
+            }
+        }
+    }
+
+    /// Runs a hidden `meshctl lab` helper inside a namespace.
+    async fn in_netns(&self, netns: &str, helper: &str) -> anyhow::Result<String> {
+        let meshctl = self.meshctl.display().to_string();
+        system::run(
+            "ip",
+            &["netns", "exec", netns, &meshctl, "lab", helper],
+            None,
+        )
+        .await
+    }
+}

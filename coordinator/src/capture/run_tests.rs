@@ -1,0 +1,128 @@
+//! Capture runs executed against fake probes (channels in the registry):
+//! arming for one instant, observers that are offline or never arm, early
+//! stop, and what the record keeps.
+
+use std::time::Duration;
+
+use probemesh_proto::pb;
+use probemesh_proto::pb::coordinator_message::Msg;
+use probemesh_proto::pb::task_error::Kind::ProbeFailure;
+
+use super::plan::{CapturePlan, plan};
+use super::run::{follow, start};
+use crate::state::{Coordinator, PayloadPolicy};
+use crate::testing::{FakeProbe, NOW_NS, coordinator, error_of, record, requester, until_finished};
+
+fn capture_plan(state: &Coordinator, on: &str) -> CapturePlan {
+    let request = pb::CaptureRequest {
+        on: vec![on.into()],
+        filter: "tcp port 30080".into(),
+        duration_us: 2_000_000,
+        ..Default::default()
+    };
+    plan(&request, PayloadPolicy::default(), &state.registry(), None).expect("planned")
+}
+
+fn armed(at_ns: i64) -> pb::task_progress::Event {
+    pb::task_progress::Event::CaptureArmed(pb::CaptureArmed {
+        interfaces: vec![pb::ArmedInterface {
+            interface: "eth0".into(),
+            armed_unix_ns: at_ns,
+        }],
+    })
+}
+
+fn captured() -> pb::task_result::Outcome {
+    pb::task_result::Outcome::Capture(pb::CaptureResult {
+        stop: pb::CaptureStop::Duration.into(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn observers_arm_for_one_instant_and_an_offline_one_is_recorded_as_such() {
+    let state = coordinator();
+    let mut node1 = FakeProbe::attach(&state, "node-1");
+    FakeProbe::attach(&state, "node-2").hang_up();
+    let plan = capture_plan(&state, "node-1:eth0,node-2:eth0");
+    let (tx, mut rx) = requester();
+    let run = tokio::spawn(follow(
+        state.clone(),
+        plan,
+        record("r1", pb::RunRequest::default()),
+        tx,
+    ));
+    let task = node1.task().await;
+    assert_eq!(task.task_id, "r1-c1");
+    let Some(pb::task::Kind::Capture(c)) = &task.kind else {
+        panic!("not a capture: {task:?}");
+    };
+    // No clock estimate yet: the least lead, on the coordinator's clock.
+    assert_eq!(c.arm_at_unix_ns, NOW_NS + 500_000_000);
+    assert_eq!(c.interfaces, ["eth0"]);
+    node1.progress("r1-c1", armed(c.arm_at_unix_ns)).await;
+    node1.finish("r1-c1", captured()).await;
+    run.await.expect("run task");
+
+    let (before, sent) = until_finished(&mut rx).await;
+    assert!(
+        matches!(before.as_slice(), [pb::run_event::Event::Progress(p)] if p.probe == "node-1"),
+        "progress is stamped with its observer: {before:?}"
+    );
+    let results: Vec<_> = sent
+        .observers
+        .iter()
+        .map(|o| (o.probe.as_str(), o.result.clone().expect("result")))
+        .collect();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0].0, "node-1");
+    assert_eq!(results[0].1.outcome, Some(captured()));
+    assert_eq!(results[1].0, "node-2");
+    assert_eq!(
+        error_of(&results[1].1, ProbeFailure),
+        Some("probe 'node-2' is not connected (see `meshctl probes`)")
+    );
+    let correlation = sent.correlation.clone().expect("correlation");
+    assert_eq!(
+        correlation.skipped,
+        "not correlated: node-1: no complete capture; node-2: no complete capture"
+    );
+    assert_eq!(sent.timing.map(|t| t.capture_skew_us), Some(0));
+    assert_eq!(state.runs.get("r1"), Some(sent));
+}
+
+#[tokio::test(start_paused = true)]
+async fn arming_is_awaited_at_most_so_long_and_stop_reaches_every_observer() {
+    let state = coordinator();
+    let mut node1 = FakeProbe::attach(&state, "node-1");
+    let mut node2 = FakeProbe::attach(&state, "node-2");
+    let plan = capture_plan(&state, "node-1:eth0,node-2:eth0");
+    let (tx, _rx) = requester();
+    let mut running = start(state.clone(), plan, "r1", tx);
+    let arm_at = match node1.task().await.kind {
+        Some(pb::task::Kind::Capture(c)) => c.arm_at_unix_ns,
+        other => panic!("not a capture: {other:?}"),
+    };
+    assert_eq!(node2.task().await.task_id, "r1-c2");
+    node1.progress("r1-c1", armed(arm_at + 1_000)).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(running.armed(Duration::from_secs(5)).await, 1);
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+
+    running.stop().await;
+    for (probe, task_id) in [(&mut node1, "r1-c1"), (&mut node2, "r1-c2")] {
+        match probe.next().await {
+            Some(Msg::Stop(s)) => assert_eq!(s.task_id, task_id),
+            other => panic!("expected a stop for {task_id}, got {other:?}"),
+        }
+        probe.finish(task_id, captured()).await;
+    }
+    let outcome = running.finish().await;
+    assert_eq!(outcome.observers.len(), 2);
+    assert!(
+        outcome
+            .observers
+            .iter()
+            .all(|o| o.result.as_ref().and_then(|r| r.outcome.clone()) == Some(captured()))
+    );
+}
