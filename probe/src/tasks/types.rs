@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use crate::types::{ProbeCount, Ttl};
-// The engines read these quantities through here.
-pub use crate::types::{EchoId, Mtu, PayloadSize, Seq};
+use crate::types::{PayloadSize, ProbeCount, Ttl};
 
 /// A validated ping task (ICMPv4 echo, as `ping`).
 #[derive(Debug, Clone, PartialEq, Eq)]
