@@ -69,6 +69,14 @@ impl Check {
         self.status == Status::Fail
     }
 
+    /// Where it ran, for people: the pod (`NS/NAME`) when it ran inside
+    /// one, else the probe.
+    pub fn place(&self) -> &str {
+        self.from
+            .split_once("@pod:")
+            .map_or(self.from.as_str(), |(_, pod)| pod)
+    }
+
     /// Whether it is aimed at `host` (`host`, `host:port`, `host (…)`).
     pub fn aimed_at(&self, host: &str) -> bool {
         self.to
@@ -195,5 +203,53 @@ impl ObserverInterface {
 impl fmt::Display for ObserverInterface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.probe, self.interface)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(from: &str, to: &str) -> Check {
+        Check {
+            name: CheckName::Icmp,
+            from: from.into(),
+            to: to.into(),
+            size: 56,
+            direction: Direction::Forward,
+            status: Status::Ok,
+            sent: 1,
+            received: 1,
+            rtt_ms: None,
+            detail: String::new(),
+            result: None,
+        }
+    }
+
+    #[test]
+    fn aim_and_place_read_the_check_once() {
+        let c = check("node-2@pod:default/web-0", "198.18.0.12:30080");
+        assert!(c.aimed_at("198.18.0.12") && !c.aimed_at("198.18.0.1"));
+        assert_eq!(c.place(), "default/web-0");
+        assert_eq!(check("cloudvm-1", "x").place(), "cloudvm-1");
+    }
+
+    #[test]
+    fn the_wire_form_keeps_the_contract_values() {
+        let pb = check("cloudvm-1", "198.18.0.12").to_pb();
+        assert_eq!(
+            (pb.name(), pb.status(), pb.direction()),
+            (
+                pb::CheckName::Icmp,
+                pb::CheckStatus::Ok,
+                pb::CheckDirection::Forward
+            )
+        );
+        let at = ObserverInterface {
+            probe: ProbeName::new("node-2").unwrap(),
+            interface: "flannel.1".into(),
+        };
+        assert_eq!(at.to_string(), "node-2/flannel.1");
+        assert!(at.on("node-2") && !at.on("node-20"));
     }
 }

@@ -3,7 +3,7 @@
 //! strings (`as_str`, serde) are what `meshctl probe -o json` prints.
 //!
 //! Not the check itself (the coordinator's diagnosis builds typed checks
-//! from the wire) and not the wire enums (see [`crate::grpc`]).
+//! from the wire) and not the wire enums (their conversions are in the `grpc` module).
 
 use std::fmt;
 

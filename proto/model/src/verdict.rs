@@ -5,7 +5,7 @@
 //! (`meshctl probe -o json`, `meshctl lab fault --list`, metric labels).
 //!
 //! Not the rules that choose a verdict (the coordinator's diagnosis) and not
-//! the wire enums (`probemesh_proto::pb::VerdictClass`; see [`crate::grpc`]).
+//! the wire enums (`probemesh_proto::pb::VerdictClass`; conversions in the `grpc` module).
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,7 +1,15 @@
 //! CNI rules (`cni_failure`): overlay packets sent from an unregistered
 //! address, Service NAT rules missing on a node.
 
-use super::*;
+use std::net::{IpAddr, Ipv4Addr};
+
+use probemesh_model::check::CheckName;
+use probemesh_model::inventory::{Cidr, PodPhase};
+
+use super::{
+    Evidence, Finding, all_lost, capture_artifact, cite, note, tcp_connected, tcp_failures,
+};
+use crate::diagnose::target::Role;
 
 /// Whether something aimed at pods or a Service failed.
 fn pod_path_failed(e: &Evidence<'_>) -> bool {

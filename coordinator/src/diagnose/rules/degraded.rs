@@ -1,6 +1,10 @@
 //! Degraded paths (`degraded`): the path works but loses packets.
 
-use super::*;
+use probemesh_model::check::CheckName;
+use probemesh_proto::pb;
+
+use super::{Evidence, Finding, cite};
+use crate::diagnose::model::Check;
 
 pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
     let lossy: Vec<&Check> = e

@@ -2,7 +2,15 @@
 //! resolv.conf servers, the cluster DNS by ClusterIP, its pods by their own
 //! addresses, the upstream.
 
-use super::*;
+use std::net::Ipv4Addr;
+
+use probemesh_model::check::CheckName;
+use probemesh_model::inventory::PodPhase;
+use probemesh_proto::pb;
+
+use super::{Evidence, Finding, cite, note};
+use crate::diagnose::model::Check;
+use crate::diagnose::{checks, plan};
 
 /// The DNS view of a run: the source's answers, split by who was asked.
 struct DnsView<'a> {

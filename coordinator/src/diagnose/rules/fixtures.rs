@@ -2,12 +2,15 @@
 //! inventory) and checks built from task results like the probes send.
 //! Each family's tests (in its own module) use them; nothing here decides.
 
+pub(super) use std::net::Ipv4Addr;
+
 use probemesh_model::inventory::Inventory;
-use probemesh_proto::pb;
+pub(super) use probemesh_model::verdict::Cause;
+pub(super) use probemesh_proto::pb;
 
 use super::*;
 pub(super) use crate::diagnose::checks::summarize;
-pub(super) use crate::diagnose::model::ObserverInterface;
+pub(super) use crate::diagnose::model::{Check, ObserverInterface};
 pub(super) use crate::diagnose::packets::{Fate, Packets, Tunnel};
 pub(super) use crate::diagnose::plan::{PlannedCheck, SourceSide};
 use crate::diagnose::target::{self, Resolved};

@@ -10,18 +10,17 @@
 //! misses: [`dns`], [`reachability`], [`port`], [`mtu`], [`cni`],
 //! [`degraded`].
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use probemesh_model::check::{CheckName, Direction};
-use probemesh_model::inventory::{Cidr, Inventory, PodPhase};
+use probemesh_model::inventory::Inventory;
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
 
-use super::checks;
 use super::model::{Check, ObserverInterface};
 use super::packets::{Packets, Proto};
-use super::plan::{self, SourceSide};
-use super::target::{Resolved, Role};
+use super::plan::SourceSide;
+use super::target::Resolved;
 
 mod cni;
 mod degraded;

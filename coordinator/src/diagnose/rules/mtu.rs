@@ -1,7 +1,9 @@
 //! The MTU black hole (`mtu_blackhole`): small packets and the handshake
 //! pass, large ones vanish without a frag-needed.
 
-use super::*;
+use probemesh_model::check::CheckName;
+
+use super::{Evidence, Finding, all_lost, capture_artifact, cite, icmp_ok, note, tcp_connected};
 
 pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
     for ep in e.hosts() {

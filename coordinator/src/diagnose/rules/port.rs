@@ -1,7 +1,15 @@
 //! Port rules (`port_unreachable`): nothing listens, the app listens on
 //! loopback only, or a rule drops or resets the connection.
 
-use super::*;
+use probemesh_model::check::{CheckName, Direction};
+
+use super::{
+    Evidence, Finding, capture_artifact, cite, icmp_ok, note, tcp_failures, unanswered_to,
+};
+use crate::diagnose::checks;
+use crate::diagnose::model::Check;
+use crate::diagnose::packets::Proto;
+use crate::diagnose::target::Role;
 
 pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
     let c = e.ran(CheckName::Listener).find(|c| {
@@ -43,7 +51,7 @@ pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
     Some(Finding {
         summary: format!(
             "the app in {} listens on {} only: connections from other hosts are refused",
-            c.from.split("@pod:").nth(1).unwrap_or(&c.from),
+            c.place(),
             bound.join(", ")
         ),
         fix: "make the app bind 0.0.0.0 (or the pod IP) instead of 127.0.0.1: its listen/host setting (e.g. --host 0.0.0.0), then restart it".into(),
@@ -90,10 +98,7 @@ pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
         return Some(Finding {
             summary: format!(
                 "connection refused: nothing listens on port {port}{}; the kernel answers SYNs with RST",
-                listener.map_or(String::new(), |c| format!(
-                    " in {}",
-                    c.from.split("@pod:").nth(1).unwrap_or(&c.from)
-                ))
+                listener.map_or(String::new(), |c| format!(" in {}", c.place()))
             ),
             fix: format!(
                 "start the application (is the container running? kubectl get pod, kubectl logs --previous) and check that it listens on {port}, the Service's targetPort"

@@ -2,7 +2,18 @@
 //! missing overlay route, ICMP dropped by a firewall, packets that leave and
 //! never arrive.
 
-use super::*;
+use std::net::IpAddr;
+
+use probemesh_model::check::{CheckName, Direction};
+use probemesh_model::inventory::Cidr;
+use probemesh_proto::pb;
+
+use super::{
+    Evidence, Finding, all_lost, capture_artifact, cite, note, tcp_connected, unanswered_to,
+};
+use crate::diagnose::checks;
+use crate::diagnose::model::Check;
+use crate::diagnose::packets::Proto;
 
 // ------------------------------------------------------- reachability
 
