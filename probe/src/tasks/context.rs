@@ -1,7 +1,7 @@
 //! What an engine knows of its surroundings: who runs it ([`TaskContext`])
 //! and where its events go ([`Progress`]). Each engine sends its own event
 //! type (`PingEvent`, `Step`, ...); turning them into `pb::TaskProgress` is
-//! the protobuf conversion's job (`super::convert`), not the engines'. This
+//! the protobuf conversion's job (the `convert` module), not the engines'. This
 //! module imports no engine: it sits below them.
 
 use tokio::sync::mpsc;

@@ -13,8 +13,8 @@
 //! against); [`dns`], [`listener`], [`facts`]; [`pmtu`] and [`trace`]; and
 //! [`capture`], which runs the capture engine ([`crate::capture`]) and
 //! streams its file back. Raw sockets sit behind
-//! [`crate::platform::IcmpSocket`]. Above the engines, [`convert`] is the
-//! protobuf conversion (`pb` tasks into specs with typed `Invalid*` errors;
+//! [`crate::platform::IcmpSocket`]. Above the engines, [`spec`] names a task
+//! of any kind; [`convert`] is the protobuf conversion (`pb` tasks into specs with typed `Invalid*` errors;
 //! events, reports and errors into `pb`); `run` runs one wire task with
 //! them; [`netns`] runs it inside another network namespace on a thread of
 //! its own; [`run_task`] here is the entry the link calls.
@@ -39,6 +39,7 @@ pub mod ping;
 pub mod pmtu;
 pub mod resolve;
 pub mod responder;
+pub mod spec;
 pub mod stats;
 pub mod tcping;
 pub mod trace;

@@ -7,7 +7,7 @@
 //!
 //! Map: [`search`] is the sans-IO bisection state machine; [`route`] finds
 //! the egress interface in the kernel's routing table; its wire form is
-//! converted in `super::convert::pmtu`; [`run`] drives the search over an [`IcmpSocket`]
+//! converted by the task conversion (`convert`); [`run`] drives the search over an [`IcmpSocket`]
 //! set to `IP_PMTUDISC_PROBE` (DF set, the kernel's path-MTU cache ignored,
 //! so an earlier frag-needed does not hide the path).
 //!

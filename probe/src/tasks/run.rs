@@ -1,8 +1,8 @@
 //! Runs one task in the calling thread's network namespace: the wire task
-//! becomes a spec (`super::convert`), the engine runs with its events
+//! becomes a spec (the `convert` module), the engine runs with its events
 //! forwarded to the link as `pb::TaskProgress`, and its report becomes the
 //! `pb::TaskResult`. The one place where engines and the wire meet; it
-//! knows nothing of namespaces (`super::netns` calls it inside one).
+//! knows nothing of namespaces (the `netns` module calls it inside one).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -16,8 +16,9 @@ use super::convert::WireProgress;
 use super::error::{Error, Result};
 use super::ping::PingEvent;
 use super::resolve::{Family, next_echo_id, resolve};
+use super::spec::TaskSpec;
 use super::tcping::TcpingAttempt;
-use super::types::{PingSpec, TaskSpec, TcpingSpec};
+use super::types::{PingSpec, TcpingSpec};
 use super::udp_echo::EchoEvent;
 use super::{capture, convert, dns, facts, listener, ping, pmtu, responder, tcping, trace};
 use super::{transfer, udp_echo};

@@ -13,7 +13,7 @@
 //!
 //! Map: [`session`] is the sans-IO round bookkeeping; [`stats`] mtr's
 //! arithmetic; [`reading`] the reading rules; [`packet`] reads ICMP errors
-//! about UDP/TCP probes; `super::convert::trace` converts its wire form; [`run`] is
+//! about UDP/TCP probes; the task conversion (`convert`) handles its wire form; [`run`] is
 //! the driver. Bounds: `count` ≤ 100 rounds of ≤ 64 probes, each round
 //! waiting at most `timeout` (≤ 5 s) after its last send, rounds at least
 //! `interval` (≤ 10 s) apart.

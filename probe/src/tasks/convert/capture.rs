@@ -415,8 +415,8 @@ mod tests {
             kind: Some(pb::task::Kind::Capture(task())),
             ..Default::default()
         };
-        let Ok(crate::tasks::types::TaskSpec::Capture(spec)) =
-            crate::tasks::types::TaskSpec::try_from(task)
+        let Ok(crate::tasks::spec::TaskSpec::Capture(spec)) =
+            crate::tasks::spec::TaskSpec::try_from(task)
         else {
             panic!("not a capture spec");
         };
