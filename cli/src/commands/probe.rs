@@ -441,3 +441,42 @@ pub async fn run(
     emit(output, &report, || report.table_lines())?;
     Ok(report.exit_code())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_names_real_classes_with_their_own_causes() {
+        let text = AFTER_HELP
+            .split_once("Verdict classes:")
+            .and_then(|(_, rest)| rest.split("\n\n").next())
+            .expect("a class list")
+            .replace('\n', " ");
+        for class in Class::ALL {
+            assert!(text.contains(class.as_str()), "{class} is not in --help");
+        }
+        for group in text.split(')') {
+            let Some((head, causes)) = group.split_once('(') else {
+                continue;
+            };
+            let class: Class = head
+                .rsplit(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .parse()
+                .unwrap();
+            if class == Class::Inconclusive {
+                continue;
+            }
+            for cause in causes.split(',').map(str::trim) {
+                assert_eq!(
+                    cause.parse::<Cause>().map(Cause::class),
+                    Ok(class),
+                    "{cause}"
+                );
+            }
+        }
+    }
+}
