@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 
 use crate::authz::{Access, authorize};
 use crate::capture::{self, plan::CapturePlan};
-use crate::diagnose::{self, plan::ProbePlan};
+use crate::diagnose::{self, plan::DiagnosisPlan};
 use crate::error::Error;
 use crate::registry::Link;
 use crate::state::Coordinator;
@@ -178,7 +178,7 @@ enum Planned {
     /// A capture on several observers.
     Capture(CapturePlan),
     /// A diagnosis: many checks, captures, a verdict.
-    Probe(Box<ProbePlan>),
+    Probe(Box<DiagnosisPlan>),
 }
 
 /// The first event of every run.

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use probemesh_model::verdict::Class;
 use probemesh_proto::pb;
 use probemesh_telemetry::task_result_class;
 use tokio::sync::mpsc;
@@ -151,7 +152,8 @@ pub(crate) async fn finish(
             .diagnosis
             .as_ref()
             .and_then(|d| d.verdict.as_ref())
-            .map(|v| v.class.as_str())
+            .and_then(|v| Class::try_from(v.class()).ok())
+            .map(Class::as_str)
             .or_else(|| record.result.as_ref().map(task_result_class))
             .unwrap_or("unspecified");
         state

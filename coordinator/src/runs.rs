@@ -44,7 +44,11 @@ impl RunStore {
                 let mut buf = bytes.as_slice();
                 while !buf.is_empty() {
                     match pb::RunRecord::decode_length_delimited(&mut buf) {
-                        Ok(r) => push_bounded(&mut runs, r),
+                        Ok(mut r) => {
+                            // Records from before the check/verdict enums.
+                            probemesh_proto::compat::upgrade(&mut r);
+                            push_bounded(&mut runs, r)
+                        }
                         Err(e) => {
                             tracing::warn!(path = %file.display(), error = %e, "run store has a damaged tail; ignoring it");
                             break;
@@ -179,5 +183,37 @@ mod tests {
         }
         assert_eq!(store.list(0).len(), MAX_RUNS);
         assert!(store.get("0").is_none());
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn records_stored_with_string_verdicts_read_with_enums() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = pb::RunRecord {
+            diagnosis: Some(pb::Diagnosis {
+                verdict: Some(pb::Verdict {
+                    legacy_class: "mtu_blackhole".into(),
+                    ..Default::default()
+                }),
+                checks: vec![pb::Check {
+                    legacy_name: "icmp".into(),
+                    legacy_status: "ok".into(),
+                    legacy_direction: "forward".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..record("old")
+        };
+        std::fs::write(
+            dir.path().join("runs.pb"),
+            old.encode_length_delimited_to_vec(),
+        )
+        .unwrap();
+        let store = RunStore::open(dir.path().into()).unwrap();
+        let d = store.get("old").unwrap().diagnosis.unwrap();
+        assert_eq!(d.verdict.unwrap().class(), pb::VerdictClass::MtuBlackhole);
+        assert_eq!(d.checks[0].status(), pb::CheckStatus::Ok);
+        assert_eq!(d.checks[0].direction(), pb::CheckDirection::Forward);
     }
 }

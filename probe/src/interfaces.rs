@@ -1,15 +1,27 @@
 //! The host's interfaces as the probe announces them in its Hello: name,
 //! MTU, up/down and every address (two IPv4 addresses on one NIC is
-//! evidence, see reference incident 1).
+//! evidence, see reference incident 1). Plain data: the wire form is built
+//! by the task conversion (`tasks::convert`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use probemesh_proto::pb;
+/// One network interface of the probe's namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interface {
+    /// Its name, e.g. `eth0`.
+    pub name: String,
+    /// Its MTU in bytes; 0 when it could not be read.
+    pub mtu: u32,
+    /// Every address, as `IP/PREFIX`.
+    pub addresses: Vec<String>,
+    /// Whether it is administratively up (`IFF_UP`).
+    pub up: bool,
+}
 
 /// Lists interfaces of the probe's current network namespace.
-pub fn list() -> Vec<pb::Interface> {
-    let mut by_name: BTreeMap<String, pb::Interface> = BTreeMap::new();
+pub fn list() -> Vec<Interface> {
+    let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
     let addrs = match nix::ifaddrs::getifaddrs() {
         Ok(a) => a,
         Err(e) => {
@@ -20,7 +32,7 @@ pub fn list() -> Vec<pb::Interface> {
     for ifa in addrs {
         let entry = by_name
             .entry(ifa.interface_name.clone())
-            .or_insert_with(|| pb::Interface {
+            .or_insert_with(|| Interface {
                 name: ifa.interface_name.clone(),
                 mtu: read_mtu(&ifa.interface_name).unwrap_or(0),
                 addresses: Vec::new(),

@@ -10,8 +10,10 @@
 //!    sockets, `AF_PACKET` rings, namespaces, `TCP_INFO`), with its own error.
 //! 3. [`capture`]: the packet capture engine (rings, pcapng).
 //! 4. [`tasks`]: the test engines (ping, tcping, transfers, DNS, facts,
-//!    path MTU, trace, capture task) and, at their top, `tasks::convert`, the
-//!    conversion between the wire (`pb`) and the engines' specs and results.
+//!    path MTU, trace, capture task), each emitting its own events and
+//!    report, then `tasks::convert`, the conversion between the wire (`pb`)
+//!    and the engines' specs, events and reports, and the runner the link
+//!    calls (`tasks::run_task`).
 //! 5. [`clock_udp`]: the kernel-timestamped UDP clock exchange.
 //! 6. [`link`]: the stream to the coordinator and its reconnect loop, which
 //!    runs the tasks and the UDP clock exchange; [`join`] enrolls an

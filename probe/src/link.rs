@@ -109,7 +109,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
         labels: settings.labels.clone().into_iter().collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         capabilities: crate::tasks::capabilities(),
-        interfaces: crate::interfaces::list(),
+        interfaces: crate::interfaces::list().iter().map(Into::into).collect(),
     };
     send(&out, pb::probe_message::Msg::Hello(hello)).await?;
     let mut inbound = client

@@ -3,7 +3,8 @@
 //! The gRPC protocol (`pb`, generated from `proto/probemesh/v1/probemesh.proto`),
 //! the UDP clock datagrams ([`clock_udp`]), and who may speak it: TLS
 //! configuration ([`tls`]), the certificate authority ([`pki`]), identities
-//! carried in certificates ([`identity`]) and join tokens ([`token`]).
+//! carried in certificates ([`identity`]) and join tokens ([`token`]);
+//! reading records stored before the check/verdict enums ([`compat`]).
 //! Domain types live in `probemesh-model`, packet bytes in `probemesh-packet`,
 //! logs/traces/metrics set-up in `probemesh-telemetry`.
 
@@ -13,6 +14,7 @@ pub mod pb {
     tonic::include_proto!("probemesh.v1");
 }
 pub mod clock_udp;
+pub mod compat;
 pub mod identity;
 pub mod pki;
 pub mod tls;

@@ -11,6 +11,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use probemesh_model::inventory::InvalidInventory;
+use probemesh_model::verdict::{Cause, Class};
 use serde::Serialize;
 
 use crate::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
@@ -108,9 +109,9 @@ pub struct ProbeSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Expect {
     /// Verdict class.
-    pub class: &'static str,
+    pub class: Class,
     /// Verdict cause, where the class has causes.
-    pub cause: Option<&'static str>,
+    pub cause: Option<Cause>,
 }
 
 /// A catalogue entry, as `meshctl lab fault --list` prints it.
@@ -244,84 +245,84 @@ impl Fault {
                 "node-2's host firewall drops ICMP echo requests addressed to it (filter INPUT -p icmp --icmp-type 8 -j DROP)",
                 "ip netns exec mesh-cloudvm-1 ping -c 3 -W 1 198.18.0.12",
                 ("cloudvm-1", "probe:node-2", 56),
-                ("network_unreachable", Some("firewall")),
+                (Class::NetworkUnreachable, Some(Cause::Firewall)),
             ),
             Fault::RouteMissing => (
                 "from node-3 and its pods, web-0 (198.19.2.10) does not answer, while dns-0 on node-1 (198.19.1.53) does",
                 "node-3 lost flannel's route to node-2's pod CIDR 198.19.2.0/24: packets for it follow the default route into the fabric, which drops them",
                 "ip netns exec mesh-pod-client-3 ping -c 3 -W 1 198.19.2.10",
                 ("node-3", "pod:default/web-0:8080", 56),
-                ("network_unreachable", Some("routing")),
+                (Class::NetworkUnreachable, Some(Cause::Routing)),
             ),
             Fault::AppDown => (
                 "web-0 answers ping, but TCP to 198.19.2.10:8080, the ClusterIP 198.18.200.80:80 and NodePort 30080 is refused",
                 "the web app in web-0 is stopped: nothing listens on 8080, the pod's kernel answers SYNs with RST",
                 "ip netns exec mesh-node-1 nc -z -w 2 198.19.2.10 8080",
                 ("node-1", "svc:default/web:80", 56),
-                ("port_unreachable", Some("refused")),
+                (Class::PortUnreachable, Some(Cause::Refused)),
             ),
             Fault::ListenLoopback => (
                 "web-0 answers ping and 127.0.0.1:8080 inside the pod, but TCP to 198.19.2.10:8080 from anywhere else is refused",
                 "the web app was restarted listening on 127.0.0.1:8080 instead of 0.0.0.0:8080",
                 "ip netns exec mesh-pod-web-0 ss -ltn",
                 ("node-1", "pod:default/web-0:8080", 56),
-                ("port_unreachable", Some("loopback_only")),
+                (Class::PortUnreachable, Some(Cause::LoopbackOnly)),
             ),
             Fault::PortFiltered => (
                 "ping 198.18.0.12 works; TCP to 198.18.0.12:30080 times out (no RST) while 198.18.0.11:30080 connects",
                 "node-2's host firewall drops TCP to port 30080 arriving on eth0 (raw PREROUTING, before kube-proxy's DNAT)",
                 "ip netns exec mesh-cloudvm-1 nc -z -w 2 198.18.0.12 30080",
                 ("cloudvm-1", "nodeport:node-2:30080", 56),
-                ("port_unreachable", Some("filtered")),
+                (Class::PortUnreachable, Some(Cause::Filtered)),
             ),
             Fault::MtuBlackhole => (
                 "from cloudvm-1 (MTU 1500), ping -M do -s 56 198.18.0.12 works and -s 1472 is lost without any error; TCP handshakes to NodePort 30080 work, full-size segments towards web-0 are lost",
                 "the path to node-2 shrinks to MTU 1440 (node-2's eth0, and the fabric router's route to it) while cloudvm-1 keeps 1500; the router's ICMP frag-needed errors are dropped by the fabric's firewall and bridged frames above 1440 die on node-2's link, so nothing tells the sender",
                 "ip netns exec mesh-cloudvm-1 ping -c 3 -W 1 -M do -s 1472 198.18.0.12",
                 ("cloudvm-1", "nodeport:30080", 1472),
-                ("mtu_blackhole", None),
+                (Class::MtuBlackhole, None),
             ),
             Fault::DnsDown => (
                 "from client-3, web.default.svc.cluster.local does not resolve (198.18.200.10:53 gives no answer) while the upstream 198.18.0.1 answers and IPs work",
                 "the cluster DNS (dnsmasq in kube-system/dns-0) is stopped",
                 "ip netns exec mesh-pod-client-3 dig +time=1 +tries=1 @198.18.200.10 web.default.svc.cluster.local",
                 (CLIENT, CLUSTER_NAME, 56),
-                ("dns_failure", Some("dns_service_down")),
+                (Class::DnsFailure, Some(Cause::DnsServiceDown)),
             ),
             Fault::PodDnsConfig => (
                 "client-3 cannot resolve web.default.svc.cluster.local with its resolv.conf, while dig @198.18.200.10 from the same pod works",
                 "client-3's resolv.conf (/etc/netns/mesh-pod-client-3/resolv.conf) points at 198.18.200.53, where no DNS server exists",
                 "ip netns exec mesh-pod-client-3 getent hosts web.default.svc.cluster.local",
                 (CLIENT, CLUSTER_NAME, 56),
-                ("dns_failure", Some("pod_dns_config")),
+                (Class::DnsFailure, Some(Cause::PodDnsConfig)),
             ),
             Fault::KubeProxyMissing => (
                 "from client-3 on node-3, 198.18.200.10:53 times out while the upstream 198.18.0.1 answers; pods on node-1 and node-2 resolve fine",
                 "node-3 has no kube-proxy rules (its kube-proxy pod is Pending in the inventory: evicted, no priority class), so no Service NAT exists there",
                 "ip netns exec mesh-pod-client-3 dig +time=1 +tries=1 @198.18.200.10 web.default.svc.cluster.local",
                 (CLIENT, CLUSTER_NAME, 56),
-                ("dns_failure", Some("dns_unreachable")),
+                (Class::DnsFailure, Some(Cause::DnsUnreachable)),
             ),
             Fault::DualIp => (
                 "node-3 pings node-2 (198.18.0.12) but not web-0 (198.19.2.10) nor the ClusterIP 198.18.200.80:80",
                 "node-3's eth0 gains a second (DHCP) address 198.18.0.23 and flannel.1 now sends VXLAN from it; the other nodes accept VXLAN only from registered node addresses",
                 "ip netns exec mesh-node-3 ping -c 3 -W 1 198.19.2.10",
                 ("node-3", "svc:default/web:80", 56),
-                ("cni_failure", Some("overlay_source_mismatch")),
+                (Class::CniFailure, Some(Cause::OverlaySourceMismatch)),
             ),
             Fault::ConntrackFull => (
                 "new connections to node-2 and through it fail (ping 198.18.0.12 and TCP 198.18.0.12:30080 time out) while node-1 answers; established ones keep working",
                 "node-2's conntrack table is filled to nf_conntrack_max with assured entries, so the kernel drops every new flow (\"nf_conntrack: table full, dropping packet\")",
                 "ip netns exec mesh-node-2 cat /proc/sys/net/netfilter/nf_conntrack_count /proc/sys/net/netfilter/nf_conntrack_max",
                 ("cloudvm-1", "nodeport:node-2:30080", 56),
-                ("network_unreachable", Some("overload")),
+                (Class::NetworkUnreachable, Some(Cause::Overload)),
             ),
             Fault::PacketLoss => (
                 "ping from cloudvm-1 to node-2 (198.18.0.12) loses about a fifth of the packets; node-1 is clean",
                 "the fabric router drops 20% of the packets it forwards towards node-2 (iptables statistic --mode random)",
                 "ip netns exec mesh-cloudvm-1 ping -c 50 -i 0.02 -q 198.18.0.12",
                 ("cloudvm-1", "probe:node-2", 56),
-                ("degraded", Some("loss")),
+                (Class::Degraded, Some(Cause::Loss)),
             ),
         };
         FaultInfo {
@@ -518,12 +519,12 @@ mod tests {
     fn every_fault_has_a_design_verdict_and_a_probe() {
         for f in ALL {
             let i = f.info();
-            let cause = i.expect.cause.unwrap_or_default();
             assert!(
-                probemesh_model::verdict::is_known(i.expect.class, cause)
-                    && !["ok", "inconclusive"].contains(&i.expect.class),
-                "{f}: {}/{cause}",
-                i.expect.class
+                i.expect.cause.is_none_or(|c| c.class() == i.expect.class)
+                    && i.expect.class.is_fault(),
+                "{f}: {}/{:?}",
+                i.expect.class,
+                i.expect.cause
             );
             assert!(!i.probe.from.is_empty() && !i.probe.to.is_empty());
             assert!(i.observe.starts_with("ip netns exec mesh-"), "{f}");
@@ -535,11 +536,11 @@ mod tests {
         );
         assert_eq!(
             Fault::KubeProxyMissing.info().expect.cause,
-            Some("dns_unreachable")
+            Some(Cause::DnsUnreachable)
         );
         assert_eq!(
             Fault::DualIp.info().expect.cause,
-            Some("overlay_source_mismatch")
+            Some(Cause::OverlaySourceMismatch)
         );
     }
 

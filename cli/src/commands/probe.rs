@@ -8,7 +8,9 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use probemesh_proto::pb;
+use probemesh_model::check::{CheckName, Direction, Status};
+use probemesh_model::verdict::{Cause, Class};
+use probemesh_proto::{compat, pb};
 use serde::Serialize;
 
 use super::capture::{CaptureFiles, CaptureReport, InterfaceView, TimingView};
@@ -76,7 +78,7 @@ impl ProbeArgs {
     fn request(&self) -> pb::RunRequest {
         pb::RunRequest {
             from: self.from.clone(),
-            kind: Some(pb::run_request::Kind::Probe(pb::ProbeRequest {
+            kind: Some(pb::run_request::Kind::Probe(pb::DiagnosisRequest {
                 to: self.to.clone(),
                 size: self.size.unwrap_or(0),
                 count: self.count.unwrap_or(0),
@@ -140,13 +142,13 @@ struct ObserverView {
 
 #[derive(Debug, Serialize)]
 struct CheckView {
-    name: String,
+    name: &'static str,
     from: String,
     to: String,
-    direction: String,
+    direction: &'static str,
     #[serde(skip_serializing_if = "is_zero")]
     size: u32,
-    status: String,
+    status: &'static str,
     sent: u32,
     received: u32,
     rtt_ms: RttView,
@@ -162,8 +164,8 @@ struct RttView {
 
 #[derive(Debug, Serialize)]
 struct VerdictView {
-    class: String,
-    cause: String,
+    class: &'static str,
+    cause: &'static str,
     summary: String,
     fix: String,
     confidence: f64,
@@ -191,7 +193,9 @@ impl ProbeReport {
         record: &pb::RunRecord,
         captures: Option<&CaptureReport>,
     ) -> Self {
-        let diagnosis = record.diagnosis.clone().unwrap_or_default();
+        let mut upgraded = record.clone();
+        compat::upgrade(&mut upgraded);
+        let diagnosis = upgraded.diagnosis.unwrap_or_default();
         let target = diagnosis.target.unwrap_or_default();
         let error = match record.result.as_ref().and_then(|r| r.outcome.as_ref()) {
             Some(pb::task_result::Outcome::Error(e)) => Some(e.message.clone()),
@@ -199,7 +203,7 @@ impl ProbeReport {
             _ => captures.and_then(|c| c.error().map(str::to_owned)),
         };
         let verdict = diagnosis.verdict.unwrap_or_else(|| pb::Verdict {
-            class: "inconclusive".into(),
+            class: pb::VerdictClass::Inconclusive.into(),
             summary: error.clone().unwrap_or_default(),
             ..Default::default()
         });
@@ -255,12 +259,12 @@ impl ProbeReport {
                 .checks
                 .into_iter()
                 .map(|c| CheckView {
-                    name: c.name,
+                    name: CheckName::try_from(c.name()).map_or("", CheckName::as_str),
+                    direction: Direction::try_from(c.direction()).map_or("", Direction::as_str),
+                    status: Status::try_from(c.status()).map_or("", Status::as_str),
                     from: c.from,
                     to: c.to,
-                    direction: c.direction,
                     size: c.size,
-                    status: c.status,
                     sent: c.sent,
                     received: c.received,
                     rtt_ms: RttView {
@@ -272,8 +276,8 @@ impl ProbeReport {
                 })
                 .collect(),
             verdict: VerdictView {
-                class: verdict.class,
-                cause: verdict.cause,
+                class: Class::try_from(verdict.class()).map_or("", Class::as_str),
+                cause: Cause::try_from(verdict.cause()).map_or("", Cause::as_str),
                 summary: verdict.summary,
                 fix: verdict.fix,
                 confidence: verdict.confidence,
@@ -297,10 +301,10 @@ impl ProbeReport {
 
     /// 0 ok, 1 a fault, 2 bad input, 3 inconclusive.
     pub fn exit_code(&self) -> u8 {
-        match self.verdict.class.as_str() {
-            "ok" => exit::OK,
-            "inconclusive" | "" => exit::INCONCLUSIVE,
-            _ => exit::FAULT,
+        match self.verdict.class.parse::<Class>() {
+            Ok(Class::Ok) => exit::OK,
+            Ok(Class::Inconclusive) | Err(_) => exit::INCONCLUSIVE,
+            Ok(_) => exit::FAULT,
         }
     }
 
@@ -330,7 +334,11 @@ impl ProbeReport {
             } else {
                 "-".into()
             };
-            let arrow = if c.direction == "reverse" { "⇠ " } else { "" };
+            let arrow = if c.direction == Direction::Reverse.as_str() {
+                "⇠ "
+            } else {
+                ""
+            };
             lines.push(format!(
                 "{:<12} {:<28} {:<26} {:<7} {:>9} {:>9}  {}",
                 c.name,

@@ -1,6 +1,7 @@
 //! `meshctl runs [RUN_ID]`: run history, or one run in full.
 
-use probemesh_proto::pb;
+use probemesh_model::verdict::{Cause, Class};
+use probemesh_proto::{compat, pb};
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure};
@@ -37,11 +38,12 @@ impl From<&pb::RunRecord> for RunRow {
         let verdict = r.diagnosis.as_ref().and_then(|d| d.verdict.as_ref());
         let result = match r.result.as_ref().and_then(|res| res.outcome.as_ref()) {
             _ if verdict.is_some() => {
-                let v = verdict.cloned().unwrap_or_default();
-                if v.cause.is_empty() {
-                    v.class
-                } else {
-                    format!("{}/{}", v.class, v.cause)
+                let mut v = verdict.cloned().unwrap_or_default();
+                compat::upgrade_verdict(&mut v);
+                let class = Class::try_from(v.class()).map_or("", Class::as_str);
+                match Cause::try_from(v.cause()) {
+                    Ok(cause) => format!("{class}/{cause}"),
+                    Err(_) => class.to_owned(),
                 }
             }
             Some(pb::task_result::Outcome::Ping(s)) => {

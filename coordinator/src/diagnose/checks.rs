@@ -1,33 +1,36 @@
 //! A check's raw task result read the way the report prints it: ok, fail
 //! or skipped, counts, round trips and a one-line detail. The raw result
-//! stays attached for the rules and for `-o json`.
+//! stays attached for the rules and for `-o json`. This is where the typed
+//! [`Check`] is built, once, from the plan and the probe's result.
 
+use probemesh_model::check::{CheckName, Direction, Status};
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_result::Outcome;
 
-use super::plan::{CheckName, Direction, PlannedCheck};
+use super::model::{Check, Rtt};
+use super::plan::PlannedCheck;
 
-/// Status strings of `checks[].status`.
-pub const OK: &str = "ok";
-/// A check that ran and failed.
-pub const FAIL: &str = "fail";
-/// A check that did not run (with why in `detail`).
-pub const SKIPPED: &str = "skipped";
+const OK: Status = Status::Ok;
+const FAIL: Status = Status::Fail;
+const SKIPPED: Status = Status::Skipped;
 
 /// Conntrack use above which a node counts as full.
 pub const CONNTRACK_FULL: f64 = 0.95;
 
 /// The check as reported, from its plan and (when it ran) its result.
-pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> pb::Check {
-    let mut check = pb::Check {
-        name: planned.name.as_str().to_owned(),
+pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> Check {
+    let mut check = Check {
+        name: planned.name,
         from: planned.from.clone(),
         to: planned.to.clone(),
         size: planned.size,
-        direction: planned.direction.as_str().to_owned(),
-        status: SKIPPED.to_owned(),
+        direction: planned.direction,
+        status: SKIPPED,
+        sent: 0,
+        received: 0,
+        rtt_ms: None,
         detail: planned.note.clone(),
-        ..Default::default()
+        result: None,
     };
     let Some(result) = result else {
         return check;
@@ -64,7 +67,7 @@ pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> pb::
         Some(Outcome::NodeFacts(f)) => facts_status(f),
         Some(other) => (SKIPPED, format!("unexpected result {other:?}")),
     };
-    check.status = status.to_owned();
+    check.status = status;
     check.detail = if planned.note.is_empty() || status == SKIPPED {
         detail
     } else {
@@ -77,47 +80,43 @@ pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> pb::
 /// The Service's NAT chain on each cluster node (`nodes`: their probes)
 /// whose facts were read: ok when the chain leads to a DNAT, fail when
 /// nothing matches.
-pub fn nat_rules(checks: &[pb::Check], what: &str, nodes: &[&str]) -> Vec<pb::Check> {
+pub fn nat_rules(checks: &[Check], what: &str, nodes: &[&str]) -> Vec<Check> {
     checks
         .iter()
-        .filter(|c| c.name == CheckName::NodeFacts.as_str() && nodes.contains(&c.from.as_str()))
-        .filter_map(|c| Some((c, facts_of(c)?)))
+        .filter(|c| c.name == CheckName::NodeFacts && nodes.contains(&c.from.as_str()))
+        .filter_map(|c| Some((c, c.facts()?)))
         .map(|(c, f)| {
             let (status, detail) = if f.nat_paths.is_empty() {
                 (FAIL, format!("no NAT rule for {what} on {}", c.from))
             } else {
                 (OK, f.nat_paths.join("; "))
             };
-            pb::Check {
-                name: CheckName::NatRules.as_str().to_owned(),
+            Check {
+                name: CheckName::NatRules,
                 from: c.from.clone(),
                 to: what.to_owned(),
-                status: status.to_owned(),
-                direction: Direction::Local.as_str().to_owned(),
+                size: 0,
+                direction: Direction::Local,
+                status,
+                sent: 0,
+                received: 0,
+                rtt_ms: None,
                 detail,
-                ..Default::default()
+                result: None,
             }
         })
         .collect()
 }
 
-/// The node facts a check carries.
-pub fn facts_of(c: &pb::Check) -> Option<&pb::NodeFacts> {
-    match c.result.as_ref()?.outcome.as_ref()? {
-        Outcome::NodeFacts(f) => Some(f),
-        _ => None,
-    }
-}
-
-fn set_rtt(check: &mut pb::Check, rtt: Option<&pb::RttStats>) {
+fn set_rtt(check: &mut Check, rtt: Option<&pb::RttStats>) {
     if check.received == 0 {
         return;
     }
-    if let Some(r) = rtt {
-        check.rtt_min_ms = ms(r.min_ns);
-        check.rtt_avg_ms = ms(r.avg_ns);
-        check.rtt_max_ms = ms(r.max_ns);
-    }
+    check.rtt_ms = rtt.map(|r| Rtt {
+        min: ms(r.min_ns),
+        avg: ms(r.avg_ns),
+        max: ms(r.max_ns),
+    });
 }
 
 fn ms(ns: i64) -> f64 {
@@ -126,7 +125,7 @@ fn ms(ns: i64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
 
-fn ping_status(p: &pb::PingSummary) -> (&'static str, String) {
+fn ping_status(p: &pb::PingSummary) -> (Status, String) {
     let lost = p.transmitted.saturating_sub(p.received);
     let df = if p.dont_fragment { ", DF" } else { "" };
     match (p.received, lost) {
@@ -163,7 +162,7 @@ fn ping_status(p: &pb::PingSummary) -> (&'static str, String) {
     }
 }
 
-fn tcping_status(t: &pb::TcpingSummary) -> (&'static str, String) {
+fn tcping_status(t: &pb::TcpingSummary) -> (Status, String) {
     if t.attempted > 0 && t.connected == t.attempted {
         return (OK, format!("{} of {} connected", t.connected, t.attempted));
     }
@@ -188,7 +187,7 @@ fn tcping_status(t: &pb::TcpingSummary) -> (&'static str, String) {
     )
 }
 
-fn transfer_status(t: &pb::TcpTransferResult) -> (&'static str, String) {
+fn transfer_status(t: &pb::TcpTransferResult) -> (Status, String) {
     if t.completed {
         return (
             OK,
@@ -210,7 +209,7 @@ fn transfer_status(t: &pb::TcpTransferResult) -> (&'static str, String) {
     (FAIL, format!("{}: {}", t.outcome, t.detail))
 }
 
-fn pmtu_status(p: &pb::PmtuResult) -> (&'static str, String) {
+fn pmtu_status(p: &pb::PmtuResult) -> (Status, String) {
     if p.blackhole || (p.path_mtu > 0 && p.path_mtu < p.interface_mtu) {
         let how = if p.blackhole {
             "larger packets vanish, no frag-needed came back (black hole)".to_owned()
@@ -231,7 +230,7 @@ fn pmtu_status(p: &pb::PmtuResult) -> (&'static str, String) {
     (OK, format!("path MTU {} = {} MTU", p.path_mtu, p.interface))
 }
 
-fn trace_status(t: &pb::TraceResult) -> (&'static str, String) {
+fn trace_status(t: &pb::TraceResult) -> (Status, String) {
     let hops: Vec<&str> = t.hops.iter().map(|h| h.host.as_str()).collect();
     let path = if hops.is_empty() {
         "no hop answered".to_owned()
@@ -257,7 +256,7 @@ pub fn resolv_conf_answers(d: &pb::DnsResult) -> impl Iterator<Item = &pb::DnsAn
     d.answers.iter().filter(|a| a.source == "resolv.conf")
 }
 
-fn dns_status(d: &pb::DnsResult, answer_is_enough: bool) -> (&'static str, String) {
+fn dns_status(d: &pb::DnsResult, answer_is_enough: bool) -> (Status, String) {
     let resolved = resolv_conf_answers(d)
         .find(|a| a.rcode == "NOERROR" && !a.answers.is_empty())
         .or_else(|| {
@@ -306,7 +305,7 @@ pub fn is_loopback(address: &str) -> bool {
         .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn listener_status(l: &pb::ListenerResult, to: &str) -> (&'static str, String) {
+fn listener_status(l: &pb::ListenerResult, to: &str) -> (Status, String) {
     let tcp: Vec<&pb::Listener> = l
         .listeners
         .iter()
@@ -344,7 +343,7 @@ pub fn conntrack_use(f: &pb::NodeFacts) -> Option<f64> {
     (f.conntrack_max > 0).then(|| f.conntrack_count as f64 / f.conntrack_max as f64)
 }
 
-fn facts_status(f: &pb::NodeFacts) -> (&'static str, String) {
+fn facts_status(f: &pb::NodeFacts) -> (Status, String) {
     let conntrack = format!("conntrack {}/{}", f.conntrack_count, f.conntrack_max);
     let tunnels: Vec<String> = f
         .tunnels
@@ -399,8 +398,8 @@ mod tests {
     #[test]
     fn ping_counts_and_round_trips() {
         let ok = summarize(&planned(CheckName::Icmp), Some(ping(20, 20)));
-        assert_eq!((ok.status.as_str(), ok.sent, ok.received), (OK, 20, 20));
-        assert!((ok.rtt_avg_ms - 0.03).abs() < 1e-9);
+        assert_eq!((ok.status, ok.sent, ok.received), (OK, 20, 20));
+        assert!((ok.to_pb().rtt_avg_ms - 0.03).abs() < 1e-9);
         let lossy = summarize(&planned(CheckName::Icmp), Some(ping(20, 16)));
         assert_eq!(lossy.status, FAIL);
         assert!(
@@ -409,7 +408,7 @@ mod tests {
             lossy.detail
         );
         let dead = summarize(&planned(CheckName::Icmp), Some(ping(20, 0)));
-        assert_eq!((dead.status.as_str(), dead.rtt_avg_ms), (FAIL, 0.0));
+        assert_eq!((dead.status, dead.to_pb().rtt_avg_ms), (FAIL, 0.0));
     }
 
     #[test]
@@ -422,7 +421,7 @@ mod tests {
             None,
         );
         assert_eq!(
-            (skipped.status.as_str(), skipped.detail.as_str()),
+            (skipped.status, skipped.detail.as_str()),
             (SKIPPED, "no port given")
         );
         let error = summarize(
@@ -469,19 +468,19 @@ mod tests {
 
     #[test]
     fn full_conntrack_and_missing_nat_rules_fail() {
-        let facts = |count, paths: &[&str]| pb::Check {
-            name: "node_facts".into(),
-            from: "node-2".into(),
-            result: Some(pb::TaskResult {
-                outcome: Some(Outcome::NodeFacts(pb::NodeFacts {
-                    conntrack_count: count,
-                    conntrack_max: 1000,
-                    nat_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+        let facts = |count, paths: &[&str]| {
+            summarize(
+                &PlannedCheck::example(CheckName::NodeFacts, "node-2", "", Direction::Local),
+                Some(pb::TaskResult {
+                    outcome: Some(Outcome::NodeFacts(pb::NodeFacts {
+                        conntrack_count: count,
+                        conntrack_max: 1000,
+                        nat_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                        ..Default::default()
+                    })),
                     ..Default::default()
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
+                }),
+            )
         };
         let full = summarize(&planned(CheckName::NodeFacts), facts(1000, &[]).result);
         assert_eq!(full.status, FAIL);
@@ -490,10 +489,7 @@ mod tests {
             "198.18.200.80:80",
             &["node-2"],
         );
-        assert_eq!(
-            nat.iter().map(|c| c.status.as_str()).collect::<Vec<_>>(),
-            [FAIL, OK]
-        );
+        assert_eq!(nat.iter().map(|c| c.status).collect::<Vec<_>>(), [FAIL, OK]);
         assert!(
             nat[0]
                 .detail

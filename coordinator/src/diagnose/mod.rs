@@ -5,6 +5,8 @@
 //!   interfaces, and the follow-ups the first wave calls for;
 //! - [`run`] executes: synchronized captures armed before any check,
 //!   checks dispatched as ordinary tool tasks, then correlation;
+//! - [`model`] is the typed check the rules read, and where captures saw
+//!   packets;
 //! - [`checks`] reads each task result as ok / fail / skipped;
 //! - [`packets`] reduces the correlated captures to rule evidence;
 //! - [`rules`] is the table of rules that turns the evidence into a
@@ -12,6 +14,7 @@
 //!   from. It never knows what was done to the network.
 
 pub mod checks;
+pub mod model;
 pub mod packets;
 pub mod plan;
 pub mod rules;

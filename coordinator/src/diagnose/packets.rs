@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use probemesh_packet::frame::TcpFlags;
 
+use super::model::ObserverInterface;
 use crate::correlate::{self, Correlation, EncapsulationSource, PacketFate, PacketKey};
 
 /// A packet's protocol, as rules care.
@@ -36,12 +37,12 @@ pub struct Fate {
     pub syn: bool,
     /// Largest size on the wire, bytes.
     pub wire_bytes: u32,
-    /// `PROBE/IFACE` of every sighting, first first.
-    pub seen_at: Vec<String>,
+    /// Every sighting, first first.
+    pub seen_at: Vec<ObserverInterface>,
     /// An answer came back.
     pub answered: bool,
     /// Where it was last seen, when unanswered.
-    pub lost_after: Option<String>,
+    pub lost_after: Option<ObserverInterface>,
     /// TCP retransmissions seen.
     pub retransmissions: u32,
 }
@@ -73,10 +74,8 @@ impl Fate {
 /// Tunnel traffic one observer saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tunnel {
-    /// `PROBE/IFACE`.
-    pub observer: String,
-    /// The probe.
-    pub probe: String,
+    /// Where it was seen.
+    pub observer: ObserverInterface,
     /// `vxlan` or `ipip`.
     pub kind: String,
     /// Outer source.
@@ -107,8 +106,10 @@ impl Packets {
             tunnels: encapsulation
                 .iter()
                 .map(|e| Tunnel {
-                    observer: format!("{}/{}", e.probe, e.interface),
-                    probe: e.probe.to_string(),
+                    observer: ObserverInterface {
+                        probe: e.probe.clone(),
+                        interface: e.interface.clone(),
+                    },
                     kind: e.kind.short_name().to_owned(),
                     outer_src: e.outer_src,
                     outer_dst: e.outer_dst,
@@ -135,10 +136,16 @@ fn fate(f: &PacketFate) -> Option<Fate> {
         wire_bytes: f.sightings.iter().map(|s| s.orig_len).max().unwrap_or(0),
         seen_at: correlate::path_of(f)
             .iter()
-            .map(|h| format!("{}/{}", h.probe, h.interface))
+            .map(|h| ObserverInterface {
+                probe: h.probe.clone(),
+                interface: h.interface.clone(),
+            })
             .collect(),
         answered: f.answered(),
-        lost_after: correlate::lost_after(f).map(|(p, i)| format!("{p}/{i}")),
+        lost_after: correlate::lost_after(f).map(|(p, i)| ObserverInterface {
+            probe: p.clone(),
+            interface: i.to_owned(),
+        }),
         retransmissions: f.retransmissions,
     })
 }

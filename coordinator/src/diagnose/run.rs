@@ -1,4 +1,4 @@
-//! Executes a [`ProbePlan`]: arms the captures on every observer for one
+//! Executes a [`DiagnosisPlan`]: arms the captures on every observer for one
 //! instant, runs the first wave of checks at once, then the follow-ups the
 //! first wave calls for, stops the captures, correlates, applies the rules
 //! and stores the record. Progress goes to the client as `RunStep`s.
@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use probemesh_model::check::{self, CheckName, Direction};
 use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tracing::Instrument as _;
 
-use super::checks::{self, FAIL, OK, SKIPPED};
+use super::checks;
+use super::model::Check;
 use super::packets::Packets;
-use super::plan::{self, CheckName, PlannedCheck, ProbePlan};
+use super::plan::{self, DiagnosisPlan, PlannedCheck};
 use super::rules::{self, Evidence};
 use crate::capture::run::{self as capture, CaptureOutcome};
 use crate::execute::{finish, task_error};
@@ -28,7 +30,12 @@ const ARM_WAIT: Duration = Duration::from_secs(5);
 type Tx = mpsc::Sender<Result<pb::RunEvent, Status>>;
 
 /// Runs the plan to the end and sends the record.
-pub async fn follow(state: Arc<Coordinator>, plan: ProbePlan, mut record: pb::RunRecord, tx: Tx) {
+pub async fn follow(
+    state: Arc<Coordinator>,
+    plan: DiagnosisPlan,
+    mut record: pb::RunRecord,
+    tx: Tx,
+) {
     let started = tokio::time::Instant::now();
     let run_id = record.run_id.clone();
     let mut missing = Vec::new();
@@ -94,7 +101,7 @@ pub async fn follow(state: Arc<Coordinator>, plan: ProbePlan, mut record: pb::Ru
     }
     missing.extend(
         done.iter()
-            .filter(|c| c.status == SKIPPED && c.detail.starts_with("could not run"))
+            .filter(|c| !c.ran() && c.detail.starts_with("could not run"))
             .map(|c| format!("{} {} → {}: {}", c.name, c.from, c.to, c.detail)),
     );
 
@@ -135,11 +142,11 @@ pub async fn follow(state: Arc<Coordinator>, plan: ProbePlan, mut record: pb::Ru
             missing: &missing,
         })
     });
-    tracing::info!(class = %verdict.class, cause = %verdict.cause, rule = %verdict.rule, "verdict");
+    tracing::info!(class = %verdict.class, cause = verdict.cause.map_or("", |c| c.as_str()), rule = verdict.rule, "verdict");
     record.diagnosis = Some(pb::Diagnosis {
         target: Some(plan.target.to_pb()),
-        checks: done,
-        verdict: Some(verdict),
+        checks: done.iter().map(Check::to_pb).collect(),
+        verdict: Some(verdict.to_pb()),
     });
     let elapsed_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let timing = record.timing.get_or_insert_with(pb::RunTiming::default);
@@ -156,7 +163,7 @@ async fn run_checks(
     tx: &Tx,
     offset: usize,
     total: usize,
-) -> Vec<pb::Check> {
+) -> Vec<Check> {
     let inventory = state.inventory.current();
     let mut running: FuturesUnordered<_> = planned
         .iter()
@@ -182,7 +189,7 @@ async fn run_checks(
             }
         })
         .collect();
-    let mut out: Vec<Option<pb::Check>> = vec![None; planned.len()];
+    let mut out: Vec<Option<Check>> = vec![None; planned.len()];
     let mut finished = offset;
     while let Some((i, check)) = running.next().await {
         finished += 1;
@@ -198,7 +205,7 @@ async fn run_checks(
 
 /// What the NAT-rule checks look for: the Service port the node facts
 /// were asked to match (a ClusterIP, a NodePort, or the cluster DNS).
-fn nat_target(plan: &ProbePlan) -> Option<String> {
+fn nat_target(plan: &DiagnosisPlan) -> Option<String> {
     plan.checks
         .iter()
         .find_map(|c| match c.request.as_ref()?.kind.as_ref()? {
@@ -208,7 +215,7 @@ fn nat_target(plan: &ProbePlan) -> Option<String> {
 }
 
 /// The captures as one check.
-fn capture_check(outcome: &CaptureOutcome) -> pb::Check {
+fn capture_check(outcome: &CaptureOutcome) -> Check {
     let mut packets = 0u64;
     let mut failed = Vec::new();
     for o in &outcome.observers {
@@ -237,23 +244,32 @@ fn capture_check(outcome: &CaptureOutcome) -> pb::Check {
     if !failed.is_empty() {
         detail = format!("{detail}; failed: {}", failed.join("; "));
     }
-    pb::Check {
-        name: CheckName::Capture.as_str().into(),
+    Check {
+        name: CheckName::Capture,
         from: {
             let mut probes: Vec<&str> =
                 outcome.observers.iter().map(|o| o.probe.as_str()).collect();
             probes.dedup();
             probes.join(",")
         },
-        status: if failed.is_empty() { OK } else { FAIL }.into(),
-        direction: "local".into(),
+        to: String::new(),
+        size: 0,
+        direction: Direction::Local,
+        status: if failed.is_empty() {
+            check::Status::Ok
+        } else {
+            check::Status::Fail
+        },
+        sent: 0,
+        received: 0,
+        rtt_ms: None,
         detail,
-        ..Default::default()
+        result: None,
     }
 }
 
 /// Reports the clocks of every probe the run uses.
-async fn clock_step(state: &Coordinator, plan: &ProbePlan, tx: &Tx) {
+async fn clock_step(state: &Coordinator, plan: &DiagnosisPlan, tx: &Tx) {
     let mut probes: Vec<String> = plan
         .checks
         .iter()

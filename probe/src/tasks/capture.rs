@@ -19,16 +19,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use probemesh_proto::pb::task_result::Outcome;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use super::TaskContext;
-use super::convert::{self, Progress};
+use super::context::{Progress, TaskContext};
 use super::error::{Error, Result};
 use crate::capture::{
-    Artifact, CaptureControl, CaptureError, CaptureRequest, CaptureSpec, spawn_capture,
+    Artifact, CaptureControl, CaptureError, CaptureEvent, CaptureOutcome, CaptureRequest,
+    CaptureSpec, spawn_capture,
 };
 use crate::platform::Timestamp;
 
@@ -80,12 +79,12 @@ pub fn capture_dir() -> PathBuf {
 /// Runs a capture task in the calling thread's network namespace. Requires
 /// `CAP_NET_RAW`. Bounded by the spec's duration (≤ 10 min) plus the arming
 /// delay (≤ 60 s) plus the time the link takes to carry the file.
-pub(super) async fn task(
+pub(crate) async fn task(
     spec: &CaptureTaskSpec,
     context: &TaskContext,
-    progress: &Progress,
+    progress: &Progress<CaptureTaskEvent>,
     cancel: &CancellationToken,
-) -> Result<Outcome> {
+) -> Result<(CaptureOutcome, StreamedArtifact)> {
     let dir = capture_dir();
     prepare_dir(&dir)?;
     let probe = if context.probe_name.is_empty() {
@@ -109,7 +108,9 @@ pub(super) async fn task(
     };
     let mut handle = spawn_capture(request, control)?;
     while let Some(event) = handle.next_event().await {
-        progress.capture(&event, cancel).await;
+        progress
+            .send(CaptureTaskEvent::Capture(event), cancel)
+            .await;
     }
     let outcome = handle.outcome().await?;
     let _remove = RemoveOnDrop(outcome.artifact.path.clone());
@@ -140,9 +141,39 @@ pub(super) async fn task(
         bytes = streamed.size,
         "capture streamed"
     );
-    Ok(Outcome::Capture(convert::capture_result(
-        spec, &outcome, &streamed,
-    )))
+    Ok((outcome, streamed))
+}
+
+/// What a capture task reports as it happens, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureTaskEvent {
+    /// The rings went live, or the running totals.
+    Capture(CaptureEvent),
+    /// One piece of the finished file, in file order.
+    Chunk(ArtifactChunk),
+}
+
+/// A piece of the capture file streamed back after the capture.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ArtifactChunk {
+    /// The file's name, e.g. `node-1.pcapng`.
+    pub name: String,
+    /// Where `data` starts in the file, bytes.
+    pub offset: u64,
+    /// The bytes (at most [`CHUNK_BYTES`]).
+    pub data: Vec<u8>,
+    /// SHA-256 of `data`.
+    pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for ArtifactChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArtifactChunk")
+            .field("name", &self.name)
+            .field("offset", &self.offset)
+            .field("len", &self.data.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why streaming a file stopped.
@@ -159,7 +190,7 @@ enum StreamError {
 async fn stream(
     artifact: &Artifact,
     name: String,
-    progress: &Progress,
+    progress: &Progress<CaptureTaskEvent>,
     cancel: &CancellationToken,
 ) -> Result<StreamedArtifact, StreamError> {
     let file = tokio::fs::File::open(&artifact.path)
@@ -180,9 +211,13 @@ async fn stream(
         }
         whole.update(&data);
         let sha256 = Sha256::digest(&data).into();
-        progress
-            .artifact_chunk(&name, offset, data, sha256, cancel)
-            .await;
+        let chunk = ArtifactChunk {
+            name: name.clone(),
+            offset,
+            data,
+            sha256,
+        };
+        progress.send(CaptureTaskEvent::Chunk(chunk), cancel).await;
         if cancel.is_cancelled() {
             return Err(StreamError::Cancelled);
         }
@@ -308,13 +343,12 @@ mod tests {
     }
 
     fn chunks(
-        rx: &mut tokio::sync::mpsc::Receiver<probemesh_proto::pb::TaskProgress>,
+        rx: &mut tokio::sync::mpsc::Receiver<CaptureTaskEvent>,
     ) -> Vec<probemesh_proto::pb::ArtifactChunk> {
-        use probemesh_proto::pb::task_progress::Event;
         let mut chunks = Vec::new();
-        while let Ok(p) = rx.try_recv() {
-            match p.event {
-                Some(Event::ArtifactChunk(c)) => chunks.push(c),
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                CaptureTaskEvent::Chunk(c) => chunks.push(c.into()),
                 other => panic!("{other:?}"),
             }
         }
@@ -326,7 +360,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let artifact = artifact(dir.path(), 2 * CHUNK_BYTES + 1000);
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let progress = Progress::new("t".into(), tx);
+        let progress = Progress::new(tx);
         let streamed = stream(
             &artifact,
             "p.pcapng".into(),
@@ -354,7 +388,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut artifact = artifact(dir.path(), 1000);
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
-        let progress = Progress::new("t".into(), tx);
+        let progress = Progress::new(tx);
         let cancel = CancellationToken::new();
         artifact.sha256[0] ^= 1;
         let err = stream(&artifact, "p".into(), &progress, &cancel)

@@ -11,11 +11,18 @@ use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::context::Progress;
 use super::error::Error;
 use super::ping::{PingEvent, PingEventKind, PingSummary};
+use super::pmtu::search::Step;
+use super::resolve::parse_ip;
+use super::responder::ResponderReady;
+use super::spec::TaskSpec;
 use super::stats::RttStats;
 use super::tcping::{ConnectOutcome, TcpingAttempt, TcpingSummary};
-use super::types::{PingSpec, TaskSpec, TcpingSpec};
+use super::trace::session::RoundReport;
+use super::types::{PingSpec, TcpingSpec};
+use super::udp_echo::EchoEvent;
 use crate::capture::CaptureError;
 use crate::types::{PayloadSize, ProbeCount, Ttl};
 
@@ -211,15 +218,6 @@ impl TryFrom<pb::TcpingTask> for TcpingSpec {
     }
 }
 
-/// An IP literal, IPv6 optionally in brackets.
-pub fn parse_ip(host: &str) -> Option<IpAddr> {
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    bare.parse().ok()
-}
-
 pub(super) fn is_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= MAX_HOST_LEN
@@ -398,68 +396,90 @@ pub fn tcping_summary(spec: &TcpingSpec, summary: &TcpingSummary) -> pb::TcpingS
     }
 }
 
-/// Sends a task's progress events to the probe link, tagged with its id.
-#[derive(Debug)]
-pub struct Progress {
-    task_id: String,
-    tx: mpsc::Sender<pb::TaskProgress>,
-}
-
-impl Progress {
-    /// Progress of task `task_id`, sent on `tx`.
-    pub fn new(task_id: String, tx: mpsc::Sender<pb::TaskProgress>) -> Self {
-        Self { task_id, tx }
-    }
-
-    /// Reports what became of one echo.
-    pub async fn ping(&self, event: &PingEvent, cancel: &CancellationToken) {
-        self.send(pb::task_progress::Event::PingReply(event.into()), cancel)
-            .await;
-    }
-
-    /// Reports one connect attempt.
-    pub async fn tcping(&self, attempt: &TcpingAttempt, cancel: &CancellationToken) {
-        self.send(
-            pb::task_progress::Event::TcpingAttempt(attempt.into()),
-            cancel,
-        )
-        .await;
-    }
-
-    /// Reports one decided size of a path-MTU search.
-    pub async fn pmtu_step(&self, step: &super::pmtu::search::Step, cancel: &CancellationToken) {
-        self.send(pb::task_progress::Event::PmtuStep(step.into()), cancel)
-            .await;
-    }
-
-    /// Reports a trace's hops after one round.
-    pub async fn trace_round(
-        &self,
-        round: &super::trace::session::RoundReport,
-        cancel: &CancellationToken,
-    ) {
-        self.send(pb::task_progress::Event::TraceRound(round.into()), cancel)
-            .await;
-    }
-
-    /// Waits for room on the channel (back-pressure from the link) unless
-    /// cancelled. A closed channel is not an error: the link is gone and will
-    /// cancel the task; the result still gets built.
-    async fn send(&self, event: pb::task_progress::Event, cancel: &CancellationToken) {
-        let progress = pb::TaskProgress {
-            task_id: self.task_id.clone(),
-            event: Some(event),
-            ..Default::default()
-        };
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => {}
-            sent = self.tx.send(progress) => {
-                if sent.is_err() {
-                    tracing::debug!(task_id = %self.task_id, "progress receiver closed");
-                }
+/// The progress event of each engine's event type (the capture task's is
+/// in [`capture`]).
+macro_rules! progress_event {
+    ($($engine:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$engine> for pb::task_progress::Event {
+            fn from(event: $engine) -> Self {
+                pb::task_progress::Event::$variant((&event).into())
             }
         }
+    )*};
+}
+
+progress_event! {
+    PingEvent => PingReply,
+    TcpingAttempt => TcpingAttempt,
+    EchoEvent => UdpReply,
+    ResponderReady => ResponderReady,
+    Step => PmtuStep,
+    RoundReport => TraceRound,
+}
+
+/// Carries a task's events to the probe link as `pb::TaskProgress` tagged
+/// with `task_id`, in order, until the task drops its [`Progress`]. Waits
+/// for room on `link` (back-pressure reaches the task through its own
+/// channel) unless cancelled; after a cancel, an event goes out only if the
+/// link has room. A closed `link` is not an error: the link is gone and
+/// will cancel the task.
+pub async fn forward<E: Into<pb::task_progress::Event>>(
+    task_id: String,
+    mut events: mpsc::Receiver<E>,
+    link: mpsc::Sender<pb::TaskProgress>,
+    cancel: CancellationToken,
+) {
+    while let Some(event) = events.recv().await {
+        let progress = pb::TaskProgress {
+            task_id: task_id.clone(),
+            event: Some(event.into()),
+            ..Default::default()
+        };
+        // An event the task handed over before a cancel still goes out if
+        // the link has room, as it would have without this hop.
+        tokio::select! {
+            biased;
+            sent = link.send(progress) => {
+                if sent.is_err() {
+                    tracing::debug!(%task_id, "progress receiver closed");
+                }
+            }
+            () = cancel.cancelled() => {}
+        }
+    }
+}
+
+/// Where a running task's progress goes on the wire: the link, tagged with
+/// the task's id.
+#[derive(Debug, Clone)]
+pub struct WireProgress {
+    /// The task's id, as the coordinator gave it.
+    pub task_id: String,
+    /// The probe link's outbound progress channel.
+    pub link: mpsc::Sender<pb::TaskProgress>,
+    /// The task's cancellation.
+    pub cancel: CancellationToken,
+}
+
+impl WireProgress {
+    /// Runs `task` with a [`Progress`] whose events reach the link as
+    /// `pb::TaskProgress`, forwarding beside it until the task ends (and
+    /// drops its `Progress`), then returns the task's output.
+    pub async fn run<E, F, Fut, T>(&self, task: F) -> T
+    where
+        E: Into<pb::task_progress::Event>,
+        F: FnOnce(Progress<E>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let (tx, rx) = mpsc::channel(1);
+        let forward = forward(
+            self.task_id.clone(),
+            rx,
+            self.link.clone(),
+            self.cancel.clone(),
+        );
+        let (output, ()) = tokio::join!(task(Progress::new(tx)), forward);
+        output
     }
 }
 
@@ -636,5 +656,39 @@ mod tests {
             (timeout.seq, timeout.status(), timeout.rtt_ns),
             (5, pb::ping_reply::Status::Timeout, 0)
         );
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_link_tagged_in_order_until_cancelled() {
+        let attempt = |seq| TcpingAttempt {
+            seq,
+            outcome: ConnectOutcome::Refused,
+            latency: Duration::from_millis(1),
+            address: "127.0.0.1:1".parse().unwrap(),
+        };
+        let (link, mut wire) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let progress = WireProgress {
+            task_id: "t1".into(),
+            link,
+            cancel: cancel.clone(),
+        };
+        progress
+            .run(|events| async move {
+                events.send(attempt(1), &cancel).await;
+                events.send(attempt(2), &cancel).await;
+                cancel.cancel();
+                events.send(attempt(3), &cancel).await;
+            })
+            .await;
+        let mut seen = Vec::new();
+        while let Ok(p) = wire.try_recv() {
+            assert_eq!(p.task_id, "t1");
+            let Some(pb::task_progress::Event::TcpingAttempt(a)) = p.event else {
+                panic!("{p:?}");
+            };
+            seen.push(a.seq);
+        }
+        assert_eq!(seen, [1, 2], "nothing goes out after the cancel");
     }
 }

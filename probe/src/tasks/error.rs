@@ -1,5 +1,5 @@
 //! The task engine's error type. These errors end a task; they reach the
-//! coordinator as a `TaskError` (converted once, in [`super::convert`]).
+//! coordinator as a `TaskError` (converted once, by the `convert` module).
 //! Per-probe trouble (a timeout, an ICMP error, a send refused with
 //! `EMSGSIZE`) is not an error: it is a result, reported in the progress
 //! events and counted in the summary.

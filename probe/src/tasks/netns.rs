@@ -51,7 +51,7 @@ pub async fn run_in_netns(
     tracing::debug!(%task_id, netns = %path, %label, "running task in network namespace");
     let token = cancel.clone();
     let work = run_in(namespace, move || {
-        super::run_here(context, task, progress, token)
+        super::run::run_here(context, task, progress, token)
     });
     tokio::pin!(work);
     let outcome = tokio::select! {

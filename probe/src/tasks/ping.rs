@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::Progress;
+use super::context::Progress;
 use super::error::{Error, Result};
 use super::stats::{RttAccumulator, RttStats};
 use super::types::PingSpec;
@@ -298,7 +298,7 @@ pub async fn run<S: IcmpSocket>(
     address: Ipv4Addr,
     socket: &S,
     id: EchoId,
-    progress: &Progress,
+    progress: &Progress<PingEvent>,
     cancel: &CancellationToken,
 ) -> Result<PingSummary> {
     let start = Instant::now();
@@ -327,7 +327,7 @@ pub async fn run<S: IcmpSocket>(
                 Ok(Some((response, at))) => {
                     recv_errors = 0;
                     if let Some(event) = session.on_response(response, at) {
-                        progress.ping(&event, cancel).await;
+                        progress.send(event, cancel).await;
                     }
                 }
                 Ok(None) => recv_errors = 0,
@@ -342,7 +342,7 @@ pub async fn run<S: IcmpSocket>(
             () = tokio::time::sleep_until(wake) => {
                 let now = Instant::now();
                 for event in session.expire(now) {
-                    progress.ping(&event, cancel).await;
+                    progress.send(event, cancel).await;
                 }
                 if let Some(seq) = session.next_to_send().filter(|_| next_send <= now) {
                     let packet = build_echo_request(id, seq, spec.size.get());
@@ -351,7 +351,7 @@ pub async fn run<S: IcmpSocket>(
                         Err(failure) => {
                             let detail = send_failure_detail(failure, address);
                             if let Some(event) = session.on_send_failed(detail) {
-                                progress.ping(&event, cancel).await;
+                                progress.send(event, cancel).await;
                             }
                         }
                     }
@@ -525,16 +525,12 @@ mod tests {
     ) -> (Result<PingSummary>, Vec<pb::PingReply>, Vec<u16>) {
         let socket = MockSocket::new(fate);
         let (tx, mut rx) = mpsc::channel(100);
-        let progress = Progress::new("t1".into(), tx);
+        let progress = Progress::new(tx);
         let result = run(spec, TARGET, &socket, ID, &progress, cancel).await;
         drop(progress);
         let mut replies = Vec::new();
-        while let Some(p) = rx.recv().await {
-            assert_eq!(p.task_id, "t1");
-            match p.event {
-                Some(pb::task_progress::Event::PingReply(r)) => replies.push(r),
-                other => panic!("unexpected progress {other:?}"),
-            }
+        while let Some(event) = rx.recv().await {
+            replies.push(pb::PingReply::from(&event));
         }
         let sent = socket.sent.lock().unwrap().clone();
         (result, replies, sent)

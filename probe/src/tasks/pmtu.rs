@@ -7,7 +7,7 @@
 //!
 //! Map: [`search`] is the sans-IO bisection state machine; [`route`] finds
 //! the egress interface in the kernel's routing table; its wire form is
-//! converted in `super::convert::pmtu`; [`run`] drives the search over an [`IcmpSocket`]
+//! converted by the task conversion (`convert`); [`run`] drives the search over an [`IcmpSocket`]
 //! set to `IP_PMTUDISC_PROBE` (DF set, the kernel's path-MTU cache ignored,
 //! so an earlier frag-needed does not hide the path).
 //!
@@ -17,13 +17,12 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use probemesh_proto::pb::task_result::Outcome;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::{self, Progress};
+use super::context::Progress;
 use super::error::{Error, Result};
-use super::{Family, next_echo_id, resolve};
+use super::resolve::{Family, next_echo_id, resolve};
 use crate::platform::linux::{RawIcmpSocket, interface_mtu, read_route_table, route_mtu};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, SendFailure};
 use crate::types::{EchoId, Mtu, PayloadSize, Seq};
@@ -87,11 +86,11 @@ pub struct PmtuReport {
 /// Runs a path-MTU task in the calling thread's network namespace: resolves
 /// the target (IPv4 only), finds the egress interface and its MTU, opens a
 /// raw ICMP socket (requires `CAP_NET_RAW`) and searches.
-pub(super) async fn task(
+pub(crate) async fn task(
     spec: &PmtuSpec,
-    progress: &Progress,
+    progress: &Progress<Step>,
     cancel: &CancellationToken,
-) -> Result<Outcome> {
+) -> Result<PmtuReport> {
     let total = u32::from(spec.attempts.get());
     let address = match resolve(&spec.target, Family::Ipv4, total, cancel).await? {
         std::net::IpAddr::V4(v4) => v4,
@@ -110,8 +109,7 @@ pub(super) async fn task(
         dont_fragment: true,
     })?;
     socket.probe_past_path_mtu_cache()?;
-    let report = run(spec, address, egress, &socket, id, progress, cancel).await?;
-    Ok(Outcome::Pmtu(convert::pmtu_result(spec, &report)))
+    run(spec, address, egress, &socket, id, progress, cancel).await
 }
 
 /// The egress interface towards `to` and its MTU, in the calling thread's
@@ -144,7 +142,7 @@ pub async fn run<S: IcmpSocket>(
     egress: Egress,
     socket: &S,
     id: EchoId,
-    progress: &Progress,
+    progress: &Progress<Step>,
     cancel: &CancellationToken,
 ) -> Result<PmtuReport> {
     let start = Instant::now();
@@ -178,7 +176,7 @@ pub async fn run<S: IcmpSocket>(
         .await
         .map_err(|e| e.into_error(probes))?;
         if let Some(step) = search.step(answer) {
-            progress.pmtu_step(&step, cancel).await;
+            progress.send(step, cancel).await;
         }
     };
     Ok(PmtuReport {

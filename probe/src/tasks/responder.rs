@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::Progress;
+use super::context::Progress;
 use super::error::{Error, Result};
 
 /// Lifetime when the task says 0.
@@ -86,7 +86,7 @@ pub fn primary_ipv4() -> Ipv4Addr {
 /// served. Fails only when a socket cannot be bound.
 pub async fn run(
     spec: &ResponderSpec,
-    progress: &Progress,
+    progress: &Progress<ResponderReady>,
     cancel: &CancellationToken,
 ) -> Result<ResponderSummary> {
     let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
@@ -115,7 +115,7 @@ pub async fn run(
         address = %ready.address,
         "responder ready"
     );
-    progress.responder_ready(&ready, cancel).await;
+    progress.send(ready, cancel).await;
 
     let deadline = Instant::now() + spec.lifetime;
     let stop = cancel.child_token();

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::Progress;
+use super::context::Progress;
 use super::error::{Error, Result};
 use super::stats::{RttAccumulator, RttStats};
 use super::types::TcpingSpec;
@@ -84,7 +84,7 @@ pub fn classify_connect_error(error: &io::Error) -> ConnectOutcome {
 pub async fn run(
     spec: &TcpingSpec,
     address: SocketAddr,
-    progress: &Progress,
+    progress: &Progress<TcpingAttempt>,
     cancel: &CancellationToken,
 ) -> Result<TcpingSummary> {
     let start = Instant::now();
@@ -139,7 +139,7 @@ pub async fn run(
             latency: took,
             address,
         };
-        progress.tcping(&attempt, cancel).await;
+        progress.send(attempt, cancel).await;
     }
     summary.latency = latency.stats();
     summary.elapsed = start.elapsed();

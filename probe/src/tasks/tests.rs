@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_error::Kind;
+use probemesh_proto::pb::task_result::Outcome;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 
+use super::resolve::next_echo_id;
 use super::*;
 
 /// Runs a task and collects its progress events.

@@ -13,7 +13,7 @@
 //!
 //! Map: [`session`] is the sans-IO round bookkeeping; [`stats`] mtr's
 //! arithmetic; [`reading`] the reading rules; [`packet`] reads ICMP errors
-//! about UDP/TCP probes; `super::convert::trace` converts its wire form; [`run`] is
+//! about UDP/TCP probes; the task conversion (`convert`) handles its wire form; [`run`] is
 //! the driver. Bounds: `count` ≤ 100 rounds of ≤ 64 probes, each round
 //! waiting at most `timeout` (≤ 5 s) after its last send, rounds at least
 //! `interval` (≤ 10 s) apart.
@@ -25,14 +25,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use probemesh_proto::pb::task_result::Outcome;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::{self, Progress};
+use super::context::Progress;
 use super::error::{Error, Result};
-use super::{Family, next_echo_id, resolve};
+use super::resolve::{Family, next_echo_id, resolve};
 use crate::platform::linux::{self, RawIcmpSocket, TcpProbe};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
 use crate::types::{EchoId, PayloadSize, Seq, Ttl};
@@ -138,11 +137,11 @@ pub struct TraceReport {
 /// Runs a trace task in the calling thread's network namespace: resolves
 /// the target (IPv4 only), opens the raw ICMP socket and the mode's
 /// sockets, and runs the rounds.
-pub(super) async fn task(
+pub(crate) async fn task(
     spec: &TraceSpec,
-    progress: &Progress,
+    progress: &Progress<RoundReport>,
     cancel: &CancellationToken,
-) -> Result<Outcome> {
+) -> Result<TraceReport> {
     let total = u32::from(spec.count.get());
     let address = match resolve(&spec.target, Family::Ipv4, total, cancel).await? {
         IpAddr::V4(v4) => v4,
@@ -153,8 +152,7 @@ pub(super) async fn task(
             });
         }
     };
-    let report = run(spec, address, progress, cancel).await?;
-    Ok(Outcome::Trace(convert::trace_result(spec, &report)))
+    run(spec, address, progress, cancel).await
 }
 
 /// The sockets of one trace.
@@ -172,7 +170,7 @@ struct Probers {
 pub async fn run(
     spec: &TraceSpec,
     address: Ipv4Addr,
-    progress: &Progress,
+    progress: &Progress<RoundReport>,
     cancel: &CancellationToken,
 ) -> Result<TraceReport> {
     let id = next_echo_id();
@@ -226,7 +224,7 @@ pub async fn run(
             RoundError::Cancelled => Error::Cancelled { done: round, total },
             RoundError::Failed(e) => e,
         })?;
-        progress.trace_round(&report, cancel).await;
+        progress.send(report, cancel).await;
         if round + 1 < total {
             tokio::select! {
                 biased;

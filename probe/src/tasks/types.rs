@@ -1,12 +1,10 @@
 //! Validated task specs, the engine's input. Nothing here knows the wire
-//! (`pb`) or a socket; [`super::convert`] converts at the boundary. The protocol
+//! (`pb`) or a socket; the `convert` module converts at the boundary. The protocol
 //! quantities the specs use live in the leaf layer [`crate::types`].
 
 use std::time::Duration;
 
-use crate::types::{ProbeCount, Ttl};
-// The engines read these quantities through here.
-pub use crate::types::{EchoId, Mtu, PayloadSize, Seq};
+use crate::types::{PayloadSize, ProbeCount, Ttl};
 
 /// A validated ping task (ICMPv4 echo, as `ping`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,31 +39,4 @@ pub struct TcpingSpec {
     pub timeout: Duration,
     /// Time between the starts of two attempts, 1 ms..=60 s.
     pub interval: Duration,
-}
-
-/// A validated task of any kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskSpec {
-    /// ICMP echo.
-    Ping(PingSpec),
-    /// TCP connect.
-    Tcping(TcpingSpec),
-    /// TCP transfer (push bytes, watch them acknowledged).
-    TcpTransfer(super::transfer::TcpTransferSpec),
-    /// UDP echo against a responder.
-    UdpEcho(super::udp_echo::UdpEchoSpec),
-    /// The responder (TCP sink, UDP echo).
-    Responder(super::responder::ResponderSpec),
-    /// DNS resolution against resolv.conf's and explicit servers.
-    Dns(super::dns::DnsSpec),
-    /// Listening sockets.
-    Listener(super::listener::ListenerSpec),
-    /// Node facts (interfaces, routes, NAT paths, counters).
-    NodeFacts(super::facts::NodeFactsSpec),
-    /// Path MTU search.
-    Pmtu(super::pmtu::PmtuSpec),
-    /// Path trace (mtr).
-    Trace(super::trace::TraceSpec),
-    /// Packet capture, streamed back as a pcapng file.
-    Capture(super::capture::CaptureTaskSpec),
 }

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::convert::Progress;
+use super::context::Progress;
 use super::error::{Error, Result};
 use super::stats::{RttAccumulator, RttStats};
 use crate::platform::linux::set_mtu_discover;
@@ -261,7 +261,7 @@ fn icmp_failure(e: &io::Error) -> String {
 pub async fn run(
     spec: &UdpEchoSpec,
     address: SocketAddr,
-    progress: &Progress,
+    progress: &Progress<EchoEvent>,
     cancel: &CancellationToken,
 ) -> Result<UdpEchoSummary> {
     let socket = open(address, spec.dont_fragment)?;
@@ -340,7 +340,7 @@ pub async fn run(
                     summary.errors += 1;
                 }
             }
-            progress.udp_echo(&event, cancel).await;
+            progress.send(event, cancel).await;
         }
     }
     summary.rtt = rtt.stats();

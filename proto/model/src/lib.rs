@@ -2,11 +2,15 @@
 //!
 //! TARGET specs ([`target`]), durations ([`duration`]), the cluster
 //! [`inventory`] format, the common [`timeline`] of a run, and the verdict
-//! classes and causes of DESIGN §1 ([`verdict`]). It is not the wire (that is
+//! classes and causes of DESIGN §1 ([`verdict`]), a diagnosis check's name,
+//! direction and status ([`check`]), and their conversions to and from the
+//! wire enums ([`grpc`]). It is not the wire (that is
 //! `probemesh-proto`): no sockets, no clocks; the one file it reads is the
 //! inventory a caller names (`Inventory::load`).
 
+pub mod check;
 pub mod duration;
+pub mod grpc;
 pub mod inventory;
 pub mod target;
 pub mod timeline;

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use probemesh_packet::bpf::{self, BpfInsn, CompiledFilter, FilterError};
 use probemesh_proto::pb;
-use tokio_util::sync::CancellationToken;
 
-use super::Progress;
 use crate::capture::spec::{
     HEADERS_ONLY_SNAPLEN, MAX_BYTES, MAX_DURATION, MAX_INTERFACES, MAX_PACKETS, MAX_SNAPLEN,
     MIN_SNAPLEN,
@@ -22,7 +20,7 @@ use crate::capture::{
     CaptureEvent, CaptureLimits, CaptureOutcome, CaptureProgress, CaptureSpec, StopReason,
 };
 use crate::platform::Timestamp;
-use crate::tasks::capture::{CaptureTaskSpec, StreamedArtifact};
+use crate::tasks::capture::{ArtifactChunk, CaptureTaskEvent, CaptureTaskSpec, StreamedArtifact};
 
 /// Progress interval when the wire says 0.
 pub const DEFAULT_PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -235,36 +233,28 @@ pub fn capture_result(
     }
 }
 
-impl Progress {
-    /// Reports that the rings went live, or the running totals.
-    pub async fn capture(&self, event: &CaptureEvent, cancel: &CancellationToken) {
-        let event = match event {
-            CaptureEvent::Armed(interfaces) => {
-                pb::task_progress::Event::CaptureArmed(armed(interfaces))
+impl From<CaptureTaskEvent> for pb::task_progress::Event {
+    fn from(event: CaptureTaskEvent) -> Self {
+        match event {
+            CaptureTaskEvent::Capture(CaptureEvent::Armed(interfaces)) => {
+                pb::task_progress::Event::CaptureArmed(armed(&interfaces))
             }
-            CaptureEvent::Progress(p) => pb::task_progress::Event::CaptureProgress((*p).into()),
-        };
-        self.send(event, cancel).await;
+            CaptureTaskEvent::Capture(CaptureEvent::Progress(p)) => {
+                pb::task_progress::Event::CaptureProgress(p.into())
+            }
+            CaptureTaskEvent::Chunk(chunk) => pb::task_progress::Event::ArtifactChunk(chunk.into()),
+        }
     }
+}
 
-    /// Sends one piece of an artifact: `data` found at `offset` of the file
-    /// `name`, with `sha256`, the SHA-256 of `data`.
-    pub async fn artifact_chunk(
-        &self,
-        name: &str,
-        offset: u64,
-        data: Vec<u8>,
-        sha256: [u8; 32],
-        cancel: &CancellationToken,
-    ) {
-        let chunk = pb::ArtifactChunk {
-            name: name.to_owned(),
-            offset,
-            data,
-            sha256: sha256.to_vec(),
-        };
-        self.send(pb::task_progress::Event::ArtifactChunk(chunk), cancel)
-            .await;
+impl From<ArtifactChunk> for pb::ArtifactChunk {
+    fn from(chunk: ArtifactChunk) -> Self {
+        pb::ArtifactChunk {
+            name: chunk.name,
+            offset: chunk.offset,
+            data: chunk.data,
+            sha256: chunk.sha256.to_vec(),
+        }
     }
 }
 
@@ -425,8 +415,8 @@ mod tests {
             kind: Some(pb::task::Kind::Capture(task())),
             ..Default::default()
         };
-        let Ok(crate::tasks::types::TaskSpec::Capture(spec)) =
-            crate::tasks::types::TaskSpec::try_from(task)
+        let Ok(crate::tasks::spec::TaskSpec::Capture(spec)) =
+            crate::tasks::spec::TaskSpec::try_from(task)
         else {
             panic!("not a capture spec");
         };

@@ -10,6 +10,7 @@ use hickory_proto::rr::RecordType;
 use probemesh_proto::pb;
 
 use super::{MIN_DURATION, nanos, parse_ip};
+use crate::interfaces::Interface;
 use crate::tasks::dns::{DEFAULT_TIMEOUT, DnsReport, DnsSpec, MAX_SERVERS, MAX_TIMEOUT};
 use crate::tasks::facts::{NodeFacts, NodeFactsSpec};
 use crate::tasks::listener::{Listener, ListenerSpec};
@@ -191,11 +192,22 @@ pub fn listener_result(listeners: &[Listener]) -> pb::ListenerResult {
     }
 }
 
+impl From<&Interface> for pb::Interface {
+    fn from(interface: &Interface) -> Self {
+        pb::Interface {
+            name: interface.name.clone(),
+            mtu: interface.mtu,
+            addresses: interface.addresses.clone(),
+            up: interface.up,
+        }
+    }
+}
+
 /// The wire form of node facts.
 pub fn node_facts(facts: &NodeFacts) -> pb::NodeFacts {
     pb::NodeFacts {
         hostname: facts.hostname.clone(),
-        interfaces: facts.interfaces.clone(),
+        interfaces: facts.interfaces.iter().map(Into::into).collect(),
         stats: facts
             .stats
             .iter()

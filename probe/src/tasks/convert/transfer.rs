@@ -6,10 +6,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use probemesh_proto::pb;
-use tokio_util::sync::CancellationToken;
 
 use super::{MIN_DURATION, task_error};
-use super::{Progress, duration_us, is_hostname, nanos, parse_ip, probe_count, saturating_u32};
+use super::{duration_us, is_hostname, nanos, parse_ip, probe_count, saturating_u32};
 use crate::platform::netns::{NetnsError, NetnsTarget};
 use crate::tasks::responder::{
     DEFAULT_LIFETIME, MAX_LIFETIME, ResponderReady, ResponderSpec, ResponderSummary,
@@ -257,22 +256,13 @@ pub fn responder_summary(summary: &ResponderSummary) -> pb::ResponderSummary {
     }
 }
 
-impl Progress {
-    /// Reports what became of one UDP echo datagram.
-    pub async fn udp_echo(&self, event: &EchoEvent, cancel: &CancellationToken) {
-        self.send(pb::task_progress::Event::UdpReply(event.into()), cancel)
-            .await;
-    }
-
-    /// Announces where the responder listens.
-    pub async fn responder_ready(&self, ready: &ResponderReady, cancel: &CancellationToken) {
-        let event = pb::ResponderReady {
+impl From<&ResponderReady> for pb::ResponderReady {
+    fn from(ready: &ResponderReady) -> Self {
+        pb::ResponderReady {
             tcp_port: u32::from(ready.tcp_port),
             udp_port: u32::from(ready.udp_port),
             address: ready.address.to_string(),
-        };
-        self.send(pb::task_progress::Event::ResponderReady(event), cancel)
-            .await;
+        }
     }
 }
 

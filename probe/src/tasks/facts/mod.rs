@@ -23,11 +23,11 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use probemesh_proto::pb;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{Error, Result};
 use super::listener::{self, Protocol};
+use crate::interfaces::Interface;
 use read::Unreadable;
 
 pub mod iproute;
@@ -120,7 +120,7 @@ pub struct NodeFacts {
     /// Kernel hostname (UTS namespace of the probe).
     pub hostname: String,
     /// Interfaces, with MTU, state and every address.
-    pub interfaces: Vec<pb::Interface>,
+    pub interfaces: Vec<Interface>,
     /// Per-interface counters.
     pub stats: Vec<DevStats>,
     /// Routes.
@@ -262,7 +262,7 @@ async fn nat(facts: &mut NodeFacts, spec: &NodeFactsSpec) {
 }
 
 /// Every address of the namespace, from `ip/prefix` strings.
-fn local_addresses(interfaces: &[pb::Interface]) -> Vec<IpAddr> {
+fn local_addresses(interfaces: &[Interface]) -> Vec<IpAddr> {
     interfaces
         .iter()
         .flat_map(|i| &i.addresses)
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn local_addresses_drop_prefixes() {
-        let interfaces = vec![pb::Interface {
+        let interfaces = vec![Interface {
             name: "eth0".into(),
             addresses: vec![
                 "198.18.0.11/24".into(),

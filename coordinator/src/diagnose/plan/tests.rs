@@ -1,0 +1,226 @@
+//! Plans for the lab's paths: which checks, in which direction, skipped
+//! with which reason; bad options refused; follow-ups only when called for.
+
+use probemesh_model::check::Status;
+
+use super::*;
+use crate::diagnose::model::Check;
+use crate::diagnose::testing::lab_inventory;
+
+fn lab_plan(from: &str, to: &str, size: u32) -> DiagnosisPlan {
+    let reg = crate::registry::attached(&["node-1", "node-2", "node-3", "cloudvm-1"]);
+    plan(
+        from,
+        &pb::DiagnosisRequest {
+            to: to.into(),
+            size,
+            ..Default::default()
+        },
+        &reg,
+        Some(&lab_inventory()),
+        PayloadPolicy::default(),
+        7443,
+    )
+    .unwrap()
+}
+
+fn names(p: &DiagnosisPlan) -> Vec<(String, String, String, bool)> {
+    p.checks
+        .iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.from.clone(),
+                c.to.clone(),
+                c.request.is_some(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn nodeport_from_outside_tests_every_node_both_ways_and_skips_pods() {
+    let p = lab_plan("cloudvm-1", "nodeport:30080", 1472);
+    let checks = names(&p);
+    for node in ["198.18.0.11", "198.18.0.12", "198.18.0.13"] {
+        for name in ["icmp", "icmp_large"] {
+            assert!(
+                checks.contains(&(name.into(), "cloudvm-1".into(), node.into(), true)),
+                "{name} {node}: {checks:?}"
+            );
+        }
+        assert!(checks.contains(&(
+            "tcp_connect".into(),
+            "cloudvm-1".into(),
+            format!("{node}:30080"),
+            true
+        )));
+    }
+    // Back from every node to cloudvm-1 (198.18.0.14 in the test registry).
+    for node in ["node-1", "node-2", "node-3"] {
+        assert!(checks.contains(&("icmp".into(), node.into(), "198.18.0.14".into(), true)));
+    }
+    // The backend pod is not routable from outside: skipped, with why.
+    let pod = p
+        .checks
+        .iter()
+        .find(|c| c.to.starts_with("198.19.2.10"))
+        .unwrap();
+    assert!(pod.request.is_none() && pod.note.contains("inside the cluster"));
+    let capture = p.capture.unwrap();
+    let probes: Vec<&str> = capture.observers.iter().map(|o| o.probe.as_str()).collect();
+    assert_eq!(probes, ["cloudvm-1", "node-1", "node-2", "node-3"]);
+    assert!(capture.template.filter_expr.contains("not port 7443"));
+    assert!(capture.template.filter_expr.contains("host 198.18.0.12"));
+}
+
+#[tokio::test]
+async fn service_from_a_node_pings_backends_and_checks_listeners_and_nat() {
+    let p = lab_plan("node-3", "svc:default/web:80", 0);
+    let by_name = |n: CheckName| p.checks.iter().filter(move |c| c.name == n);
+    let icmp: Vec<_> = by_name(CheckName::Icmp).collect();
+    assert!(
+        icmp.iter()
+            .any(|c| c.to == "198.18.200.80" && c.request.is_none())
+    );
+    assert!(
+        icmp.iter()
+            .any(|c| c.to == "198.19.2.10" && c.request.is_some())
+    );
+    assert!(
+        icmp.iter()
+            .any(|c| c.to == "198.18.0.12" && c.note.contains("node to node")),
+        "{icmp:?}"
+    );
+    assert!(by_name(CheckName::IcmpLarge).next().is_none());
+    let listener = by_name(CheckName::Listener).next().unwrap();
+    assert_eq!(listener.from, "node-2@pod:default/web-0");
+    let facts: Vec<_> = by_name(CheckName::NodeFacts)
+        .map(|c| c.from.as_str())
+        .collect();
+    assert_eq!(facts, ["node-3", "node-2"]);
+    let Some(Kind::NodeFacts(f)) = by_name(CheckName::NodeFacts)
+        .next()
+        .and_then(|c| c.request.as_ref()?.kind.clone())
+    else {
+        panic!("node facts request")
+    };
+    assert_eq!((f.match_ip.as_str(), f.match_port), ("198.18.200.80", 80));
+}
+
+#[tokio::test]
+async fn names_from_a_pod_ask_cluster_dns_and_the_upstream() {
+    let p = lab_plan(
+        "node-3@pod:default/client-3",
+        "dns:web.default.svc.cluster.local",
+        0,
+    );
+    let dns: Vec<_> = p
+        .checks
+        .iter()
+        .filter(|c| c.name == CheckName::Dns)
+        .collect();
+    assert_eq!(dns.len(), 2);
+    assert_eq!(dns[0].from, "node-3@pod:default/client-3");
+    let Some(Kind::Dns(d)) = dns[0].request.as_ref().and_then(|r| r.kind.clone()) else {
+        panic!("dns request")
+    };
+    assert_eq!(d.servers, ["198.18.200.10", "198.19.1.53"]);
+    assert!(d.compare);
+    assert_eq!(dns[1].from, "node-3");
+    assert_eq!(
+        p.source.address.map(|a| a.to_string()).as_deref(),
+        Some("198.19.3.10")
+    );
+    let on = &p.capture.unwrap().observers;
+    assert!(
+        on.iter().any(|o| o.netns.is_some()),
+        "the pod's eth0 is observed"
+    );
+}
+
+#[tokio::test]
+async fn bad_options_are_refused() {
+    let reg = crate::registry::attached(&["node-1"]);
+    for (req, says) in [
+        (
+            pb::DiagnosisRequest {
+                to: "198.18.0.12".into(),
+                size: 70_000,
+                ..Default::default()
+            },
+            "--size",
+        ),
+        (
+            pb::DiagnosisRequest {
+                to: "198.18.0.12".into(),
+                timeout_us: 1,
+                ..Default::default()
+            },
+            "--timeout",
+        ),
+        (pb::DiagnosisRequest::default(), "--to"),
+    ] {
+        let err = plan("node-1", &req, &reg, None, PayloadPolicy::default(), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    let err = plan(
+        "node-9",
+        &pb::DiagnosisRequest {
+            to: "198.18.0.12".into(),
+            ..Default::default()
+        },
+        &reg,
+        None,
+        PayloadPolicy::default(),
+        0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("node-9"), "{err}");
+}
+
+fn check(name: CheckName, to: &str, status: &str) -> Check {
+    let status: Status = match status {
+        "ok" => Status::Ok,
+        "fail" => Status::Fail,
+        _ => Status::Skipped,
+    };
+    Check {
+        name,
+        from: "cloudvm-1".into(),
+        to: to.into(),
+        size: 0,
+        direction: Direction::Forward,
+        status,
+        sent: 5,
+        received: if status == Status::Ok { 5 } else { 0 },
+        rtt_ms: None,
+        detail: String::new(),
+        result: None,
+    }
+}
+
+#[tokio::test]
+async fn follow_ups_trace_failures_and_search_the_mtu_only_when_small_passes() {
+    let p = lab_plan("cloudvm-1", "nodeport:node-2:30080", 1472);
+    assert!(follow_ups(&p, &[check(CheckName::Icmp, "198.18.0.12", "ok")]).is_empty());
+    let mtu = follow_ups(
+        &p,
+        &[
+            check(CheckName::Icmp, "198.18.0.12", "ok"),
+            check(CheckName::IcmpLarge, "198.18.0.12", "fail"),
+        ],
+    );
+    assert_eq!(
+        mtu.iter().map(|c| c.name).collect::<Vec<_>>(),
+        [CheckName::Pmtu]
+    );
+    let down = follow_ups(&p, &[check(CheckName::Icmp, "198.18.0.12", "fail")]);
+    assert_eq!(
+        down.iter().map(|c| c.name).collect::<Vec<_>>(),
+        [CheckName::Path]
+    );
+}

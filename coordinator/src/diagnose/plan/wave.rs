@@ -1,0 +1,391 @@
+//! The first wave of a plan: the checks that always run (both directions),
+//! the DNS and node-facts checks, the observers and their capture filter.
+//! Not the follow-ups (see [`super::follow_ups`]).
+
+use super::*;
+
+/// The checks that always run.
+pub(super) fn first_wave(
+    source: &SourceSide,
+    target: &Resolved,
+    o: &Options,
+    registry: &Registry,
+    inventory: Option<&Inventory>,
+) -> Vec<PlannedCheck> {
+    let from = source.spec.as_str();
+    let timeout_us = micros(o.timeout);
+    let mut checks = Vec::new();
+    let ping = |to: &str, size: u32, count: u32| {
+        Kind::Ping(pb::PingTask {
+            target: to.to_owned(),
+            size,
+            dont_fragment: size > SMALL_SIZE,
+            count,
+            interval_us: micros(ICMP_INTERVAL),
+            timeout_us,
+            ttl: 0,
+        })
+    };
+    if let Some(name) = &target.name {
+        checks.extend(dns_checks(source, name, o, inventory));
+    }
+    let mut reverse_from: BTreeSet<String> = BTreeSet::new();
+    let mut underlay: BTreeSet<String> = BTreeSet::new();
+    for e in &target.endpoints {
+        if let Err(why) = reachable_from(source, e) {
+            checks.push(PlannedCheck::skip(CheckName::Icmp, from, e.address(), why));
+            continue;
+        }
+        if e.role == Role::ClusterIp {
+            checks.push(PlannedCheck::skip(
+                CheckName::Icmp,
+                from,
+                &e.host,
+                "a ClusterIP is virtual (kube-proxy NAT): nothing answers ping; its backends are pinged",
+            ));
+        } else {
+            checks.push(PlannedCheck::run(
+                CheckName::Icmp,
+                from,
+                &e.host,
+                Direction::Forward,
+                ping(&e.host, SMALL_SIZE, o.count),
+            ));
+            if let Some(size) = o.size {
+                checks.push(PlannedCheck::run(
+                    CheckName::IcmpLarge,
+                    from,
+                    &e.host,
+                    Direction::Forward,
+                    ping(&e.host, size, LARGE_COUNT),
+                ));
+            }
+        }
+        // The port: a given one, or the probe's responder.
+        let tcp_target = match (e.port, e.role) {
+            (Some(p), _) => Some((e.host.clone(), p)),
+            (None, Role::Probe) => e.probe.as_ref().map(|p| (format!("probe:{p}"), 0)),
+            _ => None,
+        };
+        match tcp_target {
+            Some((host, port)) => {
+                let to = if port == 0 {
+                    format!("{} (responder of {host})", e.host)
+                } else {
+                    format!("{host}:{port}")
+                };
+                let connect = if port == 0 {
+                    Kind::TcpTransfer(pb::TcpTransferTask {
+                        host: host.clone(),
+                        port: 0,
+                        bytes: 1,
+                        timeout_us: micros(o.timeout * CONNECT_COUNT),
+                        responder: false,
+                    })
+                } else {
+                    Kind::Tcping(pb::TcpingTask {
+                        host: host.clone(),
+                        port: u32::from(port),
+                        count: CONNECT_COUNT,
+                        timeout_us,
+                        interval_us: micros(CONNECT_INTERVAL),
+                    })
+                };
+                checks.push(PlannedCheck::run(
+                    CheckName::TcpConnect,
+                    from,
+                    &to,
+                    Direction::Forward,
+                    connect,
+                ));
+                checks.push(PlannedCheck::run(
+                    CheckName::TcpTransfer,
+                    from,
+                    &to,
+                    Direction::Forward,
+                    Kind::TcpTransfer(pb::TcpTransferTask {
+                        host,
+                        port: u32::from(port),
+                        bytes: TRANSFER_BYTES,
+                        timeout_us: micros(TRANSFER_TIMEOUT),
+                        responder: false,
+                    }),
+                ));
+            }
+            None if target.name.is_none() => checks.push(PlannedCheck::skip(
+                CheckName::TcpConnect,
+                from,
+                &e.host,
+                "no port given (add :PORT to the target)",
+            )),
+            None => {}
+        }
+        // Back from the far side, where a probe stands there.
+        if let (Some(back), Some(addr)) = (&e.probe, source.address)
+            && *back != source.spec
+            && !(source.external() && e.role.is_pod())
+            && reverse_from.insert(back.clone())
+        {
+            let to = addr.to_string();
+            checks.push(PlannedCheck::run(
+                CheckName::Icmp,
+                back,
+                &to,
+                Direction::Reverse,
+                ping(&to, SMALL_SIZE, o.count),
+            ));
+            if let Some(size) = o.size {
+                checks.push(PlannedCheck::run(
+                    CheckName::IcmpLarge,
+                    back,
+                    &to,
+                    Direction::Reverse,
+                    ping(&to, size, LARGE_COUNT),
+                ));
+            }
+        }
+        // Node to node under the overlay, when a pod on another node is the aim.
+        if e.role.is_pod()
+            && let (Some(src_node), Some(dst_node)) = (&source.node, &e.node)
+            && src_node != dst_node
+            && let Some(dst) = inventory.and_then(|i| i.node(dst_node))
+            && underlay.insert(dst_node.clone())
+        {
+            let to = dst.internal_ip.to_string();
+            checks.push(
+                PlannedCheck::run(
+                    CheckName::Icmp,
+                    &source.probe,
+                    &to,
+                    Direction::Forward,
+                    ping(&to, SMALL_SIZE, o.count),
+                )
+                .noted(format!(
+                    "node to node, under the overlay ({src_node} → {dst_node})"
+                )),
+            );
+        }
+        // What listens, inside the pod.
+        if e.role.is_pod()
+            && let (Some(port), Some(inside)) = (e.port, &e.probe)
+        {
+            checks.push(PlannedCheck::run(
+                CheckName::Listener,
+                inside,
+                format!(":{port}"),
+                Direction::Local,
+                Kind::Listener(pb::ListenerTask {
+                    port: u32::from(port),
+                }),
+            ));
+        }
+    }
+    checks.extend(facts_checks(source, target, registry, inventory));
+    checks
+}
+
+/// DNS: the source's own resolver (and, with an inventory, cluster DNS by
+/// ClusterIP and by pod address, compared); from a pod, also its node's
+/// resolver, which is the upstream DNS.
+fn dns_checks(
+    source: &SourceSide,
+    name: &str,
+    o: &Options,
+    inventory: Option<&Inventory>,
+) -> Vec<PlannedCheck> {
+    let mut servers = Vec::new();
+    if let Some(dns) = cluster_dns(inventory) {
+        servers.push(dns.cluster_ip.to_string());
+        servers.extend(dns.endpoints.iter().map(|e| e.ip.to_string()));
+    }
+    let timeout_us = micros(o.timeout);
+    let mut checks = vec![
+        PlannedCheck::run(
+            CheckName::Dns,
+            &source.spec,
+            name,
+            Direction::Forward,
+            Kind::Dns(pb::DnsTask {
+                name: name.to_owned(),
+                compare: !servers.is_empty(),
+                servers,
+                timeout_us,
+                record_type: String::new(),
+            }),
+        )
+        .noted("resolv.conf, compared with cluster DNS by ClusterIP and by pod"),
+    ];
+    if source.pod.is_some() {
+        checks.push(
+            PlannedCheck::run(
+                CheckName::Dns,
+                &source.probe,
+                name,
+                Direction::Forward,
+                Kind::Dns(pb::DnsTask {
+                    name: name.to_owned(),
+                    servers: Vec::new(),
+                    compare: false,
+                    timeout_us,
+                    record_type: String::new(),
+                }),
+            )
+            .noted("the node's resolver: upstream DNS")
+            .answer_is_enough(),
+        );
+    }
+    checks
+}
+
+/// The cluster DNS Service (kube-system/kube-dns, as CoreDNS keeps it).
+pub fn cluster_dns(inventory: Option<&Inventory>) -> Option<&probemesh_model::inventory::Service> {
+    inventory?.service("kube-system", "kube-dns")
+}
+
+/// Node facts (and the Service's NAT chain) on every host involved.
+fn facts_checks(
+    source: &SourceSide,
+    target: &Resolved,
+    registry: &Registry,
+    inventory: Option<&Inventory>,
+) -> Vec<PlannedCheck> {
+    let (match_ip, match_port) = match (&target.service, &target.name) {
+        (Some(svc), _) if svc.node_port => (String::new(), svc.port),
+        (Some(svc), _) => (svc.cluster_ip.to_string(), svc.port),
+        (None, Some(_)) => cluster_dns(inventory)
+            .map_or((String::new(), 0), |dns| (dns.cluster_ip.to_string(), 53)),
+        (None, None) => (String::new(), 0),
+    };
+    let mut hosts: Vec<String> = vec![source.probe.clone()];
+    for e in &target.endpoints {
+        let host_probe = e
+            .node
+            .as_deref()
+            .and_then(|n| inventory?.node(n)?.probe.clone())
+            .or_else(|| e.probe.as_ref().filter(|p| !p.contains('@')).cloned());
+        if let Some(p) = host_probe
+            && !hosts.contains(&p)
+        {
+            hosts.push(p);
+        }
+    }
+    let to = if match_port == 0 {
+        String::new()
+    } else if match_ip.is_empty() {
+        format!("NodePort {match_port}")
+    } else {
+        format!("{match_ip}:{match_port}")
+    };
+    hosts
+        .into_iter()
+        .map(|probe| {
+            if registry.hello(&probe).is_none() {
+                return PlannedCheck::skip(
+                    CheckName::NodeFacts,
+                    &probe,
+                    &to,
+                    format!("probe '{probe}' is not connected"),
+                );
+            }
+            PlannedCheck::run(
+                CheckName::NodeFacts,
+                &probe,
+                &to,
+                Direction::Local,
+                Kind::NodeFacts(pb::NodeFactsTask {
+                    match_ip: match_ip.clone(),
+                    match_port: u32::from(match_port),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// Where to capture: the source (its pod's eth0, or the host's primary and
+/// tunnel interfaces) and every far-side host with a probe.
+pub(super) fn observers(
+    source: &SourceSide,
+    target: &Resolved,
+    checks: &[PlannedCheck],
+    registry: &Registry,
+    inventory: Option<&Inventory>,
+) -> Vec<String> {
+    let mut hosts: Vec<String> = vec![source.probe.clone()];
+    hosts.extend(
+        checks
+            .iter()
+            .filter(|c| c.name == CheckName::NodeFacts && c.request.is_some())
+            .map(|c| c.from.clone()),
+    );
+    for e in &target.endpoints {
+        if let Some(p) = e
+            .node
+            .as_deref()
+            .and_then(|n| inventory?.node(n)?.probe.clone())
+        {
+            hosts.push(p);
+        }
+    }
+    let mut on = Vec::new();
+    if source.pod.is_some() {
+        on.push(format!("{}:eth0", source.spec));
+    }
+    let mut seen = BTreeSet::new();
+    for host in hosts {
+        if !seen.insert(host.clone()) {
+            continue;
+        }
+        let Some(hello) = registry.hello(&host) else {
+            continue;
+        };
+        if let Some(primary) = resolve::primary_interface(&host, &hello.interfaces, inventory) {
+            on.push(format!("{host}:{primary}"));
+        }
+        on.extend(
+            hello
+                .interfaces
+                .iter()
+                .filter(|i| i.up && TUNNEL_PREFIXES.iter().any(|t| i.name.starts_with(t)))
+                .map(|i| format!("{host}:{}", i.name)),
+        );
+    }
+    on
+}
+
+/// Everything the checks send and what answers them, and the overlay
+/// between nodes; never the coordinator's own streams.
+pub(super) fn capture_filter(
+    source: &SourceSide,
+    target: &Resolved,
+    inventory: Option<&Inventory>,
+    coordinator_port: u16,
+) -> String {
+    let mut hosts: BTreeSet<String> = BTreeSet::new();
+    hosts.extend(source.address.map(|a| a.to_string()));
+    for e in &target.endpoints {
+        if let Some(ip) = e.ip() {
+            hosts.insert(ip.to_string());
+        }
+        if let Some(n) = e.node.as_deref().and_then(|n| inventory?.node(n)) {
+            hosts.insert(n.internal_ip.to_string());
+        }
+    }
+    let mut terms: Vec<String> = hosts.into_iter().map(|h| format!("host {h}")).collect();
+    terms.extend(
+        [
+            "icmp",
+            "port 53",
+            "udp port 8472",
+            "udp port 4789",
+            "ip proto 4",
+        ]
+        .iter()
+        .map(|t| (*t).to_owned()),
+    );
+    let wanted = format!("({})", terms.join(" or "));
+    if coordinator_port == 0 {
+        wanted
+    } else {
+        format!("{wanted} and not port {coordinator_port}")
+    }
+}

@@ -1,0 +1,325 @@
+//! CNI rules (`cni_failure`): overlay packets sent from an unregistered
+//! address, Service NAT rules missing on a node.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use probemesh_model::check::CheckName;
+use probemesh_model::inventory::{Cidr, PodPhase};
+
+use super::{
+    Evidence, Finding, all_lost, capture_artifact, cite, note, tcp_connected, tcp_failures,
+};
+use crate::diagnose::target::Role;
+
+/// Whether something aimed at pods or a Service failed.
+fn pod_path_failed(e: &Evidence<'_>) -> bool {
+    e.target.endpoints.iter().any(|ep| {
+        matches!(ep.role, Role::Backend | Role::Pod | Role::ClusterIp)
+            && (e.aimed(CheckName::Icmp, &ep.host).any(all_lost)
+                || tcp_failures(e, &ep.host).is_some())
+    })
+}
+
+pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
+    let inv = e.inventory?;
+    if !pod_path_failed(e) {
+        return None;
+    }
+    let registered = |ip: Ipv4Addr| inv.nodes.iter().any(|n| n.internal_ip == IpAddr::V4(ip));
+    let mut evidence = Vec::new();
+    let mut culprit: Option<(String, String, String)> = None;
+    if let Some(p) = e.packets {
+        let node_ip = |probe: &str| inv.node_of_probe(probe).map(|n| n.internal_ip);
+        // A tunnel packet seen where it is not addressed to was seen
+        // leaving: that observer's node is the sender.
+        let (sent, received): (Vec<_>, Vec<_>) = p
+            .tunnels
+            .iter()
+            .filter(|t| !registered(t.outer_src))
+            .partition(|t| node_ip(t.observer.probe()) != Some(IpAddr::V4(t.outer_dst)));
+        for t in &sent {
+            let expected = node_ip(t.observer.probe()).map_or("?".to_owned(), |ip| ip.to_string());
+            evidence.push(note(
+                t.observer.probe(),
+                format!(
+                    "{} packets leave {} with outer source {} ({} packets to {}); {} is registered as {expected}",
+                    t.kind.to_uppercase(),
+                    t.observer,
+                    t.outer_src,
+                    t.packets,
+                    t.outer_dst,
+                    t.observer.probe
+                ),
+                capture_artifact(&t.observer),
+            ));
+            culprit.get_or_insert((
+                t.observer.probe().to_owned(),
+                t.outer_src.to_string(),
+                expected,
+            ));
+        }
+        for t in &received {
+            evidence.push(note(
+                t.observer.probe(),
+                format!(
+                    "{} receives {} {} packets from {}, which is no node's registered address",
+                    t.observer,
+                    t.packets,
+                    t.kind.to_uppercase(),
+                    t.outer_src
+                ),
+                capture_artifact(&t.observer),
+            ));
+        }
+        if culprit.is_none()
+            && let Some(t) = received.first()
+        {
+            // Only the receiving side was observed: name the source address.
+            culprit = Some((
+                format!("the node sending from {}", t.outer_src),
+                t.outer_src.to_string(),
+                "a node address".to_owned(),
+            ));
+        }
+        let unanswered = p
+            .fates
+            .iter()
+            .filter(|f| !f.answered && f.seen_at.len() > 1)
+            .filter_map(|f| Some((f, f.lost_after.clone()?)))
+            .next();
+        if let (Some((f, at)), Some(_)) = (unanswered, &culprit) {
+            evidence.push(note(
+                at.probe(),
+                format!(
+                    "{} reaches {at} through the tunnel and is never answered",
+                    f.describe()
+                ),
+                capture_artifact(&at),
+            ));
+        }
+    }
+    let mut confidence = 0.9;
+    if culprit.is_none() {
+        // Without captures: the tunnel device's own local address.
+        let (c, f) = e.facts(&e.source.probe)?;
+        let node = inv.node_of_probe(&e.source.probe)?;
+        let t = f.tunnels.iter().find(|t| {
+            t.local
+                .parse::<IpAddr>()
+                .is_ok_and(|l| l != node.internal_ip)
+        })?;
+        evidence.push(cite(
+            c,
+            &format!(
+                "{} ({}) sends from local {}; {} is registered as {}",
+                t.device, t.kind, t.local, node.name, node.internal_ip
+            ),
+        ));
+        culprit = Some((
+            e.source.probe.clone(),
+            t.local.clone(),
+            node.internal_ip.to_string(),
+        ));
+        confidence = 0.75;
+    }
+    let (probe, wrong, right) = culprit?;
+    if let Some(under) = e
+        .ran(CheckName::Icmp)
+        .find(|c| c.ok() && c.detail.contains("node to node"))
+    {
+        evidence.push(cite(under, "node to node works: the underlay is fine"));
+    }
+    if let Some(f) = e.facts(&probe).map(|(_, f)| f) {
+        for i in f.interfaces.iter().filter(|i| {
+            i.addresses
+                .iter()
+                .filter(|a| a.parse::<Cidr>().is_ok_and(|c| c.addr().is_ipv4()) || a.contains('.'))
+                .count()
+                > 1
+        }) {
+            evidence.push(note(
+                &probe,
+                format!(
+                    "{} holds {} addresses: {}",
+                    i.name,
+                    i.addresses.len(),
+                    i.addresses.join(", ")
+                ),
+                format!("node facts {probe}"),
+            ));
+        }
+    }
+    Some(Finding {
+        summary: format!(
+            "{probe} encapsulates overlay traffic with outer source {wrong} instead of its registered address {right}; the other nodes drop it, so pod and Service traffic from {probe} is never answered"
+        ),
+        fix: format!(
+            "pin the overlay to the registered address: flanneld --iface=eth0 or --public-ip={right} (Calico: IP_AUTODETECTION_METHOD=interface=eth0 / can-reach), or remove the extra address {wrong} (DHCP) from the NIC; then restart the CNI agent on {probe}"
+        ),
+        evidence,
+        confidence,
+    })
+}
+
+pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
+    let svc = e.target.service.as_ref()?;
+    let inv = e.inventory?;
+    for ep in e
+        .hosts()
+        .filter(|ep| matches!(ep.role, Role::ClusterIp | Role::Node))
+    {
+        let Some((_, _, failed)) = tcp_failures(e, &ep.host) else {
+            continue;
+        };
+        // ClusterIP: rewritten on the source's node; NodePort: on the target node.
+        let node_probe = match ep.role {
+            Role::ClusterIp => Some(e.source.probe.clone()),
+            _ => ep.node.as_deref().and_then(|n| inv.node(n)?.probe.clone()),
+        };
+        let Some(node_probe) = node_probe else {
+            continue;
+        };
+        let node = inv.node_of_probe(&node_probe);
+        let rules_missing = e.facts(&node_probe).filter(|(_, f)| f.nat_paths.is_empty());
+        let proxy_down = node.filter(|n| n.kube_proxy.phase != PodPhase::Running);
+        if rules_missing.is_none() && proxy_down.is_none() {
+            continue;
+        }
+        let mut evidence = vec![cite(failed, &failed.detail)];
+        if let Some((c, _)) = rules_missing {
+            evidence.push(cite(
+                c,
+                &format!(
+                    "no NAT rule for Service {} port {} on {node_probe}",
+                    svc.id, svc.port
+                ),
+            ));
+        }
+        if let Some(n) = proxy_down {
+            evidence.push(note(
+                &node_probe,
+                format!(
+                    "kube-proxy on {} is {:?}: {}",
+                    n.name,
+                    n.kube_proxy.phase,
+                    n.kube_proxy.reason.as_deref().unwrap_or("no reason given")
+                ),
+                "inventory",
+            ));
+        }
+        for b in e.hosts().filter(|b| b.role == Role::Backend) {
+            if tcp_connected(e, &b.host).is_some() {
+                evidence.push(note(
+                    &e.source.spec,
+                    format!("the backend {} answers directly", b.address()),
+                    format!("check tcp_connect {} → {}", e.source.spec, b.address()),
+                ));
+            }
+        }
+        return Some(Finding {
+            summary: format!(
+                "no kube-proxy NAT rules for Service {} on {node_probe}: {} is not rewritten to a backend",
+                svc.id,
+                ep.address()
+            ),
+            fix: format!(
+                "restore kube-proxy on {node_probe} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy; it must be Running there) so that KUBE-SERVICES holds the Service's rules"
+            ),
+            evidence,
+            confidence: 0.8,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::fixtures::*;
+
+    #[tokio::test]
+    async fn vxlan_from_an_unregistered_address_is_an_overlay_source_mismatch() {
+        let mut c = Case::new("node-3", "svc:default/web:80")
+            .with(icmp("node-3", "198.19.2.10", 20, 0))
+            .with(tcp("node-3", "198.18.200.80:80", 0, 0, 3))
+            .with(Check {
+                detail: "node to node".into(),
+                ..icmp("node-3", "198.18.0.12", 20, 20)
+            });
+        let seen_at = |probe: &str| Tunnel {
+            observer: observer(probe, "eth0"),
+            kind: "vxlan".into(),
+            outer_src: Ipv4Addr::new(198, 18, 0, 23),
+            outer_dst: Ipv4Addr::new(198, 18, 0, 12),
+            packets: 12,
+        };
+        // The receiver first: the sender is still the one named.
+        c.packets = Some(Packets {
+            tunnels: vec![seen_at("node-2"), seen_at("node-3")],
+            ..Default::default()
+        });
+        let v = c.verdict();
+        assert_eq!(
+            class(&v),
+            ("cni_failure", "overlay_source_mismatch"),
+            "{v:?}"
+        );
+        assert!(
+            v.summary.starts_with("node-3 encapsulates")
+                && v.summary.contains("198.18.0.23")
+                && v.summary.contains("198.18.0.13"),
+            "{}",
+            v.summary
+        );
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.observation.starts_with("node-2/eth0 receives"))
+        );
+        // Without captures, the tunnel device's local address tells the same.
+        let v = Case::new("node-3", "svc:default/web:80")
+            .with(icmp("node-3", "198.19.2.10", 20, 0))
+            .with(facts(
+                "node-3",
+                pb::NodeFacts {
+                    tunnels: vec![pb::TunnelInfo {
+                        device: "flannel.1".into(),
+                        kind: "vxlan".into(),
+                        local: "198.18.0.23".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ))
+            .verdict();
+        assert_eq!(
+            v.cause.map_or("", Cause::as_str),
+            "overlay_source_mismatch",
+            "{v:?}"
+        );
+        assert!(v.confidence < 0.9);
+    }
+
+    #[tokio::test]
+    async fn missing_service_rules_with_a_reachable_backend_are_kube_proxy_rules_missing() {
+        let mut c = Case::new("node-3", "svc:default/web:80")
+            .with(icmp("node-3", "198.19.2.10", 20, 20))
+            .with(tcp("node-3", "198.18.200.80:80", 0, 0, 3))
+            .with(tcp("node-3", "198.19.2.10:8080", 3, 0, 0))
+            .with(facts("node-3", pb::NodeFacts::default()));
+        if let Some(n) = c.inventory.nodes.iter_mut().find(|n| n.name == "node-3") {
+            n.kube_proxy.phase = PodPhase::Pending;
+        }
+        let v = c.verdict();
+        assert_eq!(
+            class(&v),
+            ("cni_failure", "kube_proxy_rules_missing"),
+            "{v:?}"
+        );
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.observation.contains("answers directly"))
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Degraded paths (`degraded`): the path works but loses packets.
+
+use probemesh_model::check::CheckName;
+use probemesh_proto::pb;
+
+use super::{Evidence, Finding, cite};
+use crate::diagnose::model::Check;
+
+pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
+    let lossy: Vec<&Check> = e
+        .ran(CheckName::Icmp)
+        .filter(|c| c.received > 0 && c.received < c.sent)
+        .collect();
+    let path = e
+        .ran(CheckName::Path)
+        .find(|c| c.trace().is_some_and(|t| t.loss_from_hop > 0));
+    if lossy.is_empty() && path.is_none() {
+        return None;
+    }
+    let mut evidence: Vec<pb::Evidence> = lossy.iter().map(|c| cite(c, &c.detail)).collect();
+    let mut at = String::new();
+    if let Some(c) = path
+        && let Some(t) = c.trace()
+    {
+        let hop = t
+            .hops
+            .iter()
+            .find(|h| h.ttl == t.loss_from_hop)
+            .map_or("?", |h| h.host.as_str());
+        at = format!(" from hop {} ({hop}) on", t.loss_from_hop);
+        evidence.push(cite(
+            c,
+            &format!(
+                "loss starts at hop {} ({hop}) and continues to the end: {}",
+                t.loss_from_hop,
+                t.reading.join("; ")
+            ),
+        ));
+    }
+    let worst = lossy
+        .iter()
+        .map(|c| (c.sent - c.received, c.sent))
+        .max_by(|a, b| {
+            (f64::from(a.0) / f64::from(a.1.max(1)))
+                .total_cmp(&(f64::from(b.0) / f64::from(b.1.max(1))))
+        });
+    let rate = worst.map_or(String::new(), |(l, s)| format!(" ({l} of {s} lost)",));
+    Some(Finding {
+        summary: format!(
+            "the path works but loses packets{rate}{at}: {} → {}",
+            e.source.spec, e.target.spec
+        ),
+        fix: "look where loss starts (the path check): that hop's interface drops and queues (ip -s link, tc -s qdisc, ethtool -S), its load, and any policer or rule dropping at random".into(),
+        evidence,
+        confidence: if path.is_some() { 0.85 } else { 0.7 },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::fixtures::*;
+
+    #[tokio::test]
+    async fn partial_loss_is_degraded_and_names_the_hop() {
+        let trace = run(
+            CheckName::Path,
+            "cloudvm-1",
+            "198.18.0.12",
+            Direction::Forward,
+            Outcome::Trace(pb::TraceResult {
+                hops: vec![
+                    pb::TraceHop {
+                        ttl: 1,
+                        host: "198.18.100.1".into(),
+                        ..Default::default()
+                    },
+                    pb::TraceHop {
+                        ttl: 2,
+                        host: "198.18.0.12".into(),
+                        loss_pct: 20.0,
+                        ..Default::default()
+                    },
+                ],
+                reached: true,
+                loss_from_hop: 2,
+                reading: vec!["loss continues to the last hop from hop 2: real loss".into()],
+                ..Default::default()
+            }),
+        );
+        let v = Case::new("cloudvm-1", "probe:node-2")
+            .with(icmp("cloudvm-1", "198.18.0.12", 20, 16))
+            .with(reverse("node-2", "198.18.0.14", 20, 17))
+            .with(trace)
+            .verdict();
+        assert_eq!(class(&v), ("degraded", "loss"), "{v:?}");
+        assert!(v.summary.contains("hop 2 (198.18.0.12)"), "{}", v.summary);
+    }
+}

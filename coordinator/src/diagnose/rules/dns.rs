@@ -1,0 +1,348 @@
+//! DNS rules (`dns_failure`): who was asked, who answered — the pod's
+//! resolv.conf servers, the cluster DNS by ClusterIP, its pods by their own
+//! addresses, the upstream.
+
+use std::net::Ipv4Addr;
+
+use probemesh_model::check::CheckName;
+use probemesh_model::inventory::PodPhase;
+use probemesh_proto::pb;
+
+use super::{Evidence, Finding, cite, note};
+use crate::diagnose::model::Check;
+use crate::diagnose::{checks, plan};
+
+/// The DNS view of a run: the source's answers, split by who was asked.
+struct DnsView<'a> {
+    check: &'a Check,
+    result: &'a pb::DnsResult,
+    cluster_ip: Option<String>,
+    pod_ips: Vec<String>,
+    upstream: Option<(&'a Check, &'a pb::DnsResult)>,
+}
+
+fn dns_view<'a>(e: &Evidence<'a>) -> Option<DnsView<'a>> {
+    let name = e.target.name.as_deref()?;
+    let check = e
+        .ran(CheckName::Dns)
+        .find(|c| c.from == e.source.spec && c.to == name)?;
+    let result = check.dns()?;
+    let service = plan::cluster_dns(e.inventory);
+    let upstream = e
+        .ran(CheckName::Dns)
+        .filter(|c| e.source.pod.is_some() && c.from == e.source.probe)
+        .find_map(|c| Some((c, c.dns()?)));
+    Some(DnsView {
+        check,
+        result,
+        cluster_ip: service.map(|s| s.cluster_ip.to_string()),
+        pod_ips: service
+            .map(|s| s.endpoints.iter().map(|e| e.ip.to_string()).collect())
+            .unwrap_or_default(),
+        upstream,
+    })
+}
+
+fn resolves(a: &pb::DnsAnswer) -> bool {
+    a.rcode == "NOERROR" && !a.answers.is_empty()
+}
+
+/// The server sent any DNS answer at all.
+fn answered(a: &pb::DnsAnswer) -> bool {
+    !matches!(a.rcode.as_str(), "TIMEOUT" | "ERROR" | "")
+}
+
+fn server_ip(server: &str) -> &str {
+    server
+        .rsplit_once(':')
+        .filter(|(ip, _)| ip.parse::<Ipv4Addr>().is_ok())
+        .map_or(server, |(ip, _)| ip)
+}
+
+impl<'a> DnsView<'a> {
+    fn resolv_conf_fails(&self) -> bool {
+        let mut asked = checks::resolv_conf_answers(self.result).peekable();
+        asked.peek().is_some() && !asked.any(resolves)
+    }
+
+    /// The answer of server `ip` (asked once, whether it came from
+    /// resolv.conf or was named explicitly).
+    fn explicit(&self, ip: &str) -> Option<&'a pb::DnsAnswer> {
+        self.result
+            .answers
+            .iter()
+            .find(|a| server_ip(&a.server) == ip)
+    }
+
+    fn cluster_answer(&self) -> Option<&'a pb::DnsAnswer> {
+        self.explicit(self.cluster_ip.as_deref()?)
+    }
+
+    fn pod_answers(&self) -> Vec<&'a pb::DnsAnswer> {
+        self.pod_ips
+            .iter()
+            .filter_map(|ip| self.explicit(ip))
+            .collect()
+    }
+
+    fn upstream_answers(&self) -> Option<&'a pb::DnsAnswer> {
+        self.upstream
+            .and_then(|(_, d)| d.answers.iter().find(|a| answered(a)))
+    }
+
+    fn cite_answer(&self, a: &pb::DnsAnswer, role: &str) -> pb::Evidence {
+        let got = if a.answers.is_empty() {
+            a.rcode.clone()
+        } else {
+            format!("{} {}", a.rcode, a.answers.join(" "))
+        };
+        cite(
+            self.check,
+            &format!("{role} {} ({}): {got}", a.server, a.source),
+        )
+    }
+
+    fn cite_resolv_conf(&self) -> Vec<pb::Evidence> {
+        checks::resolv_conf_answers(self.result)
+            .map(|a| self.cite_answer(a, "resolv.conf server"))
+            .collect()
+    }
+
+    fn cite_upstream(&self) -> Option<pb::Evidence> {
+        let (c, _) = self.upstream?;
+        let a = self.upstream_answers()?;
+        Some(cite(
+            c,
+            &format!("upstream DNS {} answers ({})", a.server, a.rcode),
+        ))
+    }
+}
+
+pub(super) fn dns_pod_config(e: &Evidence<'_>) -> Option<Finding> {
+    let v = dns_view(e)?;
+    let cluster = v.cluster_answer().filter(|a| resolves(a))?;
+    if !v.resolv_conf_fails()
+        || v.result
+            .resolv_conf_servers
+            .iter()
+            .any(|s| Some(server_ip(s)) == v.cluster_ip.as_deref())
+    {
+        return None;
+    }
+    let servers = v.result.resolv_conf_servers.join(", ");
+    let mut evidence = vec![cite(
+        v.check,
+        &format!(
+            "resolv.conf names {servers}, not the cluster DNS {}",
+            cluster.server
+        ),
+    )];
+    evidence.extend(v.cite_resolv_conf());
+    evidence.push(v.cite_answer(cluster, "cluster DNS"));
+    Some(Finding {
+        summary: format!(
+            "{} cannot resolve {}: its resolv.conf points at {servers}, while the cluster DNS {} answers",
+            e.source.spec, v.result.name, cluster.server
+        ),
+        fix: format!(
+            "point the pod's resolv.conf at the cluster DNS {}: check the pod's dnsPolicy/dnsConfig and the kubelet's --cluster-dns (clusterDNS), then recreate the pod",
+            v.cluster_ip.unwrap_or_default()
+        ),
+        evidence,
+        confidence: 0.9,
+    })
+}
+
+pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
+    let v = dns_view(e)?;
+    let cluster = v.cluster_answer().filter(|a| !answered(a))?;
+    if !v.resolv_conf_fails() {
+        return None;
+    }
+    let pods = v.pod_answers();
+    let pod_ok: Vec<&pb::DnsAnswer> = pods.iter().copied().filter(|a| answered(a)).collect();
+    let upstream = v.cite_upstream();
+    // DNS pods asked directly and all silent: the service is down, not unreachable.
+    if (!pods.is_empty() && pod_ok.is_empty()) || (pod_ok.is_empty() && upstream.is_none()) {
+        return None;
+    }
+    let mut evidence = vec![v.cite_answer(cluster, "cluster DNS by ClusterIP")];
+    evidence.extend(
+        pod_ok
+            .iter()
+            .map(|a| v.cite_answer(a, "DNS pod by its own address")),
+    );
+    evidence.extend(upstream);
+    let node = e
+        .source
+        .node
+        .clone()
+        .unwrap_or_else(|| e.source.probe.clone());
+    let mut confidence: f64 = 0.75;
+    let mut why = "Service NAT for the cluster DNS does not work on this node".to_owned();
+    let kube_proxy = e
+        .inventory
+        .and_then(|i| i.node(&node))
+        .map(|n| &n.kube_proxy);
+    if let Some(kp) = kube_proxy.filter(|kp| kp.phase != PodPhase::Running) {
+        let reason = kp.reason.as_deref().unwrap_or("no reason given");
+        evidence.push(note(
+            &node,
+            format!("kube-proxy on {node} is {:?}: {reason}", kp.phase),
+            "inventory",
+        ));
+        why = format!("kube-proxy on {node} is {:?} ({reason})", kp.phase);
+        confidence += 0.1;
+    }
+    if let Some((c, f)) = e.facts(&e.source.probe)
+        && f.nat_paths.is_empty()
+    {
+        evidence.push(cite(
+            c,
+            &format!(
+                "no NAT rule for {}:53 on {node}: nothing rewrites the ClusterIP",
+                v.cluster_ip.clone().unwrap_or_default()
+            ),
+        ));
+        confidence += 0.1;
+    }
+    Some(Finding {
+        summary: format!(
+            "{} cannot reach cluster DNS {}: the ClusterIP times out while {}; {why}",
+            e.source.spec,
+            cluster.server,
+            if pod_ok.is_empty() {
+                "the upstream DNS answers".to_owned()
+            } else {
+                format!("the DNS pod {} answers directly", pod_ok[0].server)
+            }
+        ),
+        fix: format!(
+            "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules (KUBE-SERVICES) are written on {node}"
+        ),
+        evidence,
+        confidence: confidence.min(0.95),
+    })
+}
+
+pub(super) fn dns_service_down(e: &Evidence<'_>) -> Option<Finding> {
+    let v = dns_view(e)?;
+    let cluster = v.cluster_answer().filter(|a| !resolves(a))?;
+    let pods = v.pod_answers();
+    if !v.resolv_conf_fails() || pods.is_empty() || pods.iter().any(|a| resolves(a)) {
+        return None;
+    }
+    let mut evidence = vec![v.cite_answer(cluster, "cluster DNS by ClusterIP")];
+    evidence.extend(
+        pods.iter()
+            .map(|a| v.cite_answer(a, "DNS pod by its own address")),
+    );
+    evidence.extend(v.cite_upstream());
+    Some(Finding {
+        summary: format!(
+            "the cluster DNS service does not answer: {} and its pods ({}) fail from {}",
+            cluster.server,
+            pods.iter().map(|a| a.server.as_str()).collect::<Vec<_>>().join(", "),
+            e.source.spec
+        ),
+        fix: "check the cluster DNS pods: kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide, their logs and restarts; they must listen on :53".into(),
+        evidence,
+        confidence: 0.85,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::fixtures::dns;
+    use crate::diagnose::rules::fixtures::*;
+
+    #[tokio::test]
+    async fn cluster_dns_timing_out_on_one_node_is_dns_unreachable_and_names_kube_proxy() {
+        let mut c = Case::new(CLIENT, NAME)
+            .with(dns(
+                CLIENT,
+                "198.18.200.10",
+                vec![
+                    answer("198.18.200.10:53", "resolv.conf", "TIMEOUT", &[]),
+                    answer("198.19.1.53:53", "explicit", "NOERROR", &["198.18.200.80"]),
+                ],
+            ))
+            .with(upstream(true))
+            .with(facts("node-3", pb::NodeFacts::default()));
+        if let Some(n) = c.inventory.nodes.iter_mut().find(|n| n.name == "node-3") {
+            n.kube_proxy.phase = PodPhase::Pending;
+            n.kube_proxy.reason = Some("Evicted".into());
+        }
+        let v = c.verdict();
+        assert_eq!(class(&v), ("dns_failure", "dns_unreachable"), "{v:?}");
+        assert!(v.summary.contains("kube-proxy on node-3"), "{}", v.summary);
+        assert!(v.fix.contains("node-3"));
+        assert!(v.evidence.iter().any(|e| e.artifact == "inventory"));
+    }
+
+    #[tokio::test]
+    async fn dead_dns_pods_are_dns_service_down() {
+        let v = Case::new(CLIENT, NAME)
+            .with(dns(
+                CLIENT,
+                "198.18.200.10",
+                vec![
+                    answer("198.18.200.10:53", "resolv.conf", "ERROR", &[]),
+                    answer("198.19.1.53:53", "explicit", "ERROR", &[]),
+                ],
+            ))
+            .with(upstream(true))
+            .verdict();
+        assert_eq!(class(&v), ("dns_failure", "dns_service_down"), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_resolv_conf_pointing_elsewhere_is_pod_dns_config() {
+        let v = Case::new(CLIENT, NAME)
+            .with(dns(
+                CLIENT,
+                "198.18.200.53",
+                vec![
+                    answer("198.18.200.53:53", "resolv.conf", "TIMEOUT", &[]),
+                    answer(
+                        "198.18.200.10:53",
+                        "explicit",
+                        "NOERROR",
+                        &["198.18.200.80"],
+                    ),
+                    answer("198.19.1.53:53", "explicit", "NOERROR", &["198.18.200.80"]),
+                ],
+            ))
+            .with(upstream(true))
+            .verdict();
+        assert_eq!(class(&v), ("dns_failure", "pod_dns_config"), "{v:?}");
+        assert!(v.summary.contains("198.18.200.53"), "{}", v.summary);
+    }
+
+    #[tokio::test]
+    async fn resolving_names_is_ok() {
+        let v = Case::new(CLIENT, NAME)
+            .with(dns(
+                CLIENT,
+                "198.18.200.10",
+                vec![
+                    answer(
+                        "198.18.200.10:53",
+                        "resolv.conf",
+                        "NOERROR",
+                        &["198.18.200.80"],
+                    ),
+                    answer(
+                        "198.18.200.10:53",
+                        "explicit",
+                        "NOERROR",
+                        &["198.18.200.80"],
+                    ),
+                ],
+            ))
+            .with(upstream(true))
+            .verdict();
+        assert_eq!(class(&v), ("ok", ""), "{v:?}");
+    }
+}

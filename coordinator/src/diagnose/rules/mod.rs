@@ -1,0 +1,405 @@
+//! The diagnosis: a table of rules over the evidence (checks with their
+//! raw results, node facts, captured packet fates, the inventory), tried in
+//! order; the first that matches gives the verdict. Each rule names the
+//! class and cause it proves (DESIGN §1) and the observations it needs, and
+//! cites each observation with the probe and the check, facts or capture it
+//! comes from. No rule knows what was done to the network: only what was
+//! seen.
+//!
+//! Pure. One module per fault family, each rule with its tests and near
+//! misses: [`dns`], [`reachability`], [`port`], [`mtu`], [`cni`],
+//! [`degraded`].
+
+use std::net::Ipv4Addr;
+
+use probemesh_model::check::{CheckName, Direction};
+use probemesh_model::inventory::Inventory;
+use probemesh_model::verdict::{Cause, Class};
+use probemesh_proto::pb;
+
+use super::model::{Check, ObserverInterface};
+use super::packets::{Packets, Proto};
+use super::plan::SourceSide;
+use super::target::Resolved;
+
+mod cni;
+mod degraded;
+mod dns;
+mod mtu;
+mod port;
+mod reachability;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod tests;
+
+/// Everything the rules may look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    /// Where the run started.
+    pub source: &'a SourceSide,
+    /// The target, expanded.
+    pub target: &'a Resolved,
+    /// Every check, with its raw result.
+    pub checks: &'a [Check],
+    /// The captures' packet fates, when captures were read.
+    pub packets: Option<&'a Packets>,
+    /// The cluster inventory.
+    pub inventory: Option<&'a Inventory>,
+    /// Evidence that could not be gathered.
+    pub missing: &'a [String],
+}
+
+/// What a matching rule concludes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// One line.
+    pub summary: String,
+    /// The fix, in the field's words.
+    pub fix: String,
+    /// Each observation, with where it comes from.
+    pub evidence: Vec<pb::Evidence>,
+    /// 0..1.
+    pub confidence: f64,
+}
+
+/// One rule of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// Its name, reported with the verdict (`verdict.rule`): kebab-case and
+    /// stable, never a class (`mtu-blackhole` the rule proves
+    /// [`Class::MtuBlackhole`]).
+    pub name: &'static str,
+    /// DESIGN §1 class it proves.
+    pub class: Class,
+    /// DESIGN §1 cause it proves, where the class has causes.
+    pub cause: Option<Cause>,
+    /// The observations it needs.
+    pub needs: &'static str,
+    /// Matches the evidence, or not.
+    pub test: fn(&Evidence<'_>) -> Option<Finding>,
+}
+
+/// The rules, most specific first.
+pub const RULES: &[Rule] = &[
+    Rule {
+        name: "dns-pod-config",
+        class: Class::DnsFailure,
+        cause: Some(Cause::PodDnsConfig),
+        needs: "dns from the source: its resolv.conf servers fail while cluster DNS asked by ClusterIP answers",
+        test: dns::dns_pod_config,
+    },
+    Rule {
+        name: "dns-unreachable",
+        class: Class::DnsFailure,
+        cause: Some(Cause::DnsUnreachable),
+        needs: "dns from the source: cluster DNS by ClusterIP times out while a DNS pod answers by its own address or the upstream answers; node facts or inventory of the source's node for kube-proxy",
+        test: dns::dns_unreachable,
+    },
+    Rule {
+        name: "dns-service-down",
+        class: Class::DnsFailure,
+        cause: Some(Cause::DnsServiceDown),
+        needs: "dns from the source: cluster DNS by ClusterIP and every DNS pod address fail",
+        test: dns::dns_service_down,
+    },
+    Rule {
+        name: "conntrack-full",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Overload),
+        needs: "a failed icmp or tcp_connect; node facts: conntrack table at least 95 % full on a node of the path",
+        test: reachability::overload,
+    },
+    Rule {
+        name: "no-route",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Routing),
+        needs: "a failed icmp to a pod; node facts of the source's node: no route to that pod's node CIDR except the default",
+        test: reachability::routing,
+    },
+    Rule {
+        name: "overlay-source-mismatch",
+        class: Class::CniFailure,
+        cause: Some(Cause::OverlaySourceMismatch),
+        needs: "a failed check to a pod or Service; captures: tunnel packets with an outer source that is no node's registered address (or node facts: the tunnel device's local address)",
+        test: cni::overlay_source_mismatch,
+    },
+    Rule {
+        name: "kube-proxy-rules-missing",
+        class: Class::CniFailure,
+        cause: Some(Cause::KubeProxyRulesMissing),
+        needs: "tcp_connect to a ClusterIP/NodePort fails; nat_rules on that node empty or kube-proxy not Running there",
+        test: cni::kube_proxy_rules_missing,
+    },
+    Rule {
+        name: "mtu-blackhole",
+        class: Class::MtuBlackhole,
+        cause: None,
+        needs: "icmp ok; icmp_large lost without errors or tcp_transfer stalled after the handshake; pmtu: path MTU below the sender's",
+        test: mtu::mtu_blackhole,
+    },
+    Rule {
+        name: "icmp-filtered",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Firewall),
+        needs: "icmp gets no reply while TCP to the same host connects (or captures: echo requests reach the host and are never answered)",
+        test: reachability::firewall,
+    },
+    Rule {
+        name: "listen-loopback",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::LoopbackOnly),
+        needs: "tcp_connect fails; listener inside the pod: the port is bound to loopback only",
+        test: port::loopback_only,
+    },
+    Rule {
+        name: "connection-refused",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::Refused),
+        needs: "icmp ok; tcp_connect refused (RST); listener: nothing on the port (or not checked)",
+        test: port::refused,
+    },
+    Rule {
+        name: "port-filtered",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::Filtered),
+        needs: "icmp ok; tcp_connect times out, or is reset while the listener is fine",
+        test: port::filtered,
+    },
+    Rule {
+        name: "packet-loss",
+        class: Class::Degraded,
+        cause: Some(Cause::Loss),
+        needs: "icmp loses some (not all) echoes, or path: loss from a hop to the end",
+        test: degraded::loss,
+    },
+    Rule {
+        name: "unreachable",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Link),
+        needs: "icmp and tcp_connect fail; captures: packets leave the source and are never seen further",
+        test: reachability::link,
+    },
+];
+
+/// Applies the rules: the first match, `ok` when every check passed, else
+/// `inconclusive` with what is missing.
+pub fn diagnose(e: &Evidence<'_>) -> Verdict {
+    for rule in RULES {
+        if let Some(f) = (rule.test)(e) {
+            return Verdict {
+                class: rule.class,
+                cause: rule.cause,
+                rule: rule.name,
+                summary: f.summary,
+                fix: f.fix,
+                evidence: f.evidence,
+                confidence: f.confidence,
+                missing: e.missing.to_vec(),
+            };
+        }
+    }
+    let ran: Vec<&Check> = e.checks.iter().filter(|c| c.ran()).collect();
+    let failed: Vec<&Check> = ran.iter().copied().filter(|c| c.failed()).collect();
+    let source_ran = ran.iter().any(|c| c.from == e.source.spec);
+    if failed.is_empty() && source_ran {
+        return Verdict {
+            class: Class::Ok,
+            cause: None,
+            rule: "all-checks-passed",
+            summary: format!(
+                "{} → {}: every check passed ({} checks)",
+                e.source.spec,
+                e.target.spec,
+                ran.len()
+            ),
+            fix: String::new(),
+            evidence: ran
+                .iter()
+                .filter(|c| c.direction != Direction::Local)
+                .take(6)
+                .map(|c| cite(c, &c.detail))
+                .collect(),
+            confidence: 0.9,
+            missing: e.missing.to_vec(),
+        };
+    }
+    let mut missing = e.missing.to_vec();
+    if !source_ran {
+        missing.push(format!(
+            "no check could run from {} (see the checks' details)",
+            e.source.spec
+        ));
+    }
+    Verdict {
+        class: Class::Inconclusive,
+        cause: None,
+        rule: "no-rule-matched",
+        summary: if failed.is_empty() {
+            "not enough evidence to decide".into()
+        } else {
+            format!(
+                "{} checks failed, but the evidence fits no known fault",
+                failed.len()
+            )
+        },
+        fix: "re-run with every probe on the path connected and captures allowed; the failed checks below are where to look".into(),
+        evidence: failed.iter().map(|c| cite(c, &c.detail)).collect(),
+        confidence: 0.0,
+        missing,
+    }
+}
+
+/// What the diagnosis concludes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// DESIGN §1 class.
+    pub class: Class,
+    /// DESIGN §1 cause, where the class has causes.
+    pub cause: Option<Cause>,
+    /// The rule that decided (a [`Rule`] name, or `all-checks-passed` /
+    /// `no-rule-matched`).
+    pub rule: &'static str,
+    /// One line.
+    pub summary: String,
+    /// The fix, in the field's words.
+    pub fix: String,
+    /// Each observation, with where it comes from.
+    pub evidence: Vec<pb::Evidence>,
+    /// 0..1.
+    pub confidence: f64,
+    /// Evidence that could not be gathered, and why.
+    pub missing: Vec<String>,
+}
+
+impl Verdict {
+    /// The verdict as the run record carries it.
+    pub fn to_pb(&self) -> pb::Verdict {
+        pb::Verdict {
+            class: pb::VerdictClass::from(self.class).into(),
+            cause: self
+                .cause
+                .map_or(pb::VerdictCause::Unspecified, pb::VerdictCause::from)
+                .into(),
+            rule: self.rule.to_owned(),
+            summary: self.summary.clone(),
+            fix: self.fix.clone(),
+            evidence: self.evidence.clone(),
+            confidence: self.confidence,
+            missing: self.missing.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+// ------------------------------------------------------------- helpers
+
+/// Cites a check.
+fn cite(c: &Check, observation: &str) -> pb::Evidence {
+    pb::Evidence {
+        probe: c.from.clone(),
+        observation: observation.to_owned(),
+        artifact: format!("check {} {} → {}", c.name, c.from, c.to),
+    }
+}
+
+fn note(probe: &str, observation: String, artifact: impl Into<String>) -> pb::Evidence {
+    pb::Evidence {
+        probe: probe.to_owned(),
+        observation,
+        artifact: artifact.into(),
+    }
+}
+
+impl<'a> Evidence<'a> {
+    /// Checks named `name` that ran.
+    fn ran(&self, name: CheckName) -> impl Iterator<Item = &'a Check> {
+        self.checks
+            .iter()
+            .filter(move |c| c.name == name && c.ran())
+    }
+
+    /// Forward checks from the source named `name` aimed at `host`.
+    fn aimed(&self, name: CheckName, host: &'a str) -> impl Iterator<Item = &'a Check> {
+        let from = self.source.spec.as_str();
+        self.ran(name).filter(move |c| {
+            c.direction == Direction::Forward && c.from == from && c.aimed_at(host)
+        })
+    }
+
+    /// Hosts the source aimed at (endpoints with IPs, reachable from it).
+    fn hosts(&self) -> impl Iterator<Item = &'a super::target::Endpoint> {
+        let from = self.source.spec.as_str();
+        let checks = self.checks;
+        self.target.endpoints.iter().filter(move |e| {
+            checks.iter().any(|c| {
+                c.from == from
+                    && c.direction == Direction::Forward
+                    && c.ran()
+                    && c.aimed_at(&e.host)
+            })
+        })
+    }
+
+    /// Node facts of `probe`.
+    fn facts(&self, probe: &str) -> Option<(&'a Check, &'a pb::NodeFacts)> {
+        self.ran(CheckName::NodeFacts)
+            .filter(|c| c.from == probe)
+            .find_map(|c| Some((c, c.facts()?)))
+    }
+}
+
+fn all_lost(c: &Check) -> bool {
+    c.failed() && c.sent > 0 && c.received == 0
+}
+
+/// An icmp check that got every reply.
+fn icmp_ok(e: &Evidence<'_>, host: &str) -> bool {
+    e.aimed(CheckName::Icmp, host).any(|c| c.ok())
+}
+
+/// TCP to `host` connected at least once.
+fn tcp_connected(e: &Evidence<'_>, host: &str) -> Option<&'static str> {
+    e.aimed(CheckName::TcpConnect, host)
+        .find(|c| c.received > 0)
+        .map(|_| "connects")
+}
+
+/// The failing TCP checks to `host`: refused and timed-out counts.
+fn tcp_failures<'a>(e: &Evidence<'a>, host: &'a str) -> Option<(u32, u32, &'a Check)> {
+    let c = e
+        .aimed(CheckName::TcpConnect, host)
+        .find(|c| c.failed() && c.received == 0)?;
+    match c.tcping() {
+        Some(t) => Some((t.refused, t.timed_out + t.failed, c)),
+        None => {
+            let outcome = c.transfer().map_or("", |t| t.outcome.as_str());
+            Some((
+                u32::from(outcome == "refused" || outcome == "reset"),
+                u32::from(outcome != "refused" && outcome != "reset"),
+                c,
+            ))
+        }
+    }
+}
+
+/// Packets to `host` that were never answered, with where they were last
+/// seen: `(described, last seen)`.
+fn unanswered_to(e: &Evidence<'_>, host: &str, proto: Proto) -> Vec<(String, ObserverInterface)> {
+    let Some(p) = e.packets else {
+        return Vec::new();
+    };
+    let Ok(ip) = host.parse::<Ipv4Addr>() else {
+        return Vec::new();
+    };
+    p.fates
+        .iter()
+        .filter(|f| f.proto == proto && f.dst == ip && !f.answered)
+        .filter_map(|f| Some((f.describe(), f.lost_after.clone()?)))
+        .collect()
+}
+
+fn capture_artifact(observer: &ObserverInterface) -> String {
+    format!("capture {observer}")
+}

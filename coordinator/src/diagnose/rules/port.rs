@@ -1,0 +1,232 @@
+//! Port rules (`port_unreachable`): nothing listens, the app listens on
+//! loopback only, or a rule drops or resets the connection.
+
+use probemesh_model::check::{CheckName, Direction};
+
+use super::{
+    Evidence, Finding, capture_artifact, cite, icmp_ok, note, tcp_failures, unanswered_to,
+};
+use crate::diagnose::checks;
+use crate::diagnose::model::Check;
+use crate::diagnose::packets::Proto;
+use crate::diagnose::target::Role;
+
+pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
+    let c = e.ran(CheckName::Listener).find(|c| {
+        c.listeners().is_some_and(|l| {
+            let tcp: Vec<_> = l
+                .listeners
+                .iter()
+                .filter(|x| x.protocol.starts_with("tcp"))
+                .collect();
+            !tcp.is_empty() && tcp.iter().all(|x| checks::is_loopback(&x.address))
+        })
+    })?;
+    let failed: Vec<&Check> = e
+        .hosts()
+        .filter_map(|ep| tcp_failures(e, &ep.host).map(|(_, _, c)| c))
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let l = c.listeners()?;
+    let bound: Vec<String> = l
+        .listeners
+        .iter()
+        .map(|x| {
+            format!(
+                "{}:{}{}",
+                x.address,
+                x.port,
+                if x.process.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", x.process)
+                }
+            )
+        })
+        .collect();
+    let mut evidence = vec![cite(c, &format!("listens on {} only", bound.join(", ")))];
+    evidence.extend(failed.iter().map(|f| cite(f, &f.detail)));
+    Some(Finding {
+        summary: format!(
+            "the app in {} listens on {} only: connections from other hosts are refused",
+            c.place(),
+            bound.join(", ")
+        ),
+        fix: "make the app bind 0.0.0.0 (or the pod IP) instead of 127.0.0.1: its listen/host setting (e.g. --host 0.0.0.0), then restart it".into(),
+        evidence,
+        confidence: 0.9,
+    })
+}
+
+pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
+    for ep in e.hosts() {
+        let Some((refused, _, failed)) = tcp_failures(e, &ep.host) else {
+            continue;
+        };
+        if refused == 0 {
+            continue;
+        }
+        let listener = e
+            .ran(CheckName::Listener)
+            .find(|c| c.failed() && c.listeners().is_some_and(|l| l.listeners.is_empty()));
+        let listening = e.ran(CheckName::Listener).any(|c| c.ok());
+        if listening {
+            continue;
+        }
+        let mut evidence = vec![cite(failed, &failed.detail)];
+        let alive = e
+            .ran(CheckName::Icmp)
+            .find(|c| c.ok() && c.direction == Direction::Forward && c.from == e.source.spec);
+        if let Some(c) = alive {
+            evidence.push(cite(c, &format!("the host is up: {}", c.detail)));
+        }
+        let mut confidence: f64 = 0.75;
+        if let Some(c) = listener {
+            evidence.push(cite(c, &c.detail));
+            confidence = 0.9;
+        }
+        let port = e
+            .target
+            .endpoints
+            .iter()
+            .find(|b| b.role.is_pod())
+            .and_then(|b| b.port)
+            .or(ep.port)
+            .unwrap_or_default();
+        return Some(Finding {
+            summary: format!(
+                "connection refused: nothing listens on port {port}{}; the kernel answers SYNs with RST",
+                listener.map_or(String::new(), |c| format!(" in {}", c.place()))
+            ),
+            fix: format!(
+                "start the application (is the container running? kubectl get pod, kubectl logs --previous) and check that it listens on {port}, the Service's targetPort"
+            ),
+            evidence,
+            confidence,
+        });
+    }
+    None
+}
+
+pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
+    for ep in e.hosts() {
+        let host = ep.host.as_str();
+        let Some((refused, timed_out, failed)) = tcp_failures(e, host) else {
+            continue;
+        };
+        let host_up = icmp_ok(e, host)
+            || (ep.role == Role::ClusterIp
+                && e.hosts()
+                    .any(|b| b.role == Role::Backend && icmp_ok(e, &b.host)));
+        if !host_up {
+            continue;
+        }
+        let listening = e.ran(CheckName::Listener).any(|c| c.ok());
+        if timed_out == 0 && !(refused > 0 && listening) {
+            continue;
+        }
+        let mut evidence = vec![cite(failed, &failed.detail)];
+        if let Some(c) = e.aimed(CheckName::Icmp, host).find(|c| c.ok()) {
+            evidence.push(cite(c, &format!("the host answers ping: {}", c.detail)));
+        }
+        if let Some(c) = e.ran(CheckName::Listener).find(|c| c.ok()) {
+            evidence.push(cite(c, &format!("the app listens: {}", c.detail)));
+        }
+        let dropped_at = unanswered_to(e, host, Proto::Tcp).into_iter().next();
+        let mut confidence = 0.8;
+        if let Some((what, at)) = &dropped_at {
+            evidence.push(note(
+                at.probe(),
+                format!("{what} reaches {at} and is never answered"),
+                capture_artifact(at),
+            ));
+            confidence = 0.9;
+        }
+        let where_ = dropped_at
+            .as_ref()
+            .map(|(_, at)| at.probe().to_owned())
+            .or_else(|| ep.node.clone())
+            .unwrap_or_else(|| host.to_owned());
+        let how = if timed_out > 0 {
+            "SYNs get no answer at all (no SYN-ACK, no RST)"
+        } else {
+            "the connection is reset although the app listens: a RST the destination never sent"
+        };
+        return Some(Finding {
+            summary: format!(
+                "TCP to {} is filtered: the host is up and {how}; a rule drops it{}",
+                ep.address(),
+                if dropped_at.is_some() {
+                    format!(" on {where_}")
+                } else {
+                    " on the path or at the destination".to_owned()
+                }
+            ),
+            fix: format!(
+                "find the rule on {where_}: iptables-save | grep -n {} (raw, mangle and filter tables, before kube-proxy's DNAT), nft list ruleset, NetworkPolicies, cloud security groups; allow the port",
+                ep.port.unwrap_or_default()
+            ),
+            evidence,
+            confidence,
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::fixtures::*;
+
+    #[tokio::test]
+    async fn a_stopped_app_is_refused_and_a_loopback_one_is_loopback_only() {
+        let case = |addr: &str| {
+            Case::new("node-1", "svc:default/web:80")
+                .with(icmp("node-1", "198.19.2.10", 20, 20))
+                .with(tcp("node-1", "198.18.200.80:80", 0, 3, 0))
+                .with(tcp("node-1", "198.19.2.10:8080", 0, 3, 0))
+                .with(listener("node-2@pod:default/web-0", addr))
+                .verdict()
+        };
+        let down = case("");
+        assert_eq!(class(&down), ("port_unreachable", "refused"), "{down:?}");
+        assert!(down.summary.contains("8080"), "{}", down.summary);
+        let lo = case("127.0.0.1");
+        assert_eq!(class(&lo), ("port_unreachable", "loopback_only"), "{lo:?}");
+        assert!(lo.summary.contains("127.0.0.1:8080"), "{}", lo.summary);
+    }
+
+    #[tokio::test]
+    async fn syns_dropped_at_a_live_host_are_filtered() {
+        let mut c = Case::new("cloudvm-1", "nodeport:node-2:30080")
+            .with(icmp("cloudvm-1", "198.18.0.12", 20, 20))
+            .with(tcp("cloudvm-1", "198.18.0.12:30080", 0, 0, 3))
+            .with(transfer("cloudvm-1", "198.18.0.12:30080", false, false))
+            .with(listener("node-2@pod:default/web-0", "0.0.0.0"));
+        c.packets = Some(Packets {
+            fates: vec![Fate {
+                proto: Proto::Tcp,
+                src: Ipv4Addr::new(198, 18, 100, 10),
+                dst: Ipv4Addr::new(198, 18, 0, 12),
+                dst_port: 30080,
+                syn: true,
+                wire_bytes: 74,
+                seen_at: vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
+                answered: false,
+                lost_after: Some(observer("node-2", "eth0")),
+                retransmissions: 2,
+            }],
+            ..Default::default()
+        });
+        let v = c.verdict();
+        assert_eq!(class(&v), ("port_unreachable", "filtered"), "{v:?}");
+        assert!(v.summary.contains("on node-2"), "{}", v.summary);
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.artifact == "capture node-2/eth0")
+        );
+    }
+}

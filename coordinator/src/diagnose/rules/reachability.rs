@@ -1,0 +1,356 @@
+//! Reachability rules (`network_unreachable`): a full conntrack table, a
+//! missing overlay route, ICMP dropped by a firewall, packets that leave and
+//! never arrive.
+
+use std::net::IpAddr;
+
+use probemesh_model::check::{CheckName, Direction};
+use probemesh_model::inventory::Cidr;
+use probemesh_proto::pb;
+
+use super::{
+    Evidence, Finding, all_lost, capture_artifact, cite, note, tcp_connected, unanswered_to,
+};
+use crate::diagnose::checks;
+use crate::diagnose::model::Check;
+use crate::diagnose::packets::Proto;
+
+// ------------------------------------------------------- reachability
+
+pub(super) fn overload(e: &Evidence<'_>) -> Option<Finding> {
+    let failing: Vec<&Check> = e
+        .checks
+        .iter()
+        .filter(|c| {
+            (c.name == CheckName::Icmp || c.name == CheckName::TcpConnect)
+                && c.failed()
+                && c.received == 0
+        })
+        .collect();
+    if failing.is_empty() {
+        return None;
+    }
+    let (c, f) = e.ran(CheckName::NodeFacts).find_map(|c| {
+        let f = c.facts()?;
+        checks::conntrack_use(f)
+            .filter(|u| *u >= checks::CONNTRACK_FULL)
+            .map(|_| (c, f))
+    })?;
+    let mut evidence = vec![cite(
+        c,
+        &format!(
+            "conntrack table on {} holds {} of {} entries: new flows are dropped",
+            c.from, f.conntrack_count, f.conntrack_max
+        ),
+    )];
+    evidence.extend(failing.iter().take(4).map(|c| cite(c, &c.detail)));
+    Some(Finding {
+        summary: format!(
+            "{}'s conntrack table is full ({}/{}): it drops every new connection, ping included",
+            c.from, f.conntrack_count, f.conntrack_max
+        ),
+        fix: format!(
+            "on {}: find what fills it (conntrack -S; conntrack -L | sort by source), then raise net.netfilter.nf_conntrack_max (and the hash size) or shorten timeouts; `dmesg` shows \"nf_conntrack: table full, dropping packet\"",
+            c.from
+        ),
+        evidence,
+        confidence: 0.9,
+    })
+}
+
+/// The most specific route for `ip`, with its prefix length.
+fn route_for(routes: &[pb::Route], ip: IpAddr) -> Option<(&pb::Route, u8)> {
+    routes
+        .iter()
+        .filter(|r| r.table.is_empty() || r.table == "main")
+        .filter_map(|r| {
+            let prefix = if r.destination == "default" || r.destination == "0.0.0.0/0" {
+                0
+            } else {
+                let cidr: Cidr = match r.destination.split_once('/') {
+                    Some((a, p)) => Cidr::new(a.parse().ok()?, p.parse().ok()?).ok()?,
+                    None => Cidr::new(r.destination.parse().ok()?, 32).ok()?,
+                };
+                if !cidr.contains(ip) {
+                    return None;
+                }
+                cidr.prefix()
+            };
+            Some((r, prefix))
+        })
+        .max_by_key(|(_, p)| *p)
+}
+
+pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
+    let inv = e.inventory?;
+    let src_node = e.source.node.as_deref()?;
+    let (facts_check, facts) = e
+        .facts(&e.source.probe)
+        .filter(|(_, f)| !f.routes.is_empty())?;
+    for ep in e.hosts().filter(|ep| ep.role.is_pod()) {
+        let Some(failed) = e.aimed(CheckName::Icmp, &ep.host).find(|c| all_lost(c)) else {
+            continue;
+        };
+        let ip = ep.ip()?;
+        let Some(owner) = inv
+            .nodes
+            .iter()
+            .find(|n| n.name != src_node && n.pod_cidr.contains(ip))
+        else {
+            continue;
+        };
+        let best = route_for(&facts.routes, ip);
+        let via = match best {
+            Some((r, 0)) => format!("only the default route matches: {}", r.raw),
+            None => "no route matches at all".to_owned(),
+            Some(_) => continue,
+        };
+        let mut evidence = vec![
+            cite(
+                facts_check,
+                &format!(
+                    "{src_node} has no route to {} ({}'s pods): for {ip} {via}",
+                    owner.pod_cidr.addr(),
+                    owner.name
+                ),
+            ),
+            cite(failed, &failed.detail),
+        ];
+        if let Some(under) = e
+            .ran(CheckName::Icmp)
+            .find(|c| c.to == owner.internal_ip.to_string() && c.ok())
+        {
+            evidence.push(cite(
+                under,
+                &format!("{} itself answers: the nodes reach each other", owner.name),
+            ));
+        }
+        return Some(Finding {
+            summary: format!(
+                "{src_node} has no route to {}/{} ({}'s pod network): traffic to {ip} leaves by the default route and is lost",
+                owner.pod_cidr.addr(),
+                owner.pod_cidr.prefix(),
+                owner.name
+            ),
+            fix: format!(
+                "restore the overlay route on {src_node} (flannel: ip route replace {}/{} via {} dev flannel.1 onlink, or restart flanneld, which rewrites its routes); check for a stale route sync or a manual `ip route del`",
+                owner.pod_cidr.addr(),
+                owner.pod_cidr.prefix(),
+                owner.pod_cidr.addr()
+            ),
+            evidence,
+            confidence: 0.85,
+        });
+    }
+    None
+}
+
+pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
+    for ep in e.hosts() {
+        let host = ep.host.as_str();
+        let Some(lost) = e.aimed(CheckName::Icmp, host).find(|c| all_lost(c)) else {
+            continue;
+        };
+        let tcp = e
+            .aimed(CheckName::TcpConnect, host)
+            .chain(e.aimed(CheckName::TcpTransfer, host))
+            .find(|c| c.received > 0 || c.ok());
+        let reached = unanswered_to(e, host, Proto::Icmp)
+            .into_iter()
+            .find(|(_, at)| {
+                ep.node.as_deref().is_some_and(|n| at.on(n))
+                    || ep.probe.as_deref().is_some_and(|p| at.on(p))
+            });
+        if tcp.is_none() && reached.is_none() {
+            continue;
+        }
+        let mut evidence = vec![cite(lost, &lost.detail)];
+        if let Some(c) = tcp {
+            evidence.push(cite(
+                c,
+                &format!("TCP to the same host works: {}", c.detail),
+            ));
+        }
+        if let Some((what, at)) = &reached {
+            evidence.push(note(
+                at.probe(),
+                format!("{what} reaches {at} and is never answered"),
+                capture_artifact(at),
+            ));
+        }
+        if let Some(back) = e.ran(CheckName::Icmp).find(|c| {
+            c.direction == Direction::Reverse
+                && c.ok()
+                && ep.probe.as_deref() == Some(c.from.as_str())
+        }) {
+            evidence.push(cite(back, &format!("the other way works: {}", back.detail)));
+        }
+        let who = ep
+            .node
+            .clone()
+            .or_else(|| ep.probe.clone())
+            .unwrap_or_else(|| host.to_owned());
+        return Some(Finding {
+            summary: format!(
+                "ICMP echo to {host} is dropped by a firewall{}: the host is up (TCP connects) but never answers ping",
+                if reached.is_some() {
+                    format!(" on {who}")
+                } else {
+                    String::new()
+                }
+            ),
+            fix: format!(
+                "on {who}: find the rule dropping ICMP (iptables -S INPUT | grep icmp, nft list ruleset, firewalld, security groups) and allow echo-request; ping is how the next engineer will test this path"
+            ),
+            evidence,
+            confidence: if reached.is_some() { 0.9 } else { 0.75 },
+        });
+    }
+    None
+}
+
+pub(super) fn link(e: &Evidence<'_>) -> Option<Finding> {
+    for ep in e.hosts() {
+        let host = ep.host.as_str();
+        let Some(lost) = e.aimed(CheckName::Icmp, host).find(|c| all_lost(c)) else {
+            continue;
+        };
+        if tcp_connected(e, host).is_some() {
+            continue;
+        }
+        let leaves = unanswered_to(e, host, Proto::Icmp)
+            .into_iter()
+            .find(|(_, at)| at.on(&e.source.probe));
+        let trace = e.aimed(CheckName::Path, host).next();
+        if leaves.is_none() && trace.is_none() {
+            continue;
+        }
+        let mut evidence = vec![cite(lost, &lost.detail)];
+        if let Some((what, at)) = &leaves {
+            evidence.push(note(
+                &e.source.probe,
+                format!("{what} leaves {at} and no observer sees it again"),
+                capture_artifact(at),
+            ));
+        }
+        if let Some(t) = trace {
+            evidence.push(cite(t, &t.detail));
+        }
+        return Some(Finding {
+            summary: format!("{host} is unreachable from {}: packets leave and never arrive", e.source.spec),
+            fix: "follow the path check's last answering hop: check that hop's link, routes and firewall towards the target".into(),
+            evidence,
+            confidence: if leaves.is_some() { 0.7 } else { 0.5 },
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::fixtures::*;
+
+    #[tokio::test]
+    async fn icmp_dropped_while_tcp_connects_is_a_firewall() {
+        let v = Case::new("cloudvm-1", "probe:node-2")
+            .with(icmp("cloudvm-1", "198.18.0.12", 20, 0))
+            .with(run(
+                CheckName::TcpConnect,
+                "cloudvm-1",
+                "198.18.0.12 (responder of probe:node-2)",
+                Direction::Forward,
+                Outcome::TcpTransfer(pb::TcpTransferResult {
+                    connected: true,
+                    completed: true,
+                    ..Default::default()
+                }),
+            ))
+            .with(reverse("node-2", "198.18.0.14", 20, 20))
+            .verdict();
+        assert_eq!(class(&v), ("network_unreachable", "firewall"), "{v:?}");
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.observation.contains("TCP to the same host works"))
+        );
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.observation.contains("the other way works"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_overlay_route_is_routing() {
+        let routes = vec![
+            pb::Route {
+                destination: "default".into(),
+                gateway: "198.18.0.1".into(),
+                device: "eth0".into(),
+                raw: "default via 198.18.0.1 dev eth0".into(),
+                ..Default::default()
+            },
+            pb::Route {
+                destination: "198.19.1.0/24".into(),
+                device: "flannel.1".into(),
+                raw: "198.19.1.0/24 via 198.19.1.0 dev flannel.1 onlink".into(),
+                ..Default::default()
+            },
+        ];
+        let base = Case::new("node-3", "pod:default/web-0:8080")
+            .with(icmp("node-3", "198.19.2.10", 20, 0))
+            .with(tcp("node-3", "198.19.2.10:8080", 0, 0, 3))
+            .with(Check {
+                detail: "node to node".into(),
+                ..icmp("node-3", "198.18.0.12", 20, 20)
+            });
+        let v = base
+            .with(facts(
+                "node-3",
+                pb::NodeFacts {
+                    routes: routes.clone(),
+                    ..Default::default()
+                },
+            ))
+            .verdict();
+        assert_eq!(class(&v), ("network_unreachable", "routing"), "{v:?}");
+        assert!(v.summary.contains("198.19.2.0/24"), "{}", v.summary);
+        // With the route present the rule stays silent.
+        let mut with_route = routes;
+        with_route.push(pb::Route {
+            destination: "198.19.2.0/24".into(),
+            device: "flannel.1".into(),
+            ..Default::default()
+        });
+        let v = Case::new("node-3", "pod:default/web-0:8080")
+            .with(icmp("node-3", "198.19.2.10", 20, 0))
+            .with(facts(
+                "node-3",
+                pb::NodeFacts {
+                    routes: with_route,
+                    ..Default::default()
+                },
+            ))
+            .verdict();
+        assert_ne!(v.cause.map_or("", Cause::as_str), "routing", "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_full_conntrack_table_is_overload() {
+        let v = Case::new("cloudvm-1", "nodeport:node-2:30080")
+            .with(icmp("cloudvm-1", "198.18.0.12", 20, 0))
+            .with(tcp("cloudvm-1", "198.18.0.12:30080", 0, 0, 3))
+            .with(facts(
+                "node-2",
+                pb::NodeFacts {
+                    conntrack_count: 4096,
+                    conntrack_max: 4096,
+                    ..Default::default()
+                },
+            ))
+            .verdict();
+        assert_eq!(class(&v), ("network_unreachable", "overload"), "{v:?}");
+        assert!(v.summary.contains("4096/4096"));
+    }
+}

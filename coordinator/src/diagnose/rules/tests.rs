@@ -1,0 +1,56 @@
+//! Rules as a table: every rule names a DESIGN class and what it needs;
+//! all checks passing is `ok`, nothing from the source is `inconclusive`.
+
+use super::fixtures::*;
+use super::*;
+
+#[test]
+fn every_rule_names_a_design_class_and_what_it_needs() {
+    for r in RULES {
+        assert!(
+            r.cause.is_none_or(|c| c.class() == r.class),
+            "{}: {}/{:?}",
+            r.name,
+            r.class,
+            r.cause
+        );
+        assert!(
+            r.name.parse::<Class>().is_err(),
+            "{} reads as a class",
+            r.name
+        );
+        assert!(!r.needs.is_empty(), "{}", r.name);
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_path_is_ok() {
+    let v = Case::new("cloudvm-1", "nodeport:node-2:30080")
+        .with(icmp("cloudvm-1", "198.18.0.12", 20, 20))
+        .with(tcp("cloudvm-1", "198.18.0.12:30080", 3, 0, 0))
+        .with(transfer("cloudvm-1", "198.18.0.12:30080", true, true))
+        .with(reverse("node-2", "198.18.0.14", 20, 20))
+        .verdict();
+    assert_eq!(class(&v), ("ok", ""), "{v:?}");
+    assert!(v.summary.contains("every check passed"));
+}
+
+#[tokio::test]
+async fn nothing_from_the_source_is_inconclusive() {
+    let mut c = Case::new("cloudvm-1", "probe:node-2");
+    c.checks.push(summarize(
+        &PlannedCheck::example(
+            CheckName::Icmp,
+            "cloudvm-1",
+            "198.18.0.12",
+            Direction::Forward,
+        ),
+        Some(crate::execute::task_error(
+            pb::task_error::Kind::ProbeFailure,
+            "probe 'cloudvm-1' is not connected".into(),
+        )),
+    ));
+    let v = c.verdict();
+    assert_eq!(v.class.as_str(), "inconclusive");
+    assert!(v.missing.iter().any(|m| m.contains("cloudvm-1")), "{v:?}");
+}

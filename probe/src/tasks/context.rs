@@ -1,0 +1,49 @@
+//! What an engine knows of its surroundings: who runs it ([`TaskContext`])
+//! and where its events go ([`Progress`]). Each engine sends its own event
+//! type (`PingEvent`, `Step`, ...); turning them into `pb::TaskProgress` is
+//! the protobuf conversion's job (the `convert` module), not the engines'. This
+//! module imports no engine: it sits below them.
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a task may know about the probe that runs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskContext {
+    /// The probe's name (`--name`); empty when unknown. Captures name their
+    /// interfaces `PROBE/IFACE` and their file `PROBE.pcapng` after it.
+    pub probe_name: String,
+    /// Fired by the coordinator's `StopTask`: a capture ends early but
+    /// normally and still streams its file; other tasks ignore it.
+    pub stop: CancellationToken,
+}
+
+/// Where a task's events of type `E` go: a channel read by whoever runs
+/// the task.
+#[derive(Debug)]
+pub struct Progress<E> {
+    tx: mpsc::Sender<E>,
+}
+
+impl<E> Progress<E> {
+    /// Events sent on `tx`.
+    pub fn new(tx: mpsc::Sender<E>) -> Self {
+        Self { tx }
+    }
+
+    /// Sends `event`, waiting for room on the channel (back-pressure from
+    /// the link) unless cancelled. A closed channel is not an error: the
+    /// reader is gone and the task will be cancelled; its result still gets
+    /// built.
+    pub async fn send(&self, event: E, cancel: &CancellationToken) {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {}
+            sent = self.tx.send(event) => {
+                if sent.is_err() {
+                    tracing::debug!("progress receiver closed");
+                }
+            }
+        }
+    }
+}
