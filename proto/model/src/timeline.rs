@@ -25,42 +25,9 @@ pub fn to_coordinator_ns(probe_ns: i64, offset_ns: i64, error_ns: i64) -> i64 {
     probe_ns.saturating_sub(correction_ns(offset_ns, error_ns))
 }
 
-/// A raw pcapng timestamp in `if_tsresol` units plus `if_tsoffset`
-/// seconds, as nanoseconds since the epoch (meshctl's merge and the
-/// coordinator's correlation read files by it).
-pub fn pcapng_ns(raw: u64, tsresol: u8, tsoffset_s: u64) -> i128 {
-    let exponent = u32::from(tsresol & 0x7f);
-    let base: i128 = if tsresol & 0x80 == 0 {
-        // 10^-exponent seconds.
-        if exponent <= 9 {
-            i128::from(raw) * 10i128.pow(9 - exponent)
-        } else {
-            10i128
-                .checked_pow(exponent - 9)
-                .map_or(0, |div| i128::from(raw) / div)
-        }
-    } else {
-        // 2^-exponent seconds.
-        let ns = (u128::from(raw) * 1_000_000_000)
-            .checked_shr(exponent)
-            .unwrap_or(0);
-        i128::try_from(ns).unwrap_or(i128::MAX)
-    };
-    base + i128::from(tsoffset_s) * 1_000_000_000
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamp_resolutions() {
-        assert_eq!(pcapng_ns(1_500_000, 6, 0), 1_500_000_000);
-        assert_eq!(pcapng_ns(7, 9, 2), 2_000_000_007);
-        assert_eq!(pcapng_ns(3, 0x80 | 1, 0), 1_500_000_000);
-        assert_eq!(pcapng_ns(5_000, 12, 0), 5);
-        assert_eq!(pcapng_ns(u64::MAX, 0xff, 0), 0);
-    }
 
     #[test]
     fn offsets_within_their_bound_are_not_applied() {

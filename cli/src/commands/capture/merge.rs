@@ -1,26 +1,21 @@
 //! The pcapng merge: a pure function from the observers' pcapng bytes to one
 //! pcapng stream on the coordinator's clock. It reads no files and knows
-//! nothing of runs beyond the header it is given.
+//! nothing of runs beyond the header it is given; reading and the blocks it
+//! writes come from `probemesh_packet::pcapng`, the clock rule from
+//! `probemesh_model::timeline`.
 
 use std::borrow::Cow;
 use std::io::Write;
-use std::time::Duration;
 
+use pcap_file::PcapError;
+use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
-use pcap_file::pcapng::{Block, PcapNgParser, PcapNgWriter};
-use pcap_file::{Endianness, PcapError};
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+use pcap_file::pcapng::blocks::section_header::SectionHeaderOption;
 use probemesh_model::timeline;
+use probemesh_packet::pcapng::{self, ReadError, Reader, Record};
 
 use crate::commands::ns_to_us;
-
-/// `if_tsresol` = 9: timestamps count nanoseconds.
-const NANOSECONDS: u8 = 9;
-/// `if_tsresol` when an interface block does not say (microseconds).
-const DEFAULT_TSRESOL: u8 = 6;
 
 /// One observer's capture file, as input to [`merge_captures`].
 #[derive(Debug, Clone, Copy)]
@@ -61,8 +56,8 @@ pub enum MergeError {
     Parse {
         /// The observer whose file it is.
         probe: String,
-        /// What the parser said.
-        source: PcapError,
+        /// What the reader said.
+        source: ReadError,
     },
     /// A packet names an interface its file never described.
     #[error(
@@ -107,19 +102,13 @@ pub fn merge_captures<W: Write>(
     }
     packets.sort_by_key(|p| p.at_ns);
 
-    let section = SectionHeaderBlock {
-        endianness: Endianness::Little,
-        major_version: 1,
-        minor_version: 0,
-        section_length: -1,
-        options: vec![
-            SectionHeaderOption::Comment(Cow::Owned(merged_comment(inputs, header))),
-            SectionHeaderOption::UserApplication(Cow::Owned(format!(
-                "meshctl {}",
-                env!("CARGO_PKG_VERSION")
-            ))),
-        ],
-    };
+    let section = pcapng::section_header(vec![
+        SectionHeaderOption::Comment(Cow::Owned(merged_comment(inputs, header))),
+        SectionHeaderOption::UserApplication(Cow::Owned(format!(
+            "meshctl {}",
+            env!("CARGO_PKG_VERSION")
+        ))),
+    ]);
     let mut writer = PcapNgWriter::with_section_header(out, section).map_err(MergeError::Write)?;
     let summary = MergeSummary {
         interfaces: interfaces.len(),
@@ -140,14 +129,8 @@ pub fn merge_captures<W: Write>(
     Ok(summary)
 }
 
-/// How one input interface's timestamps read.
-#[derive(Debug, Clone, Copy)]
-struct InputInterface {
-    merged_id: u32,
-    tsresol: u8,
-    tsoffset_s: u64,
-}
-
+/// Appends one observer's interfaces (numbered after those already there)
+/// and its packets, re-stamped on the coordinator's clock.
 fn read_input<'a>(
     input: &MergeInput<'a>,
     interfaces: &mut Vec<InterfaceDescriptionBlock<'static>>,
@@ -157,91 +140,40 @@ fn read_input<'a>(
         probe: input.probe.to_owned(),
         source,
     };
-    let (mut rest, mut parser) = PcapNgParser::new(input.pcapng).map_err(parse)?;
-    // Interface ids restart with every section.
-    let mut local: Vec<InputInterface> = Vec::new();
-    while !rest.is_empty() {
-        let (remainder, block) = parser.next_block(rest).map_err(parse)?;
-        rest = remainder;
-        match block {
-            Block::SectionHeader(_) => local.clear(),
-            Block::InterfaceDescription(idb) => {
-                let merged_id = u32::try_from(interfaces.len())
-                    .map_err(|_| parse(PcapError::InvalidField("too many interfaces")))?;
-                let (idb, tsresol, tsoffset_s) = merged_interface(input.probe, local.len(), idb);
-                interfaces.push(idb);
-                local.push(InputInterface {
-                    merged_id,
-                    tsresol,
-                    tsoffset_s,
+    let correction = i128::from(timeline::correction_ns(
+        input.clock_offset_ns,
+        input.clock_error_ns,
+    ));
+    let first = interfaces.len();
+    for record in Reader::new(input.pcapng).map_err(parse)? {
+        match record {
+            Err(ReadError::UnknownInterface { interface }) => {
+                return Err(MergeError::UnknownInterface {
+                    probe: input.probe.to_owned(),
+                    interface,
                 });
             }
-            Block::EnhancedPacket(mut epb) => {
-                let Some(iface) = usize::try_from(epb.interface_id)
-                    .ok()
-                    .and_then(|i| local.get(i))
-                else {
-                    return Err(MergeError::UnknownInterface {
-                        probe: input.probe.to_owned(),
-                        interface: epb.interface_id,
-                    });
-                };
-                // pcap-file hands the raw timestamp over as if it counted
-                // nanoseconds; it counts the interface's unit.
-                let raw = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
-                let at_ns = timeline::pcapng_ns(raw, iface.tsresol, iface.tsoffset_s)
-                    - i128::from(timeline::correction_ns(
-                        input.clock_offset_ns,
-                        input.clock_error_ns,
-                    ));
-                epb.interface_id = iface.merged_id;
-                epb.timestamp =
-                    Duration::from_nanos(u64::try_from(at_ns.max(0)).unwrap_or(u64::MAX));
-                packets.push(MergedPacket { at_ns, block: epb });
+            Err(e) => return Err(parse(e)),
+            Ok(Record::Interface(interface)) => {
+                let id = interface.id_in_section;
+                interfaces
+                    .push(interface.into_nanosecond_block(|| format!("{}/if{id}", input.probe)));
             }
-            _ => {}
+            Ok(Record::Packet(packet)) => {
+                let merged_id = u32::try_from(first + packet.interface).map_err(|_| {
+                    parse(ReadError::Parse(PcapError::InvalidField(
+                        "too many interfaces",
+                    )))
+                })?;
+                let at_ns = packet.timestamp_ns - correction;
+                packets.push(MergedPacket {
+                    at_ns,
+                    block: packet.into_block_at(merged_id, at_ns),
+                });
+            }
         }
     }
     Ok(())
-}
-
-/// The input interface block as the merged file writes it, with the
-/// input's timestamp resolution and offset (seconds).
-fn merged_interface(
-    probe: &str,
-    index: usize,
-    idb: InterfaceDescriptionBlock<'_>,
-) -> (InterfaceDescriptionBlock<'static>, u8, u64) {
-    let mut tsresol = DEFAULT_TSRESOL;
-    let mut tsoffset_s = 0;
-    let mut named = false;
-    let mut options = Vec::with_capacity(idb.options.len() + 1);
-    for option in idb.options {
-        match option {
-            InterfaceDescriptionOption::IfTsResol(r) => tsresol = r,
-            InterfaceDescriptionOption::IfTsOffset(s) => tsoffset_s = s,
-            InterfaceDescriptionOption::IfName(n) => {
-                named = true;
-                options.push(InterfaceDescriptionOption::IfName(Cow::Owned(
-                    n.into_owned(),
-                )));
-            }
-            other => options.push(other.into_owned()),
-        }
-    }
-    if !named {
-        options.insert(
-            0,
-            InterfaceDescriptionOption::IfName(Cow::Owned(format!("{probe}/if{index}"))),
-        );
-    }
-    options.push(InterfaceDescriptionOption::IfTsResol(NANOSECONDS));
-    let idb = InterfaceDescriptionBlock {
-        linktype: idb.linktype,
-        snaplen: idb.snaplen,
-        options,
-    };
-    (idb, tsresol, tsoffset_s)
 }
 
 fn merged_comment(inputs: &[MergeInput<'_>], header: MergeHeader<'_>) -> String {
@@ -273,8 +205,10 @@ fn merged_comment(inputs: &[MergeInput<'_>], header: MergeHeader<'_>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pcap_file::DataLink;
-    use pcap_file::pcapng::PcapNgReader;
+    use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    use pcap_file::{DataLink, Endianness};
+    use std::time::Duration;
     use test_case::test_case;
 
     /// 2023-11-14T22:13:20Z, in nanoseconds.
@@ -293,7 +227,7 @@ mod tests {
                     snaplen: *snaplen,
                     options: vec![
                         InterfaceDescriptionOption::IfName(Cow::Owned((*name).to_owned())),
-                        InterfaceDescriptionOption::IfTsResol(NANOSECONDS),
+                        InterfaceDescriptionOption::IfTsResol(pcapng::TSRESOL_NANOSECONDS),
                     ],
                 })
                 .expect("idb");
@@ -501,6 +435,6 @@ mod tests {
     #[test_case(1_000_000, 12, 0 => 1_000 ; "picoseconds")]
     #[test_case(1 << 20, 0x80 | 20, 0 => 1_000_000_000 ; "binary fractions")]
     fn timestamps_become_nanoseconds(raw: u64, tsresol: u8, tsoffset_s: u64) -> i128 {
-        timeline::pcapng_ns(raw, tsresol, tsoffset_s)
+        pcapng::timestamp_ns(raw, tsresol, tsoffset_s)
     }
 }
