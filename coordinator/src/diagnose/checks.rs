@@ -5,9 +5,8 @@
 
 use probemesh_model::check::{CheckName, Direction, Status};
 use probemesh_proto::pb;
-use probemesh_proto::pb::task_result::Outcome;
 
-use super::model::{Check, Rtt};
+use super::model::{Check, Observation, Rtt};
 use super::plan::PlannedCheck;
 
 const OK: Status = Status::Ok;
@@ -30,27 +29,28 @@ pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> Chec
         received: 0,
         rtt_ms: None,
         detail: planned.note.clone(),
+        observation: None,
         result: None,
     };
     let Some(result) = result else {
         return check;
     };
-    let (status, detail) = match &result.outcome {
-        None => (SKIPPED, "no result came back".to_owned()),
-        Some(Outcome::Error(e)) => (SKIPPED, format!("could not run: {}", e.message)),
-        Some(Outcome::Ping(p)) => {
+    let observation = Observation::try_from(&result);
+    let (status, detail) = match &observation {
+        Err(invalid) => (SKIPPED, invalid.to_string()),
+        Ok(Observation::Ping(p)) => {
             check.sent = p.transmitted;
             check.received = p.received;
             set_rtt(&mut check, p.rtt.as_ref());
             ping_status(p)
         }
-        Some(Outcome::Tcping(t)) => {
+        Ok(Observation::Tcping(t)) => {
             check.sent = t.attempted;
             check.received = t.connected;
             set_rtt(&mut check, t.latency.as_ref());
             tcping_status(t)
         }
-        Some(Outcome::TcpTransfer(t)) if planned.name == CheckName::TcpConnect => {
+        Ok(Observation::Transfer(t)) if planned.name == CheckName::TcpConnect => {
             check.sent = 1;
             check.received = u32::from(t.connected);
             if t.connected {
@@ -59,14 +59,14 @@ pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> Chec
                 (FAIL, format!("{}: {}", t.outcome, t.detail))
             }
         }
-        Some(Outcome::TcpTransfer(t)) => transfer_status(t),
-        Some(Outcome::Pmtu(p)) => pmtu_status(p),
-        Some(Outcome::Trace(t)) => trace_status(t),
-        Some(Outcome::Dns(d)) => dns_status(d, planned.answer_is_enough),
-        Some(Outcome::Listener(l)) => listener_status(l, &planned.to),
-        Some(Outcome::NodeFacts(f)) => facts_status(f),
-        Some(other) => (SKIPPED, format!("unexpected result {other:?}")),
+        Ok(Observation::Transfer(t)) => transfer_status(t),
+        Ok(Observation::Pmtu(p)) => pmtu_status(p),
+        Ok(Observation::Trace(t)) => trace_status(t),
+        Ok(Observation::Dns(d)) => dns_status(d, planned.answer_is_enough),
+        Ok(Observation::Listener(l)) => listener_status(l, &planned.to),
+        Ok(Observation::NodeFacts(f)) => facts_status(f),
     };
+    check.observation = observation.ok();
     check.status = status;
     check.detail = if planned.note.is_empty() || status == SKIPPED {
         detail
@@ -102,6 +102,7 @@ pub fn nat_rules(checks: &[Check], what: &str, nodes: &[&str]) -> Vec<Check> {
                 received: 0,
                 rtt_ms: None,
                 detail,
+                observation: None,
                 result: None,
             }
         })
@@ -371,6 +372,8 @@ fn facts_status(f: &pb::NodeFacts) -> (Status, String) {
 
 #[cfg(test)]
 mod tests {
+    use probemesh_proto::pb::task_result::Outcome;
+
     use super::*;
 
     fn planned(name: CheckName) -> PlannedCheck {

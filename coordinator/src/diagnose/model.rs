@@ -1,9 +1,11 @@
 //! The diagnosis's typed model: a [`Check`] with its name, direction and
-//! status as enums (never the contract's strings) and the probe's raw
-//! result behind typed accessors; an [`ObserverInterface`] where the
+//! status as enums (never the contract's strings) and what its task
+//! observed as an [`Observation`]; an [`ObserverInterface`] where the
 //! captures say `PROBE/IFACE`. Checks are built once, in
-//! [`super::checks::summarize`], from the plan and the probe's task result;
-//! [`Check::to_pb`] is the one way back to the wire, for the run record.
+//! [`super::checks::summarize`], from the plan and the probe's task result
+//! (`Observation::try_from`, an [`InvalidResult`] when the result is no
+//! observation); [`Check::to_pb`] is the one way back to the wire, for the
+//! run record.
 //!
 //! Not the rules (they read this model) and not the wire's compatibility
 //! with older records (`probemesh_proto::compat`).
@@ -38,8 +40,66 @@ pub struct Check {
     pub rtt_ms: Option<Rtt>,
     /// One line for people.
     pub detail: String,
-    /// The probe's raw result (absent when skipped before it ran).
+    /// What the task observed, read from `result`.
+    pub observation: Option<Observation>,
+    /// The probe's raw result, kept for the run record (absent when
+    /// skipped before it ran).
     pub result: Option<pb::TaskResult>,
+}
+
+/// What a check's task observed, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// ICMP echoes.
+    Ping(pb::PingSummary),
+    /// TCP connects.
+    Tcping(pb::TcpingSummary),
+    /// A transfer (or a connect to the probe responder).
+    Transfer(pb::TcpTransferResult),
+    /// A path MTU search.
+    Pmtu(pb::PmtuResult),
+    /// mtr-style hops.
+    Trace(pb::TraceResult),
+    /// Resolutions.
+    Dns(pb::DnsResult),
+    /// What listens.
+    Listener(pb::ListenerResult),
+    /// A node's interfaces, routes, tunnels, conntrack, NAT rules.
+    NodeFacts(pb::NodeFacts),
+}
+
+/// A task result that is no observation: the check is reported skipped,
+/// with this as its detail.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidResult {
+    /// The result has no outcome.
+    #[error("no result came back")]
+    Missing,
+    /// The task failed to run (probe not connected, no privilege).
+    #[error("could not run: {0}")]
+    Failed(String),
+    /// An outcome no diagnosis check asks for.
+    #[error("unexpected result {0}")]
+    Unexpected(String),
+}
+
+impl TryFrom<&pb::TaskResult> for Observation {
+    type Error = InvalidResult;
+
+    fn try_from(r: &pb::TaskResult) -> Result<Self, InvalidResult> {
+        Ok(match r.outcome.as_ref().ok_or(InvalidResult::Missing)? {
+            Outcome::Error(e) => return Err(InvalidResult::Failed(e.message.clone())),
+            Outcome::Ping(p) => Observation::Ping(p.clone()),
+            Outcome::Tcping(t) => Observation::Tcping(t.clone()),
+            Outcome::TcpTransfer(t) => Observation::Transfer(t.clone()),
+            Outcome::Pmtu(p) => Observation::Pmtu(p.clone()),
+            Outcome::Trace(t) => Observation::Trace(t.clone()),
+            Outcome::Dns(d) => Observation::Dns(d.clone()),
+            Outcome::Listener(l) => Observation::Listener(l.clone()),
+            Outcome::NodeFacts(f) => Observation::NodeFacts(f.clone()),
+            other => return Err(InvalidResult::Unexpected(format!("{other:?}"))),
+        })
+    }
 }
 
 /// Round-trip statistics, milliseconds.
@@ -84,70 +144,66 @@ impl Check {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with(' '))
     }
 
-    fn outcome(&self) -> Option<&Outcome> {
-        self.result.as_ref()?.outcome.as_ref()
-    }
-
     /// The ping summary, if it is an ICMP check that ran.
     pub fn ping(&self) -> Option<&pb::PingSummary> {
-        match self.outcome()? {
-            Outcome::Ping(p) => Some(p),
+        match self.observation.as_ref()? {
+            Observation::Ping(p) => Some(p),
             _ => None,
         }
     }
 
     /// The TCP connect summary, if it is one.
     pub fn tcping(&self) -> Option<&pb::TcpingSummary> {
-        match self.outcome()? {
-            Outcome::Tcping(t) => Some(t),
+        match self.observation.as_ref()? {
+            Observation::Tcping(t) => Some(t),
             _ => None,
         }
     }
 
     /// The transfer result, if it is one.
     pub fn transfer(&self) -> Option<&pb::TcpTransferResult> {
-        match self.outcome()? {
-            Outcome::TcpTransfer(t) => Some(t),
+        match self.observation.as_ref()? {
+            Observation::Transfer(t) => Some(t),
             _ => None,
         }
     }
 
     /// The DNS result, if it is one.
     pub fn dns(&self) -> Option<&pb::DnsResult> {
-        match self.outcome()? {
-            Outcome::Dns(d) => Some(d),
+        match self.observation.as_ref()? {
+            Observation::Dns(d) => Some(d),
             _ => None,
         }
     }
 
     /// The path MTU result, if it is one.
     pub fn pmtu(&self) -> Option<&pb::PmtuResult> {
-        match self.outcome()? {
-            Outcome::Pmtu(p) => Some(p),
+        match self.observation.as_ref()? {
+            Observation::Pmtu(p) => Some(p),
             _ => None,
         }
     }
 
     /// The trace (path) result, if it is one.
     pub fn trace(&self) -> Option<&pb::TraceResult> {
-        match self.outcome()? {
-            Outcome::Trace(t) => Some(t),
+        match self.observation.as_ref()? {
+            Observation::Trace(t) => Some(t),
             _ => None,
         }
     }
 
     /// The listeners, if it is a listener check.
     pub fn listeners(&self) -> Option<&pb::ListenerResult> {
-        match self.outcome()? {
-            Outcome::Listener(l) => Some(l),
+        match self.observation.as_ref()? {
+            Observation::Listener(l) => Some(l),
             _ => None,
         }
     }
 
     /// The node facts, if it is a node-facts check.
     pub fn facts(&self) -> Option<&pb::NodeFacts> {
-        match self.outcome()? {
-            Outcome::NodeFacts(f) => Some(f),
+        match self.observation.as_ref()? {
+            Observation::NodeFacts(f) => Some(f),
             _ => None,
         }
     }
@@ -222,6 +278,7 @@ mod tests {
             received: 1,
             rtt_ms: None,
             detail: String::new(),
+            observation: None,
             result: None,
         }
     }
@@ -251,5 +308,27 @@ mod tests {
         };
         assert_eq!(at.to_string(), "node-2/flannel.1");
         assert!(at.on("node-2") && !at.on("node-20"));
+    }
+
+    #[test]
+    fn results_that_observe_nothing_are_invalid() {
+        let missing = pb::TaskResult::default();
+        assert_eq!(Observation::try_from(&missing), Err(InvalidResult::Missing));
+        let responder = pb::TaskResult {
+            outcome: Some(Outcome::Responder(pb::ResponderSummary::default())),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Observation::try_from(&responder),
+            Err(InvalidResult::Unexpected(_))
+        ));
+        let ping = pb::TaskResult {
+            outcome: Some(Outcome::Ping(pb::PingSummary::default())),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Observation::try_from(&ping),
+            Ok(Observation::Ping(_))
+        ));
     }
 }

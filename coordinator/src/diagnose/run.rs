@@ -264,6 +264,7 @@ fn capture_check(outcome: &CaptureOutcome) -> Check {
         received: 0,
         rtt_ms: None,
         detail,
+        observation: None,
         result: None,
     }
 }

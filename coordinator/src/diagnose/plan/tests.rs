@@ -199,6 +199,7 @@ fn check(name: CheckName, to: &str, status: &str) -> Check {
         received: if status == Status::Ok { 5 } else { 0 },
         rtt_ms: None,
         detail: String::new(),
+        observation: None,
         result: None,
     }
 }
