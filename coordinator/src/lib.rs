@@ -6,7 +6,7 @@
 //! not a CLI (that is meshctl) and runs no tests itself (probes do).
 //!
 //! Map, lowest layer first (each imports only from those above it in this
-//! list; `layers_tests` checks it):
+//! list; `scripts/check-structure.py` checks it):
 //! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
 //!   [`inventory`], [`metrics`], gathered in [`state`];
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
@@ -45,7 +45,5 @@ pub mod tool_run;
 
 pub use error::{Error, Result};
 
-#[cfg(test)]
-mod layers_tests;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -2,7 +2,7 @@
 //! (`PROBE[:IFACE]`, `PROBE@pod:NS/NAME[:IFACE]`), compiles the filter to
 //! BPF, applies the payload policy and bounds the window.
 //!
-//! It dispatches nothing: [`super::run`] executes the plan it returns.
+//! It dispatches nothing: the capture's `run` module executes the plan it returns.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -745,5 +745,32 @@ mod tests {
             }
             let _ = decode(LinkKind::Ethernet, &frame);
         }
+
+        #[test]
+        fn a_frame_cut_by_the_snap_length_reads_as_the_whole_one(
+            seq in any::<u32>(),
+            len in 0u32..1460,
+            cut in 0usize..1600,
+        ) {
+            let frame = FrameBuilder::tcp("10.0.0.1:1000", "10.0.0.2:80", seq, 0, TcpFlags::ACK, len)
+                .ethernet();
+            let whole = decode(LinkKind::Ethernet, &frame).unwrap();
+            let cut = cut.min(frame.len());
+            match decode(LinkKind::Ethernet, &frame[..cut]) {
+                // Ethernet (14) and IPv4 (20) headers whole: the IP header
+                // reads the same; with the TCP header (20) too, everything.
+                Ok(d) if cut >= 54 => prop_assert_eq!(d, whole),
+                Ok(d) => {
+                    prop_assert!(cut >= 34);
+                    prop_assert_eq!(d.inner.ip, whole.inner.ip);
+                    prop_assert_eq!(d.inner.transport, Transport::Truncated);
+                }
+                Err(e) => {
+                    prop_assert!(cut < 34, "{e}");
+                    let is_truncated = matches!(e, DecodeError::Truncated { .. });
+                    prop_assert!(is_truncated);
+                }
+            }
+        }
     }
 }
