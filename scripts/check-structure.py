@@ -205,7 +205,7 @@ def check_sizes():
 
 def check_meshctl_tree():
     tree = subprocess.run(
-        ["cargo", "tree", "-p", "meshctl", "-e", "normal", "--prefix", "none", "--offline"],
+        ["cargo", "tree", "-p", "meshctl", "-e", "normal", "--prefix", "none", "--locked"],
         cwd=ROOT, capture_output=True, text=True,
     )
     if tree.returncode != 0:

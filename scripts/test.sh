@@ -9,4 +9,5 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
+python3 scripts/check-structure.py   # module circles and layers, file sizes, meshctl's tree (docs/architecture.md)
 cargo test --workspace --locked -- --test-threads="${MESH_TEST_THREADS:-2}"

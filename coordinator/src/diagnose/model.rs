@@ -2,10 +2,10 @@
 //! status as enums (never the contract's strings) and what its task
 //! observed as an [`Observation`]; an [`ObserverInterface`] where the
 //! captures say `PROBE/IFACE`. Checks are built once, in
-//! [`super::checks::summarize`], from the plan and the probe's task result
-//! (`Observation::try_from`, an [`InvalidResult`] when the result is no
-//! observation); [`Check::to_pb`] is the one way back to the wire, for the
-//! run record.
+//! `checks::summarize` (the module above this one), from the plan and the
+//! probe's task result (`Observation::try_from`, an [`InvalidResult`] when
+//! the result is no observation); [`Check::to_pb`] is the one way back to
+//! the wire, for the run record.
 //!
 //! Not the rules (they read this model) and not the wire's compatibility
 //! with older records (`probemesh_proto::compat`).
