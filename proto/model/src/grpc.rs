@@ -8,6 +8,7 @@
 use probemesh_proto::pb;
 
 use crate::check::{CheckName, Direction, Status};
+use crate::evidence::{Claim, Item, Source};
 use crate::verdict::{Cause, Class};
 
 /// A wire enum field with no model value: unset (0) or a number this build
@@ -91,6 +92,100 @@ pub fn verdict_kind(v: &pb::Verdict) -> Result<(Class, Option<Cause>), InvalidEn
     }
 }
 
+impl From<&Source> for pb::EvidenceSource {
+    fn from(s: &Source) -> Self {
+        use pb::evidence_source::Kind;
+        let kind = match s {
+            Source::Check { name, from, to } => Kind::Check(pb::CheckSource {
+                name: pb::CheckName::from(*name).into(),
+                from: from.clone(),
+                to: to.clone(),
+            }),
+            Source::Capture {
+                probe,
+                interface,
+                packet,
+            } => Kind::Capture(pb::CaptureSource {
+                probe: probe.clone(),
+                interface: interface.clone(),
+                packet: packet.unwrap_or(0),
+            }),
+            Source::Inventory {
+                kind,
+                namespace,
+                name,
+            } => Kind::Inventory(pb::InventorySource {
+                kind: kind.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }),
+        };
+        pb::EvidenceSource { kind: Some(kind) }
+    }
+}
+
+/// An evidence item's typed source from the wire: `None` when the record
+/// predates sources (only `artifact` is set).
+pub fn evidence_source(e: &pb::Evidence) -> Result<Option<Source>, InvalidEnum> {
+    use pb::evidence_source::Kind;
+    let Some(kind) = e.source.as_ref().and_then(|s| s.kind.as_ref()) else {
+        return Ok(None);
+    };
+    Ok(Some(match kind {
+        Kind::Check(c) => Source::Check {
+            name: CheckName::try_from(c.name()).map_err(|_| InvalidEnum {
+                field: "CheckSource.name",
+                value: c.name,
+            })?,
+            from: c.from.clone(),
+            to: c.to.clone(),
+        },
+        Kind::Capture(c) => Source::Capture {
+            probe: c.probe.clone(),
+            interface: c.interface.clone(),
+            packet: (c.packet > 0).then_some(c.packet),
+        },
+        Kind::Inventory(i) => Source::Inventory {
+            kind: i.kind.clone(),
+            namespace: i.namespace.clone(),
+            name: i.name.clone(),
+        },
+    }))
+}
+
+impl From<&Item> for pb::Evidence {
+    fn from(i: &Item) -> Self {
+        pb::Evidence {
+            probe: i.probe.clone(),
+            observation: i.observation.clone(),
+            artifact: i.artifact.clone(),
+            source: Some(pb::EvidenceSource::from(&i.source)),
+        }
+    }
+}
+
+impl From<&Claim> for pb::Claim {
+    fn from(c: &Claim) -> Self {
+        pb::Claim {
+            text: c.text.clone(),
+            evidence: c
+                .evidence
+                .iter()
+                .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
+                .collect(),
+        }
+    }
+}
+
+impl From<&pb::Claim> for Claim {
+    fn from(c: &pb::Claim) -> Self {
+        Claim {
+            text: c.text.clone(),
+            evidence: c.evidence.iter().map(|&i| i as usize).collect(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +244,38 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(verdict_kind(&ok), Ok((Class::MtuBlackhole, None)));
+    }
+
+    #[test]
+    fn evidence_sources_survive_the_wire() {
+        for s in [
+            Source::Check {
+                name: CheckName::TcpConnect,
+                from: "cloudvm-1".into(),
+                to: "198.18.0.12:30080".into(),
+            },
+            Source::Capture {
+                probe: "node-2".into(),
+                interface: "eth0".into(),
+                packet: Some(3),
+            },
+            Source::Capture {
+                probe: "node-2".into(),
+                interface: "eth0".into(),
+                packet: None,
+            },
+            Source::Inventory {
+                kind: "pod".into(),
+                namespace: "kube-system".into(),
+                name: "kube-proxy-node-3".into(),
+            },
+        ] {
+            let e = pb::Evidence {
+                source: Some(pb::EvidenceSource::from(&s)),
+                ..Default::default()
+            };
+            assert_eq!(evidence_source(&e), Ok(Some(s)));
+        }
+        assert_eq!(evidence_source(&pb::Evidence::default()), Ok(None));
     }
 }

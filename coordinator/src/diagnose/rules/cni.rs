@@ -6,27 +6,31 @@ use std::net::{IpAddr, Ipv4Addr};
 use probemesh_model::check::CheckName;
 use probemesh_model::inventory::{Cidr, PodPhase};
 
-use super::{
-    Evidence, Finding, all_lost, capture_artifact, cite, note, tcp_connected, tcp_failures,
-};
+use probemesh_model::evidence::Claim;
+
+use super::{Evidence, Finding, all_lost, cite, listed, seen, tcp_connected, tcp_failures};
+use crate::diagnose::model::Check;
 use crate::diagnose::target::Role;
 
-/// Whether something aimed at pods or a Service failed.
-fn pod_path_failed(e: &Evidence<'_>) -> bool {
-    e.target.endpoints.iter().any(|ep| {
-        matches!(ep.role, Role::Backend | Role::Pod | Role::ClusterIp)
-            && (e.aimed(CheckName::Icmp, &ep.host).any(all_lost)
-                || tcp_failures(e, &ep.host).is_some())
+/// A failed check aimed at pods or a Service.
+fn pod_path_failed<'a>(e: &Evidence<'a>) -> Option<&'a Check> {
+    e.target.endpoints.iter().find_map(|ep| {
+        if !matches!(ep.role, Role::Backend | Role::Pod | Role::ClusterIp) {
+            return None;
+        }
+        e.aimed(CheckName::Icmp, &ep.host)
+            .find(|c| all_lost(c))
+            .or_else(|| tcp_failures(e, &ep.host).map(|(_, _, c)| c))
     })
 }
 
 pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
     let inv = e.inventory?;
-    if !pod_path_failed(e) {
-        return None;
-    }
+    let failed = pod_path_failed(e)?;
     let registered = |ip: Ipv4Addr| inv.nodes.iter().any(|n| n.internal_ip == IpAddr::V4(ip));
-    let mut evidence = Vec::new();
+    let mut evidence = vec![cite(failed, &failed.detail)];
+    let mut unanswered_seen = vec![0];
+    let mut wrong_source = Vec::new();
     let mut culprit: Option<(String, String, String)> = None;
     if let Some(p) = e.packets {
         let node_ip = |probe: &str| inv.node_of_probe(probe).map(|n| n.internal_ip);
@@ -39,8 +43,9 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
             .partition(|t| node_ip(t.observer.probe()) != Some(IpAddr::V4(t.outer_dst)));
         for t in &sent {
             let expected = node_ip(t.observer.probe()).map_or("?".to_owned(), |ip| ip.to_string());
-            evidence.push(note(
-                t.observer.probe(),
+            wrong_source.push(evidence.len());
+            evidence.push(seen(
+                &t.observer,
                 format!(
                     "{} packets leave {} with outer source {} ({} packets to {}); {} is registered as {expected}",
                     t.kind.to_uppercase(),
@@ -50,7 +55,6 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
                     t.outer_dst,
                     t.observer.probe
                 ),
-                capture_artifact(&t.observer),
             ));
             culprit.get_or_insert((
                 t.observer.probe().to_owned(),
@@ -59,8 +63,9 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
             ));
         }
         for t in &received {
-            evidence.push(note(
-                t.observer.probe(),
+            wrong_source.push(evidence.len());
+            evidence.push(seen(
+                &t.observer,
                 format!(
                     "{} receives {} {} packets from {}, which is no node's registered address",
                     t.observer,
@@ -68,7 +73,6 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
                     t.kind.to_uppercase(),
                     t.outer_src
                 ),
-                capture_artifact(&t.observer),
             ));
         }
         if culprit.is_none()
@@ -88,13 +92,13 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
             .filter_map(|f| Some((f, f.lost_after.clone()?)))
             .next();
         if let (Some((f, at)), Some(_)) = (unanswered, &culprit) {
-            evidence.push(note(
-                at.probe(),
+            unanswered_seen.push(evidence.len());
+            evidence.push(seen(
+                &at,
                 format!(
                     "{} reaches {at} through the tunnel and is never answered",
                     f.describe()
                 ),
-                capture_artifact(&at),
             ));
         }
     }
@@ -108,6 +112,7 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
                 .parse::<IpAddr>()
                 .is_ok_and(|l| l != node.internal_ip)
         })?;
+        wrong_source.push(evidence.len());
         evidence.push(cite(
             c,
             &format!(
@@ -129,7 +134,7 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
     {
         evidence.push(cite(under, "node to node works: the underlay is fine"));
     }
-    if let Some(f) = e.facts(&probe).map(|(_, f)| f) {
+    if let Some((c, f)) = e.facts(&probe) {
         for i in f.interfaces.iter().filter(|i| {
             i.addresses
                 .iter()
@@ -137,22 +142,31 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
                 .count()
                 > 1
         }) {
-            evidence.push(note(
-                &probe,
-                format!(
+            wrong_source.push(evidence.len());
+            evidence.push(cite(
+                c,
+                &format!(
                     "{} holds {} addresses: {}",
                     i.name,
                     i.addresses.len(),
                     i.addresses.join(", ")
                 ),
-                format!("node facts {probe}"),
             ));
         }
     }
     Some(Finding {
-        summary: format!(
-            "{probe} encapsulates overlay traffic with outer source {wrong} instead of its registered address {right}; the other nodes drop it, so pod and Service traffic from {probe} is never answered"
-        ),
+        claims: vec![
+            Claim::new(
+                format!(
+                    "{probe} encapsulates overlay traffic with outer source {wrong} instead of its registered address {right}"
+                ),
+                &wrong_source,
+            ),
+            Claim::new(
+                format!("pod and Service traffic from {probe} is never answered"),
+                &unanswered_seen,
+            ),
+        ],
         fix: format!(
             "pin the overlay to the registered address: flanneld --iface=eth0 or --public-ip={right} (Calico: IP_AUTODETECTION_METHOD=interface=eth0 / can-reach), or remove the extra address {wrong} (DHCP) from the NIC; then restart the CNI agent on {probe}"
         ),
@@ -186,7 +200,9 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         }
         let mut evidence = vec![cite(failed, &failed.detail)];
+        let mut missing = Vec::new();
         if let Some((c, _)) = rules_missing {
+            missing.push(evidence.len());
             evidence.push(cite(
                 c,
                 &format!(
@@ -196,7 +212,8 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
             ));
         }
         if let Some(n) = proxy_down {
-            evidence.push(note(
+            missing.push(evidence.len());
+            evidence.push(listed(
                 &node_probe,
                 format!(
                     "kube-proxy on {} is {:?}: {}",
@@ -204,24 +221,37 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                     n.kube_proxy.phase,
                     n.kube_proxy.reason.as_deref().unwrap_or("no reason given")
                 ),
-                "inventory",
+                "node",
+                "",
+                &n.name,
             ));
         }
         for b in e.hosts().filter(|b| b.role == Role::Backend) {
-            if tcp_connected(e, &b.host).is_some() {
-                evidence.push(note(
-                    &e.source.spec,
-                    format!("the backend {} answers directly", b.address()),
-                    format!("check tcp_connect {} → {}", e.source.spec, b.address()),
+            if tcp_connected(e, &b.host).is_some()
+                && let Some(c) = e
+                    .aimed(CheckName::TcpConnect, &b.host)
+                    .find(|c| c.received > 0)
+            {
+                evidence.push(cite(
+                    c,
+                    &format!("the backend {} answers directly", b.address()),
                 ));
             }
         }
         return Some(Finding {
-            summary: format!(
-                "no kube-proxy NAT rules for Service {} on {node_probe}: {} is not rewritten to a backend",
-                svc.id,
-                ep.address()
-            ),
+            claims: vec![
+                Claim::new(
+                    format!(
+                        "no kube-proxy NAT rules for Service {} on {node_probe}",
+                        svc.id
+                    ),
+                    &missing,
+                ),
+                Claim::new(
+                    format!("{} is not rewritten to a backend", ep.address()),
+                    &[0],
+                ),
+            ],
             fix: format!(
                 "restore kube-proxy on {node_probe} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy; it must be Running there) so that KUBE-SERVICES holds the Service's rules"
             ),

@@ -1,12 +1,21 @@
 //! Degraded paths (`degraded`): the path works but loses packets.
 
 use probemesh_model::check::CheckName;
-use probemesh_proto::pb;
+use probemesh_model::evidence::{Claim, Item};
 
 use super::{Evidence, Finding, cite};
 use crate::diagnose::model::Check;
 
 pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
+    // An ICMP error is an answer, not loss: a path whose echoes all come
+    // back as errors is refused somewhere, which another rule (or
+    // `inconclusive`) must say.
+    let refused = e
+        .ran(CheckName::Icmp)
+        .any(|c| c.received == 0 && c.ping().is_some_and(|p| p.errors > 0));
+    if refused {
+        return None;
+    }
     let lossy: Vec<&Check> = e
         .ran(CheckName::Icmp)
         .filter(|c| c.received > 0 && c.received < c.sent)
@@ -17,8 +26,22 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
     if lossy.is_empty() && path.is_none() {
         return None;
     }
-    let mut evidence: Vec<pb::Evidence> = lossy.iter().map(|c| cite(c, &c.detail)).collect();
-    let mut at = String::new();
+    // "The path works" needs its own evidence: replies came back.
+    let works = e
+        .ran(CheckName::Icmp)
+        .find(|c| c.received > 0)
+        .or_else(|| path.filter(|c| c.trace().is_some_and(|t| t.reached)))?;
+    let mut evidence: Vec<Item> = lossy.iter().map(|c| cite(c, &c.detail)).collect();
+    let mut losing: Vec<usize> = (0..evidence.len()).collect();
+    let working = match evidence.iter().position(|i| i.source == cite(works, "").source) {
+        Some(i) => i,
+        None => {
+            evidence.push(cite(works, &format!("replies come back: {}", works.detail)));
+            evidence.len() - 1
+        }
+    };
+    let mut claims = Vec::new();
+    let mut starts = None;
     if let Some(c) = path
         && let Some(t) = c.trace()
     {
@@ -27,7 +50,11 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
             .iter()
             .find(|h| h.ttl == t.loss_from_hop)
             .map_or("?", |h| h.host.as_str());
-        at = format!(" from hop {} ({hop}) on", t.loss_from_hop);
+        losing.push(evidence.len());
+        starts = Some(Claim::new(
+            format!("loss starts at hop {} ({hop})", t.loss_from_hop),
+            &[evidence.len()],
+        ));
         evidence.push(cite(
             c,
             &format!(
@@ -45,11 +72,14 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
                 .total_cmp(&(f64::from(b.0) / f64::from(b.1.max(1))))
         });
     let rate = worst.map_or(String::new(), |(l, s)| format!(" ({l} of {s} lost)",));
+    claims.push(Claim::new(
+        format!("the path {} → {} works", e.source.spec, e.target.spec),
+        &[working],
+    ));
+    claims.push(Claim::new(format!("it loses packets{rate}"), &losing));
+    claims.extend(starts);
     Some(Finding {
-        summary: format!(
-            "the path works but loses packets{rate}{at}: {} → {}",
-            e.source.spec, e.target.spec
-        ),
+        claims,
         fix: "look where loss starts (the path check): that hop's interface drops and queues (ip -s link, tc -s qdisc, ethtool -S), its load, and any policer or rule dropping at random".into(),
         evidence,
         confidence: if path.is_some() { 0.85 } else { 0.7 },

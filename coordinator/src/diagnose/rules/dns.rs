@@ -5,10 +5,11 @@
 use std::net::Ipv4Addr;
 
 use probemesh_model::check::CheckName;
+use probemesh_model::evidence::Claim;
 use probemesh_model::inventory::PodPhase;
 use probemesh_proto::pb;
 
-use super::{Evidence, Finding, cite, note};
+use super::{Evidence, Finding, Item, cite, listed};
 use crate::diagnose::model::Check;
 use crate::diagnose::{checks, plan};
 
@@ -90,7 +91,7 @@ impl<'a> DnsView<'a> {
             .and_then(|(_, d)| d.answers.iter().find(|a| answered(a)))
     }
 
-    fn cite_answer(&self, a: &pb::DnsAnswer, role: &str) -> pb::Evidence {
+    fn cite_answer(&self, a: &pb::DnsAnswer, role: &str) -> Item {
         let got = if a.answers.is_empty() {
             a.rcode.clone()
         } else {
@@ -102,13 +103,13 @@ impl<'a> DnsView<'a> {
         )
     }
 
-    fn cite_resolv_conf(&self) -> Vec<pb::Evidence> {
+    fn cite_resolv_conf(&self) -> Vec<Item> {
         checks::resolv_conf_answers(self.result)
             .map(|a| self.cite_answer(a, "resolv.conf server"))
             .collect()
     }
 
-    fn cite_upstream(&self) -> Option<pb::Evidence> {
+    fn cite_upstream(&self) -> Option<Item> {
         let (c, _) = self.upstream?;
         let a = self.upstream_answers()?;
         Some(cite(
@@ -138,12 +139,23 @@ pub(super) fn dns_pod_config(e: &Evidence<'_>) -> Option<Finding> {
         ),
     )];
     evidence.extend(v.cite_resolv_conf());
+    let fails: Vec<usize> = (0..evidence.len()).collect();
+    let answers = evidence.len();
     evidence.push(v.cite_answer(cluster, "cluster DNS"));
     Some(Finding {
-        summary: format!(
-            "{} cannot resolve {}: its resolv.conf points at {servers}, while the cluster DNS {} answers",
-            e.source.spec, v.result.name, cluster.server
-        ),
+        claims: vec![
+            Claim::new(
+                format!(
+                    "{} cannot resolve {}: its resolv.conf points at {servers}",
+                    e.source.spec, v.result.name
+                ),
+                &fails,
+            ),
+            Claim::new(
+                format!("the cluster DNS {} answers", cluster.server),
+                &[answers],
+            ),
+        ],
         fix: format!(
             "point the pod's resolv.conf at the cluster DNS {}: check the pod's dnsPolicy/dnsConfig and the kubelet's --cluster-dns (clusterDNS), then recreate the pod",
             v.cluster_ip.unwrap_or_default()
@@ -172,7 +184,9 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
             .iter()
             .map(|a| v.cite_answer(a, "DNS pod by its own address")),
     );
+    let others: Vec<usize> = (1..evidence.len() + usize::from(upstream.is_some())).collect();
     evidence.extend(upstream);
+    let mut because = vec![0];
     let node = e
         .source
         .node
@@ -186,10 +200,13 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         .map(|n| &n.kube_proxy);
     if let Some(kp) = kube_proxy.filter(|kp| kp.phase != PodPhase::Running) {
         let reason = kp.reason.as_deref().unwrap_or("no reason given");
-        evidence.push(note(
+        because = vec![evidence.len()];
+        evidence.push(listed(
             &node,
             format!("kube-proxy on {node} is {:?}: {reason}", kp.phase),
-            "inventory",
+            "node",
+            "",
+            &node,
         ));
         why = format!("kube-proxy on {node} is {:?} ({reason})", kp.phase);
         confidence += 0.1;
@@ -197,6 +214,7 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
     if let Some((c, f)) = e.facts(&e.source.probe)
         && f.nat_paths.is_empty()
     {
+        because.push(evidence.len());
         evidence.push(cite(
             c,
             &format!(
@@ -207,16 +225,24 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         confidence += 0.1;
     }
     Some(Finding {
-        summary: format!(
-            "{} cannot reach cluster DNS {}: the ClusterIP times out while {}; {why}",
-            e.source.spec,
-            cluster.server,
-            if pod_ok.is_empty() {
-                "the upstream DNS answers".to_owned()
-            } else {
-                format!("the DNS pod {} answers directly", pod_ok[0].server)
-            }
-        ),
+        claims: vec![
+            Claim::new(
+                format!(
+                    "{} cannot reach cluster DNS {}: the ClusterIP times out",
+                    e.source.spec, cluster.server,
+                ),
+                &[0],
+            ),
+            Claim::new(
+                if pod_ok.is_empty() {
+                    "the upstream DNS answers".to_owned()
+                } else {
+                    format!("the DNS pod {} answers directly", pod_ok[0].server)
+                },
+                &others,
+            ),
+            Claim::new(why, &because),
+        ],
         fix: format!(
             "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules (KUBE-SERVICES) are written on {node}"
         ),
@@ -237,14 +263,18 @@ pub(super) fn dns_service_down(e: &Evidence<'_>) -> Option<Finding> {
         pods.iter()
             .map(|a| v.cite_answer(a, "DNS pod by its own address")),
     );
+    let all: Vec<usize> = (0..evidence.len()).collect();
     evidence.extend(v.cite_upstream());
     Some(Finding {
-        summary: format!(
-            "the cluster DNS service does not answer: {} and its pods ({}) fail from {}",
-            cluster.server,
-            pods.iter().map(|a| a.server.as_str()).collect::<Vec<_>>().join(", "),
-            e.source.spec
-        ),
+        claims: vec![Claim::new(
+            format!(
+                "the cluster DNS service does not answer: {} and its pods ({}) fail from {}",
+                cluster.server,
+                pods.iter().map(|a| a.server.as_str()).collect::<Vec<_>>().join(", "),
+                e.source.spec
+            ),
+            &all,
+        )],
         fix: "check the cluster DNS pods: kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide, their logs and restarts; they must listen on :53".into(),
         evidence,
         confidence: 0.85,

@@ -4,7 +4,9 @@
 //! class and cause it proves (DESIGN §1) and the observations it needs, and
 //! cites each observation with the probe and the check, facts or capture it
 //! comes from. No rule knows what was done to the network: only what was
-//! seen.
+//! seen. A finding's summary is a list of claims, each citing the evidence
+//! items behind it, so a sentence without evidence cannot be written
+//! (`probemesh_model::evidence::unsupported` checks every verdict in tests).
 //!
 //! Pure. One module per fault family, each rule with its tests and near
 //! misses: [`dns`], [`reachability`], [`port`], [`mtu`], [`cni`],
@@ -13,6 +15,7 @@
 use std::net::Ipv4Addr;
 
 use probemesh_model::check::{CheckName, Direction};
+use probemesh_model::evidence::{self, Claim, Item, Source};
 use probemesh_model::inventory::Inventory;
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
@@ -54,12 +57,12 @@ pub struct Evidence<'a> {
 /// What a matching rule concludes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
-    /// One line.
-    pub summary: String,
+    /// The summary, clause by clause, each citing `evidence` by index.
+    pub claims: Vec<Claim>,
     /// The fix, in the field's words.
     pub fix: String,
     /// Each observation, with where it comes from.
-    pub evidence: Vec<pb::Evidence>,
+    pub evidence: Vec<Item>,
     /// 0..1.
     pub confidence: f64,
 }
@@ -192,7 +195,8 @@ pub fn diagnose(e: &Evidence<'_>) -> Verdict {
                 class: rule.class,
                 cause: rule.cause,
                 rule: rule.name,
-                summary: f.summary,
+                summary: evidence::summary(&f.claims),
+                claims: f.claims,
                 fix: f.fix,
                 evidence: f.evidence,
                 confidence: f.confidence,
@@ -204,23 +208,29 @@ pub fn diagnose(e: &Evidence<'_>) -> Verdict {
     let failed: Vec<&Check> = ran.iter().copied().filter(|c| c.failed()).collect();
     let source_ran = ran.iter().any(|c| c.from == e.source.spec);
     if failed.is_empty() && source_ran {
-        return Verdict {
-            class: Class::Ok,
-            cause: None,
-            rule: "all-checks-passed",
-            summary: format!(
+        let evidence: Vec<Item> = ran
+            .iter()
+            .filter(|c| c.direction != Direction::Local)
+            .take(6)
+            .map(|c| cite(c, &c.detail))
+            .collect();
+        let claims = vec![Claim::new(
+            format!(
                 "{} → {}: every check passed ({} checks)",
                 e.source.spec,
                 e.target.spec,
                 ran.len()
             ),
+            &(0..evidence.len()).collect::<Vec<_>>(),
+        )];
+        return Verdict {
+            class: Class::Ok,
+            cause: None,
+            rule: "all-checks-passed",
+            summary: evidence::summary(&claims),
+            claims,
             fix: String::new(),
-            evidence: ran
-                .iter()
-                .filter(|c| c.direction != Direction::Local)
-                .take(6)
-                .map(|c| cite(c, &c.detail))
-                .collect(),
+            evidence,
             confidence: 0.9,
             missing: e.missing.to_vec(),
         };
@@ -232,20 +242,30 @@ pub fn diagnose(e: &Evidence<'_>) -> Verdict {
             e.source.spec
         ));
     }
+    let evidence: Vec<Item> = failed.iter().map(|c| cite(c, &c.detail)).collect();
+    let claims = if failed.is_empty() {
+        Vec::new()
+    } else {
+        vec![Claim::new(
+            format!(
+                "{} checks failed, but the evidence fits no known fault",
+                failed.len()
+            ),
+            &(0..evidence.len()).collect::<Vec<_>>(),
+        )]
+    };
     Verdict {
         class: Class::Inconclusive,
         cause: None,
         rule: "no-rule-matched",
-        summary: if failed.is_empty() {
+        summary: if claims.is_empty() {
             "not enough evidence to decide".into()
         } else {
-            format!(
-                "{} checks failed, but the evidence fits no known fault",
-                failed.len()
-            )
+            evidence::summary(&claims)
         },
+        claims,
         fix: "re-run with every probe on the path connected and captures allowed; the failed checks below are where to look".into(),
-        evidence: failed.iter().map(|c| cite(c, &c.detail)).collect(),
+        evidence,
         confidence: 0.0,
         missing,
     }
@@ -261,12 +281,15 @@ pub struct Verdict {
     /// The rule that decided (a [`Rule`] name, or `all-checks-passed` /
     /// `no-rule-matched`).
     pub rule: &'static str,
-    /// One line.
+    /// One line: the claims joined (or, with no claim, that nothing could
+    /// be decided).
     pub summary: String,
+    /// The summary clause by clause, each citing `evidence` by index.
+    pub claims: Vec<Claim>,
     /// The fix, in the field's words.
     pub fix: String,
     /// Each observation, with where it comes from.
-    pub evidence: Vec<pb::Evidence>,
+    pub evidence: Vec<Item>,
     /// 0..1.
     pub confidence: f64,
     /// Evidence that could not be gathered, and why.
@@ -284,31 +307,83 @@ impl Verdict {
                 .into(),
             rule: self.rule.to_owned(),
             summary: self.summary.clone(),
+            claims: self.claims.iter().map(pb::Claim::from).collect(),
             fix: self.fix.clone(),
-            evidence: self.evidence.clone(),
+            evidence: self.evidence.iter().map(pb::Evidence::from).collect(),
             confidence: self.confidence,
             missing: self.missing.clone(),
             ..Default::default()
         }
+    }
+
+    /// Every claim of the verdict without its evidence, judged against the
+    /// run's `checks` (empty when all is backed).
+    pub fn unsupported(&self, checks: &[Check]) -> Vec<evidence::Unsupported> {
+        let sources: Vec<Option<&Source>> = self.evidence.iter().map(|i| Some(&i.source)).collect();
+        let ran: Vec<evidence::RunCheck<'_>> = checks
+            .iter()
+            .map(|c| evidence::RunCheck {
+                name: c.name,
+                from: &c.from,
+                to: &c.to,
+                status: c.status,
+            })
+            .collect();
+        evidence::unsupported(&evidence::Stated {
+            summary: if self.claims.is_empty() {
+                ""
+            } else {
+                &self.summary
+            },
+            claims: &self.claims,
+            sources: &sources,
+            checks: &ran,
+        })
     }
 }
 
 // ------------------------------------------------------------- helpers
 
 /// Cites a check.
-fn cite(c: &Check, observation: &str) -> pb::Evidence {
-    pb::Evidence {
+fn cite(c: &Check, observation: &str) -> Item {
+    let source = Source::Check {
+        name: c.name,
+        from: c.from.clone(),
+        to: c.to.clone(),
+    };
+    Item {
         probe: c.from.clone(),
         observation: observation.to_owned(),
-        artifact: format!("check {} {} → {}", c.name, c.from, c.to),
+        artifact: source.to_string(),
+        source,
     }
 }
 
-fn note(probe: &str, observation: String, artifact: impl Into<String>) -> pb::Evidence {
-    pb::Evidence {
+/// Cites what a capture on `at` saw.
+fn seen(at: &ObserverInterface, observation: String) -> Item {
+    Item {
+        probe: at.probe().to_owned(),
+        observation,
+        artifact: format!("capture {at}"),
+        source: Source::Capture {
+            probe: at.probe().to_owned(),
+            interface: at.interface.clone(),
+            packet: None,
+        },
+    }
+}
+
+/// Cites an inventory object, seen from `probe`'s side.
+fn listed(probe: &str, observation: String, kind: &str, namespace: &str, name: &str) -> Item {
+    Item {
         probe: probe.to_owned(),
         observation,
-        artifact: artifact.into(),
+        artifact: "inventory".into(),
+        source: Source::Inventory {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        },
     }
 }
 
@@ -398,8 +473,4 @@ fn unanswered_to(e: &Evidence<'_>, host: &str, proto: Proto) -> Vec<(String, Obs
         .filter(|f| f.proto == proto && f.dst == ip && !f.answered)
         .filter_map(|f| Some((f.describe(), f.lost_after.clone()?)))
         .collect()
-}
-
-fn capture_artifact(observer: &ObserverInterface) -> String {
-    format!("capture {observer}")
 }

@@ -3,7 +3,9 @@
 
 use probemesh_model::check::CheckName;
 
-use super::{Evidence, Finding, all_lost, capture_artifact, cite, icmp_ok, note, tcp_connected};
+use probemesh_model::evidence::Claim;
+
+use super::{Evidence, Finding, all_lost, cite, icmp_ok, seen, tcp_connected};
 
 pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
     for ep in e.hosts() {
@@ -28,26 +30,34 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         };
         let mut evidence = vec![];
+        let (mut small_pass, mut silent, mut lost) = (vec![], vec![], vec![]);
         if let Some(small) = e.aimed(CheckName::Icmp, host).find(|c| c.ok()) {
+            small_pass.push(evidence.len());
             evidence.push(cite(
                 small,
                 &format!("small packets pass: {}", small.detail),
             ));
         }
         if let Some(c) = large {
+            silent.push(evidence.len());
+            lost.push(evidence.len());
             evidence.push(cite(
                 c,
                 &format!("{}-byte echoes with DF vanish: {}", c.size, c.detail),
             ));
         }
-        if let Some(c) =
-            tcp_connected(e, host).and_then(|_| e.aimed(CheckName::TcpConnect, host).next())
-        {
+        let handshake = tcp_connected(e, host)
+            .and_then(|_| e.aimed(CheckName::TcpConnect, host).find(|c| c.received > 0));
+        if let Some(c) = handshake {
+            small_pass.push(evidence.len());
             evidence.push(cite(c, &format!("the TCP handshake works: {}", c.detail)));
         }
         if let Some(c) = stalled {
+            lost.push(evidence.len());
             evidence.push(cite(c, &c.detail));
         }
+        let mut mtus = vec![evidence.len()];
+        silent.push(evidence.len());
         evidence.push(cite(pc, &pc.detail));
         // Where it shrinks: a node interface at the path MTU.
         let mut shrinks = String::new();
@@ -58,6 +68,7 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
                     .iter()
                     .find(|i| i.mtu == p.path_mtu && i.name != "lo")
             {
+                mtus.push(evidence.len());
                 evidence.push(cite(
                     c,
                     &format!("{}'s {} has MTU {}", c.from, i.name, i.mtu),
@@ -76,19 +87,34 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
                     && f.lost_after.is_some()
             });
             if let Some((f, at)) = big.and_then(|f| Some((f, f.lost_after.as_ref()?))) {
-                evidence.push(note(
-                    at.probe(),
+                lost.push(evidence.len());
+                evidence.push(seen(
+                    at,
                     format!("{} leaves {} and is never seen further", f.describe(), at),
-                    capture_artifact(at),
                 ));
                 confidence += 0.1;
             }
         }
         return Some(Finding {
-            summary: format!(
-                "MTU black hole towards {host}: the path carries {} bytes{shrinks} while {} sends {}-byte packets on {}, and no ICMP frag-needed comes back; small packets and the TCP handshake pass, full-size segments are lost",
-                p.path_mtu, e.source.spec, p.interface_mtu, p.interface
-            ),
+            claims: vec![
+                Claim::new(
+                    format!(
+                        "MTU black hole towards {host}: the path carries {} bytes{shrinks} while {} sends {}-byte packets on {}",
+                        p.path_mtu, e.source.spec, p.interface_mtu, p.interface
+                    ),
+                    &mtus,
+                ),
+                Claim::new("no ICMP frag-needed comes back", &silent),
+                Claim::new(
+                    if handshake.is_some() {
+                        "small packets and the TCP handshake pass"
+                    } else {
+                        "small packets pass"
+                    },
+                    &small_pass,
+                ),
+                Claim::new("full-size packets are lost", &lost),
+            ],
             fix: format!(
                 "make the MTUs agree: set {}'s {} MTU to {} (ip link set {} mtu {}) or clamp TCP MSS to the path (iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu); and let ICMP type 3 code 4 (frag-needed) through the firewalls so path MTU discovery works",
                 e.source.spec, p.interface, p.path_mtu, p.interface, p.path_mtu

@@ -3,9 +3,9 @@
 
 use probemesh_model::check::{CheckName, Direction};
 
-use super::{
-    Evidence, Finding, capture_artifact, cite, icmp_ok, note, tcp_failures, unanswered_to,
-};
+use probemesh_model::evidence::Claim;
+
+use super::{Evidence, Finding, cite, icmp_ok, seen, tcp_failures, unanswered_to};
 use crate::diagnose::checks;
 use crate::diagnose::model::Check;
 use crate::diagnose::packets::Proto;
@@ -48,12 +48,15 @@ pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
         .collect();
     let mut evidence = vec![cite(c, &format!("listens on {} only", bound.join(", ")))];
     evidence.extend(failed.iter().map(|f| cite(f, &f.detail)));
+    let failures: Vec<usize> = (1..evidence.len()).collect();
     Some(Finding {
-        summary: format!(
-            "the app in {} listens on {} only: connections from other hosts are refused",
-            c.place(),
-            bound.join(", ")
-        ),
+        claims: vec![
+            Claim::new(
+                format!("the app in {} listens on {} only", c.place(), bound.join(", ")),
+                &[0],
+            ),
+            Claim::new("connections from other hosts fail", &failures),
+        ],
         fix: "make the app bind 0.0.0.0 (or the pod IP) instead of 127.0.0.1: its listen/host setting (e.g. --host 0.0.0.0), then restart it".into(),
         evidence,
         confidence: 0.9,
@@ -83,7 +86,9 @@ pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
             evidence.push(cite(c, &format!("the host is up: {}", c.detail)));
         }
         let mut confidence: f64 = 0.75;
+        let mut nothing_listens = vec![0];
         if let Some(c) = listener {
+            nothing_listens.push(evidence.len());
             evidence.push(cite(c, &c.detail));
             confidence = 0.9;
         }
@@ -96,10 +101,16 @@ pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
             .or(ep.port)
             .unwrap_or_default();
         return Some(Finding {
-            summary: format!(
-                "connection refused: nothing listens on port {port}{}; the kernel answers SYNs with RST",
-                listener.map_or(String::new(), |c| format!(" in {}", c.place()))
-            ),
+            claims: vec![
+                Claim::new(
+                    format!(
+                        "connection refused: nothing listens on port {port}{}",
+                        listener.map_or(String::new(), |c| format!(" in {}", c.place()))
+                    ),
+                    &nothing_listens,
+                ),
+                Claim::new("the kernel answers SYNs with RST", &[0]),
+            ],
             fix: format!(
                 "start the application (is the container running? kubectl get pod, kubectl logs --previous) and check that it listens on {port}, the Service's targetPort"
             ),
@@ -128,20 +139,27 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         }
         let mut evidence = vec![cite(failed, &failed.detail)];
-        if let Some(c) = e.aimed(CheckName::Icmp, host).find(|c| c.ok()) {
+        let pinged = e.aimed(CheckName::Icmp, host).find(|c| c.ok()).or_else(|| {
+            e.hosts()
+                .filter(|b| ep.role == Role::ClusterIp && b.role == Role::Backend)
+                .find_map(|b| e.aimed(CheckName::Icmp, &b.host).find(|c| c.ok()))
+        });
+        let mut up = Vec::new();
+        if let Some(c) = pinged {
+            up.push(evidence.len());
             evidence.push(cite(c, &format!("the host answers ping: {}", c.detail)));
         }
+        let mut how_seen = vec![0];
         if let Some(c) = e.ran(CheckName::Listener).find(|c| c.ok()) {
+            how_seen.push(evidence.len());
             evidence.push(cite(c, &format!("the app listens: {}", c.detail)));
         }
         let dropped_at = unanswered_to(e, host, Proto::Tcp).into_iter().next();
         let mut confidence = 0.8;
+        let mut drops = vec![0];
         if let Some((what, at)) = &dropped_at {
-            evidence.push(note(
-                at.probe(),
-                format!("{what} reaches {at} and is never answered"),
-                capture_artifact(at),
-            ));
+            drops.push(evidence.len());
+            evidence.push(seen(at, format!("{what} reaches {at} and is never answered")));
             confidence = 0.9;
         }
         let where_ = dropped_at
@@ -155,15 +173,22 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
             "the connection is reset although the app listens: a RST the destination never sent"
         };
         return Some(Finding {
-            summary: format!(
-                "TCP to {} is filtered: the host is up and {how}; a rule drops it{}",
-                ep.address(),
-                if dropped_at.is_some() {
-                    format!(" on {where_}")
-                } else {
-                    " on the path or at the destination".to_owned()
-                }
-            ),
+            claims: vec![
+                Claim::new(format!("TCP to {} is filtered", ep.address()), &[0]),
+                Claim::new("the host is up (it answers ping)", &up),
+                Claim::new(how, &how_seen),
+                Claim::new(
+                    format!(
+                        "a rule drops it{}",
+                        if dropped_at.is_some() {
+                            format!(" on {where_}")
+                        } else {
+                            " on the path or at the destination".to_owned()
+                        }
+                    ),
+                    &drops,
+                ),
+            ],
             fix: format!(
                 "find the rule on {where_}: iptables-save | grep -n {} (raw, mangle and filter tables, before kube-proxy's DNAT), nft list ruleset, NetworkPolicies, cloud security groups; allow the port",
                 ep.port.unwrap_or_default()

@@ -8,9 +8,9 @@ use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::inventory::Cidr;
 use probemesh_proto::pb;
 
-use super::{
-    Evidence, Finding, all_lost, capture_artifact, cite, note, tcp_connected, unanswered_to,
-};
+use probemesh_model::evidence::Claim;
+
+use super::{Evidence, Finding, all_lost, cite, seen, tcp_connected, unanswered_to};
 use crate::diagnose::checks;
 use crate::diagnose::model::Check;
 use crate::diagnose::packets::Proto;
@@ -44,11 +44,24 @@ pub(super) fn overload(e: &Evidence<'_>) -> Option<Finding> {
         ),
     )];
     evidence.extend(failing.iter().take(4).map(|c| cite(c, &c.detail)));
+    let fails: Vec<usize> = (1..evidence.len()).collect();
     Some(Finding {
-        summary: format!(
-            "{}'s conntrack table is full ({}/{}): it drops every new connection, ping included",
-            c.from, f.conntrack_count, f.conntrack_max
-        ),
+        claims: vec![
+            Claim::new(
+                format!(
+                    "{}'s conntrack table is full ({}/{}): it drops new flows",
+                    c.from, f.conntrack_count, f.conntrack_max
+                ),
+                &[0],
+            ),
+            Claim::new(
+                format!(
+                    "{} of the run's connections and pings get no answer",
+                    failing.len()
+                ),
+                &fails,
+            ),
+        ],
         fix: format!(
             "on {}: find what fills it (conntrack -S; conntrack -L | sort by source), then raise net.netfilter.nf_conntrack_max (and the hash size) or shorten timeouts; `dmesg` shows \"nf_conntrack: table full, dropping packet\"",
             c.from
@@ -100,9 +113,12 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         };
         let best = route_for(&facts.routes, ip);
-        let via = match best {
-            Some((r, 0)) => format!("only the default route matches: {}", r.raw),
-            None => "no route matches at all".to_owned(),
+        let (via, fate) = match best {
+            Some((r, 0)) => (
+                format!("only the default route matches: {}", r.raw),
+                "leaves by the default route and is lost",
+            ),
+            None => ("no route matches at all".to_owned(), "has no route and is lost"),
             Some(_) => continue,
         };
         let mut evidence = vec![
@@ -126,12 +142,18 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
             ));
         }
         return Some(Finding {
-            summary: format!(
-                "{src_node} has no route to {}/{} ({}'s pod network): traffic to {ip} leaves by the default route and is lost",
-                owner.pod_cidr.addr(),
-                owner.pod_cidr.prefix(),
-                owner.name
-            ),
+            claims: vec![
+                Claim::new(
+                    format!(
+                        "{src_node} has no route to {}/{} ({}'s pod network)",
+                        owner.pod_cidr.addr(),
+                        owner.pod_cidr.prefix(),
+                        owner.name
+                    ),
+                    &[0],
+                ),
+                Claim::new(format!("traffic to {ip} {fate}"), &[0, 1]),
+            ],
             fix: format!(
                 "restore the overlay route on {src_node} (flannel: ip route replace {}/{} via {} dev flannel.1 onlink, or restart flanneld, which rewrites its routes); check for a stale route sync or a manual `ip route del`",
                 owner.pod_cidr.addr(),
@@ -165,18 +187,29 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         }
         let mut evidence = vec![cite(lost, &lost.detail)];
+        let mut claims = vec![Claim::new(
+            format!("ICMP echo to {host} gets no reply"),
+            &[0],
+        )];
+        let mut dropped = vec![0];
         if let Some(c) = tcp {
+            dropped.push(evidence.len());
+            claims.push(Claim::new(
+                "the host is up (TCP connects)",
+                &[evidence.len()],
+            ));
             evidence.push(cite(
                 c,
                 &format!("TCP to the same host works: {}", c.detail),
             ));
         }
         if let Some((what, at)) = &reached {
-            evidence.push(note(
-                at.probe(),
-                format!("{what} reaches {at} and is never answered"),
-                capture_artifact(at),
+            dropped.push(evidence.len());
+            claims.push(Claim::new(
+                format!("the echoes reach {at} and are never answered"),
+                &[evidence.len()],
             ));
+            evidence.push(seen(at, format!("{what} reaches {at} and is never answered")));
         }
         if let Some(back) = e.ran(CheckName::Icmp).find(|c| {
             c.direction == Direction::Reverse
@@ -190,15 +223,19 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
             .clone()
             .or_else(|| ep.probe.clone())
             .unwrap_or_else(|| host.to_owned());
-        return Some(Finding {
-            summary: format!(
-                "ICMP echo to {host} is dropped by a firewall{}: the host is up (TCP connects) but never answers ping",
+        claims.push(Claim::new(
+            format!(
+                "a firewall drops it{}",
                 if reached.is_some() {
                     format!(" on {who}")
                 } else {
                     String::new()
                 }
             ),
+            &dropped,
+        ));
+        return Some(Finding {
+            claims,
             fix: format!(
                 "on {who}: find the rule dropping ICMP (iptables -S INPUT | grep icmp, nft list ruleset, firewalld, security groups) and allow echo-request; ping is how the next engineer will test this path"
             ),
@@ -226,18 +263,26 @@ pub(super) fn link(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         }
         let mut evidence = vec![cite(lost, &lost.detail)];
+        let mut claims = vec![Claim::new(
+            format!("{host} is unreachable from {}", e.source.spec),
+            &[0],
+        )];
         if let Some((what, at)) = &leaves {
-            evidence.push(note(
-                &e.source.probe,
-                format!("{what} leaves {at} and no observer sees it again"),
-                capture_artifact(at),
+            claims.push(Claim::new(
+                format!("packets leave {at} and no observer sees them again"),
+                &[evidence.len()],
             ));
+            evidence.push(seen(at, format!("{what} leaves {at} and no observer sees it again")));
         }
         if let Some(t) = trace {
+            claims.push(Claim::new(
+                "the path check shows how far they get",
+                &[evidence.len()],
+            ));
             evidence.push(cite(t, &t.detail));
         }
         return Some(Finding {
-            summary: format!("{host} is unreachable from {}: packets leave and never arrive", e.source.spec),
+            claims,
             fix: "follow the path check's last answering hop: check that hop's link, routes and firewall towards the target".into(),
             evidence,
             confidence: if leaves.is_some() { 0.7 } else { 0.5 },
