@@ -3,6 +3,7 @@
 //! (certificates + coordinator + probes) on loopback.
 
 pub mod lab;
+pub mod verdict;
 
 use std::io::Read as _;
 use std::net::TcpListener;

@@ -7,6 +7,7 @@
 use std::process::{Command, Output};
 
 use probemesh_tests::lab::{Lab, text};
+use probemesh_tests::verdict::unsupported_claims;
 use serde_json::Value;
 
 /// One catalogue entry: its probe command and expected verdict.
@@ -46,6 +47,11 @@ fn probe(lab: &Lab, e: &Entry, out: &std::path::Path) -> (Value, i32) {
     let output: Output = lab.meshctl(&args);
     let report: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|err| panic!("probe output is not JSON ({err}):\n{}", text(&output)));
+    assert_eq!(
+        unsupported_claims(&report),
+        Vec::<String>::new(),
+        "a verdict states what its evidence does not back:\n{report:#}"
+    );
     (report, output.status.code().unwrap_or(-1))
 }
 
@@ -263,6 +269,12 @@ fn the_report_follows_the_contract_and_is_stored() {
         0,
     );
     assert_eq!(r["trace_id"].as_str().map(str::len), Some(32), "{r:#}");
+    assert_eq!(unsupported_claims(&r), Vec::<String>::new(), "{r:#}");
+    let evidence = r["verdict"]["evidence"].as_array().expect("evidence");
+    assert!(
+        !evidence.is_empty() && evidence.iter().all(|e| e["source"]["check"].is_string()),
+        "an ok verdict cites the checks that passed: {r:#}"
+    );
     assert_eq!(r["target"]["spec"], "nodeport:30080");
     let endpoints = r["target"]["endpoints"].as_array().expect("endpoints");
     for node in ["node-1", "node-2", "node-3"] {
@@ -446,6 +458,7 @@ fn bad_input_exits_2_and_a_dead_source_is_inconclusive() {
         3,
     );
     assert_eq!(r["verdict"]["class"], "inconclusive", "{r:#}");
+    assert_eq!(unsupported_claims(&r), Vec::<String>::new(), "{r:#}");
     let missing = r["verdict"]["missing"].to_string();
     assert!(missing.contains("node-2"), "{r:#}");
 }

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use probemesh_model::check::{CheckName, Direction, Status};
+use probemesh_model::evidence::Source;
+use probemesh_model::grpc::evidence_source;
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::{compat, pb};
 use serde::Serialize;
@@ -170,15 +172,76 @@ struct VerdictView {
     fix: String,
     confidence: f64,
     rule: String,
+    /// The summary clause by clause, each with the evidence items (indices
+    /// into `evidence`) behind it; empty for records older than typed
+    /// evidence.
+    claims: Vec<ClaimView>,
     evidence: Vec<EvidenceView>,
     missing: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClaimView {
+    text: String,
+    evidence: Vec<u32>,
 }
 
 #[derive(Debug, Serialize)]
 struct EvidenceView {
     probe: String,
     observation: String,
+    /// Where it comes from, for people (what older records carry).
     artifact: String,
+    /// Where it comes from (DESIGN §5); absent in older records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceView>,
+}
+
+/// DESIGN §5: `{"check": NAME, "from", "to"} | {"capture": "PROBE/IFACE",
+/// "packet": N} | {"inventory": "KIND/NS/NAME"}`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum SourceView {
+    Check {
+        check: &'static str,
+        from: String,
+        to: String,
+    },
+    Capture {
+        capture: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        packet: Option<u64>,
+    },
+    Inventory {
+        inventory: String,
+    },
+}
+
+impl From<Source> for SourceView {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Check { name, from, to } => SourceView::Check {
+                check: name.as_str(),
+                from,
+                to,
+            },
+            Source::Capture {
+                probe,
+                interface,
+                packet,
+            } => SourceView::Capture {
+                capture: format!("{probe}/{interface}"),
+                packet,
+            },
+            Source::Inventory {
+                kind,
+                namespace,
+                name,
+            } => SourceView::Inventory {
+                inventory: format!("{kind}/{namespace}/{name}"),
+            },
+        }
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -282,10 +345,19 @@ impl ProbeReport {
                 fix: verdict.fix,
                 confidence: verdict.confidence,
                 rule: verdict.rule,
+                claims: verdict
+                    .claims
+                    .into_iter()
+                    .map(|c| ClaimView {
+                        text: c.text,
+                        evidence: c.evidence,
+                    })
+                    .collect(),
                 evidence: verdict
                     .evidence
                     .into_iter()
                     .map(|e| EvidenceView {
+                        source: evidence_source(&e).ok().flatten().map(SourceView::from),
                         probe: e.probe,
                         observation: e.observation,
                         artifact: e.artifact,

@@ -143,6 +143,12 @@ pub async fn follow(
         })
     });
     tracing::info!(class = %verdict.class, cause = verdict.cause.map_or("", |c| c.as_str()), rule = verdict.rule, "verdict");
+    // Rules build summaries from cited evidence, so this finds nothing
+    // unless a rule is wrong; say so loudly rather than ship the claim
+    // silently (the rules' tests and the lab tests fail on it).
+    for claim in verdict.unsupported(&done) {
+        tracing::error!(rule = verdict.rule, %claim, "a verdict states what its evidence does not back");
+    }
     record.diagnosis = Some(pb::Diagnosis {
         target: Some(plan.target.to_pb()),
         checks: done.iter().map(Check::to_pb).collect(),

@@ -33,7 +33,10 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
         .or_else(|| path.filter(|c| c.trace().is_some_and(|t| t.reached)))?;
     let mut evidence: Vec<Item> = lossy.iter().map(|c| cite(c, &c.detail)).collect();
     let mut losing: Vec<usize> = (0..evidence.len()).collect();
-    let working = match evidence.iter().position(|i| i.source == cite(works, "").source) {
+    let working = match evidence
+        .iter()
+        .position(|i| i.source == cite(works, "").source)
+    {
         Some(i) => i,
         None => {
             evidence.push(cite(works, &format!("replies come back: {}", works.detail)));
@@ -125,5 +128,17 @@ mod tests {
             .verdict();
         assert_eq!(class(&v), ("degraded", "loss"), "{v:?}");
         assert!(v.summary.contains("hop 2 (198.18.0.12)"), "{}", v.summary);
+    }
+
+    #[tokio::test]
+    async fn echoes_answered_by_icmp_errors_are_not_loss() {
+        // 0 of 20 replies, 6 ICMP errors back: the path is refused, not
+        // lossy, whatever else the trace shows.
+        let v = Case::new("cloudvm-1", "probe:node-2")
+            .with(icmp_sized(CheckName::Icmp, "cloudvm-1", "198.18.0.12", 20, 0, 6))
+            .with(reverse("node-2", "198.18.0.14", 20, 17))
+            .verdict();
+        assert_ne!(class(&v).0, "degraded", "{v:?}");
+        assert!(!v.summary.contains("works"), "{}", v.summary);
     }
 }

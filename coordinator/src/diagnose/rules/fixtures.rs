@@ -44,15 +44,18 @@ impl Case {
         self
     }
 
+    /// The verdict, which must state nothing its evidence does not back.
     pub(super) fn verdict(&self) -> Verdict {
-        diagnose(&Evidence {
+        let v = diagnose(&Evidence {
             source: &self.source,
             target: &self.target,
             checks: &self.checks,
             packets: self.packets.as_ref(),
             inventory: Some(&self.inventory),
             missing: &[],
-        })
+        });
+        assert_eq!(v.unsupported(&self.checks), vec![], "{v:#?}");
+        v
     }
 }
 

@@ -46,8 +46,10 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
                 &format!("{}-byte echoes with DF vanish: {}", c.size, c.detail),
             ));
         }
-        let handshake = tcp_connected(e, host)
-            .and_then(|_| e.aimed(CheckName::TcpConnect, host).find(|c| c.received > 0));
+        let handshake = tcp_connected(e, host).and_then(|_| {
+            e.aimed(CheckName::TcpConnect, host)
+                .find(|c| c.received > 0)
+        });
         if let Some(c) = handshake {
             small_pass.push(evidence.len());
             evidence.push(cite(c, &format!("the TCP handshake works: {}", c.detail)));

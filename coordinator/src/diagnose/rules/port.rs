@@ -159,7 +159,10 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
         let mut drops = vec![0];
         if let Some((what, at)) = &dropped_at {
             drops.push(evidence.len());
-            evidence.push(seen(at, format!("{what} reaches {at} and is never answered")));
+            evidence.push(seen(
+                at,
+                format!("{what} reaches {at} and is never answered"),
+            ));
             confidence = 0.9;
         }
         let where_ = dropped_at

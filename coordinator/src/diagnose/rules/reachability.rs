@@ -118,7 +118,10 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
                 format!("only the default route matches: {}", r.raw),
                 "leaves by the default route and is lost",
             ),
-            None => ("no route matches at all".to_owned(), "has no route and is lost"),
+            None => (
+                "no route matches at all".to_owned(),
+                "has no route and is lost",
+            ),
             Some(_) => continue,
         };
         let mut evidence = vec![
@@ -209,7 +212,10 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
                 format!("the echoes reach {at} and are never answered"),
                 &[evidence.len()],
             ));
-            evidence.push(seen(at, format!("{what} reaches {at} and is never answered")));
+            evidence.push(seen(
+                at,
+                format!("{what} reaches {at} and is never answered"),
+            ));
         }
         if let Some(back) = e.ran(CheckName::Icmp).find(|c| {
             c.direction == Direction::Reverse
@@ -272,7 +278,10 @@ pub(super) fn link(e: &Evidence<'_>) -> Option<Finding> {
                 format!("packets leave {at} and no observer sees them again"),
                 &[evidence.len()],
             ));
-            evidence.push(seen(at, format!("{what} leaves {at} and no observer sees it again")));
+            evidence.push(seen(
+                at,
+                format!("{what} leaves {at} and no observer sees it again"),
+            ));
         }
         if let Some(t) = trace {
             claims.push(Claim::new(
