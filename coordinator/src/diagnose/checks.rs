@@ -140,8 +140,10 @@ fn ping_status(p: &pb::PingSummary) -> (Status, String) {
         (0, _) if p.errors > 0 => (
             FAIL,
             format!(
-                "no replies; {} errors came back instead ({} bytes{df})",
-                p.errors, p.size
+                "no replies; {} errors instead: {} ({} bytes{df})",
+                p.errors,
+                ping_errors(p),
+                p.size
             ),
         ),
         (0, _) => (
@@ -160,6 +162,28 @@ fn ping_status(p: &pb::PingSummary) -> (Status, String) {
                 p.size
             ),
         ),
+    }
+}
+
+/// The errors that answered echoes or refused them, as one phrase:
+/// `20 Destination Host Unreachable from 198.18.100.1`, `3 refused locally
+/// (EHOSTUNREACH: ...)`; the bare count for older probes that do not
+/// itemize them.
+fn ping_errors(p: &pb::PingSummary) -> String {
+    let mut parts: Vec<String> = p
+        .icmp_errors
+        .iter()
+        .map(|e| format!("{} {} from {}", e.count, e.detail, e.from))
+        .collect();
+    parts.extend(
+        p.local_errors
+            .iter()
+            .map(|e| format!("{} refused locally ({}: {})", e.count, e.errno, e.detail)),
+    );
+    if parts.is_empty() {
+        format!("{} not itemized", p.errors)
+    } else {
+        parts.join(", ")
     }
 }
 

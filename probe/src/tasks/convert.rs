@@ -357,6 +357,27 @@ pub fn ping_summary(spec: &PingSpec, summary: &PingSummary) -> pb::PingSummary {
         rtt: summary.rtt.map(Into::into),
         elapsed_ns: nanos(summary.elapsed),
         dont_fragment: spec.dont_fragment,
+        icmp_errors: summary
+            .icmp_errors
+            .iter()
+            .map(|e| pb::IcmpErrorCount {
+                from: e.from.to_string(),
+                r#type: u32::from(e.error.icmp_type),
+                code: u32::from(e.error.code),
+                mtu: e.error.mtu.map_or(0, |m| u32::from(m.0)),
+                count: e.count,
+                detail: e.error.describe(),
+            })
+            .collect(),
+        local_errors: summary
+            .local_errors
+            .iter()
+            .map(|e| pb::LocalErrorCount {
+                errno: e.errno.clone(),
+                detail: e.detail.clone(),
+                count: e.count,
+            })
+            .collect(),
     }
 }
 

@@ -95,6 +95,33 @@ pub struct PingSummary {
     pub rtt: Option<RttStats>,
     /// From the first send to the end of the task (tokio clock).
     pub elapsed: Duration,
+    /// The ICMP errors that answered echoes, by sender and kind, in the
+    /// order first seen.
+    pub icmp_errors: Vec<IcmpErrorCount>,
+    /// The sends the local stack refused, by errno, in the order first seen.
+    pub local_errors: Vec<LocalErrorCount>,
+}
+
+/// ICMP errors from one sender of one type and code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpErrorCount {
+    /// Who sent them.
+    pub from: Ipv4Addr,
+    /// Type, code and next-hop MTU.
+    pub error: EchoError,
+    /// How many.
+    pub count: u32,
+}
+
+/// Sends the local stack refused with one errno.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalErrorCount {
+    /// The errno's name (`EHOSTUNREACH`), or `unknown` without one.
+    pub errno: String,
+    /// The first such failure as ping prints it.
+    pub detail: String,
+    /// How many.
+    pub count: u32,
 }
 
 /// Where one echo is in its life.
@@ -127,6 +154,8 @@ pub struct PingSession {
     received: u32,
     errors: u32,
     rtt: RttAccumulator,
+    icmp_errors: Vec<IcmpErrorCount>,
+    local_errors: Vec<LocalErrorCount>,
 }
 
 impl PingSession {
@@ -141,6 +170,8 @@ impl PingSession {
             received: 0,
             errors: 0,
             rtt: RttAccumulator::default(),
+            icmp_errors: Vec::new(),
+            local_errors: Vec::new(),
         }
     }
 
@@ -168,13 +199,22 @@ impl PingSession {
         }
     }
 
-    /// Records that the local stack refused the next echo.
-    pub fn on_send_failed(&mut self, detail: String) -> Option<PingEvent> {
+    /// Records that the local stack refused the next echo with `errno`
+    /// (its name), printed as `detail`.
+    pub fn on_send_failed(&mut self, errno: &str, detail: String) -> Option<PingEvent> {
         let seq = Seq(self.next);
         let i = self.index(seq)?;
         self.echoes[i] = EchoState::Done;
         self.next += 1;
         self.errors += 1;
+        match self.local_errors.iter_mut().find(|e| e.errno == errno) {
+            Some(tally) => tally.count += 1,
+            None => self.local_errors.push(LocalErrorCount {
+                errno: errno.to_owned(),
+                detail: detail.clone(),
+                count: 1,
+            }),
+        }
         Some(PingEvent {
             seq,
             kind: PingEventKind::SendError { detail },
@@ -220,6 +260,18 @@ impl PingSession {
                 ..
             } => {
                 self.errors += 1;
+                match self
+                    .icmp_errors
+                    .iter_mut()
+                    .find(|e| e.from == from && e.error == error)
+                {
+                    Some(tally) => tally.count += 1,
+                    None => self.icmp_errors.push(IcmpErrorCount {
+                        from,
+                        error,
+                        count: 1,
+                    }),
+                }
                 PingEventKind::IcmpError {
                     from,
                     bytes,
@@ -278,6 +330,8 @@ impl PingSession {
             errors: self.errors,
             rtt: self.rtt.stats(),
             elapsed,
+            icmp_errors: self.icmp_errors.clone(),
+            local_errors: self.local_errors.clone(),
         }
     }
 
@@ -349,8 +403,9 @@ pub async fn run<S: IcmpSocket>(
                     match socket.send_to(&packet, address).await {
                         Ok(sent_at) => session.on_sent(sent_at, Instant::now()),
                         Err(failure) => {
+                            let errno = send_failure_errno(&failure);
                             let detail = send_failure_detail(failure, address);
-                            if let Some(event) = session.on_send_failed(detail) {
+                            if let Some(event) = session.on_send_failed(&errno, detail) {
                                 progress.send(event, cancel).await;
                             }
                         }
@@ -373,6 +428,17 @@ async fn next_response<S: IcmpSocket>(
     let received = socket.recv(buf).await?;
     let datagram = buf.get(..received.len).unwrap_or(buf);
     Ok(classify_echo(datagram, id).map(|response| (response, received.at)))
+}
+
+/// The errno name of a refused send (`EMSGSIZE`, `EHOSTUNREACH`, ...).
+fn send_failure_errno(failure: &SendFailure) -> String {
+    match failure {
+        SendFailure::MessageTooLong { .. } => "EMSGSIZE".to_owned(),
+        SendFailure::Io(e) => e.raw_os_error().map_or_else(
+            || "unknown".to_owned(),
+            |n| format!("{:?}", nix::errno::Errno::from_raw(n)),
+        ),
+    }
 }
 
 /// What ping would print for a refused send.
@@ -420,6 +486,8 @@ mod tests {
         FragNeeded(Duration),
         /// The local stack refuses it with EMSGSIZE, route MTU 1500.
         TooLong,
+        /// The local stack refuses it: an `unreachable` route.
+        NoRoute,
         /// A reply with another task's identifier.
         ForeignReply(Duration),
     }
@@ -482,6 +550,11 @@ mod tests {
                     return Err(SendFailure::MessageTooLong {
                         mtu: Some(Mtu(1500)),
                     });
+                }
+                Fate::NoRoute => {
+                    return Err(SendFailure::Io(io::Error::from_raw_os_error(
+                        libc::EHOSTUNREACH,
+                    )));
                 }
                 Fate::ForeignReply(d) => {
                     let mut other = echo_reply_to(message);
@@ -642,6 +715,19 @@ mod tests {
             (2, 0, 2)
         );
         assert_eq!(summary.rtt, None);
+        // Tallied by sender and kind, for the diagnosis.
+        assert_eq!(summary.icmp_errors.len(), 1, "{summary:?}");
+        let tally = &summary.icmp_errors[0];
+        assert_eq!(
+            (
+                tally.from,
+                tally.error.icmp_type,
+                tally.error.code,
+                tally.count
+            ),
+            (ROUTER, 3, 4, 2)
+        );
+        assert_eq!(summary.local_errors, []);
     }
 
     #[tokio::test(start_paused = true)]
@@ -659,9 +745,41 @@ mod tests {
             (2, 0, 2)
         );
         assert_eq!(
+            summary.local_errors,
+            [LocalErrorCount {
+                errno: "EMSGSIZE".into(),
+                detail: "local error: message too long, mtu=1500".into(),
+                count: 2
+            }]
+        );
+        assert_eq!(summary.icmp_errors, []);
+        assert_eq!(
             summary.elapsed,
             Duration::from_secs(1),
             "no waiting for refused echoes"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_sends_are_tallied_by_errno() {
+        let fate = |seq| {
+            if seq == 2 {
+                Fate::TooLong
+            } else {
+                Fate::NoRoute
+            }
+        };
+        let (summary, _, _) = ping(&spec(3), fate, &CancellationToken::new()).await;
+        let summary = summary.unwrap();
+        let tally: Vec<(&str, u32)> = summary
+            .local_errors
+            .iter()
+            .map(|e| (e.errno.as_str(), e.count))
+            .collect();
+        assert_eq!(tally, [("EHOSTUNREACH", 2), ("EMSGSIZE", 1)]);
+        assert!(
+            summary.local_errors[0].detail.contains("No route to host"),
+            "{summary:?}"
         );
     }
 
@@ -713,8 +831,8 @@ mod tests {
         };
         assert_eq!(s.on_response(reply, Timestamp::from_nanos(0)), None);
         assert!(!s.is_finished());
-        assert!(s.on_send_failed("x".into()).is_some());
-        assert!(s.on_send_failed("x".into()).is_none());
+        assert!(s.on_send_failed("EPERM", "x".into()).is_some());
+        assert!(s.on_send_failed("EPERM", "x".into()).is_none());
         assert!(s.is_finished());
     }
 }

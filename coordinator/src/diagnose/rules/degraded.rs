@@ -135,7 +135,14 @@ mod tests {
         // 0 of 20 replies, 6 ICMP errors back: the path is refused, not
         // lossy, whatever else the trace shows.
         let v = Case::new("cloudvm-1", "probe:node-2")
-            .with(icmp_sized(CheckName::Icmp, "cloudvm-1", "198.18.0.12", 20, 0, 6))
+            .with(icmp_sized(
+                CheckName::Icmp,
+                "cloudvm-1",
+                "198.18.0.12",
+                20,
+                0,
+                6,
+            ))
             .with(reverse("node-2", "198.18.0.14", 20, 17))
             .verdict();
         assert_ne!(class(&v).0, "degraded", "{v:?}");

@@ -9,7 +9,7 @@
 //! (`probemesh_model::evidence::unsupported` checks every verdict in tests).
 //!
 //! Pure. One module per fault family, each rule with its tests and near
-//! misses: [`dns`], [`reachability`], [`port`], [`mtu`], [`cni`],
+//! misses: [`dns`], [`reachability`], [`refusal`], [`port`], [`mtu`], [`cni`],
 //! [`degraded`].
 
 use std::net::Ipv4Addr;
@@ -31,6 +31,7 @@ mod dns;
 mod mtu;
 mod port;
 mod reachability;
+mod refusal;
 
 #[cfg(test)]
 mod fixtures;
@@ -113,6 +114,41 @@ pub const RULES: &[Rule] = &[
         cause: Some(Cause::Overload),
         needs: "a failed icmp or tcp_connect; node facts: conntrack table at least 95 % full on a node of the path",
         test: reachability::overload,
+    },
+    Rule {
+        name: "echo-refused-by-local-rule",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Firewall),
+        needs: "icmp from the source gets no reply and its sends fail with EPERM (a local rule)",
+        test: refusal::local_rule,
+    },
+    Rule {
+        name: "echo-refused-by-local-route",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Routing),
+        needs: "icmp from the source gets no reply and its sends fail with EHOSTUNREACH, ENETUNREACH, EINVAL or EACCES; node facts of the source: its route to the target",
+        test: refusal::local_route,
+    },
+    Rule {
+        name: "echo-rejected-by-rule",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Firewall),
+        needs: "icmp gets ICMP destination-unreachable errors instead of replies: from a node whose facts show a usable route to the target, or with a policy code (protocol/port unreachable, prohibited)",
+        test: refusal::remote_rule,
+    },
+    Rule {
+        name: "echo-refused-by-route",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Routing),
+        needs: "icmp gets ICMP errors instead of replies: destination unreachable from a node whose facts show an unreachable, prohibit or blackhole route (or none) to the target, or time exceeded (a loop)",
+        test: refusal::remote_route,
+    },
+    Rule {
+        name: "echo-refused",
+        class: Class::NetworkUnreachable,
+        cause: None,
+        needs: "icmp gets host or network unreachable errors from a router that is not a probe: a route or a rule there, undecided",
+        test: refusal::remote_undecided,
     },
     Rule {
         name: "no-route",

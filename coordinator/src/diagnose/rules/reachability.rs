@@ -72,7 +72,7 @@ pub(super) fn overload(e: &Evidence<'_>) -> Option<Finding> {
 }
 
 /// The most specific route for `ip`, with its prefix length.
-fn route_for(routes: &[pb::Route], ip: IpAddr) -> Option<(&pb::Route, u8)> {
+pub(super) fn route_for(routes: &[pb::Route], ip: IpAddr) -> Option<(&pb::Route, u8)> {
     routes
         .iter()
         .filter(|r| r.table.is_empty() || r.table == "main")
