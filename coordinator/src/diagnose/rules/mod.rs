@@ -144,13 +144,6 @@ pub const RULES: &[Rule] = &[
         test: refusal::remote_route,
     },
     Rule {
-        name: "echo-refused",
-        class: Class::NetworkUnreachable,
-        cause: None,
-        needs: "icmp gets host or network unreachable errors from a router that is not a probe: a route or a rule there, undecided",
-        test: refusal::remote_undecided,
-    },
-    Rule {
         name: "no-route",
         class: Class::NetworkUnreachable,
         cause: Some(Cause::Routing),
@@ -205,6 +198,13 @@ pub const RULES: &[Rule] = &[
         cause: Some(Cause::Filtered),
         needs: "icmp ok; tcp_connect times out, or is reset while the listener is fine",
         test: port::filtered,
+    },
+    Rule {
+        name: "echo-refused",
+        class: Class::NetworkUnreachable,
+        cause: None,
+        needs: "icmp gets host or network unreachable errors from a router that is not a probe: a route or a rule there, undecided",
+        test: refusal::remote_undecided,
     },
     Rule {
         name: "packet-loss",
