@@ -296,7 +296,11 @@ fn the_report_follows_the_contract_and_is_stored() {
         .iter()
         .filter_map(|o| o["probe"].as_str())
         .collect();
-    assert_eq!(observers, ["cloudvm-1", "node-1", "node-2", "node-3"]);
+    // Every node, and node-2 again inside the backend pod web-0.
+    assert_eq!(
+        observers,
+        ["cloudvm-1", "node-1", "node-2", "node-2", "node-3"]
+    );
     let checks = r["checks"].as_array().expect("checks");
     for name in [
         "icmp",

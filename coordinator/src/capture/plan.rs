@@ -29,6 +29,8 @@ pub struct Observer {
     pub probe: String,
     /// The pod namespace it captures in, if any.
     pub netns: Option<pb::NetnsRef>,
+    /// That pod, `NS/NAME`.
+    pub pod: Option<String>,
     /// Interfaces, in the order asked.
     pub interfaces: Vec<String>,
 }
@@ -116,6 +118,9 @@ pub fn plan(
         let observer = observers.entry(key).or_insert_with(|| Observer {
             probe: source.probe.clone(),
             netns: source.netns.clone(),
+            pod: source_spec
+                .split_once("@pod:")
+                .map(|(_, pod)| pod.to_owned()),
             interfaces: Vec::new(),
         });
         if !observer.interfaces.contains(&interface) {

@@ -384,8 +384,15 @@ fn correlate_files(
             .ok_or_else(|| "no complete capture".to_owned())
             .and_then(|bytes| {
                 let name = ProbeName::new(&observer.probe).map_err(|e| e.to_string())?;
-                correlate::from_pcapng(&name, clock.offset_ns, clock.error_ns, &bytes)
-                    .map_err(|e| e.to_string())
+                let mut obs =
+                    correlate::from_pcapng(&name, clock.offset_ns, clock.error_ns, &bytes)
+                        .map_err(|e| e.to_string())?;
+                if let Some(pod) = &observer.pod {
+                    for o in &mut obs {
+                        o.interface = pod_interface(pod, &o.interface);
+                    }
+                }
+                Ok(obs)
             });
         match parsed {
             Ok(obs) => observations.extend(obs),
@@ -399,4 +406,12 @@ fn correlate_files(
         summary.skipped = format!("not correlated: {}", missing.join("; "));
     }
     (correlation, encapsulation, summary)
+}
+
+/// How an interface inside pod `NS/NAME` is named among its node's
+/// interfaces in the correlation: `pod:NS/NAME/IFACE`, so a packet seen in
+/// the pod is never taken for one seen on the node's own `IFACE`.
+fn pod_interface(pod: &str, interface: &str) -> String {
+    let iface = interface.rsplit('/').next().unwrap_or(interface);
+    format!("pod:{pod}/{iface}")
 }

@@ -150,7 +150,15 @@ pub fn correlate(observations: &[Observation], config: &CorrelateConfig) -> Corr
             })
         })
         .collect();
-    Correlation { fates, undecoded }
+    let observed = observations
+        .iter()
+        .map(|o| (o.probe.clone(), o.interface.clone()))
+        .collect();
+    Correlation {
+        fates,
+        undecoded,
+        observed,
+    }
 }
 
 fn decode_all(observations: &[Observation]) -> (Vec<Seen>, Vec<Undecoded>) {

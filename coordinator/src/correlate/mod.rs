@@ -328,6 +328,9 @@ pub struct Correlation {
     pub fates: Vec<PacketFate>,
     /// Observers with packets that are not IPv4 or too short to read.
     pub undecoded: Vec<Undecoded>,
+    /// Every interface whose capture was read, packets or none: where a
+    /// packet was not seen, it was not there.
+    pub observed: Vec<(ProbeName, String)>,
 }
 
 /// One place a packet passed, for [`path_of`].

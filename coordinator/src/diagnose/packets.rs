@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use probemesh_packet::frame::TcpFlags;
 
 use super::model::ObserverInterface;
-use crate::correlate::{self, Correlation, EncapsulationSource, PacketFate, PacketKey};
+use crate::correlate::{self, AnswerKind, Correlation, EncapsulationSource, PacketFate, PacketKey};
 
 /// A packet's protocol, as rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +39,8 @@ pub struct Fate {
     pub wire_bytes: u32,
     /// Every sighting, first first.
     pub seen_at: Vec<ObserverInterface>,
-    /// An answer came back.
-    pub answered: bool,
+    /// What came back, when something did.
+    pub answer: Option<Answer>,
     /// Where it was last seen, when unanswered.
     pub lost_after: Option<ObserverInterface>,
     /// TCP retransmissions seen.
@@ -71,6 +71,22 @@ impl Fate {
     }
 }
 
+/// What answered a test packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// A TCP reset rather than a reply or an acknowledgement.
+    pub reset: bool,
+    /// Where the answer was first seen.
+    pub at: ObserverInterface,
+}
+
+impl Fate {
+    /// Whether anything answered it.
+    pub fn answered(&self) -> bool {
+        self.answer.is_some()
+    }
+}
+
 /// Tunnel traffic one observer saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tunnel {
@@ -93,6 +109,9 @@ pub struct Packets {
     pub fates: Vec<Fate>,
     /// Tunnel senders.
     pub tunnels: Vec<Tunnel>,
+    /// Every interface whose capture came back: where a packet not seen
+    /// was really not there.
+    pub captured: Vec<ObserverInterface>,
 }
 
 impl Packets {
@@ -100,8 +119,10 @@ impl Packets {
     pub fn from_correlation(
         correlation: &Correlation,
         encapsulation: &[EncapsulationSource],
+        captured: Vec<ObserverInterface>,
     ) -> Self {
         Self {
+            captured,
             fates: correlation.fates.iter().filter_map(fate).collect(),
             tunnels: encapsulation
                 .iter()
@@ -141,7 +162,13 @@ fn fate(f: &PacketFate) -> Option<Fate> {
                 interface: h.interface.clone(),
             })
             .collect(),
-        answered: f.answered(),
+        answer: f.answer.as_ref().map(|a| Answer {
+            reset: a.kind == AnswerKind::Reset,
+            at: ObserverInterface {
+                probe: a.probe.clone(),
+                interface: a.interface.clone(),
+            },
+        }),
         lost_after: correlate::lost_after(f).map(|(p, i)| ObserverInterface {
             probe: p.clone(),
             interface: i.to_owned(),

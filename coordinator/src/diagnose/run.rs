@@ -15,11 +15,12 @@ use tonic::Status;
 use tracing::Instrument as _;
 
 use super::checks;
-use super::model::Check;
+use super::model::{Check, ObserverInterface};
 use super::packets::Packets;
 use super::plan::{self, DiagnosisPlan, PlannedCheck};
 use super::rules::{self, Evidence};
 use crate::capture::run::{self as capture, CaptureOutcome};
+use crate::correlate;
 use crate::execute::{finish, task_error};
 use crate::state::Coordinator;
 use crate::tool_run::{self, run_plan};
@@ -125,6 +126,7 @@ pub async fn follow(
             Some(Packets::from_correlation(
                 &outcome.correlation,
                 &outcome.encapsulation,
+                captured(&outcome.correlation),
             ))
         }
         None => None,
@@ -317,4 +319,17 @@ async fn step(tx: &Tx, phase: &str, done: usize, total: usize, detail: &str) {
         })),
     };
     let _ = tx.send(Ok(event)).await;
+}
+
+/// The interfaces whose capture came back and was read (an observer that
+/// failed saw nothing, which is not the same as seeing no packet).
+fn captured(correlation: &correlate::Correlation) -> Vec<ObserverInterface> {
+    correlation
+        .observed
+        .iter()
+        .map(|(probe, interface)| ObserverInterface {
+            probe: probe.clone(),
+            interface: interface.clone(),
+        })
+        .collect()
 }

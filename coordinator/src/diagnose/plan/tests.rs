@@ -69,7 +69,16 @@ async fn nodeport_from_outside_tests_every_node_both_ways_and_skips_pods() {
     assert!(pod.request.is_none() && pod.note.contains("inside the cluster"));
     let capture = p.capture.unwrap();
     let probes: Vec<&str> = capture.observers.iter().map(|o| o.probe.as_str()).collect();
-    assert_eq!(probes, ["cloudvm-1", "node-1", "node-2", "node-3"]);
+    assert_eq!(
+        probes,
+        ["cloudvm-1", "node-1", "node-2", "node-2", "node-3"]
+    );
+    let pods: Vec<&str> = capture
+        .observers
+        .iter()
+        .filter_map(|o| o.pod.as_deref())
+        .collect();
+    assert_eq!(pods, ["default/web-0"], "the backend pod's own capture");
     assert!(capture.template.filter_expr.contains("not port 7443"));
     assert!(capture.template.filter_expr.contains("host 198.18.0.12"));
 }

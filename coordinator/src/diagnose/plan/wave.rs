@@ -302,7 +302,8 @@ fn facts_checks(
 }
 
 /// Where to capture: the source (its pod's eth0, or the host's primary and
-/// tunnel interfaces) and every far-side host with a probe.
+/// tunnel interfaces), every far-side host with a probe, and the eth0 of
+/// every pod the target leads to whose node has one.
 pub(super) fn observers(
     source: &SourceSide,
     target: &Resolved,
@@ -348,6 +349,16 @@ pub(super) fn observers(
                 .filter(|i| i.up && TUNNEL_PREFIXES.iter().any(|t| i.name.starts_with(t)))
                 .map(|i| format!("{host}:{}", i.name)),
         );
+    }
+    // The destination's own capture: whether a packet reached the pod, and
+    // whether an answer (an RST) left it or was made on the way.
+    for e in target.endpoints.iter().filter(|e| e.role.is_pod()) {
+        if let Some(p) = e.probe.as_deref().filter(|p| p.contains("@pod:"))
+            && p.split_once('@')
+                .is_some_and(|(host, _)| registry.hello(host).is_some())
+        {
+            on.push(format!("{p}:eth0"));
+        }
     }
     on
 }

@@ -88,7 +88,7 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
         let unanswered = p
             .fates
             .iter()
-            .filter(|f| !f.answered && f.seen_at.len() > 1)
+            .filter(|f| !f.answered() && f.seen_at.len() > 1)
             .filter_map(|f| Some((f, f.lost_after.clone()?)))
             .next();
         if let (Some((f, at)), Some(_)) = (unanswered, &culprit) {

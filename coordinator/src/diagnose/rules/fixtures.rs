@@ -11,7 +11,7 @@ pub(super) use probemesh_proto::pb;
 use super::*;
 pub(super) use crate::diagnose::checks::summarize;
 pub(super) use crate::diagnose::model::{Check, ObserverInterface};
-pub(super) use crate::diagnose::packets::{Fate, Packets, Tunnel};
+pub(super) use crate::diagnose::packets::{Answer, Fate, Packets, Tunnel};
 pub(super) use crate::diagnose::plan::{PlannedCheck, SourceSide};
 use crate::diagnose::target::{self, Resolved};
 use crate::diagnose::testing::lab_inventory;

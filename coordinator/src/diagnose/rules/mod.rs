@@ -506,7 +506,7 @@ fn unanswered_to(e: &Evidence<'_>, host: &str, proto: Proto) -> Vec<(String, Obs
     };
     p.fates
         .iter()
-        .filter(|f| f.proto == proto && f.dst == ip && !f.answered)
+        .filter(|f| f.proto == proto && f.dst == ip && !f.answered())
         .filter_map(|f| Some((f.describe(), f.lost_after.clone()?)))
         .collect()
 }

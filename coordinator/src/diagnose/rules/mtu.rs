@@ -84,7 +84,7 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
         if let Some(pk) = e.packets {
             let big = pk.fates.iter().find(|f| {
                 f.wire_bytes > p.path_mtu
-                    && !f.answered
+                    && !f.answered()
                     && f.dst.to_string() == host
                     && f.lost_after.is_some()
             });

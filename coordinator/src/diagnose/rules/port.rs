@@ -7,7 +7,7 @@ use probemesh_model::evidence::Claim;
 
 use super::{Evidence, Finding, cite, icmp_ok, seen, tcp_failures, unanswered_to};
 use crate::diagnose::checks;
-use crate::diagnose::model::Check;
+use crate::diagnose::model::{Check, ObserverInterface};
 use crate::diagnose::packets::Proto;
 use crate::diagnose::target::Role;
 
@@ -63,12 +63,39 @@ pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
     })
 }
 
+/// The destination's own capture, when it shows the resets did not come
+/// from it: a pod interface of the target (not the source's) was captured
+/// and no TCP packet of the run reached it, while connections to `host`
+/// were reset. Returns that interface.
+fn reset_on_the_way(e: &Evidence<'_>, refused: u32) -> Option<ObserverInterface> {
+    if refused == 0 {
+        return None;
+    }
+    let p = e.packets?;
+    let source_pod = e
+        .source
+        .pod
+        .as_ref()
+        .map(|(ns, name)| format!("pod:{ns}/{name}/"));
+    let pod = p.captured.iter().find(|i| {
+        i.interface.starts_with("pod:")
+            && source_pod
+                .as_deref()
+                .is_none_or(|s| !i.interface.starts_with(s))
+    })?;
+    let reached = p
+        .fates
+        .iter()
+        .any(|f| f.proto == Proto::Tcp && f.seen_at.contains(pod));
+    (!reached).then(|| pod.clone())
+}
+
 pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
     for ep in e.hosts() {
         let Some((refused, _, failed)) = tcp_failures(e, &ep.host) else {
             continue;
         };
-        if refused == 0 {
+        if refused == 0 || reset_on_the_way(e, refused).is_some() {
             continue;
         }
         let listener = e
@@ -135,7 +162,8 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         }
         let listening = e.ran(CheckName::Listener).any(|c| c.ok());
-        if timed_out == 0 && !(refused > 0 && listening) {
+        let on_the_way = reset_on_the_way(e, refused);
+        if timed_out == 0 && !(refused > 0 && (listening || on_the_way.is_some())) {
             continue;
         }
         let mut evidence = vec![cite(failed, &failed.detail)];
@@ -153,6 +181,13 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
         if let Some(c) = e.ran(CheckName::Listener).find(|c| c.ok()) {
             how_seen.push(evidence.len());
             evidence.push(cite(c, &format!("the app listens: {}", c.detail)));
+        }
+        if let Some(pod) = &on_the_way {
+            how_seen.push(evidence.len());
+            evidence.push(seen(
+                pod,
+                format!("no SYN reaches the destination's own capture ({pod}), yet RSTs come back"),
+            ));
         }
         let dropped_at = unanswered_to(e, host, Proto::Tcp).into_iter().next();
         let mut confidence = 0.8;
@@ -172,6 +207,8 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
             .unwrap_or_else(|| host.to_owned());
         let how = if timed_out > 0 {
             "SYNs get no answer at all (no SYN-ACK, no RST)"
+        } else if on_the_way.is_some() {
+            "the connection is reset on the way: the destination never sees the SYN, so it never sent the RST"
         } else {
             "the connection is reset although the app listens: a RST the destination never sent"
         };
@@ -242,7 +279,7 @@ mod tests {
                 syn: true,
                 wire_bytes: 74,
                 seen_at: vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
-                answered: false,
+                answer: None,
                 lost_after: Some(observer("node-2", "eth0")),
                 retransmissions: 2,
             }],
@@ -256,5 +293,58 @@ mod tests {
                 .iter()
                 .any(|e| e.artifact == "capture node-2/eth0")
         );
+    }
+
+    /// SYNs to node-2's NodePort reset, with web-0's own capture on: where
+    /// the SYNs got decides who sent the RST.
+    fn reset_case(reached_pod: bool) -> crate::diagnose::rules::Verdict {
+        let pod = observer("node-2", "pod:default/web-0/eth0");
+        let mut seen_at = vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")];
+        if reached_pod {
+            seen_at.push(pod.clone());
+        }
+        let mut c = Case::new("cloudvm-1", "nodeport:node-2:30080")
+            .with(icmp("cloudvm-1", "198.18.0.12", 20, 20))
+            .with(tcp("cloudvm-1", "198.18.0.12:30080", 0, 3, 0));
+        c.packets = Some(Packets {
+            fates: vec![Fate {
+                proto: Proto::Tcp,
+                src: Ipv4Addr::new(198, 18, 100, 10),
+                dst: Ipv4Addr::new(198, 18, 0, 12),
+                dst_port: 30080,
+                syn: true,
+                wire_bytes: 74,
+                seen_at,
+                answer: Some(Answer {
+                    reset: true,
+                    at: observer("cloudvm-1", "eth0"),
+                }),
+                lost_after: None,
+                retransmissions: 0,
+            }],
+            captured: vec![
+                observer("cloudvm-1", "eth0"),
+                observer("node-2", "eth0"),
+                pod,
+            ],
+            ..Default::default()
+        });
+        c.verdict()
+    }
+
+    #[tokio::test]
+    async fn a_reset_the_destination_never_saw_coming_is_filtered_not_refused() {
+        let v = reset_case(false);
+        assert_eq!(class(&v), ("port_unreachable", "filtered"), "{v:#?}");
+        assert!(v.summary.contains("reset on the way"), "{}", v.summary);
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.artifact == "capture node-2/pod:default/web-0/eth0"),
+            "{v:#?}"
+        );
+        // The near miss: the SYNs reach the pod, whose kernel resets them.
+        let v = reset_case(true);
+        assert_eq!(class(&v), ("port_unreachable", "refused"), "{v:#?}");
     }
 }
