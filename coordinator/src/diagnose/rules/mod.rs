@@ -9,8 +9,8 @@
 //! (`probemesh_model::evidence::unsupported` checks every verdict in tests).
 //!
 //! Pure. One module per fault family, each rule with its tests and near
-//! misses: [`dns`], [`reachability`], [`refusal`], [`port`], [`mtu`], [`cni`],
-//! [`degraded`].
+//! misses: [`dns`], [`reachability`], [`refusal`], [`port`], [`exhaustion`],
+//! [`mtu`], [`cni`], [`degraded`].
 
 use std::net::Ipv4Addr;
 
@@ -28,6 +28,7 @@ use super::target::Resolved;
 mod cni;
 mod degraded;
 mod dns;
+mod exhaustion;
 mod mtu;
 mod port;
 mod reachability;
@@ -177,6 +178,20 @@ pub const RULES: &[Rule] = &[
         cause: Some(Cause::Firewall),
         needs: "icmp gets no reply while TCP to the same host connects (or captures: echo requests reach the host and are never answered)",
         test: reachability::firewall,
+    },
+    Rule {
+        name: "port-exhaustion",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::PortExhaustion),
+        needs: "tcp_connect from the source fails; node facts of the source: at least 95 % of its ephemeral port range in use",
+        test: exhaustion::port_exhaustion,
+    },
+    Rule {
+        name: "accept-queue-full",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::BacklogOverflow),
+        needs: "tcp_connect fails; listener: the port's accept queue at its backlog (node facts: listen overflows, when present)",
+        test: exhaustion::backlog_overflow,
     },
     Rule {
         name: "listen-loopback",

@@ -1,0 +1,200 @@
+//! Ports and queues run out (`port_unreachable`): the source has no free
+//! ephemeral port to connect from (`port_exhaustion`), or the destination's
+//! accept queue is full, so its kernel drops new SYNs (`backlog_overflow`).
+//! Both are read from counters the probes report as they are at the run,
+//! not from the failures alone: a timeout says nothing about queues.
+
+use probemesh_model::check::CheckName;
+use probemesh_model::evidence::Claim;
+use probemesh_proto::pb;
+
+use super::{Evidence, Finding, cite};
+use crate::diagnose::model::Check;
+
+/// Share of the ephemeral range in use from which new connections fail.
+const PORTS_EXHAUSTED: f64 = 0.95;
+
+/// A failing TCP check from the source (none connected).
+fn failing_tcp<'a>(e: &Evidence<'a>) -> Option<&'a Check> {
+    e.ran(CheckName::TcpConnect)
+        .find(|c| c.from == e.source.spec && c.failed() && c.received == 0)
+}
+
+pub(super) fn port_exhaustion(e: &Evidence<'_>) -> Option<Finding> {
+    let failed = failing_tcp(e)?;
+    let (fc, f) = e.facts(&e.source.probe)?;
+    let range = f.ephemeral_port_high.checked_sub(f.ephemeral_port_low)? + 1;
+    if f64::from(f.ephemeral_ports_in_use) < f64::from(range) * PORTS_EXHAUSTED {
+        return None;
+    }
+    let evidence = vec![
+        cite(failed, &failed.detail),
+        cite(
+            fc,
+            &format!(
+                "{} of {range} ephemeral ports in use ({}-{})",
+                f.ephemeral_ports_in_use, f.ephemeral_port_low, f.ephemeral_port_high
+            ),
+        ),
+    ];
+    Some(Finding {
+        claims: vec![
+            Claim::new(format!("{}'s connections fail", e.source.spec), &[0]),
+            Claim::new(
+                format!(
+                    "{} has used {} of its {range} ephemeral ports: new connections have no source port to leave from",
+                    fc.from, f.ephemeral_ports_in_use
+                ),
+                &[1],
+            ),
+        ],
+        fix: format!(
+            "on {}: find who holds the ports (ss -tan state time-wait | wc -l; ss -tanp | sort by process), reuse connections (keep-alive, pooling), widen net.ipv4.ip_local_port_range, or spread the traffic over more source addresses",
+            fc.from
+        ),
+        evidence,
+        confidence: 0.85,
+    })
+}
+
+/// A TCP listener whose accept queue is full.
+fn full_queue(l: &pb::ListenerResult) -> Option<&pb::Listener> {
+    l.listeners
+        .iter()
+        .find(|s| s.protocol.starts_with("tcp") && s.send_queue > 0 && s.recv_queue >= s.send_queue)
+}
+
+pub(super) fn backlog_overflow(e: &Evidence<'_>) -> Option<Finding> {
+    let failed = failing_tcp(e)?;
+    let (lc, l) = e
+        .ran(CheckName::Listener)
+        .find_map(|c| Some((c, full_queue(c.listeners()?)?)))?;
+    let mut evidence = vec![
+        cite(failed, &failed.detail),
+        cite(
+            lc,
+            &format!(
+                "{}:{} has {} connections waiting to be accepted, its backlog is {}",
+                l.address, l.port, l.recv_queue, l.send_queue
+            ),
+        ),
+    ];
+    let mut full = vec![1];
+    let node = lc.from.split_once('@').map_or(lc.from.as_str(), |(n, _)| n);
+    if let Some((fc, f)) = e.facts(node).filter(|(_, f)| f.listen_overflows > 0) {
+        full.push(evidence.len());
+        evidence.push(cite(
+            fc,
+            &format!(
+                "{} accept-queue overflows and {} dropped SYNs counted on {}",
+                f.listen_overflows, f.listen_drops, fc.from
+            ),
+        ));
+    }
+    Some(Finding {
+        claims: vec![
+            Claim::new(format!("connections to port {} time out", l.port), &[0]),
+            Claim::new(
+                format!(
+                    "the app in {} does not accept them: its accept queue is full ({} of {}), so the kernel drops new SYNs",
+                    lc.place(),
+                    l.recv_queue,
+                    l.send_queue
+                ),
+                &full,
+            ),
+        ],
+        fix: format!(
+            "the app in {} is not calling accept() fast enough: look at its threads and event loop (is it stuck or overloaded?); raise its listen backlog and net.core.somaxconn if bursts are expected",
+            lc.place()
+        ),
+        evidence,
+        confidence: 0.85,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnose::rules::fixtures::*;
+
+    fn queue(recv: u32, backlog: u32) -> Check {
+        run(
+            CheckName::Listener,
+            "node-2@pod:default/web-0",
+            ":8080",
+            Direction::Local,
+            Outcome::Listener(pb::ListenerResult {
+                listeners: vec![pb::Listener {
+                    protocol: "tcp".into(),
+                    address: "0.0.0.0".into(),
+                    port: 8080,
+                    recv_queue: recv,
+                    send_queue: backlog,
+                    ..Default::default()
+                }],
+            }),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_full_accept_queue_is_backlog_overflow_and_a_busy_one_is_not() {
+        let case = |recv| {
+            Case::new("node-1", "svc:default/web:80")
+                .with(icmp("node-1", "198.19.2.10", 20, 20))
+                .with(tcp("node-1", "198.18.200.80:80", 0, 0, 3))
+                .with(queue(recv, 2))
+                .verdict()
+        };
+        let full = case(3);
+        assert_eq!(
+            class(&full),
+            ("port_unreachable", "backlog_overflow"),
+            "{full:#?}"
+        );
+        assert!(
+            full.summary.contains("accept queue is full (3 of 2)"),
+            "{}",
+            full.summary
+        );
+        // A queue with room left is not the reason: the timeouts are filtered.
+        let room = case(1);
+        assert_eq!(class(&room), ("port_unreachable", "filtered"), "{room:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_source_out_of_ephemeral_ports_is_port_exhaustion() {
+        let case = |in_use| {
+            Case::new("node-1", "svc:default/web:80")
+                .with(icmp("node-1", "198.19.2.10", 20, 20))
+                .with(tcp("node-1", "198.18.200.80:80", 0, 0, 3))
+                .with(facts(
+                    "node-1",
+                    pb::NodeFacts {
+                        ephemeral_port_low: 40000,
+                        ephemeral_port_high: 40009,
+                        ephemeral_ports_in_use: in_use,
+                        nat_paths: vec![
+                            "KUBE-SERVICES -> KUBE-SVC-WEB -> KUBE-SEP-WEB0 -> DNAT 198.19.2.10:8080"
+                                .into(),
+                        ],
+                        ..Default::default()
+                    },
+                ))
+                .verdict()
+        };
+        let out = case(10);
+        assert_eq!(
+            class(&out),
+            ("port_unreachable", "port_exhaustion"),
+            "{out:#?}"
+        );
+        assert!(
+            out.summary.contains("10 of its 10 ephemeral ports"),
+            "{}",
+            out.summary
+        );
+        let spare = case(5);
+        assert_ne!(class(&spare).1, "port_exhaustion", "{spare:#?}");
+    }
+}
