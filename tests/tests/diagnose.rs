@@ -250,6 +250,22 @@ fn packet_loss_is_degraded_loss() {
 }
 
 #[test]
+fn backlog_full_is_backlog_overflow() {
+    let Some((r, _files)) = diagnose("backlog-full") else {
+        return;
+    };
+    assert_says(&r, &["unaccepted", "8080"]);
+}
+
+#[test]
+fn ports_exhausted_is_port_exhaustion() {
+    let Some((r, _files)) = diagnose("ports-exhausted") else {
+        return;
+    };
+    assert_says(&r, &["node-1", "ephemeral ports"]);
+}
+
+#[test]
 fn the_report_follows_the_contract_and_is_stored() {
     let Some(lab) = Lab::up() else { return };
     let dir = tempfile::tempdir().expect("tempdir");

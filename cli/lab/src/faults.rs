@@ -15,7 +15,9 @@ use probemesh_model::verdict::{Cause, Class};
 use serde::Serialize;
 
 use crate::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
-use crate::topology::{self, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT};
+use crate::topology::{
+    self, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT, NODES,
+};
 
 /// A fault of the catalogue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,10 +46,14 @@ pub enum Fault {
     ConntrackFull,
     /// The fabric loses a fifth of the packets towards node-2.
     PacketLoss,
+    /// The web app stops accepting; its accept queue fills up.
+    BacklogFull,
+    /// node-1 has no ephemeral port left to connect from.
+    PortsExhausted,
 }
 
 /// Every fault, in catalogue order.
-pub const ALL: [Fault; 12] = [
+pub const ALL: [Fault; 14] = [
     Fault::IcmpBlocked,
     Fault::RouteMissing,
     Fault::AppDown,
@@ -60,12 +66,22 @@ pub const ALL: [Fault; 12] = [
     Fault::DualIp,
     Fault::ConntrackFull,
     Fault::PacketLoss,
+    Fault::BacklogFull,
+    Fault::PortsExhausted,
 ];
 
 /// The second address node-3's eth0 gets in the `dual-ip` fault.
 pub const DUAL_IP_EXTRA: &str = "198.18.0.23";
 /// Loss of the `packet-loss` fault, percent.
 pub const LOSS_PERCENT: u8 = 20;
+/// The stalled web app's listen backlog in the `backlog-full` fault; the
+/// kernel queues one more connection than the backlog.
+pub const STALLED_BACKLOG: u16 = 1;
+/// node-1's ephemeral port range in the `ports-exhausted` fault (8 ports),
+/// and the kernel's default it goes back to.
+pub const EXHAUSTED_PORT_RANGE: &str = "40000 40007";
+/// The kernel's default ephemeral port range.
+pub const DEFAULT_PORT_RANGE: &str = "32768 60999";
 /// node-2's link MTU in the `mtu-blackhole` fault.
 pub const SHRUNK_MTU: u16 = 1440;
 
@@ -151,6 +167,39 @@ pub enum Daemon {
     },
     /// dnsmasq in dns-0.
     ClusterDns,
+    /// The web app stuck outside `accept()`: 0.0.0.0:8080 with a backlog
+    /// of [`STALLED_BACKLOG`], never accepting.
+    StalledWeb,
+    /// Connections to web-0:8080 opened and held open.
+    Holder(Holder),
+}
+
+/// Who holds connections to the web app, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// client-3 fills the stalled app's accept queue.
+    QueueFiller,
+    /// node-1 uses every port of its narrowed ephemeral range.
+    PortHolder,
+}
+
+impl Holder {
+    /// The namespace the connections come from.
+    pub fn netns(self) -> &'static str {
+        match self {
+            Holder::QueueFiller => CLIENT_POD.netns,
+            Holder::PortHolder => NODES[0].netns(),
+        }
+    }
+
+    /// How many connections: the stalled queue's capacity, or every port
+    /// of the narrowed range.
+    pub fn count(self) -> u16 {
+        match self {
+            Holder::QueueFiller => STALLED_BACKLOG + 1,
+            Holder::PortHolder => 8,
+        }
+    }
 }
 
 /// One change to the lab.
@@ -215,6 +264,8 @@ fn node_rules(node: LabNode, rules: NodeRules) -> Result<Action, InvalidInventor
 }
 
 const UDP_STREAM_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout_stream";
+/// The ephemeral port range sysctl.
+const PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
 
 impl Fault {
     /// The catalogue name.
@@ -232,6 +283,8 @@ impl Fault {
             Fault::DualIp => "dual-ip",
             Fault::ConntrackFull => "conntrack-full",
             Fault::PacketLoss => "packet-loss",
+            Fault::BacklogFull => "backlog-full",
+            Fault::PortsExhausted => "ports-exhausted",
         }
     }
 
@@ -323,6 +376,20 @@ impl Fault {
                 "ip netns exec mesh-cloudvm-1 ping -c 50 -i 0.02 -q 198.18.0.12",
                 ("cloudvm-1", "probe:node-2", 56),
                 (Class::Degraded, Some(Cause::Loss)),
+            ),
+            Fault::BacklogFull => (
+                "web-0 answers ping, but new connections to 198.19.2.10:8080 (and the Service) time out; established ones sit unanswered",
+                "the web app is stuck outside accept(): it listens with a backlog of 1 and never accepts, and two held connections from client-3 fill its accept queue, so the kernel drops new SYNs (ListenOverflows)",
+                "ip netns exec mesh-node-1 nc -z -w 2 198.19.2.10 8080",
+                ("node-1", "svc:default/web:80", 56),
+                (Class::PortUnreachable, Some(Cause::BacklogOverflow)),
+            ),
+            Fault::PortsExhausted => (
+                "from node-1, every new TCP connection fails at once (\"Cannot assign requested address\") while ping works; other nodes connect fine",
+                "node-1's ephemeral port range is narrowed to 8 ports (net.ipv4.ip_local_port_range 40000 40007) and 8 connections to web-0 hold them all",
+                "ip netns exec mesh-node-1 nc -z -w 2 198.19.2.10 8080",
+                ("node-1", "svc:default/web:80", 56),
+                (Class::PortUnreachable, Some(Cause::PortExhaustion)),
             ),
         };
         FaultInfo {
@@ -425,6 +492,19 @@ impl Fault {
                     ..FabricRules::BASELINE
                 }),
             }],
+            Fault::BacklogFull => vec![
+                Action::Stop(Daemon::Web { loopback: false }),
+                Action::Start(Daemon::StalledWeb),
+                Action::Start(Daemon::Holder(Holder::QueueFiller)),
+            ],
+            Fault::PortsExhausted => vec![
+                Action::Sysctl {
+                    netns: NODES[0].netns(),
+                    key: PORT_RANGE,
+                    value: EXHAUSTED_PORT_RANGE,
+                },
+                Action::Start(Daemon::Holder(Holder::PortHolder)),
+            ],
         })
     }
 
@@ -492,6 +572,19 @@ impl Fault {
                 netns: FABRIC,
                 ruleset: fabric_ruleset(FabricRules::BASELINE),
             }],
+            Fault::BacklogFull => vec![
+                Action::Stop(Daemon::Holder(Holder::QueueFiller)),
+                Action::Stop(Daemon::StalledWeb),
+                Action::Start(Daemon::Web { loopback: false }),
+            ],
+            Fault::PortsExhausted => vec![
+                Action::Stop(Daemon::Holder(Holder::PortHolder)),
+                Action::Sysctl {
+                    netns: NODES[0].netns(),
+                    key: PORT_RANGE,
+                    value: DEFAULT_PORT_RANGE,
+                },
+            ],
         })
     }
 }
@@ -512,7 +605,7 @@ mod tests {
             err.contains("mtu-blackhole") && err.contains("packet-loss"),
             "{err}"
         );
-        assert_eq!(names().len(), 12);
+        assert_eq!(names().len(), 14);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -15,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_BYTES: usize = 16 << 20;
 /// Largest request head accepted.
 const MAX_HEAD: usize = 16 << 10;
+/// How long `hold` waits for each connection.
+const HOLD_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves until the process is stopped.
 pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
@@ -30,6 +33,47 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
             }
         });
     }
+}
+
+/// Listens on `listen` with an accept queue of `backlog` and never
+/// accepts (the `backlog-full` fault: an app stuck outside `accept()`).
+/// Serves until the process is stopped.
+pub async fn serve_stalled(listen: SocketAddr, backlog: i32) -> anyhow::Result<()> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket
+        .bind(&listen.into())
+        .with_context(|| format!("binding {listen}"))?;
+    socket.listen(backlog)?;
+    eprintln!("serve-web: listening on {listen} with backlog {backlog}, never accepting");
+    let _listener = socket;
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Opens up to `count` TCP connections to `to` and holds them open, sending
+/// nothing (the `backlog-full` and `ports-exhausted` faults). Each connect
+/// waits at most [`HOLD_CONNECT_TIMEOUT`]; the ones that fail are reported
+/// and not retried. Holds until the process is stopped.
+pub async fn hold(to: SocketAddr, count: u16) -> anyhow::Result<()> {
+    let attempts =
+        (0..count).map(|_| tokio::time::timeout(HOLD_CONNECT_TIMEOUT, TcpStream::connect(to)));
+    let mut held = Vec::new();
+    for result in futures::future::join_all(attempts).await {
+        match result {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(e)) => eprintln!("hold: connecting to {to}: {e}"),
+            Err(_) => {
+                eprintln!("hold: connecting to {to}: no answer within {HOLD_CONNECT_TIMEOUT:?}")
+            }
+        }
+    }
+    eprintln!(
+        "hold: holding {} of {count} connections to {to}",
+        held.len()
+    );
+    std::future::pending::<()>().await;
+    Ok(())
 }
 
 /// A parsed request head.

@@ -40,6 +40,21 @@ pub enum LabCommand {
         /// Address to listen on.
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
+        /// Listen with this accept-queue backlog and never accept (the
+        /// backlog-full fault).
+        #[arg(long)]
+        stalled_backlog: Option<i32>,
+    },
+    /// Open connections and hold them (the backlog-full and
+    /// ports-exhausted faults).
+    #[command(hide = true)]
+    Hold {
+        /// Where to connect.
+        #[arg(long)]
+        to: SocketAddr,
+        /// How many connections.
+        #[arg(long)]
+        count: u16,
     },
     /// Fill this namespace's conntrack table (the conntrack-full fault).
     #[command(hide = true)]
@@ -72,8 +87,22 @@ pub struct FaultArgs {
 /// Runs a lab command.
 pub async fn run(cmd: LabCommand, output: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
-        LabCommand::ServeWeb { listen } => {
+        LabCommand::ServeWeb {
+            listen,
+            stalled_backlog: None,
+        } => {
             web::serve(listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::ServeWeb {
+            listen,
+            stalled_backlog: Some(backlog),
+        } => {
+            web::serve_stalled(listen, backlog).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Hold { to, count } => {
+            web::hold(to, count).await?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::ConntrackFill => {

@@ -66,8 +66,9 @@ impl Lab {
                 }
                 let child = self.start(state, p)?;
                 let listen = match daemon {
-                    Daemon::Web { .. } => Listen::Tcp(WEB_PORT),
+                    Daemon::Web { .. } | Daemon::StalledWeb => Listen::Tcp(WEB_PORT),
                     Daemon::ClusterDns => Listen::Udp(53),
+                    Daemon::Holder(h) => Listen::Connected(WEB_PORT, usize::from(h.count())),
                 };
                 self.wait_listening(state, &mut [(p.key(), child)], &p.key(), listen)
                     .await

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::{Lab, strings};
-use crate::faults::Daemon;
+use crate::faults::{Daemon, Holder, STALLED_BACKLOG};
 use crate::state::{LabState, StateDir};
 use crate::system::{self, Spawn};
 use crate::topology::{
@@ -26,6 +26,8 @@ pub(super) enum Proc<'a> {
     UpstreamDns,
     ClusterDns,
     Web { loopback: bool },
+    StalledWeb,
+    Holder(Holder),
     Coordinator,
     Probe(LabNode),
     CloudProbe { token: &'a str },
@@ -38,6 +40,9 @@ impl Proc<'_> {
             Proc::UpstreamDns => "upstream-dns".to_owned(),
             Proc::ClusterDns => "cluster-dns".to_owned(),
             Proc::Web { .. } => "web".to_owned(),
+            Proc::StalledWeb => "web-stalled".to_owned(),
+            Proc::Holder(Holder::QueueFiller) => "queue-filler".to_owned(),
+            Proc::Holder(Holder::PortHolder) => "port-holder".to_owned(),
             Proc::Coordinator => "coordinator".to_owned(),
             Proc::Probe(n) => format!("probe-{}", n.name()),
             Proc::CloudProbe { .. } => format!("probe-{CLOUDVM}"),
@@ -83,6 +88,30 @@ impl Lab {
                     "serve-web",
                     "--listen",
                     &format!("{host}:{WEB_PORT}"),
+                ]);
+            }
+            Proc::StalledWeb => {
+                spawn.netns = Some(WEB_POD.netns.to_owned());
+                spawn.program = self.meshctl.clone();
+                spawn.args = strings(&[
+                    "lab",
+                    "serve-web",
+                    "--listen",
+                    &format!("0.0.0.0:{WEB_PORT}"),
+                    "--stalled-backlog",
+                    &STALLED_BACKLOG.to_string(),
+                ]);
+            }
+            Proc::Holder(h) => {
+                spawn.netns = Some(h.netns().to_owned());
+                spawn.program = self.meshctl.clone();
+                spawn.args = strings(&[
+                    "lab",
+                    "hold",
+                    "--to",
+                    &format!("{}:{WEB_PORT}", WEB_POD.ip),
+                    "--count",
+                    &h.count().to_string(),
                 ]);
             }
             Proc::Coordinator => {
@@ -226,38 +255,50 @@ pub(super) fn daemon_proc(d: Daemon) -> Proc<'static> {
     match d {
         Daemon::Web { loopback } => Proc::Web { loopback },
         Daemon::ClusterDns => Proc::ClusterDns,
+        Daemon::StalledWeb => Proc::StalledWeb,
+        Daemon::Holder(h) => Proc::Holder(h),
     }
 }
 
-/// A listening socket to wait for.
+/// A socket state to wait for: listening, bound, or connected.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Listen {
     /// A TCP socket in LISTEN state on this port.
     Tcp(u16),
     /// A bound UDP socket on this port.
     Udp(u16),
+    /// This many established TCP connections to this remote port.
+    Connected(u16, usize),
 }
 
 /// Whether process `pid` has a socket bound to `what` in its namespace.
 fn listening(pid: i32, what: Listen) -> bool {
     let (file, port) = match what {
-        Listen::Tcp(p) => ("tcp", p),
+        Listen::Tcp(p) | Listen::Connected(p, _) => ("tcp", p),
         Listen::Udp(p) => ("udp", p),
     };
     let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
         return false;
     };
     let wanted = format!(":{port:04X}");
-    table.lines().skip(1).any(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        let bound = cols.get(1).is_some_and(|local| local.ends_with(&wanted));
-        // TCP: state 0A is LISTEN; UDP: 07 is an unconnected (bound) socket.
-        let state_ok = match what {
-            Listen::Tcp(_) => cols.get(3) == Some(&"0A"),
-            Listen::Udp(_) => cols.get(3) == Some(&"07"),
-        };
-        bound && state_ok
-    })
+    // Local address is column 1, remote column 2, state column 3.
+    let matching = |column: usize, state: &str| {
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                cols.get(column).is_some_and(|a| a.ends_with(&wanted))
+                    && cols.get(3) == Some(&state)
+            })
+            .count()
+    };
+    // TCP: 0A is LISTEN, 01 ESTABLISHED; UDP: 07 is an unconnected (bound) socket.
+    match what {
+        Listen::Tcp(_) => matching(1, "0A") > 0,
+        Listen::Udp(_) => matching(1, "07") > 0,
+        Listen::Connected(_, count) => matching(2, "01") >= count,
+    }
 }
 
 /// Fails if a process started by this run has exited, quoting its log.

@@ -57,25 +57,28 @@ pub(super) fn port_exhaustion(e: &Evidence<'_>) -> Option<Finding> {
     })
 }
 
-/// A TCP listener whose accept queue is full.
-fn full_queue(l: &pb::ListenerResult) -> Option<&pb::Listener> {
+/// A TCP listener with connections the app has not accepted. While SYNs
+/// to it go unanswered, that queue is at its limit: with room left the
+/// kernel would answer them. (`/proc/net/tcp` shows the queue, not the
+/// backlog, so the limit itself is not known.)
+fn stuck_queue(l: &pb::ListenerResult) -> Option<&pb::Listener> {
     l.listeners
         .iter()
-        .find(|s| s.protocol.starts_with("tcp") && s.send_queue > 0 && s.recv_queue >= s.send_queue)
+        .find(|s| s.protocol.starts_with("tcp") && s.recv_queue > 0)
 }
 
 pub(super) fn backlog_overflow(e: &Evidence<'_>) -> Option<Finding> {
     let failed = failing_tcp(e)?;
     let (lc, l) = e
         .ran(CheckName::Listener)
-        .find_map(|c| Some((c, full_queue(c.listeners()?)?)))?;
+        .find_map(|c| Some((c, stuck_queue(c.listeners()?)?)))?;
     let mut evidence = vec![
         cite(failed, &failed.detail),
         cite(
             lc,
             &format!(
-                "{}:{} has {} connections waiting to be accepted, its backlog is {}",
-                l.address, l.port, l.recv_queue, l.send_queue
+                "{}:{} has {} connections waiting to be accepted",
+                l.address, l.port, l.recv_queue
             ),
         ),
     ];
@@ -96,10 +99,9 @@ pub(super) fn backlog_overflow(e: &Evidence<'_>) -> Option<Finding> {
             Claim::new(format!("connections to port {} time out", l.port), &[0]),
             Claim::new(
                 format!(
-                    "the app in {} does not accept them: its accept queue is full ({} of {}), so the kernel drops new SYNs",
+                    "the app in {} leaves {} connections unaccepted: its accept queue is full, so the kernel drops new SYNs",
                     lc.place(),
-                    l.recv_queue,
-                    l.send_queue
+                    l.recv_queue
                 ),
                 &full,
             ),
@@ -118,7 +120,7 @@ mod tests {
     use super::*;
     use crate::diagnose::rules::fixtures::*;
 
-    fn queue(recv: u32, backlog: u32) -> Check {
+    fn queue(recv: u32) -> Check {
         run(
             CheckName::Listener,
             "node-2@pod:default/web-0",
@@ -130,7 +132,6 @@ mod tests {
                     address: "0.0.0.0".into(),
                     port: 8080,
                     recv_queue: recv,
-                    send_queue: backlog,
                     ..Default::default()
                 }],
             }),
@@ -138,28 +139,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_accept_queue_is_backlog_overflow_and_a_busy_one_is_not() {
+    async fn a_stuck_accept_queue_is_backlog_overflow_and_an_empty_one_is_not() {
         let case = |recv| {
             Case::new("node-1", "svc:default/web:80")
                 .with(icmp("node-1", "198.19.2.10", 20, 20))
                 .with(tcp("node-1", "198.18.200.80:80", 0, 0, 3))
-                .with(queue(recv, 2))
+                .with(queue(recv))
                 .verdict()
         };
-        let full = case(3);
+        let full = case(2);
         assert_eq!(
             class(&full),
             ("port_unreachable", "backlog_overflow"),
             "{full:#?}"
         );
         assert!(
-            full.summary.contains("accept queue is full (3 of 2)"),
+            full.summary.contains("leaves 2 connections unaccepted"),
             "{}",
             full.summary
         );
-        // A queue with room left is not the reason: the timeouts are filtered.
-        let room = case(1);
-        assert_eq!(class(&room), ("port_unreachable", "filtered"), "{room:#?}");
+        // An empty queue is not the reason: the timeouts are filtered.
+        let empty = case(0);
+        assert_eq!(
+            class(&empty),
+            ("port_unreachable", "filtered"),
+            "{empty:#?}"
+        );
     }
 
     #[tokio::test]

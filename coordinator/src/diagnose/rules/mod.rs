@@ -86,8 +86,17 @@ pub struct Rule {
     pub test: fn(&Evidence<'_>) -> Option<Finding>,
 }
 
-/// The rules, most specific first.
+/// The rules, most specific first. Port exhaustion leads: a source with
+/// no free port fails every check it starts (DNS included), so no other
+/// rule may explain its failures first.
 pub const RULES: &[Rule] = &[
+    Rule {
+        name: "port-exhaustion",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::PortExhaustion),
+        needs: "tcp_connect from the source fails; node facts of the source: at least 95 % of its ephemeral port range in use",
+        test: exhaustion::port_exhaustion,
+    },
     Rule {
         name: "dns-pod-config",
         class: Class::DnsFailure,
@@ -180,17 +189,10 @@ pub const RULES: &[Rule] = &[
         test: reachability::firewall,
     },
     Rule {
-        name: "port-exhaustion",
-        class: Class::PortUnreachable,
-        cause: Some(Cause::PortExhaustion),
-        needs: "tcp_connect from the source fails; node facts of the source: at least 95 % of its ephemeral port range in use",
-        test: exhaustion::port_exhaustion,
-    },
-    Rule {
         name: "accept-queue-full",
         class: Class::PortUnreachable,
         cause: Some(Cause::BacklogOverflow),
-        needs: "tcp_connect fails; listener: the port's accept queue at its backlog (node facts: listen overflows, when present)",
+        needs: "tcp_connect fails; listener: connections wait unaccepted on the port (node facts: listen overflows, when present)",
         test: exhaustion::backlog_overflow,
     },
     Rule {
