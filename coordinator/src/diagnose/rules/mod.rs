@@ -12,11 +12,11 @@
 //! misses: [`dns`], [`reachability`], [`refusal`], [`port`], [`exhaustion`],
 //! [`mtu`], [`cni`], [`degraded`].
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::{self, Claim, Item, Source};
-use probemesh_model::inventory::Inventory;
+use probemesh_model::inventory::{Cidr, Inventory};
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
 
@@ -180,6 +180,13 @@ pub const RULES: &[Rule] = &[
         cause: None,
         needs: "icmp ok; icmp_large lost without errors or tcp_transfer stalled after the handshake; pmtu: path MTU below the sender's",
         test: mtu::mtu_blackhole,
+    },
+    Rule {
+        name: "echo-return-route",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Routing),
+        needs: "icmp to a host gets no reply and no error; node facts of the far side: its route back to the source is unreachable, prohibit, blackhole or missing",
+        test: refusal::return_path,
     },
     Rule {
         name: "icmp-filtered",
@@ -438,6 +445,60 @@ fn listed(probe: &str, observation: String, kind: &str, namespace: &str, name: &
             name: name.to_owned(),
         },
     }
+}
+
+/// The most specific route for `ip`, with its prefix length.
+fn route_for(routes: &[pb::Route], ip: IpAddr) -> Option<(&pb::Route, u8)> {
+    routes
+        .iter()
+        .filter(|r| r.table.is_empty() || r.table == "main")
+        .filter_map(|r| {
+            let prefix = if r.destination == "default" || r.destination == "0.0.0.0/0" {
+                0
+            } else {
+                let cidr: Cidr = match r.destination.split_once('/') {
+                    Some((a, p)) => Cidr::new(a.parse().ok()?, p.parse().ok()?).ok()?,
+                    None => Cidr::new(r.destination.parse().ok()?, 32).ok()?,
+                };
+                if !cidr.contains(ip) {
+                    return None;
+                }
+                cidr.prefix()
+            };
+            Some((r, prefix))
+        })
+        .max_by_key(|(_, p)| *p)
+}
+
+/// How a node's routing table treats `dst`: `Some(route text)` when it
+/// refuses it (an unreachable, prohibit or blackhole route, or no route at
+/// all), `None` when a usable route carries it.
+fn refusing_route(f: &pb::NodeFacts, dst: Ipv4Addr) -> Option<String> {
+    match route_for(&f.routes, IpAddr::V4(dst)) {
+        None => Some(format!("no route to {dst}")),
+        Some((r, _)) => {
+            let kind = r.raw.split_whitespace().next().unwrap_or_default();
+            ["unreachable", "prohibit", "blackhole", "throw"]
+                .contains(&kind)
+                .then(|| r.raw.clone())
+        }
+    }
+}
+
+/// The far side's route back to the source, when it refuses it: the facts
+/// check of the node behind `ep` (its probe, or its node's) and the
+/// refusing route to the source's address.
+fn return_route<'a>(
+    e: &Evidence<'a>,
+    ep: &super::target::Endpoint,
+) -> Option<(&'a Check, Ipv4Addr, String)> {
+    let IpAddr::V4(src) = e.source.address? else {
+        return None;
+    };
+    let far = ep.probe.as_deref().or(ep.node.as_deref())?;
+    let far = far.split_once('@').map_or(far, |(node, _)| node);
+    let (fc, f) = e.facts(far)?;
+    Some((fc, src, refusing_route(f, src)?))
 }
 
 impl<'a> Evidence<'a> {

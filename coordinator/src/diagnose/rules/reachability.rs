@@ -2,15 +2,13 @@
 //! missing overlay route, ICMP dropped by a firewall, packets that leave and
 //! never arrive.
 
-use std::net::IpAddr;
-
 use probemesh_model::check::{CheckName, Direction};
-use probemesh_model::inventory::Cidr;
-use probemesh_proto::pb;
 
 use probemesh_model::evidence::Claim;
 
-use super::{Evidence, Finding, all_lost, cite, seen, tcp_connected, unanswered_to};
+use super::{
+    Evidence, Finding, all_lost, cite, return_route, route_for, seen, tcp_connected, unanswered_to,
+};
 use crate::diagnose::checks;
 use crate::diagnose::model::Check;
 use crate::diagnose::packets::Proto;
@@ -69,29 +67,6 @@ pub(super) fn overload(e: &Evidence<'_>) -> Option<Finding> {
         evidence,
         confidence: 0.9,
     })
-}
-
-/// The most specific route for `ip`, with its prefix length.
-pub(super) fn route_for(routes: &[pb::Route], ip: IpAddr) -> Option<(&pb::Route, u8)> {
-    routes
-        .iter()
-        .filter(|r| r.table.is_empty() || r.table == "main")
-        .filter_map(|r| {
-            let prefix = if r.destination == "default" || r.destination == "0.0.0.0/0" {
-                0
-            } else {
-                let cidr: Cidr = match r.destination.split_once('/') {
-                    Some((a, p)) => Cidr::new(a.parse().ok()?, p.parse().ok()?).ok()?,
-                    None => Cidr::new(r.destination.parse().ok()?, 32).ok()?,
-                };
-                if !cidr.contains(ip) {
-                    return None;
-                }
-                cidr.prefix()
-            };
-            Some((r, prefix))
-        })
-        .max_by_key(|(_, p)| *p)
 }
 
 pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
@@ -186,7 +161,9 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
                 ep.node.as_deref().is_some_and(|n| at.on(n))
                     || ep.probe.as_deref().is_some_and(|p| at.on(p))
             });
-        if tcp.is_none() && reached.is_none() {
+        // A far side whose route back refuses the source cannot answer:
+        // that is the return path (`echo-return-route`), not a firewall.
+        if (tcp.is_none() && reached.is_none()) || return_route(e, ep).is_some() {
             continue;
         }
         let mut evidence = vec![cite(lost, &lost.detail)];

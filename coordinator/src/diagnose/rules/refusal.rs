@@ -15,14 +15,13 @@
 //!   unreachable the class is certain and the cause is not — said so, with
 //!   what would decide.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::Claim;
 use probemesh_proto::pb;
 
-use super::reachability::route_for;
-use super::{Evidence, Finding, cite};
+use super::{Evidence, Finding, all_lost, cite, refusing_route, return_route};
 use crate::diagnose::model::Check;
 
 /// ICMP destination unreachable.
@@ -75,21 +74,6 @@ fn facts_of_owner<'a>(e: &Evidence<'a>, ip: Ipv4Addr) -> Option<(&'a Check, &'a 
             .any(|a| a.split('/').next() == Some(ip.as_str()))
             .then_some((c, f))
     })
-}
-
-/// How a node's routing table treats `dst`: `Some(route text)` when it
-/// refuses it (an unreachable, prohibit or blackhole route, or no route at
-/// all), `None` when a usable route carries it.
-fn refusing_route(f: &pb::NodeFacts, dst: Ipv4Addr) -> Option<String> {
-    match route_for(&f.routes, IpAddr::V4(dst)) {
-        None => Some(format!("no route to {dst}")),
-        Some((r, _)) => {
-            let kind = r.raw.split_whitespace().next().unwrap_or_default();
-            ["unreachable", "prohibit", "blackhole", "throw"]
-                .contains(&kind)
-                .then(|| r.raw.clone())
-        }
-    }
 }
 
 /// The echo's destination address.
@@ -167,6 +151,51 @@ pub(super) fn local_route(e: &Evidence<'_>) -> Option<Finding> {
         evidence,
         confidence,
     })
+}
+
+pub(super) fn return_path(e: &Evidence<'_>) -> Option<Finding> {
+    for ep in e.hosts() {
+        let Some(lost) = e
+            .aimed(CheckName::Icmp, &ep.host)
+            .find(|c| all_lost(c) && c.ping().is_some_and(|p| p.errors == 0))
+        else {
+            continue;
+        };
+        let Some((fc, src, route)) = return_route(e, ep) else {
+            continue;
+        };
+        let mut evidence = vec![
+            cite(lost, &lost.detail),
+            cite(fc, &format!("{}'s route to {src}: {route}", fc.from)),
+        ];
+        let mut back = vec![1];
+        if let Some(r) = e
+            .ran(CheckName::Icmp)
+            .find(|c| c.direction == Direction::Reverse && c.failed() && c.from == fc.from)
+        {
+            back.push(evidence.len());
+            evidence.push(cite(r, &format!("its own pings back fail: {}", r.detail)));
+        }
+        return Some(Finding {
+            claims: vec![
+                Claim::new(format!("ICMP echo to {} gets no reply", ep.host), &[0]),
+                Claim::new(
+                    format!(
+                        "{}'s routing table refuses the way back to {src} ({route}), so its replies never leave",
+                        fc.from
+                    ),
+                    &back,
+                ),
+            ],
+            fix: format!(
+                "on {}: ip route get {src} shows the route the replies take; restore the route back to {src} (or remove the unreachable/blackhole/prohibit route that shadows it)",
+                fc.from
+            ),
+            evidence,
+            confidence: 0.85,
+        });
+    }
+    None
 }
 
 /// What refused the echoes remotely, as far as the evidence tells.
@@ -294,6 +323,7 @@ fn remote(e: &Evidence<'_>, wanted: fn(&Remote) -> bool) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::packets::Proto;
     use crate::diagnose::rules::fixtures::*;
 
     fn refused(
@@ -490,5 +520,43 @@ mod tests {
             ("network_unreachable", "firewall"),
             "{prohibited:#?}"
         );
+    }
+
+    #[tokio::test]
+    async fn echoes_the_far_side_cannot_answer_are_its_return_route_not_a_firewall() {
+        // cloudvm-1 is 198.18.0.14 in the test registry.
+        let case = |route: (&str, &str)| {
+            let mut c = Case::new("cloudvm-1", "probe:node-2")
+                .with(icmp("cloudvm-1", "198.18.0.12", 20, 0))
+                .with(node("node-2", "198.18.0.12", &[route]));
+            c.packets = Some(Packets {
+                fates: vec![Fate {
+                    proto: Proto::Icmp,
+                    src: Ipv4Addr::new(198, 18, 100, 10),
+                    dst: Ipv4Addr::new(198, 18, 0, 12),
+                    dst_port: 0,
+                    syn: false,
+                    wire_bytes: 98,
+                    seen_at: vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
+                    answer: None,
+                    lost_after: Some(observer("node-2", "eth0")),
+                    retransmissions: 0,
+                }],
+                ..Default::default()
+            });
+            c.verdict()
+        };
+        let v = case(("198.18.0.14", "blackhole 198.18.0.14"));
+        assert_eq!(class(&v), ("network_unreachable", "routing"), "{v:#?}");
+        assert_eq!(v.rule, "echo-return-route");
+        assert!(
+            v.summary
+                .contains("the way back to 198.18.0.14 (blackhole 198.18.0.14)"),
+            "{}",
+            v.summary
+        );
+        // With a usable route back, the unanswered echoes are a firewall.
+        let v = case(("default", "default via 198.18.0.1 dev eth0"));
+        assert_eq!(class(&v), ("network_unreachable", "firewall"), "{v:#?}");
     }
 }
