@@ -153,6 +153,15 @@ pub enum Daemon {
     ClusterDns,
 }
 
+/// Whether an [`Action::Rule`] adds its rule or removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleOp {
+    /// `iptables -I CHAIN` (first in the chain).
+    Insert,
+    /// `iptables -D CHAIN` (the same rule, matched by its text).
+    Delete,
+}
+
 /// One change to the lab.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -169,6 +178,18 @@ pub enum Action {
         netns: &'static str,
         /// The ruleset.
         ruleset: String,
+    },
+    /// One rule of NETNS's filter table, inserted or deleted (composed
+    /// faults: other rules stay as they are).
+    Rule {
+        /// Namespace.
+        netns: &'static str,
+        /// Insert or delete.
+        op: RuleOp,
+        /// Chain (`INPUT`, `OUTPUT`, `FORWARD`).
+        chain: &'static str,
+        /// The rule's arguments after the chain: matches, comment, target.
+        args: Vec<String>,
     },
     /// `sysctl -w KEY=VALUE` in NETNS.
     Sysctl {
