@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
 use super::error::{Error, Result};
-use super::resolve::{Family, next_echo_id, resolve};
+use super::resolve::{next_echo_id, resolve_ipv4};
 use crate::platform::linux::{RawIcmpSocket, interface_mtu, read_route_table, route_mtu};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, SendFailure};
 use crate::types::{EchoId, Mtu, PayloadSize, Seq};
@@ -92,15 +92,7 @@ pub(crate) async fn task(
     cancel: &CancellationToken,
 ) -> Result<PmtuReport> {
     let total = u32::from(spec.attempts.get());
-    let address = match resolve(&spec.target, Family::Ipv4, total, cancel).await? {
-        std::net::IpAddr::V4(v4) => v4,
-        std::net::IpAddr::V6(_) => {
-            return Err(Error::NoAddress {
-                host: spec.target.clone(),
-                family: "IPv4",
-            });
-        }
-    };
+    let address = resolve_ipv4(&spec.target, total, cancel).await?;
     let egress = egress(address)?;
     let id = next_echo_id();
     let socket = RawIcmpSocket::open(&IcmpSocketOptions {

@@ -3,7 +3,7 @@
 //! [`RESOLVE_TIMEOUT`]. Resolution happens where the task runs (in its
 //! network namespace), never on the coordinator.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
@@ -77,6 +77,22 @@ pub(super) async fn resolve(
                 Family::Any => "IP",
             },
         })
+}
+
+/// Resolves `host` like [`resolve`] and insists on IPv4 (the ICMP engines):
+/// an IPv6 literal or name is [`Error::NoAddress`].
+pub(super) async fn resolve_ipv4(
+    host: &str,
+    total: u32,
+    cancel: &CancellationToken,
+) -> Result<Ipv4Addr> {
+    match resolve(host, Family::Ipv4, total, cancel).await? {
+        IpAddr::V4(v4) => Ok(v4),
+        IpAddr::V6(_) => Err(Error::NoAddress {
+            host: host.to_owned(),
+            family: "IPv4",
+        }),
+    }
 }
 
 /// A fresh echo identifier: a random per-process base plus a counter, so

@@ -4,7 +4,7 @@
 //! `pb::TaskResult`. The one place where engines and the wire meet; it
 //! knows nothing of namespaces (the `netns` module calls it inside one).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_result::Outcome;
@@ -13,9 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::{Progress, TaskContext};
 use super::convert::WireProgress;
-use super::error::{Error, Result};
+use super::error::Result;
 use super::ping::PingEvent;
-use super::resolve::{Family, next_echo_id, resolve};
+use super::resolve::{Family, next_echo_id, resolve, resolve_ipv4};
 use super::spec::TaskSpec;
 use super::tcping::TcpingAttempt;
 use super::types::{PingSpec, TcpingSpec};
@@ -110,15 +110,7 @@ async fn ping_task(
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     let total = u32::from(spec.count.get());
-    let address = match resolve(&spec.target, Family::Ipv4, total, cancel).await? {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => {
-            return Err(Error::NoAddress {
-                host: spec.target.clone(),
-                family: "IPv4",
-            });
-        }
-    };
+    let address = resolve_ipv4(&spec.target, total, cancel).await?;
     let options = IcmpSocketOptions {
         echo_id: next_echo_id(),
         ttl: spec.ttl,

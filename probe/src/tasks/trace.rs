@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
 use super::error::{Error, Result};
-use super::resolve::{Family, next_echo_id, resolve};
+use super::resolve::{next_echo_id, resolve_ipv4};
 use crate::platform::linux::{self, RawIcmpSocket, TcpProbe};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
 use crate::types::{EchoId, PayloadSize, Seq, Ttl};
@@ -143,15 +143,7 @@ pub(crate) async fn task(
     cancel: &CancellationToken,
 ) -> Result<TraceReport> {
     let total = u32::from(spec.count.get());
-    let address = match resolve(&spec.target, Family::Ipv4, total, cancel).await? {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => {
-            return Err(Error::NoAddress {
-                host: spec.target.clone(),
-                family: "IPv4",
-            });
-        }
-    };
+    let address = resolve_ipv4(&spec.target, total, cancel).await?;
     run(spec, address, progress, cancel).await
 }
 

@@ -455,22 +455,7 @@ mod tests {
             assert_eq!(classify_echo(&full[..len], ID), None, "length {len}");
         }
         assert!(classify_echo(&full, ID).is_some());
-        assert_eq!(
-            Ipv4View::new(&full[..10]).unwrap_err(),
-            DecodeError::Truncated {
-                what: "IPv4 header",
-                need: 20,
-                got: 10
-            }
-        );
-        assert_eq!(
-            Ipv4View::new(&[0x60; 40]).unwrap_err(),
-            DecodeError::NotIpv4(6)
-        );
-        assert_eq!(
-            Ipv4View::new(&[0x44; 40]).unwrap_err(),
-            DecodeError::BadHeaderLength(16)
-        );
+        // The IPv4 header's own refusals are ipv4.rs's tests.
         assert!(IcmpView::new(&[0; 7]).is_err());
     }
 
