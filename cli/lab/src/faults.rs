@@ -228,6 +228,89 @@ pub enum Action {
     },
 }
 
+impl Daemon {
+    /// What it is, for humans.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Daemon::Web { loopback: false } => "the web app in web-0 (0.0.0.0:8080)",
+            Daemon::Web { loopback: true } => "the web app in web-0 on 127.0.0.1:8080",
+            Daemon::ClusterDns => "the cluster DNS (dnsmasq in dns-0)",
+        }
+    }
+}
+
+/// Quotes a shell word when it needs it.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,!@".contains(c))
+    {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+impl Action {
+    /// The change as the command lines (or a sentence, for process and
+    /// file changes) an engineer would type: what `--dry-run` prints.
+    pub fn commands(&self) -> Vec<String> {
+        match self {
+            Action::Ip { netns, commands } => commands
+                .iter()
+                .map(|c| format!("ip -n {netns} {c}"))
+                .collect(),
+            Action::Iptables { netns, ruleset } => vec![format!(
+                "ip netns exec {netns} iptables-restore  # the whole ruleset, {} lines{}",
+                ruleset.lines().count(),
+                if ruleset.contains("KUBE-SERVICES") {
+                    ""
+                } else {
+                    ", without kube-proxy's chains"
+                }
+            )],
+            Action::Rule {
+                netns,
+                op,
+                chain,
+                args,
+            } => {
+                let flag = match op {
+                    RuleOp::Insert => "-I",
+                    RuleOp::Delete => "-D",
+                };
+                let words: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+                vec![format!(
+                    "ip netns exec {netns} iptables -w {flag} {chain} {}",
+                    words.join(" ")
+                )]
+            }
+            Action::Sysctl { netns, key, value } => {
+                vec![format!("ip netns exec {netns} sysctl -w {key}={value}")]
+            }
+            Action::Stop(d) => vec![format!("stop {}", d.describe())],
+            Action::Start(d) => vec![format!("start {}", d.describe())],
+            Action::ResolvConf { netns, .. } => {
+                vec![format!("rewrite /etc/netns/{netns}/resolv.conf")]
+            }
+            Action::Inventory { kube_proxy_pending } => vec![format!(
+                "rewrite the inventory (node-3's kube-proxy {})",
+                if *kube_proxy_pending {
+                    "Pending"
+                } else {
+                    "Running"
+                }
+            )],
+            Action::ConntrackFill { netns } => {
+                vec![format!("ip netns exec {netns} meshctl lab conntrack-fill")]
+            }
+            Action::ConntrackFlush { netns } => {
+                vec![format!("ip netns exec {netns} meshctl lab conntrack-flush")]
+            }
+        }
+    }
+}
+
 fn node_rules(node: LabNode, rules: NodeRules) -> Result<Action, InvalidInventory> {
     Ok(Action::Iptables {
         netns: node.netns(),
@@ -235,7 +318,8 @@ fn node_rules(node: LabNode, rules: NodeRules) -> Result<Action, InvalidInventor
     })
 }
 
-const UDP_STREAM_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout_stream";
+/// The sysctl the `conntrack-full` faults raise so that forged UDP entries last.
+pub const UDP_STREAM_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout_stream";
 
 impl Fault {
     /// The catalogue name.
