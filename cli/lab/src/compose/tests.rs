@@ -599,3 +599,49 @@ fn random_is_a_function_of_the_seed_and_covers_the_space() {
     assert_eq!(Composed::random(0).parts().len(), 1);
     assert_eq!(Composed::random(99), Composed::random_in(&space, 99));
 }
+
+#[test]
+fn the_doc_names_every_mechanism_place_and_row() {
+    let doc = include_str!("../../../../docs/lab-faults.md");
+    for m in mechanisms() {
+        assert!(
+            doc.contains(&format!("`{}`", m.name())),
+            "docs/lab-faults.md lacks {}",
+            m.name()
+        );
+    }
+    for p in [
+        "fabric:to-node-N",
+        "fabric:from-node-N",
+        "node-N:input",
+        "pod:web-0",
+        "pod:dns-0",
+        "pod:client-3",
+        "cloudvm-1",
+    ] {
+        assert!(doc.contains(p), "docs/lab-faults.md lacks {p}");
+    }
+    let table: Vec<&str> = doc
+        .lines()
+        .skip_while(|l| !l.starts_with("## The ground truth"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with("| ") && l.contains(" | `"))
+        .collect();
+    assert_eq!(
+        table.len(),
+        TRUTH.len(),
+        "one doc row per TRUTH row: {table:#?}"
+    );
+    for (row, line) in TRUTH.iter().zip(&table) {
+        let expect = match row.cause {
+            Some(c) => format!("`{}/{c}`", row.class),
+            None => format!("`{}`", row.class),
+        };
+        assert!(
+            line.contains(&expect),
+            "{:?}: the doc says {line}",
+            row.family
+        );
+    }
+}
