@@ -740,32 +740,15 @@ fn fault_packet_loss() {
 fn fault_backlog_full() {
     fault_scenario("backlog-full", || {
         assert!(
-            ping("mesh-node-1", "198.19.2.10"),
-            "web-0 must still answer ping"
-        );
-        assert!(
             !tcp_connect("mesh-node-1", "198.19.2.10", 8080),
             "a new connection to the stalled app must time out"
         );
-        // The app's accept queue holds the filler's two connections.
-        let ss = ns_output("mesh-pod-web-0", &["ss", "-ltnH", "sport", "=", ":8080"]);
-        let line = String::from_utf8_lossy(&ss.stdout);
-        let queued: u32 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no listener in:\n{line}"));
-        assert!(queued >= 2, "accept queue {queued}:\n{line}");
     });
 }
 
 #[test]
 fn fault_ports_exhausted() {
     fault_scenario("ports-exhausted", || {
-        assert!(
-            ping("mesh-node-1", "198.19.2.10"),
-            "ping needs no port and must work"
-        );
         assert!(
             !tcp_connect("mesh-node-1", "198.19.2.10", 8080),
             "node-1 has no port left to connect from"

@@ -202,6 +202,15 @@ impl Holder {
     }
 }
 
+/// Whether an [`Action::Rule`] adds its rule or removes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleOp {
+    /// `iptables -I CHAIN` (first in the chain).
+    Insert,
+    /// `iptables -D CHAIN` (the same rule, matched by its text).
+    Delete,
+}
+
 /// One change to the lab.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -218,6 +227,18 @@ pub enum Action {
         netns: &'static str,
         /// The ruleset.
         ruleset: String,
+    },
+    /// One rule of NETNS's filter table, inserted or deleted (composed
+    /// faults: other rules stay as they are).
+    Rule {
+        /// Namespace.
+        netns: &'static str,
+        /// Insert or delete.
+        op: RuleOp,
+        /// Chain (`INPUT`, `OUTPUT`, `FORWARD`).
+        chain: &'static str,
+        /// The rule's arguments after the chain: matches, comment, target.
+        args: Vec<String>,
     },
     /// `sysctl -w KEY=VALUE` in NETNS.
     Sysctl {
@@ -256,6 +277,94 @@ pub enum Action {
     },
 }
 
+impl Daemon {
+    /// What it is, for humans.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Daemon::Web { loopback: false } => "the web app in web-0 (0.0.0.0:8080)",
+            Daemon::Web { loopback: true } => "the web app in web-0 on 127.0.0.1:8080",
+            Daemon::ClusterDns => "the cluster DNS (dnsmasq in dns-0)",
+            Daemon::StalledWeb => {
+                "the stalled web app in web-0 (0.0.0.0:8080, backlog 1, never accepting)"
+            }
+            Daemon::Holder(Holder::QueueFiller) => "2 connections held from client-3 to web-0:8080",
+            Daemon::Holder(Holder::PortHolder) => "8 connections held from node-1 to web-0:8080",
+        }
+    }
+}
+
+/// Quotes a shell word when it needs it.
+fn shell_word(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,!@".contains(c))
+    {
+        w.to_owned()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+impl Action {
+    /// The change as the command lines (or a sentence, for process and
+    /// file changes) an engineer would type: what `--dry-run` prints.
+    pub fn commands(&self) -> Vec<String> {
+        match self {
+            Action::Ip { netns, commands } => commands
+                .iter()
+                .map(|c| format!("ip -n {netns} {c}"))
+                .collect(),
+            Action::Iptables { netns, ruleset } => vec![format!(
+                "ip netns exec {netns} iptables-restore  # the whole ruleset, {} lines{}",
+                ruleset.lines().count(),
+                if ruleset.contains("KUBE-SERVICES") {
+                    ""
+                } else {
+                    ", without kube-proxy's chains"
+                }
+            )],
+            Action::Rule {
+                netns,
+                op,
+                chain,
+                args,
+            } => {
+                let flag = match op {
+                    RuleOp::Insert => "-I",
+                    RuleOp::Delete => "-D",
+                };
+                let words: Vec<String> = args.iter().map(|a| shell_word(a)).collect();
+                vec![format!(
+                    "ip netns exec {netns} iptables -w {flag} {chain} {}",
+                    words.join(" ")
+                )]
+            }
+            Action::Sysctl { netns, key, value } => {
+                vec![format!("ip netns exec {netns} sysctl -w {key}={value}")]
+            }
+            Action::Stop(d) => vec![format!("stop {}", d.describe())],
+            Action::Start(d) => vec![format!("start {}", d.describe())],
+            Action::ResolvConf { netns, .. } => {
+                vec![format!("rewrite /etc/netns/{netns}/resolv.conf")]
+            }
+            Action::Inventory { kube_proxy_pending } => vec![format!(
+                "rewrite the inventory (node-3's kube-proxy {})",
+                if *kube_proxy_pending {
+                    "Pending"
+                } else {
+                    "Running"
+                }
+            )],
+            Action::ConntrackFill { netns } => {
+                vec![format!("ip netns exec {netns} meshctl lab conntrack-fill")]
+            }
+            Action::ConntrackFlush { netns } => {
+                vec![format!("ip netns exec {netns} meshctl lab conntrack-flush")]
+            }
+        }
+    }
+}
+
 fn node_rules(node: LabNode, rules: NodeRules) -> Result<Action, InvalidInventory> {
     Ok(Action::Iptables {
         netns: node.netns(),
@@ -263,7 +372,8 @@ fn node_rules(node: LabNode, rules: NodeRules) -> Result<Action, InvalidInventor
     })
 }
 
-const UDP_STREAM_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout_stream";
+/// The sysctl the `conntrack-full` faults raise so that forged UDP entries last.
+pub const UDP_STREAM_TIMEOUT: &str = "net.netfilter.nf_conntrack_udp_timeout_stream";
 /// The ephemeral port range sysctl.
 const PORT_RANGE: &str = "net.ipv4.ip_local_port_range";
 

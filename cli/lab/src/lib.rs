@@ -8,13 +8,15 @@
 //!   batches, DNS arguments and the inventory (pure);
 //! - [`rules`]: kube-proxy, flannel and firewall iptables rulesets (pure);
 //! - [`faults`]: the catalogue and each fault's inject/undo actions (pure);
+//! - [`compose`]: composed faults, `MECHANISM[/PROTOCOL]@PLACE`, their
+//!   ground-truth table and actions (pure);
 //! - [`lifecycle`], [`system`], [`state`]: bring-up, teardown, status,
 //!   fault execution and the I/O they need (root);
 //! - [`client_config`]: meshctl's client configuration file, which `up`
 //!   points at the lab and `down` restores;
 //! - [`web`], [`conntrack`]: helpers the lab runs inside its namespaces.
 //!
-//! Modules import one way: `topology` ← `rules` ← `faults` ← `state` ←
+//! Modules import one way: `topology` ← `rules` ← `faults` ← `compose` ← `state` ←
 //! `system` ← `client_config` ← `lifecycle` (`web` and `conntrack` import
 //! none).
 //!
@@ -23,6 +25,7 @@
 //! stderr: reports are returned.
 
 pub mod client_config;
+pub mod compose;
 pub mod conntrack;
 pub mod faults;
 pub mod lifecycle;

@@ -95,6 +95,29 @@ pub async fn iptables_restore(netns: &str, ruleset: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `iptables -w -I|-D CHAIN ARGS...` in NETNS's filter table.
+pub async fn iptables_rule(
+    netns: &str,
+    insert: bool,
+    chain: &str,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let mut all = vec![
+        "netns",
+        "exec",
+        netns,
+        "iptables",
+        "-w",
+        if insert { "-I" } else { "-D" },
+        chain,
+    ];
+    all.extend(args.iter().map(String::as_str));
+    run("ip", &all, None)
+        .await
+        .with_context(|| format!("changing a rule of {chain} in {netns}"))?;
+    Ok(())
+}
+
 /// Sets sysctls inside NETNS.
 pub async fn sysctl(netns: &str, settings: &[(&str, &str)]) -> anyhow::Result<()> {
     if settings.is_empty() {

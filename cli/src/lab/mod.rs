@@ -1,16 +1,17 @@
 //! `meshctl lab`: the command layer over the `meshctl-lab` crate (the
 //! simulated cluster, its faults and lifecycle): arguments, the root check,
-//! the lock, and printing the reports. [`demo`] runs reference incident 2
-//! in one command through meshctl's own commands.
+//! the lock, and printing the reports. [`fault`] injects catalogue and
+//! composed faults; [`demo`] runs reference incident 2 in one command
+//! through meshctl's own commands.
 
 pub mod demo;
+pub mod fault;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::bail;
 
-use meshctl_lab::faults::{self, Fault};
 use meshctl_lab::lifecycle::{Lab, StatusReport, UpReport};
 use meshctl_lab::state::LabLock;
 use meshctl_lab::{conntrack, web};
@@ -30,8 +31,9 @@ pub enum LabCommand {
     /// Bring the lab up, inject mtu-blackhole (reference incident 2) and show
     /// the symptom.
     Demo,
-    /// Inject a fault of the catalogue (`--list` describes them).
-    Fault(FaultArgs),
+    /// Inject a fault: from the catalogue (`--list`), composed from parts
+    /// (`compose`), or drawn by a seed (`random`).
+    Fault(fault::FaultArgs),
     /// Undo the active fault.
     Clear,
     /// The lab's web app (runs inside mesh-pod-web-0).
@@ -73,17 +75,6 @@ pub struct UpArgs {
     pub otlp_endpoint: Option<String>,
 }
 
-/// `meshctl lab fault` options.
-#[derive(Debug, clap::Args)]
-pub struct FaultArgs {
-    /// The fault to inject; an active fault is cleared first.
-    #[arg(required_unless_present = "list")]
-    pub name: Option<String>,
-    /// Describe every fault: symptom, mechanism, probe run, expected verdict.
-    #[arg(long, conflicts_with = "name")]
-    pub list: bool,
-}
-
 /// Runs a lab command.
 pub async fn run(cmd: LabCommand, output: OutputFormat) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -120,21 +111,7 @@ pub async fn run(cmd: LabCommand, output: OutputFormat) -> anyhow::Result<ExitCo
             tokio::task::spawn_blocking(conntrack::flush).await??;
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Fault(FaultArgs { list: true, .. }) => {
-            print_catalogue(output)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        LabCommand::Fault(FaultArgs { name, .. }) => {
-            let fault = match name.unwrap_or_default().parse::<Fault>() {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("meshctl lab fault: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let (lab, _lock) = open()?;
-            inject(&lab, fault, output).await
-        }
+        LabCommand::Fault(args) => fault::run(args, output).await,
         LabCommand::Up(args) => {
             let (lab, _lock) = open()?;
             let report = lab.up(args.otlp_endpoint).await?;
@@ -203,78 +180,9 @@ fn require_root() -> anyhow::Result<()> {
 }
 
 /// The lab, with the lock that keeps other lab commands out while this one runs.
-fn open() -> anyhow::Result<(Lab, LabLock)> {
+pub(crate) fn open() -> anyhow::Result<(Lab, LabLock)> {
     require_root()?;
     Ok((Lab::new()?, LabLock::acquire()?))
-}
-
-/// `lab fault NAME`: an active fault is cleared first (one fault at a time,
-/// so every symptom has one cause).
-async fn inject(lab: &Lab, fault: Fault, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let mut state = lab.require_up()?;
-    let info = fault.info();
-    let already = state.fault.as_deref() == Some(fault.name());
-    let cleared = if already {
-        None
-    } else {
-        lab.clear(&mut state).await?
-    };
-    if !already {
-        lab.inject(&mut state, fault).await?;
-    }
-    match output {
-        OutputFormat::Json => print_json(&serde_json::json!({
-            "fault": info.name,
-            "already_active": already,
-            "cleared_first": cleared,
-            "info": info,
-        }))?,
-        OutputFormat::Table => {
-            match (&cleared, already) {
-                (_, true) => println!("fault {} is already active", info.name),
-                (Some(prev), _) => println!(
-                    "cleared {prev} first (one fault at a time); injected {}",
-                    info.name
-                ),
-                (None, _) => println!("injected {}", info.name),
-            }
-            println!("  what changed: {}", info.mechanism);
-            println!("  symptom:      {}", info.symptom);
-            println!("  see it:       {}", info.observe);
-            println!(
-                "  diagnose:     {}  (expected verdict: {}{})",
-                info.probe_command(),
-                info.expect.class,
-                info.expect
-                    .cause
-                    .map(|c| format!("/{c}"))
-                    .unwrap_or_default()
-            );
-            println!("  undo:         meshctl lab clear");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_catalogue(output: OutputFormat) -> anyhow::Result<()> {
-    let all: Vec<_> = faults::ALL.iter().map(|f| f.info()).collect();
-    match output {
-        OutputFormat::Json => print_json(&all),
-        OutputFormat::Table => {
-            for i in &all {
-                println!("{}", i.name);
-                println!("  symptom:   {}", i.symptom);
-                println!("  mechanism: {}", i.mechanism);
-                println!(
-                    "  probe:     {}  => {}{}",
-                    i.probe_command(),
-                    i.expect.class,
-                    i.expect.cause.map(|c| format!("/{c}")).unwrap_or_default()
-                );
-            }
-            Ok(())
-        }
-    }
 }
 
 fn print_up(report: &UpReport, output: OutputFormat) -> anyhow::Result<()> {

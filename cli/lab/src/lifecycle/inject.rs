@@ -1,19 +1,27 @@
-//! Faults on a running lab: a fault's actions (from `faults`, pure) executed
-//! in order and recorded in the state file, undone on failure and by `clear`.
+//! Faults on a running lab: a fault's actions (from `faults` or `compose`,
+//! pure) executed in order and recorded in the state file, undone on
+//! failure and by `clear`.
 
 use anyhow::Context as _;
 
 use super::processes::{Listen, daemon_proc};
 use super::{Lab, STOP_GRACE};
-use crate::faults::{Action, Daemon, Fault};
+use crate::compose::LabFault;
+use crate::faults::{Action, Daemon, RuleOp};
 use crate::state::LabState;
 use crate::system;
 use crate::topology::WEB_PORT;
 
 impl Lab {
-    /// Injects `fault` into a lab that has none active, and records it. If
-    /// an action fails, the fault's undo runs before the error is returned.
-    pub async fn inject(&self, state: &mut LabState, fault: Fault) -> anyhow::Result<()> {
+    /// Injects `fault` (from the catalogue or composed) into a lab that has
+    /// none active, and records its name. If an action fails, the fault's
+    /// undo runs before the error is returned.
+    pub async fn inject(
+        &self,
+        state: &mut LabState,
+        fault: impl Into<LabFault>,
+    ) -> anyhow::Result<()> {
+        let fault: LabFault = fault.into();
         let applied = async {
             for action in fault.apply()? {
                 self.execute(state, &action).await?;
@@ -27,7 +35,7 @@ impl Lab {
             }
             return Err(e.context(format!("injecting {fault}")));
         }
-        state.fault = Some(fault.name().to_owned());
+        state.fault = Some(fault.to_string());
         self.dir.save(state)
     }
 
@@ -36,7 +44,7 @@ impl Lab {
         let Some(name) = state.fault.clone() else {
             return Ok(None);
         };
-        let fault: Fault = name.parse()?;
+        let fault: LabFault = name.parse()?;
         for action in fault.clear()? {
             self.execute(state, &action)
                 .await
@@ -51,6 +59,12 @@ impl Lab {
         match action {
             Action::Ip { netns, commands } => system::ip_batch(Some(netns), commands).await,
             Action::Iptables { netns, ruleset } => system::iptables_restore(netns, ruleset).await,
+            Action::Rule {
+                netns,
+                op,
+                chain,
+                args,
+            } => system::iptables_rule(netns, *op == RuleOp::Insert, chain, args).await,
             Action::Sysctl { netns, key, value } => system::sysctl(netns, &[(key, value)]).await,
             Action::Stop(daemon) => {
                 let key = daemon_proc(*daemon).key();
