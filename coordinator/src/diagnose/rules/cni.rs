@@ -196,7 +196,8 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
         let node = inv.node_of_probe(&node_probe);
         let rules_missing = e.facts(&node_probe).filter(|(_, f)| f.nat_paths.is_empty());
         let proxy_down = node.filter(|n| n.kube_proxy.phase != PodPhase::Running);
-        if rules_missing.is_none() && proxy_down.is_none() {
+        let stale = stale_nat(e, &svc.id, &node_probe);
+        if rules_missing.is_none() && proxy_down.is_none() && stale.is_none() {
             continue;
         }
         let mut evidence = vec![cite(failed, &failed.detail)];
@@ -208,6 +209,18 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                 &format!(
                     "no NAT rule for Service {} port {} on {node_probe}",
                     svc.id, svc.port
+                ),
+            ));
+        }
+        if let Some((c, wrong, endpoints)) = &stale {
+            missing.push(evidence.len());
+            evidence.push(cite(
+                c,
+                &format!(
+                    "the NAT rules on {node_probe} send Service {} to {}, which is no ready endpoint of it ({})",
+                    svc.id,
+                    wrong.join(", "),
+                    endpoints.join(", ")
                 ),
             ));
         }
@@ -241,10 +254,17 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
         return Some(Finding {
             claims: vec![
                 Claim::new(
-                    format!(
-                        "no kube-proxy NAT rules for Service {} on {node_probe}",
-                        svc.id
-                    ),
+                    if stale.is_some() && rules_missing.is_none() {
+                        format!(
+                            "{node_probe}'s NAT rules for Service {} are stale: they rewrite it to no ready endpoint",
+                            svc.id
+                        )
+                    } else {
+                        format!(
+                            "no kube-proxy NAT rules for Service {} on {node_probe}",
+                            svc.id
+                        )
+                    },
                     &missing,
                 ),
                 Claim::new(
@@ -260,6 +280,33 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
         });
     }
     None
+}
+
+/// The NAT paths `probe` reported for Service `id` when none of them ends
+/// at a ready endpoint of it (a stale DNAT: a wrong port, a gone pod): the
+/// facts check, the DNAT targets, and the endpoints the inventory lists.
+fn stale_nat<'a>(
+    e: &Evidence<'a>,
+    id: &str,
+    probe: &str,
+) -> Option<(&'a Check, Vec<String>, Vec<String>)> {
+    let (c, f) = e.facts(probe)?;
+    let (namespace, name) = id.split_once('/')?;
+    let service = e.inventory?.service(namespace, name)?;
+    let endpoints: Vec<String> = service
+        .endpoints
+        .iter()
+        .map(|ep| format!("{}:{}", ep.ip, ep.port))
+        .collect();
+    let targets: Vec<String> = f
+        .nat_paths
+        .iter()
+        .filter_map(|p| p.rsplit_once("DNAT ").map(|(_, t)| t.trim().to_owned()))
+        .collect();
+    if endpoints.is_empty() || targets.is_empty() || targets.iter().any(|t| endpoints.contains(t)) {
+        return None;
+    }
+    Some((c, targets, endpoints))
 }
 
 #[cfg(test)]
@@ -351,5 +398,44 @@ mod tests {
                 .iter()
                 .any(|e| e.observation.contains("answers directly"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_dnat_to_no_ready_endpoint_is_stale_service_nat() {
+        let case = |dnat: &str| {
+            Case::new("node-3", "svc:default/web:80")
+                .with(icmp("node-3", "198.19.2.10", 20, 20))
+                .with(tcp("node-3", "198.18.200.80:80", 0, 0, 3))
+                .with(facts(
+                    "node-3",
+                    pb::NodeFacts {
+                        nat_paths: vec![format!(
+                            "KUBE-SERVICES -> KUBE-SVC-WEB -> KUBE-SEP-WEB0 -> DNAT {dnat}"
+                        )],
+                        ..Default::default()
+                    },
+                ))
+                .verdict()
+        };
+        let wrong_port = case("198.19.2.10:8081");
+        assert_eq!(
+            class(&wrong_port),
+            ("cni_failure", "kube_proxy_rules_missing"),
+            "{wrong_port:#?}"
+        );
+        assert!(
+            wrong_port.summary.contains("stale"),
+            "{}",
+            wrong_port.summary
+        );
+        assert!(
+            wrong_port.evidence.iter().any(|e| e
+                .observation
+                .contains("198.19.2.10:8081, which is no ready endpoint")),
+            "{wrong_port:#?}"
+        );
+        // The same rules to the real endpoint are not stale.
+        let right = case("198.19.2.10:8080");
+        assert_ne!(class(&right).0, "cni_failure", "{right:#?}");
     }
 }

@@ -20,17 +20,20 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
         .ran(CheckName::Icmp)
         .filter(|c| c.received > 0 && c.received < c.sent)
         .collect();
+    // A trace that never reached the destination shows a dead path, not
+    // a lossy one.
     let path = e
         .ran(CheckName::Path)
-        .find(|c| c.trace().is_some_and(|t| t.loss_from_hop > 0));
+        .find(|c| c.trace().is_some_and(|t| t.loss_from_hop > 0 && t.reached));
     if lossy.is_empty() && path.is_none() {
         return None;
     }
-    // "The path works" needs its own evidence: replies came back.
+    // "The path works" needs its own evidence: replies from a host the
+    // target leads to, or a trace that reached it.
     let works = e
-        .ran(CheckName::Icmp)
-        .find(|c| c.received > 0)
-        .or_else(|| path.filter(|c| c.trace().is_some_and(|t| t.reached)))?;
+        .hosts()
+        .find_map(|ep| e.aimed(CheckName::Icmp, &ep.host).find(|c| c.received > 0))
+        .or(path)?;
     let mut evidence: Vec<Item> = lossy.iter().map(|c| cite(c, &c.detail)).collect();
     let mut losing: Vec<usize> = (0..evidence.len()).collect();
     let working = match evidence

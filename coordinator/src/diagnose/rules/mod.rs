@@ -182,11 +182,25 @@ pub const RULES: &[Rule] = &[
         test: mtu::mtu_blackhole,
     },
     Rule {
+        name: "delivery-link-down",
+        class: Class::NetworkUnreachable,
+        cause: Some(Cause::Link),
+        needs: "icmp to a host gets no reply; node facts of its node: the route to it leads to a device without carrier (linkdown) or a dead next hop",
+        test: reachability::far_link,
+    },
+    Rule {
         name: "echo-return-route",
         class: Class::NetworkUnreachable,
         cause: Some(Cause::Routing),
         needs: "icmp to a host gets no reply and no error; node facts of the far side: its route back to the source is unreachable, prohibit, blackhole or missing",
         test: refusal::return_path,
+    },
+    Rule {
+        name: "path-mtu-discovery-works",
+        class: Class::Ok,
+        cause: None,
+        needs: "pmtu: frag-needed came back with the path MTU (no black hole); icmp_large refused only with that (frag-needed or EMSGSIZE); small icmp and tcp_transfer ok",
+        test: mtu::pmtud_works,
     },
     Rule {
         name: "icmp-filtered",
@@ -486,19 +500,48 @@ fn refusing_route(f: &pb::NodeFacts, dst: Ipv4Addr) -> Option<String> {
 }
 
 /// The far side's route back to the source, when it refuses it: the facts
-/// check of the node behind `ep` (its probe, or its node's) and the
-/// refusing route to the source's address.
+/// check of the node behind `ep` (its probe, or its node's), the source
+/// address it refuses (the source's own, or the one its packets carried on
+/// the wire, e.g. its tunnel address) and the refusing route.
 fn return_route<'a>(
     e: &Evidence<'a>,
     ep: &super::target::Endpoint,
 ) -> Option<(&'a Check, Ipv4Addr, String)> {
-    let IpAddr::V4(src) = e.source.address? else {
-        return None;
-    };
+    let (fc, f) = far_facts(e, ep)?;
+    let mut sources: Vec<Ipv4Addr> = Vec::new();
+    if let Some(IpAddr::V4(a)) = e.source.address {
+        sources.push(a);
+    }
+    if let (Some(p), Ok(dst)) = (e.packets, ep.host.parse::<Ipv4Addr>()) {
+        sources.extend(p.fates.iter().filter(|f| f.dst == dst).map(|f| f.src));
+    }
+    sources
+        .into_iter()
+        .find_map(|src| Some((fc, src, refusing_route(f, src)?)))
+}
+
+/// The far side's route to the destination itself, when it leads to a
+/// device without carrier (`linkdown`) or a dead next hop: the facts check
+/// and the route.
+fn dead_delivery<'a>(
+    e: &Evidence<'a>,
+    ep: &super::target::Endpoint,
+) -> Option<(&'a Check, String)> {
+    let (fc, f) = far_facts(e, ep)?;
+    let (r, _) = route_for(&f.routes, ep.host.parse().ok()?)?;
+    r.raw
+        .split_whitespace()
+        .any(|w| w == "linkdown" || w == "dead")
+        .then(|| (fc, r.raw.clone()))
+}
+
+/// Node facts of the node behind an endpoint (its probe, or its node's).
+fn far_facts<'a>(
+    e: &Evidence<'a>,
+    ep: &super::target::Endpoint,
+) -> Option<(&'a Check, &'a pb::NodeFacts)> {
     let far = ep.probe.as_deref().or(ep.node.as_deref())?;
-    let far = far.split_once('@').map_or(far, |(node, _)| node);
-    let (fc, f) = e.facts(far)?;
-    Some((fc, src, refusing_route(f, src)?))
+    e.facts(far.split_once('@').map_or(far, |(node, _)| node))
 }
 
 impl<'a> Evidence<'a> {

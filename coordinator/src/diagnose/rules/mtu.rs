@@ -6,6 +6,7 @@ use probemesh_model::check::CheckName;
 use probemesh_model::evidence::Claim;
 
 use super::{Evidence, Finding, all_lost, cite, icmp_ok, seen, tcp_connected};
+use crate::diagnose::model::Check;
 
 pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
     for ep in e.hosts() {
@@ -128,6 +129,70 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
     None
 }
 
+/// Large DF packets refused with the path's MTU while everything else
+/// works is path-MTU discovery doing its job: a router's frag-needed
+/// reached the sender (the pmtu check names it), the sender's stack now
+/// refuses larger DF sends itself (EMSGSIZE at that MTU) or gets the
+/// error, and TCP transfers complete. Nothing to fix, so `ok`: saying so
+/// is the near miss of an MTU black hole.
+pub(super) fn pmtud_works(e: &Evidence<'_>) -> Option<Finding> {
+    let failed: Vec<&Check> = e.checks.iter().filter(|c| c.failed()).collect();
+    let pc = e.ran(CheckName::Pmtu).find(|c| {
+        c.pmtu()
+            .is_some_and(|p| !p.blackhole && p.frag_needed_mtu > 0)
+    })?;
+    let p = pc.pmtu()?;
+    // Every failure is a large DF echo refused with the MTU, or the pmtu
+    // check itself reporting the smaller path.
+    let explained = |c: &&Check| {
+        c.name == CheckName::Pmtu
+            || (c.name == CheckName::IcmpLarge
+                && c.ping().is_some_and(|g| {
+                    g.received == 0
+                        && g.errors > 0
+                        && g.local_errors.iter().all(|l| l.errno == "EMSGSIZE")
+                        && g.icmp_errors.iter().all(|i| i.code == 4)
+                }))
+    };
+    if failed.is_empty() || !failed.iter().all(explained) {
+        return None;
+    }
+    let transfer = e.ran(CheckName::TcpTransfer).find(|c| c.ok())?;
+    let small = e.ran(CheckName::Icmp).find(|c| c.ok())?;
+    let mut evidence = vec![
+        cite(pc, &pc.detail),
+        cite(transfer, &transfer.detail),
+        cite(small, &small.detail),
+    ];
+    let mut large = vec![0];
+    for c in failed.iter().filter(|c| c.name == CheckName::IcmpLarge) {
+        large.push(evidence.len());
+        evidence.push(cite(c, &c.detail));
+    }
+    Some(Finding {
+        claims: vec![
+            Claim::new(
+                format!(
+                    "the path to {} carries {} bytes, less than {}'s {} MTU {}",
+                    p.address, p.path_mtu, pc.from, p.interface, p.interface_mtu
+                ),
+                &[0],
+            ),
+            Claim::new(
+                format!(
+                    "{} says so with frag-needed (mtu {}), so path MTU discovery works: larger DF packets are refused with the right MTU",
+                    p.frag_needed_from, p.frag_needed_mtu
+                ),
+                &large,
+            ),
+            Claim::new("small packets and TCP transfers go through", &[1, 2]),
+        ],
+        fix: String::new(),
+        evidence,
+        confidence: 0.8,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +251,72 @@ mod tests {
             .with(pmtu("cloudvm-1", "198.18.0.12", 1500, false))
             .verdict();
         assert_ne!(v.class.as_str(), "mtu_blackhole", "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn frag_needed_that_reaches_the_sender_is_path_mtu_discovery_working() {
+        let refused = run(
+            CheckName::IcmpLarge,
+            "cloudvm-1",
+            "198.18.0.12",
+            Direction::Forward,
+            Outcome::Ping(pb::PingSummary {
+                transmitted: 5,
+                errors: 5,
+                size: 1472,
+                dont_fragment: true,
+                local_errors: vec![pb::LocalErrorCount {
+                    errno: "EMSGSIZE".into(),
+                    detail: "local error: message too long, mtu=1440".into(),
+                    count: 5,
+                }],
+                ..Default::default()
+            }),
+        );
+        let discovered = run(
+            CheckName::Pmtu,
+            "cloudvm-1",
+            "198.18.0.12",
+            Direction::Forward,
+            Outcome::Pmtu(pb::PmtuResult {
+                address: "198.18.0.12".into(),
+                interface: "eth0".into(),
+                interface_mtu: 1500,
+                path_mtu: 1440,
+                frag_needed_from: "198.18.100.1".into(),
+                frag_needed_mtu: 1440,
+                ..Default::default()
+            }),
+        );
+        let v = Case::new("cloudvm-1", "nodeport:node-2:30080")
+            .with(icmp("cloudvm-1", "198.18.0.12", 20, 20))
+            .with(tcp("cloudvm-1", "198.18.0.12:30080", 3, 0, 0))
+            .with(transfer("cloudvm-1", "198.18.0.12:30080", true, true))
+            .with(refused)
+            .with(discovered)
+            .verdict();
+        assert_eq!(class(&v), ("ok", ""), "{v:#?}");
+        assert_eq!(v.rule, "path-mtu-discovery-works");
+        assert!(
+            v.summary.contains("path MTU discovery works"),
+            "{}",
+            v.summary
+        );
+        // Silence instead of frag-needed stays a black hole.
+        let v = Case::new("cloudvm-1", "nodeport:node-2:30080")
+            .with(icmp("cloudvm-1", "198.18.0.12", 20, 20))
+            .with(tcp("cloudvm-1", "198.18.0.12:30080", 3, 0, 0))
+            .with(transfer("cloudvm-1", "198.18.0.12:30080", true, false))
+            .with(icmp_sized(
+                CheckName::IcmpLarge,
+                "cloudvm-1",
+                "198.18.0.12",
+                5,
+                0,
+                0,
+            ))
+            .with(pmtu("cloudvm-1", "198.18.0.12", 1440, true))
+            .verdict();
+        assert_eq!(class(&v).0, "mtu_blackhole", "{v:#?}");
     }
 }

@@ -7,7 +7,8 @@ use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::Claim;
 
 use super::{
-    Evidence, Finding, all_lost, cite, return_route, route_for, seen, tcp_connected, unanswered_to,
+    Evidence, Finding, all_lost, cite, dead_delivery, return_route, route_for, seen, tcp_connected,
+    unanswered_to,
 };
 use crate::diagnose::checks;
 use crate::diagnose::model::Check;
@@ -145,6 +146,44 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
     None
 }
 
+pub(super) fn far_link(e: &Evidence<'_>) -> Option<Finding> {
+    for ep in e.hosts() {
+        let Some(lost) = e.aimed(CheckName::Icmp, &ep.host).find(|c| all_lost(c)) else {
+            continue;
+        };
+        let Some((fc, route)) = dead_delivery(e, ep) else {
+            continue;
+        };
+        let device = route
+            .split_whitespace()
+            .skip_while(|w| *w != "dev")
+            .nth(1)
+            .unwrap_or("its device");
+        return Some(Finding {
+            claims: vec![
+                Claim::new(format!("ICMP echo to {} gets no reply", ep.host), &[0]),
+                Claim::new(
+                    format!(
+                        "{}'s route to it leads to {device}, which has no carrier ({route})",
+                        fc.from
+                    ),
+                    &[1],
+                ),
+            ],
+            fix: format!(
+                "on {}: ip -d link show {device} and the link behind it (a pod's veth, a cable, a bond member): bring it up or find why it went down (dmesg, the CNI's logs)",
+                fc.from
+            ),
+            evidence: vec![
+                cite(lost, &lost.detail),
+                cite(fc, &format!("{}'s route to {}: {route}", fc.from, ep.host)),
+            ],
+            confidence: 0.85,
+        });
+    }
+    None
+}
+
 pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
     for ep in e.hosts() {
         let host = ep.host.as_str();
@@ -163,7 +202,10 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
             });
         // A far side whose route back refuses the source cannot answer:
         // that is the return path (`echo-return-route`), not a firewall.
-        if (tcp.is_none() && reached.is_none()) || return_route(e, ep).is_some() {
+        if (tcp.is_none() && reached.is_none())
+            || return_route(e, ep).is_some()
+            || dead_delivery(e, ep).is_some()
+        {
             continue;
         }
         let mut evidence = vec![cite(lost, &lost.detail)];
@@ -383,5 +425,32 @@ mod tests {
             .verdict();
         assert_eq!(class(&v), ("network_unreachable", "overload"), "{v:?}");
         assert!(v.summary.contains("4096/4096"));
+    }
+
+    #[tokio::test]
+    async fn a_far_route_without_carrier_is_link_not_a_firewall() {
+        let v = Case::new("node-1", "pod:default/web-0")
+            .with(icmp("node-1", "198.19.2.10", 20, 0))
+            .with(facts(
+                "node-2",
+                pb::NodeFacts {
+                    routes: vec![pb::Route {
+                        destination: "198.19.2.0/24".into(),
+                        device: "cni0".into(),
+                        raw:
+                            "198.19.2.0/24 dev cni0 proto kernel scope link src 198.19.2.1 linkdown"
+                                .into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ))
+            .verdict();
+        assert_eq!(class(&v), ("network_unreachable", "link"), "{v:#?}");
+        assert!(
+            v.summary.contains("leads to cni0, which has no carrier"),
+            "{}",
+            v.summary
+        );
     }
 }

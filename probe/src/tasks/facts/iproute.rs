@@ -67,10 +67,21 @@ pub fn parse_routes(json: &str) -> Vec<Route> {
                 raw: String::new(),
             };
             let kind = text(r, "type");
-            Some(Route {
-                raw: render_route(&route, &kind, &text(r, "protocol"), &text(r, "scope")),
-                ..route
-            })
+            let mut raw = render_route(&route, &kind, &text(r, "protocol"), &text(r, "scope"));
+            // `linkdown`, `dead`, `onlink`: a route whose device has no
+            // carrier still matches, and only its flags say it leads nowhere.
+            for flag in r
+                .get("flags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(flag) = flag.as_str() {
+                    raw.push(' ');
+                    raw.push_str(flag);
+                }
+            }
+            Some(Route { raw, ..route })
         })
         .collect()
 }
@@ -181,6 +192,15 @@ mod tests {
         assert_eq!(routes[3].mtu, 1400);
         assert_eq!(routes[0].table, "100");
         assert_eq!(routes[1].table, "main");
+    }
+
+    #[test]
+    fn a_route_without_carrier_says_so() {
+        let json = r#"[{"dst":"198.19.2.0/24","dev":"cni0","protocol":"kernel","scope":"link","prefsrc":"198.19.2.1","flags":["linkdown"]}]"#;
+        assert_eq!(
+            parse_routes(json)[0].raw,
+            "198.19.2.0/24 dev cni0 proto kernel scope link src 198.19.2.1 linkdown"
+        );
     }
 
     #[test]
