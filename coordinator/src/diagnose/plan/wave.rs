@@ -234,6 +234,27 @@ fn dns_checks(
             .answer_is_enough(),
         );
     }
+    // Whether the cluster DNS server runs at all: what listens on :53 in
+    // each of its pods (down, or up and unreachable).
+    if let (Some(inv), Some(dns)) = (inventory, cluster_dns(inventory)) {
+        let mut seen = BTreeSet::new();
+        for ep in &dns.endpoints {
+            if let Some(inside) = super::super::target::pod_probe(inv, &dns.namespace, &ep.pod)
+                && seen.insert(inside.clone())
+            {
+                checks.push(
+                    PlannedCheck::run(
+                        CheckName::Listener,
+                        &inside,
+                        ":53",
+                        Direction::Local,
+                        Kind::Listener(pb::ListenerTask { port: 53 }),
+                    )
+                    .noted("what listens in the cluster DNS pod"),
+                );
+            }
+        }
+    }
     checks
 }
 

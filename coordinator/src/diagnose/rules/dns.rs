@@ -165,6 +165,17 @@ pub(super) fn dns_pod_config(e: &Evidence<'_>) -> Option<Finding> {
     })
 }
 
+/// A listener check in a cluster DNS pod that found its server bound to
+/// port 53: the service runs, whatever its clients see.
+fn dns_server_runs<'a>(e: &Evidence<'a>) -> Option<&'a Check> {
+    e.ran(CheckName::Listener).find(|c| {
+        c.to == ":53"
+            && c.ok()
+            && c.listeners()
+                .is_some_and(|l| l.listeners.iter().any(|s| s.port == 53))
+    })
+}
+
 pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
     let v = dns_view(e)?;
     let cluster = v.cluster_answer().filter(|a| !answered(a))?;
@@ -174,8 +185,12 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
     let pods = v.pod_answers();
     let pod_ok: Vec<&pb::DnsAnswer> = pods.iter().copied().filter(|a| answered(a)).collect();
     let upstream = v.cite_upstream();
-    // DNS pods asked directly and all silent: the service is down, not unreachable.
-    if (!pods.is_empty() && pod_ok.is_empty()) || (pod_ok.is_empty() && upstream.is_none()) {
+    // DNS pods asked directly and all silent: the service is down, not
+    // unreachable — unless its pod shows the server listening.
+    let server_runs = dns_server_runs(e);
+    if (!pods.is_empty() && pod_ok.is_empty() && server_runs.is_none())
+        || (pod_ok.is_empty() && upstream.is_none())
+    {
         return None;
     }
     let mut evidence = vec![v.cite_answer(cluster, "cluster DNS by ClusterIP")];
@@ -194,6 +209,28 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         .unwrap_or_else(|| e.source.probe.clone());
     let mut confidence: f64 = 0.75;
     let mut why = "Service NAT for the cluster DNS does not work on this node".to_owned();
+    let mut fix = format!(
+        "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules (KUBE-SERVICES) are written on {node}"
+    );
+    // The pods silent by their own address too, while their server
+    // listens: the queries are lost on the way, not in Service NAT.
+    if let (true, Some(l)) = (pod_ok.is_empty(), server_runs) {
+        because = vec![evidence.len()];
+        evidence.push(cite(l, &format!("the DNS server listens: {}", l.detail)));
+        evidence.extend(
+            pods.iter()
+                .map(|a| v.cite_answer(a, "DNS pod by its own address")),
+        );
+        because.extend(evidence.len() - pods.len()..evidence.len());
+        why = format!(
+            "the DNS server in {} listens on :53, yet its own address does not answer either: the queries are dropped on the way to it",
+            l.place()
+        );
+        fix = format!(
+            "find what drops DNS between {} and the DNS pods: NetworkPolicies (kubectl get networkpolicy -A), iptables on the DNS pods' node and inside the pod (iptables -S | grep 53), security groups",
+            e.source.spec
+        );
+    }
     let kube_proxy = e
         .inventory
         .and_then(|i| i.node(&node))
@@ -243,9 +280,7 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
             ),
             Claim::new(why, &because),
         ],
-        fix: format!(
-            "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules (KUBE-SERVICES) are written on {node}"
-        ),
+        fix,
         evidence,
         confidence: confidence.min(0.95),
     })
@@ -255,7 +290,11 @@ pub(super) fn dns_service_down(e: &Evidence<'_>) -> Option<Finding> {
     let v = dns_view(e)?;
     let cluster = v.cluster_answer().filter(|a| !resolves(a))?;
     let pods = v.pod_answers();
-    if !v.resolv_conf_fails() || pods.is_empty() || pods.iter().any(|a| resolves(a)) {
+    if !v.resolv_conf_fails()
+        || pods.is_empty()
+        || pods.iter().any(|a| resolves(a))
+        || dns_server_runs(e).is_some()
+    {
         return None;
     }
     let mut evidence = vec![v.cite_answer(cluster, "cluster DNS by ClusterIP")];
@@ -325,6 +364,43 @@ mod tests {
             .with(upstream(true))
             .verdict();
         assert_eq!(class(&v), ("dns_failure", "dns_service_down"), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn dns_pods_that_listen_but_never_answer_are_unreachable_not_down() {
+        let serving = run(
+            CheckName::Listener,
+            "node-1@pod:kube-system/dns-0",
+            ":53",
+            Direction::Local,
+            Outcome::Listener(pb::ListenerResult {
+                listeners: vec![pb::Listener {
+                    protocol: "tcp".into(),
+                    address: "0.0.0.0".into(),
+                    port: 53,
+                    process: "dnsmasq".into(),
+                    ..Default::default()
+                }],
+            }),
+        );
+        let v = Case::new(CLIENT, NAME)
+            .with(dns(
+                CLIENT,
+                "198.18.200.10",
+                vec![
+                    answer("198.18.200.10:53", "resolv.conf", "TIMEOUT", &[]),
+                    answer("198.19.1.53:53", "explicit", "TIMEOUT", &[]),
+                ],
+            ))
+            .with(upstream(true))
+            .with(serving)
+            .verdict();
+        assert_eq!(class(&v), ("dns_failure", "dns_unreachable"), "{v:#?}");
+        assert!(
+            v.summary.contains("dropped on the way to it"),
+            "{}",
+            v.summary
+        );
     }
 
     #[tokio::test]
