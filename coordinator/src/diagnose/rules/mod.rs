@@ -515,9 +515,31 @@ fn return_route<'a>(
     if let (Some(p), Ok(dst)) = (e.packets, ep.host.parse::<Ipv4Addr>()) {
         sources.extend(p.fates.iter().filter(|f| f.dst == dst).map(|f| f.src));
     }
-    sources
-        .into_iter()
-        .find_map(|src| Some((fc, src, refusing_route(f, src)?)))
+    sources.into_iter().find_map(|src| {
+        let route = refusing_route(f, src).or_else(|| default_only_overlay(e, f, src))?;
+        Some((fc, src, route))
+    })
+}
+
+/// When `addr` is in a node's pod CIDR and only the default route matches
+/// it here: overlay traffic that leaves by the underlay's default route is
+/// lost (the overlay route is missing on this node).
+fn default_only_overlay(e: &Evidence<'_>, f: &pb::NodeFacts, addr: Ipv4Addr) -> Option<String> {
+    let owner = e
+        .inventory?
+        .nodes
+        .iter()
+        .find(|n| n.pod_cidr.contains(IpAddr::V4(addr)))?;
+    match route_for(&f.routes, IpAddr::V4(addr)) {
+        Some((r, 0)) => Some(format!(
+            "only the default route matches {addr} ({}'s pod network {}/{}): {}",
+            owner.name,
+            owner.pod_cidr.addr(),
+            owner.pod_cidr.prefix(),
+            r.raw
+        )),
+        _ => None,
+    }
 }
 
 /// The far side's route to the destination itself, when it leads to a

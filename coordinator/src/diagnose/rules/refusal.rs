@@ -559,4 +559,44 @@ mod tests {
         let v = case(("default", "default via 198.18.0.1 dev eth0"));
         assert_eq!(class(&v), ("network_unreachable", "firewall"), "{v:#?}");
     }
+
+    #[tokio::test]
+    async fn a_far_side_without_the_overlay_route_back_is_routing() {
+        // node-1 pings web-0 through the overlay from its flannel address;
+        // node-2 lost its route to node-1's pod network, so only its
+        // default route matches the way back.
+        let mut c = Case::new("node-1", "pod:default/web-0")
+            .with(icmp("node-1", "198.19.2.10", 20, 0))
+            .with(node(
+                "node-2",
+                "198.18.0.12",
+                &[("default", "default via 198.18.0.1 dev eth0")],
+            ));
+        c.packets = Some(Packets {
+            fates: vec![Fate {
+                proto: Proto::Icmp,
+                src: Ipv4Addr::new(198, 19, 1, 0),
+                dst: Ipv4Addr::new(198, 19, 2, 10),
+                dst_port: 0,
+                syn: false,
+                wire_bytes: 98,
+                seen_at: vec![
+                    observer("node-1", "flannel.1"),
+                    observer("node-2", "flannel.1"),
+                ],
+                answer: None,
+                lost_after: Some(observer("node-2", "flannel.1")),
+                retransmissions: 0,
+            }],
+            ..Default::default()
+        });
+        let v = c.verdict();
+        assert_eq!(class(&v), ("network_unreachable", "routing"), "{v:#?}");
+        assert!(
+            v.summary
+                .contains("only the default route matches 198.19.1.0"),
+            "{}",
+            v.summary
+        );
+    }
 }
