@@ -7,6 +7,7 @@ use probemesh_model::evidence::Claim;
 
 use super::{Evidence, Finding, all_lost, cite, icmp_ok, seen, tcp_connected};
 use crate::diagnose::model::Check;
+use probemesh_packet::icmp::CODE_FRAG_NEEDED;
 
 pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
     for ep in e.hosts() {
@@ -151,7 +152,9 @@ pub(super) fn pmtud_works(e: &Evidence<'_>) -> Option<Finding> {
                     g.received == 0
                         && g.errors > 0
                         && g.local_errors.iter().all(|l| l.errno == "EMSGSIZE")
-                        && g.icmp_errors.iter().all(|i| i.code == 4)
+                        && g.icmp_errors
+                            .iter()
+                            .all(|i| i.code == u32::from(CODE_FRAG_NEEDED))
                 }))
     };
     if failed.is_empty() || !failed.iter().all(explained) {

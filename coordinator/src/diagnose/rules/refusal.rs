@@ -19,22 +19,23 @@ use std::net::Ipv4Addr;
 
 use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::Claim;
+use probemesh_packet::icmp::{CODE_FRAG_NEEDED, TYPE_DEST_UNREACHABLE, TYPE_TIME_EXCEEDED};
 use probemesh_proto::pb;
 
 use super::{Evidence, Finding, all_lost, cite, refusing_route, return_route};
 use crate::diagnose::model::Check;
 
-/// ICMP destination unreachable.
-const DEST_UNREACHABLE: u32 = 3;
+/// ICMP destination unreachable, as the wire's `uint32` carries it.
+const DEST_UNREACHABLE: u32 = TYPE_DEST_UNREACHABLE as u32;
 /// ICMP time exceeded.
-const TIME_EXCEEDED: u32 = 11;
+const TIME_EXCEEDED: u32 = TYPE_TIME_EXCEEDED as u32;
 /// Destination-unreachable codes that say policy when the sender's tables
 /// are not visible: protocol (2) and port (3) unreachable (no router sends
 /// them for an echo; `iptables -j REJECT` does) and net, host and
 /// administratively prohibited (9, 10, 13).
 const POLICY_CODES: [u32; 5] = [2, 3, 9, 10, 13];
 /// Fragmentation needed: the MTU rules read it.
-const FRAG_NEEDED: u32 = 4;
+const FRAG_NEEDED: u32 = CODE_FRAG_NEEDED as u32;
 
 /// Errnos of a send refused by the sender's routing table.
 const ROUTE_ERRNOS: [&str; 4] = ["EHOSTUNREACH", "ENETUNREACH", "EINVAL", "EACCES"];
