@@ -275,6 +275,18 @@ pub enum Action {
         /// Namespace.
         netns: &'static str,
     },
+    /// Wait (a few seconds at most) until DEVICE in NETNS has, or has
+    /// lost, its carrier: the kernel reports a bridge's carrier change up
+    /// to a second late (linkwatch), and the routes' `linkdown` flag with
+    /// it, so a fault is in only once that holds.
+    Settle {
+        /// Namespace.
+        netns: &'static str,
+        /// Device.
+        device: &'static str,
+        /// Whether the carrier should be up.
+        carrier: bool,
+    },
 }
 
 impl Daemon {
@@ -361,6 +373,14 @@ impl Action {
             Action::ConntrackFlush { netns } => {
                 vec![format!("ip netns exec {netns} meshctl lab conntrack-flush")]
             }
+            Action::Settle {
+                netns,
+                device,
+                carrier,
+            } => vec![format!(
+                "wait until ip netns exec {netns} cat /sys/class/net/{device}/carrier says {}",
+                u8::from(*carrier)
+            )],
         }
     }
 }

@@ -130,6 +130,33 @@ pub async fn sysctl(netns: &str, settings: &[(&str, &str)]) -> anyhow::Result<()
     Ok(())
 }
 
+/// How long [`settle_carrier`] waits.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits until DEVICE in NETNS reports `carrier` (read through `ip netns
+/// exec`, as `/sys` is per namespace), polling every 50 ms for at most
+/// [`SETTLE_TIMEOUT`]; an error names what never settled.
+pub async fn settle_carrier(netns: &str, device: &str, carrier: bool) -> anyhow::Result<()> {
+    let path = format!("/sys/class/net/{device}/carrier");
+    let want = if carrier { "1" } else { "0" };
+    let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        // Reading `carrier` of a device that is down fails (EINVAL): no carrier.
+        let now = run("ip", &["netns", "exec", netns, "cat", &path], None)
+            .await
+            .map_or_else(|_| "0".to_owned(), |out| out.trim().to_owned());
+        if now == want {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{device} in {netns} still has carrier {now} after {SETTLE_TIMEOUT:?} (wanted {want})"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Whether the named network namespace exists (`/run/netns/NAME`).
 pub fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()

@@ -151,10 +151,17 @@ impl Part {
                     ],
                 )]
             }
-            (Mechanism::LinkDown, Place::Pod(p)) => vec![ip(
-                p.node.netns(),
-                vec![format!("link set {} down", p.host_veth)],
-            )],
+            (Mechanism::LinkDown, Place::Pod(p)) => vec![
+                ip(
+                    p.node.netns(),
+                    vec![format!("link set {} down", p.host_veth)],
+                ),
+                Action::Settle {
+                    netns: p.node.netns(),
+                    device: "cni0",
+                    carrier: false,
+                },
+            ],
             _ => self.rule_actions(RuleOp::Insert),
         })
     }
@@ -222,10 +229,14 @@ impl Part {
                     format!("addr del {}/24 dev eth0", second_address(n)),
                 ],
             )],
-            (Mechanism::LinkDown, Place::Pod(p)) => vec![ip(
-                p.node.netns(),
-                vec![format!("link set {} up", p.host_veth)],
-            )],
+            (Mechanism::LinkDown, Place::Pod(p)) => vec![
+                ip(p.node.netns(), vec![format!("link set {} up", p.host_veth)]),
+                Action::Settle {
+                    netns: p.node.netns(),
+                    device: "cni0",
+                    carrier: true,
+                },
+            ],
             _ => self.rule_actions(RuleOp::Delete),
         })
     }

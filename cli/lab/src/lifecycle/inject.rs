@@ -97,6 +97,11 @@ impl Lab {
             Action::ConntrackFlush { netns } => {
                 self.in_netns(netns, "conntrack-flush").await.map(drop)
             }
+            Action::Settle {
+                netns,
+                device,
+                carrier,
+            } => system::settle_carrier(netns, device, *carrier).await,
         }
     }
 
