@@ -48,6 +48,11 @@ pub struct Fate {
 }
 
 impl Fate {
+    /// Whether anything answered it.
+    pub fn answered(&self) -> bool {
+        self.answer.is_some()
+    }
+
     /// A short description: `tcp 198.18.100.10 > 198.18.0.12:30080 [S] 74 bytes`.
     pub fn describe(&self) -> String {
         match self.proto {
@@ -78,13 +83,6 @@ pub struct Answer {
     pub reset: bool,
     /// Where the answer was first seen.
     pub at: ObserverInterface,
-}
-
-impl Fate {
-    /// Whether anything answered it.
-    pub fn answered(&self) -> bool {
-        self.answer.is_some()
-    }
 }
 
 /// Tunnel traffic one observer saw.

@@ -368,20 +368,10 @@ mod tests {
 
     #[tokio::test]
     async fn dns_pods_that_listen_but_never_answer_are_unreachable_not_down() {
-        let serving = run(
-            CheckName::Listener,
+        let serving = listening(
             "node-1@pod:kube-system/dns-0",
-            ":53",
-            Direction::Local,
-            Outcome::Listener(pb::ListenerResult {
-                listeners: vec![pb::Listener {
-                    protocol: "tcp".into(),
-                    address: "0.0.0.0".into(),
-                    port: 53,
-                    process: "dnsmasq".into(),
-                    ..Default::default()
-                }],
-            }),
+            53,
+            vec![socket("0.0.0.0", 53, 0)],
         );
         let v = Case::new(CLIENT, NAME)
             .with(dns(

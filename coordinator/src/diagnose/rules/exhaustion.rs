@@ -121,20 +121,10 @@ mod tests {
     use crate::diagnose::rules::fixtures::*;
 
     fn queue(recv: u32) -> Check {
-        run(
-            CheckName::Listener,
+        listening(
             "node-2@pod:default/web-0",
-            ":8080",
-            Direction::Local,
-            Outcome::Listener(pb::ListenerResult {
-                listeners: vec![pb::Listener {
-                    protocol: "tcp".into(),
-                    address: "0.0.0.0".into(),
-                    port: 8080,
-                    recv_queue: recv,
-                    ..Default::default()
-                }],
-            }),
+            8080,
+            vec![socket("0.0.0.0", 8080, recv)],
         )
     }
 

@@ -180,23 +180,34 @@ pub(super) fn pmtu(from: &str, to: &str, path: u32, blackhole: bool) -> Check {
 }
 
 pub(super) fn listener(from: &str, address: &str) -> Check {
-    let listeners = if address.is_empty() {
+    let sockets = if address.is_empty() {
         Vec::new()
     } else {
-        vec![pb::Listener {
-            protocol: "tcp".into(),
-            address: address.into(),
-            port: 8080,
-            process: "web".into(),
-            ..Default::default()
-        }]
+        vec![socket(address, 8080, 0)]
     };
+    listening(from, 8080, sockets)
+}
+
+/// A TCP listener on `address:port` with `recv_queue` connections waiting.
+pub(super) fn socket(address: &str, port: u32, recv_queue: u32) -> pb::Listener {
+    pb::Listener {
+        protocol: "tcp".into(),
+        address: address.into(),
+        port,
+        recv_queue,
+        process: "server".into(),
+        ..Default::default()
+    }
+}
+
+/// A listener check inside `from` for `port` that found `sockets`.
+pub(super) fn listening(from: &str, port: u32, sockets: Vec<pb::Listener>) -> Check {
     run(
         CheckName::Listener,
         from,
-        ":8080",
+        &format!(":{port}"),
         Direction::Local,
-        Outcome::Listener(pb::ListenerResult { listeners }),
+        Outcome::Listener(pb::ListenerResult { listeners: sockets }),
     )
 }
 
