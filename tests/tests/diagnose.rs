@@ -172,6 +172,21 @@ fn mtu_blackhole_names_both_mtus_and_the_lost_segments() {
         return;
     };
     assert_says(&r, &["1440", "1500", "never seen further"]);
+    // The path: sent from the source, dropped where the captures lose it,
+    // and that step names the interface whose MTU is the path's.
+    let path = r["verdict"]["path"].as_array().expect("path");
+    assert_eq!(path[0]["action"], "sent", "{path:#?}");
+    let failing = path
+        .iter()
+        .find(|s| s["action"] == "dropped")
+        .unwrap_or_else(|| panic!("no dropped step: {path:#?}"));
+    assert_eq!(failing["resource"]["kind"], "interface", "{failing:#}");
+    assert!(
+        failing["resource"]["name"]
+            .as_str()
+            .is_some_and(|n| n.contains("mtu 1440")),
+        "{failing:#}"
+    );
     // The capture files are real pcapng, readable by tshark.
     let artifacts = r["artifacts"].as_array().expect("artifacts");
     assert!(artifacts.len() >= 2, "{r:#}");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use probemesh_model::check::{CheckName, Direction, Status};
 use probemesh_model::evidence::Source;
 use probemesh_model::grpc::evidence_source;
+use probemesh_model::path::Step;
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::{compat, pb};
 use serde::Serialize;
@@ -178,6 +179,52 @@ struct VerdictView {
     claims: Vec<ClaimView>,
     evidence: Vec<EvidenceView>,
     missing: Vec<String>,
+    /// The test packets' way, forward then return; the failing step names
+    /// its blocker. Empty for records older than path steps.
+    path: Vec<StepView>,
+}
+
+/// One path step: `{"leg", "at", "action", "detail", "resource": {"kind",
+/// "name"}, "source": {...}, "evidence": [N]}`.
+#[derive(Debug, Serialize)]
+struct StepView {
+    leg: &'static str,
+    at: String,
+    action: &'static str,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<ResourceView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<SourceView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    evidence: Vec<usize>,
+    /// The step as the text report prints it.
+    #[serde(skip)]
+    line: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ResourceView {
+    kind: &'static str,
+    name: String,
+}
+
+impl From<Step> for StepView {
+    fn from(s: Step) -> Self {
+        StepView {
+            line: s.to_string(),
+            leg: s.leg.as_str(),
+            at: s.at,
+            action: s.action.as_str(),
+            detail: s.detail,
+            resource: s.resource.map(|r| ResourceView {
+                kind: r.kind.as_str(),
+                name: r.name,
+            }),
+            source: s.source.map(SourceView::from),
+            evidence: s.evidence,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -364,6 +411,12 @@ impl ProbeReport {
                     })
                     .collect(),
                 missing: verdict.missing,
+                path: verdict
+                    .path
+                    .iter()
+                    .filter_map(|s| Step::try_from(s).ok())
+                    .map(StepView::from)
+                    .collect(),
             },
             timing,
             artifacts: captures.map(|c| c.artifacts().to_vec()).unwrap_or_default(),
@@ -442,6 +495,10 @@ impl ProbeReport {
                     e.probe, e.observation, e.artifact
                 ));
             }
+        }
+        if !v.path.is_empty() {
+            lines.push("path:".into());
+            lines.extend(v.path.iter().map(|s| format!("  {}", s.line)));
         }
         if !v.fix.is_empty() {
             lines.push(format!("fix: {}", v.fix));

@@ -11,11 +11,14 @@
 //! - [`packets`] reduces the correlated captures to rule evidence;
 //! - [`rules`] is the table of rules that turns the evidence into a
 //!   verdict in DESIGN §1's classes, citing where each observation comes
-//!   from. It never knows what was done to the network.
+//!   from. It never knows what was done to the network;
+//! - [`path`] traces the test packets step by step for the verdict, the
+//!   failing step naming the blocker the deciding rule cites.
 
 pub mod checks;
 pub mod model;
 pub mod packets;
+pub mod path;
 pub mod plan;
 pub mod rules;
 pub mod run;

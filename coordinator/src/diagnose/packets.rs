@@ -4,17 +4,21 @@
 //! which outer source. The one place the correlator's types become rule
 //! evidence.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use probemesh_packet::frame::TcpFlags;
+use probemesh_packet::icmp::EchoError;
 
 use super::model::ObserverInterface;
-use crate::correlate::{self, AnswerKind, Correlation, EncapsulationSource, PacketFate, PacketKey};
+use crate::correlate::{
+    self, AnswerKind, Correlation, EncapsulationSource, PacketFate, PacketKey, Transform,
+};
 
 /// A packet's protocol, as rules care.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Proto {
     /// ICMP echo request.
+    #[default]
     Icmp,
     /// TCP segment.
     Tcp,
@@ -45,6 +49,54 @@ pub struct Fate {
     pub lost_after: Option<ObserverInterface>,
     /// TCP retransmissions seen.
     pub retransmissions: u32,
+    /// Where it was first seen rewritten or tunnelled, in path order.
+    pub rewrites: Vec<Rewrite>,
+    /// ICMP errors that quoted it.
+    pub errors: Vec<IcmpError>,
+}
+
+/// A change to a test packet, and the observer that first saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Where it was first seen changed.
+    pub at: ObserverInterface,
+    /// What changed.
+    pub change: Change,
+}
+
+/// What changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Destination rewritten (NodePort, ClusterIP).
+    Dnat {
+        /// The new destination.
+        to: SocketAddrV4,
+    },
+    /// Source rewritten (masquerade).
+    Snat {
+        /// The new source.
+        to: SocketAddrV4,
+    },
+    /// Inside a tunnel.
+    Encapsulated {
+        /// `vxlan` or `ipip`.
+        kind: &'static str,
+        /// Outer source.
+        outer_src: Ipv4Addr,
+        /// Outer destination.
+        outer_dst: Ipv4Addr,
+    },
+}
+
+/// An ICMP error quoting a test packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IcmpError {
+    /// Where it was seen.
+    pub at: ObserverInterface,
+    /// Who sent it.
+    pub from: Ipv4Addr,
+    /// Its type, code and next-hop MTU.
+    pub error: EchoError,
 }
 
 impl Fate {
@@ -172,5 +224,56 @@ fn fate(f: &PacketFate) -> Option<Fate> {
             interface: i.to_owned(),
         }),
         retransmissions: f.retransmissions,
+        rewrites: rewrites(f),
+        errors: f
+            .icmp_errors
+            .iter()
+            .map(|e| IcmpError {
+                at: ObserverInterface {
+                    probe: e.probe.clone(),
+                    interface: e.interface.clone(),
+                },
+                from: e.from,
+                error: EchoError {
+                    icmp_type: e.icmp_type,
+                    code: e.code,
+                    mtu: e.next_hop_mtu,
+                },
+            })
+            .collect(),
     })
+}
+
+/// Each change once, at the first observer that saw it, in time order.
+fn rewrites(f: &PacketFate) -> Vec<Rewrite> {
+    let mut sightings: Vec<_> = f.sightings.iter().collect();
+    sightings.sort_by_key(|s| s.at_ns);
+    let mut out: Vec<Rewrite> = Vec::new();
+    for s in sightings {
+        for t in &s.transformed {
+            let change = match *t {
+                Transform::Dnat { to, .. } => Change::Dnat { to },
+                Transform::Snat { to, .. } => Change::Snat { to },
+                Transform::Encapsulated {
+                    kind,
+                    outer_src,
+                    outer_dst,
+                } => Change::Encapsulated {
+                    kind: kind.short_name(),
+                    outer_src,
+                    outer_dst,
+                },
+            };
+            if !out.iter().any(|r| r.change == change) {
+                out.push(Rewrite {
+                    at: ObserverInterface {
+                        probe: s.probe.clone(),
+                        interface: s.interface.clone(),
+                    },
+                    change,
+                });
+            }
+        }
+    }
+    out
 }

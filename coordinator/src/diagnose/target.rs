@@ -124,7 +124,52 @@ pub struct ServiceRef {
     pub node_port: bool,
 }
 
+/// The host that holds an address: the probe on it, and whether the
+/// address is one of its pods'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The probe on that host.
+    pub probe: String,
+    /// A pod's address (in the node's pod network), not the host's own.
+    pub pod: bool,
+}
+
 impl Resolved {
+    /// Who holds `ip`: a node by its address or pod network, else a target
+    /// endpoint with a probe (an external host).
+    pub fn holder(&self, inventory: Option<&Inventory>, ip: IpAddr) -> Option<Holder> {
+        let node = inventory.and_then(|inv| {
+            inv.nodes.iter().find_map(|n| {
+                let probe = n.probe.clone()?;
+                if n.internal_ip == ip {
+                    Some(Holder { probe, pod: false })
+                } else {
+                    n.pod_cidr
+                        .contains(ip)
+                        .then_some(Holder { probe, pod: true })
+                }
+            })
+        });
+        node.or_else(|| {
+            let probe = self
+                .endpoints
+                .iter()
+                .find(|ep| ep.ip() == Some(ip))?
+                .probe
+                .as_deref()?;
+            Some(match probe.split_once("@pod:") {
+                Some((host, _)) => Holder {
+                    probe: host.to_owned(),
+                    pod: true,
+                },
+                None => Holder {
+                    probe: probe.to_owned(),
+                    pod: false,
+                },
+            })
+        })
+    }
+
     /// As it travels in the record.
     pub fn to_pb(&self) -> pb::ResolvedTarget {
         pb::ResolvedTarget {

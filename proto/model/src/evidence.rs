@@ -11,6 +11,7 @@
 use std::fmt;
 
 use crate::check::{CheckName, Status};
+use crate::path::Step;
 
 /// Where an evidence item comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +136,8 @@ pub struct Stated<'a> {
     pub sources: &'a [Option<&'a Source>],
     /// The run's checks.
     pub checks: &'a [RunCheck<'a>],
+    /// The path's steps.
+    pub path: &'a [Step],
 }
 
 /// A claim or evidence item the run does not back.
@@ -179,6 +182,32 @@ pub enum Unsupported {
         /// `is not in the run` or `was skipped`.
         why: &'static str,
     },
+    /// A path step observed by a check that is not in the run or was skipped.
+    #[error("path step {step} was observed by {cited}, which {why}")]
+    StepCheckNotRun {
+        /// The step's index.
+        step: usize,
+        /// The source it names.
+        cited: String,
+        /// `is not in the run` or `was skipped`.
+        why: &'static str,
+    },
+    /// A path step cites an evidence item the verdict does not have.
+    #[error("path step {step} cites evidence #{index}, which does not exist")]
+    StepDangling {
+        /// The step's index.
+        step: usize,
+        /// The missing index.
+        index: usize,
+    },
+    /// A path step names a blocker without citing the evidence for it.
+    #[error("path step {step} names {resource} with no evidence")]
+    StepResourceUnbacked {
+        /// The step's index.
+        step: usize,
+        /// The resource it names.
+        resource: String,
+    },
 }
 
 /// Every claim of `v` without its evidence and every evidence item whose
@@ -210,16 +239,7 @@ pub fn unsupported(v: &Stated<'_>) -> Vec<Unsupported> {
             out.push(Unsupported::NoSource { index });
             continue;
         };
-        if let Source::Check { name, from, to } = source {
-            let found = v
-                .checks
-                .iter()
-                .find(|c| c.name == *name && c.from == from && c.to == to);
-            let why = match found {
-                None => "is not in the run",
-                Some(c) if c.status == Status::Skipped => "was skipped",
-                Some(_) => continue,
-            };
+        if let Err(why) = check_ran(v.checks, source) {
             out.push(Unsupported::CheckNotRun {
                 index,
                 cited: source.to_string(),
@@ -227,7 +247,45 @@ pub fn unsupported(v: &Stated<'_>) -> Vec<Unsupported> {
             });
         }
     }
+    for (step, s) in v.path.iter().enumerate() {
+        if let Some(source) = &s.source
+            && let Err(why) = check_ran(v.checks, source)
+        {
+            out.push(Unsupported::StepCheckNotRun {
+                step,
+                cited: source.to_string(),
+                why,
+            });
+        }
+        for &index in s.evidence.iter().filter(|i| **i >= v.sources.len()) {
+            out.push(Unsupported::StepDangling { step, index });
+        }
+        if let Some(r) = &s.resource
+            && s.evidence.is_empty()
+        {
+            out.push(Unsupported::StepResourceUnbacked {
+                step,
+                resource: r.to_string(),
+            });
+        }
+    }
     out
+}
+
+/// Whether `source`, when it is a check, is a check of the run that ran:
+/// why not otherwise.
+fn check_ran(checks: &[RunCheck<'_>], source: &Source) -> Result<(), &'static str> {
+    let Source::Check { name, from, to } = source else {
+        return Ok(());
+    };
+    match checks
+        .iter()
+        .find(|c| c.name == *name && c.from == from && c.to == to)
+    {
+        None => Err("is not in the run"),
+        Some(c) if c.status == Status::Skipped => Err("was skipped"),
+        Some(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +332,7 @@ mod tests {
             claims: &claims,
             sources: &[Some(&s)],
             checks: CHECKS,
+            path: &[],
         };
         assert_eq!(unsupported(&v), vec![]);
     }
@@ -290,6 +349,7 @@ mod tests {
             claims: &claims,
             sources: &[Some(&a), Some(&b)],
             checks: CHECKS,
+            path: &[],
         };
         assert_eq!(
             unsupported(&v),
@@ -313,6 +373,7 @@ mod tests {
             claims: &claims,
             sources: &[Some(&a), None],
             checks: &[],
+            path: &[],
         };
         let found = unsupported(&v);
         assert_eq!(found.len(), 5, "{found:?}");
@@ -328,6 +389,52 @@ mod tests {
             }
         ));
         assert_eq!(found[4], Unsupported::NoSource { index: 1 });
+    }
+
+    #[test]
+    fn path_steps_must_be_observed_and_their_blockers_cited() {
+        use crate::path::{Action, Leg, Resource, ResourceKind};
+        let step =
+            |source: Option<Source>, resource: Option<Resource>, evidence: Vec<usize>| Step {
+                leg: Leg::Forward,
+                at: "cloudvm-1".into(),
+                action: Action::Dropped,
+                detail: String::new(),
+                resource,
+                source,
+                evidence,
+            };
+        let route = || Some(Resource::new(ResourceKind::Route, "198.18.0.0/24 dev eth0"));
+        let path = [
+            step(Some(icmp()), route(), vec![0]),
+            step(Some(tcp()), None, vec![]),
+            step(None, route(), vec![]),
+            step(None, None, vec![4]),
+        ];
+        let claims = [Claim::new("ping gets no reply", &[0])];
+        let a = icmp();
+        let v = Stated {
+            summary: "ping gets no reply",
+            claims: &claims,
+            sources: &[Some(&a)],
+            checks: CHECKS,
+            path: &path,
+        };
+        assert_eq!(
+            unsupported(&v),
+            vec![
+                Unsupported::StepCheckNotRun {
+                    step: 1,
+                    cited: "check tcp_connect cloudvm-1 → 198.18.0.12:8080".into(),
+                    why: "was skipped",
+                },
+                Unsupported::StepResourceUnbacked {
+                    step: 2,
+                    resource: "route 198.18.0.0/24 dev eth0".into(),
+                },
+                Unsupported::StepDangling { step: 3, index: 4 },
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use probemesh_proto::pb;
 
 use crate::check::{CheckName, Direction, Status};
 use crate::evidence::{Claim, Item, Source};
+use crate::path::{Action, Leg, Resource, ResourceKind, Step};
 use crate::verdict::{Cause, Class};
 
 /// A wire enum field with no model value: unset (0) or a number this build
@@ -75,6 +76,18 @@ mapping!(Cause, pb::VerdictCause, "Verdict.cause",
     OverlaySourceMismatch <=> OverlaySourceMismatch, Loss <=> Loss,
     Latency <=> Latency);
 
+mapping!(Leg, pb::PathLeg, "PathStep.leg", Forward <=> Forward, Return <=> Return);
+
+mapping!(Action, pb::PathAction, "PathStep.action",
+    Sent <=> Sent, Forwarded <=> Forwarded, Nated <=> Nated,
+    Encapsulated <=> Encapsulated, Delivered <=> Delivered,
+    Answered <=> Answered, Rejected <=> Rejected, Dropped <=> Dropped);
+
+mapping!(ResourceKind, pb::PathResourceKind, "PathResource.kind",
+    Route <=> Route, Rule <=> Rule, Interface <=> Interface,
+    NatChain <=> NatChain, Listener <=> Listener, Address <=> Address,
+    Resolver <=> Resolver, PortRange <=> PortRange, Conntrack <=> Conntrack);
+
 /// A verdict's class and cause from the wire: the class must be set, the
 /// cause is `None` when unspecified and must belong to the class otherwise.
 pub fn verdict_kind(v: &pb::Verdict) -> Result<(Class, Option<Cause>), InvalidEnum> {
@@ -127,8 +140,16 @@ impl From<&Source> for pb::EvidenceSource {
 /// An evidence item's typed source from the wire: `None` when the record
 /// predates sources (only `artifact` is set).
 pub fn evidence_source(e: &pb::Evidence) -> Result<Option<Source>, InvalidEnum> {
+    match &e.source {
+        Some(s) => source_of(s),
+        None => Ok(None),
+    }
+}
+
+/// A typed source from the wire; `None` when it names no kind.
+fn source_of(s: &pb::EvidenceSource) -> Result<Option<Source>, InvalidEnum> {
     use pb::evidence_source::Kind;
-    let Some(kind) = e.source.as_ref().and_then(|s| s.kind.as_ref()) else {
+    let Some(kind) = s.kind.as_ref() else {
         return Ok(None);
     };
     Ok(Some(match kind {
@@ -183,6 +204,55 @@ impl From<&pb::Claim> for Claim {
             text: c.text.clone(),
             evidence: c.evidence.iter().map(|&i| i as usize).collect(),
         }
+    }
+}
+
+impl From<&Step> for pb::PathStep {
+    fn from(s: &Step) -> Self {
+        pb::PathStep {
+            leg: pb::PathLeg::from(s.leg).into(),
+            at: s.at.clone(),
+            action: pb::PathAction::from(s.action).into(),
+            detail: s.detail.clone(),
+            resource: s.resource.as_ref().map(|r| pb::PathResource {
+                kind: pb::PathResourceKind::from(r.kind).into(),
+                name: r.name.clone(),
+            }),
+            source: s.source.as_ref().map(pb::EvidenceSource::from),
+            evidence: s
+                .evidence
+                .iter()
+                .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<&pb::PathStep> for Step {
+    type Error = InvalidEnum;
+
+    fn try_from(s: &pb::PathStep) -> Result<Self, InvalidEnum> {
+        Ok(Step {
+            leg: Leg::try_from(s.leg())?,
+            at: s.at.clone(),
+            action: Action::try_from(s.action())?,
+            detail: s.detail.clone(),
+            resource: s
+                .resource
+                .as_ref()
+                .map(|r| {
+                    Ok::<_, InvalidEnum>(Resource {
+                        kind: ResourceKind::try_from(r.kind())?,
+                        name: r.name.clone(),
+                    })
+                })
+                .transpose()?,
+            source: match &s.source {
+                Some(src) => source_of(src)?,
+                None => None,
+            },
+            evidence: s.evidence.iter().map(|&i| i as usize).collect(),
+        })
     }
 }
 

@@ -4,7 +4,8 @@
 //! [`inventory`] format, the common [`timeline`] of a run, and the verdict
 //! classes and causes of DESIGN §1 ([`verdict`]), a diagnosis check's name,
 //! direction and status ([`check`]), where a verdict's evidence comes from
-//! and the claims its summary makes ([`evidence`]), and their conversions to and from the
+//! and the claims its summary makes ([`evidence`]), the path a verdict
+//! traces step by step ([`path`]), and their conversions to and from the
 //! wire enums ([`grpc`]). It is not the wire (that is
 //! `probemesh-proto`): no sockets, no clocks; the one file it reads is the
 //! inventory a caller names (`Inventory::load`).
@@ -14,6 +15,7 @@ pub mod duration;
 pub mod evidence;
 pub mod grpc;
 pub mod inventory;
+pub mod path;
 pub mod target;
 pub mod timeline;
 pub mod verdict;

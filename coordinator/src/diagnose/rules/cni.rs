@@ -7,9 +7,11 @@ use probemesh_model::check::CheckName;
 use probemesh_model::inventory::{Cidr, PodPhase};
 
 use probemesh_model::evidence::Claim;
+use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{Evidence, Finding, all_lost, cite, listed, seen, tcp_connected, tcp_failures};
 use crate::diagnose::model::Check;
+use crate::diagnose::path::Blocking;
 use crate::diagnose::target::Role;
 
 /// A failed check aimed at pods or a Service.
@@ -172,6 +174,15 @@ pub(super) fn overlay_source_mismatch(e: &Evidence<'_>) -> Option<Finding> {
         ),
         evidence,
         confidence,
+        blocking: Some(Blocking::new(
+            &probe,
+            Action::Dropped,
+            Resource::new(
+                ResourceKind::Address,
+                format!("{probe}: tunnel outer source {wrong} (registered {right})"),
+            ),
+            &wrong_source,
+        )),
     })
 }
 
@@ -277,6 +288,22 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence: 0.8,
+            blocking: Some(Blocking::new(
+                &node_probe,
+                Action::Dropped,
+                Resource::new(
+                    ResourceKind::NatChain,
+                    match &stale {
+                        Some((_, wrong, _)) if rules_missing.is_none() => format!(
+                            "{node_probe}: KUBE-SERVICES → {} DNAT to {}",
+                            svc.id,
+                            wrong.join(", ")
+                        ),
+                        _ => format!("{node_probe}: KUBE-SERVICES has no rule for {}", svc.id),
+                    },
+                ),
+                &missing,
+            )),
         });
     }
     None

@@ -2,9 +2,11 @@
 
 use probemesh_model::check::CheckName;
 use probemesh_model::evidence::{Claim, Item};
+use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{Evidence, Finding, cite};
 use crate::diagnose::model::Check;
+use crate::diagnose::path::Blocking;
 
 pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
     // An ICMP error is an answer, not loss: a path whose echoes all come
@@ -48,6 +50,7 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
     };
     let mut claims = Vec::new();
     let mut starts = None;
+    let mut blocking = None;
     if let Some(c) = path
         && let Some(t) = c.trace()
     {
@@ -57,6 +60,15 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
             .find(|h| h.ttl == t.loss_from_hop)
             .map_or("?", |h| h.host.as_str());
         losing.push(evidence.len());
+        blocking = Some(Blocking::new(
+            hop,
+            Action::Dropped,
+            Resource::new(
+                ResourceKind::Interface,
+                format!("hop {} ({hop}): loss starts here", t.loss_from_hop),
+            ),
+            &[evidence.len()],
+        ));
         starts = Some(Claim::new(
             format!("loss starts at hop {} ({hop})", t.loss_from_hop),
             &[evidence.len()],
@@ -89,6 +101,7 @@ pub(super) fn loss(e: &Evidence<'_>) -> Option<Finding> {
         fix: "look where loss starts (the path check): that hop's interface drops and queues (ip -s link, tc -s qdisc, ethtool -S), its load, and any policer or rule dropping at random".into(),
         evidence,
         confidence: if path.is_some() { 0.85 } else { 0.7 },
+        blocking,
     })
 }
 

@@ -7,10 +7,12 @@ use std::net::Ipv4Addr;
 use probemesh_model::check::CheckName;
 use probemesh_model::evidence::Claim;
 use probemesh_model::inventory::PodPhase;
+use probemesh_model::path::{Action, Resource, ResourceKind};
 use probemesh_proto::pb;
 
 use super::{Evidence, Finding, Item, cite, listed};
 use crate::diagnose::model::Check;
+use crate::diagnose::path::Blocking;
 use crate::diagnose::{checks, plan};
 
 /// The DNS view of a run: the source's answers, split by who was asked.
@@ -162,6 +164,15 @@ pub(super) fn dns_pod_config(e: &Evidence<'_>) -> Option<Finding> {
         ),
         evidence,
         confidence: 0.9,
+        blocking: Some(Blocking::new(
+            &e.source.spec,
+            Action::Dropped,
+            Resource::new(
+                ResourceKind::Resolver,
+                format!("{}: resolv.conf nameserver {servers}", e.source.spec),
+            ),
+            &[0],
+        )),
     })
 }
 
@@ -209,6 +220,11 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         .unwrap_or_else(|| e.source.probe.clone());
     let mut confidence: f64 = 0.75;
     let mut why = "Service NAT for the cluster DNS does not work on this node".to_owned();
+    let cluster_ip = v.cluster_ip.clone().unwrap_or_default();
+    let mut blocker = Resource::new(
+        ResourceKind::NatChain,
+        format!("{node}: the Service NAT for {cluster_ip}:53"),
+    );
     let mut fix = format!(
         "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules (KUBE-SERVICES) are written on {node}"
     );
@@ -225,6 +241,14 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         why = format!(
             "the DNS server in {} listens on :53, yet its own address does not answer either: the queries are dropped on the way to it",
             l.place()
+        );
+        blocker = Resource::new(
+            ResourceKind::Rule,
+            format!(
+                "a rule dropping DNS between {} and {}",
+                e.source.spec,
+                l.place()
+            ),
         );
         fix = format!(
             "find what drops DNS between {} and the DNS pods: NetworkPolicies (kubectl get networkpolicy -A), iptables on the DNS pods' node and inside the pod (iptables -S | grep 53), security groups",
@@ -283,6 +307,7 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         fix,
         evidence,
         confidence: confidence.min(0.95),
+        blocking: Some(Blocking::new(&node, Action::Dropped, blocker, &because)),
     })
 }
 
@@ -317,6 +342,15 @@ pub(super) fn dns_service_down(e: &Evidence<'_>) -> Option<Finding> {
         fix: "check the cluster DNS pods: kubectl -n kube-system get pods -l k8s-app=kube-dns -o wide, their logs and restarts; they must listen on :53".into(),
         evidence,
         confidence: 0.85,
+        blocking: Some(Blocking::new(
+            cluster.server.clone(),
+            Action::Dropped,
+            Resource::new(
+                ResourceKind::Listener,
+                format!("the cluster DNS {} and its pods: no answer on :53", cluster.server),
+            ),
+            &all,
+        )),
     })
 }
 

@@ -6,10 +6,12 @@
 
 use probemesh_model::check::CheckName;
 use probemesh_model::evidence::Claim;
+use probemesh_model::path::{Action, Resource, ResourceKind};
 use probemesh_proto::pb;
 
 use super::{Evidence, Finding, cite};
 use crate::diagnose::model::Check;
+use crate::diagnose::path::Blocking;
 
 /// Share of the ephemeral range in use from which new connections fail.
 const PORTS_EXHAUSTED: f64 = 0.95;
@@ -54,6 +56,18 @@ pub(super) fn port_exhaustion(e: &Evidence<'_>) -> Option<Finding> {
         ),
         evidence,
         confidence: 0.85,
+        blocking: Some(Blocking::new(
+            &fc.from,
+            Action::Rejected,
+            Resource::new(
+                ResourceKind::PortRange,
+                format!(
+                    "{}: ip_local_port_range {}-{} ({} in use)",
+                    fc.from, f.ephemeral_port_low, f.ephemeral_port_high, f.ephemeral_ports_in_use
+                ),
+            ),
+            &[1],
+        )),
     })
 }
 
@@ -112,6 +126,21 @@ pub(super) fn backlog_overflow(e: &Evidence<'_>) -> Option<Finding> {
         ),
         evidence,
         confidence: 0.85,
+        blocking: Some(Blocking::new(
+            lc.place(),
+            Action::Dropped,
+            Resource::new(
+                ResourceKind::Listener,
+                format!(
+                    "{}: {}:{} accept queue ({} waiting)",
+                    lc.place(),
+                    l.address,
+                    l.port,
+                    l.recv_queue
+                ),
+            ),
+            &full,
+        )),
     })
 }
 

@@ -17,11 +17,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::{self, Claim, Item, Source};
 use probemesh_model::inventory::{Cidr, Inventory};
+use probemesh_model::path::Step;
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
 
 use super::model::{Check, ObserverInterface};
 use super::packets::{Packets, Proto};
+use super::path::{self, Blocking};
 use super::plan::SourceSide;
 use super::target::Resolved;
 
@@ -67,6 +69,9 @@ pub struct Finding {
     pub evidence: Vec<Item>,
     /// 0..1.
     pub confidence: f64,
+    /// What blocked the packet, where the evidence names it: the path's
+    /// failing step carries it.
+    pub blocking: Option<Blocking>,
 }
 
 /// One rule of the table.
@@ -275,6 +280,7 @@ pub fn diagnose(e: &Evidence<'_>) -> Verdict {
                 evidence: f.evidence,
                 confidence: f.confidence,
                 missing: e.missing.to_vec(),
+                path: path::trace(&e.seen(), rule.class != Class::Ok, f.blocking.as_ref()),
             };
         }
     }
@@ -307,6 +313,7 @@ pub fn diagnose(e: &Evidence<'_>) -> Verdict {
             evidence,
             confidence: 0.9,
             missing: e.missing.to_vec(),
+            path: path::trace(&e.seen(), false, None),
         };
     }
     let mut missing = e.missing.to_vec();
@@ -341,6 +348,7 @@ pub fn diagnose(e: &Evidence<'_>) -> Verdict {
         fix: "re-run with every probe on the path connected and captures allowed; the failed checks below are where to look".into(),
         evidence,
         confidence: 0.0,
+        path: path::trace(&e.seen(), true, None),
         missing,
     }
 }
@@ -368,6 +376,8 @@ pub struct Verdict {
     pub confidence: f64,
     /// Evidence that could not be gathered, and why.
     pub missing: Vec<String>,
+    /// The test packets' way, step by step.
+    pub path: Vec<Step>,
 }
 
 impl Verdict {
@@ -386,6 +396,7 @@ impl Verdict {
             evidence: self.evidence.iter().map(pb::Evidence::from).collect(),
             confidence: self.confidence,
             missing: self.missing.clone(),
+            path: self.path.iter().map(pb::PathStep::from).collect(),
             ..Default::default()
         }
     }
@@ -412,6 +423,7 @@ impl Verdict {
             claims: &self.claims,
             sources: &sources,
             checks: &ran,
+            path: &self.path,
         })
     }
 }
@@ -568,6 +580,16 @@ fn far_facts<'a>(
 
 impl<'a> Evidence<'a> {
     /// Checks named `name` that ran.
+    fn seen(&self) -> path::Seen<'a> {
+        path::Seen {
+            source: self.source,
+            checks: self.checks,
+            packets: self.packets,
+            target: self.target,
+            inventory: self.inventory,
+        }
+    }
+
     fn ran(&self, name: CheckName) -> impl Iterator<Item = &'a Check> {
         self.checks
             .iter()

@@ -4,9 +4,11 @@
 use probemesh_model::check::CheckName;
 
 use probemesh_model::evidence::Claim;
+use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{Evidence, Finding, all_lost, cite, icmp_ok, seen, tcp_connected};
 use crate::diagnose::model::Check;
+use crate::diagnose::path::Blocking;
 use probemesh_packet::icmp::CODE_FRAG_NEEDED;
 
 pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
@@ -65,6 +67,13 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
         evidence.push(cite(pc, &pc.detail));
         // Where it shrinks: a node interface at the path MTU.
         let mut shrinks = String::new();
+        let mut blocker = Resource::new(
+            ResourceKind::Interface,
+            format!(
+                "{}: {} mtu {} (the path carries {})",
+                e.source.spec, p.interface, p.interface_mtu, p.path_mtu
+            ),
+        );
         for c in e.ran(CheckName::NodeFacts) {
             if let Some(f) = c.facts()
                 && let Some(i) = f
@@ -79,6 +88,10 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
                 ));
                 if shrinks.is_empty() {
                     shrinks = format!(" (at {}'s {})", c.from, i.name);
+                    blocker = Resource::new(
+                        ResourceKind::Interface,
+                        format!("{}: {} mtu {}", c.from, i.name, i.mtu),
+                    );
                 }
             }
         }
@@ -125,6 +138,12 @@ pub(super) fn mtu_blackhole(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence: confidence.min(0.95),
+            blocking: Some(Blocking::new(
+                &e.source.spec,
+                Action::Dropped,
+                blocker,
+                &mtus,
+            )),
         });
     }
     None
@@ -193,6 +212,7 @@ pub(super) fn pmtud_works(e: &Evidence<'_>) -> Option<Finding> {
         fix: String::new(),
         evidence,
         confidence: 0.8,
+        blocking: None,
     })
 }
 

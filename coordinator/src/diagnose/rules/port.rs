@@ -4,11 +4,13 @@
 use probemesh_model::check::{CheckName, Direction};
 
 use probemesh_model::evidence::Claim;
+use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{Evidence, Finding, cite, icmp_ok, seen, tcp_failures, unanswered_to};
 use crate::diagnose::checks;
 use crate::diagnose::model::{Check, ObserverInterface};
 use crate::diagnose::packets::Proto;
+use crate::diagnose::path::Blocking;
 use crate::diagnose::target::Role;
 
 pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
@@ -60,14 +62,24 @@ pub(super) fn loopback_only(e: &Evidence<'_>) -> Option<Finding> {
         fix: "make the app bind 0.0.0.0 (or the pod IP) instead of 127.0.0.1: its listen/host setting (e.g. --host 0.0.0.0), then restart it".into(),
         evidence,
         confidence: 0.9,
+        blocking: Some(Blocking::new(
+            c.place(),
+            Action::Rejected,
+            Resource::new(
+                ResourceKind::Listener,
+                format!("{}: {} only", c.place(), bound.join(", ")),
+            ),
+            &[0],
+        )),
     })
 }
 
 /// The destination's own capture, when it shows the resets did not come
-/// from it: a pod interface of the target (not the source's) was captured
-/// and no TCP packet of the run reached it, while connections to `host`
-/// were reset. Returns that interface.
-fn reset_on_the_way(e: &Evidence<'_>, refused: u32) -> Option<ObserverInterface> {
+/// from it: an interface of the destination (a pod of the target other
+/// than the source's; without one, the host that holds `host`, when it is
+/// not the source) was captured and no TCP packet of the run reached any of them,
+/// while connections to `host` were reset. Returns one such interface.
+fn reset_on_the_way(e: &Evidence<'_>, host: &str, refused: u32) -> Option<ObserverInterface> {
     if refused == 0 {
         return None;
     }
@@ -77,17 +89,36 @@ fn reset_on_the_way(e: &Evidence<'_>, refused: u32) -> Option<ObserverInterface>
         .pod
         .as_ref()
         .map(|(ns, name)| format!("pod:{ns}/{name}/"));
-    let pod = p.captured.iter().find(|i| {
-        i.interface.starts_with("pod:")
-            && source_pod
-                .as_deref()
-                .is_none_or(|s| !i.interface.starts_with(s))
-    })?;
+    let holder = host
+        .parse()
+        .ok()
+        .and_then(|ip| e.target.holder(e.inventory, ip))
+        .filter(|h| !h.pod && h.probe != e.source.probe);
+    let target_pods: Vec<&ObserverInterface> = p
+        .captured
+        .iter()
+        .filter(|i| {
+            i.interface.starts_with("pod:")
+                && source_pod
+                    .as_deref()
+                    .is_none_or(|s| !i.interface.starts_with(s))
+        })
+        .collect();
+    // A backend pod's own capture is the destination; without one, the
+    // host's.
+    let destination: Vec<&ObserverInterface> = if target_pods.is_empty() {
+        p.captured
+            .iter()
+            .filter(|i| holder.as_ref().is_some_and(|h| i.on(&h.probe)))
+            .collect()
+    } else {
+        target_pods
+    };
     let reached = p
         .fates
         .iter()
-        .any(|f| f.proto == Proto::Tcp && f.seen_at.contains(pod));
-    (!reached).then(|| pod.clone())
+        .any(|f| f.proto == Proto::Tcp && destination.iter().any(|d| f.seen_at.contains(d)));
+    (!reached).then(|| destination.first().map(|d| (*d).clone()))?
 }
 
 pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
@@ -95,7 +126,7 @@ pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
         let Some((refused, _, failed)) = tcp_failures(e, &ep.host) else {
             continue;
         };
-        if refused == 0 || reset_on_the_way(e, refused).is_some() {
+        if refused == 0 || reset_on_the_way(e, &ep.host, refused).is_some() {
             continue;
         }
         let listener = e
@@ -127,6 +158,7 @@ pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
             .and_then(|b| b.port)
             .or(ep.port)
             .unwrap_or_default();
+        let place = listener.map_or(ep.host.as_str(), |c| c.place()).to_owned();
         return Some(Finding {
             claims: vec![
                 Claim::new(
@@ -143,6 +175,15 @@ pub(super) fn refused(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence,
+            blocking: Some(Blocking::new(
+                &place,
+                Action::Rejected,
+                Resource::new(
+                    ResourceKind::Listener,
+                    format!("{place}: nothing on port {port}"),
+                ),
+                &nothing_listens,
+            )),
         });
     }
     None
@@ -162,7 +203,7 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         }
         let listening = e.ran(CheckName::Listener).any(|c| c.ok());
-        let on_the_way = reset_on_the_way(e, refused);
+        let on_the_way = reset_on_the_way(e, host, refused);
         if timed_out == 0 && !(refused > 0 && (listening || on_the_way.is_some())) {
             continue;
         }
@@ -235,6 +276,27 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence,
+            blocking: Some(Blocking::new(
+                &where_,
+                if timed_out > 0 {
+                    Action::Dropped
+                } else {
+                    Action::Rejected
+                },
+                Resource::new(
+                    ResourceKind::Rule,
+                    format!(
+                        "{}: a rule matching TCP port {}",
+                        if dropped_at.is_some() {
+                            where_.clone()
+                        } else {
+                            format!("on the path to {where_} or at it")
+                        },
+                        ep.port.unwrap_or_default()
+                    ),
+                ),
+                &drops,
+            )),
         });
     }
     None
@@ -282,6 +344,8 @@ mod tests {
                 answer: None,
                 lost_after: Some(observer("node-2", "eth0")),
                 retransmissions: 2,
+                rewrites: Vec::new(),
+                errors: Vec::new(),
             }],
             ..Default::default()
         });
@@ -303,6 +367,15 @@ mod tests {
         if reached_pod {
             seen_at.push(pod.clone());
         }
+        reset_seen(seen_at, Some(pod))
+    }
+
+    /// SYNs to node-2's NodePort seen at `seen_at` and reset; `pod`: the
+    /// backend's capture, when it was armed.
+    fn reset_seen(
+        seen_at: Vec<ObserverInterface>,
+        pod: Option<ObserverInterface>,
+    ) -> crate::diagnose::rules::Verdict {
         let mut c = Case::new("cloudvm-1", "nodeport:node-2:30080")
             .with(icmp("cloudvm-1", "198.18.0.12", 20, 20))
             .with(tcp("cloudvm-1", "198.18.0.12:30080", 0, 3, 0));
@@ -321,12 +394,13 @@ mod tests {
                 }),
                 lost_after: None,
                 retransmissions: 0,
+                rewrites: Vec::new(),
+                errors: Vec::new(),
             }],
-            captured: vec![
-                observer("cloudvm-1", "eth0"),
-                observer("node-2", "eth0"),
-                pod,
-            ],
+            captured: [observer("cloudvm-1", "eth0"), observer("node-2", "eth0")]
+                .into_iter()
+                .chain(pod)
+                .collect(),
             ..Default::default()
         });
         c.verdict()
@@ -345,6 +419,25 @@ mod tests {
         );
         // The near miss: the SYNs reach the pod, whose kernel resets them.
         let v = reset_case(true);
+        assert_eq!(class(&v), ("port_unreachable", "refused"), "{v:#?}");
+        // Without the pod's capture the host's decides: a SYN node-2's
+        // NIC never saw was reset on the way.
+        let v = reset_seen(vec![observer("cloudvm-1", "eth0")], None);
+        assert_eq!(class(&v), ("port_unreachable", "filtered"), "{v:#?}");
+        let steps: Vec<(&str, Action)> = v.path.iter().map(|s| (s.at.as_str(), s.action)).collect();
+        assert_eq!(
+            steps,
+            [
+                ("cloudvm-1/eth0", Action::Sent),
+                ("cloudvm-1/eth0", Action::Rejected)
+            ],
+            "{:#?}",
+            v.path
+        );
+        let v = reset_seen(
+            vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
+            None,
+        );
         assert_eq!(class(&v), ("port_unreachable", "refused"), "{v:#?}");
     }
 }

@@ -5,6 +5,7 @@
 use probemesh_model::check::{CheckName, Direction};
 
 use probemesh_model::evidence::Claim;
+use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{
     Evidence, Finding, all_lost, cite, dead_delivery, return_route, route_for, seen, tcp_connected,
@@ -13,6 +14,7 @@ use super::{
 use crate::diagnose::checks;
 use crate::diagnose::model::Check;
 use crate::diagnose::packets::Proto;
+use crate::diagnose::path::Blocking;
 
 // ------------------------------------------------------- reachability
 
@@ -67,6 +69,18 @@ pub(super) fn overload(e: &Evidence<'_>) -> Option<Finding> {
         ),
         evidence,
         confidence: 0.9,
+        blocking: Some(Blocking::new(
+            &c.from,
+            Action::Dropped,
+            Resource::new(
+                ResourceKind::Conntrack,
+                format!(
+                    "{}: nf_conntrack {}/{}",
+                    c.from, f.conntrack_count, f.conntrack_max
+                ),
+            ),
+            &[0],
+        )),
     })
 }
 
@@ -141,6 +155,19 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence: 0.85,
+            blocking: Some(Blocking::new(
+                src_node,
+                Action::Dropped,
+                Resource::new(
+                    ResourceKind::Route,
+                    format!(
+                        "{src_node}: no route to {}/{}",
+                        owner.pod_cidr.addr(),
+                        owner.pod_cidr.prefix()
+                    ),
+                ),
+                &[0],
+            )),
         });
     }
     None
@@ -179,6 +206,15 @@ pub(super) fn far_link(e: &Evidence<'_>) -> Option<Finding> {
                 cite(fc, &format!("{}'s route to {}: {route}", fc.from, ep.host)),
             ],
             confidence: 0.85,
+            blocking: Some(Blocking::new(
+                &fc.from,
+                Action::Dropped,
+                Resource::new(
+                    ResourceKind::Interface,
+                    format!("{}: {device} has no carrier ({route})", fc.from),
+                ),
+                &[1],
+            )),
         });
     }
     None
@@ -266,6 +302,15 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence: if reached.is_some() { 0.9 } else { 0.75 },
+            blocking: Some(Blocking::new(
+                &who,
+                Action::Dropped,
+                Resource::new(
+                    ResourceKind::Rule,
+                    format!("{who}: a rule dropping ICMP echo-request"),
+                ),
+                &dropped,
+            )),
         });
     }
     None
@@ -314,6 +359,7 @@ pub(super) fn link(e: &Evidence<'_>) -> Option<Finding> {
             fix: "follow the path check's last answering hop: check that hop's link, routes and firewall towards the target".into(),
             evidence,
             confidence: if leaves.is_some() { 0.7 } else { 0.5 },
+            blocking: None,
         });
     }
     None

@@ -19,11 +19,13 @@ use std::net::Ipv4Addr;
 
 use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::Claim;
+use probemesh_model::path::{Action, Resource, ResourceKind};
 use probemesh_packet::icmp::{CODE_FRAG_NEEDED, TYPE_DEST_UNREACHABLE, TYPE_TIME_EXCEEDED};
 use probemesh_proto::pb;
 
 use super::{Evidence, Finding, all_lost, cite, refusing_route, return_route};
 use crate::diagnose::model::Check;
+use crate::diagnose::path::Blocking;
 
 /// ICMP destination unreachable, as the wire's `uint32` carries it.
 const DEST_UNREACHABLE: u32 = TYPE_DEST_UNREACHABLE as u32;
@@ -108,6 +110,15 @@ pub(super) fn local_rule(e: &Evidence<'_>) -> Option<Finding> {
         ),
         evidence: vec![cite(c, &c.detail)],
         confidence: 0.85,
+        blocking: Some(Blocking::new(
+            &c.from,
+            Action::Rejected,
+            Resource::new(
+                ResourceKind::Rule,
+                format!("{}: a rule in the OUTPUT path ({})", c.from, l.errno),
+            ),
+            &[0],
+        )),
     })
 }
 
@@ -127,7 +138,22 @@ pub(super) fn local_route(e: &Evidence<'_>) -> Option<Finding> {
         Some((fc, dst, refusing_route(f, dst)?))
     });
     let mut confidence = 0.8;
+    let mut blocking = Blocking::new(
+        &c.from,
+        Action::Rejected,
+        Resource::new(
+            ResourceKind::Route,
+            format!("{}: its route to {} ({})", c.from, p.address, l.errno),
+        ),
+        &[0],
+    );
     if let Some((fc, dst, route)) = route {
+        blocking = Blocking::new(
+            &c.from,
+            Action::Rejected,
+            Resource::new(ResourceKind::Route, format!("{}: {route}", c.from)),
+            &[evidence.len()],
+        );
         claims.push(Claim::new(
             format!("its routing table sends {dst} nowhere: {route}"),
             &[evidence.len()],
@@ -151,6 +177,7 @@ pub(super) fn local_route(e: &Evidence<'_>) -> Option<Finding> {
         ),
         evidence,
         confidence,
+        blocking: Some(blocking),
     })
 }
 
@@ -194,6 +221,15 @@ pub(super) fn return_path(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence: 0.85,
+            blocking: Some(
+                Blocking::new(
+                    &fc.from,
+                    Action::Dropped,
+                    Resource::new(ResourceKind::Route, format!("{}: {route}", fc.from)),
+                    &[1],
+                )
+                .on_return(),
+            ),
         });
     }
     None
@@ -280,6 +316,22 @@ fn remote(e: &Evidence<'_>, wanted: fn(&Remote) -> bool) -> Option<Finding> {
     }
     let who = facts.map_or_else(|| err.from.clone(), |fc| fc.from.clone());
     let cited: Vec<usize> = (0..evidence.len()).collect();
+    let resource = match &judged {
+        Remote::Route(route) => Some(Resource::new(
+            ResourceKind::Route,
+            format!("{who}: {route}"),
+        )),
+        Remote::Rule(_) => Some(Resource::new(
+            ResourceKind::Rule,
+            format!("{who}: a reject rule matching ICMP to {dst}"),
+        )),
+        Remote::Loop => Some(Resource::new(
+            ResourceKind::Route,
+            format!("{who}: a routing loop towards {dst}"),
+        )),
+        Remote::Undecided => None,
+    };
+    let blocking = resource.map(|r| Blocking::new(&who, Action::Rejected, r, &cited));
     let (claim, fix, confidence) = match judged {
         Remote::Route(route) => (
             format!("{who}'s routing table refuses {dst}: {route}"),
@@ -318,6 +370,7 @@ fn remote(e: &Evidence<'_>, wanted: fn(&Remote) -> bool) -> Option<Finding> {
         fix,
         evidence,
         confidence,
+        blocking,
     })
 }
 
@@ -326,6 +379,7 @@ mod tests {
     use super::*;
     use crate::diagnose::packets::Proto;
     use crate::diagnose::rules::fixtures::*;
+    use probemesh_model::path::Leg;
 
     fn refused(
         from: &str,
@@ -521,6 +575,24 @@ mod tests {
             ("network_unreachable", "firewall"),
             "{prohibited:#?}"
         );
+        // Without captures the path is the check's: sent, and refused by
+        // the router that sent the error, which the rule names.
+        let steps: Vec<(Leg, &str, Action)> = prohibited
+            .path
+            .iter()
+            .map(|s| (s.leg, s.at.as_str(), s.action))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (Leg::Forward, "cloudvm-1", Action::Sent),
+                (Leg::Return, "198.18.100.1", Action::Rejected),
+            ]
+        );
+        assert_eq!(
+            prohibited.path[1].resource.as_ref().map(|r| r.kind),
+            Some(ResourceKind::Rule)
+        );
     }
 
     #[tokio::test]
@@ -542,6 +614,8 @@ mod tests {
                     answer: None,
                     lost_after: Some(observer("node-2", "eth0")),
                     retransmissions: 0,
+                    rewrites: Vec::new(),
+                    errors: Vec::new(),
                 }],
                 ..Default::default()
             });
@@ -555,6 +629,29 @@ mod tests {
                 .contains("the way back to 198.18.0.14 (blackhole 198.18.0.14)"),
             "{}",
             v.summary
+        );
+        let steps: Vec<(Leg, &str, Action)> = v
+            .path
+            .iter()
+            .map(|s| (s.leg, s.at.as_str(), s.action))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (Leg::Forward, "cloudvm-1/eth0", Action::Sent),
+                (Leg::Forward, "node-2/eth0", Action::Delivered),
+                (Leg::Return, "node-2/eth0", Action::Dropped),
+            ],
+            "{:#?}",
+            v.path
+        );
+        let blocker = v.path[2]
+            .resource
+            .as_ref()
+            .expect("the failing step names its blocker");
+        assert_eq!(
+            (blocker.kind, blocker.name.as_str()),
+            (ResourceKind::Route, "node-2: blackhole 198.18.0.14")
         );
         // With a usable route back, the unanswered echoes are a firewall.
         let v = case(("default", "default via 198.18.0.1 dev eth0"));
@@ -588,6 +685,8 @@ mod tests {
                 answer: None,
                 lost_after: Some(observer("node-2", "flannel.1")),
                 retransmissions: 0,
+                rewrites: Vec::new(),
+                errors: Vec::new(),
             }],
             ..Default::default()
         });

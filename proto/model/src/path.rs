@@ -1,0 +1,202 @@
+//! A verdict's path: the test packets' way, step by step, forward then
+//! back, as the cloud path analyzers show it (an ordered trace whose
+//! failing step names the resource that blocked it). Each [`Step`] says
+//! where ([`Step::at`]), what happened there ([`Action`]), what it was
+//! observed by ([`Step::source`]) and, on the failing step, what blocked it
+//! ([`Resource`]) with the verdict's evidence behind that.
+//!
+//! Not how a path is found (the coordinator's diagnosis builds it from the
+//! captures and checks) and not the wire (the `grpc` module converts).
+
+use std::fmt;
+
+use crate::evidence::Source;
+
+/// Which way a step's packet travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// From the source towards the target.
+    Forward,
+    /// The answer, or the error, on its way back.
+    Return,
+}
+
+impl Leg {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Leg::Forward => "forward",
+            Leg::Return => "return",
+        }
+    }
+}
+
+/// What happened to the packet at a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// It left the source.
+    Sent,
+    /// An observer on the way saw it unchanged.
+    Forwarded,
+    /// Its destination or source was rewritten (DNAT, masquerade).
+    Nated,
+    /// It travels inside a tunnel here.
+    Encapsulated,
+    /// It reached the host or pod it was aimed at.
+    Delivered,
+    /// The far end answered it (a reply, a SYN-ACK, a UDP answer).
+    Answered,
+    /// Something refused it: an ICMP error, a reset, a local error.
+    Rejected,
+    /// It vanished: seen here, never seen further.
+    Dropped,
+}
+
+impl Action {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Sent => "sent",
+            Action::Forwarded => "forwarded",
+            Action::Nated => "nated",
+            Action::Encapsulated => "encapsulated",
+            Action::Delivered => "delivered",
+            Action::Answered => "answered",
+            Action::Rejected => "rejected",
+            Action::Dropped => "dropped",
+        }
+    }
+
+    /// Whether the packet's way ends here without an answer.
+    pub fn fails(self) -> bool {
+        matches!(self, Action::Rejected | Action::Dropped)
+    }
+}
+
+/// What kind of thing blocked a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// A route (or its absence) in a routing table.
+    Route,
+    /// A firewall rule or policy.
+    Rule,
+    /// An interface: its state or its MTU.
+    Interface,
+    /// A NAT chain (kube-proxy's), present, missing or disagreeing.
+    NatChain,
+    /// A listening socket, or none.
+    Listener,
+    /// An address on an interface.
+    Address,
+    /// A DNS resolver or its configuration.
+    Resolver,
+    /// The ephemeral port range.
+    PortRange,
+    /// The connection-tracking table.
+    Conntrack,
+}
+
+impl ResourceKind {
+    /// The contract's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Route => "route",
+            ResourceKind::Rule => "rule",
+            ResourceKind::Interface => "interface",
+            ResourceKind::NatChain => "nat_chain",
+            ResourceKind::Listener => "listener",
+            ResourceKind::Address => "address",
+            ResourceKind::Resolver => "resolver",
+            ResourceKind::PortRange => "port_range",
+            ResourceKind::Conntrack => "conntrack",
+        }
+    }
+}
+
+/// The thing that blocked a packet, named as an engineer would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    /// What kind of thing.
+    pub kind: ResourceKind,
+    /// The route as `ip route` prints it, the interface with its MTU, …
+    pub name: String,
+}
+
+impl Resource {
+    /// A resource of `kind` named `name`.
+    pub fn new(kind: ResourceKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.name)
+    }
+}
+
+/// One step of the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Which way.
+    pub leg: Leg,
+    /// An observer (`PROBE/IFACE`, `PROBE`), the address that answered,
+    /// or `between A and B` where no observer sat at the failing point.
+    pub at: String,
+    /// What happened.
+    pub action: Action,
+    /// The packet, the rewrite or the error, for people.
+    pub detail: String,
+    /// What blocked it, on a failing step whose blocker the evidence names.
+    pub resource: Option<Resource>,
+    /// Where it was observed; `None` for a step inferred between observers.
+    pub source: Option<Source>,
+    /// Indices into the verdict's evidence behind `resource`.
+    pub evidence: Vec<usize>,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let arrow = match self.leg {
+            Leg::Forward => "→",
+            Leg::Return => "←",
+        };
+        write!(f, "{arrow} {:<12} {}", self.action.as_str(), self.at)?;
+        if !self.detail.is_empty() {
+            write!(f, "  {}", self.detail)?;
+        }
+        if let Some(r) = &self.resource {
+            write!(f, "  [{r}]")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_step_reads_with_its_blocker() {
+        let step = Step {
+            leg: Leg::Forward,
+            at: "between node-1/eth0 and node-2/eth0".into(),
+            action: Action::Dropped,
+            detail: "icmp echo 198.18.0.11 > 198.18.0.12 1500 bytes".into(),
+            resource: Some(Resource::new(
+                ResourceKind::Interface,
+                "node-2 eth0 mtu 1400",
+            )),
+            source: None,
+            evidence: vec![0],
+        };
+        assert!(step.action.fails() && !Action::Delivered.fails());
+        assert_eq!(
+            step.to_string(),
+            "→ dropped      between node-1/eth0 and node-2/eth0  icmp echo 198.18.0.11 > 198.18.0.12 1500 bytes  [interface node-2 eth0 mtu 1400]"
+        );
+    }
+}
