@@ -11,7 +11,6 @@
 use std::fmt;
 
 use crate::check::{CheckName, Status};
-use crate::path::Step;
 
 /// Where an evidence item comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,8 +135,6 @@ pub struct Stated<'a> {
     pub sources: &'a [Option<&'a Source>],
     /// The run's checks.
     pub checks: &'a [RunCheck<'a>],
-    /// The path's steps.
-    pub path: &'a [Step],
 }
 
 /// A claim or evidence item the run does not back.
@@ -247,34 +244,12 @@ pub fn unsupported(v: &Stated<'_>) -> Vec<Unsupported> {
             });
         }
     }
-    for (step, s) in v.path.iter().enumerate() {
-        if let Some(source) = &s.source
-            && let Err(why) = check_ran(v.checks, source)
-        {
-            out.push(Unsupported::StepCheckNotRun {
-                step,
-                cited: source.to_string(),
-                why,
-            });
-        }
-        for &index in s.evidence.iter().filter(|i| **i >= v.sources.len()) {
-            out.push(Unsupported::StepDangling { step, index });
-        }
-        if let Some(r) = &s.resource
-            && s.evidence.is_empty()
-        {
-            out.push(Unsupported::StepResourceUnbacked {
-                step,
-                resource: r.to_string(),
-            });
-        }
-    }
     out
 }
 
 /// Whether `source`, when it is a check, is a check of the run that ran:
 /// why not otherwise.
-fn check_ran(checks: &[RunCheck<'_>], source: &Source) -> Result<(), &'static str> {
+pub(crate) fn check_ran(checks: &[RunCheck<'_>], source: &Source) -> Result<(), &'static str> {
     let Source::Check { name, from, to } = source else {
         return Ok(());
     };
@@ -332,7 +307,6 @@ mod tests {
             claims: &claims,
             sources: &[Some(&s)],
             checks: CHECKS,
-            path: &[],
         };
         assert_eq!(unsupported(&v), vec![]);
     }
@@ -349,7 +323,6 @@ mod tests {
             claims: &claims,
             sources: &[Some(&a), Some(&b)],
             checks: CHECKS,
-            path: &[],
         };
         assert_eq!(
             unsupported(&v),
@@ -373,7 +346,6 @@ mod tests {
             claims: &claims,
             sources: &[Some(&a), None],
             checks: &[],
-            path: &[],
         };
         let found = unsupported(&v);
         assert_eq!(found.len(), 5, "{found:?}");
@@ -389,52 +361,6 @@ mod tests {
             }
         ));
         assert_eq!(found[4], Unsupported::NoSource { index: 1 });
-    }
-
-    #[test]
-    fn path_steps_must_be_observed_and_their_blockers_cited() {
-        use crate::path::{Action, Leg, Resource, ResourceKind};
-        let step =
-            |source: Option<Source>, resource: Option<Resource>, evidence: Vec<usize>| Step {
-                leg: Leg::Forward,
-                at: "cloudvm-1".into(),
-                action: Action::Dropped,
-                detail: String::new(),
-                resource,
-                source,
-                evidence,
-            };
-        let route = || Some(Resource::new(ResourceKind::Route, "198.18.0.0/24 dev eth0"));
-        let path = [
-            step(Some(icmp()), route(), vec![0]),
-            step(Some(tcp()), None, vec![]),
-            step(None, route(), vec![]),
-            step(None, None, vec![4]),
-        ];
-        let claims = [Claim::new("ping gets no reply", &[0])];
-        let a = icmp();
-        let v = Stated {
-            summary: "ping gets no reply",
-            claims: &claims,
-            sources: &[Some(&a)],
-            checks: CHECKS,
-            path: &path,
-        };
-        assert_eq!(
-            unsupported(&v),
-            vec![
-                Unsupported::StepCheckNotRun {
-                    step: 1,
-                    cited: "check tcp_connect cloudvm-1 → 198.18.0.12:8080".into(),
-                    why: "was skipped",
-                },
-                Unsupported::StepResourceUnbacked {
-                    step: 2,
-                    resource: "route 198.18.0.0/24 dev eth0".into(),
-                },
-                Unsupported::StepDangling { step: 3, index: 4 },
-            ]
-        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::evidence::Source;
+use crate::evidence::{RunCheck, Source, Unsupported, check_ran};
 
 /// Which way a step's packet travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,9 +175,103 @@ impl fmt::Display for Step {
     }
 }
 
+/// Every step of `path` that is not backed: observed by a check that is
+/// not in the run or was skipped, citing evidence the verdict (with
+/// `evidence` items) does not have, or naming a blocker without evidence.
+pub fn unsupported(path: &[Step], evidence: usize, checks: &[RunCheck<'_>]) -> Vec<Unsupported> {
+    let mut out = Vec::new();
+    for (step, s) in path.iter().enumerate() {
+        if let Some(source) = &s.source
+            && let Err(why) = check_ran(checks, source)
+        {
+            out.push(Unsupported::StepCheckNotRun {
+                step,
+                cited: source.to_string(),
+                why,
+            });
+        }
+        for &index in s.evidence.iter().filter(|i| **i >= evidence) {
+            out.push(Unsupported::StepDangling { step, index });
+        }
+        if let Some(r) = &s.resource
+            && s.evidence.is_empty()
+        {
+            out.push(Unsupported::StepResourceUnbacked {
+                step,
+                resource: r.to_string(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::{CheckName, Status};
+
+    #[test]
+    fn steps_must_be_observed_and_their_blockers_cited() {
+        let check = |name, to: &str| Source::Check {
+            name,
+            from: "cloudvm-1".into(),
+            to: to.into(),
+        };
+        let checks = [
+            RunCheck {
+                name: CheckName::Icmp,
+                from: "cloudvm-1",
+                to: "198.18.0.12",
+                status: Status::Fail,
+            },
+            RunCheck {
+                name: CheckName::TcpConnect,
+                from: "cloudvm-1",
+                to: "198.18.0.12:8080",
+                status: Status::Skipped,
+            },
+        ];
+        let step =
+            |source: Option<Source>, resource: Option<Resource>, evidence: Vec<usize>| Step {
+                leg: Leg::Forward,
+                at: "cloudvm-1".into(),
+                action: Action::Dropped,
+                detail: String::new(),
+                resource,
+                source,
+                evidence,
+            };
+        let route = || Some(Resource::new(ResourceKind::Route, "198.18.0.0/24 dev eth0"));
+        let path = [
+            step(
+                Some(check(CheckName::Icmp, "198.18.0.12")),
+                route(),
+                vec![0],
+            ),
+            step(
+                Some(check(CheckName::TcpConnect, "198.18.0.12:8080")),
+                None,
+                vec![],
+            ),
+            step(None, route(), vec![]),
+            step(None, None, vec![4]),
+        ];
+        assert_eq!(
+            unsupported(&path, 1, &checks),
+            vec![
+                Unsupported::StepCheckNotRun {
+                    step: 1,
+                    cited: "check tcp_connect cloudvm-1 → 198.18.0.12:8080".into(),
+                    why: "was skipped",
+                },
+                Unsupported::StepResourceUnbacked {
+                    step: 2,
+                    resource: "route 198.18.0.0/24 dev eth0".into(),
+                },
+                Unsupported::StepDangling { step: 3, index: 4 },
+            ]
+        );
+    }
 
     #[test]
     fn a_failing_step_reads_with_its_blocker() {

@@ -17,7 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::{self, Claim, Item, Source};
 use probemesh_model::inventory::{Cidr, Inventory};
-use probemesh_model::path::Step;
+use probemesh_model::path::{self as path_step, Step};
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
 
@@ -414,7 +414,7 @@ impl Verdict {
                 status: c.status,
             })
             .collect();
-        evidence::unsupported(&evidence::Stated {
+        let mut found = evidence::unsupported(&evidence::Stated {
             summary: if self.claims.is_empty() {
                 ""
             } else {
@@ -423,8 +423,13 @@ impl Verdict {
             claims: &self.claims,
             sources: &sources,
             checks: &ran,
-            path: &self.path,
-        })
+        });
+        found.extend(path_step::unsupported(
+            &self.path,
+            self.evidence.len(),
+            &ran,
+        ));
+        found
     }
 }
 
