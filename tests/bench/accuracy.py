@@ -8,7 +8,8 @@ table, docs/lab-faults.md), injects each the real way, runs the probe
 command the fault calls for, and compares the verdict with the truth; then
 HEALTHY runs of the same probe commands (shuffled by the seed) on the healthy lab, where anything
 but `ok` is a false alarm. Every verdict is also read for claims its
-evidence does not back (the same rules as tests/src/verdict.rs).
+evidence does not back, and for path steps nothing observed them or their
+blocker's evidence is missing (the same rules as tests/src/verdict.rs).
 
 Prints the class confusion matrix, accuracy per class and per cause, the
 misses, time to verdict, and ends with the four lines the issue fixes:
@@ -49,18 +50,30 @@ def unsupported_claims(report):
             out.append(f"claim {c.get('text')!r} cites no evidence")
         out += [f"claim {c.get('text')!r} cites missing evidence {i}"
                 for i in cited if not isinstance(i, int) or i >= len(evidence)]
+    def not_run(s):
+        ran = [c for c in checks
+               if c.get("name") == s["check"] and c.get("from") == s.get("from")
+               and c.get("to") == s.get("to")]
+        if not ran:
+            return "not in the run"
+        return "skipped" if ran[0].get("status") == "skipped" else None
+
     for i, e in enumerate(evidence):
         s = e.get("source") or {}
         if "check" in s:
-            ran = [c for c in checks
-                   if c.get("name") == s["check"] and c.get("from") == s.get("from")
-                   and c.get("to") == s.get("to")]
-            if not ran:
-                out.append(f"evidence {i} cites check {s} not in the run")
-            elif ran[0].get("status") == "skipped":
-                out.append(f"evidence {i} cites skipped check {s}")
+            if why := not_run(s):
+                out.append(f"evidence {i} cites check {s}: {why}")
         elif "capture" not in s and "inventory" not in s:
             out.append(f"evidence {i} says not where it came from")
+    for i, step in enumerate(v.get("path") or []):
+        s = step.get("source") or {}
+        if "check" in s and (why := not_run(s)):
+            out.append(f"path step {i} observed by check {s}: {why}")
+        cited = step.get("evidence") or []
+        if step.get("resource") and not cited:
+            out.append(f"path step {i} names a blocker without evidence")
+        out += [f"path step {i} cites missing evidence {n}"
+                for n in cited if not isinstance(n, int) or n >= len(evidence)]
     return out
 
 
