@@ -159,7 +159,114 @@ fn node_facts_task(ip: &str, port: u32) -> pb::task::Kind {
     pb::task::Kind::NodeFacts(pb::NodeFactsTask {
         match_ip: ip.into(),
         match_port: port,
+        ..Default::default()
     })
+}
+
+#[test]
+fn node_facts_count_the_drops_of_the_window_and_ask_the_kernel_for_routes() {
+    if skip() {
+        return;
+    }
+    let mut lab = Lab::default();
+    let node = lab.add("drops");
+    let peer = lab.add("pinger");
+    lab.link(&node, &peer);
+    sh(
+        &[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            "198.18.65.11/24",
+            "dev",
+            "eth0",
+        ],
+        true,
+    );
+    sh(
+        &[
+            "ip",
+            "-n",
+            &peer,
+            "addr",
+            "add",
+            "198.18.65.12/24",
+            "dev",
+            "eth0",
+        ],
+        true,
+    );
+    sh(
+        &[
+            "ip",
+            "-n",
+            &node,
+            "route",
+            "add",
+            "blackhole",
+            "198.19.65.0/24",
+        ],
+        true,
+    );
+    let drop_echo = [
+        "ip",
+        "netns",
+        "exec",
+        &node,
+        "iptables",
+        "-A",
+        "INPUT",
+        "-p",
+        "icmp",
+        "--icmp-type",
+        "echo-request",
+        "-j",
+        "DROP",
+    ];
+    sh(&drop_echo, true);
+    // Echoes dropped by node's rule while the task's window is open
+    // (bounded: 30 echoes, 50 ms apart).
+    lab.spawn(
+        &peer,
+        &["ping", "-c", "30", "-i", "0.05", "-W", "1", "198.18.65.11"],
+    );
+    let task = pb::task::Kind::NodeFacts(pb::NodeFactsTask {
+        route_lookups: vec!["198.18.65.12".into(), "198.19.65.1".into()],
+        counter_window_us: 1_000_000,
+        ..Default::default()
+    });
+    let f = facts(run_in(&node, task, || ()));
+    let hit = f
+        .rule_hits
+        .iter()
+        .find(|h| h.rule.contains("-p icmp") && h.target == "DROP")
+        .unwrap_or_else(|| {
+            panic!(
+                "no icmp DROP hit in {:?} ({:?})",
+                f.rule_hits, f.unavailable
+            )
+        });
+    assert_eq!(
+        (hit.table.as_str(), hit.chain.as_str()),
+        ("filter", "INPUT")
+    );
+    assert!(hit.grew_by > 0 && hit.packets >= hit.grew_by, "{hit:?}");
+    let decisions: Vec<(&str, &str, &str)> = f
+        .route_decisions
+        .iter()
+        .map(|d| (d.destination.as_str(), d.kind.as_str(), d.device.as_str()))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("198.18.65.12", "unicast", "eth0"),
+            ("198.19.65.1", "blackhole", "")
+        ],
+        "{:?}",
+        f.unavailable
+    );
 }
 
 #[test]

@@ -246,6 +246,7 @@ pub async fn inspect(
             kind: Some(Kind::NodeFacts(pb::NodeFactsTask {
                 match_ip: args.ip.clone().unwrap_or_default(),
                 match_port: args.port.unwrap_or(0),
+                ..Default::default()
             })),
         },
     )

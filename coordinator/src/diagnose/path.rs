@@ -158,7 +158,10 @@ fn aimed_ip(c: &Check) -> Option<Ipv4Addr> {
 fn chosen<'a>(e: &Seen<'a>, c: &Check, fault: bool) -> Option<&'a Fate> {
     let proto = proto_of(c.name)?;
     let aimed = aimed_ip(c);
-    let large = c.name == CheckName::IcmpLarge;
+    // An echo of the check is at least its payload and the IP and ICMP
+    // headers: smaller echoes to the same host are another check's (the
+    // path trace's).
+    let least = if proto == Proto::Icmp { c.size + 28 } else { 0 };
     let of_proto: Vec<&Fate> = e
         .packets?
         .fates
@@ -167,7 +170,7 @@ fn chosen<'a>(e: &Seen<'a>, c: &Check, fault: bool) -> Option<&'a Fate> {
             f.proto == proto
                 && f.seen_at.first().is_some_and(|at| at.on(&e.source.probe))
                 && (proto != Proto::Udp || f.dst_port == 53)
-                && (!large || f.wire_bytes >= c.size)
+                && f.wire_bytes >= least
         })
         .collect();
     // Aimed at the check's address, unless the source's own stack already

@@ -56,6 +56,11 @@ pub const SMALL_SIZE: u32 = 56;
 const CAPTURE_WINDOW: Duration = Duration::from_secs(90);
 /// Packets kept per observer (headers only).
 const CAPTURE_MAX_PACKETS: u64 = 200_000;
+/// How long node facts watch the DROP/REJECT counters: the first wave's
+/// echoes (20 × 20 ms and a second's wait) run meanwhile.
+const COUNTER_WINDOW: Duration = Duration::from_millis(1500);
+/// Most route lookups per node facts check (the probe's own bound).
+const MAX_ROUTE_LOOKUPS: usize = 16;
 /// Interface name prefixes of overlay tunnels (flannel, Calico IPIP and
 /// VXLAN, Cilium, Geneve, WireGuard).
 const TUNNEL_PREFIXES: [&str; 6] = ["flannel", "tunl", "vxlan", "cilium_vxlan", "genev", "wg"];

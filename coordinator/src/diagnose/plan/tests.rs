@@ -115,6 +115,12 @@ async fn service_from_a_node_pings_backends_and_checks_listeners_and_nat() {
         panic!("node facts request")
     };
     assert_eq!((f.match_ip.as_str(), f.match_port), ("198.18.200.80", 80));
+    // The kernel's routes to the target and back to the source, and the
+    // drop counters while the echoes run.
+    for ip in ["198.18.200.80", "198.19.2.10", "198.18.0.13"] {
+        assert!(f.route_lookups.iter().any(|l| l == ip), "{ip}: {f:?}");
+    }
+    assert_eq!(f.counter_window_us, 1_500_000);
 }
 
 #[tokio::test]

@@ -277,6 +277,20 @@ fn facts_checks(
             .map_or((String::new(), 0), |dns| (dns.cluster_ip.to_string(), 53)),
         (None, None) => (String::new(), 0),
     };
+    // The kernel's route, on every host, to each address of the target and
+    // back to the source.
+    let mut lookups: Vec<String> = Vec::new();
+    for ip in target
+        .endpoints
+        .iter()
+        .filter_map(|e| e.ip())
+        .chain(source.address)
+    {
+        let ip = ip.to_string();
+        if !lookups.contains(&ip) && lookups.len() < MAX_ROUTE_LOOKUPS {
+            lookups.push(ip);
+        }
+    }
     let mut hosts: Vec<String> = vec![source.probe.clone()];
     for e in &target.endpoints {
         let host_probe = e
@@ -316,6 +330,9 @@ fn facts_checks(
                 Kind::NodeFacts(pb::NodeFactsTask {
                     match_ip: match_ip.clone(),
                     match_port: u32::from(match_port),
+                    route_lookups: lookups.clone(),
+                    counter_window_us: u64::try_from(COUNTER_WINDOW.as_micros())
+                        .unwrap_or(u64::MAX),
                 }),
             )
         })

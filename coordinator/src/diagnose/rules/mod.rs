@@ -501,11 +501,13 @@ fn route_for(routes: &[pb::Route], ip: IpAddr) -> Option<(&pb::Route, u8)> {
         .max_by_key(|(_, p)| *p)
 }
 
-/// How a node's routing table treats `dst`: `Some(route text)` when it
-/// refuses it (an unreachable, prohibit or blackhole route, or no route at
-/// all), `None` when a usable route carries it.
+/// How a node routes `dst`: `Some(route text)` when it refuses it (an
+/// unreachable, prohibit or blackhole route, or no route at all), `None`
+/// when a usable route carries it. The kernel's own decision (`ip route
+/// get`, policy rules included) decides when the facts carry one; the
+/// main table's longest match otherwise, and names the route either way.
 fn refusing_route(f: &pb::NodeFacts, dst: Ipv4Addr) -> Option<String> {
-    match route_for(&f.routes, IpAddr::V4(dst)) {
+    let table = match route_for(&f.routes, IpAddr::V4(dst)) {
         None => Some(format!("no route to {dst}")),
         Some((r, _)) => {
             let kind = r.raw.split_whitespace().next().unwrap_or_default();
@@ -513,7 +515,59 @@ fn refusing_route(f: &pb::NodeFacts, dst: Ipv4Addr) -> Option<String> {
                 .contains(&kind)
                 .then(|| r.raw.clone())
         }
+    };
+    let dst = dst.to_string();
+    match f.route_decisions.iter().find(|d| d.destination == dst) {
+        Some(d)
+            if ["blackhole", "unreachable", "prohibit", "no_route"].contains(&d.kind.as_str()) =>
+        {
+            Some(table.unwrap_or_else(|| format!("ip route get {dst}: {}", d.decision)))
+        }
+        Some(_) => None,
+        None => table,
     }
+}
+
+/// The DROP/REJECT rule on `probe` whose counter grew most during the run
+/// among those that can match `proto` (`icmp`, `tcp`, `udp`): the facts
+/// check and the rule.
+fn rule_hit<'a>(
+    e: &Evidence<'a>,
+    probe: &str,
+    proto: &str,
+) -> Option<(&'a Check, &'a pb::RuleHits)> {
+    let (c, f) = e.facts(probe)?;
+    let matches = |rule: &str| {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        let named = words
+            .windows(2)
+            .find(|w| w[0] == "-p" || w[0] == "--protocol")
+            .map(|w| w[1]);
+        let ports = words.iter().any(|w| w.contains("port"));
+        named.is_none_or(|p| p == proto) && !(proto == "icmp" && ports)
+    };
+    f.rule_hits
+        .iter()
+        .filter(|h| h.grew_by > 0 && matches(&h.rule))
+        .max_by_key(|h| h.grew_by)
+        .map(|h| (c, h))
+}
+
+/// A rule hit as evidence and as the blocker it names.
+fn cite_hit(c: &Check, hit: &pb::RuleHits) -> (Item, path_step::Resource) {
+    (
+        cite(
+            c,
+            &format!(
+                "{}: {} (table {}) counted {} packets during the run",
+                c.from, hit.rule, hit.table, hit.grew_by
+            ),
+        ),
+        path_step::Resource::new(
+            path_step::ResourceKind::Rule,
+            format!("{}: {} (+{} packets)", c.from, hit.rule, hit.grew_by),
+        ),
+    )
 }
 
 /// The far side's route back to the source, when it refuses it: the facts
@@ -574,13 +628,24 @@ fn dead_delivery<'a>(
         .then(|| (fc, r.raw.clone()))
 }
 
+/// The probe on the host behind an endpoint: its node's, or its own.
+fn far_probe(e: &Evidence<'_>, ep: &super::target::Endpoint) -> Option<String> {
+    ep.node
+        .as_deref()
+        .and_then(|n| e.inventory?.node(n)?.probe.clone())
+        .or_else(|| {
+            ep.probe
+                .as_deref()
+                .map(|p| p.split('@').next().unwrap_or(p).to_owned())
+        })
+}
+
 /// Node facts of the node behind an endpoint (its probe, or its node's).
 fn far_facts<'a>(
     e: &Evidence<'a>,
     ep: &super::target::Endpoint,
 ) -> Option<(&'a Check, &'a pb::NodeFacts)> {
-    let far = ep.probe.as_deref().or(ep.node.as_deref())?;
-    e.facts(far.split_once('@').map_or(far, |(node, _)| node))
+    e.facts(&far_probe(e, ep)?)
 }
 
 impl<'a> Evidence<'a> {

@@ -6,7 +6,10 @@ use probemesh_model::check::{CheckName, Direction};
 use probemesh_model::evidence::Claim;
 use probemesh_model::path::{Action, Resource, ResourceKind};
 
-use super::{Evidence, Finding, cite, icmp_ok, seen, tcp_failures, unanswered_to};
+use super::{
+    Evidence, Finding, cite, cite_hit, far_probe, icmp_ok, rule_hit, seen, tcp_failures,
+    unanswered_to,
+};
 use crate::diagnose::checks;
 use crate::diagnose::model::{Check, ObserverInterface};
 use crate::diagnose::packets::Proto;
@@ -246,6 +249,17 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
             .map(|(_, at)| at.probe().to_owned())
             .or_else(|| ep.node.clone())
             .unwrap_or_else(|| host.to_owned());
+        let hit = dropped_at
+            .as_ref()
+            .map(|(_, at)| at.probe().to_owned())
+            .or_else(|| far_probe(e, ep))
+            .and_then(|p| rule_hit(e, &p, "tcp"))
+            .map(|(c, hit)| {
+                drops.push(evidence.len());
+                let (item, named) = cite_hit(c, hit);
+                evidence.push(item);
+                named
+            });
         let how = if timed_out > 0 {
             "SYNs get no answer at all (no SYN-ACK, no RST)"
         } else if on_the_way.is_some() {
@@ -283,18 +297,20 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
                 } else {
                     Action::Rejected
                 },
-                Resource::new(
-                    ResourceKind::Rule,
-                    format!(
-                        "{}: a rule matching TCP port {}",
-                        if dropped_at.is_some() {
-                            where_.clone()
-                        } else {
-                            format!("on the path to {where_} or at it")
-                        },
-                        ep.port.unwrap_or_default()
-                    ),
-                ),
+                hit.unwrap_or_else(|| {
+                    Resource::new(
+                        ResourceKind::Rule,
+                        format!(
+                            "{}: a rule matching TCP port {}",
+                            if dropped_at.is_some() {
+                                where_.clone()
+                            } else {
+                                format!("on the path to {where_} or at it")
+                            },
+                            ep.port.unwrap_or_default()
+                        ),
+                    )
+                }),
                 &drops,
             )),
         });

@@ -8,8 +8,8 @@ use probemesh_model::evidence::Claim;
 use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{
-    Evidence, Finding, all_lost, cite, dead_delivery, return_route, route_for, seen, tcp_connected,
-    unanswered_to,
+    Evidence, Finding, all_lost, cite, cite_hit, dead_delivery, far_probe, return_route, route_for,
+    rule_hit, seen, tcp_connected, unanswered_to,
 };
 use crate::diagnose::checks;
 use crate::diagnose::model::Check;
@@ -284,6 +284,16 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
             .clone()
             .or_else(|| ep.probe.clone())
             .unwrap_or_else(|| host.to_owned());
+        let mut blocker = Resource::new(
+            ResourceKind::Rule,
+            format!("{who}: a rule dropping ICMP echo-request"),
+        );
+        if let Some((c, hit)) = far_probe(e, ep).and_then(|p| rule_hit(e, &p, "icmp")) {
+            let (item, named) = cite_hit(c, hit);
+            dropped.push(evidence.len());
+            evidence.push(item);
+            blocker = named;
+        }
         claims.push(Claim::new(
             format!(
                 "a firewall drops it{}",
@@ -302,15 +312,7 @@ pub(super) fn firewall(e: &Evidence<'_>) -> Option<Finding> {
             ),
             evidence,
             confidence: if reached.is_some() { 0.9 } else { 0.75 },
-            blocking: Some(Blocking::new(
-                &who,
-                Action::Dropped,
-                Resource::new(
-                    ResourceKind::Rule,
-                    format!("{who}: a rule dropping ICMP echo-request"),
-                ),
-                &dropped,
-            )),
+            blocking: Some(Blocking::new(&who, Action::Dropped, blocker, &dropped)),
         });
     }
     None
@@ -398,6 +400,74 @@ mod tests {
                 .iter()
                 .any(|e| e.observation.contains("the other way works"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_drop_rule_that_counted_the_echoes_is_named_as_the_blocker() {
+        let hits = |grew_by| {
+            facts(
+                "node-2",
+                pb::NodeFacts {
+                    rule_hits: vec![
+                        pb::RuleHits {
+                            table: "filter".into(),
+                            chain: "INPUT".into(),
+                            rule: "-A INPUT -p tcp -m tcp --dport 22 -j DROP".into(),
+                            target: "DROP".into(),
+                            packets: 90,
+                            grew_by: 90,
+                        },
+                        pb::RuleHits {
+                            table: "filter".into(),
+                            chain: "INPUT".into(),
+                            rule: "-A INPUT -p icmp -m icmp --icmp-type 8 -j DROP".into(),
+                            target: "DROP".into(),
+                            packets: 40,
+                            grew_by,
+                        },
+                    ],
+                    routes: vec![pb::Route {
+                        destination: "default".into(),
+                        raw: "default via 198.18.0.1 dev eth0".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )
+        };
+        let case = |grew_by| {
+            Case::new("cloudvm-1", "probe:node-2")
+                .with(icmp("cloudvm-1", "198.18.0.12", 20, 0))
+                .with(tcp("cloudvm-1", "198.18.0.12:8080", 3, 0, 0))
+                .with(hits(grew_by))
+                .verdict()
+        };
+        let v = case(20);
+        assert_eq!(class(&v), ("network_unreachable", "firewall"), "{v:#?}");
+        let blocker = v
+            .path
+            .iter()
+            .find_map(|s| s.resource.as_ref())
+            .expect("a named blocker");
+        // The ICMP rule, not the busier rule for another protocol.
+        assert_eq!(
+            blocker.name,
+            "node-2: -A INPUT -p icmp -m icmp --icmp-type 8 -j DROP (+20 packets)"
+        );
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.observation.contains("counted 20 packets during the run")),
+            "{v:#?}"
+        );
+        // A rule that counted nothing during the run is not named.
+        let v = case(0);
+        let blocker = v
+            .path
+            .iter()
+            .find_map(|s| s.resource.as_ref())
+            .expect("blocker");
+        assert_eq!(blocker.name, "node-2: a rule dropping ICMP echo-request");
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use probemesh_model::path::{Action, Resource, ResourceKind};
 use probemesh_packet::icmp::{CODE_FRAG_NEEDED, TYPE_DEST_UNREACHABLE, TYPE_TIME_EXCEEDED};
 use probemesh_proto::pb;
 
-use super::{Evidence, Finding, all_lost, cite, refusing_route, return_route};
+use super::{Evidence, Finding, all_lost, cite, cite_hit, refusing_route, return_route, rule_hit};
 use crate::diagnose::model::Check;
 use crate::diagnose::path::Blocking;
 
@@ -87,6 +87,18 @@ fn destination(p: &pb::PingSummary) -> Option<Ipv4Addr> {
 pub(super) fn local_rule(e: &Evidence<'_>) -> Option<Finding> {
     let (c, p) = refused_ping(e)?;
     let l = local_refusal(p).filter(|l| l.errno == "EPERM")?;
+    let mut evidence = vec![cite(c, &c.detail)];
+    let mut blocker = Resource::new(
+        ResourceKind::Rule,
+        format!("{}: a rule in the OUTPUT path ({})", c.from, l.errno),
+    );
+    let mut by_rule = vec![0];
+    if let Some((fc, hit)) = rule_hit(e, &e.source.probe, "icmp") {
+        let (item, named) = cite_hit(fc, hit);
+        by_rule.push(evidence.len());
+        evidence.push(item);
+        blocker = named;
+    }
     Some(Finding {
         claims: vec![
             Claim::new(
@@ -101,24 +113,16 @@ pub(super) fn local_rule(e: &Evidence<'_>) -> Option<Finding> {
                     "a rule in {}'s OUTPUT path drops them before they leave",
                     c.from
                 ),
-                &[0],
+                &by_rule,
             ),
         ],
         fix: format!(
             "on {}: find the rule in the OUTPUT path (iptables -S OUTPUT -v; iptables -t raw -S; iptables -t mangle -S; nft list ruleset) that drops ICMP to {}, and remove or narrow it",
             c.from, p.address
         ),
-        evidence: vec![cite(c, &c.detail)],
+        evidence,
         confidence: 0.85,
-        blocking: Some(Blocking::new(
-            &c.from,
-            Action::Rejected,
-            Resource::new(
-                ResourceKind::Rule,
-                format!("{}: a rule in the OUTPUT path ({})", c.from, l.errno),
-            ),
-            &[0],
-        )),
+        blocking: Some(Blocking::new(&c.from, Action::Rejected, blocker, &by_rule)),
     })
 }
 
@@ -315,16 +319,27 @@ fn remote(e: &Evidence<'_>, wanted: fn(&Remote) -> bool) -> Option<Finding> {
         evidence.push(cite(fc, &said));
     }
     let who = facts.map_or_else(|| err.from.clone(), |fc| fc.from.clone());
+    let hit = match &judged {
+        Remote::Rule(_) => facts.and_then(|fc| rule_hit(e, &fc.from, "icmp")),
+        _ => None,
+    }
+    .map(|(c, hit)| {
+        let (item, named) = cite_hit(c, hit);
+        evidence.push(item);
+        named
+    });
     let cited: Vec<usize> = (0..evidence.len()).collect();
     let resource = match &judged {
         Remote::Route(route) => Some(Resource::new(
             ResourceKind::Route,
             format!("{who}: {route}"),
         )),
-        Remote::Rule(_) => Some(Resource::new(
-            ResourceKind::Rule,
-            format!("{who}: a reject rule matching ICMP to {dst}"),
-        )),
+        Remote::Rule(_) => Some(hit.unwrap_or_else(|| {
+            Resource::new(
+                ResourceKind::Rule,
+                format!("{who}: a reject rule matching ICMP to {dst}"),
+            )
+        })),
         Remote::Loop => Some(Resource::new(
             ResourceKind::Route,
             format!("{who}: a routing loop towards {dst}"),
@@ -377,6 +392,7 @@ fn remote(e: &Evidence<'_>, wanted: fn(&Remote) -> bool) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diagnose::model::Observation;
     use crate::diagnose::packets::Proto;
     use crate::diagnose::rules::fixtures::*;
     use probemesh_model::path::Leg;
@@ -656,6 +672,41 @@ mod tests {
         // With a usable route back, the unanswered echoes are a firewall.
         let v = case(("default", "default via 198.18.0.1 dev eth0"));
         assert_eq!(class(&v), ("network_unreachable", "firewall"), "{v:#?}");
+    }
+
+    #[tokio::test]
+    async fn the_kernels_decision_overrules_the_main_table() {
+        // node-2's main table routes the way back, but a policy rule sends
+        // it to a table whose route refuses it: `ip route get` says so.
+        let decided = |kind: &str| {
+            let mut far = node(
+                "node-2",
+                "198.18.0.12",
+                &[("default", "default via 198.18.0.1 dev eth0")],
+            );
+            if let Some(Observation::NodeFacts(f)) = far.observation.as_mut() {
+                f.route_decisions = vec![pb::RouteDecision {
+                    destination: "198.18.0.14".into(),
+                    kind: kind.into(),
+                    decision: format!("{kind}: RTNETLINK answers: No route to host"),
+                    ..Default::default()
+                }];
+            }
+            Case::new("cloudvm-1", "probe:node-2")
+                .with(icmp("cloudvm-1", "198.18.0.12", 20, 0))
+                .with(far)
+                .verdict()
+        };
+        let v = decided("unreachable");
+        assert_eq!(class(&v), ("network_unreachable", "routing"), "{v:#?}");
+        assert!(
+            v.summary.contains("ip route get 198.18.0.14: unreachable"),
+            "{}",
+            v.summary
+        );
+        // And a kernel that routes it keeps the table's usable route.
+        let v = decided("unicast");
+        assert_ne!(v.rule, "echo-return-route", "{v:#?}");
     }
 
     #[tokio::test]

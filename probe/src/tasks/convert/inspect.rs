@@ -12,7 +12,7 @@ use probemesh_proto::pb;
 use super::{MIN_DURATION, nanos, parse_ip};
 use crate::interfaces::Interface;
 use crate::tasks::dns::{DEFAULT_TIMEOUT, DnsReport, DnsSpec, MAX_SERVERS, MAX_TIMEOUT};
-use crate::tasks::facts::{NodeFacts, NodeFactsSpec};
+use crate::tasks::facts::{MAX_COUNTER_WINDOW, MAX_ROUTE_LOOKUPS, NodeFacts, NodeFactsSpec};
 use crate::tasks::listener::{Listener, ListenerSpec};
 
 /// Longest DNS name accepted, bytes (253 plus a trailing dot).
@@ -56,6 +56,15 @@ pub enum InvalidNodeFactsTask {
     /// Above 65535.
     #[error("node_facts.match_port: {0} is out of range 0..=65535 (0 = any)")]
     MatchPort(u32),
+    /// A route lookup that is not an IP address.
+    #[error("node_facts.route_lookups: {0:?} is not an IP address")]
+    RouteLookup(String),
+    /// More lookups than one task may ask.
+    #[error("node_facts.route_lookups: {0} addresses; at most {MAX_ROUTE_LOOKUPS}")]
+    TooManyLookups(usize),
+    /// A counter window above the bound.
+    #[error("node_facts.counter_window_us: {0} us is longer than {MAX_COUNTER_WINDOW:?}")]
+    CounterWindow(u64),
 }
 
 fn is_dns_name(name: &str) -> bool {
@@ -135,9 +144,25 @@ impl TryFrom<pb::NodeFactsTask> for NodeFactsSpec {
         };
         let port = u16::try_from(task.match_port)
             .map_err(|_| InvalidNodeFactsTask::MatchPort(task.match_port))?;
+        if task.route_lookups.len() > MAX_ROUTE_LOOKUPS {
+            return Err(InvalidNodeFactsTask::TooManyLookups(
+                task.route_lookups.len(),
+            ));
+        }
+        let route_lookups = task
+            .route_lookups
+            .iter()
+            .map(|a| parse_ip(a.trim()).ok_or_else(|| InvalidNodeFactsTask::RouteLookup(a.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let window = Duration::from_micros(task.counter_window_us);
+        if window > MAX_COUNTER_WINDOW {
+            return Err(InvalidNodeFactsTask::CounterWindow(task.counter_window_us));
+        }
         Ok(NodeFactsSpec {
             match_ip,
             match_port: (port != 0).then_some(port),
+            route_lookups,
+            counter_window: (!window.is_zero()).then_some(window),
         })
     }
 }
@@ -274,6 +299,29 @@ pub fn node_facts(facts: &NodeFacts) -> pb::NodeFacts {
         selinux: facts.selinux.clone(),
         ip_forward: facts.ip_forward,
         unavailable: facts.unavailable.clone(),
+        route_decisions: facts
+            .route_decisions
+            .iter()
+            .map(|d| pb::RouteDecision {
+                destination: d.destination.clone(),
+                kind: d.kind.clone(),
+                device: d.device.clone(),
+                gateway: d.gateway.clone(),
+                decision: d.decision.clone(),
+            })
+            .collect(),
+        rule_hits: facts
+            .rule_hits
+            .iter()
+            .map(|h| pb::RuleHits {
+                table: h.rule.table.clone(),
+                chain: h.rule.chain.clone(),
+                rule: h.rule.rule.clone(),
+                target: h.rule.target.clone(),
+                packets: h.rule.packets,
+                grew_by: h.grew_by,
+            })
+            .collect(),
     }
 }
 
@@ -335,20 +383,45 @@ mod tests {
         let spec = NodeFactsSpec::try_from(pb::NodeFactsTask {
             match_ip: "198.18.200.80".into(),
             match_port: 80,
+            route_lookups: vec!["198.18.100.10".into()],
+            counter_window_us: 1_500_000,
         })
         .unwrap();
         assert_eq!(
             (spec.match_ip, spec.match_port),
             (Some(IpAddr::from([198, 18, 200, 80])), Some(80))
         );
+        assert_eq!(spec.route_lookups, [IpAddr::from([198, 18, 100, 10])]);
+        assert_eq!(spec.counter_window, Some(Duration::from_millis(1500)));
+        let invalid =
+            |task: pb::NodeFactsTask| NodeFactsSpec::try_from(task).unwrap_err().to_string();
         assert_eq!(
-            NodeFactsSpec::try_from(pb::NodeFactsTask {
+            invalid(pb::NodeFactsTask {
                 match_ip: "web".into(),
-                match_port: 0
-            })
-            .unwrap_err()
-            .to_string(),
+                ..Default::default()
+            }),
             "node_facts.match_ip: \"web\" is not an IP address (empty = any)"
+        );
+        assert_eq!(
+            invalid(pb::NodeFactsTask {
+                route_lookups: vec!["198.18.0.1".into(); 17],
+                ..Default::default()
+            }),
+            "node_facts.route_lookups: 17 addresses; at most 16"
+        );
+        assert_eq!(
+            invalid(pb::NodeFactsTask {
+                route_lookups: vec!["gateway".into()],
+                ..Default::default()
+            }),
+            "node_facts.route_lookups: \"gateway\" is not an IP address"
+        );
+        assert_eq!(
+            invalid(pb::NodeFactsTask {
+                counter_window_us: 60_000_000,
+                ..Default::default()
+            }),
+            "node_facts.counter_window_us: 60000000 us is longer than 10s"
         );
     }
 }

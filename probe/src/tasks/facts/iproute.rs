@@ -1,4 +1,5 @@
 //! Parsers of iproute2's JSON output: `ip -j route show table all`,
+//! `ip -j route get ADDR` (the kernel's decision, policy rules included),
 //! `ip -j -d link show` (tunnel devices) and `tc -s -j qdisc` (drops).
 //! Sans-IO: text in, facts out; malformed JSON gives nothing.
 //!
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::{Route, Tunnel};
+use super::{Route, RouteDecision, Tunnel};
 
 /// Most entries taken from one document.
 const MAX_ENTRIES: usize = 10_000;
@@ -84,6 +85,58 @@ pub fn parse_routes(json: &str) -> Vec<Route> {
             Some(Route { raw, ..route })
         })
         .collect()
+}
+
+/// The kernel's answer to `ip -j route get DESTINATION`.
+pub fn parse_route_get(destination: &str, json: &str) -> Option<RouteDecision> {
+    let r = entries(json).into_iter().next()?;
+    let kind = match text(&r, "type") {
+        t if t.is_empty() => "unicast".to_owned(),
+        t => t,
+    };
+    let (device, gateway) = (text(&r, "dev"), text(&r, "gateway"));
+    let mut decision = vec![destination.to_owned()];
+    for (key, value) in [
+        ("via", gateway.as_str()),
+        ("dev", device.as_str()),
+        ("table", text(&r, "table").as_str()),
+        ("src", text(&r, "prefsrc").as_str()),
+    ] {
+        if !value.is_empty() {
+            decision.push(format!("{key} {value}"));
+        }
+    }
+    if kind != "unicast" {
+        decision.insert(0, kind.clone());
+    }
+    Some(RouteDecision {
+        destination: destination.to_owned(),
+        kind,
+        device,
+        gateway,
+        decision: decision.join(" "),
+    })
+}
+
+/// The kernel's refusal of `ip route get DESTINATION`, read from the
+/// errno `ip` prints: a blackhole route answers EINVAL, an unreachable
+/// route EHOSTUNREACH, a prohibit route EACCES, no route ENETUNREACH.
+/// `None` for any other failure (not a route decision).
+pub fn refused_route(destination: &str, reason: &str) -> Option<RouteDecision> {
+    const ERRNOS: [(&str, &str); 4] = [
+        ("Invalid argument", "blackhole"),
+        ("No route to host", "unreachable"),
+        ("Permission denied", "prohibit"),
+        ("Network is unreachable", "no_route"),
+    ];
+    let (said, kind) = ERRNOS.iter().find(|(said, _)| reason.contains(said))?;
+    Some(RouteDecision {
+        destination: destination.to_owned(),
+        kind: (*kind).to_owned(),
+        device: String::new(),
+        gateway: String::new(),
+        decision: format!("{kind}: RTNETLINK answers: {said}"),
+    })
 }
 
 /// The route as `ip route show` prints it.
@@ -174,6 +227,52 @@ pub fn parse_qdisc_drops(json: &str) -> HashMap<String, u64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_kernels_route_decision_and_its_refusals() {
+        let via = r#"[{"dst":"198.19.253.1","gateway":"198.18.250.9","dev":"v0","prefsrc":"198.18.250.1","flags":[],"uid":0,"cache":[]}]"#;
+        let d = parse_route_get("198.19.253.1", via).unwrap();
+        assert_eq!(
+            (
+                d.kind.as_str(),
+                d.device.as_str(),
+                d.gateway.as_str(),
+                d.decision.as_str()
+            ),
+            (
+                "unicast",
+                "v0",
+                "198.18.250.9",
+                "198.19.253.1 via 198.18.250.9 dev v0 src 198.18.250.1"
+            )
+        );
+        let local = r#"[{"type":"local","dst":"198.18.250.1","dev":"lo","prefsrc":"198.18.250.1","flags":[],"uid":0,"cache":["local"]}]"#;
+        assert_eq!(
+            parse_route_get("198.18.250.1", local).unwrap().kind,
+            "local"
+        );
+        assert_eq!(parse_route_get("198.18.250.1", "not json"), None);
+        let refused = |reason| refused_route("198.19.250.1", reason).map(|d| d.kind);
+        assert_eq!(
+            refused(
+                "ip -j route get 198.19.250.1: exit status: 2 RTNETLINK answers: Invalid argument"
+            ),
+            Some("blackhole".into())
+        );
+        assert_eq!(
+            refused("RTNETLINK answers: No route to host"),
+            Some("unreachable".into())
+        );
+        assert_eq!(
+            refused("RTNETLINK answers: Permission denied"),
+            Some("prohibit".into())
+        );
+        assert_eq!(
+            refused("RTNETLINK answers: Network is unreachable"),
+            Some("no_route".into())
+        );
+        assert_eq!(refused("ip: not installed"), None);
+    }
 
     #[test]
     fn routes_of_all_tables_but_local() {

@@ -153,7 +153,7 @@ pub fn parse(text: &str) -> NatTable {
     table
 }
 
-fn parse_rule(table: &str, line: &str) -> Option<Rule> {
+pub(super) fn parse_rule(table: &str, line: &str) -> Option<Rule> {
     let words = split_words(line);
     let chain = words.get(1)?.clone();
     let mut rule = Rule {

@@ -1,11 +1,14 @@
 //! Node facts: the host's (or namespace's) network state as an engineer
-//! reads it with `ip addr`, `ip route`, `ip -d link`, `iptables-save -t nat`,
-//! `conntrack -C`, `nstat` and `/proc`: interfaces with every address,
-//! routes, tunnels, kube-proxy NAT paths, conntrack use, drop and listen
-//! counters, ephemeral ports, load, SELinux, forwarding.
+//! reads it with `ip addr`, `ip route`, `ip route get`, `ip -d link`,
+//! `iptables-save -t nat`, `iptables -L -v` twice, `conntrack -C`, `nstat`
+//! and `/proc`: interfaces with every address, routes and the kernel's
+//! decision for the addresses asked, tunnels, kube-proxy NAT paths, the
+//! DROP/REJECT rules that counted packets while the run's checks ran,
+//! conntrack use, drop and listen counters, ephemeral ports, load,
+//! SELinux, forwarding.
 //!
-//! Map: [`proc`], [`iproute`] and [`iptables`] are sans-IO parsers with
-//! fixtures; [`read`] is the I/O; [`run`] puts the facts together. A fact
+//! Map: [`proc`], [`iproute`], [`iptables`] and [`counters`] are sans-IO
+//! parsers with fixtures; [`read`] is the I/O; [`run`] puts the facts together. A fact
 //! that cannot be read goes to [`NodeFacts::unavailable`] with the reason;
 //! the task never fails for one missing fact.
 //!
@@ -22,6 +25,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +34,7 @@ use super::listener::{self, Protocol};
 use crate::interfaces::Interface;
 use read::Unreadable;
 
+pub mod counters;
 pub mod iproute;
 pub mod iptables;
 pub mod proc;
@@ -37,6 +42,10 @@ pub mod read;
 
 /// Most NAT rules reported.
 pub const MAX_NAT_RULES: usize = 5_000;
+/// Most addresses whose route decision one task asks for.
+pub const MAX_ROUTE_LOOKUPS: usize = 16;
+/// Longest counter window.
+pub const MAX_COUNTER_WINDOW: Duration = Duration::from_secs(10);
 
 /// A validated node-facts task.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -45,6 +54,12 @@ pub struct NodeFactsSpec {
     pub match_ip: Option<IpAddr>,
     /// NAT paths for packets to this port.
     pub match_port: Option<u16>,
+    /// Addresses to ask the kernel's route for (at most
+    /// [`MAX_ROUTE_LOOKUPS`]).
+    pub route_lookups: Vec<IpAddr>,
+    /// Read the DROP/REJECT counters at the start and again after this
+    /// long (at most [`MAX_COUNTER_WINDOW`]).
+    pub counter_window: Option<Duration>,
 }
 
 impl NodeFactsSpec {
@@ -91,6 +106,22 @@ pub struct Route {
     pub table: String,
     /// The route as `ip route` prints it (or the `/proc` line).
     pub raw: String,
+}
+
+/// The kernel's route for one address (`ip route get`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteDecision {
+    /// The address asked.
+    pub destination: String,
+    /// `unicast`, `local`, … or the refusal: `blackhole`, `unreachable`,
+    /// `prohibit`, `no_route`.
+    pub kind: String,
+    /// Output device; empty when refused.
+    pub device: String,
+    /// Next hop; empty when on-link or refused.
+    pub gateway: String,
+    /// As `ip route get` prints it, or the refusal.
+    pub decision: String,
 }
 
 /// A tunnel device.
@@ -151,6 +182,10 @@ pub struct NodeFacts {
     pub ip_forward: bool,
     /// Facts that could not be read, each "fact: reason".
     pub unavailable: Vec<String>,
+    /// The kernel's route for each address asked.
+    pub route_decisions: Vec<RouteDecision>,
+    /// DROP/REJECT rules whose counters grew during the counter window.
+    pub rule_hits: Vec<counters::RuleHits>,
 }
 
 impl NodeFacts {
@@ -170,6 +205,11 @@ pub async fn run(spec: &NodeFactsSpec, cancel: &CancellationToken) -> Result<Nod
 }
 
 async fn gather(spec: &NodeFactsSpec) -> NodeFacts {
+    let started = tokio::time::Instant::now();
+    let before = match spec.counter_window {
+        Some(_) => Some(counted().await),
+        None => None,
+    };
     let mut facts = NodeFacts {
         interfaces: crate::interfaces::list(),
         ..NodeFacts::default()
@@ -183,7 +223,40 @@ async fn gather(spec: &NodeFactsSpec) -> NodeFacts {
     routes(&mut facts).await;
     nat(&mut facts, spec).await;
     kernel(&mut facts);
+    route_decisions(&mut facts, &spec.route_lookups).await;
+    if let (Some(window), Some(before)) = (spec.counter_window, before) {
+        tokio::time::sleep_until(started + window).await;
+        match (before, counted().await) {
+            (Ok(before), Ok(after)) => facts.rule_hits = counters::grown(&before, &after),
+            (Err(e), _) | (_, Err(e)) => facts.missing("rule counters", &e),
+        }
+    }
     facts
+}
+
+/// Every table's DROP/REJECT rules with their packet counters.
+async fn counted() -> std::result::Result<Vec<counters::Counted>, Unreadable> {
+    read::command("iptables-save", &["-c"])
+        .await
+        .map(|text| counters::parse(&text))
+}
+
+/// The kernel's route for each address, refusals included.
+async fn route_decisions(facts: &mut NodeFacts, lookups: &[IpAddr]) {
+    for ip in lookups.iter().take(MAX_ROUTE_LOOKUPS) {
+        let dst = ip.to_string();
+        let decision = match read::command("ip", &["-j", "route", "get", &dst]).await {
+            Ok(json) => iproute::parse_route_get(&dst, &json),
+            Err(e) => {
+                let refused = iproute::refused_route(&dst, &e.describe());
+                if refused.is_none() {
+                    facts.missing(&format!("route to {dst}"), &e);
+                }
+                refused
+            }
+        };
+        facts.route_decisions.extend(decision);
+    }
 }
 
 /// Tunnels, and link MTUs as the namespace sees them.
