@@ -11,11 +11,12 @@ pub(super) use probemesh_proto::pb;
 use super::*;
 pub(super) use crate::diagnose::checks::summarize;
 pub(super) use crate::diagnose::model::{Check, ObserverInterface};
-pub(super) use crate::diagnose::packets::{Answer, Fate, Packets, Tunnel};
+pub(super) use crate::diagnose::packets::{Answer, Fate, Packets, Proto, Tunnel};
 pub(super) use crate::diagnose::plan::{PlannedCheck, SourceSide};
 use crate::diagnose::target::{self, Resolved};
 use crate::diagnose::testing::lab_inventory;
 pub(super) use probemesh_model::check::Direction;
+pub(super) use probemesh_model::path::{Action, Leg};
 pub(super) use probemesh_proto::pb::task_result::Outcome;
 
 pub(super) struct Case {
@@ -274,4 +275,38 @@ pub(super) fn observer(probe: &str, interface: &str) -> ObserverInterface {
         probe: probemesh_proto::identity::ProbeName::new(probe).expect("probe name"),
         interface: interface.to_owned(),
     }
+}
+
+/// A test packet `src > dst:port` (an ICMP echo when `port` is 0, else a
+/// TCP SYN) seen at `seen_at` in that order and never answered: lost after
+/// the last. Tests change what they need with struct update.
+pub(super) fn fate(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    port: u16,
+    seen_at: Vec<ObserverInterface>,
+) -> Fate {
+    let tcp = port != 0;
+    Fate {
+        proto: if tcp { Proto::Tcp } else { Proto::Icmp },
+        src,
+        dst,
+        dst_port: port,
+        syn: tcp,
+        wire_bytes: if tcp { 74 } else { 98 },
+        lost_after: seen_at.last().cloned(),
+        seen_at,
+        answer: None,
+        retransmissions: 0,
+        rewrites: Vec::new(),
+        errors: Vec::new(),
+    }
+}
+
+/// The verdict's path as (leg, where, action), to compare whole.
+pub(super) fn steps(v: &Verdict) -> Vec<(Leg, &str, Action)> {
+    v.path
+        .iter()
+        .map(|s| (s.leg, s.at.as_str(), s.action))
+        .collect()
 }

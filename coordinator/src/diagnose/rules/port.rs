@@ -350,18 +350,13 @@ mod tests {
             .with(listener("node-2@pod:default/web-0", "0.0.0.0"));
         c.packets = Some(Packets {
             fates: vec![Fate {
-                proto: Proto::Tcp,
-                src: Ipv4Addr::new(198, 18, 100, 10),
-                dst: Ipv4Addr::new(198, 18, 0, 12),
-                dst_port: 30080,
-                syn: true,
-                wire_bytes: 74,
-                seen_at: vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
-                answer: None,
-                lost_after: Some(observer("node-2", "eth0")),
                 retransmissions: 2,
-                rewrites: Vec::new(),
-                errors: Vec::new(),
+                ..fate(
+                    Ipv4Addr::new(198, 18, 100, 10),
+                    Ipv4Addr::new(198, 18, 0, 12),
+                    30080,
+                    vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
+                )
             }],
             ..Default::default()
         });
@@ -397,21 +392,17 @@ mod tests {
             .with(tcp("cloudvm-1", "198.18.0.12:30080", 0, 3, 0));
         c.packets = Some(Packets {
             fates: vec![Fate {
-                proto: Proto::Tcp,
-                src: Ipv4Addr::new(198, 18, 100, 10),
-                dst: Ipv4Addr::new(198, 18, 0, 12),
-                dst_port: 30080,
-                syn: true,
-                wire_bytes: 74,
-                seen_at,
                 answer: Some(Answer {
                     reset: true,
                     at: observer("cloudvm-1", "eth0"),
                 }),
                 lost_after: None,
-                retransmissions: 0,
-                rewrites: Vec::new(),
-                errors: Vec::new(),
+                ..fate(
+                    Ipv4Addr::new(198, 18, 100, 10),
+                    Ipv4Addr::new(198, 18, 0, 12),
+                    30080,
+                    seen_at,
+                )
             }],
             captured: [observer("cloudvm-1", "eth0"), observer("node-2", "eth0")]
                 .into_iter()
@@ -440,12 +431,11 @@ mod tests {
         // NIC never saw was reset on the way.
         let v = reset_seen(vec![observer("cloudvm-1", "eth0")], None);
         assert_eq!(class(&v), ("port_unreachable", "filtered"), "{v:#?}");
-        let steps: Vec<(&str, Action)> = v.path.iter().map(|s| (s.at.as_str(), s.action)).collect();
         assert_eq!(
-            steps,
+            steps(&v),
             [
-                ("cloudvm-1/eth0", Action::Sent),
-                ("cloudvm-1/eth0", Action::Rejected)
+                (Leg::Forward, "cloudvm-1/eth0", Action::Sent),
+                (Leg::Return, "cloudvm-1/eth0", Action::Rejected)
             ],
             "{:#?}",
             v.path

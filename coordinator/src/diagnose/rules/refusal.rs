@@ -393,9 +393,7 @@ fn remote(e: &Evidence<'_>, wanted: fn(&Remote) -> bool) -> Option<Finding> {
 mod tests {
     use super::*;
     use crate::diagnose::model::Observation;
-    use crate::diagnose::packets::Proto;
     use crate::diagnose::rules::fixtures::*;
-    use probemesh_model::path::Leg;
 
     fn refused(
         from: &str,
@@ -593,13 +591,8 @@ mod tests {
         );
         // Without captures the path is the check's: sent, and refused by
         // the router that sent the error, which the rule names.
-        let steps: Vec<(Leg, &str, Action)> = prohibited
-            .path
-            .iter()
-            .map(|s| (s.leg, s.at.as_str(), s.action))
-            .collect();
         assert_eq!(
-            steps,
+            steps(&prohibited),
             [
                 (Leg::Forward, "cloudvm-1", Action::Sent),
                 (Leg::Return, "198.18.100.1", Action::Rejected),
@@ -619,20 +612,12 @@ mod tests {
                 .with(icmp("cloudvm-1", "198.18.0.12", 20, 0))
                 .with(node("node-2", "198.18.0.12", &[route]));
             c.packets = Some(Packets {
-                fates: vec![Fate {
-                    proto: Proto::Icmp,
-                    src: Ipv4Addr::new(198, 18, 100, 10),
-                    dst: Ipv4Addr::new(198, 18, 0, 12),
-                    dst_port: 0,
-                    syn: false,
-                    wire_bytes: 98,
-                    seen_at: vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
-                    answer: None,
-                    lost_after: Some(observer("node-2", "eth0")),
-                    retransmissions: 0,
-                    rewrites: Vec::new(),
-                    errors: Vec::new(),
-                }],
+                fates: vec![fate(
+                    Ipv4Addr::new(198, 18, 100, 10),
+                    Ipv4Addr::new(198, 18, 0, 12),
+                    0,
+                    vec![observer("cloudvm-1", "eth0"), observer("node-2", "eth0")],
+                )],
                 ..Default::default()
             });
             c.verdict()
@@ -646,13 +631,8 @@ mod tests {
             "{}",
             v.summary
         );
-        let steps: Vec<(Leg, &str, Action)> = v
-            .path
-            .iter()
-            .map(|s| (s.leg, s.at.as_str(), s.action))
-            .collect();
         assert_eq!(
-            steps,
+            steps(&v),
             [
                 (Leg::Forward, "cloudvm-1/eth0", Action::Sent),
                 (Leg::Forward, "node-2/eth0", Action::Delivered),
@@ -722,23 +702,15 @@ mod tests {
                 &[("default", "default via 198.18.0.1 dev eth0")],
             ));
         c.packets = Some(Packets {
-            fates: vec![Fate {
-                proto: Proto::Icmp,
-                src: Ipv4Addr::new(198, 19, 1, 0),
-                dst: Ipv4Addr::new(198, 19, 2, 10),
-                dst_port: 0,
-                syn: false,
-                wire_bytes: 98,
-                seen_at: vec![
+            fates: vec![fate(
+                Ipv4Addr::new(198, 19, 1, 0),
+                Ipv4Addr::new(198, 19, 2, 10),
+                0,
+                vec![
                     observer("node-1", "flannel.1"),
                     observer("node-2", "flannel.1"),
                 ],
-                answer: None,
-                lost_after: Some(observer("node-2", "flannel.1")),
-                retransmissions: 0,
-                rewrites: Vec::new(),
-                errors: Vec::new(),
-            }],
+            )],
             ..Default::default()
         });
         let v = c.verdict();

@@ -57,9 +57,8 @@ async fn nothing_from_the_source_is_inconclusive() {
 
 #[tokio::test]
 async fn a_healthy_path_is_traced_through_its_rewrites() {
-    use crate::diagnose::packets::{Answer, Change, Fate, Packets, Proto, Rewrite};
-    use probemesh_model::path::{Action, Leg};
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use crate::diagnose::packets::{Change, Rewrite};
+    use std::net::SocketAddrV4;
 
     let pod = observer("node-2", "pod:default/web-0/eth0");
     let mut c = Case::new("cloudvm-1", "nodeport:node-2:30080")
@@ -67,42 +66,34 @@ async fn a_healthy_path_is_traced_through_its_rewrites() {
         .with(tcp("cloudvm-1", "198.18.0.12:30080", 3, 0, 0));
     c.packets = Some(Packets {
         fates: vec![Fate {
-            proto: Proto::Tcp,
-            src: Ipv4Addr::new(198, 18, 100, 10),
-            dst: Ipv4Addr::new(198, 18, 0, 12),
-            dst_port: 30080,
-            syn: true,
-            wire_bytes: 74,
-            seen_at: vec![
-                observer("cloudvm-1", "eth0"),
-                observer("node-2", "eth0"),
-                pod.clone(),
-            ],
             answer: Some(Answer {
                 reset: false,
                 at: observer("cloudvm-1", "eth0"),
             }),
             lost_after: None,
-            retransmissions: 0,
             rewrites: vec![Rewrite {
                 at: pod.clone(),
                 change: Change::Dnat {
                     to: SocketAddrV4::new(Ipv4Addr::new(198, 19, 2, 10), 8080),
                 },
             }],
-            errors: Vec::new(),
+            ..fate(
+                Ipv4Addr::new(198, 18, 100, 10),
+                Ipv4Addr::new(198, 18, 0, 12),
+                30080,
+                vec![
+                    observer("cloudvm-1", "eth0"),
+                    observer("node-2", "eth0"),
+                    pod.clone(),
+                ],
+            )
         }],
         ..Default::default()
     });
     let v = c.verdict();
     assert_eq!(class(&v), ("ok", ""), "{v:#?}");
-    let steps: Vec<(Leg, &str, Action)> = v
-        .path
-        .iter()
-        .map(|s| (s.leg, s.at.as_str(), s.action))
-        .collect();
     assert_eq!(
-        steps,
+        steps(&v),
         [
             (Leg::Forward, "cloudvm-1/eth0", Action::Sent),
             (Leg::Forward, "node-2/eth0", Action::Forwarded),
