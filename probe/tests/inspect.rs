@@ -55,6 +55,11 @@ impl Lab {
         sh(&["ip", "-n", b, "link", "set", "eth0", "up"], true);
     }
 
+    /// Adds `cidr` to `ns`'s eth0.
+    fn address(&self, ns: &str, cidr: &str) {
+        sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", "eth0"], true);
+    }
+
     /// Writes `/etc/netns/NS/resolv.conf`.
     fn resolv_conf(&self, ns: &str, text: &str) {
         let dir = etc_netns(ns);
@@ -172,32 +177,8 @@ fn node_facts_count_the_drops_of_the_window_and_ask_the_kernel_for_routes() {
     let node = lab.add("drops");
     let peer = lab.add("pinger");
     lab.link(&node, &peer);
-    sh(
-        &[
-            "ip",
-            "-n",
-            &node,
-            "addr",
-            "add",
-            "198.18.65.11/24",
-            "dev",
-            "eth0",
-        ],
-        true,
-    );
-    sh(
-        &[
-            "ip",
-            "-n",
-            &peer,
-            "addr",
-            "add",
-            "198.18.65.12/24",
-            "dev",
-            "eth0",
-        ],
-        true,
-    );
+    lab.address(&node, "198.18.65.11/24");
+    lab.address(&peer, "198.18.65.12/24");
     sh(
         &[
             "ip",
@@ -279,10 +260,7 @@ fn node_facts_show_both_addresses_and_the_service_nat_path() {
     let peer = lab.add("peer");
     lab.link(&node, &peer);
     for addr in ["198.18.64.11/24", "198.18.64.21/24"] {
-        sh(
-            &["ip", "-n", &node, "addr", "add", addr, "dev", "eth0"],
-            true,
-        );
+        lab.address(&node, addr);
     }
     let rules = std::fs::read_to_string(KUBE_PROXY_NAT).expect("fixture");
     let mut restore = Command::new("ip")
@@ -418,32 +396,8 @@ fn dns_resolves_with_the_namespace_resolv_conf_and_names_the_dead_server() {
     let pod = lab.add("pod");
     let dns_ns = lab.add("dns");
     lab.link(&pod, &dns_ns);
-    sh(
-        &[
-            "ip",
-            "-n",
-            &pod,
-            "addr",
-            "add",
-            "198.18.66.10/24",
-            "dev",
-            "eth0",
-        ],
-        true,
-    );
-    sh(
-        &[
-            "ip",
-            "-n",
-            &dns_ns,
-            "addr",
-            "add",
-            "198.18.66.53/24",
-            "dev",
-            "eth0",
-        ],
-        true,
-    );
+    lab.address(&pod, "198.18.66.10/24");
+    lab.address(&dns_ns, "198.18.66.53/24");
     // 198.18.66.99 "exists" at a MAC nobody has: queries vanish, no ICMP.
     sh(
         &[
