@@ -35,9 +35,9 @@ enum Shows {
     Loss,
 }
 
-/// One part per family of the table (13), places spread over the fabric
+/// One part per family of the table (14), places spread over the fabric
 /// (both directions), every node, hooks, pods and cloudvm-1.
-const SAMPLE: [(&str, Shows); 13] = [
+const SAMPLE: [(&str, Shows); 14] = [
     ("drop/icmp@node-2:input", Shows::Failure),
     ("reject-tcp-reset/tcp@fabric:to-node-1", Shows::Failure),
     ("route-removed@node-2", Shows::Failure),
@@ -47,6 +47,7 @@ const SAMPLE: [(&str, Shows); 13] = [
     ("listener-stopped@pod:dns-0", Shows::Failure),
     ("listener-loopback@pod:web-0", Shows::Failure),
     ("dns-drop@pod:client-3", Shows::Failure),
+    ("dns-nxdomain@pod:dns-0", Shows::Failure),
     ("dnat-wrong-port@node-3", Shows::Failure),
     ("conntrack-full@node-1", Shows::Failure),
     ("second-address@node-1", Shows::Failure),

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
 use crate::topology::{
-    self, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT, NODES,
+    self, BrokenDns, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT, NODES,
 };
 
 /// A fault of the catalogue.
@@ -167,6 +167,8 @@ pub enum Daemon {
     },
     /// dnsmasq in dns-0.
     ClusterDns,
+    /// dnsmasq in dns-0 answering every cluster name wrongly.
+    BrokenClusterDns(BrokenDns),
     /// The web app stuck outside `accept()`: 0.0.0.0:8080 with a backlog
     /// of [`STALLED_BACKLOG`], never accepting.
     StalledWeb,
@@ -296,6 +298,12 @@ impl Daemon {
             Daemon::Web { loopback: false } => "the web app in web-0 (0.0.0.0:8080)",
             Daemon::Web { loopback: true } => "the web app in web-0 on 127.0.0.1:8080",
             Daemon::ClusterDns => "the cluster DNS (dnsmasq in dns-0)",
+            Daemon::BrokenClusterDns(BrokenDns::Refused) => {
+                "the cluster DNS in dns-0 answering REFUSED (no zone, no upstream)"
+            }
+            Daemon::BrokenClusterDns(BrokenDns::NxDomain) => {
+                "the cluster DNS in dns-0 answering NXDOMAIN for cluster.local"
+            }
             Daemon::StalledWeb => {
                 "the stalled web app in web-0 (0.0.0.0:8080, backlog 1, never accepting)"
             }

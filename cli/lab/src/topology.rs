@@ -428,6 +428,37 @@ pub fn cluster_dns_args(pid_file: &str) -> Vec<String> {
     a
 }
 
+/// How a broken cluster DNS answers every cluster name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BrokenDns {
+    /// REFUSED: it serves no zone and forwards nowhere.
+    Refused,
+    /// NXDOMAIN: it claims `cluster.local` holds no names.
+    NxDomain,
+}
+
+impl BrokenDns {
+    /// The DNS response code it answers with.
+    pub fn rcode(self) -> &'static str {
+        match self {
+            BrokenDns::Refused => "REFUSED",
+            BrokenDns::NxDomain => "NXDOMAIN",
+        }
+    }
+}
+
+/// Arguments of a broken cluster DNS (dnsmasq in dns-0, listening where
+/// the real one does): no records and no upstream, so it answers REFUSED,
+/// or `cluster.local` declared empty, so it answers NXDOMAIN.
+pub fn broken_cluster_dns_args(pid_file: &str, answer: BrokenDns) -> Vec<String> {
+    let mut a = dnsmasq_common(pid_file);
+    a.push(format!("--listen-address={}", DNS_POD.ip));
+    if answer == BrokenDns::NxDomain {
+        a.push("--address=/cluster.local/".to_owned());
+    }
+    a
+}
+
 fn dnsmasq_common(pid_file: &str) -> Vec<String> {
     [
         "--keep-in-foreground",

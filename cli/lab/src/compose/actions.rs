@@ -104,6 +104,10 @@ impl Part {
             (Mechanism::ListenerStopped, Place::Pod(p)) if p == DNS_POD => {
                 vec![Action::Stop(Daemon::ClusterDns)]
             }
+            (Mechanism::DnsAnswer(answer), _) => vec![
+                Action::Stop(Daemon::ClusterDns),
+                Action::Start(Daemon::BrokenClusterDns(answer)),
+            ],
             (Mechanism::ListenerStopped, _) => {
                 vec![Action::Stop(Daemon::Web { loopback: false })]
             }
@@ -203,6 +207,10 @@ impl Part {
             (Mechanism::ListenerStopped, Place::Pod(p)) if p == DNS_POD => {
                 vec![Action::Start(Daemon::ClusterDns)]
             }
+            (Mechanism::DnsAnswer(answer), _) => vec![
+                Action::Stop(Daemon::BrokenClusterDns(answer)),
+                Action::Start(Daemon::ClusterDns),
+            ],
             (Mechanism::ListenerStopped, _) => {
                 vec![Action::Start(Daemon::Web { loopback: false })]
             }

@@ -98,7 +98,7 @@ fn cluster_dns() -> Exercise {
         ),
         format!("dns:{DNS_NAME}"),
         format!(
-            "ip netns exec {} dig +time=1 +tries=1 @{DNS_CLUSTER_IP} {DNS_NAME}",
+            "ip netns exec {} dig +short +time=1 +tries=1 @{DNS_CLUSTER_IP} {DNS_NAME} | grep -qE '^[0-9.]+$'",
             CLIENT_POD.netns
         ),
     )
@@ -146,7 +146,9 @@ impl Part {
                 ),
                 ..ping_node(n)
             },
-            (M::ListenerStopped | M::DnsDrop, _, _) if self.place() != P::Pod(WEB_POD) => {
+            (M::ListenerStopped | M::DnsDrop | M::DnsAnswer(_), _, _)
+                if self.place() != P::Pod(WEB_POD) =>
+            {
                 cluster_dns()
             }
             (M::ListenerStopped | M::ListenerLoopback, _, _) => {
@@ -222,6 +224,10 @@ impl Part {
             Mechanism::DnsDrop => {
                 format!("iptables at {at} drops DNS (UDP and TCP 53) towards the cluster DNS")
             }
+            Mechanism::DnsAnswer(answer) => format!(
+                "the cluster DNS in {at} is restarted answering {} for every cluster name",
+                answer.rcode()
+            ),
             Mechanism::NatMissing => {
                 format!("{at} loses its kube-proxy NAT rules (kube-proxy still listed as Running)")
             }

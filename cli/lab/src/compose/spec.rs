@@ -10,6 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::topology::BrokenDns;
 use crate::topology::{
     CLIENT_POD, CLOUDVM, DNS_POD, LabNode, LabPod, NODE_2, NODES, PODS, WEB_POD,
 };
@@ -34,6 +35,9 @@ pub enum Mechanism {
     ListenerLoopback,
     /// iptables drops DNS (UDP and TCP 53) towards the cluster DNS.
     DnsDrop,
+    /// The cluster DNS is restarted answering every cluster name wrongly
+    /// (REFUSED, or NXDOMAIN).
+    DnsAnswer(BrokenDns),
     /// A node's NAT rules for the Services are gone (kube-proxy still
     /// listed as running).
     NatMissing,
@@ -204,6 +208,8 @@ pub fn mechanisms() -> Vec<Mechanism> {
         Mechanism::ListenerStopped,
         Mechanism::ListenerLoopback,
         Mechanism::DnsDrop,
+        Mechanism::DnsAnswer(BrokenDns::Refused),
+        Mechanism::DnsAnswer(BrokenDns::NxDomain),
         Mechanism::NatMissing,
         Mechanism::DnatWrongPort,
         Mechanism::DnatMissingPod,
@@ -239,6 +245,7 @@ impl Mechanism {
                 RouteKind::Removed => "route-removed".to_owned(),
                 k => format!("route-{}", k.route_type()),
             },
+            Mechanism::DnsAnswer(a) => format!("dns-{}", a.rcode().to_lowercase()),
             m => m.plain_name().to_owned(),
         }
     }
@@ -258,7 +265,7 @@ impl Mechanism {
             Mechanism::ConntrackFull => "conntrack-full",
             Mechanism::SecondAddress => "second-address",
             Mechanism::LinkDown => "link-down",
-            Mechanism::Reject(_) | Mechanism::Route(_) => "",
+            Mechanism::Reject(_) | Mechanism::Route(_) | Mechanism::DnsAnswer(_) => "",
         }
     }
 
@@ -517,6 +524,10 @@ impl Part {
             }
             (M::DnsDrop, _, _) => Some(
                 "DNS is dropped on the way from client-3 to the cluster DNS: at pod:client-3, node-3:forward (the client's node), node-1:forward (the DNS pod's node) or pod:dns-0; the upstream is refused because a silent upstream has no single verdict (down or filtered look alike, and cluster names still resolve)",
+            ),
+            (M::DnsAnswer(_), _, P::Pod(p)) if p == DNS_POD => None,
+            (M::DnsAnswer(_), _, _) => Some(
+                "only the cluster DNS answers cluster names: use pod:dns-0 (the upstream is never asked for them, and a client pod answers nobody)",
             ),
             (
                 M::NatMissing

@@ -32,6 +32,8 @@ pub enum Family {
     ListenerLoopback,
     /// `dns-drop`.
     DnsDrop,
+    /// `dns-refused`, `dns-nxdomain`.
+    DnsAnswer,
     /// `nat-missing`, `dnat-wrong-port`, `dnat-missing-pod`: one node's
     /// Service NAT is not the Service's.
     NodeNat,
@@ -88,7 +90,7 @@ const fn row(
 }
 
 /// The ground truth of every composed part.
-pub const TRUTH: [TruthRow; 14] = [
+pub const TRUTH: [TruthRow; 15] = [
     row(
         Family::FilterIcmp,
         Scope::Anywhere,
@@ -160,6 +162,13 @@ pub const TRUTH: [TruthRow; 14] = [
         "the cluster DNS runs but client-3's queries never reach it, while the upstream DNS answers the pod",
     ),
     row(
+        Family::DnsAnswer,
+        Scope::Anywhere,
+        Class::DnsFailure,
+        Some(Cause::DnsServiceDown),
+        "the cluster DNS runs and answers, but REFUSED or NXDOMAIN for web.default.svc.cluster.local, a Service the cluster has: the DNS service does not serve the cluster's names",
+    ),
+    row(
         Family::NodeNat,
         Scope::Anywhere,
         Class::CniFailure,
@@ -202,6 +211,7 @@ impl Part {
             (Mechanism::ListenerStopped, _) => Family::ListenerStopped,
             (Mechanism::ListenerLoopback, _) => Family::ListenerLoopback,
             (Mechanism::DnsDrop, _) => Family::DnsDrop,
+            (Mechanism::DnsAnswer(_), _) => Family::DnsAnswer,
             (Mechanism::NatMissing | Mechanism::DnatWrongPort | Mechanism::DnatMissingPod, _) => {
                 Family::NodeNat
             }

@@ -81,7 +81,7 @@ impl Lab {
                 let child = self.start(state, p)?;
                 let listen = match daemon {
                     Daemon::Web { .. } | Daemon::StalledWeb => Listen::Tcp(WEB_PORT),
-                    Daemon::ClusterDns => Listen::Udp(53),
+                    Daemon::ClusterDns | Daemon::BrokenClusterDns(_) => Listen::Udp(53),
                     Daemon::Holder(h) => Listen::Connected(WEB_PORT, usize::from(h.count())),
                 };
                 self.wait_listening(state, &mut [(p.key(), child)], &p.key(), listen)

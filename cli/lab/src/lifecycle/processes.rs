@@ -12,7 +12,7 @@ use crate::faults::{Daemon, Holder, STALLED_BACKLOG};
 use crate::state::{LabState, StateDir};
 use crate::system::{self, Spawn};
 use crate::topology::{
-    self, CLOUDVM, CLOUDVM_NETNS, DNS_POD, FABRIC, LabNode, NODES, WEB_POD, WEB_PORT,
+    self, BrokenDns, CLOUDVM, CLOUDVM_NETNS, DNS_POD, FABRIC, LabNode, NODES, WEB_POD, WEB_PORT,
 };
 
 /// How `up` waits for the probes to register.
@@ -25,6 +25,7 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) enum Proc<'a> {
     UpstreamDns,
     ClusterDns,
+    BrokenClusterDns(BrokenDns),
     Web { loopback: bool },
     StalledWeb,
     Holder(Holder),
@@ -39,6 +40,9 @@ impl Proc<'_> {
         match self {
             Proc::UpstreamDns => "upstream-dns".to_owned(),
             Proc::ClusterDns => "cluster-dns".to_owned(),
+            Proc::BrokenClusterDns(answer) => {
+                format!("cluster-dns-{}", answer.rcode().to_lowercase())
+            }
             Proc::Web { .. } => "web".to_owned(),
             Proc::StalledWeb => "web-stalled".to_owned(),
             Proc::Holder(Holder::QueueFiller) => "queue-filler".to_owned(),
@@ -78,6 +82,11 @@ impl Lab {
                 spawn.netns = Some(DNS_POD.netns.to_owned());
                 spawn.program = "dnsmasq".into();
                 spawn.args = topology::cluster_dns_args(&pid_file);
+            }
+            Proc::BrokenClusterDns(answer) => {
+                spawn.netns = Some(DNS_POD.netns.to_owned());
+                spawn.program = "dnsmasq".into();
+                spawn.args = topology::broken_cluster_dns_args(&pid_file, answer);
             }
             Proc::Web { loopback } => {
                 let host = if loopback { "127.0.0.1" } else { "0.0.0.0" };
@@ -255,6 +264,7 @@ pub(super) fn daemon_proc(d: Daemon) -> Proc<'static> {
     match d {
         Daemon::Web { loopback } => Proc::Web { loopback },
         Daemon::ClusterDns => Proc::ClusterDns,
+        Daemon::BrokenClusterDns(answer) => Proc::BrokenClusterDns(answer),
         Daemon::StalledWeb => Proc::StalledWeb,
         Daemon::Holder(h) => Proc::Holder(h),
     }

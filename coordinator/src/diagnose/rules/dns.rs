@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use probemesh_model::check::CheckName;
 use probemesh_model::evidence::Claim;
-use probemesh_model::inventory::PodPhase;
+use probemesh_model::inventory::{PodPhase, Service};
 use probemesh_model::path::{Action, Resource, ResourceKind};
 use probemesh_proto::pb;
 
@@ -354,6 +354,103 @@ pub(super) fn dns_service_down(e: &Evidence<'_>) -> Option<Finding> {
     })
 }
 
+/// Response codes of a server that will not or cannot serve a name.
+const NOT_SERVED: [&str; 3] = ["REFUSED", "SERVFAIL", "NXDOMAIN"];
+
+/// The Service a cluster name stands for (`NAME.NS.svc.cluster.local`),
+/// when the inventory lists it.
+fn service_named<'a>(e: &Evidence<'a>, name: &str) -> Option<&'a Service> {
+    let rest = name
+        .trim_end_matches('.')
+        .strip_suffix(".svc.cluster.local")?;
+    let (service, namespace) = rest.split_once('.')?;
+    e.inventory?.service(namespace, service)
+}
+
+pub(super) fn dns_wrong_answer(e: &Evidence<'_>) -> Option<Finding> {
+    let v = dns_view(e)?;
+    let not_served = |a: &&pb::DnsAnswer| NOT_SERVED.contains(&a.rcode.as_str());
+    let cluster = v.cluster_answer().filter(not_served)?;
+    let pods = v.pod_answers();
+    if !v.resolv_conf_fails() || pods.is_empty() || !pods.iter().all(not_served) {
+        return None;
+    }
+    let name = v.result.name.as_str();
+    let service = service_named(e, name);
+    // NXDOMAIN is the right answer for a name the cluster lacks: only a
+    // name it has makes it wrong.
+    let only_nxdomain = std::iter::once(&cluster)
+        .chain(&pods)
+        .all(|a| a.rcode == "NXDOMAIN");
+    if only_nxdomain && service.is_none() {
+        return None;
+    }
+    let mut evidence = vec![v.cite_answer(cluster, "cluster DNS by ClusterIP")];
+    evidence.extend(
+        pods.iter()
+            .map(|a| v.cite_answer(a, "DNS pod by its own address")),
+    );
+    let answers: Vec<usize> = (0..evidence.len()).collect();
+    let mut rcodes: Vec<&str> = std::iter::once(&cluster)
+        .chain(&pods)
+        .map(|a| a.rcode.as_str())
+        .collect();
+    rcodes.dedup();
+    let rcodes = rcodes.join("/");
+    let mut claims = vec![Claim::new(
+        format!(
+            "the cluster DNS is reached and answers {name} with {rcodes}: {} and its pods ({})",
+            cluster.server,
+            pods.iter()
+                .map(|a| a.server.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        &answers,
+    )];
+    if let Some(s) = service {
+        let known = evidence.len();
+        evidence.push(listed(
+            &e.source.probe,
+            format!(
+                "the cluster has Service {}/{} ({})",
+                s.namespace, s.name, s.cluster_ip
+            ),
+            "service",
+            &s.namespace,
+            &s.name,
+        ));
+        claims.push(Claim::new(
+            format!(
+                "{name} is the cluster's Service {}/{}: the DNS service does not serve the cluster's names",
+                s.namespace, s.name
+            ),
+            &[known],
+        ));
+    } else {
+        claims.push(Claim::new(
+            "a DNS server that refuses or fails every query serves no zone: the DNS service is down in all but its socket",
+            &answers,
+        ));
+    }
+    let cited: Vec<usize> = (0..evidence.len()).collect();
+    Some(Finding {
+        claims,
+        fix: "the cluster DNS answers but does not serve cluster.local: check its configuration (CoreDNS: kubectl -n kube-system get configmap coredns -o yaml, the kubernetes plugin for cluster.local), its logs (kubectl -n kube-system logs -l k8s-app=kube-dns) and whether it reaches the API server (it answers SERVFAIL or REFUSED until it has synced)".into(),
+        evidence,
+        confidence: if service.is_some() { 0.9 } else { 0.8 },
+        blocking: Some(Blocking::new(
+            cluster.server.clone(),
+            Action::Rejected,
+            Resource::new(
+                ResourceKind::Resolver,
+                format!("the cluster DNS {}: {rcodes} for {name}", cluster.server),
+            ),
+            &cited,
+        )),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +495,58 @@ mod tests {
             .with(upstream(true))
             .verdict();
         assert_eq!(class(&v), ("dns_failure", "dns_service_down"), "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_dns_that_refuses_or_denies_the_clusters_names_is_down_in_all_but_its_socket() {
+        let case = |name: &str, rcode: &str| {
+            Case::new(CLIENT, &format!("dns:{name}"))
+                .with(dns_named(
+                    CLIENT,
+                    name,
+                    "198.18.200.10",
+                    vec![
+                        answer("198.18.200.10:53", "resolv.conf", rcode, &[]),
+                        answer("198.19.1.53:53", "explicit", rcode, &[]),
+                    ],
+                ))
+                .with(listening(
+                    "node-1@pod:kube-system/dns-0",
+                    53,
+                    vec![socket("0.0.0.0", 53, 0)],
+                ))
+                .with(upstream(true))
+                .verdict()
+        };
+        for rcode in ["REFUSED", "NXDOMAIN"] {
+            let v = case("web.default.svc.cluster.local", rcode);
+            assert_eq!(class(&v), ("dns_failure", "dns_service_down"), "{v:#?}");
+            assert_eq!(v.rule, "dns-answers-wrong");
+            assert!(
+                v.summary.contains(&format!(
+                    "answers web.default.svc.cluster.local with {rcode}"
+                )) && v.summary.contains("the cluster's Service default/web"),
+                "{}",
+                v.summary
+            );
+            let blocker = v
+                .path
+                .iter()
+                .find_map(|s| s.resource.as_ref())
+                .expect("blocker");
+            assert_eq!(
+                blocker.name,
+                format!(
+                    "the cluster DNS 198.18.200.10:53: {rcode} for web.default.svc.cluster.local"
+                )
+            );
+        }
+        // No such Service: NXDOMAIN is the right answer, not a fault of the DNS.
+        let v = case("nope.default.svc.cluster.local", "NXDOMAIN");
+        assert_ne!(v.rule, "dns-answers-wrong", "{v:#?}");
+        // A refusal is wrong whatever the name.
+        let v = case("nope.default.svc.cluster.local", "REFUSED");
+        assert_eq!(v.rule, "dns-answers-wrong", "{v:#?}");
     }
 
     #[tokio::test]

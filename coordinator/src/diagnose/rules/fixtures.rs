@@ -235,13 +235,23 @@ pub(super) fn answer(server: &str, source: &str, rcode: &str, answers: &[&str]) 
 /// A dig result as the probe sends it: each server asked once, tagged
 /// `resolv.conf` when the namespace's resolv.conf names it.
 pub(super) fn dns(from: &str, resolv_conf: &str, answers: Vec<pb::DnsAnswer>) -> Check {
+    dns_named(from, "web.default.svc.cluster.local", resolv_conf, answers)
+}
+
+/// A resolution of `name` from `from`, with each server's answer.
+pub(super) fn dns_named(
+    from: &str,
+    name: &str,
+    resolv_conf: &str,
+    answers: Vec<pb::DnsAnswer>,
+) -> Check {
     run(
         CheckName::Dns,
         from,
-        "web.default.svc.cluster.local",
+        name,
         Direction::Forward,
         Outcome::Dns(pb::DnsResult {
-            name: "web.default.svc.cluster.local".into(),
+            name: name.into(),
             answers,
             resolv_conf_servers: vec![resolv_conf.into()],
             ..Default::default()

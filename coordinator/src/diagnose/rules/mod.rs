@@ -124,6 +124,13 @@ pub const RULES: &[Rule] = &[
         test: dns::dns_service_down,
     },
     Rule {
+        name: "dns-answers-wrong",
+        class: Class::DnsFailure,
+        cause: Some(Cause::DnsServiceDown),
+        needs: "dns from the source: the cluster DNS by ClusterIP and every DNS pod answer, but REFUSED, SERVFAIL, or NXDOMAIN for a Service the inventory lists",
+        test: dns::dns_wrong_answer,
+    },
+    Rule {
         name: "conntrack-full",
         class: Class::NetworkUnreachable,
         cause: Some(Cause::Overload),
