@@ -187,9 +187,28 @@ fn mtu_blackhole_names_both_mtus_and_the_lost_segments() {
             .is_some_and(|n| n.contains("mtu 1440")),
         "{failing:#}"
     );
-    // The capture files are real pcapng, readable by tshark.
+    // Every observer's file is saved, web-0's own next to its node's (two
+    // observers on one probe keep apart), plus the merged one; the capture
+    // files are real pcapng, readable by tshark.
+    let observers = r["observers"].as_array().expect("observers");
+    assert!(
+        observers.iter().all(|o| o["error"].is_null()),
+        "{observers:#?}"
+    );
+    assert!(
+        observers
+            .iter()
+            .any(|o| o["probe"] == "node-2@pod:default/web-0"),
+        "{observers:#?}"
+    );
     let artifacts = r["artifacts"].as_array().expect("artifacts");
-    assert!(artifacts.len() >= 2, "{r:#}");
+    assert_eq!(artifacts.len(), observers.len() + 1, "{r:#}");
+    assert!(
+        artifacts.iter().any(|a| a
+            .as_str()
+            .is_some_and(|a| a.ends_with("node-2@pod-default-web-0.pcapng"))),
+        "{artifacts:#?}"
+    );
     for a in artifacts {
         let path = a.as_str().expect("path");
         let out = Command::new("tshark")

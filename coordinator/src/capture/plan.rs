@@ -35,6 +35,27 @@ pub struct Observer {
     pub interfaces: Vec<String>,
 }
 
+impl Observer {
+    /// The observer as progress and reports name it: its probe, or
+    /// `PROBE@pod:NS/NAME` when it captures in a pod (so two observers on
+    /// one probe stay apart).
+    pub fn label(&self) -> String {
+        match &self.pod {
+            Some(pod) => format!("{}@pod:{pod}", self.probe),
+            None => self.probe.clone(),
+        }
+    }
+
+    /// The name its capture file travels under when it captures in a pod
+    /// (`PROBE@pod-NS-NAME.pcapng`: the probe names every file of its own
+    /// `PROBE.pcapng`, and a file name holds no `/`); `None` on the host.
+    pub fn pod_artifact_name(&self) -> Option<String> {
+        self.pod
+            .as_ref()
+            .map(|pod| format!("{}@pod-{}.pcapng", self.probe, pod.replace('/', "-")))
+    }
+}
+
 /// A planned capture.
 #[derive(Debug, Clone)]
 pub struct CapturePlan {
@@ -163,6 +184,31 @@ fn split_observer(entry: &str) -> (&str, Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_observer_in_a_pod_is_named_apart_from_its_probe() {
+        let host = Observer {
+            probe: "node-2".into(),
+            netns: None,
+            pod: None,
+            interfaces: vec!["eth0".into()],
+        };
+        let pod = Observer {
+            pod: Some("default/web-0".into()),
+            ..host.clone()
+        };
+        assert_eq!(
+            (host.label(), host.pod_artifact_name()),
+            ("node-2".to_owned(), None)
+        );
+        assert_eq!(
+            (pod.label(), pod.pod_artifact_name()),
+            (
+                "node-2@pod:default/web-0".to_owned(),
+                Some("node-2@pod-default-web-0.pcapng".to_owned())
+            )
+        );
+    }
     use test_case::test_case;
 
     #[test_case("node-1", "node-1", None)]

@@ -280,8 +280,15 @@ async fn collect(
                 // a bound) to correlate once every observer has finished.
                 let mut file: Option<Vec<u8>> = Some(Vec::new());
                 let mut settled_here = false;
+                let label = observer.label();
+                let pod_file = observer.pod_artifact_name();
                 let stamp = |p: &mut pb::TaskProgress| {
-                    p.probe.clone_from(&observer.probe);
+                    p.probe.clone_from(&label);
+                    if let (Some(pb::task_progress::Event::ArtifactChunk(c)), Some(name)) =
+                        (&mut p.event, &pod_file)
+                    {
+                        c.name.clone_from(name);
+                    }
                     if let Some(pb::task_progress::Event::ArtifactChunk(c)) = &p.event {
                         file = file.take().filter(|f| {
                             u64::try_from(f.len()).unwrap_or(u64::MAX) == c.offset
@@ -310,9 +317,18 @@ async fn collect(
                     }
                     true
                 };
-                let result = await_task(state, &link, handle, bound, tx, &observer.probe, stamp)
-                    .instrument(tracing::info_span!("probemesh.capture", probe = %observer.probe))
-                    .await;
+                let mut result =
+                    await_task(state, &link, handle, bound, tx, &observer.probe, stamp)
+                        .instrument(
+                            tracing::info_span!("probemesh.capture", probe = %observer.probe),
+                        )
+                        .await;
+                if let (Some(pb::task_result::Outcome::Capture(c)), Some(name)) =
+                    (&mut result.outcome, observer.pod_artifact_name())
+                    && let Some(artifact) = c.artifact.as_mut()
+                {
+                    artifact.name = name;
+                }
                 if !settled_here {
                     settle();
                 }
@@ -338,7 +354,7 @@ async fn collect(
         .zip(results)
         .zip(&clocks)
         .map(|((o, result), clock)| pb::ObserverResult {
-            probe: o.probe.clone(),
+            probe: o.label(),
             interfaces: o.interfaces.clone(),
             result: Some(result),
             clock_offset_ns: clock.offset_ns,

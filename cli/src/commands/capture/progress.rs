@@ -78,6 +78,9 @@ impl ProgressBoard {
 
 /// `eth0` from `node-1/eth0` (probes name interfaces either way).
 pub(super) fn short_interface<'a>(probe: &str, interface: &'a str) -> &'a str {
+    // An observer in a pod is `PROBE@pod:NS/NAME`; its probe names the
+    // interfaces `PROBE/IFACE` all the same.
+    let probe = probe.split_once("@pod:").map_or(probe, |(p, _)| p);
     interface
         .strip_prefix(probe)
         .and_then(|rest| rest.strip_prefix('/'))

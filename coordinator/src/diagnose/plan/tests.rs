@@ -67,6 +67,17 @@ async fn nodeport_from_outside_tests_every_node_both_ways_and_skips_pods() {
         .find(|c| c.to.starts_with("198.19.2.10"))
         .unwrap();
     assert!(pod.request.is_none() && pod.note.contains("inside the cluster"));
+    // What listens there is asked inside the pod all the same: it tells a
+    // refused port from a reset made on the way.
+    assert!(
+        checks.contains(&(
+            "listener".into(),
+            "node-2@pod:default/web-0".into(),
+            ":8080".into(),
+            true
+        )),
+        "{checks:?}"
+    );
     let capture = p.capture.unwrap();
     let probes: Vec<&str> = capture.observers.iter().map(|o| o.probe.as_str()).collect();
     assert_eq!(

@@ -32,6 +32,21 @@ pub(super) fn first_wave(
     let mut reverse_from: BTreeSet<String> = BTreeSet::new();
     let mut underlay: BTreeSet<String> = BTreeSet::new();
     for e in &target.endpoints {
+        // What listens, inside the pod: asked there, so it is planned
+        // even where the source cannot reach the pod itself.
+        if e.role.is_pod()
+            && let (Some(port), Some(inside)) = (e.port, &e.probe)
+        {
+            checks.push(PlannedCheck::run(
+                CheckName::Listener,
+                inside,
+                format!(":{port}"),
+                Direction::Local,
+                Kind::Listener(pb::ListenerTask {
+                    port: u32::from(port),
+                }),
+            ));
+        }
         if let Err(why) = reachable_from(source, e) {
             checks.push(PlannedCheck::skip(CheckName::Icmp, from, e.address(), why));
             continue;
@@ -164,20 +179,6 @@ pub(super) fn first_wave(
                     "node to node, under the overlay ({src_node} → {dst_node})"
                 )),
             );
-        }
-        // What listens, inside the pod.
-        if e.role.is_pod()
-            && let (Some(port), Some(inside)) = (e.port, &e.probe)
-        {
-            checks.push(PlannedCheck::run(
-                CheckName::Listener,
-                inside,
-                format!(":{port}"),
-                Direction::Local,
-                Kind::Listener(pb::ListenerTask {
-                    port: u32::from(port),
-                }),
-            ));
         }
     }
     checks.extend(facts_checks(source, target, registry, inventory));
