@@ -190,6 +190,8 @@ fn chosen<'a>(e: &Seen<'a>, c: &Check, fault: bool) -> Option<&'a Fate> {
         first(&|f| !f.errors.is_empty())
             .or_else(|| first(&|f| !f.answered()))
             .or_else(|| first(&|f| f.answer.as_ref().is_some_and(|a| a.reset)))
+            // Answered, and wrong (a DNS refusal): the way was fine.
+            .or_else(|| first(&|f| f.answered()))
     } else {
         first(&|f| f.answered())
     }
@@ -409,6 +411,21 @@ fn from_check(c: &Check) -> Vec<Step> {
                 err.from.clone(),
                 Action::Rejected,
                 format!("{} ({} times)", err.detail, err.count),
+            ));
+        }
+    }
+    if let Some(d) = c.dns() {
+        let refusals = ["REFUSED", "SERVFAIL", "NXDOMAIN"];
+        for a in d
+            .answers
+            .iter()
+            .filter(|a| refusals.contains(&a.rcode.as_str()))
+        {
+            steps.push(step(
+                Leg::Return,
+                a.server.clone(),
+                Action::Rejected,
+                format!("answered {}", a.rcode),
             ));
         }
     }
