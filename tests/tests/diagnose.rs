@@ -346,10 +346,17 @@ fn the_report_follows_the_contract_and_is_stored() {
         .iter()
         .filter_map(|o| o["probe"].as_str())
         .collect();
-    // Every node, and node-2 again inside the backend pod web-0.
+    // Every node, and node-2 again inside the backend pod web-0, named as
+    // a source in a pod is (`PROBE@pod:NS/NAME`).
     assert_eq!(
         observers,
-        ["cloudvm-1", "node-1", "node-2", "node-2", "node-3"]
+        [
+            "cloudvm-1",
+            "node-1",
+            "node-2",
+            "node-2@pod:default/web-0",
+            "node-3"
+        ]
     );
     let checks = r["checks"].as_array().expect("checks");
     for name in [
