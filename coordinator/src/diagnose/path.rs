@@ -114,19 +114,26 @@ pub fn trace(e: &Seen<'_>, fault: bool, blocking: Option<&Blocking>) -> Vec<Step
     steps
 }
 
-/// The source's first forward check that sends test packets and failed
-/// (on a fault), in plan order; on a healthy run its first passing TCP
-/// connect (the packets that cross the Service's NAT), else its first
-/// passing check.
+/// The source's forward check that sends test packets and failed (on a
+/// fault): the simplest kind first (echoes, then connects and names, then
+/// transfers, whose segments the sender's offload coalesces on its own
+/// capture), in plan order within a kind; on a healthy run its first
+/// passing TCP connect (the packets that cross the Service's NAT), else
+/// its first passing check.
 fn focus<'a>(e: &Seen<'a>, fault: bool) -> Option<&'a Check> {
-    let mut telling = e.checks.iter().filter(|c| {
+    let telling = e.checks.iter().filter(|c| {
         c.from == e.source.spec
             && c.direction == Direction::Forward
             && proto_of(c.name).is_some()
             && if fault { c.failed() } else { c.ok() }
     });
     if fault {
-        return telling.next();
+        return telling.min_by_key(|c| match c.name {
+            CheckName::Icmp => 0,
+            CheckName::IcmpLarge => 1,
+            CheckName::TcpConnect | CheckName::Dns => 2,
+            _ => 3,
+        });
     }
     let telling: Vec<&Check> = telling.collect();
     telling
@@ -327,11 +334,16 @@ fn from_capture(e: &Seen<'_>, f: &Fate) -> Vec<Step> {
                 .iter()
                 .filter(|c| !f.seen_at.contains(c) && !c.on(&e.source.probe))
                 .collect();
-            // The destination's own observers, when it has any unseen.
+            // The destination's own observers, when it has any unseen (a
+            // host's are not its pods').
             let at_destination: Vec<&ObserverInterface> = unseen
                 .iter()
                 .copied()
-                .filter(|c| holder.as_ref().is_some_and(|h| c.on(&h.probe)))
+                .filter(|c| {
+                    holder.as_ref().is_some_and(|h| {
+                        c.on(&h.probe) && (h.pod || !c.interface.starts_with("pod:"))
+                    })
+                })
                 .collect();
             let unseen: Vec<String> = if at_destination.is_empty() {
                 unseen

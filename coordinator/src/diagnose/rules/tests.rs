@@ -119,3 +119,64 @@ async fn a_healthy_path_is_traced_through_its_rewrites() {
     );
     assert!(v.path.iter().all(|s| s.resource.is_none()));
 }
+
+#[tokio::test]
+async fn the_path_follows_the_simplest_failing_check_to_its_destinations_own_observers() {
+    // The transfer to node-1 fails too (its backend sits behind node-2),
+    // but the large echo to node-2 is the simpler witness; node-2 is a
+    // host, so web-0's own capture is not where the echo was due.
+    let mut c = Case::new("cloudvm-1", "nodeport:30080")
+        .with(icmp("cloudvm-1", "198.18.0.11", 20, 20))
+        .with(transfer("cloudvm-1", "198.18.0.11:30080", true, false))
+        .with(icmp_sized(
+            CheckName::IcmpLarge,
+            "cloudvm-1",
+            "198.18.0.12",
+            5,
+            0,
+            0,
+        ));
+    c.packets = Some(Packets {
+        fates: vec![
+            Fate {
+                wire_bytes: 7056,
+                ..fate(
+                    Ipv4Addr::new(198, 18, 100, 10),
+                    Ipv4Addr::new(198, 18, 0, 11),
+                    30080,
+                    vec![observer("cloudvm-1", "eth0")],
+                )
+            },
+            Fate {
+                wire_bytes: 1514,
+                ..fate(
+                    Ipv4Addr::new(198, 18, 100, 10),
+                    Ipv4Addr::new(198, 18, 0, 12),
+                    0,
+                    vec![observer("cloudvm-1", "eth0")],
+                )
+            },
+        ],
+        captured: vec![
+            observer("cloudvm-1", "eth0"),
+            observer("node-2", "eth0"),
+            observer("node-2", "pod:default/web-0/eth0"),
+        ],
+        ..Default::default()
+    });
+    let v = c.verdict();
+    assert_eq!(
+        steps(&v),
+        [
+            (Leg::Forward, "cloudvm-1/eth0", Action::Sent),
+            (
+                Leg::Forward,
+                "between cloudvm-1/eth0 and node-2/eth0",
+                Action::Dropped
+            ),
+        ],
+        "{:#?}",
+        v.path
+    );
+    assert!(v.path[0].detail.starts_with("icmp echo"), "{:#?}", v.path);
+}
