@@ -22,7 +22,7 @@ for p in "${packages[@]}"; do
 done
 if ((${#missing[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "probemesh: installing ${missing[*]} needs root: run this script with sudo" >&2
+    echo "probemesh: installing ${missing[*]} needs root: run it as root (or through sudo)" >&2
     exit 2
   fi
   echo "probemesh: installing ${missing[*]}" >&2

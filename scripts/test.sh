@@ -4,6 +4,7 @@
 # MESH_SKIP_NETNS=1 is set explicitly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/as-root.sh
 
 ./scripts/deps.sh
 cargo fmt --all -- --check

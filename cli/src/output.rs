@@ -38,13 +38,30 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The last lines of a run's report: its saved files and its ids.
+/// The last lines of a run's report: its saved files (with how to read
+/// the overlay in them) and its ids.
 pub fn run_footer(artifacts: &[String], run_id: &str, trace_id: &str) -> Vec<String> {
     let mut lines = Vec::new();
     if !artifacts.is_empty() {
-        lines.push("artifacts:".into());
+        lines.push(
+            "artifacts (flannel's VXLAN is on UDP 8472, not 4789: tshark -d udp.port==8472,vxlan -r FILE; in Wireshark, Decode As… VXLAN):"
+                .into(),
+        );
         lines.extend(artifacts.iter().map(|a| format!("  {a}")));
     }
     lines.push(format!("run {run_id} · trace {trace_id}"));
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_footer_lists_the_files_says_how_to_read_vxlan_and_ends_with_the_ids() {
+        let lines = run_footer(&["c/node-2.pcapng".into()], "r1", "t1");
+        assert!(lines[0].contains("-d udp.port==8472,vxlan"), "{lines:?}");
+        assert_eq!(lines[1..], ["  c/node-2.pcapng", "run r1 · trace t1"]);
+        assert_eq!(run_footer(&[], "r1", "t1"), ["run r1 · trace t1"]);
+    }
 }
