@@ -55,6 +55,9 @@ pub enum Error {
     /// The inventory file is missing or invalid.
     #[error(transparent)]
     Inventory(#[from] probemesh_model::inventory::LoadError),
+    /// The Kubernetes API could not be used.
+    #[error("{0}")]
+    KubernetesApi(#[from] crate::inventory::kube::ApiError),
     /// The listener could not be set up.
     #[error("{op} {addr}: {source}")]
     Listen {
@@ -85,6 +88,7 @@ impl From<Error> for tonic::Status {
             | Error::Tls(_)
             | Error::Pki(_)
             | Error::Inventory(_)
+            | Error::KubernetesApi(_)
             | Error::Listen { .. }
             | Error::Serve(_) => tonic::Status::internal(msg),
         }

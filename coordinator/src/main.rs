@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use mesh_coordinator::server::{Bound, Settings};
-use mesh_coordinator::state::LinkTiming;
+use mesh_coordinator::inventory::kube::ApiAccess;
+use mesh_coordinator::server::{Bound, ClusterSource, Settings};
+use mesh_coordinator::state::{LinkTiming, NodeEnrollment};
 use probemesh_telemetry::{Telemetry, TelemetryConfig, host_name};
 
 /// The probemesh coordinator: registers probes over mTLS, plans and runs
@@ -27,10 +28,30 @@ struct Args {
     /// Directory to keep runs and join tokens in (default: memory only).
     #[arg(long, env = "MESH_STORE")]
     store: Option<PathBuf>,
-    /// Cluster inventory (nodes, pods, Services) as JSON; re-read when it changes.
+    /// Cluster inventory (nodes, pods, Services) as JSON; re-read when it
+    /// changes. For clusters without API access: with --kubeconfig or
+    /// --in-cluster the inventory comes from the Kubernetes API instead.
     /// Needed for nodeport:, svc: and pod: targets and PROBE@pod:NS/NAME sources.
-    #[arg(long, env = "MESH_INVENTORY")]
+    #[arg(long, env = "MESH_INVENTORY", conflicts_with_all = ["kubeconfig", "in_cluster"])]
     inventory: Option<PathBuf>,
+    /// Watch the cluster through the Kubernetes API, with this kubeconfig's
+    /// current context (read-only access to nodes, pods, Services and
+    /// EndpointSlices; see deploy/kubernetes for the ClusterRole).
+    #[arg(long, env = "MESH_KUBECONFIG", conflicts_with = "in_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch the cluster through the Kubernetes API with the pod's
+    /// ServiceAccount (the coordinator runs in the cluster).
+    #[arg(long, env = "MESH_IN_CLUSTER")]
+    in_cluster: bool,
+    /// Enroll node probes that present a projected token of this
+    /// ServiceAccount (NAMESPACE/NAME, e.g. probemesh/mesh-probe): the token
+    /// is checked with a TokenReview and the certificate names the node its
+    /// pod runs on. Needs --kubeconfig or --in-cluster.
+    #[arg(long, env = "MESH_ENROLL_SERVICE_ACCOUNT", value_parser = service_account)]
+    enroll_service_account: Option<(String, String)>,
+    /// The audience node probes' projected tokens must be issued for.
+    #[arg(long, env = "MESH_ENROLL_AUDIENCE", default_value = "probemesh")]
+    enroll_audience: String,
     /// Let operators capture full packets (`meshctl capture --payload`).
     /// Off by default: payloads can hold passwords and tokens, so captures
     /// keep 128 bytes of headers unless this is set.
@@ -53,6 +74,13 @@ struct Args {
     metrics: Option<SocketAddr>,
 }
 
+fn service_account(s: &str) -> Result<(String, String), String> {
+    s.split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+        .ok_or_else(|| format!("'{s}' is not NAMESPACE/NAME (e.g. probemesh/mesh-probe)"))
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     probemesh_model::duration::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -72,11 +100,31 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cluster = match (args.inventory, args.kubeconfig, args.in_cluster) {
+        (Some(file), _, _) => ClusterSource::File(file),
+        (None, Some(kubeconfig), _) => ClusterSource::Api(ApiAccess::Kubeconfig(kubeconfig)),
+        (None, None, true) => ClusterSource::Api(ApiAccess::InCluster),
+        (None, None, false) => ClusterSource::None,
+    };
+    if args.enroll_service_account.is_some() && !matches!(cluster, ClusterSource::Api(_)) {
+        eprintln!(
+            "mesh-coordinator: --enroll-service-account needs the Kubernetes API: add --kubeconfig FILE or --in-cluster"
+        );
+        return ExitCode::from(2);
+    }
+    let node_enrollment = args
+        .enroll_service_account
+        .map(|(namespace, service_account)| NodeEnrollment {
+            namespace,
+            service_account,
+            audience: args.enroll_audience,
+        });
     let settings = Settings {
         listen: args.listen,
         tls_dir: args.tls_dir,
         store: args.store,
-        inventory: args.inventory,
+        cluster,
+        node_enrollment,
         timing: LinkTiming {
             heartbeat: args.heartbeat,
             ..LinkTiming::default()

@@ -189,7 +189,7 @@ pub fn aim(spec: &str, registry: &Registry, inventory: Option<&Inventory>) -> Re
 fn no_inventory(spec: &str) -> impl FnOnce() -> Error + '_ {
     move || {
         Error::InvalidRequest(format!(
-            "'{spec}' needs the cluster inventory, and this coordinator has none: start it with --inventory FILE"
+            "'{spec}' needs the cluster inventory, and this coordinator has none: start it with --kubeconfig FILE or --in-cluster (the Kubernetes API), or --inventory FILE"
         ))
     }
 }

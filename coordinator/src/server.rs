@@ -15,9 +15,10 @@ use crate::control::ControlService;
 use crate::enroll::EnrollService;
 use crate::error::{Error, Result};
 use crate::inventory::InventorySource;
+use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
 use crate::runs::RunStore;
-use crate::state::{Coordinator, LinkTiming, PayloadPolicy, SystemClock};
+use crate::state::{Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock};
 use crate::tokens::TokenStore;
 
 /// How to run a coordinator.
@@ -29,8 +30,11 @@ pub struct Settings {
     pub tls_dir: PathBuf,
     /// Directory for runs and join tokens; `None` keeps them in memory.
     pub store: Option<PathBuf>,
-    /// Cluster inventory file (nodes, pods, Services), re-read when it changes.
-    pub inventory: Option<PathBuf>,
+    /// Where the cluster inventory comes from.
+    pub cluster: ClusterSource,
+    /// Which ServiceAccount's tokens enroll node probes, and for which
+    /// audience (Kubernetes only).
+    pub node_enrollment: Option<NodeEnrollment>,
     /// Probe link timing.
     pub timing: LinkTiming,
     /// Where to serve Prometheus metrics (`/metrics`); `None` serves none.
@@ -39,6 +43,21 @@ pub struct Settings {
     pub span_export: SpanExportStats,
     /// Whether operators may capture full payloads.
     pub payload_policy: PayloadPolicy,
+}
+
+/// How long start-up waits for the Kubernetes API's first lists.
+const INVENTORY_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where the cluster inventory comes from.
+#[derive(Debug, Clone, Default)]
+pub enum ClusterSource {
+    /// None: Kubernetes-shaped targets are refused.
+    #[default]
+    None,
+    /// An inventory file, re-read when it changes.
+    File(PathBuf),
+    /// The Kubernetes API, watched.
+    Api(ApiAccess),
 }
 
 /// A bound, not yet serving coordinator: lets callers learn the port
@@ -82,10 +101,18 @@ impl Bound {
                 None
             }
         };
-        let inventory = match settings.inventory {
-            Some(path) => InventorySource::file(path)?,
-            None => InventorySource::none(),
+        let inventory = match settings.cluster {
+            ClusterSource::None => InventorySource::none(),
+            ClusterSource::File(path) => InventorySource::file(path)?,
+            ClusterSource::Api(access) => InventorySource::kubernetes(kube::client(&access).await?),
         };
+        tracing::info!(source = %inventory.describe(), "cluster inventory");
+        if !inventory.synced(INVENTORY_SYNC_WAIT).await {
+            tracing::warn!(
+                waited = ?INVENTORY_SYNC_WAIT,
+                "the Kubernetes API's first lists are not in yet; serving anyway: nodeport:, svc: and pod: targets fail until they are"
+            );
+        }
         let state = Arc::new(
             Coordinator::new(
                 runs,
@@ -96,6 +123,7 @@ impl Bound {
                 Arc::new(SystemClock),
             )
             .with_payload_policy(settings.payload_policy)
+            .with_node_enrollment(settings.node_enrollment)
             .with_listen_port(local_addr.port()),
         );
         let incoming = TlsIncoming::new(listener, tls);

@@ -74,6 +74,27 @@ pub struct PayloadPolicy {
     pub allowed: bool,
 }
 
+/// Who may enroll a node probe with a Kubernetes ServiceAccount token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEnrollment {
+    /// The probe DaemonSet's ServiceAccount namespace.
+    pub namespace: String,
+    /// The probe DaemonSet's ServiceAccount name.
+    pub service_account: String,
+    /// The audience the projected token must be for.
+    pub audience: String,
+}
+
+impl NodeEnrollment {
+    /// The user name a TokenReview gives this ServiceAccount's tokens.
+    pub fn username(&self) -> String {
+        format!(
+            "system:serviceaccount:{}:{}",
+            self.namespace, self.service_account
+        )
+    }
+}
+
 /// Everything the services share.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -96,6 +117,8 @@ pub struct Coordinator {
     pub metrics: Metrics,
     /// Whether full-payload captures may be granted.
     pub payload_policy: PayloadPolicy,
+    /// Node enrollment by ServiceAccount token, when enabled.
+    pub node_enrollment: Option<NodeEnrollment>,
     /// The port probes and clients reach this coordinator on (0 when
     /// unknown); run captures leave its traffic out.
     pub listen_port: u16,
@@ -122,6 +145,7 @@ impl Coordinator {
             clock,
             metrics: Metrics::default(),
             payload_policy: PayloadPolicy::default(),
+            node_enrollment: None,
             listen_port: 0,
         }
     }
@@ -129,6 +153,12 @@ impl Coordinator {
     /// Sets whether full-payload captures may be granted (default: no).
     pub fn with_payload_policy(mut self, policy: PayloadPolicy) -> Self {
         self.payload_policy = policy;
+        self
+    }
+
+    /// Enables node enrollment by ServiceAccount token.
+    pub fn with_node_enrollment(mut self, enrollment: Option<NodeEnrollment>) -> Self {
+        self.node_enrollment = enrollment;
         self
     }
 

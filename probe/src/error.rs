@@ -36,14 +36,13 @@ pub enum Error {
 impl Error {
     /// True when retrying cannot help (bad local configuration or input).
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            Error::Tls(_)
-                | Error::Pki(_)
-                | Error::Token(_)
-                | Error::JoinRefused(_)
-                | Error::File { .. }
-        )
+        match self {
+            Error::Tls(e) => !e.is_retryable(),
+            _ => matches!(
+                self,
+                Error::Pki(_) | Error::Token(_) | Error::JoinRefused(_) | Error::File { .. }
+            ),
+        }
     }
 }
 

@@ -25,9 +25,21 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, subcommand_negates_reqs = true)]
 struct Args {
-    /// Probe name; the certificate DIR/NAME.pem must be issued for it.
+    /// Probe name; the certificate DIR/NAME.pem must be issued for it. A
+    /// node's probe is named after its node (in a DaemonSet:
+    /// `--name $(NODE_NAME)` from spec.nodeName).
     #[arg(long, env = "MESH_NAME", required = true)]
     name: Option<String>,
+    /// A projected ServiceAccount token (audience `probemesh`): when
+    /// DIR/NAME.pem is missing or expires within a day, enroll with it first;
+    /// the coordinator reviews the token and names the certificate after the
+    /// node the token's pod runs on. Needs --ca-file.
+    #[arg(long, env = "MESH_KUBE_TOKEN_FILE", requires = "ca_file")]
+    kube_token_file: Option<PathBuf>,
+    /// The CA that signed the coordinator's certificate (PEM), trusted for
+    /// enrollment with --kube-token-file.
+    #[arg(long, env = "MESH_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
     #[command(subcommand)]
@@ -190,7 +202,25 @@ async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitC
                 }
             }
         }
-        None => (args.name.unwrap_or_default(), common.role),
+        None => {
+            let name = args.name.unwrap_or_default();
+            if let (Some(token_file), Some(ca_file)) = (&args.kube_token_file, &args.ca_file) {
+                let dir = TlsDir::new(common.tls_dir.clone());
+                if let Err(code) = enroll_node_if_needed(
+                    &common.coordinator,
+                    &name,
+                    token_file,
+                    ca_file,
+                    dir,
+                    &shutdown,
+                )
+                .await
+                {
+                    return code;
+                }
+            }
+            (name, common.role)
+        }
     };
     if let Some(addr) = common.metrics {
         let dir = TlsDir::new(common.tls_dir.clone());
@@ -222,6 +252,55 @@ async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitC
             ExitCode::from(2)
         }
     }
+}
+
+/// How many times a node tries to enroll before giving up (its pod then
+/// restarts with the kubelet's backoff).
+const ENROLL_ATTEMPTS: u32 = 8;
+/// A certificate expiring sooner than this is renewed at start.
+const RENEW_WITHIN_SECS: i64 = 24 * 3600;
+
+/// Enrolls node `name` by ServiceAccount token unless DIR/NAME.pem is there
+/// and good for another day; retries transient failures a bounded number
+/// of times.
+async fn enroll_node_if_needed(
+    coordinator: &str,
+    name: &str,
+    token_file: &std::path::Path,
+    ca_file: &std::path::Path,
+    dir: TlsDir,
+    shutdown: &CancellationToken,
+) -> Result<(), ExitCode> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if certificate_expiry_unix(&dir.cert(name)).is_some_and(|t| t - now > RENEW_WITHIN_SECS) {
+        return Ok(());
+    }
+    let mut backoff = mesh_probe::backoff::Backoff::new(
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_secs(15),
+    );
+    for attempt in 1..=ENROLL_ATTEMPTS {
+        match mesh_probe::join::enroll_node(coordinator, name, token_file, ca_file, dir.clone())
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_permanent() || attempt == ENROLL_ATTEMPTS => {
+                eprintln!("mesh-probe: enrolling node '{name}': {e}");
+                return Err(ExitCode::from(if e.is_permanent() { 2 } else { 4 }));
+            }
+            Err(e) => {
+                let delay = backoff.next_delay(rand::random::<f64>());
+                tracing::warn!(attempt, error = %e, ?delay, "node enrollment failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Err(ExitCode::SUCCESS),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn watch_signals(shutdown: CancellationToken) {

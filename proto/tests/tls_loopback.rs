@@ -40,6 +40,13 @@ impl Enrollment for WhoAmI {
             ca_pem: peer.remote_addr.to_string(),
         }))
     }
+
+    async fn enroll_node(
+        &self,
+        _: Request<probemesh_proto::pb::NodeEnrollRequest>,
+    ) -> Result<Response<JoinResponse>, Status> {
+        Err(Status::unimplemented("not under test"))
+    }
 }
 
 /// Sends the `reason` of every `tls handshake refused` event to a channel.

@@ -24,6 +24,7 @@
 //! plays the API for the coordinator. It prints nothing but progress notes on
 //! stderr: reports are returned.
 
+pub mod apiserver;
 pub mod client_config;
 pub mod compose;
 pub mod conntrack;

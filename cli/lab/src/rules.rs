@@ -210,8 +210,7 @@ fn port_chains(service: &Service, port: &ServicePort) -> PortChains {
     let proto = proto_name(port.protocol);
     let hash = chain_hash(&format!("{id}{proto}"));
     let seps = service
-        .endpoints
-        .iter()
+        .ready_endpoints()
         .map(|e| {
             let endpoint = format!("{}:{}", e.ip, port.target_port);
             (

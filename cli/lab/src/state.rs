@@ -62,6 +62,22 @@ impl StateDir {
     pub fn inventory(&self) -> PathBuf {
         self.root.join("inventory.json")
     }
+    /// The lab cluster's Kubernetes PKI and kubeconfigs.
+    pub fn kube(&self) -> PathBuf {
+        self.root.join("kube")
+    }
+    /// The probe pods' projected ServiceAccount tokens, one `NODE.token` each.
+    pub fn kube_tokens(&self) -> PathBuf {
+        self.kube().join("tokens")
+    }
+    /// A kubeconfig with cluster-admin rights (for `kubectl`).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.kube().join("admin.kubeconfig")
+    }
+    /// The coordinator's read-only kubeconfig.
+    pub fn coordinator_kubeconfig(&self) -> PathBuf {
+        self.kube().join("coordinator.kubeconfig")
+    }
     /// The record.
     pub fn state_file(&self) -> PathBuf {
         self.root.join("state.json")

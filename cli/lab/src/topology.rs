@@ -8,8 +8,8 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use probemesh_model::inventory::{
-    Cidr, Endpoint, InvalidInventory, Inventory, KubeProxy, Node, Pod, PodPhase, Protocol, Service,
-    ServicePort,
+    Cidr, Endpoint, InvalidInventory, Inventory, KubeProxy, Node, NodeAddress, Pod, PodDns,
+    PodPhase, Protocol, Service, ServicePort,
 };
 
 /// The datacenter/cloud network namespace: bridge, router, upstream DNS.
@@ -61,6 +61,15 @@ pub fn coordinator_addr() -> SocketAddr {
 /// The coordinator's URL, as probes and meshctl dial it.
 pub fn coordinator_url() -> String {
     format!("https://{HOST_IP}:{COORDINATOR_PORT}")
+}
+
+/// The port of the lab's Kubernetes API server (on the host, as a control
+/// plane outside the nodes).
+pub const KUBE_API_PORT: u16 = 6443;
+
+/// Where the lab's Kubernetes API server listens.
+pub fn kube_api_addr() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(HOST_IP, KUBE_API_PORT))
 }
 
 /// A Kubernetes node of the lab: `node-1`, `node-2` or `node-3`.
@@ -476,6 +485,38 @@ fn dnsmasq_common(pid_file: &str) -> Vec<String> {
     .collect()
 }
 
+/// The kube-proxy pod of a lab node, as the Kubernetes API would show it: a
+/// DaemonSet pod without a priority class (as in reference incident 3),
+/// Running, or Pending because the scheduler found no room for it.
+fn lab_kube_proxy(node: LabNode, pending: bool) -> KubeProxy {
+    let (phase, reason, message) = if pending {
+        (
+            PodPhase::Pending,
+            Some("Unschedulable".to_owned()),
+            Some(
+                "0/3 nodes are available: 1 Insufficient memory, 2 node(s) didn't match Pod's node affinity/selector. preemption: not eligible due to preemptionPolicy=Never or no priority class"
+                    .to_owned(),
+            ),
+        )
+    } else {
+        (PodPhase::Running, None, None)
+    };
+    KubeProxy {
+        phase,
+        reason,
+        message,
+        pod: Some(format!("kube-system/{}", kube_proxy_pod_name(node))),
+        priority_class: None,
+        priority_known: true,
+    }
+}
+
+/// The name of a lab node's kube-proxy pod (`kube-proxy-` and a suffix, as a
+/// DaemonSet names its pods).
+pub fn kube_proxy_pod_name(node: LabNode) -> String {
+    format!("kube-proxy-{}", node.name().replace('-', ""))
+}
+
 /// The cluster as the coordinator's inventory describes it; `kube_proxy_pending`
 /// marks node-3's kube-proxy Pending (the `kube-proxy-missing` fault).
 pub fn inventory(kube_proxy_pending: bool) -> Result<Inventory, InvalidInventory> {
@@ -484,22 +525,13 @@ pub fn inventory(kube_proxy_pending: bool) -> Result<Inventory, InvalidInventory
         nodes.push(Node {
             name: n.name(),
             internal_ip: n.ip().into(),
-            pod_cidr: Cidr::new(n.vtep_ip().into(), 24)?,
+            pod_cidr: Some(Cidr::new(n.vtep_ip().into(), 24)?),
             probe: Some(n.name()),
-            kube_proxy: if kube_proxy_pending && n == NODE_3 {
-                KubeProxy {
-                    phase: PodPhase::Pending,
-                    reason: Some(
-                        "Evicted: the node was low on memory; kube-proxy has no priority class and was not rescheduled"
-                            .to_owned(),
-                    ),
-                }
-            } else {
-                KubeProxy {
-                    phase: PodPhase::Running,
-                    reason: None,
-                }
-            },
+            addresses: vec![NodeAddress {
+                kind: "InternalIP".to_owned(),
+                address: n.ip().into(),
+            }],
+            kube_proxy: Some(lab_kube_proxy(n, kube_proxy_pending && n == NODE_3)),
         });
     }
     let pods = PODS
@@ -510,6 +542,10 @@ pub fn inventory(kube_proxy_pending: bool) -> Result<Inventory, InvalidInventory
             ip: p.ip.into(),
             node: p.node.name(),
             netns: Some(p.netns.to_owned()),
+            dns: Some(PodDns {
+                policy: "ClusterFirst".to_owned(),
+                ..PodDns::default()
+            }),
         })
         .collect();
     let endpoint = |pod: &LabPod, port: u16| Endpoint {
@@ -517,6 +553,7 @@ pub fn inventory(kube_proxy_pending: bool) -> Result<Inventory, InvalidInventory
         ip: pod.ip.into(),
         port,
         node: pod.node.name(),
+        ready: true,
     };
     let services = vec![
         Service {
@@ -678,7 +715,7 @@ mod tests {
         assert!(
             inv.nodes
                 .iter()
-                .all(|n| n.kube_proxy.phase == PodPhase::Running)
+                .all(|n| n.kube_proxy.as_ref().is_some_and(|kp| !kp.is_down()))
         );
         assert_eq!(inv.nodes_with_nodeport(NODE_PORT).len(), 3);
         let web0 = inv.pod("default", "web-0").expect("web-0");
@@ -688,15 +725,22 @@ mod tests {
         );
         assert!(
             inv.node("node-2")
-                .is_some_and(|n| n.pod_cidr.contains(web0.ip))
+                .and_then(|n| n.pod_cidr)
+                .is_some_and(|c| c.contains(web0.ip))
         );
         let pending = inventory(true).expect("inventory");
         assert_eq!(
-            pending.node("node-3").map(|n| n.kube_proxy.phase),
+            pending
+                .node("node-3")
+                .and_then(|n| n.kube_proxy.as_ref())
+                .map(|kp| kp.phase),
             Some(PodPhase::Pending)
         );
         assert_eq!(
-            pending.node("node-2").map(|n| n.kube_proxy.phase),
+            pending
+                .node("node-2")
+                .and_then(|n| n.kube_proxy.as_ref())
+                .map(|kp| kp.phase),
             Some(PodPhase::Running)
         );
     }

@@ -47,6 +47,22 @@ pub enum LabCommand {
         #[arg(long)]
         stalled_backlog: Option<i32>,
     },
+    /// The lab's Kubernetes API server (runs on the host).
+    #[command(hide = true)]
+    ServeApi {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Directory with the cluster CA and the server's certificate.
+        #[arg(long)]
+        pki: std::path::PathBuf,
+        /// The lab's inventory file, which the objects follow.
+        #[arg(long)]
+        cluster: std::path::PathBuf,
+        /// Where to write the probe pods' projected tokens.
+        #[arg(long)]
+        tokens: std::path::PathBuf,
+    },
     /// Open connections and hold them (the backlog-full and
     /// ports-exhausted faults).
     #[command(hide = true)]
@@ -90,6 +106,15 @@ pub async fn run(cmd: LabCommand, output: OutputFormat) -> anyhow::Result<ExitCo
             stalled_backlog: Some(backlog),
         } => {
             web::serve_stalled(listen, backlog).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::ServeApi {
+            listen,
+            pki,
+            cluster,
+            tokens,
+        } => {
+            meshctl_lab::apiserver::serve(listen, &pki, &cluster, &tokens).await?;
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Hold { to, count } => {
@@ -245,6 +270,12 @@ fn print_status(report: &StatusReport, output: OutputFormat) -> anyhow::Result<(
     }
     if let Some(ms) = report.bring_up_ms {
         println!("last bring-up: {:.2} s", ms as f64 / 1000.0);
+    }
+    if let Some(kubeconfig) = &report.kubeconfig {
+        println!(
+            "Kubernetes API: kubectl --kubeconfig {} get nodes,pods -A",
+            kubeconfig.display()
+        );
     }
     let missing: Vec<&str> = report
         .namespaces

@@ -145,7 +145,7 @@ impl Resolved {
                     Some(Holder { probe, pod: false })
                 } else {
                     n.pod_cidr
-                        .contains(ip)
+                        .is_some_and(|c| c.contains(ip))
                         .then_some(Holder { probe, pod: true })
                 }
             })
@@ -350,7 +350,7 @@ pub fn resolve(
 
 /// The Service's backend pods at `target_port`.
 fn push_backends(resolved: &mut Resolved, inv: &Inventory, svc: &Service, target_port: u16) {
-    for e in &svc.endpoints {
+    for e in svc.ready_endpoints() {
         resolved.endpoints.push(Endpoint {
             host: e.ip.to_string(),
             port: Some(if e.port == 0 { target_port } else { e.port }),

@@ -49,13 +49,33 @@ pub struct Node {
     /// The registered `InternalIP` (`status.addresses`): the address other
     /// nodes expect this node's traffic, including overlay packets, to come from.
     pub internal_ip: IpAddr,
-    /// `spec.podCIDR`: the pod addresses allocated on this node.
-    pub pod_cidr: Cidr,
+    /// Every address the node registered (`status.addresses`), `InternalIP`
+    /// included; empty when the source lists only the `InternalIP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<NodeAddress>,
+    /// `spec.podCIDR`: the pod addresses allocated on this node; absent
+    /// where the CNI allocates pod addresses itself (Calico, Cilium's
+    /// cluster pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<Cidr>,
     /// Name of the probe running on this node, if one does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<String>,
-    /// State of the node's kube-proxy pod, which owns its Service NAT rules.
-    pub kube_proxy: KubeProxy,
+    /// State of the node's kube-proxy pod, which owns its Service NAT rules;
+    /// absent when no kube-proxy pod is known for the node (a cluster whose
+    /// CNI replaces kube-proxy, or a source that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy: Option<KubeProxy>,
+}
+
+/// One entry of a node's `status.addresses`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    /// `InternalIP`, `ExternalIP`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The address.
+    pub address: IpAddr,
 }
 
 /// The kube-proxy pod of one node.
@@ -63,9 +83,59 @@ pub struct Node {
 pub struct KubeProxy {
     /// `status.phase` of the pod.
     pub phase: PodPhase,
-    /// `status.reason` or the scheduler's message (e.g. `Evicted`), if any.
+    /// `status.reason`, or the reason of the failing condition (e.g.
+    /// `Evicted`, `Unschedulable`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The scheduler's or kubelet's message, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// `namespace/name` of the pod, when the source names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// `spec.priorityClassName`; `None` when the source says the pod has
+    /// none (see [`KubeProxy::priority_known`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class: Option<String>,
+    /// Whether the source reports `spec.priorityClassName` at all (the
+    /// Kubernetes API does; an inventory file may not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub priority_known: bool,
+}
+
+impl KubeProxy {
+    /// Whether the pod is not running (so the node's Service rules are not
+    /// being kept).
+    pub fn is_down(&self) -> bool {
+        self.phase != PodPhase::Running
+    }
+
+    /// One sentence on the pod of `node`: its phase, reason, message and,
+    /// when known, its priority class, e.g. "kube-proxy on node-3 (pod
+    /// kube-system/kube-proxy-n3) is Pending (Unschedulable: 0/3 nodes are
+    /// available ...); it has no priorityClassName, ...".
+    pub fn describe(&self, node: &str) -> String {
+        let pod = match &self.pod {
+            Some(p) => format!("kube-proxy on {node} (pod {p})"),
+            None => format!("kube-proxy on {node}"),
+        };
+        let mut out = format!("{pod} is {}", self.phase);
+        match (&self.reason, &self.message) {
+            (Some(r), Some(m)) => out.push_str(&format!(" ({r}: {m})")),
+            (Some(r), None) => out.push_str(&format!(" ({r})")),
+            (None, Some(m)) => out.push_str(&format!(" ({m})")),
+            (None, None) => out.push_str(" (no reason given)"),
+        }
+        if self.priority_known {
+            match &self.priority_class {
+                Some(c) => out.push_str(&format!("; its priorityClassName is {c}")),
+                None => out.push_str(
+                    "; it has no priorityClassName, so the scheduler will not preempt other pods to place it",
+                ),
+            }
+        }
+        out
+    }
 }
 
 /// A pod's `status.phase`, spelled as Kubernetes spells it.
@@ -110,6 +180,22 @@ pub struct Pod {
     /// them; on a real node the probe finds it from the container runtime).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
+    /// `spec.dnsPolicy` and `spec.dnsConfig`, when the source reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<PodDns>,
+}
+
+/// How a pod's resolver is configured (`spec.dnsPolicy`, `spec.dnsConfig`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodDns {
+    /// `ClusterFirst`, `ClusterFirstWithHostNet`, `Default` or `None`.
+    pub policy: String,
+    /// `dnsConfig.nameservers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// `dnsConfig.searches`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub searches: Vec<String>,
 }
 
 /// A Service.
@@ -124,7 +210,8 @@ pub struct Service {
     /// `spec.ports`.
     #[serde(default)]
     pub ports: Vec<ServicePort>,
-    /// The ready endpoints (EndpointSlice), one per backend address and port.
+    /// The endpoints (EndpointSlice), one per backend address and port;
+    /// [`Endpoint::ready`] says which receive Service traffic.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
 }
@@ -156,6 +243,18 @@ pub struct Endpoint {
     pub port: u16,
     /// The node the pod runs on.
     pub node: String,
+    /// `conditions.ready` of the EndpointSlice entry; only ready endpoints
+    /// receive Service traffic.
+    #[serde(default = "ready_by_default", skip_serializing_if = "is_true")]
+    pub ready: bool,
+}
+
+fn ready_by_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A Service port's protocol, spelled as Kubernetes spells it.
@@ -388,6 +487,13 @@ impl Inventory {
         Ok(())
     }
 
+    /// The node whose pod network holds `ip`, with that network.
+    pub fn node_owning(&self, ip: IpAddr) -> Option<(&Node, Cidr)> {
+        self.nodes
+            .iter()
+            .find_map(|n| n.pod_cidr.filter(|c| c.contains(ip)).map(|c| (n, c)))
+    }
+
     /// The node called `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
@@ -438,6 +544,11 @@ impl Inventory {
 }
 
 impl Service {
+    /// The endpoints that receive Service traffic.
+    pub fn ready_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter().filter(|e| e.ready)
+    }
+
     /// The port called `name`.
     pub fn port_named(&self, name: &str) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.name == name)
@@ -497,8 +608,20 @@ mod tests {
     fn lookups_find_what_the_lab_declares() {
         let inv = lab();
         let n3 = inv.node("node-3").expect("node-3");
-        assert_eq!(n3.kube_proxy.phase, PodPhase::Pending);
-        assert_eq!(n3.kube_proxy.reason.as_deref(), Some("Evicted"));
+        let kp = n3.kube_proxy.as_ref().expect("kube-proxy");
+        assert!(kp.is_down());
+        assert_eq!(kp.phase, PodPhase::Pending);
+        assert_eq!(kp.reason.as_deref(), Some("Evicted"));
+        assert_eq!(
+            kp.describe("node-3"),
+            "kube-proxy on node-3 is Pending (Evicted)",
+            "an inventory file that does not report the priority class says nothing about it"
+        );
+        assert_eq!(
+            inv.node_owning("198.19.2.10".parse().expect("ip"))
+                .map(|(n, _)| n.name.as_str()),
+            Some("node-2")
+        );
         assert_eq!(
             inv.node_of_probe("node-2").map(|n| n.name.as_str()),
             Some("node-2")
@@ -507,7 +630,8 @@ mod tests {
         assert_eq!(web0.netns.as_deref(), Some("mesh-pod-web-0"));
         assert!(
             inv.node("node-2")
-                .is_some_and(|n| n.pod_cidr.contains(web0.ip))
+                .and_then(|n| n.pod_cidr)
+                .is_some_and(|c| c.contains(web0.ip))
         );
         assert!(inv.pod("kube-system", "web-0").is_none());
         let web = inv.service("default", "web").expect("web");

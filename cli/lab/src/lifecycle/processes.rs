@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use super::{Lab, strings};
+use crate::apiserver::PROBE_AUDIENCE;
+use crate::apiserver::objects::{PROBE_SERVICE_ACCOUNT, PROBEMESH_NAMESPACE};
 use crate::faults::{Daemon, Holder, STALLED_BACKLOG};
 use crate::state::{LabState, StateDir};
 use crate::system::{self, Spawn};
@@ -29,6 +31,7 @@ pub(super) enum Proc<'a> {
     Web { loopback: bool },
     StalledWeb,
     Holder(Holder),
+    ApiServer,
     Coordinator,
     Probe(LabNode),
     CloudProbe { token: &'a str },
@@ -47,6 +50,7 @@ impl Proc<'_> {
             Proc::StalledWeb => "web-stalled".to_owned(),
             Proc::Holder(Holder::QueueFiller) => "queue-filler".to_owned(),
             Proc::Holder(Holder::PortHolder) => "port-holder".to_owned(),
+            Proc::ApiServer => "apiserver".to_owned(),
             Proc::Coordinator => "coordinator".to_owned(),
             Proc::Probe(n) => format!("probe-{}", n.name()),
             Proc::CloudProbe { .. } => format!("probe-{CLOUDVM}"),
@@ -123,6 +127,21 @@ impl Lab {
                     &h.count().to_string(),
                 ]);
             }
+            Proc::ApiServer => {
+                spawn.program = self.meshctl.clone();
+                spawn.args = strings(&[
+                    "lab",
+                    "serve-api",
+                    "--listen",
+                    &topology::kube_api_addr().to_string(),
+                    "--pki",
+                    &self.dir.kube().display().to_string(),
+                    "--cluster",
+                    &self.dir.inventory().display().to_string(),
+                    "--tokens",
+                    &self.dir.kube_tokens().display().to_string(),
+                ]);
+            }
             Proc::Coordinator => {
                 spawn.program = self.bin_dir.join("mesh-coordinator");
                 spawn.args = strings(&[
@@ -130,8 +149,12 @@ impl Lab {
                     &topology::coordinator_addr().to_string(),
                     "--tls-dir",
                     &self.dir.tls().display().to_string(),
-                    "--inventory",
-                    &self.dir.inventory().display().to_string(),
+                    "--kubeconfig",
+                    &self.dir.coordinator_kubeconfig().display().to_string(),
+                    "--enroll-service-account",
+                    &format!("{PROBEMESH_NAMESPACE}/{PROBE_SERVICE_ACCOUNT}"),
+                    "--enroll-audience",
+                    PROBE_AUDIENCE,
                 ]);
                 spawn.args.extend(otlp_args);
             }
@@ -148,6 +171,15 @@ impl Lab {
                     "node",
                     "--labels",
                     &format!("cluster=lab,node={}", n.name()),
+                    "--kube-token-file",
+                    &self
+                        .dir
+                        .kube_tokens()
+                        .join(format!("{}.token", n.name()))
+                        .display()
+                        .to_string(),
+                    "--ca-file",
+                    &self.dir.tls().join("ca.pem").display().to_string(),
                 ]);
                 spawn.args.extend(otlp_args);
             }
@@ -167,6 +199,28 @@ impl Lab {
             }
         }
         spawn
+    }
+
+    /// Waits until the API server has written every node probe's projected
+    /// token (it plays the kubelet's part).
+    pub(super) async fn wait_tokens(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let paths: Vec<_> = NODES
+            .iter()
+            .map(|n| self.dir.kube_tokens().join(format!("{}.token", n.name())))
+            .collect();
+        while !paths.iter().all(|p| p.exists()) {
+            if started.elapsed() > LISTEN_TIMEOUT {
+                bail!(
+                    "the lab API server wrote no probe tokens to {} within {:?} (see {})",
+                    self.dir.kube_tokens().display(),
+                    LISTEN_TIMEOUT,
+                    self.dir.log("apiserver").display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     /// Starts a process and records it in the state file at once.

@@ -20,6 +20,10 @@ pub struct StatusReport {
     pub coordinator: String,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// A kubeconfig for the lab's Kubernetes API (`kubectl --kubeconfig
+    /// PATH get nodes`), once the lab serves it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
     /// Duration of the last bring-up, milliseconds.
     pub bring_up_ms: Option<u64>,
     /// Every lab namespace and whether it exists.
@@ -106,6 +110,7 @@ impl Lab {
             fault: state.as_ref().and_then(|s| s.fault.clone()),
             coordinator: topology::coordinator_url(),
             state_dir: self.dir.root().to_owned(),
+            kubeconfig: Some(self.dir.admin_kubeconfig()).filter(|p| p.exists()),
             bring_up_ms: state.as_ref().and_then(|s| s.bring_up_ms),
             namespaces,
             processes,

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use futures::future::{BoxFuture, FutureExt as _, try_join_all};
-use probemesh_proto::identity::Role;
 use probemesh_proto::pki::{self, TlsDir};
 use serde::Serialize;
 
 use super::processes::{Listen, Proc, check_children};
 use super::{Lab, ms};
+use crate::apiserver::auth;
+use crate::apiserver::pki::KubePki;
 use crate::client_config::{self, ClientConfigFile};
 use crate::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
 use crate::state::{LabState, StateDir};
@@ -115,10 +116,22 @@ impl Lab {
             Proc::UpstreamDns,
             Proc::ClusterDns,
             Proc::Web { loopback: false },
-            Proc::Coordinator,
+            Proc::ApiServer,
         ] {
             children.push((p.key(), self.start(&mut state, p)?));
         }
+        self.wait_listening(
+            &state,
+            &mut children,
+            "apiserver",
+            Listen::Tcp(topology::KUBE_API_PORT),
+        )
+        .await?;
+        self.wait_tokens().await?;
+        children.push((
+            Proc::Coordinator.key(),
+            self.start(&mut state, Proc::Coordinator)?,
+        ));
         self.wait_listening(
             &state,
             &mut children,
@@ -246,17 +259,26 @@ impl Lab {
 fn make_certs(dir: &StateDir) -> anyhow::Result<()> {
     let tls = TlsDir::new(dir.tls());
     pki::init(&tls, &[topology::HOST_IP.to_string()]).context("creating the lab CA")?;
-    let ca = pki::CertAuthority::load(&tls).context("loading the lab CA")?;
-    for node in NODES {
-        let name = node.name();
+    // Node probes enroll with their pods' ServiceAccount tokens; the cloud
+    // VM joins with a join token: each starts with an empty directory.
+    for name in NODES.iter().map(|n| n.name()).chain([CLOUDVM.to_owned()]) {
         let probe_dir = dir.probe_tls(&name);
         std::fs::create_dir_all(&probe_dir)
             .with_context(|| format!("creating {}", probe_dir.display()))?;
-        let probe_tls = TlsDir::new(&probe_dir);
-        ca.issue_to_dir(&probe_tls, &name, Role::Probe, false)
-            .with_context(|| format!("issuing the certificate of {name}"))?;
-        std::fs::copy(tls.ca_cert(), probe_tls.ca_cert()).context("copying ca.pem")?;
     }
-    let cloud = dir.probe_tls(CLOUDVM);
-    std::fs::create_dir_all(&cloud).with_context(|| format!("creating {}", cloud.display()))
+    let kube = KubePki::create(&dir.kube(), &[topology::HOST_IP.into()])
+        .context("creating the lab cluster's CA")?;
+    let server = format!("https://{}", topology::kube_api_addr());
+    kube.write_kubeconfig(
+        &dir.admin_kubeconfig(),
+        &server,
+        "lab-admin",
+        &[auth::MASTERS],
+    )?;
+    kube.write_kubeconfig(
+        &dir.coordinator_kubeconfig(),
+        &server,
+        auth::COORDINATOR_USER,
+        &[],
+    )
 }

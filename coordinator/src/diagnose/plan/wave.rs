@@ -197,7 +197,7 @@ fn dns_checks(
     let mut servers = Vec::new();
     if let Some(dns) = cluster_dns(inventory) {
         servers.push(dns.cluster_ip.to_string());
-        servers.extend(dns.endpoints.iter().map(|e| e.ip.to_string()));
+        servers.extend(dns.ready_endpoints().map(|e| e.ip.to_string()));
     }
     let timeout_us = micros(o.timeout);
     let mut checks = vec![
@@ -239,7 +239,7 @@ fn dns_checks(
     // each of its pods (down, or up and unreachable).
     if let (Some(inv), Some(dns)) = (inventory, cluster_dns(inventory)) {
         let mut seen = BTreeSet::new();
-        for ep in &dns.endpoints {
+        for ep in dns.ready_endpoints() {
             if let Some(inside) = super::super::target::pod_probe(inv, &dns.namespace, &ep.pod)
                 && seen.insert(inside.clone())
             {

@@ -4,12 +4,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use probemesh_model::check::CheckName;
-use probemesh_model::inventory::{Cidr, PodPhase};
+use probemesh_model::inventory::Cidr;
 
 use probemesh_model::evidence::Claim;
 use probemesh_model::path::{Action, Resource, ResourceKind};
 
-use super::{Evidence, Finding, all_lost, cite, listed, seen, tcp_connected, tcp_failures};
+use super::{Evidence, Finding, all_lost, cite, seen, tcp_connected, tcp_failures};
 use crate::diagnose::model::Check;
 use crate::diagnose::path::Blocking;
 use crate::diagnose::target::Role;
@@ -206,7 +206,7 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
         };
         let node = inv.node_of_probe(&node_probe);
         let rules_missing = e.facts(&node_probe).filter(|(_, f)| f.nat_paths.is_empty());
-        let proxy_down = node.filter(|n| n.kube_proxy.phase != PodPhase::Running);
+        let proxy_down = node.and_then(|n| super::kube_proxy_down(Some(inv), &n.name, &node_probe));
         let stale = stale_nat(e, &svc.id, &node_probe);
         if rules_missing.is_none() && proxy_down.is_none() && stale.is_none() {
             continue;
@@ -235,20 +235,9 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                 ),
             ));
         }
-        if let Some(n) = proxy_down {
+        if let Some((item, _)) = proxy_down {
             missing.push(evidence.len());
-            evidence.push(listed(
-                &node_probe,
-                format!(
-                    "kube-proxy on {} is {:?}: {}",
-                    n.name,
-                    n.kube_proxy.phase,
-                    n.kube_proxy.reason.as_deref().unwrap_or("no reason given")
-                ),
-                "node",
-                "",
-                &n.name,
-            ));
+            evidence.push(item);
         }
         for b in e.hosts().filter(|b| b.role == Role::Backend) {
             if tcp_connected(e, &b.host).is_some()
@@ -321,8 +310,7 @@ fn stale_nat<'a>(
     let (namespace, name) = id.split_once('/')?;
     let service = e.inventory?.service(namespace, name)?;
     let endpoints: Vec<String> = service
-        .endpoints
-        .iter()
+        .ready_endpoints()
         .map(|ep| format!("{}:{}", ep.ip, ep.port))
         .collect();
     let targets: Vec<String> = f
@@ -411,8 +399,14 @@ mod tests {
             .with(tcp("node-3", "198.18.200.80:80", 0, 0, 3))
             .with(tcp("node-3", "198.19.2.10:8080", 3, 0, 0))
             .with(facts("node-3", pb::NodeFacts::default()));
-        if let Some(n) = c.inventory.nodes.iter_mut().find(|n| n.name == "node-3") {
-            n.kube_proxy.phase = PodPhase::Pending;
+        if let Some(kp) = c
+            .inventory
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == "node-3")
+            .and_then(|n| n.kube_proxy.as_mut())
+        {
+            kp.phase = probemesh_model::inventory::PodPhase::Pending;
         }
         let v = c.verdict();
         assert_eq!(

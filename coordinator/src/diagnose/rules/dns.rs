@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use probemesh_model::check::CheckName;
 use probemesh_model::evidence::Claim;
-use probemesh_model::inventory::{PodPhase, Service};
+use probemesh_model::inventory::Service;
 use probemesh_model::path::{Action, Resource, ResourceKind};
 use probemesh_proto::pb;
 
@@ -40,7 +40,7 @@ fn dns_view<'a>(e: &Evidence<'a>) -> Option<DnsView<'a>> {
         result,
         cluster_ip: service.map(|s| s.cluster_ip.to_string()),
         pod_ips: service
-            .map(|s| s.endpoints.iter().map(|e| e.ip.to_string()).collect())
+            .map(|s| s.ready_endpoints().map(|e| e.ip.to_string()).collect())
             .unwrap_or_default(),
         upstream,
     })
@@ -255,21 +255,10 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
             e.source.spec
         );
     }
-    let kube_proxy = e
-        .inventory
-        .and_then(|i| i.node(&node))
-        .map(|n| &n.kube_proxy);
-    if let Some(kp) = kube_proxy.filter(|kp| kp.phase != PodPhase::Running) {
-        let reason = kp.reason.as_deref().unwrap_or("no reason given");
+    if let Some((item, said)) = super::kube_proxy_down(e.inventory, &node, &node) {
         because = vec![evidence.len()];
-        evidence.push(listed(
-            &node,
-            format!("kube-proxy on {node} is {:?}: {reason}", kp.phase),
-            "node",
-            "",
-            &node,
-        ));
-        why = format!("kube-proxy on {node} is {:?} ({reason})", kp.phase);
+        evidence.push(item);
+        why = said;
         confidence += 0.1;
     }
     if let Some((c, f)) = e.facts(&e.source.probe)
@@ -470,9 +459,15 @@ mod tests {
             ))
             .with(upstream(true))
             .with(facts("node-3", pb::NodeFacts::default()));
-        if let Some(n) = c.inventory.nodes.iter_mut().find(|n| n.name == "node-3") {
-            n.kube_proxy.phase = PodPhase::Pending;
-            n.kube_proxy.reason = Some("Evicted".into());
+        if let Some(kp) = c
+            .inventory
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == "node-3")
+            .and_then(|n| n.kube_proxy.as_mut())
+        {
+            kp.phase = probemesh_model::inventory::PodPhase::Pending;
+            kp.reason = Some("Evicted".into());
         }
         let v = c.verdict();
         assert_eq!(class(&v), ("dns_failure", "dns_unreachable"), "{v:?}");

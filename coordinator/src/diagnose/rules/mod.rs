@@ -472,6 +472,25 @@ fn seen(at: &ObserverInterface, observation: String) -> Item {
 }
 
 /// Cites an inventory object, seen from `probe`'s side.
+/// The kube-proxy pod of `node` when it is not running, cited from the
+/// inventory: the pod itself when the source names it (its phase, reason and
+/// priority class), else the node's entry. `probe` is the observer the
+/// evidence is filed under.
+fn kube_proxy_down(
+    inventory: Option<&Inventory>,
+    node: &str,
+    probe: &str,
+) -> Option<(Item, String)> {
+    let n = inventory?.node(node)?;
+    let kp = n.kube_proxy.as_ref().filter(|kp| kp.is_down())?;
+    let said = kp.describe(&n.name);
+    let item = match kp.pod.as_deref().and_then(|p| p.split_once('/')) {
+        Some((namespace, name)) => listed(probe, said.clone(), "pod", namespace, name),
+        None => listed(probe, said.clone(), "node", "", &n.name),
+    };
+    Some((item, said))
+}
+
 fn listed(probe: &str, observation: String, kind: &str, namespace: &str, name: &str) -> Item {
     Item {
         probe: probe.to_owned(),
@@ -603,17 +622,13 @@ fn return_route<'a>(
 /// it here: overlay traffic that leaves by the underlay's default route is
 /// lost (the overlay route is missing on this node).
 fn default_only_overlay(e: &Evidence<'_>, f: &pb::NodeFacts, addr: Ipv4Addr) -> Option<String> {
-    let owner = e
-        .inventory?
-        .nodes
-        .iter()
-        .find(|n| n.pod_cidr.contains(IpAddr::V4(addr)))?;
+    let (owner, pod_cidr) = e.inventory?.node_owning(IpAddr::V4(addr))?;
     match route_for(&f.routes, IpAddr::V4(addr)) {
         Some((r, 0)) => Some(format!(
             "only the default route matches {addr} ({}'s pod network {}/{}): {}",
             owner.name,
-            owner.pod_cidr.addr(),
-            owner.pod_cidr.prefix(),
+            pod_cidr.addr(),
+            pod_cidr.prefix(),
             r.raw
         )),
         _ => None,

@@ -95,10 +95,7 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
             continue;
         };
         let ip = ep.ip()?;
-        let Some(owner) = inv
-            .nodes
-            .iter()
-            .find(|n| n.name != src_node && n.pod_cidr.contains(ip))
+        let Some((owner, pod_cidr)) = inv.node_owning(ip).filter(|(n, _)| n.name != src_node)
         else {
             continue;
         };
@@ -119,7 +116,7 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
                 facts_check,
                 &format!(
                     "{src_node} has no route to {} ({}'s pods): for {ip} {via}",
-                    owner.pod_cidr.addr(),
+                    pod_cidr.addr(),
                     owner.name
                 ),
             ),
@@ -139,8 +136,8 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
                 Claim::new(
                     format!(
                         "{src_node} has no route to {}/{} ({}'s pod network)",
-                        owner.pod_cidr.addr(),
-                        owner.pod_cidr.prefix(),
+                        pod_cidr.addr(),
+                        pod_cidr.prefix(),
                         owner.name
                     ),
                     &[0],
@@ -149,9 +146,9 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
             ],
             fix: format!(
                 "restore the overlay route on {src_node} (flannel: ip route replace {}/{} via {} dev flannel.1 onlink, or restart flanneld, which rewrites its routes); check for a stale route sync or a manual `ip route del`",
-                owner.pod_cidr.addr(),
-                owner.pod_cidr.prefix(),
-                owner.pod_cidr.addr()
+                pod_cidr.addr(),
+                pod_cidr.prefix(),
+                pod_cidr.addr()
             ),
             evidence,
             confidence: 0.85,
@@ -162,8 +159,8 @@ pub(super) fn routing(e: &Evidence<'_>) -> Option<Finding> {
                     ResourceKind::Route,
                     format!(
                         "{src_node}: no route to {}/{}",
-                        owner.pod_cidr.addr(),
-                        owner.pod_cidr.prefix()
+                        pod_cidr.addr(),
+                        pod_cidr.prefix()
                     ),
                 ),
                 &[0],

@@ -1,7 +1,6 @@
-//! The cluster inventory as the coordinator holds it: loaded from
-//! `--inventory FILE` and re-read whenever the file changes (the lab rewrites
-//! it when a fault changes kube-proxy's state), so every run sees the
-//! current cluster.
+//! The inventory file (`--inventory FILE`), for clusters without API
+//! access: loaded at start and re-read whenever the file changes, so every
+//! run sees the current cluster.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -9,37 +8,34 @@ use std::time::SystemTime;
 
 use probemesh_model::inventory::{Inventory, LoadError};
 
-/// Where the inventory comes from.
+/// An inventory file and its last good copy.
 #[derive(Debug)]
-pub struct InventorySource {
-    path: Option<PathBuf>,
+pub struct FileSource {
+    path: PathBuf,
     cached: Mutex<Option<(SystemTime, Arc<Inventory>)>>,
 }
 
-impl InventorySource {
-    /// No inventory: Kubernetes-shaped targets are refused with a hint.
-    pub fn none() -> Self {
-        Self {
-            path: None,
-            cached: Mutex::new(None),
-        }
-    }
-
-    /// An inventory file, loaded now to fail fast on a bad file.
-    pub fn file(path: PathBuf) -> Result<Self, LoadError> {
+impl FileSource {
+    /// Opens the file, loading it now to fail fast on a bad file.
+    pub fn open(path: PathBuf) -> Result<Self, LoadError> {
         let source = Self {
-            path: Some(path),
+            path,
             cached: Mutex::new(None),
         };
         source.load()?;
         Ok(source)
     }
 
+    /// The file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// The current inventory, re-read if the file changed. A file that became
     /// unreadable keeps the last good copy (and says so in the log).
     pub fn current(&self) -> Option<Arc<Inventory>> {
         match self.load() {
-            Ok(inv) => inv,
+            Ok(inv) => Some(inv),
             Err(e) => {
                 tracing::warn!(error = %e, "inventory unreadable; using the last good copy");
                 self.lock().as_ref().map(|(_, inv)| inv.clone())
@@ -47,10 +43,8 @@ impl InventorySource {
         }
     }
 
-    fn load(&self) -> Result<Option<Arc<Inventory>>, LoadError> {
-        let Some(path) = &self.path else {
-            return Ok(None);
-        };
+    fn load(&self) -> Result<Arc<Inventory>, LoadError> {
+        let path = &self.path;
         let modified = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .map_err(|source| LoadError::Read {
@@ -61,11 +55,11 @@ impl InventorySource {
         if let Some((at, inv)) = cached.as_ref()
             && *at == modified
         {
-            return Ok(Some(inv.clone()));
+            return Ok(inv.clone());
         }
         let inv = Arc::new(Inventory::load(path)?);
         *cached = Some((modified, inv.clone()));
-        Ok(Some(inv))
+        Ok(inv)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<(SystemTime, Arc<Inventory>)>> {

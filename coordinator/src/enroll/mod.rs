@@ -1,0 +1,130 @@
+//! The Enrollment service: an external host trades a join token and a CSR
+//! for a probe certificate; a node probe trades its projected ServiceAccount
+//! token ([`node`]). The only calls served without a client certificate: the
+//! token authenticates the caller, and the caller authenticated us by the CA
+//! (pinned in the join token, or the cluster's CA file).
+
+pub mod node;
+
+use std::sync::Arc;
+
+use probemesh_proto::identity::{Role, validate_name};
+use probemesh_proto::pb;
+use probemesh_proto::pki::Validity;
+use probemesh_proto::token::JoinToken;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::state::Coordinator;
+
+/// Enrollment over the shared state.
+#[derive(Debug, Clone)]
+pub struct EnrollService {
+    state: Arc<Coordinator>,
+}
+
+impl EnrollService {
+    /// The service.
+    pub fn new(state: Arc<Coordinator>) -> Self {
+        Self { state }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::enrollment_server::Enrollment for EnrollService {
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let remote = req
+            .extensions()
+            .get::<probemesh_proto::tls::PeerInfo>()
+            .map(|p| p.remote_addr);
+        let r = req.into_inner();
+        let token: JoinToken =
+            r.token
+                .trim()
+                .parse()
+                .map_err(|e: probemesh_proto::token::TokenError| {
+                    tracing::warn!(peer = ?remote, reason = %e, "join refused");
+                    Error::JoinRefused(e.to_string())
+                })?;
+        let name = self
+            .state
+            .tokens
+            .redeem(&token, self.state.clock.now_unix_ms())
+            .inspect_err(
+                |e| tracing::warn!(peer = ?remote, name = %token.name, reason = %e, "join refused"),
+            )?;
+        let certificate_pem = self
+            .state
+            .ca
+            .sign_csr(
+                &r.csr_pem,
+                &name,
+                Role::Probe,
+                Validity::leaf(time::OffsetDateTime::now_utc()),
+            )
+            .map_err(|e| {
+                Error::InvalidRequest(format!("the certificate request was refused: {e}"))
+            })?;
+        tracing::info!(peer = ?remote, name = %name, "external probe enrolled");
+        Ok(Response::new(pb::JoinResponse {
+            certificate_pem,
+            ca_pem: self.state.ca.cert_pem().to_owned(),
+            name,
+        }))
+    }
+
+    async fn enroll_node(
+        &self,
+        req: Request<pb::NodeEnrollRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let remote = req
+            .extensions()
+            .get::<probemesh_proto::tls::PeerInfo>()
+            .map(|p| p.remote_addr);
+        let r = req.into_inner();
+        let refuse = |reason: String| {
+            tracing::warn!(peer = ?remote, node = %r.node_name, %reason, "node enrollment refused");
+            Status::permission_denied(format!("node enrollment refused: {reason}"))
+        };
+        let (Some(policy), Some(client)) = (
+            self.state.node_enrollment.as_ref(),
+            self.state.inventory.kube_client(),
+        ) else {
+            return Err(Status::failed_precondition(
+                "this coordinator does not enroll nodes by ServiceAccount token: start it with --kubeconfig FILE or --in-cluster and --enroll-service-account NAMESPACE/NAME, or enroll with a join token",
+            ));
+        };
+        validate_name(&r.node_name).map_err(|e| refuse(e.to_string()))?;
+        match node::authorize(client, policy, &r.node_name, &r.service_account_token).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => return Err(refuse(refused.to_string())),
+            Err(e) => {
+                tracing::error!(peer = ?remote, node = %r.node_name, error = %e, "cannot review a node's token");
+                return Err(Status::unavailable(format!(
+                    "the coordinator cannot reach the Kubernetes API to review the token: {e}"
+                )));
+            }
+        }
+        let certificate_pem = self
+            .state
+            .ca
+            .sign_csr(
+                &r.csr_pem,
+                &r.node_name,
+                Role::Probe,
+                Validity::leaf(time::OffsetDateTime::now_utc()),
+            )
+            .map_err(|e| {
+                Error::InvalidRequest(format!("the certificate request was refused: {e}"))
+            })?;
+        tracing::info!(peer = ?remote, node = %r.node_name, "node probe enrolled by ServiceAccount token");
+        Ok(Response::new(pb::JoinResponse {
+            certificate_pem,
+            ca_pem: self.state.ca.cert_pem().to_owned(),
+            name: r.node_name,
+        }))
+    }
+}
