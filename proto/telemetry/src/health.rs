@@ -1,5 +1,5 @@
 //! Readiness: the named conditions a daemon must meet before it is worth
-//! sending work to, read by `/readyz` ([`crate::http::serve_metrics`]).
+//! sending work to, read by `/readyz` (served by the `http` module).
 //!
 //! A daemon makes one [`Readiness`], registers a [`Condition`] per thing it
 //! waits for (the coordinator: its gRPC listener serving; the probe: its
