@@ -346,6 +346,11 @@ def check_rbac(objects):
 
 
 def check_all_objects(name, objects):
+    namespace = find(objects, "Namespace", NAMESPACE)
+    expect(
+        namespace is None or dig(namespace, "metadata", "labels", "pod-security.kubernetes.io/enforce") == "privileged",
+        f"{name}: Namespace {NAMESPACE} is not labelled pod-security.kubernetes.io/enforce: privileged (the probe cannot run under baseline)",
+    )
     for o in objects:
         what = f"{name}: {o.get('kind')} {dig(o, 'metadata', 'name')}"
         expect(o.get("kind") != "Secret", f"{what}: a Secret is rendered (key material stays out of git)")
