@@ -12,7 +12,8 @@ packages=(
   dnsutils netcat-openbsd curl   # plain-tool checks in the lab tests
   procps psmisc              # ps/kill for process checks
   prometheus                 # promtool and a real Prometheus for the metrics tests
-  python3-venv               # scripts/rotel.sh: a venv for rotel, the tests' OTLP collector
+  python3-venv               # venvs for rotel (scripts/rotel.sh) and kubectl + kubernetes-validate (scripts/kube-tools.sh)
+  systemd                    # systemd-analyze verifies deploy/systemd/mesh-probe.service
   ca-certificates
 )
 

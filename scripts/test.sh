@@ -11,4 +11,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 python3 scripts/check-structure.py   # module circles and layers, file sizes, meshctl's tree (docs/architecture.md)
+./scripts/check-deploy.sh            # deploy/ and the Containerfile: rendered, validated, held to their promises (docs/operations.md)
 cargo test --workspace --locked -- --test-threads="${MESH_TEST_THREADS:-2}"

@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod commands;
+pub mod completion;
+pub mod invocation;
 pub mod lab;
 pub mod output;
 

@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
 use meshctl::commands::{
     capture, certs, dig, inspect, join_token, path, probe, probes, runs, tools, transfer,
 };
+use meshctl::completion;
+use meshctl::invocation::Invocation;
 use meshctl::lab;
 use meshctl::output::OutputFormat;
 
@@ -18,6 +20,9 @@ use meshctl::output::OutputFormat;
 ///
 /// Exit codes: 0 healthy, 1 a fault was found, 2 bad usage or input,
 /// 3 inconclusive, 4 cannot reach or authenticate to the coordinator.
+///
+/// Installed as `kubectl-mesh` (a link to meshctl on PATH) it is the kubectl
+/// plugin `kubectl mesh`.
 #[derive(Debug, Parser)]
 #[command(name = "meshctl", version, about, long_about)]
 struct Cli {
@@ -109,11 +114,33 @@ enum Command {
     /// `lab down` removes everything.
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
+    ///
+    /// bash: meshctl completion bash > /etc/bash_completion.d/meshctl;
+    /// zsh: meshctl completion zsh > "${fpath[1]}/_meshctl";
+    /// fish: meshctl completion fish > ~/.config/fish/completions/meshctl.fish.
+    ///
+    /// For `kubectl mesh` no script is needed: link meshctl on PATH as
+    /// kubectl-mesh and as kubectl_complete-mesh, and kubectl (1.26 or later)
+    /// completes the plugin through the second link.
+    Completion(completion::CompletionArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let invocation = Invocation::from_argv0(std::env::args_os().next().as_deref());
+    if invocation == Invocation::KubectlCompletion {
+        let words: Vec<String> = std::env::args_os()
+            .skip(1)
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        print!("{}", completion::complete(Cli::command(), &words));
+        return ExitCode::SUCCESS;
+    }
+    let cli = match Cli::from_arg_matches(&command(invocation).get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     leave_quietly_on_broken_pipe();
     init_logging();
     let endpoint = &cli.endpoint;
@@ -136,6 +163,15 @@ async fn main() -> ExitCode {
         Command::Capture(args) => capture::run(args, endpoint, output).await,
         Command::Runs(args) => runs::run(args, endpoint, output).await.map(|()| exit::OK),
         Command::Lab(cmd) => return lab_exit(lab::run(cmd, output).await),
+        Command::Completion(args) => {
+            completion::write_script(
+                args.shell,
+                &mut command(invocation),
+                invocation.script_name(),
+                &mut std::io::stdout(),
+            );
+            Ok(exit::OK)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -144,6 +180,12 @@ async fn main() -> ExitCode {
             failure.exit_code()
         }
     }
+}
+
+/// meshctl's command tree, named in help and usage as it was invoked
+/// (`meshctl`, or `kubectl mesh` as the kubectl plugin).
+fn command(invocation: Invocation) -> clap::Command {
+    Cli::command().bin_name(invocation.usage_name())
 }
 
 fn lab_exit(result: anyhow::Result<ExitCode>) -> ExitCode {

@@ -69,7 +69,9 @@ struct Args {
     /// OTEL_RESOURCE_ATTRIBUTES are honoured.
     #[arg(long, env = "MESH_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
-    /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics, liveness on
+    /// /healthz (200 while the process runs) and readiness on /readyz (200
+    /// once the gRPC services are served, else 503 and the reason).
     #[arg(long, env = "MESH_METRICS")]
     metrics: Option<SocketAddr>,
 }

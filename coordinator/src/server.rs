@@ -1,5 +1,10 @@
 //! Assembles and runs the coordinator: TLS listener, the three services,
-//! the liveness sweeper.
+//! the liveness sweeper, and its readiness (`/readyz` on `--metrics`).
+//!
+//! Readiness is a set of named conditions that must all hold
+//! ([`Readiness`]): `grpc` holds while the services are served. A component
+//! that must be up before probes and meshctl are sent here (an inventory
+//! that has to sync first) registers its own condition in [`Bound::bind`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +13,9 @@ use std::sync::Arc;
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir};
 use probemesh_proto::tls::{TlsIncoming, server_config};
-use probemesh_telemetry::{SpanExportStats, certificate_expiry_unix, http::serve_metrics};
+use probemesh_telemetry::{
+    Condition, Readiness, SpanExportStats, certificate_expiry_unix, http::serve_metrics,
+};
 
 use crate::clock_udp::UdpClock;
 use crate::control::ControlService;
@@ -37,7 +44,8 @@ pub struct Settings {
     pub node_enrollment: Option<NodeEnrollment>,
     /// Probe link timing.
     pub timing: LinkTiming,
-    /// Where to serve Prometheus metrics (`/metrics`); `None` serves none.
+    /// Where to serve Prometheus metrics (`/metrics`) and health
+    /// (`/healthz`, `/readyz`); `None` serves none.
     pub metrics: Option<SocketAddr>,
     /// Span export counters to publish with the metrics.
     pub span_export: SpanExportStats,
@@ -68,11 +76,15 @@ pub struct Bound {
     state: Arc<Coordinator>,
     local_addr: SocketAddr,
     udp_clock: Option<Arc<UdpClock>>,
+    /// Holds from [`Bound::serve`] until shutdown begins.
+    serving: Condition,
 }
 
 impl Bound {
     /// Loads certificates and stores and binds the listener.
     pub async fn bind(settings: Settings) -> Result<Self> {
+        let readiness = Readiness::default();
+        let serving = readiness.condition("grpc", "the gRPC services are not served yet");
         let dir = TlsDir::new(settings.tls_dir);
         let tls = server_config(&dir)?;
         let ca = CertAuthority::load(&dir)?;
@@ -139,7 +151,7 @@ impl Bound {
             let registry = state
                 .metrics
                 .registry(incoming.refused_handshakes(), &settings.span_export);
-            serve_metrics(addr, registry)
+            serve_metrics(addr, registry, readiness)
                 .await
                 .map_err(|e| Error::Listen {
                     op: "serve metrics on",
@@ -152,6 +164,7 @@ impl Bound {
             state,
             local_addr,
             udp_clock,
+            serving,
         })
     }
 
@@ -160,14 +173,21 @@ impl Bound {
         self.local_addr
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves; ready (the `grpc` condition) from
+    /// now until then.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<()> {
+        let serving = self.serving.clone();
+        let shutdown = async move {
+            shutdown.await;
+            serving.fails("shutting down");
+        };
         let sweeper = tokio::spawn(liveness_sweeper(self.state.clone()));
         let udp_server = self
             .udp_clock
             .clone()
             .map(|clock| tokio::spawn(clock.serve(self.state.clone())));
         tracing::info!(listen = %self.local_addr, udp_clock = self.udp_clock.is_some(), "coordinator serving");
+        self.serving.holds();
         let result = tonic::transport::Server::builder()
             .add_service(pb::probe_link_server::ProbeLinkServer::new(
                 LinkService::new(self.state.clone(), self.udp_clock),

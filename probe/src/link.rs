@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use probemesh_proto::pb;
 use probemesh_proto::pb::coordinator_message::Msg;
 use probemesh_proto::pki::TlsDir;
-use probemesh_telemetry::{task_kind_name, task_result_class};
+use probemesh_telemetry::{Condition, task_kind_name, task_result_class};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +48,9 @@ pub struct ProbeSettings {
     pub labels: BTreeMap<String, String>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// The readiness condition this link sets (`/readyz`): it holds while
+    /// the stream to the coordinator is attached.
+    pub attached: Condition,
 }
 
 /// Where the reconnect loop stands.
@@ -80,9 +83,16 @@ pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result
         settings.metrics.link_failures.inc();
         match outcome {
             Ok(()) => {
+                settings.attached.fails(format!(
+                    "{} closed the stream; reconnecting",
+                    settings.coordinator
+                ));
                 tracing::warn!(coordinator = %settings.coordinator, "coordinator closed the stream")
             }
             Err(e) => {
+                settings
+                    .attached
+                    .fails(format!("no stream to {}: {e}", settings.coordinator));
                 tracing::warn!(coordinator = %settings.coordinator, error = %e, "probe link failed")
             }
         }
@@ -120,6 +130,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
     tracing::info!(state = ?Session::Attached, coordinator = %settings.coordinator, "attached to coordinator");
     settings.metrics.attaches.inc();
     settings.metrics.link_up.set(1);
+    settings.attached.holds();
 
     let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
     let mut beat = 0u64;

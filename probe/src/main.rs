@@ -12,7 +12,9 @@ use probemesh_proto::pb;
 use probemesh_proto::pki::TlsDir;
 use probemesh_proto::token::JoinToken;
 use probemesh_telemetry::http::serve_metrics;
-use probemesh_telemetry::{Telemetry, TelemetryConfig, certificate_expiry_unix, host_name};
+use probemesh_telemetry::{
+    Readiness, Telemetry, TelemetryConfig, certificate_expiry_unix, host_name,
+};
 use tokio_util::sync::CancellationToken;
 
 /// The probemesh probe daemon: dials the coordinator over mTLS and runs the
@@ -79,7 +81,9 @@ struct Common {
     /// OTEL_RESOURCE_ATTRIBUTES are honoured.
     #[arg(long, env = "MESH_OTLP_ENDPOINT", global = true)]
     otlp_endpoint: Option<String>,
-    /// Serve Prometheus metrics on http://ADDR:PORT/metrics.
+    /// Serve Prometheus metrics on http://ADDR:PORT/metrics, liveness on
+    /// /healthz (200 while the process runs) and readiness on /readyz (200
+    /// while the stream to the coordinator is up, else 503 and the reason).
     #[arg(long, env = "MESH_METRICS", global = true)]
     metrics: Option<SocketAddr>,
 }
@@ -222,6 +226,8 @@ async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitC
             (name, common.role)
         }
     };
+    let readiness = Readiness::default();
+    let attached = readiness.condition("coordinator", "not attached to the coordinator yet");
     if let Some(addr) = common.metrics {
         let dir = TlsDir::new(common.tls_dir.clone());
         for (label, path) in [("probe", dir.cert(&name)), ("ca", dir.ca_cert())] {
@@ -229,7 +235,8 @@ async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitC
                 metrics.set_certificate_expiry(label, not_after);
             }
         }
-        if let Err(e) = serve_metrics(addr, metrics.registry(telemetry.span_export_stats())).await {
+        let registry = metrics.registry(telemetry.span_export_stats());
+        if let Err(e) = serve_metrics(addr, registry, readiness).await {
             eprintln!("mesh-probe: {e}");
             return ExitCode::from(2);
         }
@@ -244,6 +251,7 @@ async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitC
         },
         labels: common.labels,
         metrics,
+        attached,
     };
     match link::run(settings, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,7 @@
 //! run across the coordinator and two probes, received by a real collector
 //! (rotel); runs that do not slow down when the collector is gone, with the
 //! loss counted; `/metrics` that promtool accepts and a real Prometheus
-//! scrapes. Everything listens on 127.0.0.1 and every process started here
+//! scrapes; `/readyz` that follows a probe's link. Everything listens on 127.0.0.1 and every process started here
 //! is killed by its PID when the test ends.
 
 use std::collections::{BTreeMap, HashSet};
@@ -448,15 +448,19 @@ fn a_missing_or_silent_collector_costs_no_time_and_is_counted() {
 
 /// `GET path` on 127.0.0.1:port over HTTP/1.0; the body on a 200.
 fn http_get(port: u16, path: &str) -> Option<String> {
+    http_status(port, path).and_then(|(status, body)| (status == 200).then_some(body))
+}
+
+/// `GET path` on 127.0.0.1:port over HTTP/1.0; the status code and body.
+fn http_status(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_owned())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
 }
 
 /// Percent-encodes a PromQL query for a URL.
@@ -555,7 +559,7 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     assert_eq!(
         http_get(a_port, "/nothing"),
         None,
-        "only /metrics is served"
+        "only /metrics, /healthz and /readyz are served"
     );
 
     // A real Prometheus scraping all three every second.
@@ -596,5 +600,57 @@ fn metrics_pass_promtool_and_a_real_prometheus_scrapes_them() {
     );
     eprintln!(
         "Prometheus: probemesh_probes_connected = {connected}, sum(probemesh_probe_link_up) = {probes_up}"
+    );
+}
+
+#[test]
+fn readyz_follows_the_probe_link_and_healthz_stays_up() {
+    let (c_port, a_port) = (free_port(), free_port());
+    let metrics = |p: u16| args(&["--metrics", &format!("127.0.0.1:{p}")]);
+    let mut mesh = start_mesh(&metrics(c_port), &[]);
+    let coordinator_ready = wait_for(
+        "the coordinator's /readyz to answer 200",
+        Duration::from_secs(10),
+        || http_get(c_port, "/readyz"),
+    );
+    assert_eq!(coordinator_ready, "ok\n");
+    start_probe(&mut mesh, "node-a", &metrics(a_port), &[]);
+    wait_for(
+        "node-a's /readyz to answer 200 once attached",
+        Duration::from_secs(10),
+        || http_get(a_port, "/readyz"),
+    );
+
+    // The coordinator goes away: the probe's stream is down, so is its readiness.
+    mesh.coordinator.kill();
+    let (status, body) = wait_for(
+        "node-a's /readyz to answer 503",
+        Duration::from_secs(10),
+        || http_status(a_port, "/readyz").filter(|(status, _)| *status == 503),
+    );
+    assert!(
+        body.starts_with("not ready: coordinator: ")
+            && body.contains(&mesh.url)
+            && body.ends_with('\n')
+            && body.lines().count() == 1,
+        "one line naming the condition and the coordinator, got {status} {body:?}"
+    );
+    assert_eq!(
+        http_status(a_port, "/healthz"),
+        Some((200, "ok\n".to_owned())),
+        "alive while not ready"
+    );
+
+    // A coordinator on the same address again: the probe reattaches and is ready.
+    let d = mesh.tls_dir().to_owned();
+    let listen = mesh.url.trim_start_matches("https://").to_owned();
+    let mut cmd = Command::new(bin("mesh-coordinator"));
+    cmd.args(["--listen", &listen, "--tls-dir", &d])
+        .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())]);
+    mesh.coordinator = Daemon::spawn("mesh-coordinator (again)", cmd);
+    wait_for(
+        "node-a's /readyz to answer 200 after reattaching",
+        Duration::from_secs(20),
+        || http_get(a_port, "/readyz"),
     );
 }

@@ -1,7 +1,13 @@
-//! The `/metrics` endpoint: a prometheus-client registry over plain HTTP/1.
+//! The daemons' plain HTTP/1 endpoint: `/metrics`, a prometheus-client
+//! registry, and the health checks a kubelet or load balancer asks.
 //!
-//! Answers OpenMetrics text when the scraper asks for it (Prometheus does),
-//! the classic Prometheus text format (0.0.4) otherwise (curl, promtool).
+//! - `GET /metrics`: OpenMetrics text when the scraper asks for it
+//!   (Prometheus does), the classic Prometheus text format (0.0.4) otherwise
+//!   (curl, promtool).
+//! - `GET /healthz`: `200 ok` while the process answers at all (liveness).
+//! - `GET /readyz`: `200 ok` when every [`Readiness`] condition holds, else
+//!   `503` and one line naming what does not (readiness).
+//!
 //! Every other path is a 404. Unauthenticated by design, like every
 //! Prometheus exporter: bind it to an address only the scraper reaches.
 
@@ -11,6 +17,8 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse as _;
 use prometheus_client::registry::Registry;
+
+use crate::health::Readiness;
 
 /// `Content-Type` of OpenMetrics text.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -25,11 +33,13 @@ pub struct MetricsBindError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` and serves `registry` on `GET /metrics` for the life of the
+/// Binds `addr` and serves `registry` on `GET /metrics`, liveness on
+/// `GET /healthz` and `readiness` on `GET /readyz`, for the life of the
 /// process. Returns the bound address (useful with port 0).
 pub async fn serve_metrics(
     addr: SocketAddr,
     registry: Registry,
+    readiness: Readiness,
 ) -> Result<SocketAddr, MetricsBindError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -38,20 +48,41 @@ pub async fn serve_metrics(
         .local_addr()
         .map_err(|source| MetricsBindError { addr, source })?;
     let registry = Arc::new(registry);
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move |headers: HeaderMap| {
-            let registry = registry.clone();
-            async move { render(&registry, &headers) }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move |headers: HeaderMap| {
+                let registry = registry.clone();
+                async move { render(&registry, &headers) }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let readiness = readiness.clone();
+                async move { ready(&readiness) }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
-    tracing::info!(addr = %bound, "metrics served on /metrics");
+    tracing::info!(addr = %bound, "metrics served on /metrics, health on /healthz and /readyz");
     Ok(bound)
+}
+
+/// `200 ok`, or `503` with the failing conditions on one line.
+fn ready(readiness: &Readiness) -> axum::response::Response {
+    match readiness.check() {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 fn render(registry: &Registry, headers: &HeaderMap) -> axum::response::Response {
@@ -75,5 +106,61 @@ fn render(registry: &Registry, headers: &HeaderMap) -> axum::response::Response 
     match encoded {
         Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// `GET path` over a raw HTTP/1.0 connection: the status code and body.
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: probemesh\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_conditions_and_healthz_stays_up() {
+        let readiness = Readiness::default();
+        let link = readiness.condition("coordinator", "not attached yet");
+        let addr = serve_metrics(
+            "127.0.0.1:0".parse().unwrap(),
+            Registry::default(),
+            readiness,
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(
+            get(addr, "/readyz").await,
+            (503, "not ready: coordinator: not attached yet\n".to_owned())
+        );
+        assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+
+        link.holds();
+        assert_eq!(get(addr, "/readyz").await, (200, "ok\n".to_owned()));
+
+        link.fails("stream to https://c:7443 is down: connection refused");
+        assert_eq!(
+            get(addr, "/readyz").await,
+            (
+                503,
+                "not ready: coordinator: stream to https://c:7443 is down: connection refused\n"
+                    .to_owned()
+            )
+        );
+        assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+        assert_eq!(get(addr, "/metrics").await.0, 200);
+        assert_eq!(get(addr, "/nothing").await.0, 404);
     }
 }

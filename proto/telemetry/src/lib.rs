@@ -14,12 +14,14 @@
 //!   collector costs dropped spans, counted, never a slower run.
 //! - **Propagation**: W3C `traceparent`/`tracestate` in a plain string map
 //!   ([`inject`], [`set_parent`]), as carried by `pb::Task.trace_context`.
-//! - **Metrics**: [`http::serve_metrics`] serves a prometheus-client registry
-//!   on `/metrics`.
+//! - **Metrics and health**: [`http::serve_metrics`] serves a
+//!   prometheus-client registry on `/metrics`, liveness on `/healthz` and the
+//!   daemon's [`Readiness`] on `/readyz`.
 //!
 //! It is not where metrics are defined: each daemon keeps its own.
 
 pub mod export;
+pub mod health;
 pub mod http;
 
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use export::SpanExportStats;
+pub use health::{Condition, Readiness};
 use probemesh_proto::pb;
 
 /// Span names exported as OpenTelemetry spans start with one of these.
