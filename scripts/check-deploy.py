@@ -370,6 +370,28 @@ def check_all_objects(name, objects):
             )
 
 
+def check_args_parse(objects):
+    """Every container's command line is one its binary accepts: the built
+    binary parses the manifest's arguments (with --version last, so clap
+    checks every flag and value, then stops)."""
+    for o in objects:
+        if o.get("kind") not in ("Deployment", "DaemonSet"):
+            continue
+        for c in dig(o, "spec", "template", "spec", "containers", default=[]):
+            command = c.get("command") or []
+            if not command:
+                continue
+            binary = os.path.join(ROOT, "target", "debug", os.path.basename(command[0]))
+            if not os.path.exists(binary):
+                fail(f"{o['kind']}/{o['metadata']['name']}: {binary} is not built (run cargo build --workspace --bins first)")
+                continue
+            out = subprocess.run([binary, *command[1:], *c.get("args", []), "--version"], capture_output=True, text=True)
+            expect(
+                out.returncode == 0,
+                f"{o['kind']}/{o['metadata']['name']} container {c.get('name')}: {os.path.basename(binary)} refuses the manifest's arguments: {out.stderr.strip()}",
+            )
+
+
 def check_kubernetes(kubectl, python, workdir):
     overlays = os.path.join(KUBERNETES, "overlays")
     targets = [KUBERNETES] + sorted(
@@ -386,6 +408,7 @@ def check_kubernetes(kubectl, python, workdir):
         check_probe(objects)
         check_coordinator(objects)
         check_rbac(objects)
+        check_args_parse(objects)
         report(name, before, f"{len(objects)} objects render, validate against {', '.join(VALIDATE_VERSIONS)} and keep their promises")
 
 

@@ -119,7 +119,14 @@ impl Bound {
             ClusterSource::Api(access) => InventorySource::kubernetes(kube::client(&access).await?),
         };
         tracing::info!(source = %inventory.describe(), "cluster inventory");
-        if !inventory.synced(INVENTORY_SYNC_WAIT).await {
+        let listed = readiness.condition(
+            "inventory",
+            "the Kubernetes API's first lists are not in yet",
+        );
+        let synced = inventory.synced(INVENTORY_SYNC_WAIT).await;
+        if synced {
+            listed.holds();
+        } else {
             tracing::warn!(
                 waited = ?INVENTORY_SYNC_WAIT,
                 "the Kubernetes API's first lists are not in yet; serving anyway: nodeport:, svc: and pod: targets fail until they are"
@@ -138,6 +145,16 @@ impl Bound {
             .with_node_enrollment(settings.node_enrollment)
             .with_listen_port(local_addr.port()),
         );
+        if !synced {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while !state.inventory.synced(INVENTORY_SYNC_WAIT).await {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                tracing::info!("the Kubernetes API's first lists are in");
+                listed.holds();
+            });
+        }
         let incoming = TlsIncoming::new(listener, tls);
         if let Some(addr) = settings.metrics {
             for (name, path) in [
