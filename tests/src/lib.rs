@@ -33,6 +33,23 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The pinned kubectl of `scripts/kube-tools.sh` (installed on first use);
+/// panics, never skips, when it cannot be had.
+pub fn kubectl() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kube-tools.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed: a real kubectl is required for this test",
+        script.display()
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("kubectl")
+}
+
 /// True when the caller explicitly asked to skip tests that need root and
 /// network namespaces (`MESH_SKIP_NETNS=1`). Such tests otherwise run and
 /// fail loudly when they cannot.

@@ -244,7 +244,28 @@ fn kube_proxy_missing_is_dns_unreachable_pointing_at_kube_proxy() {
     let Some((r, _files)) = diagnose("kube-proxy-missing") else {
         return;
     };
-    assert_says(&r, &["kube-proxy on node-3", "198.18.200.10"]);
+    // The inventory comes from the lab's Kubernetes API: the verdict cites
+    // the Pending pod itself, the scheduler's reason and the missing
+    // priority class (reference incident 3).
+    assert_says(
+        &r,
+        &[
+            "kube-proxy on node-3",
+            "198.18.200.10",
+            "Unschedulable",
+            "no priorityClassName",
+        ],
+    );
+    let cited = r["verdict"]["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["source"]["inventory"] == "pod/kube-system/kube-proxy-node3");
+    assert!(
+        cited,
+        "no evidence cites the kube-proxy pod:
+{r:#}"
+    );
     assert!(
         r["verdict"]["fix"]
             .as_str()

@@ -185,7 +185,7 @@ fn up_baseline_idempotent_up_and_clean_down() {
         .iter()
         .map(|p| p["pid"].as_i64().expect("pid"))
         .collect();
-    assert_eq!(pids.len(), 8, "{status:#}");
+    assert_eq!(pids.len(), 9, "{status:#}");
     assert!(pids.iter().all(|p| alive(*p)));
 
     let again = lab.meshctl(&["lab", "up"]);
@@ -368,6 +368,23 @@ fn fault_catalogue_lists_every_fault_and_refuses_unknown_names() {
 
 /// Brings the lab up, injects `name`, runs `symptom` (which panics with
 /// what it saw when the symptom is missing), clears, and checks the baseline.
+/// `kubectl --kubeconfig LAB ARGS` against the lab's API server, as JSON.
+fn kubectl_json(args: &[&str]) -> Value {
+    let kubeconfig = Path::new(STATE_DIR).join("kube/admin.kubeconfig");
+    let out = Command::new(probemesh_tests::kubectl())
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}",
+        text(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("kubectl printed JSON")
+}
+
 fn fault_scenario(name: &str, symptom: impl FnOnce()) {
     let Some(lab) = Lab::take() else { return };
     lab.bring_up();
@@ -625,17 +642,22 @@ fn fault_kube_proxy_missing() {
             ),
             "node-3 still has kube-proxy rules"
         );
-        let inventory: Value = serde_json::from_slice(
-            &std::fs::read(Path::new(STATE_DIR).join("inventory.json")).expect("inventory"),
-        )
-        .expect("inventory JSON");
-        let node3 = inventory["nodes"]
-            .as_array()
-            .expect("nodes")
-            .iter()
-            .find(|n| n["name"] == "node-3")
-            .expect("node-3");
-        assert_eq!(node3["kube_proxy"]["phase"], "Pending", "{node3}");
+        // The scheduler's view, through the lab's Kubernetes API.
+        let pod = kubectl_json(&[
+            "get",
+            "pod",
+            "-n",
+            "kube-system",
+            "kube-proxy-node3",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(pod["status"]["phase"], "Pending", "{pod:#}");
+        assert_eq!(
+            pod["status"]["conditions"][0]["reason"], "Unschedulable",
+            "{pod:#}"
+        );
+        assert!(pod["spec"]["priorityClassName"].is_null(), "{pod:#}");
     });
 }
 
