@@ -235,9 +235,13 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                 ),
             ));
         }
-        if let Some((item, _)) = proxy_down {
+        let mut fix = format!(
+            "restore kube-proxy on {node_probe} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy; it must be Running there) so that KUBE-SERVICES holds the Service's rules"
+        );
+        if let Some(down) = proxy_down {
             missing.push(evidence.len());
-            evidence.push(item);
+            evidence.push(down.item);
+            fix = down.fix;
         }
         for b in e.hosts().filter(|b| b.role == Role::Backend) {
             if tcp_connected(e, &b.host).is_some()
@@ -272,9 +276,7 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                     &[0],
                 ),
             ],
-            fix: format!(
-                "restore kube-proxy on {node_probe} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy; it must be Running there) so that KUBE-SERVICES holds the Service's rules"
-            ),
+            fix,
             evidence,
             confidence: 0.8,
             blocking: Some(Blocking::new(

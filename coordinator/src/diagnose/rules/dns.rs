@@ -226,7 +226,7 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         format!("{node}: the Service NAT for {cluster_ip}:53"),
     );
     let mut fix = format!(
-        "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules (KUBE-SERVICES) are written on {node}"
+        "restore kube-proxy on {node} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy: a Pending one has no node yet) so that it writes the Service NAT rules (KUBE-SERVICES) on {node}"
     );
     // The pods silent by their own address too, while their server
     // listens: the queries are lost on the way, not in Service NAT.
@@ -255,10 +255,11 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
             e.source.spec
         );
     }
-    if let Some((item, said)) = super::kube_proxy_down(e.inventory, &node, &node) {
+    if let Some(down) = super::kube_proxy_down(e.inventory, &node, &node) {
         because = vec![evidence.len()];
-        evidence.push(item);
-        why = said;
+        evidence.push(down.item);
+        why = down.said;
+        fix = down.fix;
         confidence += 0.1;
     }
     if let Some((c, f)) = e.facts(&e.source.probe)

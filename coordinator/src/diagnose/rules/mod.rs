@@ -474,21 +474,42 @@ fn seen(at: &ObserverInterface, observation: String) -> Item {
 /// Cites an inventory object, seen from `probe`'s side.
 /// The kube-proxy pod of `node` when it is not running, cited from the
 /// inventory: the pod itself when the source names it (its phase, reason and
-/// priority class), else the node's entry. `probe` is the observer the
-/// evidence is filed under.
+/// priority class), else the node's entry; with what that says and how to
+/// fix it. `probe` is the observer the evidence is filed under.
+struct KubeProxyDown {
+    item: Item,
+    said: String,
+    fix: String,
+}
+
 fn kube_proxy_down(
     inventory: Option<&Inventory>,
     node: &str,
     probe: &str,
-) -> Option<(Item, String)> {
+) -> Option<KubeProxyDown> {
     let n = inventory?.node(node)?;
     let kp = n.kube_proxy.as_ref().filter(|kp| kp.is_down())?;
     let said = kp.describe(&n.name);
-    let item = match kp.pod.as_deref().and_then(|p| p.split_once('/')) {
-        Some((namespace, name)) => listed(probe, said.clone(), "pod", namespace, name),
-        None => listed(probe, said.clone(), "node", "", &n.name),
+    let (item, look) = match kp.pod.as_deref().and_then(|p| p.split_once('/')) {
+        Some((namespace, name)) => (
+            listed(probe, said.clone(), "pod", namespace, name),
+            format!("kubectl -n {namespace} describe pod {name}"),
+        ),
+        None => (
+            listed(probe, said.clone(), "node", "", &n.name),
+            "kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy".to_owned(),
+        ),
     };
-    Some((item, said))
+    let priority = if kp.priority_known && kp.priority_class.is_none() {
+        "; give the kube-proxy DaemonSet priorityClassName: system-node-critical so the scheduler makes room for it"
+    } else {
+        ""
+    };
+    let fix = format!(
+        "get kube-proxy running on {} ({look}){priority}; once it runs it writes the node's Service NAT rules",
+        n.name
+    );
+    Some(KubeProxyDown { item, said, fix })
 }
 
 fn listed(probe: &str, observation: String, kind: &str, namespace: &str, name: &str) -> Item {
