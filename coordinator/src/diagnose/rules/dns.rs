@@ -225,8 +225,9 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         ResourceKind::NatChain,
         format!("{node}: the Service NAT for {cluster_ip}:53"),
     );
+    let dispatch = checks::service_dispatch(e.facts(&e.source.probe).map(|(_, f)| f));
     let mut fix = format!(
-        "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules (KUBE-SERVICES) are written on {node}"
+        "restore kube-proxy on {node}: kubectl -n kube-system get pods -o wide --field-selector spec.nodeName={node} -l k8s-app=kube-proxy; if it is Pending/evicted give it priorityClassName: system-node-critical and let it start, so the Service NAT rules ({dispatch}) are written on {node}"
     );
     // The pods silent by their own address too, while their server
     // listens: the queries are lost on the way, not in Service NAT.
