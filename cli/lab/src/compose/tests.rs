@@ -507,6 +507,15 @@ fn parts_are_made_the_real_way() {
         .expect("apply");
     assert!(dnat.iter().any(|a| matches!(a, Action::Iptables { netns: "mesh-node-3", ruleset }
         if ruleset.contains("--to-destination 198.19.2.10:8081") && !ruleset.contains("198.19.2.10:8080"))));
+    let nft = part("dnat-wrong-port@node-3")
+        .apply(ProxyMode::Nftables)
+        .expect("apply");
+    assert!(
+        nft.iter()
+            .any(|a| matches!(a, Action::Nft { netns: "mesh-node-3", script }
+        if script.contains("dnat to 198.19.2.10:8081") && !script.contains("198.19.2.10:8080")))
+    );
+    assert!(!nft.iter().any(|a| matches!(a, Action::Iptables { .. })));
     let gone = part("dnat-missing-pod@node-1")
         .apply(ProxyMode::Iptables)
         .expect("apply");
