@@ -10,7 +10,6 @@ use probemesh_model::evidence::Claim;
 use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{Evidence, Finding, all_lost, cite, listed, seen, tcp_connected, tcp_failures};
-use crate::diagnose::checks;
 use crate::diagnose::model::Check;
 use crate::diagnose::path::Blocking;
 use crate::diagnose::target::Role;
@@ -207,7 +206,8 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
         };
         let node = inv.node_of_probe(&node_probe);
         let rules_missing = e.facts(&node_probe).filter(|(_, f)| f.nat_paths.is_empty());
-        let dispatch = checks::service_dispatch(e.facts(&node_probe).map(|(_, f)| f));
+        let dispatch =
+            crate::diagnose::checks::service_dispatch(e.facts(&node_probe).map(|(_, f)| f));
         let proxy_down = node.filter(|n| n.kube_proxy.phase != PodPhase::Running);
         let stale = stale_nat(e, &svc.id, &node_probe);
         if rules_missing.is_none() && proxy_down.is_none() && stale.is_none() {
