@@ -206,8 +206,6 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
         };
         let node = inv.node_of_probe(&node_probe);
         let rules_missing = e.facts(&node_probe).filter(|(_, f)| f.nat_paths.is_empty());
-        let dispatch =
-            crate::diagnose::checks::service_dispatch(e.facts(&node_probe).map(|(_, f)| f));
         let proxy_down = node.filter(|n| n.kube_proxy.phase != PodPhase::Running);
         let stale = stale_nat(e, &svc.id, &node_probe);
         if rules_missing.is_none() && proxy_down.is_none() && stale.is_none() {
@@ -264,6 +262,8 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                 ));
             }
         }
+        let dispatch =
+            crate::diagnose::checks::service_dispatch(e.facts(&node_probe).map(|(_, f)| f));
         return Some(Finding {
             claims: vec![
                 Claim::new(
