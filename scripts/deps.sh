@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   iproute2 iptables          # namespaces, veths, VXLAN, kube-proxy-style NAT
+  nftables                   # nft: the lab's kube-proxy in nftables mode, and the probe reading its table
   dnsmasq-base               # the lab's upstream and cluster DNS
   iputils-ping iputils-tracepath mtr-tiny   # reference tools, side by side
   tcpdump tshark             # reference capture and reading pcapng back

@@ -58,8 +58,14 @@ impl Lab {
 
     /// Takes the lab and brings it up.
     pub fn up() -> Option<Lab> {
+        Self::up_with(&[])
+    }
+
+    /// Takes the lab and brings it up with these `lab up` options
+    /// (`--proxy-mode nftables`).
+    pub fn up_with(options: &[&str]) -> Option<Lab> {
         let lab = Self::take()?;
-        lab.bring_up();
+        lab.bring_up_with(options);
         Some(lab)
     }
 
@@ -104,7 +110,15 @@ impl Lab {
 
     /// `lab up`, asserting success; returns the bring-up time it printed.
     pub fn bring_up(&self) -> Duration {
-        let out = self.meshctl(&["lab", "up"]);
+        self.bring_up_with(&[])
+    }
+
+    /// `lab up OPTIONS…`, asserting success; returns the bring-up time it
+    /// printed.
+    pub fn bring_up_with(&self, options: &[&str]) -> Duration {
+        let mut args = vec!["lab", "up"];
+        args.extend_from_slice(options);
+        let out = self.meshctl(&args);
         assert!(out.status.success(), "lab up failed:\n{}", text(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         let secs: f64 = stdout

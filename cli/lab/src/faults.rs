@@ -10,11 +10,12 @@
 use std::fmt;
 use std::str::FromStr;
 
-use probemesh_model::inventory::InvalidInventory;
+use probemesh_model::inventory::{InvalidInventory, Inventory};
 use probemesh_model::verdict::{Cause, Class};
 use serde::Serialize;
 
-use crate::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
+use crate::rules::nftables::kube_proxy_script;
+use crate::rules::{FabricRules, NodeRules, ProxyMode, fabric_ruleset, node_ruleset};
 use crate::topology::{
     self, BrokenDns, CLIENT_POD, ETH_MTU, FABRIC, LabNode, NODE_2, NODE_3, NODE_PORT, NODES,
 };
@@ -230,6 +231,14 @@ pub enum Action {
         /// The ruleset.
         ruleset: String,
     },
+    /// `nft -f -` of a script in NETNS (one transaction): kube-proxy's
+    /// table in nftables mode.
+    Nft {
+        /// Namespace.
+        netns: &'static str,
+        /// The script.
+        script: String,
+    },
     /// One rule of NETNS's filter table, inserted or deleted (composed
     /// faults: other rules stay as they are).
     Rule {
@@ -343,6 +352,15 @@ impl Action {
                     ", without kube-proxy's chains"
                 }
             )],
+            Action::Nft { netns, script } => vec![format!(
+                "ip netns exec {netns} nft -f -  # {} lines{}",
+                script.lines().count(),
+                if script.contains("add chain") {
+                    ", kube-proxy's table rebuilt"
+                } else {
+                    ": kube-proxy's table deleted"
+                }
+            )],
             Action::Rule {
                 netns,
                 op,
@@ -393,11 +411,45 @@ impl Action {
     }
 }
 
-fn node_rules(node: LabNode, rules: NodeRules) -> Result<Action, InvalidInventory> {
+fn node_rules(
+    node: LabNode,
+    rules: NodeRules,
+    mode: ProxyMode,
+) -> Result<Action, InvalidInventory> {
     Ok(Action::Iptables {
         netns: node.netns(),
-        ruleset: node_ruleset(node, &topology::inventory(false)?, rules),
+        ruleset: node_ruleset(node, &topology::inventory(false)?, rules, mode),
     })
+}
+
+/// kube-proxy's Service rules on `node` as `inventory` has them
+/// (`present`), or gone, the way the lab's proxy mode writes them: the
+/// node's iptables ruleset with or without its KUBE-* chains, or its
+/// `ip kube-proxy` nftables table rebuilt or deleted.
+pub fn kube_proxy_rules(
+    node: LabNode,
+    inventory: &Inventory,
+    present: bool,
+    mode: ProxyMode,
+) -> Action {
+    match mode {
+        ProxyMode::Iptables => Action::Iptables {
+            netns: node.netns(),
+            ruleset: node_ruleset(
+                node,
+                inventory,
+                NodeRules {
+                    kube_proxy: present,
+                    ..NodeRules::BASELINE
+                },
+                mode,
+            ),
+        },
+        ProxyMode::Nftables => Action::Nft {
+            netns: node.netns(),
+            script: kube_proxy_script(node, inventory, present),
+        },
+    }
 }
 
 /// The sysctl the `conntrack-full` faults raise so that forged UDP entries last.
@@ -540,8 +592,9 @@ impl Fault {
         }
     }
 
-    /// The changes that inject the fault into a healthy lab.
-    pub fn apply(self) -> Result<Vec<Action>, InvalidInventory> {
+    /// The changes that inject the fault into a healthy lab whose
+    /// kube-proxy runs in `mode`.
+    pub fn apply(self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         Ok(match self {
             Fault::IcmpBlocked => vec![node_rules(
                 NODE_2,
@@ -549,6 +602,7 @@ impl Fault {
                     drop_icmp_echo: true,
                     ..NodeRules::BASELINE
                 },
+                mode,
             )?],
             Fault::RouteMissing => vec![Action::Ip {
                 netns: NODE_3.netns(),
@@ -565,6 +619,7 @@ impl Fault {
                     drop_node_port: Some(NODE_PORT),
                     ..NodeRules::BASELINE
                 },
+                mode,
             )?],
             Fault::MtuBlackhole => vec![
                 Action::Iptables {
@@ -595,13 +650,7 @@ impl Fault {
                 Action::Inventory {
                     kube_proxy_pending: true,
                 },
-                node_rules(
-                    NODE_3,
-                    NodeRules {
-                        kube_proxy: false,
-                        ..NodeRules::BASELINE
-                    },
-                )?,
+                kube_proxy_rules(NODE_3, &topology::inventory(false)?, false, mode),
                 Action::ConntrackFlush {
                     netns: NODE_3.netns(),
                 },
@@ -647,10 +696,10 @@ impl Fault {
     }
 
     /// The changes that restore the baseline after [`Fault::apply`].
-    pub fn clear(self) -> Result<Vec<Action>, InvalidInventory> {
+    pub fn clear(self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         Ok(match self {
             Fault::IcmpBlocked | Fault::PortFiltered => {
-                vec![node_rules(NODE_2, NodeRules::BASELINE)?]
+                vec![node_rules(NODE_2, NodeRules::BASELINE, mode)?]
             }
             Fault::RouteMissing => vec![Action::Ip {
                 netns: NODE_3.netns(),
@@ -681,7 +730,7 @@ impl Fault {
                 contents: topology::resolv_conf(CLIENT_POD.netns),
             }],
             Fault::KubeProxyMissing => vec![
-                node_rules(NODE_3, NodeRules::BASELINE)?,
+                kube_proxy_rules(NODE_3, &topology::inventory(false)?, true, mode),
                 Action::ConntrackFlush {
                     netns: NODE_3.netns(),
                 },

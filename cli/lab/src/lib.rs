@@ -6,7 +6,8 @@
 //!
 //! - [`topology`]: the fixed names and addresses, rendered as `ip`/`bridge`
 //!   batches, DNS arguments and the inventory (pure);
-//! - [`rules`]: kube-proxy, flannel and firewall iptables rulesets (pure);
+//! - [`rules`]: kube-proxy, flannel and firewall iptables rulesets, and
+//!   kube-proxy's nftables table in `--proxy-mode nftables` (pure);
 //! - [`faults`]: the catalogue and each fault's inject/undo actions (pure);
 //! - [`compose`]: composed faults, `MECHANISM[/PROTOCOL]@PLACE`, their
 //!   ground-truth table and actions (pure);

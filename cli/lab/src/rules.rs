@@ -2,16 +2,69 @@
 //! namespace's whole ruleset, applied atomically): kube-proxy's NAT chains
 //! derived from the inventory exactly as kube-proxy's iptables mode names and
 //! orders them, flannel's masquerade chain, and the nodes' host firewall.
+//! In [`ProxyMode::Nftables`] kube-proxy's part is its own nftables table
+//! instead ([`nftables`]); flannel and the firewall stay in iptables.
 //!
 //! A fault changes a namespace's ruleset through [`NodeRules`] /
 //! [`FabricRules`]; clearing it renders the baseline again.
 
+pub mod nftables;
+
+use std::fmt;
+use std::str::FromStr;
+
 use probemesh_model::inventory::{Inventory, Protocol, Service, ServicePort};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::topology::{CLUSTER_CIDR, LabNode, NODE_2};
 
-/// kube-proxy's masquerade mark.
+/// How the lab's kube-proxy writes its Service rules (`--proxy-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// KUBE-* chains in the iptables nat table.
+    #[default]
+    Iptables,
+    /// The `ip kube-proxy` nftables table (GA since Kubernetes 1.33).
+    Nftables,
+}
+
+impl ProxyMode {
+    /// The name `--proxy-mode` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Nftables => "nftables",
+        }
+    }
+}
+
+impl fmt::Display for ProxyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `--proxy-mode` that is neither `iptables` nor `nftables`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown proxy mode '{0}'; the modes are: iptables, nftables")]
+pub struct UnknownProxyMode(pub String);
+
+impl FromStr for ProxyMode {
+    type Err = UnknownProxyMode;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "iptables" => Ok(ProxyMode::Iptables),
+            "nftables" => Ok(ProxyMode::Nftables),
+            other => Err(UnknownProxyMode(other.to_owned())),
+        }
+    }
+}
+
+/// kube-proxy's masquerade mark bit (`--masquerade-bit 14`).
+pub(crate) const MASQ_MARK_BIT: u32 = 0x4000;
+/// kube-proxy's masquerade mark, as iptables matches it.
 const MASQ_MARK: &str = "0x4000/0x4000";
 
 /// What a node's ruleset contains.
@@ -52,8 +105,15 @@ impl FabricRules {
     };
 }
 
-/// The full `iptables-restore` input for `node`.
-pub fn node_ruleset(node: LabNode, inventory: &Inventory, rules: NodeRules) -> String {
+/// The full `iptables-restore` input for `node`; kube-proxy's chains are in
+/// it only in [`ProxyMode::Iptables`].
+pub fn node_ruleset(
+    node: LabNode,
+    inventory: &Inventory,
+    rules: NodeRules,
+    mode: ProxyMode,
+) -> String {
+    let kube_proxy = rules.kube_proxy && mode == ProxyMode::Iptables;
     let mut out = Vec::new();
 
     out.push("*raw".to_owned());
@@ -71,7 +131,7 @@ pub fn node_ruleset(node: LabNode, inventory: &Inventory, rules: NodeRules) -> S
     out.push(":FORWARD ACCEPT [0:0]".to_owned());
     out.push(":OUTPUT ACCEPT [0:0]".to_owned());
     out.push(":VXLAN-PEERS - [0:0]".to_owned());
-    if rules.kube_proxy {
+    if kube_proxy {
         out.push(":KUBE-FORWARD - [0:0]".to_owned());
     }
     out.push(
@@ -88,7 +148,7 @@ pub fn node_ruleset(node: LabNode, inventory: &Inventory, rules: NodeRules) -> S
         out.push(format!("-A VXLAN-PEERS -s {}/32 -j ACCEPT", peer.ip()));
     }
     out.push("-A VXLAN-PEERS -j DROP".to_owned());
-    if rules.kube_proxy {
+    if kube_proxy {
         out.push(
             "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD"
                 .to_owned(),
@@ -110,7 +170,7 @@ pub fn node_ruleset(node: LabNode, inventory: &Inventory, rules: NodeRules) -> S
     out.push(":OUTPUT ACCEPT [0:0]".to_owned());
     out.push(":POSTROUTING ACCEPT [0:0]".to_owned());
     out.push(":FLANNEL-POSTRTG - [0:0]".to_owned());
-    if rules.kube_proxy {
+    if kube_proxy {
         out.extend(kube_proxy_nat(inventory));
     }
     out.extend(flannel_nat(node));
@@ -165,7 +225,8 @@ fn flannel_nat(node: LabNode) -> Vec<String> {
     ]
 }
 
-fn proto_name(p: Protocol) -> &'static str {
+/// The protocol as kube-proxy spells it in chain names and rules.
+pub(crate) fn proto_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -337,7 +398,7 @@ mod tests {
     #[test]
     fn baseline_node_has_services_nodeports_and_masquerade() {
         let inv = inventory(false).expect("inventory");
-        let r = node_ruleset(NODE_3, &inv, NodeRules::BASELINE);
+        let r = node_ruleset(NODE_3, &inv, NodeRules::BASELINE, ProxyMode::Iptables);
         for needle in [
             ":KUBE-SVC-CDGGSHYLG3RE2FKL - [0:0]",
             ":KUBE-SEP-QY366BUQECEODXYH - [0:0]",
@@ -377,9 +438,22 @@ mod tests {
                 kube_proxy: false,
                 ..NodeRules::BASELINE
             },
+            ProxyMode::Iptables,
         );
         assert!(!r.contains("KUBE-"), "{r}");
         assert!(r.contains("FLANNEL-POSTRTG"));
+    }
+
+    #[test]
+    fn nftables_mode_leaves_kube_proxy_out_of_iptables() {
+        let inv = inventory(false).expect("inventory");
+        let r = node_ruleset(NODE_3, &inv, NodeRules::BASELINE, ProxyMode::Nftables);
+        assert!(!r.contains("KUBE-"), "{r}");
+        assert!(r.contains("FLANNEL-POSTRTG") && r.contains("VXLAN-PEERS"));
+        for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+            assert_eq!(mode.name().parse::<ProxyMode>(), Ok(mode));
+        }
+        assert!("ipvs".parse::<ProxyMode>().is_err());
     }
 
     #[test]
@@ -393,6 +467,7 @@ mod tests {
                 drop_node_port: Some(30080),
                 ..NodeRules::BASELINE
             },
+            ProxyMode::Iptables,
         );
         assert!(r.contains("-A INPUT -p icmp -m icmp --icmp-type 8"));
         assert!(r.contains("-A PREROUTING -i eth0 -p tcp -m tcp --dport 30080"));

@@ -12,6 +12,8 @@ use anyhow::Context as _;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
+use crate::rules::ProxyMode;
+
 /// The parent of the state directory; it is also what the lock is taken on.
 pub const RUN_DIR: &str = "/run/probemesh";
 
@@ -134,6 +136,10 @@ pub struct LabState {
     /// `--otlp-endpoint` given to `lab up`, reused when a process restarts.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// How kube-proxy writes the Service rules (`lab up --proxy-mode`);
+    /// records from before the option say nothing: iptables.
+    #[serde(default)]
+    pub proxy_mode: ProxyMode,
     /// The network and processes were all made (`false` while `up` runs).
     #[serde(default)]
     pub complete: bool,
@@ -181,6 +187,7 @@ mod tests {
             },
         );
         st.fault = Some("mtu-blackhole".into());
+        st.proxy_mode = ProxyMode::Nftables;
         sd.save(&st)?;
         assert_eq!(sd.load()?, Some(st));
         std::fs::write(sd.state_file(), "{")?;

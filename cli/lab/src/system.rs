@@ -95,6 +95,18 @@ pub async fn iptables_restore(netns: &str, ruleset: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `nft -f -` of a script in NETNS: one transaction, all or nothing.
+pub async fn nft_script(netns: &str, script: &str) -> anyhow::Result<()> {
+    run(
+        "ip",
+        &["netns", "exec", netns, "nft", "-f", "-"],
+        Some(script),
+    )
+    .await
+    .with_context(|| format!("loading the nftables script of {netns}"))?;
+    Ok(())
+}
+
 /// `iptables -w -I|-D CHAIN ARGS...` in NETNS's filter table.
 pub async fn iptables_rule(
     netns: &str,

@@ -3,7 +3,7 @@
 //! `dnsmasq`: names, addresses, MACs, routes, neighbour/FDB entries, the
 //! cluster inventory and the pods' `resolv.conf`.
 //!
-//! Nothing here touches the system; [`crate::system`] runs what this renders.
+//! Nothing here touches the system; the `system` module runs what this renders.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 

@@ -119,7 +119,7 @@ fn plan() -> Vec<Plan> {
 
 /// Runs the demo.
 pub async fn run(lab: &Lab, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let up = lab.up(None).await?;
+    let up = lab.up(None, lab.proxy_mode()).await?;
     let bring_up_ms = (!up.already_up).then_some(up.bring_up_ms);
     if output == OutputFormat::Table {
         match bring_up_ms {

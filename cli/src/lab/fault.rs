@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use meshctl_lab::compose::{Composed, ComposedInfo, LabFault};
 use meshctl_lab::faults;
 use meshctl_lab::lifecycle::Lab;
+use meshctl_lab::rules::ProxyMode;
 
 use crate::output::{OutputFormat, print_json};
 
@@ -149,7 +150,7 @@ pub async fn run(args: FaultArgs, output: OutputFormat) -> anyhow::Result<ExitCo
         },
     };
     if dry_run {
-        print_dry_run(&fault, output)?;
+        print_dry_run(&fault, Lab::new()?.proxy_mode(), output)?;
         return Ok(ExitCode::SUCCESS);
     }
     let (lab, _lock) = super::open()?;
@@ -218,8 +219,8 @@ fn print_entry(info: &ComposedInfo) {
 }
 
 /// `--dry-run`: the entry, and in text the commands that would inject and
-/// undo it.
-fn print_dry_run(fault: &LabFault, output: OutputFormat) -> anyhow::Result<()> {
+/// undo it in a lab whose kube-proxy runs in `mode` (the running lab's).
+fn print_dry_run(fault: &LabFault, mode: ProxyMode, output: OutputFormat) -> anyhow::Result<()> {
     let info = fault.info();
     if output == OutputFormat::Json {
         return print_json(&info);
@@ -227,11 +228,11 @@ fn print_dry_run(fault: &LabFault, output: OutputFormat) -> anyhow::Result<()> {
     println!("would inject {} (dry run: nothing changed)", info.name);
     print_entry(&info);
     println!("  inject:");
-    for c in fault.apply()?.iter().flat_map(|a| a.commands()) {
+    for c in fault.apply(mode)?.iter().flat_map(|a| a.commands()) {
         println!("    {c}");
     }
     println!("  undo (meshctl lab clear):");
-    for c in fault.clear()?.iter().flat_map(|a| a.commands()) {
+    for c in fault.clear(mode)?.iter().flat_map(|a| a.commands()) {
         println!("    {c}");
     }
     Ok(())

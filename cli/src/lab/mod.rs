@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use meshctl_lab::lifecycle::{Lab, StatusReport, UpReport};
+use meshctl_lab::rules::ProxyMode;
 use meshctl_lab::state::LabLock;
 use meshctl_lab::{conntrack, web};
 
@@ -89,6 +90,11 @@ pub struct UpArgs {
     /// collector (e.g. http://198.18.255.1:4317 for one on the host).
     #[arg(long, env = "MESH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// How the lab's kube-proxy writes the Service rules: `iptables`
+    /// (KUBE-* chains in the nat table) or `nftables` (the `ip kube-proxy`
+    /// table, GA since Kubernetes 1.33).
+    #[arg(long, env = "MESH_PROXY_MODE", default_value = "iptables")]
+    pub proxy_mode: ProxyMode,
 }
 
 /// Runs a lab command.
@@ -139,7 +145,7 @@ pub async fn run(cmd: LabCommand, output: OutputFormat) -> anyhow::Result<ExitCo
         LabCommand::Fault(args) => fault::run(args, output).await,
         LabCommand::Up(args) => {
             let (lab, _lock) = open()?;
-            let report = lab.up(args.otlp_endpoint).await?;
+            let report = lab.up(args.otlp_endpoint, args.proxy_mode).await?;
             print_up(&report, output)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -230,9 +236,10 @@ fn print_up(report: &UpReport, output: OutputFormat) -> anyhow::Result<()> {
         .map(|(name, at)| format!("{name} at {:.2} s", *at as f64 / 1000.0))
         .collect();
     println!(
-        "lab up in {:.2} s ({})",
+        "lab up in {:.2} s ({}); kube-proxy in {} mode",
         report.bring_up_ms as f64 / 1000.0,
-        phases.join(", ")
+        phases.join(", "),
+        report.proxy_mode
     );
     if !report.probes_connected.is_empty() {
         println!("probes connected: {}", report.probes_connected.join(", "));
@@ -259,9 +266,10 @@ fn print_status(report: &StatusReport, output: OutputFormat) -> anyhow::Result<(
         return print_json(report);
     }
     println!(
-        "lab: {}   fault: {}   coordinator: {}   state: {}",
+        "lab: {}   fault: {}   kube-proxy: {}   coordinator: {}   state: {}",
         report.state,
         report.fault.as_deref().unwrap_or("none"),
+        report.proxy_mode.map_or("-", ProxyMode::name),
         report.coordinator,
         report.state_dir.display()
     );

@@ -78,8 +78,10 @@ pub fn summarize(planned: &PlannedCheck, result: Option<pb::TaskResult>) -> Chec
 }
 
 /// The Service's NAT chain on each cluster node (`nodes`: their probes)
-/// whose facts were read: ok when the chain leads to a DNAT, fail when
-/// nothing matches.
+/// whose facts were read, whichever backend kube-proxy writes: ok when a
+/// way through it leads to a DNAT, fail when nothing matches or every way
+/// ends without one (a reject, a dead end). The conntrack entries of the
+/// run's flows say which endpoint they got.
 pub fn nat_rules(checks: &[Check], what: &str, nodes: &[&str]) -> Vec<Check> {
     checks
         .iter()
@@ -88,8 +90,17 @@ pub fn nat_rules(checks: &[Check], what: &str, nodes: &[&str]) -> Vec<Check> {
         .map(|(c, f)| {
             let (status, detail) = if f.nat_paths.is_empty() {
                 (FAIL, format!("no NAT rule for {what} on {}", c.from))
+            } else if f.nat_walk.is_empty() || f.nat_walk.iter().any(rewrites) {
+                (OK, walk_detail(f))
             } else {
-                (OK, f.nat_paths.join("; "))
+                (
+                    FAIL,
+                    format!(
+                        "no NAT rule rewrites {what} on {}: {}",
+                        c.from,
+                        walk_detail(f)
+                    ),
+                )
             };
             Check {
                 name: CheckName::NatRules,
@@ -107,6 +118,69 @@ pub fn nat_rules(checks: &[Check], what: &str, nodes: &[&str]) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// Whether a way through kube-proxy's rules rewrites the address.
+fn rewrites(p: &pb::NatPath) -> bool {
+    matches!(p.end(), pb::NatEnd::Dnat | pb::NatEnd::Redirect)
+}
+
+/// Most conntrack entries a nat_rules detail names.
+const FLOWS_SHOWN: usize = 3;
+
+/// The ways through kube-proxy's rules, each with its backend and table
+/// (`nftables ip kube-proxy: services -> @service-ips -> … -> DNAT …`),
+/// then the conntrack entries of the flows to the address.
+fn walk_detail(f: &pb::NodeFacts) -> String {
+    let mut parts: Vec<String> = if f.nat_walk.is_empty() {
+        f.nat_paths.clone()
+    } else {
+        f.nat_walk
+            .iter()
+            .zip(&f.nat_paths)
+            .map(|(p, rendered)| format!("{} {}: {rendered}", backend_name(p.backend()), p.table))
+            .collect()
+    };
+    for flow in f.conntrack_flows.iter().take(FLOWS_SHOWN) {
+        parts.push(format!(
+            "conntrack: {} {}:{} > {}:{} answered by {}:{}{}",
+            flow.protocol,
+            flow.src,
+            flow.sport,
+            flow.dst,
+            flow.dport,
+            flow.reply_src,
+            flow.reply_sport,
+            if flow.state.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", flow.state)
+            }
+        ));
+    }
+    parts.join("; ")
+}
+
+fn backend_name(b: pb::NatBackend) -> &'static str {
+    match b {
+        pb::NatBackend::Iptables => "iptables",
+        pb::NatBackend::Nftables => "nftables",
+        pb::NatBackend::Unspecified => "kube-proxy",
+    }
+}
+
+/// Where kube-proxy dispatches Services on a node, as its facts show it:
+/// `KUBE-SERVICES` (iptables mode), `table ip kube-proxy` (nftables mode),
+/// or both names when neither is there (the rules are gone, so the facts
+/// cannot tell which mode wrote them).
+pub fn service_dispatch(f: Option<&pb::NodeFacts>) -> &'static str {
+    let has = |b: pb::NatBackend| f.is_some_and(|f| f.kube_proxy_backends().any(|x| x == b));
+    match (has(pb::NatBackend::Iptables), has(pb::NatBackend::Nftables)) {
+        (true, false) => "KUBE-SERVICES",
+        (false, true) => "table ip kube-proxy",
+        (true, true) => "KUBE-SERVICES and table ip kube-proxy",
+        (false, false) => "KUBE-SERVICES or table ip kube-proxy",
+    }
 }
 
 fn set_rtt(check: &mut Check, rtt: Option<&pb::RttStats>) {
@@ -521,6 +595,80 @@ mod tests {
             nat[0]
                 .detail
                 .contains("no NAT rule for 198.18.200.80:80 on node-2")
+        );
+    }
+
+    #[test]
+    fn the_nat_walk_names_its_backend_and_the_flows_their_endpoint() {
+        let facts = |end: pb::NatEnd, rendered: &str| {
+            summarize(
+                &PlannedCheck::example(CheckName::NodeFacts, "node-1", "", Direction::Local),
+                Some(pb::TaskResult {
+                    outcome: Some(Outcome::NodeFacts(pb::NodeFacts {
+                        nat_paths: vec![rendered.to_owned()],
+                        nat_walk: vec![pb::NatPath {
+                            backend: pb::NatBackend::Nftables.into(),
+                            table: "ip kube-proxy".into(),
+                            end: end.into(),
+                            ..Default::default()
+                        }],
+                        kube_proxy_backends: vec![pb::NatBackend::Nftables.into()],
+                        conntrack_flows: vec![pb::ConntrackFlow {
+                            protocol: "tcp".into(),
+                            state: "TIME_WAIT".into(),
+                            src: "198.18.0.11".into(),
+                            sport: 41000,
+                            dst: "198.18.200.80".into(),
+                            dport: 80,
+                            reply_src: "198.19.2.10".into(),
+                            reply_sport: 8080,
+                            assured: true,
+                            unreplied: false,
+                        }],
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }),
+            )
+        };
+        let nat = nat_rules(
+            &[
+                facts(
+                    pb::NatEnd::Dnat,
+                    "services -> @service-ips -> DNAT 198.19.2.10:8080",
+                ),
+                facts(pb::NatEnd::Reject, "cluster-ips-check -> REJECT"),
+            ],
+            "198.18.200.80:80",
+            &["node-1"],
+        );
+        assert_eq!(nat.iter().map(|c| c.status).collect::<Vec<_>>(), [OK, FAIL]);
+        assert_eq!(
+            nat[0].detail,
+            "nftables ip kube-proxy: services -> @service-ips -> DNAT 198.19.2.10:8080; conntrack: tcp 198.18.0.11:41000 > 198.18.200.80:80 answered by 198.19.2.10:8080 (TIME_WAIT)"
+        );
+        assert!(
+            nat[1]
+                .detail
+                .starts_with("no NAT rule rewrites 198.18.200.80:80 on node-1: nftables"),
+            "{}",
+            nat[1].detail
+        );
+        let with = |backends: &[pb::NatBackend]| pb::NodeFacts {
+            kube_proxy_backends: backends.iter().map(|b| (*b).into()).collect(),
+            ..Default::default()
+        };
+        assert_eq!(
+            service_dispatch(Some(&with(&[pb::NatBackend::Nftables]))),
+            "table ip kube-proxy"
+        );
+        assert_eq!(
+            service_dispatch(Some(&with(&[pb::NatBackend::Iptables]))),
+            "KUBE-SERVICES"
+        );
+        assert_eq!(
+            service_dispatch(None),
+            "KUBE-SERVICES or table ip kube-proxy"
         );
     }
 }

@@ -65,7 +65,7 @@ pub enum Observation {
     /// What listens.
     Listener(pb::ListenerResult),
     /// A node's interfaces, routes, tunnels, conntrack, NAT rules.
-    NodeFacts(pb::NodeFacts),
+    NodeFacts(Box<pb::NodeFacts>),
 }
 
 /// A task result that is no observation: the check is reported skipped,
@@ -96,7 +96,7 @@ impl TryFrom<&pb::TaskResult> for Observation {
             Outcome::Trace(t) => Observation::Trace(t.clone()),
             Outcome::Dns(d) => Observation::Dns(d.clone()),
             Outcome::Listener(l) => Observation::Listener(l.clone()),
-            Outcome::NodeFacts(f) => Observation::NodeFacts(f.clone()),
+            Outcome::NodeFacts(f) => Observation::NodeFacts(Box::new(f.clone())),
             other => return Err(InvalidResult::Unexpected(format!("{other:?}"))),
         })
     }

@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use probemesh_model::inventory::{InvalidInventory, Inventory};
 
 use super::spec::{FragNeeded, Hook, Mechanism, Part, Place, Protocol, RouteKind, pod_on};
-use crate::faults::{Action, Daemon, RuleOp, SHRUNK_MTU, UDP_STREAM_TIMEOUT};
-use crate::rules::{NodeRules, node_ruleset};
+use crate::faults::{Action, Daemon, RuleOp, SHRUNK_MTU, UDP_STREAM_TIMEOUT, kube_proxy_rules};
+use crate::rules::ProxyMode;
 use crate::topology::{
     self, CLOUDVM_NETNS, DNS_CLUSTER_IP, DNS_POD, ETH_MTU, FABRIC, HOST_IP, LabNode, NODE_2,
     NODE_PORT, NODES, WEB_POD, WEB_PORT,
@@ -70,8 +70,9 @@ impl Part {
         }
     }
 
-    /// The changes that make the part.
-    pub fn apply(self) -> Result<Vec<Action>, InvalidInventory> {
+    /// The changes that make the part in a lab whose kube-proxy runs in
+    /// `mode`.
+    pub fn apply(self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         let ip = |netns, commands: Vec<String>| Action::Ip { netns, commands };
         Ok(match (self.mechanism(), self.place()) {
             (Mechanism::Route(kind), place) => {
@@ -116,7 +117,7 @@ impl Part {
                 Action::Start(Daemon::Web { loopback: true }),
             ],
             (Mechanism::NatMissing, Place::Node(n)) => {
-                node_nat(n, &topology::inventory(false)?, false)
+                node_nat(n, &topology::inventory(false)?, false, mode)
             }
             (Mechanism::DnatWrongPort, Place::Node(n)) => {
                 let mut inv = topology::inventory(false)?;
@@ -125,7 +126,7 @@ impl Part {
                         port.target_port = WRONG_PORT;
                     }
                 }
-                node_nat(n, &inv, true)
+                node_nat(n, &inv, true, mode)
             }
             (Mechanism::DnatMissingPod, Place::Node(n)) => {
                 let mut inv = topology::inventory(false)?;
@@ -135,7 +136,7 @@ impl Part {
                         e.pod = "web-0-gone".to_owned();
                     }
                 }
-                node_nat(n, &inv, true)
+                node_nat(n, &inv, true, mode)
             }
             (Mechanism::ConntrackFull, Place::Node(n)) => vec![
                 Action::Sysctl {
@@ -171,7 +172,7 @@ impl Part {
     }
 
     /// The changes that undo [`Part::apply`], in order.
-    pub fn clear(self) -> Result<Vec<Action>, InvalidInventory> {
+    pub fn clear(self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         let ip = |netns, commands: Vec<String>| Action::Ip { netns, commands };
         Ok(match (self.mechanism(), self.place()) {
             (Mechanism::Route(kind), Place::External) => vec![ip(
@@ -221,7 +222,7 @@ impl Part {
             (
                 Mechanism::NatMissing | Mechanism::DnatWrongPort | Mechanism::DnatMissingPod,
                 Place::Node(n),
-            ) => node_nat(n, &topology::inventory(false)?, true),
+            ) => node_nat(n, &topology::inventory(false)?, true, mode),
             (Mechanism::ConntrackFull, Place::Node(n)) => vec![
                 Action::ConntrackFlush { netns: n.netns() },
                 Action::Sysctl {
@@ -384,21 +385,17 @@ fn frag_needed_rule(op: RuleOp) -> Action {
     }
 }
 
-/// `node`'s ruleset rendered from `inventory` (kube-proxy's view on that
-/// node), with the stale NAT entries flushed.
-fn node_nat(node: LabNode, inventory: &Inventory, kube_proxy: bool) -> Vec<Action> {
+/// `node`'s kube-proxy rules rendered from `inventory` (kube-proxy's view
+/// on that node) in the lab's proxy mode, with the stale NAT entries
+/// flushed.
+fn node_nat(
+    node: LabNode,
+    inventory: &Inventory,
+    kube_proxy: bool,
+    mode: ProxyMode,
+) -> Vec<Action> {
     vec![
-        Action::Iptables {
-            netns: node.netns(),
-            ruleset: node_ruleset(
-                node,
-                inventory,
-                NodeRules {
-                    kube_proxy,
-                    ..NodeRules::BASELINE
-                },
-            ),
-        },
+        kube_proxy_rules(node, inventory, kube_proxy, mode),
         Action::ConntrackFlush {
             netns: node.netns(),
         },

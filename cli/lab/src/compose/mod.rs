@@ -32,6 +32,7 @@ use probemesh_model::inventory::InvalidInventory;
 use serde::Serialize;
 
 use crate::faults::{Action, Expect, Fault, FaultInfo, UnknownFault};
+use crate::rules::ProxyMode;
 
 pub use actions::{LOSS_PERCENT, MISSING_POD_IP, WRONG_PORT, second_address};
 pub use exercise::{DNS_NAME, Exercise};
@@ -266,20 +267,21 @@ impl Composed {
         }
     }
 
-    /// The changes that inject the fault into a healthy lab.
-    pub fn apply(&self) -> Result<Vec<Action>, InvalidInventory> {
+    /// The changes that inject the fault into a healthy lab whose
+    /// kube-proxy runs in `mode`.
+    pub fn apply(&self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         let mut all = Vec::new();
         for p in &self.parts {
-            all.extend(p.apply()?);
+            all.extend(p.apply(mode)?);
         }
         Ok(all)
     }
 
     /// The changes that restore the baseline, last part first.
-    pub fn clear(&self) -> Result<Vec<Action>, InvalidInventory> {
+    pub fn clear(&self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         let mut all = Vec::new();
         for p in self.parts.iter().rev() {
-            all.extend(p.clear()?);
+            all.extend(p.clear(mode)?);
         }
         Ok(all)
     }
@@ -352,18 +354,19 @@ impl From<Fault> for LabFault {
 }
 
 impl LabFault {
-    /// The changes that inject it.
-    pub fn apply(&self) -> Result<Vec<Action>, InvalidInventory> {
+    /// The changes that inject it into a lab whose kube-proxy runs in
+    /// `mode`.
+    pub fn apply(&self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         match self {
-            LabFault::Catalogue(c) => c.apply(),
-            LabFault::Composed(c) => c.apply(),
+            LabFault::Catalogue(c) => c.apply(mode),
+            LabFault::Composed(c) => c.apply(mode),
         }
     }
     /// The changes that undo it.
-    pub fn clear(&self) -> Result<Vec<Action>, InvalidInventory> {
+    pub fn clear(&self, mode: ProxyMode) -> Result<Vec<Action>, InvalidInventory> {
         match self {
-            LabFault::Catalogue(c) => c.clear(),
-            LabFault::Composed(c) => c.clear(),
+            LabFault::Catalogue(c) => c.clear(mode),
+            LabFault::Composed(c) => c.clear(mode),
         }
     }
 }

@@ -9,6 +9,7 @@ use probemesh_model::verdict::{Cause, Class};
 
 use super::*;
 use crate::faults::RuleOp;
+use crate::rules::ProxyMode;
 use crate::topology::{self, ETH_MTU};
 
 fn part(s: &str) -> Part {
@@ -324,6 +325,9 @@ fn replay(net: &mut Net, actions: &[Action]) {
                 net.other
                     .insert(format!("iptables {netns}"), ruleset.clone());
             }
+            Action::Nft { netns, script } => {
+                net.other.insert(format!("nft {netns}"), script.clone());
+            }
             Action::Sysctl { netns, key, value } => {
                 net.other
                     .insert(format!("sysctl {netns} {key}"), (*value).to_owned());
@@ -363,8 +367,9 @@ fn baseline_route(netns: &str, prefix: &str) -> Option<String> {
         })
 }
 
-/// The baseline values a clear must write back.
-fn baseline(net: &Net) -> bool {
+/// The baseline values a clear must write back in a lab whose kube-proxy
+/// runs in `mode`.
+fn baseline(net: &Net, mode: ProxyMode) -> bool {
     let inv = topology::inventory(false).expect("inventory");
     net.rules.values().all(|n| *n == 0)
         && net.addrs.values().all(|n| *n == 0)
@@ -385,8 +390,16 @@ fn baseline(net: &Net) -> bool {
             .iter()
             .all(|(k, v)| match k.split_whitespace().next() {
                 Some("iptables") => topology::NODES.iter().any(|n| {
-                    v == &crate::rules::node_ruleset(*n, &inv, crate::rules::NodeRules::BASELINE)
+                    v == &crate::rules::node_ruleset(
+                        *n,
+                        &inv,
+                        crate::rules::NodeRules::BASELINE,
+                        mode,
+                    )
                 }),
+                Some("nft") => topology::NODES
+                    .iter()
+                    .any(|n| v == &crate::rules::nftables::kube_proxy_script(*n, &inv, true)),
                 Some("sysctl") => v == "120",
                 Some("conntrack") => v == "empty",
                 // The loopback-only web app and a broken cluster DNS are no
@@ -400,17 +413,23 @@ fn baseline(net: &Net) -> bool {
 
 #[test]
 fn clear_undoes_apply_for_every_part() {
-    for p in Composed::space() {
-        let apply = p.apply().expect("apply");
-        let clear = p.clear().expect("clear");
+    for (p, mode) in Composed::space()
+        .into_iter()
+        .flat_map(|p| [ProxyMode::Iptables, ProxyMode::Nftables].map(|m| (p, m)))
+    {
+        let apply = p.apply(mode).expect("apply");
+        let clear = p.clear(mode).expect("clear");
         assert!(!apply.is_empty() && !clear.is_empty(), "{p}");
         let mut after_apply = Net::default();
         replay(&mut after_apply, &apply);
-        assert!(!baseline(&after_apply), "{p}: apply changes nothing");
+        assert!(
+            !baseline(&after_apply, mode),
+            "{p} ({mode}): apply changes nothing"
+        );
         let mut net = Net::default();
         replay(&mut net, &apply);
         replay(&mut net, &clear);
-        assert!(baseline(&net), "{p}: clear leaves {net:#?}");
+        assert!(baseline(&net, mode), "{p} ({mode}): clear leaves {net:#?}");
         // Every rule inserted is deleted with the same text.
         let inserted: Vec<_> = apply
             .iter()
@@ -449,7 +468,11 @@ fn clear_undoes_apply_for_every_part() {
 
 #[test]
 fn parts_are_made_the_real_way() {
-    let rule = |spec: &str| match part(spec).apply().expect("apply").as_slice() {
+    let rule = |spec: &str| match part(spec)
+        .apply(ProxyMode::Iptables)
+        .expect("apply")
+        .as_slice()
+    {
         [
             Action::Rule {
                 netns, chain, args, ..
@@ -469,7 +492,9 @@ fn parts_are_made_the_real_way() {
         rule("loss@fabric:to-node-3")
             .contains("! -s 198.18.255.1/32 -m statistic --mode random --probability 0.20000")
     );
-    let route = part("route-unreachable@node-2").apply().expect("apply");
+    let route = part("route-unreachable@node-2")
+        .apply(ProxyMode::Iptables)
+        .expect("apply");
     assert_eq!(
         route,
         [Action::Ip {
@@ -477,20 +502,33 @@ fn parts_are_made_the_real_way() {
             commands: vec!["route replace unreachable 198.19.1.0/24".to_owned()]
         }]
     );
-    let dnat = part("dnat-wrong-port@node-3").apply().expect("apply");
+    let dnat = part("dnat-wrong-port@node-3")
+        .apply(ProxyMode::Iptables)
+        .expect("apply");
     assert!(dnat.iter().any(|a| matches!(a, Action::Iptables { netns: "mesh-node-3", ruleset }
         if ruleset.contains("--to-destination 198.19.2.10:8081") && !ruleset.contains("198.19.2.10:8080"))));
-    let gone = part("dnat-missing-pod@node-1").apply().expect("apply");
+    let nft = part("dnat-wrong-port@node-3")
+        .apply(ProxyMode::Nftables)
+        .expect("apply");
+    assert!(
+        nft.iter()
+            .any(|a| matches!(a, Action::Nft { netns: "mesh-node-3", script }
+        if script.contains("dnat to 198.19.2.10:8081") && !script.contains("198.19.2.10:8080")))
+    );
+    assert!(!nft.iter().any(|a| matches!(a, Action::Iptables { .. })));
+    let gone = part("dnat-missing-pod@node-1")
+        .apply(ProxyMode::Iptables)
+        .expect("apply");
     assert!(
         gone.iter()
             .any(|a| matches!(a, Action::Iptables { ruleset, .. }
         if ruleset.contains("--to-destination 198.19.2.99:8080")))
     );
     let silent = part("mtu-shrink-frag-filtered@node-1")
-        .apply()
+        .apply(ProxyMode::Iptables)
         .expect("apply");
     let announced = part("mtu-shrink-frag-allowed@node-1")
-        .apply()
+        .apply(ProxyMode::Iptables)
         .expect("apply");
     assert_eq!(silent.len(), announced.len() + 1);
     assert!(
@@ -504,7 +542,10 @@ fn parts_are_made_the_real_way() {
             .any(|a| a.commands().iter().any(|c| c.contains("3/4")))
     );
     assert_eq!(
-        part("second-address@node-1").apply().expect("apply")[0].commands(),
+        part("second-address@node-1")
+            .apply(ProxyMode::Iptables)
+            .expect("apply")[0]
+            .commands(),
         [
             "ip -n mesh-node-1 addr add 198.18.0.21/24 dev eth0",
             "ip -n mesh-node-1 link set flannel.1 type vxlan local 198.18.0.21"
@@ -516,7 +557,7 @@ fn parts_are_made_the_real_way() {
 fn no_part_touches_a_probe_control_link() {
     let host = topology::HOST_IP.to_string();
     for p in Composed::space() {
-        for a in p.apply().expect("apply") {
+        for a in p.apply(ProxyMode::Iptables).expect("apply") {
             for c in a.commands() {
                 let lower = c.to_lowercase();
                 assert!(

@@ -1,5 +1,6 @@
 //! The catalogue's names, verdicts and actions, without root.
 use super::*;
+use crate::rules::ProxyMode;
 
 #[test]
 fn names_round_trip_and_unknown_names_list_the_catalogue() {
@@ -47,14 +48,51 @@ fn every_fault_has_a_design_verdict_and_a_probe() {
 #[test]
 fn every_fault_can_be_applied_and_cleared() {
     for f in ALL {
-        assert!(!f.apply().expect("apply").is_empty(), "{f}");
-        assert!(!f.clear().expect("clear").is_empty(), "{f}");
+        for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+            assert!(!f.apply(mode).expect("apply").is_empty(), "{f}");
+            assert!(!f.clear(mode).expect("clear").is_empty(), "{f}");
+        }
     }
 }
 
 #[test]
+fn kube_proxy_missing_deletes_the_nftables_table_in_nftables_mode() {
+    let kp = Fault::KubeProxyMissing
+        .apply(ProxyMode::Nftables)
+        .expect("apply");
+    assert!(kp.contains(&Action::Nft {
+        netns: "mesh-node-3",
+        script: "add table ip kube-proxy\ndelete table ip kube-proxy\n".to_owned()
+    }));
+    assert!(
+        !kp.iter().any(|a| matches!(a, Action::Iptables { .. })),
+        "iptables is not kube-proxy's in nftables mode: {kp:?}"
+    );
+    let cleared = Fault::KubeProxyMissing
+        .clear(ProxyMode::Nftables)
+        .expect("clear");
+    assert!(
+        cleared
+            .iter()
+            .any(|a| matches!(a, Action::Nft { netns: "mesh-node-3", script }
+        if script.contains("add rule ip kube-proxy services ")))
+    );
+    let filtered = Fault::PortFiltered
+        .apply(ProxyMode::Nftables)
+        .expect("apply");
+    assert!(
+        filtered
+            .iter()
+            .any(|a| matches!(a, Action::Iptables { ruleset, .. }
+        if ruleset.contains("--dport 30080") && !ruleset.contains("KUBE-")))
+    );
+}
+
+#[test]
 fn reference_incidents_use_the_real_mechanisms() {
-    let mtu = Fault::MtuBlackhole.apply().expect("apply");
+    let mtu = Fault::MtuBlackhole
+        .apply(ProxyMode::Iptables)
+        .expect("apply");
     assert!(mtu.contains(&Action::Ip {
         netns: "mesh-node-2",
         commands: vec!["link set eth0 mtu 1440".to_owned()]
@@ -67,16 +105,20 @@ fn reference_incidents_use_the_real_mechanisms() {
         |a| matches!(a, Action::Iptables { netns: "mesh-fabric", ruleset }
         if ruleset.contains("--icmp-type 3/4"))
     ));
-    let dual = Fault::DualIp.apply().expect("apply");
+    let dual = Fault::DualIp.apply(ProxyMode::Iptables).expect("apply");
     assert!(
         matches!(&dual[0], Action::Ip { netns: "mesh-node-3", commands }
         if commands.iter().any(|c| c == "link set flannel.1 type vxlan local 198.18.0.23"))
     );
-    let kp = Fault::KubeProxyMissing.apply().expect("apply");
+    let kp = Fault::KubeProxyMissing
+        .apply(ProxyMode::Iptables)
+        .expect("apply");
     assert!(kp.contains(&Action::Inventory {
         kube_proxy_pending: true
     }));
     assert!(kp.iter().any(|a| matches!(a, Action::Iptables { netns: "mesh-node-3", ruleset } if !ruleset.contains("KUBE-"))));
-    let cleared = Fault::KubeProxyMissing.clear().expect("clear");
+    let cleared = Fault::KubeProxyMissing
+        .clear(ProxyMode::Iptables)
+        .expect("clear");
     assert!(cleared.iter().any(|a| matches!(a, Action::Iptables { netns: "mesh-node-3", ruleset } if ruleset.contains("KUBE-SVC-"))));
 }

@@ -23,14 +23,14 @@ impl Lab {
     ) -> anyhow::Result<()> {
         let fault: LabFault = fault.into();
         let applied = async {
-            for action in fault.apply()? {
+            for action in fault.apply(state.proxy_mode)? {
                 self.execute(state, &action).await?;
             }
             anyhow::Ok(())
         }
         .await;
         if let Err(e) = applied {
-            for action in fault.clear().unwrap_or_default() {
+            for action in fault.clear(state.proxy_mode).unwrap_or_default() {
                 let _ = self.execute(state, &action).await;
             }
             return Err(e.context(format!("injecting {fault}")));
@@ -45,7 +45,7 @@ impl Lab {
             return Ok(None);
         };
         let fault: LabFault = name.parse()?;
-        for action in fault.clear()? {
+        for action in fault.clear(state.proxy_mode)? {
             self.execute(state, &action)
                 .await
                 .with_context(|| format!("clearing {fault}"))?;
@@ -59,6 +59,7 @@ impl Lab {
         match action {
             Action::Ip { netns, commands } => system::ip_batch(Some(netns), commands).await,
             Action::Iptables { netns, ruleset } => system::iptables_restore(netns, ruleset).await,
+            Action::Nft { netns, script } => system::nft_script(netns, script).await,
             Action::Rule {
                 netns,
                 op,

@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use probemesh_proto::pki;
 
+use crate::rules::ProxyMode;
 use crate::state::{LabState, StateDir};
 use crate::system;
 use crate::topology::{self, HOST_VETH};
@@ -66,16 +67,23 @@ impl Lab {
         ]
     }
 
-    /// Refuses to run without root, the system tools or the probemesh binaries.
-    fn preflight(&self) -> anyhow::Result<()> {
+    /// Refuses to run without root, the system tools (`nft` too in
+    /// nftables mode) or the probemesh binaries.
+    fn preflight(&self, mode: ProxyMode) -> anyhow::Result<()> {
+        let nft = [("nft", "nftables")];
+        let needed = match mode {
+            ProxyMode::Iptables => &nft[..0],
+            ProxyMode::Nftables => &nft[..],
+        };
         let missing: Vec<String> = system::REQUIRED_TOOLS
             .iter()
+            .chain(needed)
             .filter(|(tool, _)| system::which(tool).is_none())
             .map(|(tool, package)| format!("{tool} (package {package})"))
             .collect();
         if !missing.is_empty() {
             bail!(
-                "the lab needs {}; install them (e.g. `apt-get install iproute2 iptables procps dnsmasq-base`)",
+                "the lab needs {}; install them (e.g. `apt-get install iproute2 iptables procps dnsmasq-base nftables`)",
                 missing.join(", ")
             );
         }
@@ -108,6 +116,17 @@ impl Lab {
             || topology::namespaces()
                 .iter()
                 .any(|ns| system::netns_exists(ns))
+    }
+
+    /// The recorded lab's proxy mode; the default (iptables) when no lab is
+    /// recorded or its record cannot be read.
+    pub fn proxy_mode(&self) -> ProxyMode {
+        self.dir
+            .load()
+            .ok()
+            .flatten()
+            .map(|s| s.proxy_mode)
+            .unwrap_or_default()
     }
 
     /// Loads the state of a complete lab, or explains how to get one.

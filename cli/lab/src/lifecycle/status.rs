@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::Lab;
+use crate::rules::ProxyMode;
 use crate::system;
 use crate::topology::{self, HOST_VETH};
 
@@ -16,6 +17,9 @@ pub struct StatusReport {
     pub state: &'static str,
     /// The active fault.
     pub fault: Option<String>,
+    /// How kube-proxy writes the Service rules (`iptables`, `nftables`);
+    /// absent when no lab is recorded.
+    pub proxy_mode: Option<ProxyMode>,
     /// The coordinator URL.
     pub coordinator: String,
     /// The state directory.
@@ -108,6 +112,7 @@ impl Lab {
                 "down"
             },
             fault: state.as_ref().and_then(|s| s.fault.clone()),
+            proxy_mode: state.as_ref().map(|s| s.proxy_mode),
             coordinator: topology::coordinator_url(),
             state_dir: self.dir.root().to_owned(),
             kubeconfig: Some(self.dir.admin_kubeconfig()).filter(|p| p.exists()),

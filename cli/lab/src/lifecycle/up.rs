@@ -17,7 +17,8 @@ use super::{Lab, ms};
 use crate::apiserver::auth;
 use crate::apiserver::pki::KubePki;
 use crate::client_config::{self, ClientConfigFile};
-use crate::rules::{FabricRules, NodeRules, fabric_ruleset, node_ruleset};
+use crate::rules::nftables::kube_proxy_script;
+use crate::rules::{FabricRules, NodeRules, ProxyMode, fabric_ruleset, node_ruleset};
 use crate::state::{LabState, StateDir};
 use crate::system;
 use crate::topology::{self, CLOUDVM, CLOUDVM_NETNS, FABRIC, NODES, PODS, WEB_PORT};
@@ -41,12 +42,19 @@ pub struct UpReport {
     pub client_config: Option<PathBuf>,
     /// The active fault (when already up).
     pub fault: Option<String>,
+    /// How kube-proxy writes the Service rules.
+    pub proxy_mode: ProxyMode,
 }
 
 impl Lab {
-    /// `lab up`: builds the lab unless it is already up; a failure rolls back.
-    pub async fn up(&self, otlp_endpoint: Option<String>) -> anyhow::Result<UpReport> {
-        self.preflight()?;
+    /// `lab up`: builds the lab unless it is already up, its kube-proxy
+    /// writing the Service rules in `proxy_mode`; a failure rolls back.
+    pub async fn up(
+        &self,
+        otlp_endpoint: Option<String>,
+        proxy_mode: ProxyMode,
+    ) -> anyhow::Result<UpReport> {
+        self.preflight(proxy_mode)?;
         if let Ok(Some(state)) = self.dir.load()
             && self.healthy(&state)
         {
@@ -55,6 +63,12 @@ impl Lab {
                 warnings.push(format!(
                     "the running lab exports traces to {}; `meshctl lab down` first to change it",
                     state.otlp_endpoint.as_deref().unwrap_or("nowhere")
+                ));
+            }
+            if proxy_mode != state.proxy_mode {
+                warnings.push(format!(
+                    "the running lab's kube-proxy is in {} mode; `meshctl lab down` first to change it",
+                    state.proxy_mode
                 ));
             }
             return Ok(UpReport {
@@ -66,13 +80,14 @@ impl Lab {
                 coordinator: topology::coordinator_url(),
                 client_config: ClientConfigFile::default_path(),
                 fault: state.fault,
+                proxy_mode: state.proxy_mode,
             });
         }
         if self.anything_present() {
             eprintln!("lab: found parts of an earlier lab; removing them first");
             self.down().await?;
         }
-        match self.build(otlp_endpoint).await {
+        match self.build(otlp_endpoint, proxy_mode).await {
             Ok(report) => Ok(report),
             Err(e) => {
                 eprintln!("lab: bring-up failed, rolling back: {e:#}");
@@ -84,7 +99,11 @@ impl Lab {
         }
     }
 
-    async fn build(&self, otlp_endpoint: Option<String>) -> anyhow::Result<UpReport> {
+    async fn build(
+        &self,
+        otlp_endpoint: Option<String>,
+        proxy_mode: ProxyMode,
+    ) -> anyhow::Result<UpReport> {
         let started = Instant::now();
         let mut phases = Vec::new();
         let mut mark = |name: &str| phases.push((name.to_owned(), ms(started.elapsed())));
@@ -97,6 +116,7 @@ impl Lab {
         }
         let mut state = LabState {
             otlp_endpoint,
+            proxy_mode,
             ..LabState::default()
         };
         self.dir.save(&state)?;
@@ -105,7 +125,7 @@ impl Lab {
             let dir = self.dir.clone();
             move || make_certs(&dir)
         });
-        self.network().await?;
+        self.network(proxy_mode).await?;
         mark("network");
         self.write_files()?;
         certs.await.context("certificate task")??;
@@ -181,17 +201,23 @@ impl Lab {
             coordinator: topology::coordinator_url(),
             client_config,
             fault: None,
+            proxy_mode,
         })
     }
 
-    /// Creates namespaces, links, addresses, routes, VXLAN, sysctls and
-    /// iptables rules: one `ip -batch` on the host, then every namespace in
-    /// parallel.
-    async fn network(&self) -> anyhow::Result<()> {
+    /// Creates namespaces, links, addresses, routes, VXLAN, sysctls,
+    /// iptables rules and, in nftables mode, kube-proxy's nftables table:
+    /// one `ip -batch` on the host, then every namespace in parallel.
+    async fn network(&self, mode: ProxyMode) -> anyhow::Result<()> {
         let inventory = topology::inventory(false)?;
-        let node_rules: Vec<String> = NODES
+        let node_rules: Vec<(String, Option<String>)> = NODES
             .iter()
-            .map(|n| node_ruleset(*n, &inventory, NodeRules::BASELINE))
+            .map(|n| {
+                (
+                    node_ruleset(*n, &inventory, NodeRules::BASELINE, mode),
+                    (mode == ProxyMode::Nftables).then(|| kube_proxy_script(*n, &inventory, true)),
+                )
+            })
             .collect();
         system::ip_batch(None, &topology::host_batch()).await?;
         let mut jobs: Vec<BoxFuture<'_, anyhow::Result<()>>> = Vec::new();
@@ -203,14 +229,18 @@ impl Lab {
             }
             .boxed(),
         );
-        for (node, rules) in NODES.into_iter().zip(node_rules) {
+        for (node, (rules, nft)) in NODES.into_iter().zip(node_rules) {
             jobs.push(
                 async move {
                     let ns = node.netns();
                     system::sysctl(ns, &topology::sysctls(ns)).await?;
                     system::ip_batch(Some(ns), &topology::node_batch(node)).await?;
                     system::bridge_batch(ns, &topology::node_fdb_batch(node)).await?;
-                    system::iptables_restore(ns, &rules).await
+                    system::iptables_restore(ns, &rules).await?;
+                    match nft {
+                        Some(script) => system::nft_script(ns, &script).await,
+                        None => Ok(()),
+                    }
                 }
                 .boxed(),
             );

@@ -235,13 +235,15 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                 ),
             ));
         }
+        let dispatch =
+            crate::diagnose::checks::service_dispatch(e.facts(&node_probe).map(|(_, f)| f));
         let mut fix = format!(
-            "restore kube-proxy on {node_probe} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy; it must be Running there) so that KUBE-SERVICES holds the Service's rules"
+            "restore kube-proxy on {node_probe} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy; it must be Running there) so that {dispatch} holds the Service's rules"
         );
         if let Some(down) = proxy_down {
             missing.push(evidence.len());
             evidence.push(down.item);
-            fix = down.fix;
+            fix = format!("{} ({dispatch})", down.fix);
         }
         for b in e.hosts().filter(|b| b.role == Role::Backend) {
             if tcp_connected(e, &b.host).is_some()
@@ -286,11 +288,11 @@ pub(super) fn kube_proxy_rules_missing(e: &Evidence<'_>) -> Option<Finding> {
                     ResourceKind::NatChain,
                     match &stale {
                         Some((_, wrong, _)) if rules_missing.is_none() => format!(
-                            "{node_probe}: KUBE-SERVICES → {} DNAT to {}",
+                            "{node_probe}: {dispatch} → {} DNAT to {}",
                             svc.id,
                             wrong.join(", ")
                         ),
-                        _ => format!("{node_probe}: KUBE-SERVICES has no rule for {}", svc.id),
+                        _ => format!("{node_probe}: {dispatch} has no rule for {}", svc.id),
                     },
                 ),
                 &missing,
@@ -460,5 +462,67 @@ mod tests {
         // The same rules to the real endpoint are not stale.
         let right = case("198.19.2.10:8080");
         assert_ne!(class(&right).0, "cni_failure", "{right:#?}");
+    }
+
+    #[tokio::test]
+    async fn kube_proxy_in_nftables_mode_reads_the_same_and_names_its_table() {
+        let web = "service-SUSTUHLJ-default/web/tcp/http";
+        let walk = |dnat: &str| pb::NatPath {
+            backend: pb::NatBackend::Nftables.into(),
+            table: "ip kube-proxy".into(),
+            chains: vec!["services".into(), "@service-ips".into(), web.into()],
+            end: pb::NatEnd::Dnat.into(),
+            to_destination: dnat.into(),
+            masquerade: true,
+        };
+        let case = |dnat: &str| {
+            Case::new("node-3", "svc:default/web:80")
+                .with(icmp("node-3", "198.19.2.10", 20, 20))
+                .with(tcp("node-3", "198.18.200.80:80", 0, 0, 3))
+                .with(facts(
+                    "node-3",
+                    pb::NodeFacts {
+                        nat_paths: vec![format!(
+                            "services -> @service-ips -> {web} -> DNAT {dnat}"
+                        )],
+                        nat_walk: vec![walk(dnat)],
+                        kube_proxy_backends: vec![pb::NatBackend::Nftables.into()],
+                        ..Default::default()
+                    },
+                ))
+                .verdict()
+        };
+        let stale = case("198.19.2.10:8081");
+        assert_eq!(
+            class(&stale),
+            ("cni_failure", "kube_proxy_rules_missing"),
+            "{stale:#?}"
+        );
+        assert!(
+            stale.fix.contains("so that table ip kube-proxy holds"),
+            "{}",
+            stale.fix
+        );
+        assert_ne!(class(&case("198.19.2.10:8080")).0, "cni_failure");
+        // With every rule gone the facts cannot tell the mode: both names.
+        let mut gone = Case::new("node-3", "svc:default/web:80")
+            .with(icmp("node-3", "198.19.2.10", 20, 20))
+            .with(tcp("node-3", "198.18.200.80:80", 0, 0, 3))
+            .with(facts("node-3", pb::NodeFacts::default()));
+        if let Some(kp) = gone
+            .inventory
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == "node-3")
+            .and_then(|n| n.kube_proxy.as_mut())
+        {
+            kp.phase = probemesh_model::inventory::PodPhase::Pending;
+        }
+        let v = gone.verdict();
+        assert!(
+            v.fix.contains("KUBE-SERVICES or table ip kube-proxy"),
+            "{}",
+            v.fix
+        );
     }
 }

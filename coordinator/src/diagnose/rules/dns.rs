@@ -225,8 +225,9 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         ResourceKind::NatChain,
         format!("{node}: the Service NAT for {cluster_ip}:53"),
     );
+    let dispatch = checks::service_dispatch(e.facts(&e.source.probe).map(|(_, f)| f));
     let mut fix = format!(
-        "restore kube-proxy on {node} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy: a Pending one has no node yet) so that it writes the Service NAT rules (KUBE-SERVICES) on {node}"
+        "restore kube-proxy on {node} (kubectl -n kube-system get pods -o wide -l k8s-app=kube-proxy: a Pending one has no node yet) so that it writes the Service NAT rules ({dispatch}) on {node}"
     );
     // The pods silent by their own address too, while their server
     // listens: the queries are lost on the way, not in Service NAT.
@@ -259,7 +260,7 @@ pub(super) fn dns_unreachable(e: &Evidence<'_>) -> Option<Finding> {
         because = vec![evidence.len()];
         evidence.push(down.item);
         why = down.said;
-        fix = down.fix;
+        fix = format!("{} ({dispatch})", down.fix);
         confidence += 0.1;
     }
     if let Some((c, f)) = e.facts(&e.source.probe)

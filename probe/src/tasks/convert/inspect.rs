@@ -12,6 +12,7 @@ use probemesh_proto::pb;
 use super::{MIN_DURATION, nanos, parse_ip};
 use crate::interfaces::Interface;
 use crate::tasks::dns::{DEFAULT_TIMEOUT, DnsReport, DnsSpec, MAX_SERVERS, MAX_TIMEOUT};
+use crate::tasks::facts::nat::{Backend, NatEnd, NatPath};
 use crate::tasks::facts::{MAX_COUNTER_WINDOW, MAX_ROUTE_LOOKUPS, NodeFacts, NodeFactsSpec};
 use crate::tasks::listener::{Listener, ListenerSpec};
 
@@ -228,6 +229,31 @@ impl From<&Interface> for pb::Interface {
     }
 }
 
+fn backend(b: Backend) -> pb::NatBackend {
+    match b {
+        Backend::Iptables => pb::NatBackend::Iptables,
+        Backend::Nftables => pb::NatBackend::Nftables,
+    }
+}
+
+fn nat_path(p: &NatPath) -> pb::NatPath {
+    let (end, to) = match &p.end {
+        NatEnd::Dnat(to) => (pb::NatEnd::Dnat, to.clone()),
+        NatEnd::Redirect(to) => (pb::NatEnd::Redirect, to.clone()),
+        NatEnd::NoDnat => (pb::NatEnd::NoDnat, String::new()),
+        NatEnd::Reject => (pb::NatEnd::Reject, String::new()),
+        NatEnd::Drop => (pb::NatEnd::Drop, String::new()),
+    };
+    pb::NatPath {
+        backend: backend(p.backend).into(),
+        table: p.table.clone(),
+        chains: p.chains.clone(),
+        end: end.into(),
+        to_destination: to,
+        masquerade: p.masquerade,
+    }
+}
+
 /// The wire form of node facts.
 pub fn node_facts(facts: &NodeFacts) -> pb::NodeFacts {
     pb::NodeFacts {
@@ -286,6 +312,28 @@ pub fn node_facts(facts: &NodeFacts) -> pb::NodeFacts {
             })
             .collect(),
         nat_paths: facts.nat_paths.clone(),
+        nat_walk: facts.nat_walk.iter().map(nat_path).collect(),
+        kube_proxy_backends: facts
+            .kube_proxy_backends
+            .iter()
+            .map(|b| i32::from(backend(*b)))
+            .collect(),
+        conntrack_flows: facts
+            .conntrack_flows
+            .iter()
+            .map(|f| pb::ConntrackFlow {
+                protocol: f.protocol.clone(),
+                state: f.state.clone(),
+                src: f.src.clone(),
+                dst: f.dst.clone(),
+                sport: u32::from(f.sport),
+                dport: u32::from(f.dport),
+                reply_src: f.reply_src.clone(),
+                reply_sport: u32::from(f.reply_sport),
+                assured: f.assured,
+                unreplied: f.unreplied,
+            })
+            .collect(),
         conntrack_count: facts.conntrack_count,
         conntrack_max: facts.conntrack_max,
         listen_overflows: facts.listen_overflows,

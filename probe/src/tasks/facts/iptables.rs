@@ -16,6 +16,8 @@ use std::net::IpAddr;
 
 use probemesh_model::inventory::Cidr;
 
+use super::nat::{Backend, NatEnd, NatPath};
+
 /// Most rules kept from one table.
 pub const MAX_RULES: usize = 50_000;
 /// Most paths returned by one walk.
@@ -24,6 +26,8 @@ pub const MAX_PATHS: usize = 256;
 const MAX_DEPTH: usize = 16;
 /// Where kube-proxy's Service dispatch starts.
 pub const SERVICES_CHAIN: &str = "KUBE-SERVICES";
+/// The chain that marks a packet for masquerading.
+const MASQ_MARK_CHAIN: &str = "KUBE-MARK-MASQ";
 
 /// A `-d` argument: `IP/LEN` or a bare `IP` (a host prefix).
 fn parse_destination(text: &str) -> Option<Cidr> {
@@ -246,31 +250,21 @@ impl NatMatch {
     }
 }
 
-/// One way a packet can go: the chains it traverses and how it ends.
+/// One way a packet can go (chains from [`SERVICES_CHAIN`] on, and how it
+/// ends), with the rules it takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NatPath {
-    /// Chains from [`SERVICES_CHAIN`] on.
-    pub chains: Vec<String>,
-    /// `DNAT 198.19.2.10:8080`, or `no DNAT` for a dead end.
-    pub end: String,
+pub struct WalkedPath {
+    /// The way, in the backends' shared shape.
+    pub path: NatPath,
     /// Indices into [`NatTable::rules`] of the rules taken, in order.
     pub rules: Vec<usize>,
-}
-
-impl NatPath {
-    /// `KUBE-SERVICES -> KUBE-SVC-X -> KUBE-SEP-Y -> DNAT 198.19.2.10:8080`.
-    pub fn render(&self) -> String {
-        let mut hops = self.chains.clone();
-        hops.push(self.end.clone());
-        hops.join(" -> ")
-    }
 }
 
 /// Every path from [`SERVICES_CHAIN`] that a packet matching `m` can take
 /// to a DNAT (at most [`MAX_PATHS`], after examining at most
 /// [`MAX_STEPS`] rules). Empty when the chain is absent or no Service rule
 /// matches, which is what missing kube-proxy rules look like.
-pub fn walk(table: &NatTable, m: &NatMatch) -> Vec<NatPath> {
+pub fn walk(table: &NatTable, m: &NatMatch) -> Vec<WalkedPath> {
     let mut by_chain: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, rule) in table.rules.iter().enumerate() {
         by_chain.entry(rule.chain.as_str()).or_default().push(i);
@@ -283,6 +277,7 @@ pub fn walk(table: &NatTable, m: &NatMatch) -> Vec<NatPath> {
         taken: Vec::new(),
         paths: Vec::new(),
         steps: 0,
+        marks: 0,
     };
     walker.descend();
     walker.paths
@@ -312,8 +307,10 @@ struct Walker<'a> {
     stack: Vec<String>,
     /// Rules taken to get here.
     taken: Vec<usize>,
-    paths: Vec<NatPath>,
+    paths: Vec<WalkedPath>,
     steps: usize,
+    /// Rules on the way so far that jumped to KUBE-MARK-MASQ.
+    marks: usize,
 }
 
 impl Walker<'_> {
@@ -321,11 +318,25 @@ impl Walker<'_> {
         self.paths.len() >= MAX_PATHS || self.steps >= MAX_STEPS
     }
 
+    fn path(&self, end: NatEnd, rules: Vec<usize>) -> WalkedPath {
+        WalkedPath {
+            path: NatPath {
+                backend: Backend::Iptables,
+                table: "nat".to_owned(),
+                chains: self.stack.clone(),
+                end,
+                masquerade: self.marks > 0,
+            },
+            rules,
+        }
+    }
+
     fn descend(&mut self) {
         let Some(chain) = self.stack.last().cloned() else {
             return;
         };
         let before = self.paths.len();
+        let marks = self.marks;
         let rules = self
             .by_chain
             .get(chain.as_str())
@@ -344,16 +355,14 @@ impl Walker<'_> {
             if target == "DNAT" || target == "REDIRECT" {
                 let mut rules = self.taken.clone();
                 rules.push(i);
-                let end = if rule.to_destination.is_empty() {
-                    target.to_owned()
+                let end = if target == "DNAT" {
+                    NatEnd::Dnat(rule.to_destination.clone())
                 } else {
-                    format!("{target} {}", rule.to_destination)
+                    NatEnd::Redirect(rule.to_destination.clone())
                 };
-                self.paths.push(NatPath {
-                    chains: self.stack.clone(),
-                    end,
-                    rules,
-                });
+                self.paths.push(self.path(end, rules));
+            } else if target == MASQ_MARK_CHAIN {
+                self.marks += 1;
             } else if self.table.chains.contains(target)
                 && !target.starts_with("KUBE-MARK-")
                 && !self.stack.iter().any(|c| c == target)
@@ -367,12 +376,10 @@ impl Walker<'_> {
             }
         }
         if self.paths.len() == before && is_dead_end_reportable(&chain) && !self.exhausted() {
-            self.paths.push(NatPath {
-                chains: self.stack.clone(),
-                end: "no DNAT".to_owned(),
-                rules: self.taken.clone(),
-            });
+            self.paths
+                .push(self.path(NatEnd::NoDnat, self.taken.clone()));
         }
+        self.marks = marks;
     }
 }
 
@@ -390,7 +397,7 @@ mod tests {
             port: (port != 0).then_some(port),
             local_addrs: local.iter().map(|a| a.parse().unwrap()).collect(),
         };
-        walk(&table, &m).iter().map(NatPath::render).collect()
+        walk(&table, &m).iter().map(|p| p.path.render()).collect()
     }
 
     #[test]

@@ -1,21 +1,29 @@
 //! Node facts: the host's (or namespace's) network state as an engineer
 //! reads it with `ip addr`, `ip route`, `ip route get`, `ip -d link`,
-//! `iptables-save -t nat`, `iptables -L -v` twice, `conntrack -C`, `nstat`
-//! and `/proc`: interfaces with every address, routes and the kernel's
-//! decision for the addresses asked, tunnels, kube-proxy NAT paths, the
-//! DROP/REJECT rules that counted packets while the run's checks ran,
-//! conntrack use, drop and listen counters, ephemeral ports, load,
-//! SELinux, forwarding.
+//! `iptables-save -t nat`, `nft list table ip kube-proxy`, `iptables -L -v`
+//! twice, `conntrack -C` and `conntrack -L --orig-dst`, `nstat` and
+//! `/proc`: interfaces with every address, routes and the kernel's
+//! decision for the addresses asked, tunnels, kube-proxy NAT paths
+//! (iptables or nftables mode) and the conntrack entries that show which
+//! endpoint a test flow got, the DROP/REJECT rules that counted packets
+//! while the run's checks ran, conntrack use, drop and listen counters,
+//! ephemeral ports, load, SELinux, forwarding.
 //!
-//! Map: [`proc`], [`iproute`], [`iptables`] and [`counters`] are sans-IO
-//! parsers with fixtures; [`read`] is the I/O; [`run`] puts the facts together. A fact
-//! that cannot be read goes to [`NodeFacts::unavailable`] with the reason;
-//! the task never fails for one missing fact.
+//! Map: [`proc`], [`iproute`], [`iptables`], [`nft`], [`conntrack`] and
+//! [`counters`] are sans-IO parsers with fixtures ([`nat`] the NAT walk's
+//! shape both kube-proxy backends share); [`read`] is the I/O; [`run`] puts
+//! the facts together. A fact that cannot be read goes to
+//! [`NodeFacts::unavailable`] with the reason; the task never fails for one
+//! missing fact.
 //!
 //! Sources and why:
-//! - NAT rules come from `iptables-save -t nat`: the rules live in the
-//!   kernel behind the iptables ABI (or nftables' netlink for iptables-nft),
-//!   and decoding either without the binary is not feasible here.
+//! - NAT rules come from `iptables-save -t nat` and `nft -j list table
+//!   ip|ip6 kube-proxy`: the rules live in the kernel behind the iptables
+//!   ABI or nftables' netlink, and decoding either without the binaries is
+//!   not feasible here; nft's JSON is read into typed structs, bounded.
+//! - Conntrack entries come from `/proc/thread-self/net/nf_conntrack`
+//!   (this namespace's table, read line by line and bounded), which needs
+//!   no `conntrack` binary.
 //! - Routes come from `ip -j route show table all` (every table, IPv6,
 //!   metrics such as a per-route MTU); when `ip` is missing, the IPv4 main
 //!   table from `/proc/thread-self/net/route`.
@@ -34,9 +42,12 @@ use super::listener::{self, Protocol};
 use crate::interfaces::Interface;
 use read::Unreadable;
 
+pub mod conntrack;
 pub mod counters;
 pub mod iproute;
 pub mod iptables;
+pub mod nat;
+pub mod nft;
 pub mod proc;
 pub mod read;
 
@@ -158,10 +169,17 @@ pub struct NodeFacts {
     pub routes: Vec<Route>,
     /// Tunnel devices.
     pub tunnels: Vec<Tunnel>,
-    /// NAT rules: those on the matched paths, or every KUBE-* rule.
-    pub nat_rules: Vec<iptables::Rule>,
-    /// Rendered Service paths (`KUBE-SERVICES -> … -> DNAT ip:port`).
+    /// NAT rules: those on the matched paths, or every kube-proxy rule.
+    pub nat_rules: Vec<nat::ListedRule>,
+    /// Rendered Service paths (`KUBE-SERVICES -> … -> DNAT ip:port`,
+    /// `services -> @service-ips -> … -> DNAT ip:port`).
     pub nat_paths: Vec<String>,
+    /// The same paths, structured, each with its backend.
+    pub nat_walk: Vec<nat::NatPath>,
+    /// The backends whose kube-proxy rules exist here.
+    pub kube_proxy_backends: Vec<nat::Backend>,
+    /// Conntrack entries of flows to the matched address (and port).
+    pub conntrack_flows: Vec<conntrack::Flow>,
     /// Connection-tracking entries in use.
     pub conntrack_count: u64,
     /// Connection-tracking table size.
@@ -231,7 +249,25 @@ async fn gather(spec: &NodeFactsSpec) -> NodeFacts {
             (Err(e), _) | (_, Err(e)) => facts.missing("rule counters", &e),
         }
     }
+    if let Some(ip) = spec.match_ip {
+        conntrack_flows(&mut facts, ip, spec.match_port);
+    }
     facts
+}
+
+/// The conntrack entries of flows to `ip` (and `port`), read last, after
+/// the checks had their time.
+fn conntrack_flows(facts: &mut NodeFacts, ip: IpAddr, port: Option<u16>) {
+    let path = format!("{}/nf_conntrack", listener::PROC_NET);
+    match read::lines_matching(&path, conntrack::MAX_LINES, |l| conntrack::mentions(l, ip)) {
+        Ok(lines) => {
+            facts.conntrack_flows = conntrack::flows_to(lines.iter().map(String::as_str), ip, port);
+        }
+        Err(Unreadable::Missing) => facts
+            .unavailable
+            .push("conntrack flows: no nf_conntrack table".to_owned()),
+        Err(e) => facts.missing("conntrack flows", &e),
+    }
 }
 
 /// Every table's DROP/REJECT rules with their packet counters.
@@ -305,33 +341,134 @@ async fn routes(facts: &mut NodeFacts) {
 }
 
 async fn nat(facts: &mut NodeFacts, spec: &NodeFactsSpec) {
-    let text = match read::command("iptables-save", &["-t", "nat"]).await {
-        Ok(text) => text,
-        Err(e) => return facts.missing("nat rules", &e),
-    };
-    let table = iptables::parse(&text);
     let m = iptables::NatMatch {
         ip: spec.match_ip,
         port: spec.match_port,
         local_addrs: local_addresses(&facts.interfaces),
     };
-    let paths = iptables::walk(&table, &m);
-    facts.nat_paths = paths.iter().map(iptables::NatPath::render).collect();
-    facts.nat_rules = if spec.has_match() {
+    iptables_nat(facts, spec, &m).await;
+    for family in ["ip", "ip6"] {
+        nft_nat(facts, spec, &m, family).await;
+    }
+    facts.nat_paths = facts.nat_walk.iter().map(nat::NatPath::render).collect();
+}
+
+/// kube-proxy's iptables mode: the KUBE-* chains of the nat table.
+async fn iptables_nat(facts: &mut NodeFacts, spec: &NodeFactsSpec, m: &iptables::NatMatch) {
+    let text = match read::command("iptables-save", &["-t", "nat"]).await {
+        Ok(text) => text,
+        Err(e) => return facts.missing("nat rules", &e),
+    };
+    let table = iptables::parse(&text);
+    if table.chains.contains(iptables::SERVICES_CHAIN) {
+        facts.kube_proxy_backends.push(nat::Backend::Iptables);
+    }
+    let paths = iptables::walk(&table, m);
+    let listed = |r: &iptables::Rule| nat::ListedRule {
+        table: r.table.clone(),
+        chain: r.chain.clone(),
+        text: r.text.clone(),
+        target: r.target.clone(),
+        to_destination: r.to_destination.clone(),
+    };
+    if spec.has_match() {
         let on_paths: BTreeSet<usize> =
             paths.iter().flat_map(|p| p.rules.iter().copied()).collect();
-        on_paths
-            .into_iter()
-            .filter_map(|i| table.rules.get(i).cloned())
-            .collect()
+        facts.nat_rules.extend(
+            on_paths
+                .into_iter()
+                .filter_map(|i| table.rules.get(i))
+                .map(listed),
+        );
     } else {
+        facts.nat_rules.extend(
+            table
+                .rules
+                .iter()
+                .filter(|r| r.chain.starts_with("KUBE-") || r.target.starts_with("KUBE-"))
+                .take(MAX_NAT_RULES)
+                .map(listed),
+        );
+    }
+    facts.nat_walk.extend(paths.into_iter().map(|p| p.path));
+}
+
+/// kube-proxy's nftables mode: its `FAMILY kube-proxy` table. A node
+/// without the table is a node in another mode and says nothing; without
+/// nft, or with an unreadable table, the fact is missing (once).
+async fn nft_nat(
+    facts: &mut NodeFacts,
+    spec: &NodeFactsSpec,
+    m: &iptables::NatMatch,
+    family: &str,
+) {
+    let json = match read::command("nft", &["-j", "list", "table", family, nft::TABLE]).await {
+        Ok(json) => json,
+        Err(Unreadable::Other(why))
+            if why.contains("No such file or directory")
+                || (why.ends_with("not installed") && family != "ip") =>
+        {
+            return;
+        }
+        Err(e) => return facts.missing(&format!("nftables table {family} kube-proxy"), &e),
+    };
+    let table = match nft::parse(&json) {
+        Ok(table) => table,
+        Err(e) => {
+            return facts
+                .unavailable
+                .push(format!("nftables table {family} kube-proxy: {e}"));
+        }
+    };
+    if table.chains.contains_key(nft::SERVICES_CHAIN) {
+        facts.kube_proxy_backends.push(nat::Backend::Nftables);
+    }
+    let paths = nft::walk(&table, m);
+    let on_paths: BTreeSet<&str> = paths
+        .iter()
+        .flat_map(|p| p.chains.iter().map(String::as_str))
+        .collect();
+    let label = table.label();
+    facts.nat_rules.extend(
         table
             .rules
-            .into_iter()
-            .filter(|r| r.chain.starts_with("KUBE-") || r.target.starts_with("KUBE-"))
+            .iter()
+            .filter(|r| !spec.has_match() || on_paths.contains(r.chain.as_str()))
             .take(MAX_NAT_RULES)
-            .collect()
-    };
+            .map(|r| nft_listed(&label, r)),
+    );
+    facts.nat_walk.extend(paths);
+}
+
+/// An nftables rule as node facts list it: its verdict or NAT as the target.
+fn nft_listed(table: &str, r: &nft::Rule) -> nat::ListedRule {
+    let mut target = String::new();
+    let mut to_destination = String::new();
+    for s in &r.stmts {
+        match s {
+            nft::Stmt::Dnat(addr, port) => {
+                "dnat".clone_into(&mut target);
+                to_destination = match (addr, port) {
+                    (Some(a), Some(p)) => format!("{a}:{p}"),
+                    (Some(a), None) => a.clone(),
+                    _ => String::new(),
+                };
+            }
+            nft::Stmt::Verdict(nft::Verdict::Jump(t) | nft::Verdict::Goto(t)) => {
+                t.clone_into(&mut target);
+            }
+            nft::Stmt::Vmap(..) => "vmap".clone_into(&mut target),
+            nft::Stmt::Reject => "reject".clone_into(&mut target),
+            _ => {}
+        }
+    }
+    nat::ListedRule {
+        table: table.to_owned(),
+        chain: r.chain.clone(),
+        text: nft::render(r),
+        target,
+        to_destination,
+    }
 }
 
 /// Every address of the namespace, from `ip/prefix` strings.

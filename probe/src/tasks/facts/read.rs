@@ -52,6 +52,30 @@ pub fn file(path: &str) -> Result<String, Unreadable> {
     }
 }
 
+/// The lines of a kernel file that `keep` accepts, reading at most
+/// `max_lines` lines (a file such as a full conntrack table can be far
+/// larger than anything we want to hold).
+pub fn lines_matching(
+    path: &str,
+    max_lines: usize,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, Unreadable> {
+    use std::io::BufRead as _;
+    let file = match std::fs::File::open(Path::new(path)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unreadable::Missing),
+        Err(e) => return Err(Unreadable::Other(format!("{path}: {e}"))),
+    };
+    let mut kept = Vec::new();
+    for line in io::BufReader::new(file).lines().take(max_lines) {
+        let line = line.map_err(|e| Unreadable::Other(format!("{path}: {e}")))?;
+        if keep(&line) {
+            kept.push(line);
+        }
+    }
+    Ok(kept)
+}
+
 /// Runs `program args…` with a [`COMMAND_TIMEOUT`] and returns its stdout;
 /// a missing binary, a non-zero exit (with its stderr) or a timeout is an
 /// [`Unreadable::Other`]. The child is killed when the timeout fires.
@@ -99,6 +123,22 @@ pub async fn command(program: &str, args: &[&str]) -> Result<String, Unreadable>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_filtered_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::write(&path, "a1\nb2\na3\na4\n").unwrap();
+        let path = path.to_str().unwrap();
+        assert_eq!(
+            lines_matching(path, 3, |l| l.starts_with('a')).unwrap(),
+            ["a1", "a3"]
+        );
+        assert_eq!(
+            lines_matching("/proc/mesh-none", 3, |_| true),
+            Err(Unreadable::Missing)
+        );
+    }
 
     #[test]
     fn missing_files_are_missing() {
