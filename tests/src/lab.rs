@@ -2,14 +2,17 @@
 //! lock; cargo runs test binaries one after another), a private meshctl
 //! config file, and `lab down` when the test ends, pass or fail.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::{bin, skip_netns};
+
+/// Where `meshctl lab` keeps its state.
+pub const STATE_DIR: &str = "/run/probemesh/lab";
 
 static LAB: Mutex<()> = Mutex::new(());
 
@@ -188,4 +191,35 @@ fn nix_is_root() -> bool {
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
         .unwrap_or(false)
+}
+
+/// `kubectl --kubeconfig LAB ARGS` against the lab's Kubernetes API, with
+/// `stdin` fed to it when given.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write as _;
+    let mut cmd = Command::new(crate::kubectl());
+    cmd.arg("--kubeconfig")
+        .arg(Path::new(STATE_DIR).join("kube/admin.kubeconfig"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run kubectl");
+    let mut input = child.stdin.take().expect("kubectl stdin");
+    input
+        .write_all(stdin.unwrap_or_default().as_bytes())
+        .expect("write to kubectl");
+    drop(input);
+    child.wait_with_output().expect("kubectl output")
+}
+
+/// [`kubectl`] with `-o json`-style output, asserting success.
+pub fn kubectl_json(args: &[&str]) -> Value {
+    let out = kubectl(args, None);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}",
+        text(&out)
+    );
+    serde_json::from_slice(&out.stdout).expect("kubectl printed JSON")
 }

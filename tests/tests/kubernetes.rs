@@ -5,42 +5,15 @@
 //! exactly under their own node's name.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use probemesh_tests::lab::{Lab, text};
-use probemesh_tests::{bin, kubectl};
+use probemesh_tests::bin;
+use probemesh_tests::lab::{Lab, STATE_DIR, kubectl, text};
 use serde_json::{Value, json};
 
-const STATE_DIR: &str = "/run/probemesh/lab";
 /// How soon a change through the API must show in targets.
 const WITHIN: Duration = Duration::from_secs(1);
-
-fn kubectl_run(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(kubectl());
-    cmd.arg("--kubeconfig")
-        .arg(Path::new(STATE_DIR).join("kube/admin.kubeconfig"))
-        .args(args);
-    match stdin {
-        None => cmd.output().expect("run kubectl"),
-        Some(input) => {
-            use std::io::Write as _;
-            let mut child = cmd
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("run kubectl");
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(input.as_bytes())
-                .expect("write to kubectl");
-            child.wait_with_output().expect("kubectl output")
-        }
-    }
-}
 
 #[test]
 fn kubectl_reads_the_lab_and_node_probes_enrolled_by_their_tokens() {
@@ -51,7 +24,7 @@ fn kubectl_reads_the_lab_and_node_probes_enrolled_by_their_tokens() {
         format!("{STATE_DIR}/kube/admin.kubeconfig"),
         "{status:#}"
     );
-    let out = kubectl_run(&["get", "nodes", "-o", "json"], None);
+    let out = kubectl(&["get", "nodes", "-o", "json"], None);
     assert!(out.status.success(), "kubectl get nodes:\n{}", text(&out));
     let nodes: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let names: Vec<&str> = nodes["items"]
@@ -144,7 +117,7 @@ fn a_pod_created_or_deleted_through_the_api_is_a_target_or_not_within_a_second()
     let unknown = lab.meshctl(&["ping", "--from", "node-3", "pod:default/extra-0", "-c", "1"]);
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
 
-    let out = kubectl_run(&["create", "--validate=false", "-f", "-"], Some(&pod));
+    let out = kubectl(&["create", "--validate=false", "-f", "-"], Some(&pod));
     let created = Instant::now();
     assert!(out.status.success(), "kubectl create:\n{}", text(&out));
     let took = first_attempt(&lab, "pod:default/extra-0", created, |code| code != 2);
@@ -154,7 +127,7 @@ fn a_pod_created_or_deleted_through_the_api_is_a_target_or_not_within_a_second()
         "a created pod took {took:?} to become a target"
     );
 
-    let out = kubectl_run(&["delete", "pod", "-n", "default", "extra-0"], None);
+    let out = kubectl(&["delete", "pod", "-n", "default", "extra-0"], None);
     let deleted = Instant::now();
     assert!(out.status.success(), "kubectl delete:\n{}", text(&out));
     let took = first_attempt(&lab, "pod:default/extra-0", deleted, |code| code == 2);

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use probemesh_tests::lab::{Lab, in_ns, ns_output, text};
+use probemesh_tests::lab::{Lab, STATE_DIR, in_ns, kubectl_json, ns_output, text};
 use serde_json::Value;
 
 const LAB_NAMESPACES: [&str; 8] = [
@@ -24,7 +24,6 @@ const LAB_NAMESPACES: [&str; 8] = [
     "mesh-pod-dns-0",
     "mesh-pod-client-3",
 ];
-const STATE_DIR: &str = "/run/probemesh/lab";
 
 fn ping(ns: &str, ip: &str) -> bool {
     in_ns(ns, &format!("ping -c 1 -W 1 {ip}"))
@@ -368,23 +367,6 @@ fn fault_catalogue_lists_every_fault_and_refuses_unknown_names() {
 
 /// Brings the lab up, injects `name`, runs `symptom` (which panics with
 /// what it saw when the symptom is missing), clears, and checks the baseline.
-/// `kubectl --kubeconfig LAB ARGS` against the lab's API server, as JSON.
-fn kubectl_json(args: &[&str]) -> Value {
-    let kubeconfig = Path::new(STATE_DIR).join("kube/admin.kubeconfig");
-    let out = Command::new(probemesh_tests::kubectl())
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed:\n{}",
-        text(&out)
-    );
-    serde_json::from_slice(&out.stdout).expect("kubectl printed JSON")
-}
-
 fn fault_scenario(name: &str, symptom: impl FnOnce()) {
     let Some(lab) = Lab::take() else { return };
     lab.bring_up();

@@ -1,5 +1,5 @@
 //! Kubernetes objects → the inventory the targets and rules read. Pure: the
-//! watchers in [`super::kube`] hand it what their reflectors hold.
+//! Kubernetes watchers hand it what their reflectors hold.
 //!
 //! What is read, and from where:
 //! - a node's `InternalIP` (the first one) and every address, `spec.podCIDR`;
