@@ -15,15 +15,18 @@
 //!   fault execution and the I/O they need (root);
 //! - [`client_config`]: meshctl's client configuration file, which `up`
 //!   points at the lab and `down` restores;
-//! - [`web`], [`conntrack`]: helpers the lab runs inside its namespaces.
+//! - [`web`], [`conntrack`]: helpers the lab runs inside its namespaces;
+//! - [`apiserver`]: the lab's Kubernetes API server (`meshctl lab serve-api`).
 //!
 //! Modules import one way: `topology` ← `rules` ← `faults` ← `compose` ← `state` ←
 //! `system` ← `client_config` ← `lifecycle` (`web` and `conntrack` import
 //! none).
 //!
-//! It is not a Kubernetes: no API server, no kubelet; the inventory file
-//! plays the API for the coordinator. It prints nothing but progress notes on
-//! stderr: reports are returned.
+//! It is not a Kubernetes: no kubelet, no scheduler. [`apiserver`] serves the
+//! cluster the inventory file describes over the Kubernetes API's wire
+//! format, and plays the kubelet's part for the probe pods' projected tokens;
+//! the coordinator watches it as it would a real cluster. It prints nothing
+//! but progress notes on stderr: reports are returned.
 
 pub mod apiserver;
 pub mod client_config;
