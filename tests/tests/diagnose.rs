@@ -244,7 +244,8 @@ fn pod_dns_config_is_pod_dns_config() {
     let Some((r, _files)) = diagnose("pod-dns-config") else {
         return;
     };
-    assert_says(&r, &["198.18.200.53"]);
+    // The resolv.conf, and the pod spec it comes from (the lab's API).
+    assert_says(&r, &["198.18.200.53", "dnsPolicy None", "spec.dnsConfig"]);
 }
 
 #[test]

@@ -271,10 +271,12 @@ pub enum Action {
         /// File contents.
         contents: String,
     },
-    /// Rewrite the inventory file.
+    /// Rewrite the inventory file (which the lab's API server serves).
     Inventory {
         /// node-3's kube-proxy is Pending.
         kube_proxy_pending: bool,
+        /// client-3's pod spec names a wrong DNS server (dnsPolicy None).
+        client_dns_wrong: bool,
     },
     /// Fill the conntrack table of NETNS with assured entries.
     ConntrackFill {
@@ -385,12 +387,20 @@ impl Action {
             Action::ResolvConf { netns, .. } => {
                 vec![format!("rewrite /etc/netns/{netns}/resolv.conf")]
             }
-            Action::Inventory { kube_proxy_pending } => vec![format!(
-                "rewrite the inventory (node-3's kube-proxy {})",
+            Action::Inventory {
+                kube_proxy_pending,
+                client_dns_wrong,
+            } => vec![format!(
+                "rewrite the inventory (node-3's kube-proxy {}; client-3's dnsPolicy {})",
                 if *kube_proxy_pending {
                     "Pending"
                 } else {
                     "Running"
+                },
+                if *client_dns_wrong {
+                    "None with a wrong nameserver"
+                } else {
+                    "ClusterFirst"
                 }
             )],
             Action::ConntrackFill { netns } => {
@@ -642,13 +652,20 @@ impl Fault {
                 },
             ],
             Fault::DnsDown => vec![Action::Stop(Daemon::ClusterDns)],
-            Fault::PodDnsConfig => vec![Action::ResolvConf {
-                netns: CLIENT_POD.netns,
-                contents: topology::broken_resolv_conf(),
-            }],
+            Fault::PodDnsConfig => vec![
+                Action::Inventory {
+                    kube_proxy_pending: false,
+                    client_dns_wrong: true,
+                },
+                Action::ResolvConf {
+                    netns: CLIENT_POD.netns,
+                    contents: topology::broken_resolv_conf(),
+                },
+            ],
             Fault::KubeProxyMissing => vec![
                 Action::Inventory {
                     kube_proxy_pending: true,
+                    client_dns_wrong: false,
                 },
                 kube_proxy_rules(NODE_3, &topology::inventory(false)?, false, mode),
                 Action::ConntrackFlush {
@@ -725,10 +742,16 @@ impl Fault {
                 },
             ],
             Fault::DnsDown => vec![Action::Start(Daemon::ClusterDns)],
-            Fault::PodDnsConfig => vec![Action::ResolvConf {
-                netns: CLIENT_POD.netns,
-                contents: topology::resolv_conf(CLIENT_POD.netns),
-            }],
+            Fault::PodDnsConfig => vec![
+                Action::ResolvConf {
+                    netns: CLIENT_POD.netns,
+                    contents: topology::resolv_conf(CLIENT_POD.netns),
+                },
+                Action::Inventory {
+                    kube_proxy_pending: false,
+                    client_dns_wrong: false,
+                },
+            ],
             Fault::KubeProxyMissing => vec![
                 kube_proxy_rules(NODE_3, &topology::inventory(false)?, true, mode),
                 Action::ConntrackFlush {
@@ -736,6 +759,7 @@ impl Fault {
                 },
                 Action::Inventory {
                     kube_proxy_pending: false,
+                    client_dns_wrong: false,
                 },
             ],
             Fault::DualIp => vec![Action::Ip {

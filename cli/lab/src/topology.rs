@@ -212,8 +212,33 @@ pub fn resolv_conf(netns: &str) -> String {
 /// A `resolv.conf` pointing at a server nobody runs (the `pod-dns-config` fault:
 /// a stale address from a deleted DNS Service).
 pub fn broken_resolv_conf() -> String {
-    "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver 198.18.200.53\noptions ndots:5\n"
-        .to_owned()
+    format!(
+        "search default.svc.cluster.local svc.cluster.local cluster.local\nnameserver {WRONG_DNS_SERVER}\noptions ndots:5\n"
+    )
+}
+
+/// The server the `pod-dns-config` fault points client-3 at: a free
+/// address in the Service range, where nothing answers.
+pub const WRONG_DNS_SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 53);
+
+/// The pod spec behind [`broken_resolv_conf`]: client-3 with `dnsPolicy:
+/// None` and a `dnsConfig` naming a server that is not the cluster DNS.
+pub fn misconfigure_client_dns(inventory: &mut Inventory) {
+    if let Some(pod) = inventory
+        .pods
+        .iter_mut()
+        .find(|p| p.name == CLIENT_POD.name && p.namespace == CLIENT_POD.namespace)
+    {
+        pod.dns = Some(PodDns {
+            policy: "None".to_owned(),
+            nameservers: vec![WRONG_DNS_SERVER.to_string()],
+            searches: vec![
+                "default.svc.cluster.local".to_owned(),
+                "svc.cluster.local".to_owned(),
+                "cluster.local".to_owned(),
+            ],
+        });
+    }
 }
 
 /// `ip -batch` run in the host namespace: creates every namespace, every

@@ -114,7 +114,8 @@ fn reference_incidents_use_the_real_mechanisms() {
         .apply(ProxyMode::Iptables)
         .expect("apply");
     assert!(kp.contains(&Action::Inventory {
-        kube_proxy_pending: true
+        kube_proxy_pending: true,
+        client_dns_wrong: false
     }));
     assert!(kp.iter().any(|a| matches!(a, Action::Iptables { netns: "mesh-node-3", ruleset } if !ruleset.contains("KUBE-"))));
     let cleared = Fault::KubeProxyMissing

@@ -89,7 +89,10 @@ impl Lab {
                     .await
             }
             Action::ResolvConf { netns, contents } => system::write_resolv_conf(netns, contents),
-            Action::Inventory { kube_proxy_pending } => self.write_inventory(*kube_proxy_pending),
+            Action::Inventory {
+                kube_proxy_pending,
+                client_dns_wrong,
+            } => self.write_inventory(*kube_proxy_pending, *client_dns_wrong),
             Action::ConntrackFill { netns } => {
                 let out = self.in_netns(netns, "conntrack-fill").await?;
                 eprint!("{out}");

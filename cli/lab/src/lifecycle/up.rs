@@ -270,14 +270,22 @@ impl Lab {
         for ns in topology::resolv_conf_namespaces() {
             system::write_resolv_conf(ns, &topology::resolv_conf(ns))?;
         }
-        self.write_inventory(false)
+        self.write_inventory(false, false)
     }
 
     /// Writes the inventory atomically (the coordinator may be reading it).
-    pub(super) fn write_inventory(&self, kube_proxy_pending: bool) -> anyhow::Result<()> {
+    pub(super) fn write_inventory(
+        &self,
+        kube_proxy_pending: bool,
+        client_dns_wrong: bool,
+    ) -> anyhow::Result<()> {
         let path = self.dir.inventory();
         let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(&topology::inventory(kube_proxy_pending)?)?;
+        let mut inventory = topology::inventory(kube_proxy_pending)?;
+        if client_dns_wrong {
+            topology::misconfigure_client_dns(&mut inventory);
+        }
+        let json = serde_json::to_vec_pretty(&inventory)?;
         std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     }

@@ -144,24 +144,64 @@ pub(super) fn dns_pod_config(e: &Evidence<'_>) -> Option<Finding> {
     let fails: Vec<usize> = (0..evidence.len()).collect();
     let answers = evidence.len();
     evidence.push(v.cite_answer(cluster, "cluster DNS"));
-    Some(Finding {
-        claims: vec![
-            Claim::new(
-                format!(
-                    "{} cannot resolve {}: its resolv.conf points at {servers}",
-                    e.source.spec, v.result.name
-                ),
-                &fails,
+    // Where the resolv.conf comes from, when the inventory says: the pod's
+    // spec.dnsPolicy and spec.dnsConfig.
+    let spec = e.source.pod.as_ref().and_then(|(namespace, name)| {
+        let dns = e.inventory?.pod(namespace, name)?.dns.as_ref()?;
+        let mut said = format!("pod {namespace}/{name} has dnsPolicy {}", dns.policy);
+        if !dns.nameservers.is_empty() {
+            said.push_str(&format!(
+                " and dnsConfig.nameservers {}",
+                dns.nameservers.join(", ")
+            ));
+        }
+        let own = dns.nameservers.iter().any(|n| {
+            v.result
+                .resolv_conf_servers
+                .iter()
+                .any(|s| server_ip(s) == n.as_str())
+        });
+        Some((
+            listed(&e.source.probe, said, "pod", namespace, name),
+            own,
+            namespace,
+            name,
+        ))
+    });
+    let mut fix = format!(
+        "point the pod's resolv.conf at the cluster DNS {}: check the pod's dnsPolicy/dnsConfig and the kubelet's --cluster-dns (clusterDNS), then recreate the pod",
+        v.cluster_ip.clone().unwrap_or_default()
+    );
+    let mut claims = vec![
+        Claim::new(
+            format!(
+                "{} cannot resolve {}: its resolv.conf points at {servers}",
+                e.source.spec, v.result.name
             ),
-            Claim::new(
-                format!("the cluster DNS {} answers", cluster.server),
-                &[answers],
-            ),
-        ],
-        fix: format!(
-            "point the pod's resolv.conf at the cluster DNS {}: check the pod's dnsPolicy/dnsConfig and the kubelet's --cluster-dns (clusterDNS), then recreate the pod",
-            v.cluster_ip.unwrap_or_default()
+            &fails,
         ),
+        Claim::new(
+            format!("the cluster DNS {} answers", cluster.server),
+            &[answers],
+        ),
+    ];
+    if let Some((item, own, namespace, name)) = spec {
+        let at = evidence.len();
+        evidence.push(item);
+        if own {
+            claims.push(Claim::new(
+                "the pod's own DNS settings (spec.dnsConfig) name those servers".to_owned(),
+                &[at],
+            ));
+            fix = format!(
+                "fix spec.dnsPolicy/spec.dnsConfig of pod {namespace}/{name} (or its workload's template) to use the cluster DNS {} (dnsPolicy: ClusterFirst, no dnsConfig.nameservers), then recreate the pod",
+                v.cluster_ip.clone().unwrap_or_default()
+            );
+        }
+    }
+    Some(Finding {
+        claims,
+        fix,
         evidence,
         confidence: 0.9,
         blocking: Some(Blocking::new(
@@ -594,6 +634,41 @@ mod tests {
             .verdict();
         assert_eq!(class(&v), ("dns_failure", "pod_dns_config"), "{v:?}");
         assert!(v.summary.contains("198.18.200.53"), "{}", v.summary);
+        assert!(
+            !v.summary.contains("spec.dnsConfig"),
+            "the inventory says ClusterFirst: no claim about the pod spec: {}",
+            v.summary
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pod_spec_naming_the_wrong_server_is_cited_and_fixed_there() {
+        let mut c = Case::new(CLIENT, NAME)
+            .with(dns(
+                CLIENT,
+                "198.18.200.53",
+                vec![
+                    answer("198.18.200.53:53", "resolv.conf", "TIMEOUT", &[]),
+                    answer(
+                        "198.18.200.10:53",
+                        "explicit",
+                        "NOERROR",
+                        &["198.18.200.80"],
+                    ),
+                ],
+            ))
+            .with(upstream(true));
+        meshctl_lab::topology::misconfigure_client_dns(&mut c.inventory);
+        let v = c.verdict();
+        assert_eq!(class(&v), ("dns_failure", "pod_dns_config"), "{v:?}");
+        assert!(v.summary.contains("spec.dnsConfig"), "{}", v.summary);
+        assert!(v.fix.contains("pod default/client-3"), "{}", v.fix);
+        assert!(
+            v.evidence
+                .iter()
+                .any(|e| e.artifact == "inventory" && e.observation.contains("dnsPolicy None")),
+            "{v:?}"
+        );
     }
 
     #[tokio::test]
