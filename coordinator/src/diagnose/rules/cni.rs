@@ -397,6 +397,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_service_whose_only_endpoint_is_not_ready_is_refused_not_a_kube_proxy_fault() {
+        let mut c = Case::new("node-3", "svc:default/web:80")
+            .with(icmp("node-3", "198.19.2.10", 20, 20))
+            .with(tcp("node-3", "198.18.200.80:80", 0, 3, 0))
+            .with(facts("node-3", pb::NodeFacts::default()));
+        for ep in c
+            .inventory
+            .services
+            .iter_mut()
+            .flat_map(|s| s.endpoints.iter_mut())
+        {
+            ep.ready = false;
+        }
+        let v = c.verdict();
+        assert_eq!(class(&v), ("port_unreachable", "refused"), "{v:?}");
+        assert!(
+            v.summary
+                .contains("no ready endpoint: web-0 198.19.2.10:8080 not ready"),
+            "{}",
+            v.summary
+        );
+        assert!(v.fix.contains("endpointslices"), "{}", v.fix);
+    }
+
+    #[tokio::test]
     async fn missing_service_rules_with_a_reachable_backend_are_kube_proxy_rules_missing() {
         let mut c = Case::new("node-3", "svc:default/web:80")
             .with(icmp("node-3", "198.19.2.10", 20, 20))

@@ -180,6 +180,13 @@ pub const RULES: &[Rule] = &[
         test: cni::overlay_source_mismatch,
     },
     Rule {
+        name: "service-no-ready-endpoint",
+        class: Class::PortUnreachable,
+        cause: Some(Cause::Refused),
+        needs: "tcp_connect to a ClusterIP/NodePort fails; the inventory lists the Service's endpoints and none is ready",
+        test: port::no_ready_endpoint,
+    },
+    Rule {
         name: "kube-proxy-rules-missing",
         class: Class::CniFailure,
         cause: Some(Cause::KubeProxyRulesMissing),

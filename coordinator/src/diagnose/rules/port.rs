@@ -7,7 +7,7 @@ use probemesh_model::evidence::Claim;
 use probemesh_model::path::{Action, Resource, ResourceKind};
 
 use super::{
-    Evidence, Finding, cite, cite_hit, far_probe, icmp_ok, rule_hit, seen, tcp_failures,
+    Evidence, Finding, cite, cite_hit, far_probe, icmp_ok, listed, rule_hit, seen, tcp_failures,
     unanswered_to,
 };
 use crate::diagnose::checks;
@@ -316,6 +316,73 @@ pub(super) fn filtered(e: &Evidence<'_>) -> Option<Finding> {
         });
     }
     None
+}
+
+/// A Service with no ready endpoint: its ClusterIP or NodePort refuses
+/// (kube-proxy rejects, or has nothing to rewrite to) because the
+/// EndpointSlices list no ready backend — the API says so, whatever the
+/// node's NAT rules look like.
+pub(super) fn no_ready_endpoint(e: &Evidence<'_>) -> Option<Finding> {
+    let svc = e.target.service.as_ref()?;
+    let (namespace, name) = svc.id.split_once('/')?;
+    let service = e.inventory?.service(namespace, name)?;
+    // An empty list may only mean the source does not list endpoints (an
+    // inventory file): claim only what a listed, unready backend shows.
+    if service.endpoints.is_empty() || service.ready_endpoints().next().is_some() {
+        return None;
+    }
+    let (ep, failed) = e
+        .hosts()
+        .filter(|ep| matches!(ep.role, Role::ClusterIp | Role::Node))
+        .find_map(|ep| tcp_failures(e, &ep.host).map(|(_, _, c)| (ep, c)))?;
+    let unready: Vec<String> = service
+        .endpoints
+        .iter()
+        .map(|b| format!("{} {}:{}", b.pod, b.ip, b.port))
+        .collect();
+    let said = if unready.is_empty() {
+        format!(
+            "Service {} has no endpoints: its selector matches no pod",
+            svc.id
+        )
+    } else {
+        format!(
+            "Service {} has no ready endpoint: {} not ready",
+            svc.id,
+            unready.join(", ")
+        )
+    };
+    let evidence = vec![
+        cite(failed, &failed.detail),
+        listed(
+            &e.source.probe,
+            said.clone(),
+            "endpointslice",
+            namespace,
+            name,
+        ),
+    ];
+    Some(Finding {
+        claims: vec![
+            Claim::new(format!("{} is not answered", ep.address()), &[0]),
+            Claim::new(said, &[1]),
+        ],
+        fix: format!(
+            "give Service {} a ready backend: kubectl -n {namespace} get endpointslices -l kubernetes.io/service-name={name}, then kubectl -n {namespace} describe pod POD for why it is not ready (readiness probe, crash loop)",
+            svc.id
+        ),
+        evidence,
+        confidence: 0.85,
+        blocking: Some(Blocking::new(
+            &e.source.probe,
+            Action::Rejected,
+            Resource::new(
+                ResourceKind::Listener,
+                format!("Service {}: no ready endpoint", svc.id),
+            ),
+            &[1],
+        )),
+    })
 }
 
 #[cfg(test)]
