@@ -110,9 +110,24 @@ pub struct Endpoint {
     /// Certificate name to present [default: admin]
     #[arg(long, env = "MESH_IDENTITY", global = true)]
     pub identity: Option<String>,
+    /// Namespace of pod: and svc: names given without one, as kubectl's -n
+    /// [default: the current kubeconfig context's namespace]
+    #[arg(short = 'n', long, env = "MESH_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
 }
 
 impl Endpoint {
+    /// Adds the namespace (`-n`, else the kubeconfig context's) to pod and
+    /// Service names of `request` given without one.
+    pub fn qualify(&self, request: &mut probemesh_proto::pb::RunRequest) {
+        if !crate::namespace::needed(request) {
+            return;
+        }
+        if let Some(ns) = self.namespace.clone().or_else(crate::namespace::current) {
+            crate::namespace::apply(request, &ns);
+        }
+    }
+
     /// Connects to the Control service.
     pub async fn control(&self) -> Result<ControlClient<Channel>, Failure> {
         let file = match ClientConfigFile::default_path() {

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod completion;
 pub mod invocation;
 pub mod lab;
+pub mod namespace;
 pub mod output;
 
 /// clap value parser for every duration flag (`500ms`, `2s`, `1m`).

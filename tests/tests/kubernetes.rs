@@ -47,6 +47,29 @@ fn kubectl_reads_the_lab_and_node_probes_enrolled_by_their_tokens() {
         );
     }
 
+    // kubectl's habit: a pod named without a namespace is in the current
+    // context's namespace (the lab's context names none: `default`), or -n's.
+    let out = lab
+        .command(&["ping", "--from", "node-3", "pod:web-0", "-c", "1"])
+        .env(
+            "KUBECONFIG",
+            Path::new(STATE_DIR).join("kube/admin.kubeconfig"),
+        )
+        .output()
+        .expect("run meshctl");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = lab.meshctl(&[
+        "-n",
+        "kube-system",
+        "ping",
+        "--from",
+        "node-3",
+        "pod:dns-0",
+        "-c",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
     // node-1's token asking for node-2's name is refused, and says why.
     let tls = tempfile::tempdir().expect("tempdir");
     let out = Command::new("ip")

@@ -388,16 +388,12 @@ impl Action {
                 vec![format!("rewrite /etc/netns/{netns}/resolv.conf")]
             }
             Action::Inventory {
-                kube_proxy_pending,
-                client_dns_wrong,
+                kube_proxy_pending: pending,
+                client_dns_wrong: wrong,
             } => vec![format!(
                 "rewrite the inventory (node-3's kube-proxy {}; client-3's dnsPolicy {})",
-                if *kube_proxy_pending {
-                    "Pending"
-                } else {
-                    "Running"
-                },
-                if *client_dns_wrong {
+                if *pending { "Pending" } else { "Running" },
+                if *wrong {
                     "None with a wrong nameserver"
                 } else {
                     "ClusterFirst"

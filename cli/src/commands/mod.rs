@@ -182,6 +182,8 @@ pub async fn stream_run_with_steps(
     mut on_progress: impl FnMut(pb::TaskProgress),
     mut on_step: impl FnMut(pb::RunStep),
 ) -> Result<(pb::RunAccepted, pb::RunRecord), Failure> {
+    let mut request = request;
+    endpoint.qualify(&mut request);
     let mut control = endpoint.control().await?;
     let mut stream = control.start_run(request.clone()).await?.into_inner();
     let mut accepted = pb::RunAccepted::default();
