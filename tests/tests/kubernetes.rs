@@ -160,3 +160,50 @@ fn a_pod_created_or_deleted_through_the_api_is_a_target_or_not_within_a_second()
         "a deleted pod took {took:?} to stop being a target"
     );
 }
+
+/// `mesh-coordinator` with Kubernetes flags it cannot use exits 2 and says
+/// what to do, before serving anything.
+#[test]
+fn the_coordinator_refuses_kubernetes_flags_it_cannot_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let init = Command::new(bin("meshctl"))
+        .args(["certs", "init", "--dir", d])
+        .output()
+        .expect("certs init");
+    assert!(init.status.success(), "{}", text(&init));
+    let coordinator = |extra: &[&str]| {
+        Command::new(bin("mesh-coordinator"))
+            .args(["--listen", "127.0.0.1:0", "--tls-dir", d])
+            .args(extra)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("KUBERNETES_SERVICE_PORT")
+            .output()
+            .expect("run mesh-coordinator")
+    };
+    let missing = dir.path().join("no.kubeconfig");
+    let cases: [(Vec<&str>, &str); 4] = [
+        (vec!["--in-cluster"], "--kubeconfig FILE"),
+        (
+            vec!["--kubeconfig", missing.to_str().expect("utf-8")],
+            "no.kubeconfig",
+        ),
+        (
+            vec!["--enroll-service-account", "probemesh/mesh-probe"],
+            "needs the Kubernetes API",
+        ),
+        (
+            vec!["--enroll-service-account", "mesh-probe", "--in-cluster"],
+            "NAMESPACE/NAME",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = coordinator(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(says),
+            "{args:?} should say {says:?}: {}",
+            text(&out)
+        );
+    }
+}
