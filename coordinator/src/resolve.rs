@@ -57,20 +57,17 @@ pub fn source(spec: &str, inventory: Option<&Inventory>) -> Result<Source, Error
             pod.node
         )));
     }
-    let netns = pod.netns.as_ref().ok_or_else(|| {
-        Error::InvalidRequest(format!(
-            "the inventory does not name pod {namespace}/{name}'s network namespace"
-        ))
-    })?;
-    let path = if netns.starts_with('/') {
-        netns.clone()
-    } else {
-        format!("/run/netns/{netns}")
+    // The inventory names the namespace (a file), or the probe finds the
+    // one holding the pod's address (the Kubernetes API names none).
+    let target = match &pod.netns {
+        Some(netns) if netns.starts_with('/') => pb::netns_ref::Target::Path(netns.clone()),
+        Some(netns) => pb::netns_ref::Target::Path(format!("/run/netns/{netns}")),
+        None => pb::netns_ref::Target::PodIp(pod.ip.to_string()),
     };
     Ok(Source {
         probe: probe.to_owned(),
         netns: Some(pb::NetnsRef {
-            target: Some(pb::netns_ref::Target::Path(path)),
+            target: Some(target),
             label: format!("pod {namespace}/{name}"),
         }),
     })
@@ -338,6 +335,17 @@ mod tests {
             Some(pb::netns_ref::Target::Path(
                 "/run/netns/mesh-pod-web-0".into()
             ))
+        );
+        // Without the namespace's name (the Kubernetes API never gives
+        // one), the probe finds it by the pod's address.
+        let mut api = lab();
+        for p in &mut api.pods {
+            p.netns = None;
+        }
+        let by_ip = source("node-2@pod:default/web-0", Some(&api)).unwrap();
+        assert_eq!(
+            by_ip.netns.and_then(|n| n.target),
+            Some(pb::netns_ref::Target::PodIp("198.19.2.10".into()))
         );
         let err = source("node-1@pod:default/web-0", Some(&inv))
             .unwrap_err()

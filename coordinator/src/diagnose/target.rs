@@ -365,11 +365,10 @@ fn push_backends(resolved: &mut Resolved, inv: &Inventory, svc: &Service, target
     }
 }
 
-/// `PROBE@pod:NS/NAME` for a pod whose node has a probe and whose network
-/// namespace the inventory names.
+/// `PROBE@pod:NS/NAME` for a pod whose node has a probe (which enters the
+/// pod's network namespace by name or by the pod's address).
 pub(crate) fn pod_probe(inv: &Inventory, namespace: &str, name: &str) -> Option<String> {
     let pod = inv.pod(namespace, name)?;
-    pod.netns.as_ref()?;
     let probe = inv.node(&pod.node)?.probe.as_deref()?;
     Some(format!("{probe}@pod:{namespace}/{name}"))
 }

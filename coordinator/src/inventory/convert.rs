@@ -11,8 +11,8 @@
 //!   reason and message of a Pending/failed pod (status, the
 //!   `PodScheduled=False` condition, or a waiting container) and its
 //!   `priorityClassName`;
-//! - pods with an address: IP, node, DNS policy and config, and the lab's
-//!   network-namespace annotation;
+//! - pods with an address: IP, node, DNS policy and config (the probe finds
+//!   a pod's network namespace by its address);
 //! - Services with a ClusterIP, their ports (named target ports resolved
 //!   through the EndpointSlices) and every EndpointSlice endpoint with its
 //!   readiness.
@@ -31,8 +31,6 @@ use probemesh_model::inventory::{
     self as inv, Cidr, Inventory, KubeProxy, NodeAddress, PodDns, PodPhase, Protocol,
 };
 
-/// Annotation the lab puts on its pods naming their network namespace.
-pub const NETNS_ANNOTATION: &str = "probemesh.dev/netns";
 /// The label EndpointSlices carry naming their Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -223,12 +221,7 @@ fn pod(p: &Pod) -> Option<inv::Pod> {
         name: p.metadata.name.clone()?,
         ip: address,
         node: spec.node_name.clone()?,
-        netns: p
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(NETNS_ANNOTATION))
-            .cloned(),
+        netns: None,
         dns,
     })
 }

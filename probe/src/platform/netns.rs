@@ -40,6 +40,66 @@ impl NetnsTarget {
     }
 }
 
+/// Most processes looked at when searching for a namespace by address.
+const MAX_PROCESSES: usize = 100_000;
+/// Most distinct namespaces whose addresses are read in one search.
+const MAX_NAMESPACES: usize = 10_000;
+
+/// A process whose network namespace holds `ip` as a local address (found
+/// through `/proc/PID/net/fib_trie`, one read per distinct namespace; needs
+/// the host's PID namespace, as the probe DaemonSet has). The probe's own
+/// namespace comes last, so a pod address wins over the host's.
+pub fn process_holding(ip: std::net::IpAddr) -> Option<u32> {
+    let own = std::fs::read_link("/proc/self/ns/net").ok();
+    let mut seen = std::collections::HashSet::new();
+    let mut host = None;
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten().take(MAX_PROCESSES) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if !seen.insert(ns.clone()) || seen.len() > MAX_NAMESPACES {
+            continue;
+        }
+        let Ok(trie) = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")) else {
+            continue;
+        };
+        if local_addresses(&trie).contains(&ip) {
+            if Some(&ns) == own.as_ref() {
+                host = Some(pid);
+            } else {
+                return Some(pid);
+            }
+        }
+    }
+    host
+}
+
+/// The local addresses (`/32 host LOCAL` entries) of a `fib_trie` listing.
+fn local_addresses(trie: &str) -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut last: Option<std::net::IpAddr> = None;
+    for line in trie.lines() {
+        let line = line.trim_start_matches([' ', '|', '+', '-']).trim();
+        if let Ok(ip) = line.parse() {
+            last = Some(ip);
+        } else if line.starts_with("/32 host LOCAL")
+            && let Some(ip) = last
+            && !out.contains(&ip)
+        {
+            out.push(ip);
+        }
+    }
+    out
+}
+
 /// Why work could not run in a namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -197,6 +257,29 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fib_trie_local_addresses_are_read() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 198.19.2.0/24 2 0 2\n        |-- 198.19.2.0\n           /24 link UNICAST\n        |-- 198.19.2.10\n           /32 host LOCAL\nLocal:\n     |-- 127.0.0.1\n        /32 host LOCAL\n";
+        let got = super::local_addresses(trie);
+        assert_eq!(
+            got,
+            vec![
+                "198.19.2.10".parse::<std::net::IpAddr>().expect("ip"),
+                "127.0.0.1".parse().expect("ip")
+            ]
+        );
+    }
+
+    #[test]
+    fn this_hosts_loopback_is_found_in_this_namespace() {
+        let me = super::process_holding("127.0.0.1".parse().expect("ip"));
+        assert!(me.is_some(), "no process holds 127.0.0.1");
+        assert_eq!(
+            super::process_holding("198.18.254.254".parse().expect("ip")),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

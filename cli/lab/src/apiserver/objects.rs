@@ -23,9 +23,6 @@ use serde_json::Value;
 
 use super::kinds::Kind;
 
-/// Annotation carrying a lab pod's network namespace name (`/run/netns`).
-/// A real cluster has none; the probe finds a pod's namespace itself there.
-pub const NETNS_ANNOTATION: &str = "probemesh.dev/netns";
 /// Namespace of probemesh's own workloads.
 pub const PROBEMESH_NAMESPACE: &str = "probemesh";
 /// The probe DaemonSet's ServiceAccount (its token enrolls a node).
@@ -279,10 +276,6 @@ fn app_pod(p: &inv::Pod) -> Pod {
     Pod {
         metadata: ObjectMeta {
             labels: labels(&[("app", p.name.rsplit_once('-').map_or(&p.name, |(a, _)| a))]),
-            annotations: p
-                .netns
-                .as_ref()
-                .map(|ns| [(NETNS_ANNOTATION.to_owned(), ns.clone())].into()),
             ..meta(Some(&p.namespace), &p.name)
         },
         spec: Some(PodSpec {
@@ -431,9 +424,10 @@ mod tests {
         assert_eq!(slice["endpoints"][0]["addresses"][0], "198.19.2.10");
         assert_eq!(slice["endpoints"][0]["conditions"]["ready"], true);
         let web = find(&objects, Kind::Pod, "web-0").expect("web-0");
-        assert_eq!(
-            web["metadata"]["annotations"][NETNS_ANNOTATION],
-            "mesh-pod-web-0"
+        assert_eq!(web["status"]["podIP"], "198.19.2.10");
+        assert!(
+            web["metadata"]["annotations"].is_null(),
+            "nothing a real cluster lacks"
         );
         // Each object round-trips through its k8s-openapi type.
         for (kind, v) in &objects {

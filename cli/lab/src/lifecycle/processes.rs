@@ -14,7 +14,8 @@ use crate::faults::{Daemon, Holder, STALLED_BACKLOG};
 use crate::state::{LabState, StateDir};
 use crate::system::{self, Spawn};
 use crate::topology::{
-    self, BrokenDns, CLOUDVM, CLOUDVM_NETNS, DNS_POD, FABRIC, LabNode, NODES, WEB_POD, WEB_PORT,
+    self, BrokenDns, CLOUDVM, CLOUDVM_NETNS, DNS_POD, FABRIC, LabNode, LabPod, NODES, WEB_POD,
+    WEB_PORT,
 };
 
 /// How `up` waits for the probes to register.
@@ -32,6 +33,7 @@ pub(super) enum Proc<'a> {
     StalledWeb,
     Holder(Holder),
     ApiServer,
+    Pause(&'a LabPod),
     Coordinator,
     Probe(LabNode),
     CloudProbe { token: &'a str },
@@ -51,6 +53,7 @@ impl Proc<'_> {
             Proc::Holder(Holder::QueueFiller) => "queue-filler".to_owned(),
             Proc::Holder(Holder::PortHolder) => "port-holder".to_owned(),
             Proc::ApiServer => "apiserver".to_owned(),
+            Proc::Pause(pod) => format!("pause-{}", pod.name),
             Proc::Coordinator => "coordinator".to_owned(),
             Proc::Probe(n) => format!("probe-{}", n.name()),
             Proc::CloudProbe { .. } => format!("probe-{CLOUDVM}"),
@@ -141,6 +144,13 @@ impl Lab {
                     "--tokens",
                     &self.dir.kube_tokens().display().to_string(),
                 ]);
+            }
+            Proc::Pause(pod) => {
+                // The pod's pause container: it holds the pod's network
+                // namespace, where the probe finds it by the pod's address.
+                spawn.netns = Some(pod.netns.to_owned());
+                spawn.program = "sleep".into();
+                spawn.args = strings(&["infinity"]);
             }
             Proc::Coordinator => {
                 spawn.program = self.bin_dir.join("mesh-coordinator");

@@ -137,7 +137,10 @@ impl Lab {
             Proc::ClusterDns,
             Proc::Web { loopback: false },
             Proc::ApiServer,
-        ] {
+        ]
+        .into_iter()
+        .chain(PODS.iter().map(Proc::Pause))
+        {
             children.push((p.key(), self.start(&mut state, p)?));
         }
         self.wait_listening(

@@ -77,6 +77,9 @@ pub enum InvalidNetns {
     /// PID 0.
     #[error("task.netns.pid: 0 is not a process")]
     Pid,
+    /// No network namespace on this host holds the pod's address.
+    #[error("no network namespace on this host holds {0} (is the pod running here?)")]
+    PodIp(String),
 }
 
 impl TryFrom<pb::TcpTransferTask> for TcpTransferSpec {
@@ -149,6 +152,13 @@ pub fn netns_target(netns: pb::NetnsRef) -> Result<(NetnsTarget, String), Invali
         None => return Err(InvalidNetns::Empty),
         Some(Target::Pid(0)) => return Err(InvalidNetns::Pid),
         Some(Target::Pid(pid)) => NetnsTarget::Pid(pid),
+        Some(Target::PodIp(ip)) => {
+            let found = ip
+                .parse()
+                .ok()
+                .and_then(crate::platform::netns::process_holding);
+            NetnsTarget::Pid(found.ok_or(InvalidNetns::PodIp(ip))?)
+        }
         Some(Target::Path(path)) => {
             let p = Path::new(&path);
             let normal = p.is_absolute()
