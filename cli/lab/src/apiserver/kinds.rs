@@ -203,9 +203,117 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }))
 }
 
+/// Whether an `Accept` header asks for a server-side Table (as `kubectl
+/// get` does for its columns).
+pub fn wants_table(accept: &str) -> bool {
+    accept
+        .split(',')
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+/// `objects` of `kind` as a `meta.k8s.io/v1` Table: the columns `kubectl
+/// get` prints for that kind (the ones the lab's objects carry).
+pub fn table(kind: Kind, objects: &[Value], resource_version: u64) -> Value {
+    let (columns, cells): (&[&str], Cells) = match kind {
+        Kind::Pod => (&["Name", "Status", "IP", "Node"], |o| {
+            let status = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c["status"] == "False"))
+                .and_then(|c| c["reason"].as_str())
+                .map_or_else(
+                    || {
+                        o.pointer("/status/phase")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned()
+                    },
+                    str::to_owned,
+                );
+            vec![
+                status,
+                text_of(o, "/status/podIP"),
+                text_of(o, "/spec/nodeName"),
+            ]
+        }),
+        Kind::Node => (&["Name", "Status", "Internal-IP", "Pod-CIDR"], |o| {
+            let ready = o.pointer("/status/conditions/0/status") == Some(&json!("True"));
+            vec![
+                if ready { "Ready" } else { "NotReady" }.to_owned(),
+                text_of(o, "/status/addresses/0/address"),
+                text_of(o, "/spec/podCIDR"),
+            ]
+        }),
+        Kind::Service => (&["Name", "Type", "Cluster-IP", "Port(s)"], |o| {
+            let ports: Vec<String> = o
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| match p["nodePort"].as_i64() {
+                    Some(n) => format!(
+                        "{}:{n}/{}",
+                        p["port"],
+                        p["protocol"].as_str().unwrap_or("TCP")
+                    ),
+                    None => format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")),
+                })
+                .collect();
+            vec![
+                text_of(o, "/spec/type"),
+                text_of(o, "/spec/clusterIP"),
+                ports.join(","),
+            ]
+        }),
+        _ => (&["Name"], |_| Vec::new()),
+    };
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|o| {
+            let mut row = vec![text_of(o, "/metadata/name")];
+            row.extend(cells(o));
+            json!({"cells": row, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}})
+        })
+        .collect();
+    let definitions: Vec<Value> = columns
+        .iter()
+        .map(|c| json!({"name": c, "type": "string", "format": if *c == "Name" { "name" } else { "" }, "description": "", "priority": 0}))
+        .collect();
+    json!({
+        "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version.to_string()},
+        "columnDefinitions": definitions, "rows": rows,
+    })
+}
+
+/// The cells after the name, for one object.
+type Cells = fn(&Value) -> Vec<String>;
+
+fn text_of(o: &Value, pointer: &str) -> String {
+    o.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_carry_kubectls_columns() {
+        assert!(wants_table(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        ));
+        assert!(!wants_table("application/json"));
+        let pod = json!({"metadata": {"name": "kp"}, "spec": {},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]}});
+        let t = table(Kind::Pod, &[pod], 7);
+        assert_eq!(t["rows"][0]["cells"][0], "kp");
+        assert_eq!(t["rows"][0]["cells"][1], "Unschedulable");
+        assert_eq!(t["columnDefinitions"].as_array().map(Vec::len), Some(4));
+    }
 
     #[test]
     fn names_come_from_k8s_openapi() {

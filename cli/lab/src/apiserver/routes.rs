@@ -148,6 +148,11 @@ async fn resource(
         );
     };
     let watching = matches!(param("watch"), Some("1" | "true"));
+    let table = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(kinds::wants_table);
     let verb = match (req.method().clone(), target.name, watching) {
         (Method::GET, _, true) => "watch",
         (Method::GET, Some(_), false) => "get",
@@ -230,6 +235,9 @@ async fn resource(
                 );
             }
             let (items, rv) = store.list(target.kind, target.namespace, &selector);
+            if table {
+                return document(StatusCode::OK, &kinds::table(target.kind, &items, rv));
+            }
             let items: Vec<Value> = items.into_iter().map(|v| target.kind.stamp(v)).collect();
             document(
                 StatusCode::OK,
