@@ -76,6 +76,20 @@ impl Kind {
         self.names().group
     }
 
+    /// The short names kubectl accepts (`svc`, `po`, ...), as the real
+    /// server's discovery lists them.
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Namespace => &["ns"],
+            Kind::Node => &["no"],
+            Kind::Pod => &["po"],
+            Kind::Service => &["svc"],
+            Kind::ServiceAccount => &["sa"],
+            Kind::EndpointSlice => &[],
+            Kind::PriorityClass => &["pc"],
+        }
+    }
+
     /// `kind`, e.g. `Pod`.
     pub fn kind(self) -> &'static str {
         self.names().kind
@@ -172,6 +186,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "singularName": n.kind.to_lowercase(),
                 "namespaced": n.namespaced,
                 "kind": n.kind,
+                "shortNames": k.short_names(),
                 "verbs": ["create", "delete", "get", "list", "update", "watch"],
             })
         })
