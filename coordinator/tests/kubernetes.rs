@@ -132,9 +132,13 @@ async fn the_inventory_comes_from_the_api_and_follows_it_within_a_second() -> Te
     assert_eq!(web.ready_endpoints().count(), 1);
     assert_eq!(
         inv.pod("default", "web-0")
-            .and_then(|p| p.netns.clone())
+            .map(|p| p.ip.to_string())
             .as_deref(),
-        Some("mesh-pod-web-0")
+        Some("198.19.2.10")
+    );
+    assert!(
+        inv.pods.iter().all(|p| p.netns.is_none()),
+        "the API names no network namespace"
     );
 
     // A pod added, then deleted.
