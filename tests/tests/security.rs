@@ -144,3 +144,38 @@ fn refusals_name_their_reason() {
     drop(twin);
     mesh.wait_connected("node-a", true, Duration::from_secs(10));
 }
+
+/// Issue 14, item 1: a capture filter of 6,000 `host X or` terms once froze
+/// the coordinator for a minute or overflowed its stack. It is refused in
+/// milliseconds, before compiling, and the coordinator keeps answering.
+#[test]
+fn an_oversized_capture_filter_is_refused_before_any_work() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    let filter = (0..6000)
+        .map(|i| format!("host 198.18.{}.{}", i / 250, i % 250))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let started = std::time::Instant::now();
+    let out = mesh.meshctl(&[
+        "capture",
+        "--on",
+        "node-a",
+        "--filter",
+        &filter,
+        "--duration",
+        "1s",
+    ]);
+    let took = started.elapsed();
+    assert_exit(&out, 2, "an oversized filter");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("filter refused before compiling"), "{said}");
+    assert!(
+        said.len() < 4096,
+        "the refusal does not echo the filter: {} bytes",
+        said.len()
+    );
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
+    assert_exit(&mesh.meshctl(&["probes"]), 0, "probes after the refusal");
+}

@@ -13,6 +13,15 @@ use std::fmt;
 /// The kernel's limit on the length of a classic BPF program (`BPF_MAXINSNS`).
 pub const MAX_INSNS: usize = 4096;
 
+/// Longest filter expression compiled (bytes). Real capture filters are a
+/// line; libpcap's compile time and memory grow faster than linearly with
+/// the expression, so the bound is checked before any work.
+pub const MAX_FILTER_BYTES: usize = 1024;
+/// Most primitives joined by `and`/`or` (and their `&&`/`||` spellings).
+pub const MAX_FILTER_TERMS: usize = 64;
+/// Deepest nesting of parentheses.
+pub const MAX_FILTER_DEPTH: usize = 16;
+
 /// `BPF_RET | BPF_K`: return the constant `k` (bytes to keep; 0 drops).
 pub(crate) const RET_K: u16 = 0x06;
 /// Mask of the instruction class bits of `code`.
@@ -122,6 +131,12 @@ pub enum FilterError {
         /// What went wrong.
         message: String,
     },
+    /// The expression is over a size bound; refused before compiling.
+    #[error("filter refused before compiling: {reason}")]
+    TooLarge {
+        /// Which bound, and by how much.
+        reason: String,
+    },
     /// The program cannot be attached as it is (too long, empty, jumps out
     /// of range, does not end in `ret`).
     #[error("filter '{expr}' is not a usable BPF program: {reason}")]
@@ -141,11 +156,45 @@ impl FilterError {
                 "filters use tcpdump's expression language (man 7 pcap-filter), e.g. 'icmp or tcp port 80', 'host 198.18.0.11 and udp port 8472'"
             }
             FilterError::Libpcap { .. } => "check that libpcap is installed (libpcap0.8)",
+            FilterError::TooLarge { .. } => {
+                "capture filters are one line: narrow it to the hosts and ports of the path (e.g. 'host 198.18.0.11 and tcp port 80'), or capture with a broader filter and filter when reading"
+            }
             FilterError::Program { .. } => {
                 "compile the filter with meshctl or the coordinator; programs are limited to 4096 instructions"
             }
         }
     }
+}
+
+/// Checks `expr` against [`MAX_FILTER_BYTES`], [`MAX_FILTER_TERMS`] and
+/// [`MAX_FILTER_DEPTH`] in one pass, before any compiling.
+pub fn check_size(expr: &str) -> Result<(), FilterError> {
+    let too_large = |reason: String| Err(FilterError::TooLarge { reason });
+    if expr.len() > MAX_FILTER_BYTES {
+        return too_large(format!("{} bytes, at most {MAX_FILTER_BYTES}", expr.len()));
+    }
+    let joins = expr
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|w| matches!(*w, "and" | "or" | "&&" | "||"))
+        .count();
+    if joins + 1 > MAX_FILTER_TERMS {
+        return too_large(format!(
+            "{} terms joined by and/or, at most {MAX_FILTER_TERMS}",
+            joins + 1
+        ));
+    }
+    let mut depth = 0usize;
+    for c in expr.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_FILTER_DEPTH {
+            return too_large(format!("parentheses nested over {MAX_FILTER_DEPTH} deep"));
+        }
+    }
+    Ok(())
 }
 
 /// Lowers every `ret #k` with `k > snaplen` to `ret #snaplen`, so the kernel

@@ -3,7 +3,7 @@
 //! probes receive instructions and `meshctl` sends expressions, so neither
 //! links libpcap.
 
-use super::{BpfInsn, CompiledFilter, FilterError, LinkLayer, clamp_snaplen, validate};
+use super::{BpfInsn, CompiledFilter, FilterError, LinkLayer, check_size, clamp_snaplen, validate};
 
 /// libpcap's `DLT_RAW` on Linux: packets start at the IPv4/IPv6 header.
 const DLT_RAW_LINUX: i32 = 12;
@@ -24,8 +24,10 @@ pub fn compile(expr: &str, snaplen: u32) -> Result<Vec<BpfInsn>, FilterError> {
     compile_for(expr, snaplen, LinkLayer::Ethernet)
 }
 
-/// Compiles `expr` for link layer `link`; see [`compile`].
+/// Compiles `expr` for link layer `link`; see [`compile`]. An expression
+/// over the size bounds ([`check_size`]) is refused before compiling.
 pub fn compile_for(expr: &str, snaplen: u32, link: LinkLayer) -> Result<Vec<BpfInsn>, FilterError> {
+    check_size(expr)?;
     let libpcap = |e: pcap::Error| FilterError::Libpcap {
         expr: expr.to_string(),
         message: e.to_string(),
@@ -90,6 +92,38 @@ fn parse_insn(text: &str) -> Option<BpfInsn> {
 mod tests {
     use super::*;
     use crate::bpf::tests::ICMP_ETHERNET;
+
+    #[test]
+    fn oversized_filters_are_refused_before_compiling() {
+        let terms: Vec<String> = (0..6000)
+            .map(|i| format!("host 198.18.{}.{}", i / 250, i % 250))
+            .collect();
+        let huge = terms.join(" or ");
+        let started = std::time::Instant::now();
+        let err = compile(&huge, 128).expect_err("must be refused");
+        assert!(matches!(err, FilterError::TooLarge { .. }), "{err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(50),
+            "{:?}",
+            started.elapsed()
+        );
+        let short: Vec<&str> = (0..64).map(|_| "icmp").collect();
+        assert!(
+            compile(&short.join(" or "), 128).is_ok(),
+            "64 terms compile"
+        );
+        let sixty_five: Vec<&str> = (0..65).map(|_| "icmp").collect();
+        assert!(matches!(
+            compile(&sixty_five.join(" or "), 128),
+            Err(FilterError::TooLarge { .. })
+        ));
+        let deep = format!("{}icmp{}", "(".repeat(17), ")".repeat(17));
+        assert!(matches!(
+            compile(&deep, 128),
+            Err(FilterError::TooLarge { .. })
+        ));
+        assert!(compile(&format!("{}icmp{}", "(".repeat(16), ")".repeat(16)), 128).is_ok());
+    }
 
     #[test]
     fn bpf_icmp_compiles_like_tcpdump_with_the_snaplen() {
