@@ -15,8 +15,12 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 venv=target/kube-venv
 
 installed() {
+  # Read kubectl's whole answer before matching: `kubectl | grep -q` under
+  # pipefail fails at random when grep exits first and kubectl gets SIGPIPE.
+  local version
   [ -x "$venv/bin/kubectl" ] && [ -x "$venv/bin/python" ] &&
-    "$venv/bin/kubectl" version --client 2>/dev/null | grep -q "Client Version: v$KUBECTL_VERSION\$" &&
+    version=$("$venv/bin/kubectl" version --client 2>/dev/null) &&
+    grep -q "Client Version: v$KUBECTL_VERSION\$" <<<"$version" &&
     "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null
 }
 
