@@ -30,16 +30,43 @@ impl EnrollService {
     }
 }
 
+impl EnrollService {
+    /// Signs `csr_pem` as probe `name` (only the CSR's key is used).
+    fn issue(&self, csr_pem: &str, name: String) -> Result<pb::JoinResponse, Error> {
+        let certificate_pem = self
+            .state
+            .ca
+            .sign_csr(
+                csr_pem,
+                &name,
+                Role::Probe,
+                Validity::leaf(time::OffsetDateTime::now_utc()),
+            )
+            .map_err(|e| {
+                Error::InvalidRequest(format!("the certificate request was refused: {e}"))
+            })?;
+        Ok(pb::JoinResponse {
+            certificate_pem,
+            ca_pem: self.state.ca.cert_pem().to_owned(),
+            name,
+        })
+    }
+}
+
+/// The caller's address, for the log.
+fn remote_of<T>(req: &Request<T>) -> Option<std::net::SocketAddr> {
+    req.extensions()
+        .get::<probemesh_proto::tls::PeerInfo>()
+        .map(|p| p.remote_addr)
+}
+
 #[tonic::async_trait]
 impl pb::enrollment_server::Enrollment for EnrollService {
     async fn join(
         &self,
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        let remote = req
-            .extensions()
-            .get::<probemesh_proto::tls::PeerInfo>()
-            .map(|p| p.remote_addr);
+        let remote = remote_of(&req);
         let r = req.into_inner();
         let token: JoinToken =
             r.token
@@ -56,34 +83,16 @@ impl pb::enrollment_server::Enrollment for EnrollService {
             .inspect_err(
                 |e| tracing::warn!(peer = ?remote, name = %token.name, reason = %e, "join refused"),
             )?;
-        let certificate_pem = self
-            .state
-            .ca
-            .sign_csr(
-                &r.csr_pem,
-                &name,
-                Role::Probe,
-                Validity::leaf(time::OffsetDateTime::now_utc()),
-            )
-            .map_err(|e| {
-                Error::InvalidRequest(format!("the certificate request was refused: {e}"))
-            })?;
-        tracing::info!(peer = ?remote, name = %name, "external probe enrolled");
-        Ok(Response::new(pb::JoinResponse {
-            certificate_pem,
-            ca_pem: self.state.ca.cert_pem().to_owned(),
-            name,
-        }))
+        let issued = self.issue(&r.csr_pem, name)?;
+        tracing::info!(peer = ?remote, name = %issued.name, "external probe enrolled");
+        Ok(Response::new(issued))
     }
 
     async fn enroll_node(
         &self,
         req: Request<pb::NodeEnrollRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
-        let remote = req
-            .extensions()
-            .get::<probemesh_proto::tls::PeerInfo>()
-            .map(|p| p.remote_addr);
+        let remote = remote_of(&req);
         let r = req.into_inner();
         let refuse = |reason: String| {
             tracing::warn!(peer = ?remote, node = %r.node_name, %reason, "node enrollment refused");
@@ -108,23 +117,8 @@ impl pb::enrollment_server::Enrollment for EnrollService {
                 )));
             }
         }
-        let certificate_pem = self
-            .state
-            .ca
-            .sign_csr(
-                &r.csr_pem,
-                &r.node_name,
-                Role::Probe,
-                Validity::leaf(time::OffsetDateTime::now_utc()),
-            )
-            .map_err(|e| {
-                Error::InvalidRequest(format!("the certificate request was refused: {e}"))
-            })?;
-        tracing::info!(peer = ?remote, node = %r.node_name, "node probe enrolled by ServiceAccount token");
-        Ok(Response::new(pb::JoinResponse {
-            certificate_pem,
-            ca_pem: self.state.ca.cert_pem().to_owned(),
-            name: r.node_name,
-        }))
+        let issued = self.issue(&r.csr_pem, r.node_name.clone())?;
+        tracing::info!(peer = ?remote, node = %issued.name, "node probe enrolled by ServiceAccount token");
+        Ok(Response::new(issued))
     }
 }

@@ -193,17 +193,10 @@ async fn resource(
     };
     match (verb, target.name, target.subresource) {
         ("watch", _, None) => {
-            let selector = match Selector::parse(param("labelSelector").unwrap_or_default()) {
+            let selector = match selector(param("labelSelector"), param("fieldSelector")) {
                 Ok(s) => s,
                 Err(e) => return status(400, "BadRequest", &e),
             };
-            if param("fieldSelector").is_some_and(|f| !f.is_empty()) {
-                return status(
-                    400,
-                    "BadRequest",
-                    "fieldSelector is not supported by the lab API server",
-                );
-            }
             let since = param("resourceVersion")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| store.version());
@@ -223,17 +216,10 @@ async fn resource(
             )
         }
         ("list", None, None) => {
-            let selector = match Selector::parse(param("labelSelector").unwrap_or_default()) {
+            let selector = match selector(param("labelSelector"), param("fieldSelector")) {
                 Ok(s) => s,
                 Err(e) => return status(400, "BadRequest", &e),
             };
-            if param("fieldSelector").is_some_and(|f| !f.is_empty()) {
-                return status(
-                    400,
-                    "BadRequest",
-                    "fieldSelector is not supported by the lab API server",
-                );
-            }
             let (items, rv) = store.list(target.kind, target.namespace, &selector);
             if table {
                 return document(StatusCode::OK, &kinds::table(target.kind, &items, rv));
@@ -281,6 +267,14 @@ async fn resource(
             "the server could not find the requested resource",
         ),
     }
+}
+
+/// A list's or watch's label selector; field selectors are refused.
+fn selector(labels: Option<&str>, fields: Option<&str>) -> Result<Selector, String> {
+    if fields.is_some_and(|f| !f.is_empty()) {
+        return Err("fieldSelector is not supported by the lab API server".to_owned());
+    }
+    Selector::parse(labels.unwrap_or_default())
 }
 
 /// The watch stream: history after `since`, then live changes, bookmarks

@@ -3,17 +3,17 @@
 //! completion SHELL`, and a real kubectl (the pinned one of
 //! scripts/kube-tools.sh) finding the plugin and its completion on PATH.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-const MESHCTL: &str = env!("CARGO_BIN_EXE_meshctl");
+use probemesh_tests::{bin, kubectl, stderr, stdout};
 
 /// A temp dir holding `kubectl-mesh` and `kubectl_complete-mesh`, both links
 /// to the built meshctl.
 fn plugin_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
     for name in ["kubectl-mesh", "kubectl_complete-mesh"] {
-        std::os::unix::fs::symlink(MESHCTL, dir.path().join(name)).expect("symlink");
+        std::os::unix::fs::symlink(bin("meshctl"), dir.path().join(name)).expect("symlink");
     }
     dir
 }
@@ -24,14 +24,6 @@ fn run(program: &Path, args: &[&str]) -> Output {
         .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -60,7 +52,7 @@ fn as_kubectl_mesh_it_names_itself_kubectl_mesh() {
         stderr(&wrong)
     );
 
-    let meshctl = run(Path::new(MESHCTL), &["--help"]);
+    let meshctl = run(&bin("meshctl"), &["--help"]);
     assert!(
         stdout(&meshctl).contains("\nUsage: meshctl [OPTIONS] <COMMAND>\n"),
         "{}",
@@ -71,7 +63,7 @@ fn as_kubectl_mesh_it_names_itself_kubectl_mesh() {
 #[test]
 fn completion_prints_a_script_for_every_shell() {
     for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
-        let out = run(Path::new(MESHCTL), &["completion", shell]);
+        let out = run(&bin("meshctl"), &["completion", shell]);
         assert!(out.status.success(), "{shell}: {}", stderr(&out));
         let script = stdout(&out);
         assert!(
@@ -85,7 +77,7 @@ fn completion_prints_a_script_for_every_shell() {
         stdout(&out).contains("kubectl-mesh"),
         "run as kubectl-mesh, the script completes kubectl-mesh"
     );
-    let bad = run(Path::new(MESHCTL), &["completion", "tcsh"]);
+    let bad = run(&bin("meshctl"), &["completion", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2), "an unknown shell is bad usage");
 }
 
@@ -125,22 +117,6 @@ fn kubectl_complete_mesh_answers_in_cobras_protocol() {
         marked.contains("probe\t") && marked.contains("probes\t"),
         "{marked}"
     );
-}
-
-/// kubectl of scripts/kube-tools.sh; panics (never skips) when it cannot be had.
-fn kubectl() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kube-tools.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "{} failed: a real kubectl is required for this test",
-        script.display()
-    );
-    PathBuf::from(stdout(&out).trim()).join("kubectl")
 }
 
 #[test]
