@@ -151,8 +151,11 @@ fn a_disk_filling_up_mid_way_loses_no_run_that_reported_success() {
             done.push(run_id(&out));
             continue;
         }
-        first_failure.get_or_insert(i);
         let err = stderr(&out);
+        if first_failure.is_none() {
+            eprintln!("run {i} failed: {err}");
+            first_failure = Some(i);
+        }
         assert_exit(&out, 3, "a run whose record cannot be written");
         assert!(
             err.contains("No space left on device")
