@@ -104,10 +104,14 @@ impl pb::control_server::Control for ControlService {
             started_unix_ms: self.state.clock.now_unix_ms(),
             ..Default::default()
         };
-        span.in_scope(|| execute::begin(&self.state, &mut record))
-            .inspect_err(
-                |e| tracing::error!(error = %e, "run refused: its start cannot be recorded"),
-            )?;
+        execute::begin(&self.state, &mut record)
+            .instrument(span.clone())
+            .await
+            .inspect_err(|e| {
+                span.in_scope(
+                    || tracing::error!(error = %e, "run refused: its start cannot be recorded"),
+                );
+            })?;
         span.in_scope(|| tracing::info!(run_id = %run_id, trace_id = %trace_id, requester = %caller.identity.name, from = %request.from, "run started"));
 
         let (tx, rx) = mpsc::channel(64);

@@ -15,6 +15,7 @@ use probemesh_proto::pb;
 use probemesh_telemetry::task_result_class;
 use tokio::sync::mpsc;
 use tonic::Status;
+use tracing::Instrument as _;
 
 use crate::dispatch::TaskHandle;
 use crate::error::Error;
@@ -128,9 +129,9 @@ pub(crate) async fn cancel(state: &Coordinator, link: &Link, task_id: &str) {
 
 /// Records a run as started (`running`) before any of its work: a run whose
 /// start cannot be written is refused, so none runs unrecorded.
-pub(crate) fn begin(state: &Coordinator, record: &mut pb::RunRecord) -> Result<(), Error> {
+pub(crate) async fn begin(state: &Coordinator, record: &mut pb::RunRecord) -> Result<(), Error> {
     record.set_state(pb::RunState::Running);
-    state.runs.insert(record.clone())
+    state.runs.write(record.clone()).await
 }
 
 /// Finishes a run: puts `result` (when given) in the record, stamps its
@@ -161,11 +162,14 @@ pub(crate) async fn finish(
         }
         None => record.set_state(pb::RunState::Done),
     }
-    let stored = tracing::info_span!("probemesh.store").in_scope(|| {
-        state.runs.insert(record.clone()).inspect_err(|e| {
+    let stored = state
+        .runs
+        .write(record.clone())
+        .instrument(tracing::info_span!("probemesh.store"))
+        .await
+        .inspect_err(|e| {
             tracing::error!(error = %e, "could not store the run; it ends with this error");
-        })
-    });
+        });
     if let Some(request) = &record.request {
         // A diagnosis is labelled by its verdict class, a tool run by how
         // its task ended.

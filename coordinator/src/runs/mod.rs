@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use probemesh_proto::{compat, pb};
 
@@ -40,10 +40,10 @@ const LEGACY_NAME: &str = "runs.pb.legacy";
 /// Written, fsync'd and removed at open to prove the directory writable.
 const WRITE_TEST_NAME: &str = ".probemesh-write-test";
 
-/// The run history.
-#[derive(Debug, Default)]
+/// The run history. Clones share it.
+#[derive(Debug, Default, Clone)]
 pub struct RunStore {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 #[derive(Debug, Default)]
@@ -123,10 +123,10 @@ impl RunStore {
         }
         let file = RunFile::open(&dir, path.clone())?;
         let store = Self {
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 history,
                 file: Some(file),
-            }),
+            })),
         };
         let interrupted = store.interrupt_running()?;
         tracing::info!(
@@ -146,6 +146,23 @@ impl RunStore {
     /// disk or in memory.
     pub fn insert(&self, record: pb::RunRecord) -> Result<()> {
         self.lock().record(record)
+    }
+
+    /// [`RunStore::insert`] on the blocking pool: writing and syncing a file
+    /// can take a while on a busy disk, and must not hold an async thread.
+    pub async fn write(&self, record: pb::RunRecord) -> Result<()> {
+        let store = self.clone();
+        let what = what_failed(&record);
+        match tokio::task::spawn_blocking(move || store.insert(record)).await {
+            Ok(written) => written,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: the write never ran.
+            Err(e) => Err(Error::StoreUnwritable {
+                what,
+                path: self.path().unwrap_or_default(),
+                source: std::io::Error::other(e),
+            }),
+        }
     }
 
     /// Keeps `record` in memory only: what this coordinator knows of a run
@@ -203,6 +220,11 @@ impl RunStore {
             (Some(one), None) if !run_id.is_empty() => Some(one.clone()),
             _ => None,
         }
+    }
+
+    /// The run file, for a persisted store.
+    fn path(&self) -> Option<PathBuf> {
+        self.lock().file.as_ref().map(|f| f.path.clone())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
