@@ -105,7 +105,9 @@ enum Command {
     /// Headers only (128 bytes) unless --payload is asked and allowed.
     /// Example: meshctl capture --on cloudvm-1:eth0,node-1:eth0,node-2:flannel.1 --filter 'tcp port 30080' --duration 5s
     Capture(capture::CaptureArgs),
-    /// Run history; `meshctl runs RUN_ID` shows one run in full.
+    /// Run history, each run with its state: running, done, failed (and
+    /// why) or interrupted (the coordinator stopped mid-run); `meshctl runs
+    /// RUN_ID` shows one run in full.
     Runs(runs::RunsArgs),
     /// A simulated cluster in network namespaces, with a fault catalogue.
     ///

@@ -24,6 +24,7 @@ use crate::authz::{Access, authorize};
 use crate::capture::{self, plan::CapturePlan};
 use crate::diagnose::{self, plan::DiagnosisPlan};
 use crate::error::Error;
+use crate::execute;
 use crate::registry::Link;
 use crate::state::Coordinator;
 use crate::telemetry;
@@ -95,7 +96,7 @@ impl pb::control_server::Control for ControlService {
         if let Planned::Single(plan, _) = &planned {
             span.record("probe", plan.source.probe.as_str());
         }
-        let record = pb::RunRecord {
+        let mut record = pb::RunRecord {
             run_id: run_id.clone(),
             trace_id: trace_id.clone(),
             requester: caller.identity.name.clone(),
@@ -103,6 +104,14 @@ impl pb::control_server::Control for ControlService {
             started_unix_ms: self.state.clock.now_unix_ms(),
             ..Default::default()
         };
+        execute::begin(&self.state, &mut record)
+            .instrument(span.clone())
+            .await
+            .inspect_err(|e| {
+                span.in_scope(
+                    || tracing::error!(error = %e, "run refused: its start cannot be recorded"),
+                );
+            })?;
         span.in_scope(|| tracing::info!(run_id = %run_id, trace_id = %trace_id, requester = %caller.identity.name, from = %request.from, "run started"));
 
         let (tx, rx) = mpsc::channel(64);

@@ -46,6 +46,18 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The run store cannot be written (disk full, read-only, permissions):
+    /// the run is refused or ends with this error rather than reported
+    /// without its record.
+    #[error(
+        "cannot {what}: {}: {source}; free space there, fix its permissions, or point --store at another directory",
+        path.display()
+    )]
+    StoreUnwritable {
+        what: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// TLS or certificate material could not be loaded or used.
     #[error(transparent)]
     Tls(#[from] probemesh_proto::tls::Error),
@@ -84,6 +96,8 @@ impl From<Error> for tonic::Status {
             Error::ProbeOffline(_) | Error::ProbeLost(_) => tonic::Status::unavailable(msg),
             Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
             Error::AttachRefused(_) => tonic::Status::already_exists(msg),
+            // meshctl exits 3 (inconclusive): the run has no recorded outcome.
+            Error::StoreUnwritable { .. } => tonic::Status::failed_precondition(msg),
             Error::Store { .. }
             | Error::Tls(_)
             | Error::Pki(_)

@@ -1,6 +1,6 @@
-//! Run execution: the one place that waits for a task sent down a probe's
-//! stream, cancels it, and finishes a run (stamps, stores and reports its
-//! record).
+//! Run execution: the one place that records a run's start, waits for a
+//! task sent down a probe's stream, cancels it, and finishes a run (stamps,
+//! stores and reports its record).
 //!
 //! Every kind of run executes through it: a tool run (`tool_run`), a
 //! capture (`capture::run`) and a diagnosis (`diagnose::run`), which sit
@@ -15,6 +15,7 @@ use probemesh_proto::pb;
 use probemesh_telemetry::task_result_class;
 use tokio::sync::mpsc;
 use tonic::Status;
+use tracing::Instrument as _;
 
 use crate::dispatch::TaskHandle;
 use crate::error::Error;
@@ -126,9 +127,19 @@ pub(crate) async fn cancel(state: &Coordinator, link: &Link, task_id: &str) {
     let _ = link.tx.send(Ok(msg)).await;
 }
 
+/// Records a run as started (`running`) before any of its work: a run whose
+/// start cannot be written is refused, so none runs unrecorded.
+pub(crate) async fn begin(state: &Coordinator, record: &mut pb::RunRecord) -> Result<(), Error> {
+    record.set_state(pb::RunState::Running);
+    state.runs.write(record.clone()).await
+}
+
 /// Finishes a run: puts `result` (when given) in the record, stamps its
-/// duration since `started`, stores it, counts it in the metrics and sends
-/// it to the requester as the run's last event.
+/// duration since `started` and its state (`failed` with the reason when
+/// the result is an error, else `done`), stores it, counts it in the metrics
+/// and sends it to the requester as the run's last event. When the record
+/// cannot be written the run ends with that error instead: nothing is
+/// reported done that is not on disk.
 pub(crate) async fn finish(
     state: &Coordinator,
     mut record: pb::RunRecord,
@@ -140,11 +151,25 @@ pub(crate) async fn finish(
         record.result = Some(result);
     }
     record.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-    tracing::info_span!("probemesh.store").in_scope(|| {
-        if let Err(e) = state.runs.insert(record.clone()) {
-            tracing::error!(error = %e, "could not store the run");
+    let failure = match record.result.as_ref().and_then(|r| r.outcome.as_ref()) {
+        Some(pb::task_result::Outcome::Error(e)) => Some(e.message.clone()),
+        _ => None,
+    };
+    match failure {
+        Some(why) => {
+            record.set_state(pb::RunState::Failed);
+            record.failure = why;
         }
-    });
+        None => record.set_state(pb::RunState::Done),
+    }
+    let stored = state
+        .runs
+        .write(record.clone())
+        .instrument(tracing::info_span!("probemesh.store"))
+        .await
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "could not store the run; it ends with this error");
+        });
     if let Some(request) = &record.request {
         // A diagnosis is labelled by its verdict class, a tool run by how
         // its task ended.
@@ -161,11 +186,18 @@ pub(crate) async fn finish(
             .run_finished(telemetry::request_kind(request), result, started.elapsed());
     }
     tracing::info!(run_id = %record.run_id, duration_ms = record.duration_ms, "run finished");
-    let _ = tx
-        .send(Ok(pb::RunEvent {
+    let last = match stored {
+        Ok(()) => Ok(pb::RunEvent {
             event: Some(pb::run_event::Event::Finished(record)),
-        }))
-        .await;
+        }),
+        Err(e) => {
+            record.set_state(pb::RunState::Failed);
+            record.failure = e.to_string();
+            state.runs.note(record);
+            Err(Status::from(e))
+        }
+    };
+    let _ = tx.send(last).await;
 }
 
 /// A task result that is an error of `kind`: how a run records a task that
@@ -242,6 +274,29 @@ mod tests {
         let (before, sent) = until_finished(&mut rx).await;
         assert!(before.is_empty(), "{before:?}");
         assert_eq!(sent.result, Some(result));
+        assert_eq!(sent.state(), pb::RunState::Done);
+        assert_eq!(state.runs.get("r1"), Some(sent));
+    }
+
+    #[tokio::test]
+    async fn a_run_ending_without_its_result_is_recorded_failed_with_the_reason() {
+        let state = coordinator();
+        let (tx, mut rx) = requester();
+        let lost = TaskEnd::ProbeLost.into_result("node-1");
+        finish(
+            &state,
+            record("r1", pb::RunRequest::default()),
+            Some(lost),
+            tokio::time::Instant::now(),
+            &tx,
+        )
+        .await;
+        let (_, sent) = until_finished(&mut rx).await;
+        assert_eq!(sent.state(), pb::RunState::Failed);
+        assert_eq!(
+            sent.failure,
+            "probe 'node-1' disconnected while running the task"
+        );
         assert_eq!(state.runs.get("r1"), Some(sent));
     }
 

@@ -26,6 +26,11 @@ struct Args {
     #[arg(long, env = "MESH_TLS_DIR")]
     tls_dir: PathBuf,
     /// Directory to keep runs and join tokens in (default: memory only).
+    /// It must take writes: at start a file is written, fsync'd and removed
+    /// there, and a store that refuses it stops the coordinator (exit 2).
+    /// Every run record is fsync'd; a run whose record cannot be written
+    /// (disk full, read-only) fails with that error instead of reporting
+    /// success.
     #[arg(long, env = "MESH_STORE")]
     store: Option<PathBuf>,
     /// Cluster inventory (nodes, pods, Services) as JSON; re-read when it

@@ -229,6 +229,15 @@ impl Mesh {
     /// Certificates + a coordinator (heartbeat [`TEST_HEARTBEAT`], runs and
     /// tokens stored in the temp dir).
     pub fn start() -> Self {
+        Self::start_storing_in(None)
+    }
+
+    /// [`Mesh::start`] with runs and tokens stored in `store`.
+    pub fn start_with_store(store: PathBuf) -> Self {
+        Self::start_storing_in(Some(store))
+    }
+
+    fn start_storing_in(store: Option<PathBuf>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path().to_str().expect("utf-8 temp path").to_owned();
         assert_exit(
@@ -237,19 +246,24 @@ impl Mesh {
             "certs init",
         );
         let port = free_port();
-        let url = format!("https://127.0.0.1:{port}");
-        let mut cmd = Command::new(bin("mesh-coordinator"));
-        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--tls-dir", &d])
-            .args(["--store", &format!("{d}/store")])
-            .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())]);
-        let coordinator = Daemon::spawn("mesh-coordinator", cmd);
-        coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
+        let store = store.unwrap_or_else(|| dir.path().join("store"));
+        let listen = format!("127.0.0.1:{port}");
+        let coordinator = spawn_coordinator(&listen, &d, &store);
         Self {
             dir,
-            url,
+            url: format!("https://{listen}"),
             coordinator,
             probes: Vec::new(),
         }
+    }
+
+    /// Kills the coordinator (if it still runs) and starts it again on the
+    /// same address and certificates with `--store store`; waits until it
+    /// serves.
+    pub fn restart_coordinator(&mut self, store: &Path) {
+        self.coordinator.kill();
+        let listen = self.url.trim_start_matches("https://").to_owned();
+        self.coordinator = spawn_coordinator(&listen, self.tls_dir(), store);
     }
 
     /// The TLS directory, as a string for arguments.
@@ -340,6 +354,18 @@ impl Mesh {
                 .find(|p| p["name"] == name && p["connected"] == want)
         })
     }
+}
+
+/// Starts a test mesh's coordinator and waits until it serves.
+fn spawn_coordinator(listen: &str, tls_dir: &str, store: &Path) -> Daemon {
+    let mut cmd = Command::new(bin("mesh-coordinator"));
+    cmd.args(["--listen", listen, "--tls-dir", tls_dir])
+        .arg("--store")
+        .arg(store)
+        .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())]);
+    let coordinator = Daemon::spawn("mesh-coordinator", cmd);
+    coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
+    coordinator
 }
 
 /// Copies `file` from one TLS dir into another.

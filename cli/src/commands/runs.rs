@@ -19,9 +19,40 @@ pub struct RunsArgs {
     pub limit: u32,
 }
 
+/// Where a run is in its life, as printed and in JSON: `running`, `done`,
+/// `interrupted` (the coordinator restarted mid-run) or `failed`. Records
+/// from before run states were written when the run ended: `done`.
+fn state_name(state: pb::RunState) -> &'static str {
+    match state {
+        pb::RunState::Running => "running",
+        pb::RunState::Done | pb::RunState::Unspecified => "done",
+        pb::RunState::Interrupted => "interrupted",
+        pb::RunState::Failed => "failed",
+    }
+}
+
+/// Why a run failed, only for failed runs.
+fn failure(r: &pb::RunRecord) -> Option<String> {
+    (r.state() == pb::RunState::Failed).then(|| r.failure.clone())
+}
+
+/// One run in full (`meshctl runs RUN_ID -o json`): its report with the
+/// run's state.
+#[derive(Debug, Serialize)]
+struct RunView<'a, T> {
+    #[serde(flatten)]
+    report: &'a T,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 struct RunRow {
     run_id: String,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
     started: String,
     requester: String,
     from: String,
@@ -98,6 +129,8 @@ impl From<&pb::RunRecord> for RunRow {
         };
         Self {
             run_id: r.run_id.clone(),
+            state: state_name(r.state()),
+            failure: failure(r),
             started: super::format_unix_ms(r.started_unix_ms),
             requester: r.requester.clone(),
             from: request.from,
@@ -118,35 +151,43 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
             .await?
             .into_inner();
         let row = RunRow::from(&record);
+        let header = format!(
+            "run {}  {}  started {}  by {}  ({} ms)",
+            row.run_id, row.state, row.started, row.requester, row.duration_ms
+        );
+        let failed = row.failure.iter().map(|f| format!("failed: {f}"));
         if record.diagnosis.is_some() {
             let report = super::probe::ProbeReport::new(&pb::RunAccepted::default(), &record, None);
-            return emit(output, &report, || {
-                let mut lines = vec![format!(
-                    "run {}  started {}  by {}  ({} ms)",
-                    row.run_id, row.started, row.requester, row.duration_ms
-                )];
+            let view = RunView {
+                report: &report,
+                state: row.state,
+                failure: row.failure.clone(),
+            };
+            return emit(output, &view, || {
+                let mut lines = vec![header];
+                lines.extend(failed);
                 lines.extend(report.table_lines());
                 lines
             });
         }
         let report = ToolReport::from_record(record);
-        return match output {
-            OutputFormat::Json => print_json(&report).map_err(|e| Failure::usage(e.to_string())),
-            OutputFormat::Table => {
-                println!(
-                    "run {}  started {}  by {}  ({} ms)",
-                    row.run_id, row.started, row.requester, row.duration_ms
-                );
-                println!(
+        let view = RunView {
+            report: &report,
+            state: row.state,
+            failure: row.failure.clone(),
+        };
+        return emit(output, &view, || {
+            let mut lines = vec![
+                header,
+                format!(
                     "{} from {} to {}: {}",
                     row.kind, row.from, row.target, row.result
-                );
-                for line in report.summary_lines() {
-                    println!("{line}");
-                }
-                Ok(())
-            }
-        };
+                ),
+            ];
+            lines.extend(failed);
+            lines.extend(report.summary_lines());
+            lines
+        });
     }
     let runs = control
         .list_runs(pb::ListRunsRequest { limit: args.limit })
@@ -158,13 +199,14 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
         OutputFormat::Json => print_json(&rows).map_err(|e| Failure::usage(e.to_string())),
         OutputFormat::Table => {
             println!(
-                "{:<17} {:<21} {:<10} {:<12} {:<7} {:<24} {:>8}  RESULT",
-                "RUN", "STARTED", "BY", "FROM", "TEST", "TARGET", "MS"
+                "{:<17} {:<12} {:<21} {:<10} {:<12} {:<7} {:<24} {:>8}  RESULT",
+                "RUN", "STATE", "STARTED", "BY", "FROM", "TEST", "TARGET", "MS"
             );
             for r in &rows {
                 println!(
-                    "{:<17} {:<21} {:<10} {:<12} {:<7} {:<24} {:>8}  {}",
+                    "{:<17} {:<12} {:<21} {:<10} {:<12} {:<7} {:<24} {:>8}  {}",
                     r.run_id,
+                    r.state,
                     r.started,
                     r.requester,
                     r.from,
