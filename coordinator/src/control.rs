@@ -69,7 +69,7 @@ impl pb::control_server::Control for ControlService {
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
-        let planned = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
+        let mut planned = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
             match &request.kind {
                 Some(pb::run_request::Kind::Capture(req)) => capture::plan::plan(
                     req,
@@ -92,6 +92,10 @@ impl pb::control_server::Control for ControlService {
             }
             .inspect_err(|e| tracing::info!(error = %e, "run refused"))
         })?;
+        planned
+            .compile_filter()
+            .await
+            .inspect_err(|e| span.in_scope(|| tracing::info!(error = %e, "run refused")))?;
         if let Planned::Single(plan, _) = &planned {
             span.record("probe", plan.source.probe.as_str());
         }
@@ -179,6 +183,22 @@ enum Planned {
     Capture(CapturePlan),
     /// A diagnosis: many checks, captures, a verdict.
     Probe(Box<DiagnosisPlan>),
+}
+
+impl Planned {
+    /// Compiles the capture filter, if the run captures (off the async
+    /// threads, bounded: [`capture::compile`]).
+    async fn compile_filter(&mut self) -> Result<(), Error> {
+        let capture = match self {
+            Planned::Capture(plan) => Some(plan),
+            Planned::Probe(plan) => plan.capture.as_mut(),
+            Planned::Single(..) => None,
+        };
+        match capture {
+            Some(plan) => capture::compile::programs(&mut plan.template).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// The first event of every run.

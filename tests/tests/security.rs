@@ -179,3 +179,48 @@ fn an_oversized_capture_filter_is_refused_before_any_work() {
     assert!(took < Duration::from_secs(2), "refused after {took:?}");
     assert_exit(&mesh.meshctl(&["probes"]), 0, "probes after the refusal");
 }
+
+/// Issue 14, item 1: filters are compiled in the blocking pool, a few at
+/// once, within a time budget. Many concurrent captures with the largest
+/// filter allowed do not stall the coordinator: `meshctl probes` keeps
+/// answering within a second while they compile and run.
+#[test]
+fn concurrent_maximal_filters_do_not_stall_the_coordinator() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    let filter = (0..64)
+        .map(|i| format!("port {}", 1000 + i))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let capture = [
+        "capture",
+        "--on",
+        "node-a:lo",
+        "--filter",
+        &filter,
+        "--duration",
+        "500ms",
+        "-o",
+        "json",
+    ];
+    std::thread::scope(|s| {
+        let captures: Vec<_> = (0..12)
+            .map(|_| s.spawn(|| mesh.meshctl(&capture)))
+            .collect();
+        for _ in 0..10 {
+            let started = std::time::Instant::now();
+            assert_exit(&mesh.meshctl(&["probes"]), 0, "probes while compiling");
+            let took = started.elapsed();
+            assert!(took < Duration::from_secs(1), "probes took {took:?}");
+        }
+        for capture in captures {
+            let out = capture.join().expect("capture thread");
+            let said = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(
+                out.status.code() == Some(0) || said.contains("budget of 2s"),
+                "a capture neither ran nor was refused for the budget: {out:?}"
+            );
+        }
+    });
+}
