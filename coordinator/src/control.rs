@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::authz::{Access, authorize};
+use crate::bounds;
 use crate::capture::{self, plan::CapturePlan};
 use crate::diagnose::{self, plan::DiagnosisPlan};
 use crate::error::Error;
@@ -54,8 +55,19 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::ListProbesRequest>,
     ) -> Result<Response<pb::ListProbesResponse>, Status> {
         authorize(&req, "Control.ListProbes", Access::Read)?;
+        let r = req.get_ref();
         let probes = self.state.registry().list();
-        Ok(Response::new(pb::ListProbesResponse { probes }))
+        let page = bounds::page(
+            probes.iter(),
+            |p| &p.name,
+            &r.page_token,
+            bounds::page_items(r.page_size),
+            Clone::clone,
+        )?;
+        Ok(Response::new(pb::ListProbesResponse {
+            probes: page.items,
+            next_page_token: page.next_token,
+        }))
     }
 
     type StartRunStream = RunStream;
@@ -66,6 +78,7 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<Self::StartRunStream>, Status> {
         let caller = authorize(&req, "Control.StartRun", Access::Operate)?;
         let request = req.into_inner();
+        bounds::check_run_request(&request)?;
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
@@ -131,9 +144,19 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         authorize(&req, "Control.ListRuns", Access::Read)?;
-        let limit = usize::try_from(req.get_ref().limit).unwrap_or(usize::MAX);
+        let r = req.get_ref();
+        let asked = if r.page_size == 0 {
+            r.limit
+        } else {
+            r.page_size
+        };
+        let page = self
+            .state
+            .runs
+            .page(&r.page_token, bounds::page_items(asked))?;
         Ok(Response::new(pb::ListRunsResponse {
-            runs: self.state.runs.list(limit),
+            runs: page.items,
+            next_page_token: page.next_token,
         }))
     }
 
@@ -146,7 +169,7 @@ impl pb::control_server::Control for ControlService {
         self.state
             .runs
             .get(id)
-            .map(Response::new)
+            .map(|record| Response::new(bounds::fit_run(&record)))
             .ok_or_else(|| Error::NotFound(format!("no run '{id}' (see `meshctl runs`)")).into())
     }
 

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use probemesh_proto::pb;
 use prost::Message as _;
 
+use crate::bounds;
 use crate::error::{Error, Result};
 
 /// Runs kept in memory.
@@ -102,6 +103,19 @@ impl RunStore {
         let runs = self.lock();
         let limit = if limit == 0 { runs.len() } else { limit };
         runs.iter().rev().take(limit).cloned().collect()
+    }
+
+    /// The page of the history after run `token` (from the newest when
+    /// empty), newest first, at most `size` runs ([`bounds::page`]).
+    pub fn page(&self, token: &str, size: usize) -> Result<bounds::Page<pb::RunRecord>> {
+        let runs = self.lock();
+        bounds::page(
+            runs.iter().rev(),
+            |r| &r.run_id,
+            token,
+            size,
+            bounds::fit_run,
+        )
     }
 
     /// One run by id, or by a unique prefix of its id.

@@ -229,6 +229,12 @@ impl Mesh {
     /// Certificates + a coordinator (heartbeat [`TEST_HEARTBEAT`], runs and
     /// tokens stored in the temp dir).
     pub fn start() -> Self {
+        Self::start_with_store(|_| {})
+    }
+
+    /// As [`Mesh::start`], with `prepare` filling the store directory
+    /// (created empty) before the coordinator starts.
+    pub fn start_with_store(prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path().to_str().expect("utf-8 temp path").to_owned();
         assert_exit(
@@ -236,6 +242,9 @@ impl Mesh {
             0,
             "certs init",
         );
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).expect("store dir");
+        prepare(&store);
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
         let mut cmd = Command::new(bin("mesh-coordinator"));

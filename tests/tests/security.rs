@@ -34,7 +34,7 @@ fn refusals_name_their_reason() {
             .await
             .expect("tls without client cert");
         pb::control_client::ControlClient::new(channel)
-            .list_probes(pb::ListProbesRequest {})
+            .list_probes(pb::ListProbesRequest::default())
             .await
             .expect_err("must be refused")
     });
