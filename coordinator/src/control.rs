@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use probemesh_proto::pb;
+use probemesh_proto::token::MAX_TOKEN_TTL;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,9 +30,6 @@ use crate::registry::Link;
 use crate::state::Coordinator;
 use crate::telemetry;
 use crate::tool_run::{self, ToolPlan};
-
-/// Longest join-token lifetime accepted.
-const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Control over the shared state.
 #[derive(Debug, Clone)]

@@ -122,3 +122,96 @@ fn meshctl_runs_pages_through_a_long_history_and_trims_an_oversized_record() {
     let out = mesh.meshctl(&["runs", &format!("{HUGE:016x}")]);
     assert_exit(&out, 0, "meshctl runs ID of the oversized record");
 }
+
+/// Issue 14, item 8: bad usage exits 2 with the rule and the way out, and
+/// nothing is run or stored.
+#[test]
+fn bad_usage_is_refused_with_exit_2_and_nothing_is_stored() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    let refused = |args: &[&str], says: &str| {
+        let out = mesh.meshctl(args);
+        assert_exit(&out, 2, &args.join(" "));
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(said.contains(says), "{args:?}: {said}");
+    };
+    // `-i 0` once became 1 s without a word.
+    refused(
+        &["ping", "--from", "node-a", "127.0.0.1", "-i", "0s"],
+        "must be more than 0",
+    );
+    // A port on a ping target was dropped without a word.
+    refused(
+        &["ping", "--from", "node-a", "127.0.0.1:80", "-c", "1"],
+        "meshctl tcping --from node-a 127.0.0.1:80",
+    );
+    // Tabs and newlines were stored and printed raw.
+    refused(
+        &["ping", "--from", "node-a", "127.0.0.1\n", "-c", "1"],
+        "control character '\\n'",
+    );
+    refused(
+        &["tcping", "--from", "node-a", "127.0.0.1:80\tx", "-c", "1"],
+        "control character '\\t'",
+    );
+    // --ttl 0s once made a token; over 7 days is refused too.
+    refused(
+        &["join-token", "create", "--name", "ext-1", "--ttl", "0s"],
+        "from 1s to 7days",
+    );
+    refused(
+        &["join-token", "create", "--name", "ext-1", "--ttl", "8d"],
+        "from 1s to 7days",
+    );
+    // A URL that is none is bad usage (2), not an unreachable coordinator (4).
+    let out = probemesh_tests::run(
+        "meshctl",
+        &[
+            "--coordinator",
+            "notaurl",
+            "--tls-dir",
+            mesh.tls_dir(),
+            "probes",
+        ],
+    );
+    assert_exit(&out, 2, "--coordinator notaurl");
+    let runs = mesh.meshctl(&["runs", "-o", "json"]);
+    assert_exit(&runs, 0, "meshctl runs");
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&runs.stdout).expect("JSON rows");
+    assert!(rows.is_empty(), "nothing ran: {rows:?}");
+}
+
+/// Issue 14, item 8: after the coordinator dies (kill -9), meshctl's hint
+/// blamed the TLS handshake. It says the coordinator is down or restarting.
+#[test]
+fn a_dead_coordinator_is_not_blamed_on_tls() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    std::thread::scope(|s| {
+        let ping = s.spawn(|| {
+            mesh.meshctl(&[
+                "ping",
+                "--from",
+                "node-a",
+                "127.0.0.1",
+                "-c",
+                "50",
+                "-i",
+                "100ms",
+            ])
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        mesh.coordinator.signal("KILL");
+        let out = ping.join().expect("ping thread");
+        assert_exit(&out, 4, "ping while the coordinator dies");
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!said.contains("tls handshake"), "{said}");
+        assert!(said.contains("down or restarting"), "{said}");
+    });
+    let out = mesh.meshctl(&["probes"]);
+    assert_exit(&out, 4, "probes with the coordinator gone");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!said.contains("tls handshake"), "{said}");
+}
