@@ -54,10 +54,12 @@ impl Failure {
 
     /// Maps a coordinator answer to the contract's exit code.
     ///
-    /// A refused client certificate surfaces here only as a broken
-    /// connection (`Unknown`/`Cancelled`, "transport error", "broken pipe"):
-    /// the reason is in the coordinator's log, so the message says where to
-    /// look.
+    /// A broken call (`Unavailable`/`Unknown`/`Cancelled`) is a refused
+    /// client certificate only when the TLS layer says so (an alert, a
+    /// certificate or handshake error; the reason is then in the
+    /// coordinator's log, so the message says where to look); otherwise the
+    /// coordinator went away or restarted mid-call (a reset, a refused or
+    /// closed connection), and the hint says that instead.
     pub fn from_status(status: &tonic::Status) -> Self {
         use tonic::Code;
         let about_probe = status.message().starts_with("probe ");
@@ -69,11 +71,19 @@ impl Failure {
             Code::PermissionDenied => (exit::UNREACHABLE, "coordinator refused the call: "),
             Code::Unavailable if about_probe => (exit::INCONCLUSIVE, ""),
             Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                let text = status.message().to_ascii_lowercase();
+                let hint = if ["alert", "certificate", "handshake", "tls"]
+                    .iter()
+                    .any(|w| text.contains(w))
+                {
+                    "if it logs `tls handshake refused`, it does not trust this certificate: check --tls-dir and --identity"
+                } else {
+                    "the connection broke or was refused: the coordinator is down or restarting; check that it runs and retry"
+                };
                 return Self {
                     code: exit::UNREACHABLE,
                     message: format!(
-                        "cannot reach the coordinator: {} (if it logs `tls handshake refused`, it does not trust \
-                         this certificate: check --tls-dir and --identity)",
+                        "cannot reach the coordinator: {} ({hint})",
                         status.message()
                     ),
                 };
@@ -150,6 +160,8 @@ impl Endpoint {
             .clone()
             .or(file.identity)
             .unwrap_or_else(|| "admin".to_owned());
+        probemesh_proto::tls::coordinator_host(&url)
+            .map_err(|e| Failure::usage(format!("--coordinator: {e}")))?;
         let tls = probemesh_proto::tls::client_config(&TlsDir::new(tls_dir), &identity)
             .map_err(|e| Failure::usage(e.to_string()))?;
         let channel = probemesh_proto::tls::connect(&url, tls)
@@ -158,5 +170,40 @@ impl Endpoint {
                 Failure::unreachable(format!("cannot reach the coordinator at {url}: {e}"))
             })?;
         Ok(ControlClient::new(channel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_call_blames_tls_only_when_tls_says_so() {
+        let refused = Failure::from_status(&tonic::Status::unavailable(
+            "error trying to connect: tcp connect error: Connection refused (os error 111)",
+        ));
+        assert_eq!(refused.code, exit::UNREACHABLE);
+        assert!(!refused.message.contains("tls"), "{}", refused.message);
+        assert!(
+            refused.message.contains("down or restarting"),
+            "{}",
+            refused.message
+        );
+        let reset = Failure::from_status(&tonic::Status::unknown(
+            "transport error: connection reset by peer",
+        ));
+        assert!(
+            reset.message.contains("down or restarting"),
+            "{}",
+            reset.message
+        );
+        let alert = Failure::from_status(&tonic::Status::unknown(
+            "transport error: received fatal alert: UnknownCA",
+        ));
+        assert!(
+            alert.message.contains("tls handshake refused"),
+            "{}",
+            alert.message
+        );
     }
 }

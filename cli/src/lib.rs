@@ -14,3 +14,13 @@ pub mod output;
 pub fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     probemesh_model::duration::parse_duration(s).map_err(|e| e.to_string())
 }
+
+/// clap value parser for intervals and timeouts, which must be more than
+/// zero (a zero interval is not "as fast as possible": it is refused).
+pub fn parse_positive_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if d.is_zero() {
+        return Err("must be more than 0 (e.g. 200ms, 1s)".to_owned());
+    }
+    Ok(d)
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use probemesh_proto::pb;
+use probemesh_proto::token::MAX_TOKEN_TTL;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +22,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::authz::{Access, authorize};
+use crate::bounds;
 use crate::capture::{self, plan::CapturePlan};
 use crate::diagnose::{self, plan::DiagnosisPlan};
 use crate::error::Error;
@@ -29,9 +31,6 @@ use crate::registry::Link;
 use crate::state::Coordinator;
 use crate::telemetry;
 use crate::tool_run::{self, ToolPlan};
-
-/// Longest join-token lifetime accepted.
-const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Control over the shared state.
 #[derive(Debug, Clone)]
@@ -55,8 +54,19 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::ListProbesRequest>,
     ) -> Result<Response<pb::ListProbesResponse>, Status> {
         authorize(&req, "Control.ListProbes", Access::Read)?;
+        let r = req.get_ref();
         let probes = self.state.registry().list();
-        Ok(Response::new(pb::ListProbesResponse { probes }))
+        let page = bounds::page(
+            probes.iter(),
+            |p| &p.name,
+            &r.page_token,
+            bounds::page_items(r.page_size),
+            Clone::clone,
+        )?;
+        Ok(Response::new(pb::ListProbesResponse {
+            probes: page.items,
+            next_page_token: page.next_token,
+        }))
     }
 
     type StartRunStream = RunStream;
@@ -67,10 +77,11 @@ impl pb::control_server::Control for ControlService {
     ) -> Result<Response<Self::StartRunStream>, Status> {
         let caller = authorize(&req, "Control.StartRun", Access::Operate)?;
         let request = req.into_inner();
+        bounds::check_run_request(&request)?;
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
-        let planned = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
+        let mut planned = tracing::info_span!(parent: &span, "probemesh.plan").in_scope(|| {
             match &request.kind {
                 Some(pb::run_request::Kind::Capture(req)) => capture::plan::plan(
                     req,
@@ -93,6 +104,10 @@ impl pb::control_server::Control for ControlService {
             }
             .inspect_err(|e| tracing::info!(error = %e, "run refused"))
         })?;
+        planned
+            .compile_filter()
+            .await
+            .inspect_err(|e| span.in_scope(|| tracing::info!(error = %e, "run refused")))?;
         if let Planned::Single(plan, _) = &planned {
             span.record("probe", plan.source.probe.as_str());
         }
@@ -136,9 +151,19 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         authorize(&req, "Control.ListRuns", Access::Read)?;
-        let limit = usize::try_from(req.get_ref().limit).unwrap_or(usize::MAX);
+        let r = req.get_ref();
+        let asked = if r.page_size == 0 {
+            r.limit
+        } else {
+            r.page_size
+        };
+        let page = self
+            .state
+            .runs
+            .page(&r.page_token, bounds::page_items(asked))?;
         Ok(Response::new(pb::ListRunsResponse {
-            runs: self.state.runs.list(limit),
+            runs: page.items,
+            next_page_token: page.next_token,
         }))
     }
 
@@ -151,7 +176,7 @@ impl pb::control_server::Control for ControlService {
         self.state
             .runs
             .get(id)
-            .map(Response::new)
+            .map(|record| Response::new(bounds::fit_run(&record)))
             .ok_or_else(|| Error::NotFound(format!("no run '{id}' (see `meshctl runs`)")).into())
     }
 
@@ -188,6 +213,22 @@ enum Planned {
     Capture(CapturePlan),
     /// A diagnosis: many checks, captures, a verdict.
     Probe(Box<DiagnosisPlan>),
+}
+
+impl Planned {
+    /// Compiles the capture filter, if the run captures (off the async
+    /// threads, bounded: [`capture::compile`]).
+    async fn compile_filter(&mut self) -> Result<(), Error> {
+        let capture = match self {
+            Planned::Capture(plan) => Some(plan),
+            Planned::Probe(plan) => plan.capture.as_mut(),
+            Planned::Single(..) => None,
+        };
+        match capture {
+            Some(plan) => capture::compile::programs(&mut plan.template).await,
+            None => Ok(()),
+        }
+    }
 }
 
 /// The first event of every run.

@@ -30,6 +30,10 @@ pub enum Error {
     /// A probe went away while running a task.
     #[error("probe '{0}' disconnected while running the task")]
     ProbeLost(String),
+    /// The coordinator will not take on this work now (a bounded pool is
+    /// full or over its time budget). Retryable.
+    #[error("{0}")]
+    Overloaded(String),
     /// A run or token id that does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -94,6 +98,7 @@ impl From<Error> for tonic::Status {
             Error::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
             Error::UnknownProbe(_) | Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::ProbeOffline(_) | Error::ProbeLost(_) => tonic::Status::unavailable(msg),
+            Error::Overloaded(_) => tonic::Status::resource_exhausted(msg),
             Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
             Error::AttachRefused(_) => tonic::Status::already_exists(msg),
             // meshctl exits 3 (inconclusive): the run has no recorded outcome.

@@ -8,7 +8,8 @@
 //! Map, lowest layer first (each imports only from those above it in this
 //! list; `scripts/check-structure.py` checks it):
 //! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
-//!   [`inventory`], [`metrics`], gathered in [`state`];
+//!   [`inventory`], [`metrics`], gathered in [`state`]; [`bounds`] holds
+//!   the size bounds on inputs and the paging of list replies;
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
 //!   and store a run);
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
@@ -21,6 +22,7 @@
 //!   [`telemetry`] makes the spans.
 
 pub mod authz;
+pub mod bounds;
 pub mod capture;
 pub mod clock;
 pub mod clock_udp;

@@ -75,6 +75,9 @@ impl pb::probe_link_server::ProbeLink for LinkService {
             }
         };
         let name = caller.identity.name.clone();
+        crate::bounds::check_hello(&hello).inspect_err(
+            |e| tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused"),
+        )?;
         let (tx, rx) = mpsc::channel(LINK_BUFFER);
         let attached = {
             let now_ms = self.state.clock.now_unix_ms();

@@ -35,6 +35,9 @@ use crate::pki::CaPin;
 
 /// The prefix of every join token; the digit is the format version.
 pub const TOKEN_PREFIX: &str = "pmj1.";
+/// Longest lifetime a join token may be created with (meshctl and the
+/// coordinator both refuse longer; the shortest is one second).
+pub const MAX_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 const ID_LEN: usize = 4;
 const SECRET_LEN: usize = 32;

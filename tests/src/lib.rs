@@ -229,15 +229,21 @@ impl Mesh {
     /// Certificates + a coordinator (heartbeat [`TEST_HEARTBEAT`], runs and
     /// tokens stored in the temp dir).
     pub fn start() -> Self {
-        Self::start_storing_in(None)
+        Self::start_storing_in(None, |_| {})
     }
 
     /// [`Mesh::start`] with runs and tokens stored in `store`.
     pub fn start_with_store(store: PathBuf) -> Self {
-        Self::start_storing_in(Some(store))
+        Self::start_storing_in(Some(store), |_| {})
     }
 
-    fn start_storing_in(store: Option<PathBuf>) -> Self {
+    /// As [`Mesh::start`], with `prepare` filling the store directory
+    /// (created empty) before the coordinator starts.
+    pub fn start_prepared(prepare: impl FnOnce(&Path)) -> Self {
+        Self::start_storing_in(None, prepare)
+    }
+
+    fn start_storing_in(store: Option<PathBuf>, prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path().to_str().expect("utf-8 temp path").to_owned();
         assert_exit(
@@ -245,8 +251,10 @@ impl Mesh {
             0,
             "certs init",
         );
-        let port = free_port();
         let store = store.unwrap_or_else(|| dir.path().join("store"));
+        std::fs::create_dir_all(&store).expect("store dir");
+        prepare(&store);
+        let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let coordinator = spawn_coordinator(&listen, &d, &store);
         Self {

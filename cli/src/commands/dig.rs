@@ -33,7 +33,7 @@ pub struct DigArgs {
     #[arg(short = 't', long = "type", default_value = "A")]
     pub record_type: String,
     /// Per-query timeout (at most 10s).
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration_arg)]
+    #[arg(long, default_value = "2s", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Duration,
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use probemesh_proto::pb;
+use probemesh_proto::token::MAX_TOKEN_TTL;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure};
@@ -20,10 +21,23 @@ pub enum JoinTokenCommand {
         /// Probe name the host will have.
         #[arg(long)]
         name: String,
-        /// How long the token stays valid (e.g. 30m, 1h; at most 7 days).
-        #[arg(long, default_value = "1h", value_parser = crate::parse_duration_arg)]
+        /// How long the token stays valid (e.g. 30m, 1h; from 1s to 7 days).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
     },
+}
+
+/// clap value parser for `--ttl`: a duration from 1s to
+/// [`MAX_TOKEN_TTL`], whole seconds.
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = crate::parse_duration_arg(s)?;
+    if ttl < Duration::from_secs(1) || ttl > MAX_TOKEN_TTL {
+        return Err(format!(
+            "a token lives from 1s to {} (e.g. 30m, 1h)",
+            humantime::format_duration(MAX_TOKEN_TTL)
+        ));
+    }
+    Ok(Duration::from_secs(ttl.as_secs()))
 }
 
 #[derive(Debug, Serialize)]
@@ -44,7 +58,7 @@ pub async fn run(
     let resp = control
         .create_join_token(pb::CreateJoinTokenRequest {
             name: name.clone(),
-            ttl_seconds: ttl.as_secs().max(1),
+            ttl_seconds: ttl.as_secs(),
         })
         .await?
         .into_inner();

@@ -21,6 +21,10 @@ use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
 
+/// Most pages a listing follows (`meshctl probes`, `meshctl runs`): far
+/// more than a coordinator keeps, a bound against a server that never ends.
+pub const MAX_PAGES: usize = 1_000;
+
 /// Unix milliseconds as an RFC 3339 UTC timestamp (seconds precision).
 pub fn format_unix_ms(ms: i64) -> String {
     u64::try_from(ms)

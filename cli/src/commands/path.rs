@@ -50,10 +50,10 @@ pub struct MtrArgs {
     #[arg(short = 'P', long = "port", value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub port: Option<u32>,
     /// Time between rounds (at most 10s).
-    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub interval: Duration,
     /// How long a round waits for answers (at most 5s).
-    #[arg(long = "timeout", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(long = "timeout", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Duration,
 }
 
@@ -69,7 +69,7 @@ pub struct PmtuArgs {
     #[arg(long = "max-mtu", value_parser = clap::value_parser!(u32).range(68..=65535))]
     pub max_mtu: Option<u32>,
     /// How long each probe waits for its answer (at most 5s).
-    #[arg(short = 'W', long = "timeout", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 'W', long = "timeout", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Duration,
     /// Probes per size before it counts as lost.
     #[arg(long = "attempts", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10))]

@@ -67,7 +67,7 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: Option<u32>,
     /// Wait per attempt (e.g. 500ms, 2s) [default: 1s].
-    #[arg(long, value_name = "DUR", value_parser = crate::parse_duration_arg)]
+    #[arg(long, value_name = "DUR", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Option<Duration>,
     /// Run without the synchronized captures.
     #[arg(long)]

@@ -66,14 +66,22 @@ impl From<pb::ProbeInfo> for ProbeView {
 /// Lists registered probes.
 pub async fn run(endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failure> {
     let mut control = endpoint.control().await?;
-    let probes: Vec<ProbeView> = control
-        .list_probes(pb::ListProbesRequest {})
-        .await?
-        .into_inner()
-        .probes
-        .into_iter()
-        .map(ProbeView::from)
-        .collect();
+    let mut probes: Vec<ProbeView> = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..super::MAX_PAGES {
+        let page = control
+            .list_probes(pb::ListProbesRequest {
+                page_size: 0,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        probes.extend(page.probes.into_iter().map(ProbeView::from));
+        page_token = page.next_page_token;
+        if page_token.is_empty() {
+            break;
+        }
+    }
     match output {
         OutputFormat::Json => print_json(&probes).map_err(|e| Failure::usage(e.to_string())),
         OutputFormat::Table => {

@@ -14,7 +14,8 @@ use super::tools::ToolReport;
 pub struct RunsArgs {
     /// Show this run in full (a unique prefix of its id is enough).
     pub run_id: Option<String>,
-    /// How many runs to list, newest first.
+    /// How many runs to list, newest first (0: every run the coordinator
+    /// keeps; they come in pages of at most 500).
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
 }
@@ -189,12 +190,28 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
             lines
         });
     }
-    let runs = control
-        .list_runs(pb::ListRunsRequest { limit: args.limit })
-        .await?
-        .into_inner()
-        .runs;
-    let rows: Vec<RunRow> = runs.iter().map(RunRow::from).collect();
+    let wanted = match args.limit {
+        0 => usize::MAX,
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let mut rows: Vec<RunRow> = Vec::new();
+    let mut page_token = String::new();
+    for _ in 0..super::MAX_PAGES {
+        let page = control
+            .list_runs(pb::ListRunsRequest {
+                limit: 0,
+                page_size: u32::try_from(wanted - rows.len()).unwrap_or(u32::MAX),
+                page_token,
+            })
+            .await?
+            .into_inner();
+        let room = wanted - rows.len();
+        rows.extend(page.runs.iter().take(room).map(RunRow::from));
+        page_token = page.next_page_token;
+        if page_token.is_empty() || rows.len() >= wanted {
+            break;
+        }
+    }
     match output {
         OutputFormat::Json => print_json(&rows).map_err(|e| Failure::usage(e.to_string())),
         OutputFormat::Table => {

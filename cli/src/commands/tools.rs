@@ -37,10 +37,10 @@ pub struct PingArgs {
     #[arg(short = 'c', long = "count", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_COUNT)))]
     pub count: u32,
     /// Wait between requests (e.g. 200ms, 1s).
-    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub interval: Duration,
     /// How long to wait for each reply.
-    #[arg(short = 'W', long = "timeout", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 'W', long = "timeout", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Duration,
     /// IP time to live (1..=255; default: the system's).
     #[arg(short = 't', long = "ttl", value_parser = clap::value_parser!(u32).range(1..=255))]
@@ -59,10 +59,10 @@ pub struct TcpingArgs {
     #[arg(short = 'c', long = "count", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_COUNT)))]
     pub count: u32,
     /// Timeout of each attempt (e.g. 500ms, 2s).
-    #[arg(short = 't', long = "timeout", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 't', long = "timeout", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Duration,
     /// Wait between attempts.
-    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub interval: Duration,
 }
 

@@ -33,7 +33,7 @@ pub struct TransferArgs {
     #[arg(long = "bytes", default_value = "64KiB", value_parser = parse_bytes)]
     pub bytes: u64,
     /// Deadline of the whole test, connect included (e.g. 5s).
-    #[arg(short = 't', long = "timeout", default_value = "5s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 't', long = "timeout", default_value = "5s", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Duration,
 }
 
@@ -55,10 +55,10 @@ pub struct UdpingArgs {
     #[arg(short = 'c', long = "count", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_COUNT)))]
     pub count: u32,
     /// Wait between datagrams (e.g. 200ms, 1s).
-    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 'i', long = "interval", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub interval: Duration,
     /// How long to wait for each echo.
-    #[arg(short = 'W', long = "timeout", default_value = "1s", value_parser = crate::parse_duration_arg)]
+    #[arg(short = 'W', long = "timeout", default_value = "1s", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Duration,
 }
 

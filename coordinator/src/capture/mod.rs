@@ -1,9 +1,11 @@
 //! Capture runs (`meshctl capture`), and the captures a diagnosis arms.
 //!
 //! [`plan`] is pure: it turns a `CaptureRequest` into a [`plan::CapturePlan`]
-//! (observers, compiled filter, payload policy applied); [`run`] executes a
-//! plan on the probes through [`crate::execute`] and correlates the files.
+//! (observers, filter bounded, payload policy applied); [`compile`] compiles
+//! its filter in the blocking pool; [`run`] executes a plan on the probes
+//! through [`crate::execute`] and correlates the files.
 
+pub mod compile;
 pub mod plan;
 pub mod run;
 

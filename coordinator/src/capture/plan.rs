@@ -1,8 +1,10 @@
 //! Plans a capture run, purely: parses the `--on` observers
-//! (`PROBE[:IFACE]`, `PROBE@pod:NS/NAME[:IFACE]`), compiles the filter to
-//! BPF, applies the payload policy and bounds the window.
+//! (`PROBE[:IFACE]`, `PROBE@pod:NS/NAME[:IFACE]`), bounds the filter's size,
+//! applies the payload policy and bounds the window.
 //!
-//! It dispatches nothing: the capture's `run` module executes the plan it returns.
+//! It compiles nothing (libpcap is slow on large filters:
+//! [`super::compile::programs`] fills in the programs off the async threads)
+//! and dispatches nothing: the capture's `run` module executes the plan.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,14 +63,15 @@ impl Observer {
 pub struct CapturePlan {
     /// Who captures where.
     pub observers: Vec<Observer>,
-    /// The task every observer gets, less interfaces, instant and clock note.
+    /// The task every observer gets, less interfaces, instant and clock
+    /// note, and less its BPF programs until [`super::compile::programs`].
     pub template: pb::CaptureTask,
     /// The capture window.
     pub window: Duration,
 }
 
 /// Plans `req`: parses `PROBE[:IFACE]` / `PROBE@pod:NS/NAME[:IFACE]`
-/// observers, compiles the filter, applies the payload policy.
+/// observers, bounds the filter, applies the payload policy.
 pub fn plan(
     req: &pb::CaptureRequest,
     policy: PayloadPolicy,
@@ -105,7 +108,7 @@ pub fn plan(
     } else {
         snaplen
     };
-    let filter = bpf::compile_filter(&req.filter, snaplen)
+    bpf::check_size(&req.filter)
         .map_err(|e| Error::InvalidRequest(format!("{e}; {}", e.hint())))?;
 
     let mut observers: BTreeMap<(String, Option<String>), Observer> = BTreeMap::new();
@@ -150,8 +153,6 @@ pub fn plan(
     }
     let template = pb::CaptureTask {
         filter_expr: req.filter.clone(),
-        filter_ethernet: filter.ethernet.iter().map(|i| i.to_wire()).collect(),
-        filter_raw_ip: filter.raw_ip.iter().map(|i| i.to_wire()).collect(),
         snaplen,
         payload_allowed: wants_payload,
         max_packets: req.max_packets,
@@ -236,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn headers_only_by_default_and_interfaces_grouped_per_probe() {
-        let plan = plan(
+        let mut plan = plan(
             &request(&["node-1", "node-1:eth0,node-1:lo"]),
             PayloadPolicy::default(),
             &crate::registry::attached(&["node-1"]),
@@ -247,7 +248,12 @@ mod tests {
         assert_eq!(plan.observers[0].interfaces, ["eth0", "lo"]);
         assert_eq!(plan.template.snaplen, HEADERS_ONLY_SNAPLEN);
         assert!(!plan.template.payload_allowed);
+        assert!(plan.template.filter_ethernet.is_empty());
+        super::super::compile::programs(&mut plan.template)
+            .await
+            .unwrap();
         assert!(!plan.template.filter_ethernet.is_empty());
+        assert!(!plan.template.filter_raw_ip.is_empty());
     }
 
     #[tokio::test]
@@ -292,10 +298,17 @@ mod tests {
         let reg = crate::registry::attached(&["node-1"]);
         let mut req = request(&["node-1"]);
         req.filter = "tcp prot 80".into();
-        let err = plan(&req, PayloadPolicy::default(), &reg, None)
+        let mut planned = plan(&req, PayloadPolicy::default(), &reg, None).unwrap();
+        let err = super::super::compile::programs(&mut planned.template)
+            .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("tcp prot 80"), "{err}");
+        req.filter = vec!["icmp"; 70].join(" or ");
+        let err = plan(&req, PayloadPolicy::default(), &reg, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("filter refused before compiling"), "{err}");
         let mut req = request(&["node-1"]);
         req.duration_us = 0;
         assert!(

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use probemesh_proto::{compat, pb};
 
+use crate::bounds;
 use crate::error::{Error, Result};
 
 /// Runs kept in memory.
@@ -193,12 +194,17 @@ impl RunStore {
         Ok(count)
     }
 
-    /// The newest `limit` runs, newest first (`0` means all kept).
-    pub fn list(&self, limit: usize) -> Vec<pb::RunRecord> {
+    /// The page of the history after run `token` (from the newest when
+    /// empty), newest first, at most `size` runs ([`bounds::page`]).
+    pub fn page(&self, token: &str, size: usize) -> Result<bounds::Page<pb::RunRecord>> {
         let inner = self.lock();
-        let runs = &inner.history.by_seq;
-        let limit = if limit == 0 { runs.len() } else { limit };
-        runs.values().rev().take(limit).cloned().collect()
+        bounds::page(
+            inner.history.by_seq.values().rev(),
+            |r| &r.run_id,
+            token,
+            size,
+            bounds::fit_run,
+        )
     }
 
     /// One run by id, or by a unique prefix of its id.

@@ -15,8 +15,22 @@ fn with_state(id: &str, state: pb::RunState) -> pb::RunRecord {
     r
 }
 
+/// Every run kept, newest first, read page by page as ListRuns does.
+fn all(store: &RunStore) -> Vec<pb::RunRecord> {
+    let mut runs = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = store.page(&token, 100).unwrap();
+        runs.extend(page.items);
+        if page.next_token.is_empty() {
+            return runs;
+        }
+        token = page.next_token;
+    }
+}
+
 fn ids(store: &RunStore) -> Vec<String> {
-    store.list(0).into_iter().map(|r| r.run_id).collect()
+    all(store).into_iter().map(|r| r.run_id).collect()
 }
 
 #[test]
@@ -25,7 +39,13 @@ fn lists_newest_first_and_finds_by_prefix() {
     store.insert(record("aaaa1111")).unwrap();
     store.insert(record("bbbb2222")).unwrap();
     store.insert(record("aaaa3333")).unwrap();
-    let ids: Vec<_> = store.list(2).into_iter().map(|r| r.run_id).collect();
+    let ids: Vec<_> = store
+        .page("", 2)
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
     assert_eq!(ids, ["aaaa3333", "bbbb2222"]);
     assert_eq!(
         store.get("bbbb").map(|r| r.run_id).as_deref(),
@@ -53,12 +73,7 @@ fn a_later_record_of_a_run_supersedes_the_earlier_in_place() {
     }
     let store = RunStore::open(dir.path().into()).unwrap();
     assert_eq!(ids(&store), ["two", "one"]);
-    assert!(
-        store
-            .list(0)
-            .iter()
-            .all(|r| r.state() == pb::RunState::Done)
-    );
+    assert!(all(&store).iter().all(|r| r.state() == pb::RunState::Done));
 }
 
 #[test]
@@ -121,11 +136,11 @@ fn is_bounded() {
     for i in 0..(MAX_RUNS + 5) {
         store.insert(record(&i.to_string())).unwrap();
     }
-    assert_eq!(store.list(0).len(), MAX_RUNS);
+    assert_eq!(all(&store).len(), MAX_RUNS);
     assert!(store.get("0").is_none());
     store.insert(record("5")).unwrap();
     assert_eq!(
-        store.list(0).len(),
+        all(&store).len(),
         MAX_RUNS,
         "a superseding record adds nothing"
     );

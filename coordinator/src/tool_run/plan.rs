@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use probemesh_model::inventory::Inventory;
-use probemesh_model::target::Port;
+use probemesh_model::target::{Port, Target};
 use probemesh_proto::pb;
 use probemesh_proto::pb::run_request::Kind;
 
@@ -80,6 +80,17 @@ pub fn plan(
     let (kind, bound) = match request.kind.clone() {
         Some(Kind::Ping(p)) => {
             let a = aim(&p.target)?;
+            let named_port = match p.target.parse::<Target>() {
+                Ok(Target::NodePort { .. }) | Err(_) => None,
+                Ok(target) => target.port(),
+            };
+            if let Some(port) = named_port {
+                return Err(Error::InvalidRequest(format!(
+                    "ping sends ICMP echoes, which have no port, but '{}' names port {port}: \
+                     to test the port, use `meshctl tcping --from {} {}`",
+                    p.target, request.from, p.target
+                )));
+            }
             let bound = attempts_bound(p.count, p.interval_us, p.timeout_us);
             (
                 pb::task::Kind::Ping(pb::PingTask {

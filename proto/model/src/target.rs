@@ -92,7 +92,18 @@ pub enum InvalidTarget {
     MissingPort { spec: String, hint: &'static str },
     #[error("'{0}' is not a target; {FORMS}")]
     Unrecognised(String),
+    /// Tabs, newlines and other control characters would be stored and
+    /// printed raw; refused before anything else is read.
+    #[error(
+        "the target contains the control character {0:?}: targets are one line of printable text"
+    )]
+    Control(char),
+    #[error("the target is {0} bytes long, at most {MAX_TARGET_BYTES}; {FORMS}")]
+    TooLong(usize),
 }
+
+/// Longest TARGET spec (a 253-byte name with its prefix and port fits).
+pub const MAX_TARGET_BYTES: usize = 512;
 
 const FORMS: &str = "targets are IP, IP:PORT, HOSTNAME[:PORT], probe:NAME[:PORT], \
 nodeport:PORT, nodeport:NODE:PORT, svc:NAMESPACE/NAME[:PORT], pod:NAMESPACE/NAME[:PORT] or dns:NAME";
@@ -116,6 +127,12 @@ impl FromStr for Target {
     type Err = InvalidTarget;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        if input.len() > MAX_TARGET_BYTES {
+            return Err(InvalidTarget::TooLong(input.len()));
+        }
+        if let Some(c) = input.chars().find(|c| c.is_control()) {
+            return Err(InvalidTarget::Control(c));
+        }
         let s = input.trim();
         if s.is_empty() {
             return Err(InvalidTarget::Empty);
@@ -332,6 +349,10 @@ mod tests {
     #[test_case("dns:bad..name", "not a valid hostname")]
     #[test_case("https://198.18.0.11", "not a target")]
     #[test_case("-leading.example", "not a valid hostname")]
+    #[test_case("198.18.0.11\n", "control character '\\n'")]
+    #[test_case("\t198.18.0.11", "control character '\\t'")]
+    #[test_case("svc:default/web\r:80", "control character '\\r'")]
+    #[test_case("dns:a\u{1b}[31m", "control character '\\u{1b}'")]
     fn refuses_bad_specs_clearly(input: &str, needle: &str) {
         let err = input
             .parse::<Target>()
@@ -339,6 +360,21 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains(needle), "{input:?} gave {err:?}");
+    }
+
+    #[test]
+    fn an_overlong_spec_is_refused_by_length_without_echoing_it() {
+        let err = "a"
+            .repeat(100_000)
+            .parse::<Target>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("100000 bytes long, at most 512"),
+            "{}",
+            &err[..80]
+        );
+        assert!(err.len() < 400);
     }
 
     proptest::proptest! {
