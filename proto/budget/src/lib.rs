@@ -15,6 +15,7 @@
 //! production crate depends on it. Coverage-guided fuzzing is `fuzz/`
 //! (cargo-fuzz, nightly), see docs/operations.md.
 
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use proptest::strategy::Strategy;
@@ -57,8 +58,9 @@ fn seed() -> u64 {
 }
 
 /// Runs `test` on values drawn from `strategy` until [`budget`] is spent
-/// (at least once), then prints `fuzz NAME: N inputs in S s (seed X)` and
-/// returns N. Inputs that `test` rejects (`prop_assume!`) are not counted.
+/// (at least once), then prints `fuzz NAME: N inputs in S s (seed X)` on
+/// stderr (uncaptured, so every test log shows it) and returns N. Inputs
+/// that `test` rejects (`prop_assume!`) are not counted.
 ///
 /// # Panics
 /// When `test` fails or panics on some input: with the shrunk input, the
@@ -97,7 +99,10 @@ where
             break;
         }
     }
-    println!(
+    // Straight to stderr, past libtest's capture: the count shows in every
+    // test run's log, not only with --nocapture.
+    let _ = writeln!(
+        std::io::stderr(),
         "fuzz {name}: {inputs} inputs in {:.1} s (seed {seed})",
         started.elapsed().as_secs_f64()
     );
