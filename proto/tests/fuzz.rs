@@ -13,7 +13,7 @@ use probemesh_proto::identity::{
     Identity, IdentityError, ProbeName, Role, SPIFFE_PREFIX, parse_spiffe_uri,
 };
 use probemesh_proto::pki::{CaPin, CertAuthority, Validity, generate_csr};
-use probemesh_proto::token::{JoinToken, TOKEN_PREFIX};
+use probemesh_proto::token::{JoinToken, TOKEN_PREFIX, TokenError};
 use proptest::prelude::*;
 use rcgen::string::Ia5String;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
@@ -75,12 +75,17 @@ fn join_tokens_altered_by_one_character_are_refused_not_panicked_on() {
             let text = token.to_string();
             prop_assert_eq!(text.parse::<JoinToken>(), Ok(token.clone()));
             let altered = mutate(&text, at, op, c);
-            if let Ok(parsed) = altered.parse::<JoinToken>() {
-                // Only changes the parser ignores (surrounding whitespace) or
-                // that give back the same bytes may pass the check digits.
-                prop_assert_eq!(parsed, token, "{} was accepted", altered);
-            } else if !altered.trim().starts_with(TOKEN_PREFIX) {
-                prop_assert!(altered.parse::<JoinToken>().is_err());
+            match altered.parse::<JoinToken>() {
+                // Only changes the parser ignores (surrounding whitespace)
+                // or that give back the same bytes may pass.
+                Ok(parsed) => prop_assert_eq!(parsed, token, "{} was accepted", altered),
+                Err(TokenError::NotAToken) => {
+                    prop_assert!(!altered.trim().starts_with(TOKEN_PREFIX))
+                }
+                Err(TokenError::Damaged(_)) => {}
+                // A bad name behind good check digits: the check missed an
+                // alteration.
+                Err(other) => prop_assert!(false, "{} gave {}", altered, other),
             }
             Ok(())
         },
