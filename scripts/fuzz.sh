@@ -2,8 +2,10 @@
 # Coverage-guided fuzzing of the parsers that take outside input (fuzz/,
 # cargo-fuzz + libFuzzer, nightly toolchain). Runs every target for SECONDS
 # (default 60), one after the other, and prints the executions of each and
-# whether it found anything. Crashes land in fuzz/artifacts/TARGET/, the
-# corpus grows in fuzz/corpus/TARGET/ (both ignored by git).
+# whether it found anything. Each starts from the real inputs in
+# fuzz/seeds/TARGET/ (a capture file, a certificate, a token, ...); crashes
+# land in fuzz/artifacts/TARGET/, the corpus grows in fuzz/corpus/TARGET/
+# (both ignored by git).
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 # Not part of the test command (scripts/test.sh), which runs the stable
 # proptest harnesses for MESH_FUZZ_SECONDS instead (docs/operations.md).
@@ -38,8 +40,11 @@ printf '%-14s %12s %10s  %s\n' target executions exec/s outcome
 for target in "${targets[@]}"; do
     log="logs/$target.log"
     status=0
-    cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -print_final_stats=1 \
-        >"$log" 2>&1 || status=$?
+    mkdir -p "corpus/$target"
+    seeds=()
+    [ -d "seeds/$target" ] && seeds=("seeds/$target")
+    cargo +nightly fuzz run "$target" "corpus/$target" "${seeds[@]}" -- \
+        -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || status=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     if [ "$status" -eq 0 ]; then
