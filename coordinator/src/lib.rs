@@ -48,4 +48,6 @@ pub mod tool_run;
 pub use error::{Error, Result};
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub(crate) mod testing;

@@ -186,8 +186,12 @@ impl FakeProbe {
         link::hang_up(&self.state, &self.name, self.conn);
     }
 
-    async fn send(&self, msg: pb::probe_message::Msg) {
-        let msg = pb::ProbeMessage { msg: Some(msg) };
+    /// Passes `msg` to the link's handler as if this probe's stream carried it.
+    pub(crate) async fn deliver(&self, msg: pb::ProbeMessage) {
         link::receive(&self.state, &self.name, self.conn, msg).await;
+    }
+
+    async fn send(&self, msg: pb::probe_message::Msg) {
+        self.deliver(pb::ProbeMessage { msg: Some(msg) }).await;
     }
 }

@@ -21,6 +21,8 @@ pub mod bpf;
 pub mod checksum;
 pub mod decode;
 pub mod frame;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod icmp;
 pub mod ipv4;
 pub mod pcapng;
