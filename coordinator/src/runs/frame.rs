@@ -306,14 +306,20 @@ mod tests {
             let kept: usize = scan.records.iter().map(|r| encode(r).len()).sum();
             prop_assert_eq!(skipped + kept, len);
         }
+    }
 
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in bytes_with_magics()) {
+    /// The store's records as a fuzz target: arbitrary bytes with frame
+    /// headers sown in, for `MESH_FUZZ_SECONDS` (probemesh-budget).
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        probemesh_budget::run_for("store records", bytes_with_magics(), |bytes| {
             let framed = scan(&bytes);
             let skipped: usize = framed.damaged.iter().map(|d| d.skipped).sum();
-            prop_assert!(skipped <= bytes.len());
+            let kept: usize = framed.records.iter().map(|r| encode(r).len()).sum();
+            prop_assert!(skipped + kept <= bytes.len());
             let _ = scan_legacy(&bytes);
             let _ = is_legacy(&bytes);
-        }
+            Ok(())
+        });
     }
 }
