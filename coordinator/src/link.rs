@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use probemesh_proto::identity::validate_probe_name;
 use probemesh_proto::pb;
 use probemesh_proto::pb::probe_message::Msg;
 use tokio::sync::mpsc;
@@ -61,6 +62,10 @@ impl pb::probe_link_server::ProbeLink for LinkService {
         let remote = caller
             .remote_addr
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        validate_probe_name(&caller.identity.name).map_err(|e| {
+            tracing::warn!(probe = %caller.identity.name, %remote, reason = %e, "probe attach refused");
+            Error::InvalidRequest(format!("no probe may attach under this name: {e}"))
+        })?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(self.state.timing.hello_timeout, inbound.message())
             .await

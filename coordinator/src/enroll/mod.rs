@@ -8,7 +8,7 @@ pub mod node;
 
 use std::sync::Arc;
 
-use probemesh_proto::identity::{Role, validate_name};
+use probemesh_proto::identity::{Role, validate_probe_name};
 use probemesh_proto::pb;
 use probemesh_proto::pki::Validity;
 use probemesh_proto::token::JoinToken;
@@ -106,7 +106,7 @@ impl pb::enrollment_server::Enrollment for EnrollService {
                 "this coordinator does not enroll nodes by ServiceAccount token: start it with --kubeconfig FILE or --in-cluster and --enroll-service-account NAMESPACE/NAME, or enroll with a join token",
             ));
         };
-        validate_name(&r.node_name).map_err(|e| refuse(e.to_string()))?;
+        validate_probe_name(&r.node_name).map_err(|e| refuse(e.to_string()))?;
         match node::authorize(client, policy, &r.node_name, &r.service_account_token).await {
             Ok(Ok(())) => {}
             Ok(Err(refused)) => return Err(refuse(refused.to_string())),

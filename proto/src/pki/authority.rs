@@ -23,7 +23,7 @@ use super::{
     BACKDATE, CA_LIFETIME, COORDINATOR_NAME, CaPin, DEFAULT_COORDINATOR_SANS, Error, LEAF_LIFETIME,
     Result,
 };
-use crate::identity::{Role, spiffe_uri, validate_name};
+use crate::identity::{Role, spiffe_uri, validate_name, validate_probe_name};
 
 /// The window in which a certificate is valid (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +241,7 @@ impl CertAuthority {
         role: Role,
         force: bool,
     ) -> Result<[PathBuf; 2]> {
-        validate_name(name)?;
+        validate_probe_name(name)?;
         let paths = [dir.cert(name), dir.key(name)];
         const HINT: &str = "pass --force to replace it";
         if !force && let Some(existing) = paths.iter().find(|p| p.exists()) {
@@ -263,7 +263,8 @@ impl CertAuthority {
 
     /// Signs a PEM CSR for `name`/`role`. Only the CSR's public key is used: the certificate
     /// carries exactly `name` and `role`, whatever subject or SANs the CSR asks for. A CSR whose
-    /// signature does not verify is refused. Returns the certificate PEM (leaf only).
+    /// signature does not verify is refused, and so is a reserved `name` (see
+    /// [`crate::identity::RESERVED_NAMES`]). Returns the certificate PEM (leaf only).
     pub fn sign_csr(
         &self,
         csr_pem: &str,
@@ -271,6 +272,7 @@ impl CertAuthority {
         role: Role,
         validity: Validity,
     ) -> Result<String> {
+        validate_probe_name(name)?;
         let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
             .map_err(|e| Error::BadCsr(format!("not a PEM CERTIFICATE REQUEST: {e}")))?;
         let (_, csr) = X509CertificationRequest::from_der(der.as_ref())

@@ -19,7 +19,7 @@ use std::str::FromStr;
 use rcgen::{CertificateParams, DistinguishedName, DnType};
 use time::OffsetDateTime;
 
-use crate::identity::{CertFingerprint, IdentityError, Role, validate_name};
+use crate::identity::{CertFingerprint, IdentityError, Role, validate_probe_name};
 
 mod authority;
 mod files;
@@ -259,7 +259,7 @@ pub fn init(dir: &TlsDir, coordinator_sans: &[String]) -> Result<InitReport> {
 /// `(csr_pem, key_pem)`; the key never leaves the host. The coordinator ignores everything in
 /// the CSR but the public key.
 pub fn generate_csr(name: &str) -> Result<(String, String)> {
-    validate_name(name)?;
+    validate_probe_name(name)?;
     let key = new_key()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -422,6 +422,27 @@ mod tests {
             ca.issue_to_dir(&dir, "Bad_Name", Role::Probe, false)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn reserved_names_are_never_issued_or_signed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = TlsDir::new(tmp.path());
+        init(&dir, &[]).unwrap();
+        let ca_key = fs::read(dir.ca_key()).unwrap();
+        let ca = CertAuthority::load(&dir).unwrap();
+        let (csr, _key) = generate_csr("node-1").unwrap();
+        let validity = Validity::leaf(OffsetDateTime::now_utc());
+        for name in crate::identity::RESERVED_NAMES {
+            for force in [false, true] {
+                let err = ca.issue_to_dir(&dir, name, Role::Probe, force).unwrap_err();
+                assert!(err.to_string().contains("is reserved"), "{err}");
+            }
+            let err = ca.sign_csr(&csr, name, Role::Probe, validity).unwrap_err();
+            assert!(err.to_string().contains("is reserved"), "{err}");
+            assert!(generate_csr(name).is_err());
+        }
+        assert_eq!(fs::read(dir.ca_key()).unwrap(), ca_key);
     }
 
     #[test]
