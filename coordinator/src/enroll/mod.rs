@@ -98,6 +98,7 @@ impl pb::enrollment_server::Enrollment for EnrollService {
             tracing::warn!(peer = ?remote, node = %r.node_name, %reason, "node enrollment refused");
             Status::permission_denied(format!("node enrollment refused: {reason}"))
         };
+        validate_probe_name(&r.node_name).map_err(|e| refuse(e.to_string()))?;
         let (Some(policy), Some(client)) = (
             self.state.node_enrollment.as_ref(),
             self.state.inventory.kube_client(),
@@ -106,7 +107,6 @@ impl pb::enrollment_server::Enrollment for EnrollService {
                 "this coordinator does not enroll nodes by ServiceAccount token: start it with --kubeconfig FILE or --in-cluster and --enroll-service-account NAMESPACE/NAME, or enroll with a join token",
             ));
         };
-        validate_probe_name(&r.node_name).map_err(|e| refuse(e.to_string()))?;
         match node::authorize(client, policy, &r.node_name, &r.service_account_token).await {
             Ok(Ok(())) => {}
             Ok(Err(refused)) => return Err(refuse(refused.to_string())),

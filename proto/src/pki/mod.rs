@@ -28,7 +28,7 @@ pub use authority::{CertAuthority, IssuedCert, Validity};
 use authority::{coordinator_san_list, new_key};
 pub(crate) use files::read_text;
 use files::{StagedFile, create_private_dir};
-pub use files::{TlsDir, write_atomic};
+pub use files::{TlsDir, write_atomic, write_new};
 
 /// Name of the coordinator's certificate and key in a TLS directory.
 pub const COORDINATOR_NAME: &str = "coordinator";
