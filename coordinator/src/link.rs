@@ -5,8 +5,10 @@
 //! coordinator answers Welcome (with a UDP clock session when
 //! [`crate::clock_udp`] is bound), runs clock exchanges (a quick burst, then
 //! periodically), and routes the probe's heartbeats, progress and results.
-//! The stream ends when the probe hangs up, is replaced by a reconnect with
-//! the same certificate, or falls silent for three heartbeats.
+//! One live stream per probe: while a probe's stream answers, a second
+//! stream for its name is refused (same certificate or not); a stream silent
+//! for three heartbeats is taken over. The stream ends when the probe hangs
+//! up, is taken over, or falls silent for three heartbeats.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,6 +65,7 @@ impl pb::probe_link_server::ProbeLink for LinkService {
             .remote_addr
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         validate_probe_name(&caller.identity.name).map_err(|e| {
+            self.state.metrics.identity_refused("reserved_name");
             tracing::warn!(probe = %caller.identity.name, %remote, reason = %e, "probe attach refused");
             Error::InvalidRequest(format!("no probe may attach under this name: {e}"))
         })?;
@@ -90,15 +93,17 @@ impl pb::probe_link_server::ProbeLink for LinkService {
                 tx.clone(),
                 tokio::time::Instant::now(),
                 now_ms,
+                self.state.timing.liveness_bound(),
             )
         };
         let attached = attached
-            .inspect_err(
-                |e| tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused"),
-            )
+            .inspect_err(|e| {
+                self.state.metrics.identity_refused("live_stream");
+                tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused");
+            })
             .map_err(Error::from)?;
         if let Some(old) = attached.replaced {
-            tracing::info!(probe = %name, %remote, "probe reconnected; replacing its stale stream");
+            tracing::info!(probe = %name, %remote, "probe reconnected; taking over its silent stream");
             self.state.dispatcher.fail_connection(&name, old.conn);
         }
         self.state.metrics.attached(&name);

@@ -49,12 +49,21 @@ pub enum AttachRefused {
     /// The Hello names someone other than the certificate.
     #[error("hello names probe '{claimed}' but the certificate is for '{certified}'")]
     NameMismatch { claimed: String, certified: String },
-    /// A live stream holds the name with a different certificate.
+    /// The name's stream is live (heard from within the liveness bound):
+    /// one live stream per probe, whatever the certificate.
     #[error(
-        "probe name '{name}' is held by a live connection with another certificate ({held}); \
-         stop that probe or use another name"
+        "probe '{name}' already has a live stream ({which} certificate, heard from {silent_ms} ms ago); \
+         one live stream per probe: a second connection takes over only after the first has been \
+         silent for {bound_ms} ms (missed heartbeats). Stop the other process using this identity, \
+         or revoke its certificate with `meshctl certs revoke {name}`"
     )]
-    NameHeld { name: String, held: CertFingerprint },
+    StreamLive {
+        name: String,
+        /// "the same" or "another".
+        which: &'static str,
+        silent_ms: u128,
+        bound_ms: u128,
+    },
 }
 
 /// Outcome of a successful attach.
@@ -62,7 +71,7 @@ pub enum AttachRefused {
 pub struct Attached {
     /// The new attachment.
     pub conn: ConnId,
-    /// The stale stream this attach replaced (same certificate), if any.
+    /// The silent stream this attach took over, if any.
     pub replaced: Option<Link>,
 }
 
@@ -74,9 +83,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Attaches `identity` with its Hello. A reconnect by the same certificate
-    /// replaces the stale stream; a different certificate claiming a name held
-    /// by a live stream is refused.
+    /// Attaches `identity` with its Hello. While the name's stream is live
+    /// (heard from within `bound`) any second stream is refused, with the same
+    /// certificate or another: a stolen certificate cannot take over a probe
+    /// that answers. A stream silent for longer than `bound` is taken over.
+    #[allow(clippy::too_many_arguments)] // one attach, its facts and the clock
     pub fn attach(
         &mut self,
         identity: &Identity,
@@ -85,6 +96,7 @@ impl Registry {
         tx: LinkSender,
         now: Instant,
         now_unix_ms: i64,
+        bound: Duration,
     ) -> Result<Attached, AttachRefused> {
         if hello.name != identity.name {
             return Err(AttachRefused::NameMismatch {
@@ -94,12 +106,20 @@ impl Registry {
         }
         if let Some(existing) = self.entries.get(&identity.name)
             && existing.link.is_some()
-            && existing.fingerprint != identity.fingerprint
         {
-            return Err(AttachRefused::NameHeld {
-                name: identity.name.clone(),
-                held: existing.fingerprint.clone(),
-            });
+            let silent = now.saturating_duration_since(existing.last_seen);
+            if silent <= bound {
+                return Err(AttachRefused::StreamLive {
+                    name: identity.name.clone(),
+                    which: if existing.fingerprint == identity.fingerprint {
+                        "the same"
+                    } else {
+                        "another"
+                    },
+                    silent_ms: silent.as_millis(),
+                    bound_ms: bound.as_millis(),
+                });
+            }
         }
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
@@ -225,6 +245,10 @@ impl Registry {
     }
 }
 
+/// The liveness bound of the registry's tests.
+#[cfg(test)]
+pub(crate) const BOUND: Duration = Duration::from_secs(3);
+
 /// A registry with probes `node-1`, `node-2`, ... attached (see
 /// [`test_probe`]), for tests of code that reads it.
 #[cfg(test)]
@@ -234,7 +258,7 @@ pub(crate) fn attached(names: &[&str]) -> Registry {
         let (identity, hello) = test_probe(i, name);
         let (tx, _rx) = mpsc::channel(1);
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        if let Err(e) = reg.attach(&identity, hello, addr, tx, Instant::now(), 0) {
+        if let Err(e) = reg.attach(&identity, hello, addr, tx, Instant::now(), 0, BOUND) {
             panic!("attach {name}: {e}");
         }
     }
@@ -294,22 +318,34 @@ mod tests {
 
     fn attach(reg: &mut Registry, id: &Identity, now: Instant) -> Result<Attached, AttachRefused> {
         let (tx, _rx) = mpsc::channel(1);
-        reg.attach(id, hello(&id.name), addr(), tx, now, 0)
+        reg.attach(id, hello(&id.name), addr(), tx, now, 0, BOUND)
     }
 
     #[tokio::test(start_paused = true)]
-    async fn same_certificate_replaces_a_different_one_is_refused() {
+    async fn a_live_stream_is_never_replaced_a_silent_one_is_taken_over() {
         let mut reg = Registry::default();
-        let now = Instant::now();
-        let first = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        let first = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
         assert!(first.replaced.is_none());
-        let again = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        tokio::time::advance(BOUND).await;
+        for (cert, which) in [(1, "the same"), (2, "another")] {
+            let err = attach(&mut reg, &identity("node-1", cert), Instant::now()).unwrap_err();
+            assert!(
+                matches!(&err, AttachRefused::StreamLive { which: w, silent_ms: 3_000, .. } if *w == which),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("meshctl certs revoke node-1"),
+                "{err}"
+            );
+        }
+        assert_eq!(reg.link("node-1").map(|l| l.conn), Some(first.conn));
+        // Silent past the bound: the new stream takes over.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let again = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
         assert_eq!(again.replaced.map(|l| l.conn), Some(first.conn));
-        let err = attach(&mut reg, &identity("node-1", 2), now).unwrap_err();
-        assert!(matches!(err, AttachRefused::NameHeld { .. }), "{err}");
         // Once the holder is gone, another certificate may take the name.
         assert!(reg.detach("node-1", again.conn));
-        assert!(attach(&mut reg, &identity("node-1", 2), now).is_ok());
+        assert!(attach(&mut reg, &identity("node-1", 2), Instant::now()).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -324,6 +360,7 @@ mod tests {
                 tx,
                 Instant::now(),
                 0,
+                BOUND,
             )
             .unwrap_err();
         assert_eq!(
@@ -338,9 +375,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stale_detach_does_not_disconnect_the_new_stream() {
         let mut reg = Registry::default();
-        let now = Instant::now();
-        let old = attach(&mut reg, &identity("node-1", 1), now).unwrap();
-        let new = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        let old = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
+        tokio::time::advance(BOUND * 2).await;
+        let new = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
         assert!(!reg.detach("node-1", old.conn));
         assert_eq!(reg.link("node-1").map(|l| l.conn), Some(new.conn));
     }
@@ -348,7 +385,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silence_beyond_the_bound_disconnects() {
         let mut reg = Registry::default();
-        let bound = Duration::from_secs(3);
+        let bound = BOUND;
         let start = Instant::now();
         let a = attach(&mut reg, &identity("node-1", 1), start).unwrap();
         attach(&mut reg, &identity("node-2", 2), start).unwrap();

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use probemesh_proto::identity::{RESERVED_NAMES, Role};
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir, Validity};
-use probemesh_tests::{Mesh, assert_exit, run, stderr, stdout};
+use probemesh_tests::{Mesh, assert_exit, copy_into, run, stderr, stdout};
 use sha2::{Digest as _, Sha256};
 
 fn rt() -> tokio::runtime::Runtime {
@@ -269,4 +269,54 @@ fn the_ca_directory_survives_join_attempts() {
             "{name} changed"
         );
     }
+}
+
+/// Issue 14, item 2: a stolen probe certificate no longer takes over the
+/// probe. The impostor is refused while the real probe's stream answers,
+/// and a task for the probe reaches the real one.
+#[test]
+fn an_impostor_with_the_same_certificate_is_refused_while_the_probe_answers() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    let stolen = tempfile::tempdir().expect("tmp");
+    for file in ["ca.pem", "node-a.pem", "node-a-key.pem"] {
+        copy_into(mesh.dir.path(), stolen.path(), file);
+    }
+    let impostor = mesh.spawn_probe("node-a", stolen.path().to_str().expect("utf-8").to_owned());
+    impostor.wait_for_log(
+        "already has a live stream (the same certificate",
+        Duration::from_secs(10),
+    );
+    let out = mesh.meshctl(&[
+        "ping",
+        "--from",
+        "node-a",
+        "127.0.0.1",
+        "-c",
+        "3",
+        "-o",
+        "json",
+    ]);
+    assert_exit(&out, 0, "ping from node-a while the impostor knocks");
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(run.to_string().contains("127.0.0.1"), "{run}");
+    assert!(
+        !impostor.stderr().contains("attached to coordinator"),
+        "the impostor never attached:\n{}",
+        impostor.stderr()
+    );
+    let log = mesh.coordinator.stderr();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("probe attached") && l.contains("node-a"))
+            .count(),
+        1,
+        "one attach of node-a, the real probe's:\n{log}"
+    );
+    assert!(
+        mesh.probe("node-a")
+            .stderr()
+            .contains("attached to coordinator")
+    );
 }
