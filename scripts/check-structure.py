@@ -33,6 +33,7 @@ LAYERS = {
         ["clock", "inventory", "telemetry"],
         ["registry"],
         ["error", "dispatch", "metrics"],
+        ["revocation"],
         ["authz", "runs", "tokens", "resolve", "correlate"],
         ["state"],
         ["execute"],

@@ -60,7 +60,17 @@ impl pb::probe_link_server::ProbeLink for LinkService {
         &self,
         req: Request<Streaming<pb::ProbeMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let caller = authorize(&req, "ProbeLink.Attach", Access::Probe)?;
+        let caller = authorize(
+            &req,
+            &self.state.revocations,
+            "ProbeLink.Attach",
+            Access::Probe,
+        )
+        .inspect_err(|e| {
+            if matches!(e, Error::Revoked { .. }) {
+                self.state.metrics.identity_refused("revoked");
+            }
+        })?;
         let remote = caller
             .remote_addr
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));

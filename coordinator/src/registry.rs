@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use probemesh_proto::identity::{CertFingerprint, Identity};
+#[cfg(test)]
+use probemesh_proto::identity::CertFingerprint;
+use probemesh_proto::identity::Identity;
 use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
@@ -34,7 +36,7 @@ pub struct Link {
 #[derive(Debug)]
 struct Entry {
     hello: pb::Hello,
-    fingerprint: CertFingerprint,
+    identity: Identity,
     remote_addr: SocketAddr,
     link: Option<Link>,
     connected_since_unix_ms: i64,
@@ -111,7 +113,7 @@ impl Registry {
             if silent <= bound {
                 return Err(AttachRefused::StreamLive {
                     name: identity.name.clone(),
-                    which: if existing.fingerprint == identity.fingerprint {
+                    which: if existing.identity.fingerprint == identity.fingerprint {
                         "the same"
                     } else {
                         "another"
@@ -126,7 +128,7 @@ impl Registry {
         let link = Link { conn, tx };
         let entry = Entry {
             hello,
-            fingerprint: identity.fingerprint.clone(),
+            identity: identity.clone(),
             remote_addr,
             link: Some(link),
             connected_since_unix_ms: now_unix_ms,
@@ -195,6 +197,31 @@ impl Registry {
     /// The live link to `name`, if connected.
     pub fn link(&self, name: &str) -> Option<Link> {
         self.entries.get(name).and_then(|e| e.link.clone())
+    }
+
+    /// Whether probe `name` has attached since the coordinator started
+    /// (connected now or not).
+    pub fn knows(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Drops every live stream whose certificate `revoked` says is revoked,
+    /// and forgets those probes (their names are free for a new join token).
+    /// Returns the probes and the links that were theirs.
+    pub fn drop_revoked(&mut self, revoked: impl Fn(&Identity) -> bool) -> Vec<(String, Link)> {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| revoked(&e.identity))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let entry = self.entries.remove(&name)?;
+                entry.link.map(|link| (name, link))
+            })
+            .collect()
     }
 
     /// The Hello a probe sent on its latest attach.
@@ -273,6 +300,8 @@ pub(crate) fn test_probe(i: u8, name: &str) -> (Identity, pb::Hello) {
         name: name.into(),
         role: probemesh_proto::identity::Role::Probe,
         fingerprint: CertFingerprint::from_bytes([i; 32]),
+        serial: format!("{i:02x}"),
+        not_before_unix: 0,
     };
     let iface = |name: &str, mtu, addr: String| pb::Interface {
         name: name.into(),
@@ -302,6 +331,8 @@ mod tests {
             name: name.into(),
             role: Role::Probe,
             fingerprint: CertFingerprint::from_bytes([cert; 32]),
+            serial: format!("{cert:02x}"),
+            not_before_unix: 0,
         }
     }
 

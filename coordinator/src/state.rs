@@ -13,6 +13,7 @@ use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::revocation::Revocations;
 use crate::runs::RunStore;
 use crate::tokens::TokenStore;
 
@@ -105,6 +106,8 @@ pub struct Coordinator {
     pub runs: RunStore,
     /// Join tokens.
     pub tokens: TokenStore,
+    /// Revoked certificates.
+    pub revocations: Revocations,
     /// Signs join CSRs.
     pub ca: CertAuthority,
     /// The cluster inventory, if any.
@@ -139,6 +142,7 @@ impl Coordinator {
             dispatcher: Dispatcher::default(),
             runs,
             tokens,
+            revocations: Revocations::in_memory(),
             ca,
             inventory,
             timing,
@@ -153,6 +157,12 @@ impl Coordinator {
     /// Sets whether full-payload captures may be granted (default: no).
     pub fn with_payload_policy(mut self, policy: PayloadPolicy) -> Self {
         self.payload_policy = policy;
+        self
+    }
+
+    /// Uses `revocations` (default: an empty list in memory).
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = revocations;
         self
     }
 

@@ -227,6 +227,10 @@ pub struct Identity {
     pub role: Role,
     /// SHA-256 of the certificate the identity was read from.
     pub fingerprint: CertFingerprint,
+    /// The certificate's serial number, lowercase hex (what `meshctl certs revoke` takes).
+    pub serial: String,
+    /// The certificate's `notBefore`, seconds since the Unix epoch.
+    pub not_before_unix: i64,
 }
 
 impl Identity {
@@ -256,6 +260,8 @@ impl Identity {
             name,
             role,
             fingerprint: CertFingerprint::of_der(der),
+            serial: hex::encode(cert.tbs_certificate.raw_serial()),
+            not_before_unix: cert.validity().not_before.timestamp(),
         })
     }
 

@@ -4,11 +4,11 @@
 //! revocation that drops a live stream, renewal over the stream.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use probemesh_proto::identity::{RESERVED_NAMES, Role};
+use probemesh_proto::identity::{Identity, RESERVED_NAMES, Role};
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir, Validity};
 use probemesh_tests::{Mesh, assert_exit, copy_into, run, stderr, stdout};
@@ -319,4 +319,135 @@ fn an_impostor_with_the_same_certificate_is_refused_while_the_probe_answers() {
             .stderr()
             .contains("attached to coordinator")
     );
+}
+
+/// Issue 14, item 2: a join token for a name a probe holds would hand the
+/// name to another host. Refused, and so is a second pending token; after
+/// `meshctl certs revoke NAME` the name is free again.
+#[test]
+fn join_tokens_only_for_names_no_probe_holds() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    let out = mesh.meshctl(&["join-token", "create", "--name", "node-a"]);
+    assert_exit(&out, 2, "token for a held name");
+    assert!(
+        stderr(&out).contains("is registered")
+            && stderr(&out).contains("meshctl certs revoke node-a"),
+        "{}",
+        stderr(&out)
+    );
+    token(&mesh, "cloudvm-1");
+    let out = mesh.meshctl(&["join-token", "create", "--name", "cloudvm-1"]);
+    assert_exit(&out, 2, "second token for a pending name");
+    assert!(stderr(&out).contains("is pending"), "{}", stderr(&out));
+
+    // Revoking the pending name withdraws its token.
+    let out = mesh.meshctl(&["certs", "revoke", "cloudvm-1", "-o", "json"]);
+    assert_exit(&out, 0, "revoke cloudvm-1");
+    let revoked: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(revoked["tokens_withdrawn"], 1, "{revoked}");
+    token(&mesh, "cloudvm-1");
+}
+
+/// Issue 14, item 2: `meshctl certs revoke` drops a live stream within a
+/// second, the certificate cannot reconnect, and a certificate issued
+/// afterwards for the same name works.
+#[test]
+fn a_revoked_certificate_loses_its_live_stream_at_once() {
+    let mut mesh = Mesh::start();
+    mesh.start_probe("node-a");
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    let started = Instant::now();
+    let out = mesh.meshctl(&["certs", "revoke", "node-a", "-o", "json"]);
+    assert_exit(&out, 0, "revoke node-a");
+    let revoked: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        revoked["dropped_streams"],
+        serde_json::json!(["node-a"]),
+        "{revoked}"
+    );
+    let probe = mesh.probe("node-a");
+    probemesh_tests::wait_for(
+        "the probe sees its stream end",
+        Duration::from_secs(1),
+        || {
+            probe
+                .stderr()
+                .contains("was revoked by admin")
+                .then_some(())
+        },
+    );
+    let took = started.elapsed();
+    eprintln!(
+        "revoked stream dropped {} ms after `meshctl certs revoke` started",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // It cannot come back: the coordinator refuses it on connect.
+    mesh.coordinator
+        .wait_for_log("refused: certificate revoked", Duration::from_secs(10));
+    assert!(
+        !mesh
+            .probes_json()
+            .iter()
+            .any(|p| p["name"] == "node-a" && p["connected"] == true),
+        "the revoked certificate is not connected"
+    );
+    // Nor may it call Control: an operator certificate revoked by serial.
+    mesh.issue("ops", "operator");
+    let serial = Identity::from_cert_der(&der_of(&mesh.dir.path().join("ops.pem")))
+        .expect("identity")
+        .serial;
+    assert_exit(
+        &mesh.meshctl_as("ops", &["probes"]),
+        0,
+        "ops before revocation",
+    );
+    let out = mesh.meshctl(&["certs", "revoke", &serial]);
+    assert_exit(&out, 0, "revoke by serial");
+    assert!(stdout(&out).contains(&serial), "{}", stdout(&out));
+    let out = mesh.meshctl_as("ops", &["probes"]);
+    assert_exit(&out, 4, "revoked operator");
+    assert!(
+        stderr(&out).contains("was revoked by admin"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A certificate issued after the revocation works.
+    std::thread::sleep(Duration::from_millis(1_100));
+    let _ = mesh.probes.pop();
+    let out = run(
+        "meshctl",
+        &[
+            "certs",
+            "issue",
+            "--dir",
+            mesh.tls_dir(),
+            "--name",
+            "node-a",
+            "--role",
+            "probe",
+            "--force",
+        ],
+    );
+    assert_exit(&out, 0, "re-issue node-a");
+    let again = mesh.spawn_probe("node-a", mesh.tls_dir().to_owned());
+    mesh.wait_connected("node-a", true, Duration::from_secs(10));
+    drop(again);
+}
+
+/// The DER of the first certificate in PEM file `path`.
+fn der_of(path: &Path) -> Vec<u8> {
+    let pem = std::fs::read_to_string(path).expect("read certificate");
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64")
 }
