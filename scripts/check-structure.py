@@ -48,7 +48,7 @@ LAYERS = {
         ["platform"],
         ["capture"],
         ["tasks"],
-        ["clock_udp"],
+        ["clock_udp", "renew"],
         ["link", "join"],
     ],
 }

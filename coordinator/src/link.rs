@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use probemesh_proto::identity::validate_probe_name;
+use probemesh_proto::identity::{Role, validate_probe_name};
 use probemesh_proto::pb;
 use probemesh_proto::pb::probe_message::Msg;
 use tokio::sync::mpsc;
@@ -31,6 +31,8 @@ use crate::state::Coordinator;
 
 /// Messages queued towards one probe before senders wait.
 const LINK_BUFFER: usize = 64;
+/// Largest renewal CSR accepted (a P-256 CSR is about 500 bytes).
+const MAX_CSR: usize = 8 << 10;
 /// Clock exchanges right after attach, before the periodic ones.
 const CLOCK_BURST: u32 = 8;
 /// Spacing of the initial burst.
@@ -210,6 +212,44 @@ pub(crate) async fn receive(state: &Coordinator, name: &str, conn: ConnId, msg: 
         }
         Some(Msg::Progress(p)) => state.dispatcher.progress(name, p).await,
         Some(Msg::Result(r)) => state.dispatcher.complete(name, r),
+        Some(Msg::Renew(r)) => renew(state, name, conn, &r.csr_pem).await,
+    }
+}
+
+/// Signs a renewal for the stream's own probe, unless its certificate is
+/// revoked, and sends it down the stream.
+async fn renew(state: &Coordinator, name: &str, conn: ConnId, csr_pem: &str) {
+    let (identity, link) = {
+        let registry = state.registry();
+        match (registry.identity(name, conn).cloned(), registry.link(name)) {
+            (Some(identity), Some(link)) if link.conn == conn => (identity, link),
+            _ => return,
+        }
+    };
+    if state.revocations.find(&identity).is_some() {
+        tracing::warn!("renewal refused: the certificate is revoked");
+        return;
+    }
+    if csr_pem.len() > MAX_CSR {
+        tracing::warn!(
+            len = csr_pem.len(),
+            "renewal refused: CSR over {MAX_CSR} bytes"
+        );
+        return;
+    }
+    let validity = state.probe_validity();
+    match state.ca.sign_csr(csr_pem, name, Role::Probe, validity) {
+        Ok(certificate_pem) => {
+            let msg = pb::CoordinatorMessage {
+                msg: Some(pb::coordinator_message::Msg::Certificate(
+                    pb::RenewedCertificate { certificate_pem },
+                )),
+            };
+            if link.tx.send(Ok(msg)).await.is_ok() {
+                tracing::info!(not_after = %validity.not_after, "probe certificate renewed over the stream");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "renewal refused"),
     }
 }
 

@@ -224,6 +224,14 @@ impl Registry {
             .collect()
     }
 
+    /// The certificate identity of `name`'s stream `conn`, while current.
+    pub fn identity(&self, name: &str, conn: ConnId) -> Option<&Identity> {
+        self.entries
+            .get(name)
+            .filter(|e| e.link.as_ref().is_some_and(|l| l.conn == conn))
+            .map(|e| &e.identity)
+    }
+
     /// The Hello a probe sent on its latest attach.
     pub fn hello(&self, name: &str) -> Option<&pb::Hello> {
         self.entries.get(name).map(|e| &e.hello)
@@ -302,6 +310,7 @@ pub(crate) fn test_probe(i: u8, name: &str) -> (Identity, pb::Hello) {
         fingerprint: CertFingerprint::from_bytes([i; 32]),
         serial: format!("{i:02x}"),
         not_before_unix: 0,
+        not_after_unix: 0,
     };
     let iface = |name: &str, mtu, addr: String| pb::Interface {
         name: name.into(),
@@ -333,6 +342,7 @@ mod tests {
             fingerprint: CertFingerprint::from_bytes([cert; 32]),
             serial: format!("{cert:02x}"),
             not_before_unix: 0,
+            not_after_unix: 0,
         }
     }
 

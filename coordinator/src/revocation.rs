@@ -168,6 +168,7 @@ mod tests {
             fingerprint: CertFingerprint::from_bytes([0; 32]),
             serial: serial.into(),
             not_before_unix,
+            not_after_unix: not_before_unix + 3_600,
         }
     }
 

@@ -52,6 +52,8 @@ pub struct Settings {
     pub span_export: SpanExportStats,
     /// Whether operators may capture full payloads.
     pub payload_policy: PayloadPolicy,
+    /// Lifetime of the probe certificates this coordinator signs.
+    pub probe_cert_lifetime: std::time::Duration,
 }
 
 /// How long start-up waits for the Kubernetes API's first lists.
@@ -151,6 +153,7 @@ impl Bound {
                 Arc::new(SystemClock),
             )
             .with_revocations(revocations)
+            .with_probe_cert_lifetime(settings.probe_cert_lifetime)
             .with_payload_policy(settings.payload_policy)
             .with_node_enrollment(settings.node_enrollment)
             .with_listen_port(local_addr.port()),

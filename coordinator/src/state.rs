@@ -122,6 +122,9 @@ pub struct Coordinator {
     pub payload_policy: PayloadPolicy,
     /// Node enrollment by ServiceAccount token, when enabled.
     pub node_enrollment: Option<NodeEnrollment>,
+    /// Lifetime of the probe certificates this coordinator signs (join,
+    /// node enrollment, renewal over the stream).
+    pub probe_cert_lifetime: Duration,
     /// The port probes and clients reach this coordinator on (0 when
     /// unknown); run captures leave its traffic out.
     pub listen_port: u16,
@@ -150,6 +153,9 @@ impl Coordinator {
             metrics: Metrics::default(),
             payload_policy: PayloadPolicy::default(),
             node_enrollment: None,
+            probe_cert_lifetime: Duration::from_secs(
+                u64::try_from(probemesh_proto::pki::PROBE_LIFETIME.whole_seconds()).unwrap_or(0),
+            ),
             listen_port: 0,
         }
     }
@@ -170,6 +176,20 @@ impl Coordinator {
     pub fn with_node_enrollment(mut self, enrollment: Option<NodeEnrollment>) -> Self {
         self.node_enrollment = enrollment;
         self
+    }
+
+    /// Sets the lifetime of the probe certificates this coordinator signs.
+    pub fn with_probe_cert_lifetime(mut self, lifetime: Duration) -> Self {
+        self.probe_cert_lifetime = lifetime;
+        self
+    }
+
+    /// The validity of a probe certificate signed now.
+    pub fn probe_validity(&self) -> probemesh_proto::pki::Validity {
+        probemesh_proto::pki::Validity::starting_at(
+            time::OffsetDateTime::now_utc(),
+            time::Duration::try_from(self.probe_cert_lifetime).unwrap_or(time::Duration::DAY),
+        )
     }
 
     /// Records the port this coordinator listens on.

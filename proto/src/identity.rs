@@ -231,6 +231,8 @@ pub struct Identity {
     pub serial: String,
     /// The certificate's `notBefore`, seconds since the Unix epoch.
     pub not_before_unix: i64,
+    /// The certificate's `notAfter`, seconds since the Unix epoch.
+    pub not_after_unix: i64,
 }
 
 impl Identity {
@@ -262,6 +264,7 @@ impl Identity {
             fingerprint: CertFingerprint::of_der(der),
             serial: hex::encode(cert.tbs_certificate.raw_serial()),
             not_before_unix: cert.validity().not_before.timestamp(),
+            not_after_unix: cert.validity().not_after.timestamp(),
         })
     }
 

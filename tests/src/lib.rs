@@ -229,6 +229,11 @@ impl Mesh {
     /// Certificates + a coordinator (heartbeat [`TEST_HEARTBEAT`], runs and
     /// tokens stored in the temp dir).
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// As [`Mesh::start`], with `extra` arguments for the coordinator.
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path().to_str().expect("utf-8 temp path").to_owned();
         assert_exit(
@@ -241,7 +246,8 @@ impl Mesh {
         let mut cmd = Command::new(bin("mesh-coordinator"));
         cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--tls-dir", &d])
             .args(["--store", &format!("{d}/store")])
-            .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())]);
+            .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())])
+            .args(extra);
         let coordinator = Daemon::spawn("mesh-coordinator", cmd);
         coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
         Self {

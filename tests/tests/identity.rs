@@ -451,3 +451,70 @@ fn der_of(path: &Path) -> Vec<u8> {
         .decode(body)
         .expect("base64")
 }
+
+/// Issue 14, item 2: probe certificates are short-lived and renewed over
+/// the stream. With a 6 s lifetime the probe asks at about 4 s, stores the
+/// new certificate and key, and its next connection uses them: revoking the
+/// old certificate's serial drops the stream, and the probe comes back with
+/// the renewed one.
+#[test]
+fn a_probe_renews_its_certificate_over_the_stream() {
+    let mesh = Mesh::start_with(&["--probe-cert-lifetime", "6s"]);
+    let host = tempfile::tempdir().expect("tmp");
+    let t = token(&mesh, "cloudvm-1");
+    let mut cmd = std::process::Command::new(probemesh_tests::bin("mesh-probe"));
+    cmd.args([
+        "join",
+        "--coordinator",
+        &mesh.url,
+        "--token",
+        &t,
+        "--tls-dir",
+    ])
+    .arg(host.path());
+    let probe = probemesh_tests::Daemon::spawn("mesh-probe join", cmd);
+    mesh.wait_connected("cloudvm-1", true, Duration::from_secs(10));
+    let cert = host.path().join("cloudvm-1.pem");
+    let first = Identity::from_cert_der(&der_of(&cert)).expect("identity");
+    let issued = first.not_before_unix + probemesh_proto::pki::BACKDATE.whole_seconds();
+    assert_eq!(
+        first.not_after_unix - issued,
+        6,
+        "the coordinator's lifetime"
+    );
+
+    probe.wait_for_log(
+        "certificate renewed over the stream",
+        Duration::from_secs(10),
+    );
+    mesh.coordinator.wait_for_log(
+        "probe certificate renewed over the stream",
+        Duration::from_secs(2),
+    );
+    let renewed = Identity::from_cert_der(&der_of(&cert)).expect("identity");
+    assert_eq!(renewed.name, "cloudvm-1");
+    assert_ne!(renewed.serial, first.serial);
+    assert!(renewed.not_after_unix > first.not_after_unix);
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(host.path().join("cloudvm-1-key.pem"))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode, 0o600);
+
+    // The live stream still runs on the first certificate: revoking it
+    // drops the stream, and the probe reconnects with the renewed one.
+    let out = mesh.meshctl(&["certs", "revoke", &first.serial, "-o", "json"]);
+    assert_exit(&out, 0, "revoke the first certificate");
+    let revoked: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        revoked["dropped_streams"],
+        serde_json::json!(["cloudvm-1"]),
+        "{revoked}"
+    );
+    probe.wait_for_log("was revoked by admin", Duration::from_secs(2));
+    mesh.wait_connected("cloudvm-1", true, Duration::from_secs(5));
+}

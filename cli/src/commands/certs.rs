@@ -48,6 +48,10 @@ pub enum CertsCommand {
         /// Replace an existing certificate of that name.
         #[arg(long)]
         force: bool,
+        /// Days the certificate is valid (default: 7 for probes, which renew
+        /// over their stream; 365 for operators and viewers).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        days: Option<u16>,
     },
     /// Revoke certificates: the coordinator refuses them from now on and
     /// drops a live stream of one at once.
@@ -156,6 +160,7 @@ pub async fn run(
             name,
             role,
             force,
+            days,
         } => {
             let role: Role =
                 role.parse()
@@ -165,7 +170,13 @@ pub async fn run(
             let tls = TlsDir::new(dir.clone());
             let ca = CertAuthority::load(&tls).map_err(|e| Failure::usage(e.to_string()))?;
             let files = ca
-                .issue_to_dir(&tls, &name, role, force)
+                .issue_to_dir(
+                    &tls,
+                    &name,
+                    role,
+                    force,
+                    days.map(|d| time::Duration::days(i64::from(d))),
+                )
                 .map_err(|e| Failure::usage(e.to_string()))?;
             Written {
                 dir,

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use probemesh_proto::identity::{Role, validate_probe_name};
 use probemesh_proto::pb;
-use probemesh_proto::pki::Validity;
 use probemesh_proto::token::JoinToken;
 use tonic::{Request, Response, Status};
 
@@ -36,12 +35,7 @@ impl EnrollService {
         let certificate_pem = self
             .state
             .ca
-            .sign_csr(
-                csr_pem,
-                &name,
-                Role::Probe,
-                Validity::leaf(time::OffsetDateTime::now_utc()),
-            )
+            .sign_csr(csr_pem, &name, Role::Probe, self.state.probe_validity())
             .map_err(|e| {
                 Error::InvalidRequest(format!("the certificate request was refused: {e}"))
             })?;

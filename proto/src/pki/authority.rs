@@ -21,7 +21,7 @@ use x509_parser::prelude::FromDer;
 use super::files::{StagedFile, TlsDir, read_text};
 use super::{
     BACKDATE, CA_LIFETIME, COORDINATOR_NAME, CaPin, DEFAULT_COORDINATOR_SANS, Error, LEAF_LIFETIME,
-    Result,
+    PROBE_LIFETIME, Result,
 };
 use crate::identity::{Role, spiffe_uri, validate_name, validate_probe_name};
 
@@ -231,15 +231,17 @@ impl CertAuthority {
         })
     }
 
-    /// `meshctl certs issue`: issues `name`/`role` with the default validity and writes
-    /// `DIR/NAME.pem` and `DIR/NAME-key.pem`. Refuses to replace existing files unless `force`.
-    /// Returns the paths written (certificate, key).
+    /// `meshctl certs issue`: issues `name`/`role` valid for `lifetime` (default: [`PROBE_LIFETIME`]
+    /// for probes, [`LEAF_LIFETIME`] for the others) and writes `DIR/NAME.pem` and
+    /// `DIR/NAME-key.pem`. Refuses to replace existing files unless `force`. Returns the paths
+    /// written (certificate, key).
     pub fn issue_to_dir(
         &self,
         dir: &TlsDir,
         name: &str,
         role: Role,
         force: bool,
+        lifetime: Option<time::Duration>,
     ) -> Result<[PathBuf; 2]> {
         validate_probe_name(name)?;
         let paths = [dir.cert(name), dir.key(name)];
@@ -250,7 +252,16 @@ impl CertAuthority {
                 hint: HINT,
             });
         }
-        let issued = self.issue(name, role, Validity::leaf(OffsetDateTime::now_utc()))?;
+        let lifetime = lifetime.unwrap_or(if role.is_probe() {
+            PROBE_LIFETIME
+        } else {
+            LEAF_LIFETIME
+        });
+        let issued = self.issue(
+            name,
+            role,
+            Validity::starting_at(OffsetDateTime::now_utc(), lifetime),
+        )?;
         let staged = [
             StagedFile::write(&paths[0], issued.cert_pem.as_bytes(), false)?,
             StagedFile::write(&paths[1], issued.key_pem.as_bytes(), true)?,
