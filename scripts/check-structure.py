@@ -33,7 +33,7 @@ LAYERS = {
         ["clock", "inventory", "telemetry"],
         ["registry"],
         ["error", "dispatch", "metrics"],
-        ["bounds"],
+        ["bounds", "revocation"],
         ["authz", "runs", "tokens", "resolve", "correlate"],
         ["state"],
         ["execute"],
@@ -48,7 +48,7 @@ LAYERS = {
         ["platform"],
         ["capture"],
         ["tasks"],
-        ["clock_udp"],
+        ["clock_udp", "renew"],
         ["link", "join"],
     ],
 }

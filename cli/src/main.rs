@@ -148,7 +148,7 @@ async fn main() -> ExitCode {
     let endpoint = &cli.endpoint;
     let output = cli.output;
     let result: Result<u8, Failure> = match cli.command {
-        Command::Certs(cmd) => certs::run(cmd, output).map(|()| exit::OK),
+        Command::Certs(cmd) => certs::run(cmd, endpoint, output).await.map(|()| exit::OK),
         Command::JoinToken(cmd) => join_token::run(cmd, endpoint, output)
             .await
             .map(|()| exit::OK),

@@ -1,6 +1,6 @@
 //! Who may call what. Identity comes only from the verified client
 //! certificate (`PeerInfo`, set by the TLS acceptor); every handler calls
-//! [`authorize`] first.
+//! [`authorize`] first, which also refuses revoked certificates.
 
 use std::net::SocketAddr;
 
@@ -8,6 +8,7 @@ use probemesh_proto::identity::{Identity, Role};
 use probemesh_proto::tls::PeerInfo;
 
 use crate::error::Error;
+use crate::revocation::Revocations;
 
 /// The access a call needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +48,11 @@ pub struct Caller {
     pub remote_addr: Option<SocketAddr>,
 }
 
-/// Checks the request's certificate against `access` for the named `call`.
+/// Checks the request's certificate against the revocation list and
+/// `access` for the named `call`.
 pub fn authorize<T>(
     req: &tonic::Request<T>,
+    revocations: &Revocations,
     call: &'static str,
     access: Access,
 ) -> Result<Caller, Error> {
@@ -59,6 +62,21 @@ pub fn authorize<T>(
         tracing::warn!(call, peer = ?remote_addr, "refused: no client certificate");
         return Err(Error::NoCertificate { call });
     };
+    if let Some(revoked) = revocations.find(&identity) {
+        tracing::warn!(call, identity = %identity.name, serial = %identity.serial, "refused: certificate revoked");
+        return Err(Error::Revoked {
+            name: identity.name,
+            serial: identity.serial,
+            by: revoked.by,
+            at: humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_millis(
+                        u64::try_from(revoked.revoked_unix_ms).unwrap_or(0),
+                    ),
+            )
+            .to_string(),
+        });
+    }
     if !access.allows(identity.role) {
         tracing::warn!(call, identity = %identity.name, role = identity.role.as_str(), "refused: role not allowed");
         return Err(Error::Forbidden {

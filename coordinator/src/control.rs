@@ -1,7 +1,7 @@
 //! The Control service: what `meshctl` calls.
 //!
 //! Viewers may read (probes, runs); operators may also act (start runs,
-//! create join tokens). Probe certificates may call nothing here.
+//! create join tokens, revoke certificates). Probe certificates may call nothing here.
 //!
 //! It authorizes, plans each run by its kind, opens the run's record and
 //! event stream, and hands the run to its executor ([`crate::tool_run`],
@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use probemesh_proto::identity::validate_name;
 use probemesh_proto::pb;
 use probemesh_proto::token::MAX_TOKEN_TTL;
 use rand::Rng as _;
@@ -28,9 +29,16 @@ use crate::diagnose::{self, plan::DiagnosisPlan};
 use crate::error::Error;
 use crate::execute;
 use crate::registry::Link;
+use crate::revocation::Revocation;
 use crate::state::Coordinator;
 use crate::telemetry;
 use crate::tool_run::{self, ToolPlan};
+
+/// Longest serial accepted by RevokeCertificate, in hex digits (X.509 allows 20 bytes).
+const MAX_SERIAL_HEX: usize = 40;
+/// How long a revocation waits for room in a probe's queue to say why its
+/// stream ends.
+const REVOKE_SEND_WAIT: Duration = Duration::from_millis(200);
 
 /// Control over the shared state.
 #[derive(Debug, Clone)]
@@ -53,7 +61,12 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::ListProbesRequest>,
     ) -> Result<Response<pb::ListProbesResponse>, Status> {
-        authorize(&req, "Control.ListProbes", Access::Read)?;
+        authorize(
+            &req,
+            &self.state.revocations,
+            "Control.ListProbes",
+            Access::Read,
+        )?;
         let r = req.get_ref();
         let probes = self.state.registry().list();
         let page = bounds::page(
@@ -75,7 +88,12 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::RunRequest>,
     ) -> Result<Response<Self::StartRunStream>, Status> {
-        let caller = authorize(&req, "Control.StartRun", Access::Operate)?;
+        let caller = authorize(
+            &req,
+            &self.state.revocations,
+            "Control.StartRun",
+            Access::Operate,
+        )?;
         let request = req.into_inner();
         bounds::check_run_request(&request)?;
         let run_id = random_hex(8);
@@ -150,7 +168,12 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        authorize(&req, "Control.ListRuns", Access::Read)?;
+        authorize(
+            &req,
+            &self.state.revocations,
+            "Control.ListRuns",
+            Access::Read,
+        )?;
         let r = req.get_ref();
         let asked = if r.page_size == 0 {
             r.limit
@@ -171,7 +194,12 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::RunRecord>, Status> {
-        authorize(&req, "Control.GetRun", Access::Read)?;
+        authorize(
+            &req,
+            &self.state.revocations,
+            "Control.GetRun",
+            Access::Read,
+        )?;
         let id = &req.get_ref().run_id;
         self.state
             .runs
@@ -184,13 +212,26 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
-        let caller = authorize(&req, "Control.CreateJoinToken", Access::Operate)?;
+        let caller = authorize(
+            &req,
+            &self.state.revocations,
+            "Control.CreateJoinToken",
+            Access::Operate,
+        )?;
         let r = req.into_inner();
         let ttl = Duration::from_secs(r.ttl_seconds);
         if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
             return Err(Error::InvalidRequest(format!(
                 "token ttl must be between 1s and {}",
                 humantime::format_duration(MAX_TOKEN_TTL)
+            ))
+            .into());
+        }
+        if self.state.registry().knows(&r.name) {
+            return Err(Error::NameTaken(format!(
+                "probe '{}' is registered with this coordinator: a token would hand its name to another host. \
+                 Revoke its certificate first (`meshctl certs revoke {}`), or pick another name",
+                r.name, r.name
             ))
             .into());
         }
@@ -203,6 +244,89 @@ impl pb::control_server::Control for ControlService {
         tracing::info!(name = %r.name, by = %caller.identity.name, expires_unix_ms = issued.expires_unix_ms, "join token created");
         Ok(Response::new(issued))
     }
+
+    async fn revoke_certificate(
+        &self,
+        req: Request<pb::RevokeCertificateRequest>,
+    ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
+        let caller = authorize(
+            &req,
+            &self.state.revocations,
+            "Control.RevokeCertificate",
+            Access::Operate,
+        )?;
+        let r = req.into_inner();
+        let serial = r.serial.trim().replace(':', "").to_ascii_lowercase();
+        match (r.name.is_empty(), serial.is_empty()) {
+            (false, true) => {
+                validate_name(&r.name).map_err(|e| Error::InvalidRequest(e.to_string()))?
+            }
+            (true, false)
+                if serial.len() <= MAX_SERIAL_HEX
+                    && serial.bytes().all(|b| b.is_ascii_hexdigit()) => {}
+            (true, false) => {
+                return Err(Error::InvalidRequest(format!(
+                    "serial '{}' is not up to {MAX_SERIAL_HEX} hex digits",
+                    r.serial
+                ))
+                .into());
+            }
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "name exactly one certificate name or one serial to revoke".into(),
+                )
+                .into());
+            }
+        }
+        let now = self.state.clock.now_unix_ms();
+        let revocation = Revocation {
+            name: r.name.clone(),
+            serial: serial.clone(),
+            revoked_unix_ms: now,
+            by: caller.identity.name.clone(),
+        };
+        self.state.revocations.revoke(revocation.clone())?;
+        let tokens_withdrawn = if r.name.is_empty() {
+            0
+        } else {
+            self.state.tokens.withdraw(&r.name)?
+        };
+        let dropped_streams = drop_revoked(&self.state, &revocation).await;
+        tracing::warn!(name = %r.name, %serial, by = %caller.identity.name, ?dropped_streams, tokens_withdrawn, "certificate revoked");
+        Ok(Response::new(pb::RevokeCertificateResponse {
+            name: r.name,
+            serial,
+            revoked_unix_ms: now,
+            dropped_streams,
+            tokens_withdrawn,
+        }))
+    }
+}
+
+/// Drops, at once, the live streams of the certificates `revocation`
+/// covers: each ends with a PermissionDenied status naming the revocation,
+/// its tasks fail, and its probe is forgotten. Returns the probes dropped.
+async fn drop_revoked(state: &Coordinator, revocation: &Revocation) -> Vec<String> {
+    let dropped = state.registry().drop_revoked(|id| revocation.covers(id));
+    let mut names = Vec::with_capacity(dropped.len());
+    for (name, link) in dropped {
+        let status = Status::permission_denied(format!(
+            "the certificate of '{name}' was revoked by {}; this stream is closed",
+            revocation.by
+        ));
+        // The stream ends with this status; a full queue ends it when the
+        // last task holding the link lets go.
+        let _ = tokio::time::timeout(REVOKE_SEND_WAIT, link.tx.send(Err(status))).await;
+        state.metrics.forget_clock(&name);
+        state.metrics.identity_refused("revoked_stream_dropped");
+        state.dispatcher.fail_connection(&name, link.conn);
+        tracing::warn!(probe = %name, conn = link.conn.0, "live stream of a revoked certificate dropped");
+        names.push(name);
+    }
+    state
+        .metrics
+        .set_connected(state.registry().connected_count());
+    names
 }
 
 /// A run request, planned.

@@ -18,6 +18,16 @@ pub enum Error {
         call: &'static str,
         needs: &'static str,
     },
+    /// The caller's certificate is on the revocation list.
+    #[error(
+        "the certificate of '{name}' (serial {serial}) was revoked by {by} at {at}; ask an operator for a new one"
+    )]
+    Revoked {
+        name: String,
+        serial: String,
+        by: String,
+        at: String,
+    },
     /// The request is malformed or names things that do not exist.
     #[error("{0}")]
     InvalidRequest(String),
@@ -37,6 +47,9 @@ pub enum Error {
     /// A run or token id that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A name already taken (by a probe or a pending join token).
+    #[error("{0}")]
+    NameTaken(String),
     /// A join token was refused.
     #[error("join refused: {0}")]
     JoinRefused(String),
@@ -94,12 +107,15 @@ impl From<Error> for tonic::Status {
         let msg = err.to_string();
         match err {
             Error::NoCertificate { .. } => tonic::Status::unauthenticated(msg),
-            Error::Forbidden { .. } => tonic::Status::permission_denied(msg),
+            Error::Forbidden { .. } | Error::Revoked { .. } => {
+                tonic::Status::permission_denied(msg)
+            }
             Error::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
             Error::UnknownProbe(_) | Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::ProbeOffline(_) | Error::ProbeLost(_) => tonic::Status::unavailable(msg),
             Error::Overloaded(_) => tonic::Status::resource_exhausted(msg),
             Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
+            Error::NameTaken(_) => tonic::Status::already_exists(msg),
             Error::AttachRefused(_) => tonic::Status::already_exists(msg),
             // meshctl exits 3 (inconclusive): the run has no recorded outcome.
             Error::StoreUnwritable { .. } => tonic::Status::failed_precondition(msg),

@@ -38,6 +38,7 @@ pub mod link;
 pub mod metrics;
 pub mod registry;
 pub mod resolve;
+pub mod revocation;
 pub mod runs;
 pub mod server;
 pub mod state;

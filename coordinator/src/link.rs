@@ -5,13 +5,16 @@
 //! coordinator answers Welcome (with a UDP clock session when
 //! [`crate::clock_udp`] is bound), runs clock exchanges (a quick burst, then
 //! periodically), and routes the probe's heartbeats, progress and results.
-//! The stream ends when the probe hangs up, is replaced by a reconnect with
-//! the same certificate, or falls silent for three heartbeats.
+//! One live stream per probe: while a probe's stream answers, a second
+//! stream for its name is refused (same certificate or not); a stream silent
+//! for three heartbeats is taken over. The stream ends when the probe hangs
+//! up, is taken over, or falls silent for three heartbeats.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use probemesh_proto::identity::{Role, validate_probe_name};
 use probemesh_proto::pb;
 use probemesh_proto::pb::probe_message::Msg;
 use tokio::sync::mpsc;
@@ -28,6 +31,8 @@ use crate::state::Coordinator;
 
 /// Messages queued towards one probe before senders wait.
 const LINK_BUFFER: usize = 64;
+/// Largest renewal CSR accepted (a P-256 CSR is about 500 bytes).
+const MAX_CSR: usize = 8 << 10;
 /// Clock exchanges right after attach, before the periodic ones.
 const CLOCK_BURST: u32 = 8;
 /// Spacing of the initial burst.
@@ -57,10 +62,25 @@ impl pb::probe_link_server::ProbeLink for LinkService {
         &self,
         req: Request<Streaming<pb::ProbeMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        let caller = authorize(&req, "ProbeLink.Attach", Access::Probe)?;
+        let caller = authorize(
+            &req,
+            &self.state.revocations,
+            "ProbeLink.Attach",
+            Access::Probe,
+        )
+        .inspect_err(|e| {
+            if matches!(e, Error::Revoked { .. }) {
+                self.state.metrics.identity_refused("revoked");
+            }
+        })?;
         let remote = caller
             .remote_addr
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        validate_probe_name(&caller.identity.name).map_err(|e| {
+            self.state.metrics.identity_refused("reserved_name");
+            tracing::warn!(probe = %caller.identity.name, %remote, reason = %e, "probe attach refused");
+            Error::InvalidRequest(format!("no probe may attach under this name: {e}"))
+        })?;
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(self.state.timing.hello_timeout, inbound.message())
             .await
@@ -88,15 +108,17 @@ impl pb::probe_link_server::ProbeLink for LinkService {
                 tx.clone(),
                 tokio::time::Instant::now(),
                 now_ms,
+                self.state.timing.liveness_bound(),
             )
         };
         let attached = attached
-            .inspect_err(
-                |e| tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused"),
-            )
+            .inspect_err(|e| {
+                self.state.metrics.identity_refused("live_stream");
+                tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused");
+            })
             .map_err(Error::from)?;
         if let Some(old) = attached.replaced {
-            tracing::info!(probe = %name, %remote, "probe reconnected; replacing its stale stream");
+            tracing::info!(probe = %name, %remote, "probe reconnected; taking over its silent stream");
             self.state.dispatcher.fail_connection(&name, old.conn);
         }
         self.state.metrics.attached(&name);
@@ -193,6 +215,44 @@ pub(crate) async fn receive(state: &Coordinator, name: &str, conn: ConnId, msg: 
         }
         Some(Msg::Progress(p)) => state.dispatcher.progress(name, p).await,
         Some(Msg::Result(r)) => state.dispatcher.complete(name, r),
+        Some(Msg::Renew(r)) => renew(state, name, conn, &r.csr_pem).await,
+    }
+}
+
+/// Signs a renewal for the stream's own probe, unless its certificate is
+/// revoked, and sends it down the stream.
+async fn renew(state: &Coordinator, name: &str, conn: ConnId, csr_pem: &str) {
+    let (identity, link) = {
+        let registry = state.registry();
+        match (registry.identity(name, conn).cloned(), registry.link(name)) {
+            (Some(identity), Some(link)) if link.conn == conn => (identity, link),
+            _ => return,
+        }
+    };
+    if state.revocations.find(&identity).is_some() {
+        tracing::warn!("renewal refused: the certificate is revoked");
+        return;
+    }
+    if csr_pem.len() > MAX_CSR {
+        tracing::warn!(
+            len = csr_pem.len(),
+            "renewal refused: CSR over {MAX_CSR} bytes"
+        );
+        return;
+    }
+    let validity = state.probe_validity();
+    match state.ca.sign_csr(csr_pem, name, Role::Probe, validity) {
+        Ok(certificate_pem) => {
+            let msg = pb::CoordinatorMessage {
+                msg: Some(pb::coordinator_message::Msg::Certificate(
+                    pb::RenewedCertificate { certificate_pem },
+                )),
+            };
+            if link.tx.send(Ok(msg)).await.is_ok() {
+                tracing::info!(not_after = %validity.not_after, "probe certificate renewed over the stream");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "renewal refused"),
     }
 }
 

@@ -65,6 +65,11 @@ struct Args {
     /// How often probes must send a heartbeat; three missed ones disconnect a probe.
     #[arg(long, env = "MESH_HEARTBEAT", default_value = "1s", value_parser = duration)]
     heartbeat: Duration,
+    /// Lifetime of the probe certificates this coordinator signs (join,
+    /// node enrollment, renewal). Probes renew over their stream at about
+    /// 2/3 of it; a few seconds lets a test watch a renewal.
+    #[arg(long, env = "MESH_PROBE_CERT_LIFETIME", default_value = "7d", value_parser = duration)]
+    probe_cert_lifetime: Duration,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "MESH_LOG_JSON")]
     log_json: bool,
@@ -141,6 +146,7 @@ async fn main() -> ExitCode {
         payload_policy: mesh_coordinator::state::PayloadPolicy {
             allowed: args.allow_payload_capture,
         },
+        probe_cert_lifetime: args.probe_cert_lifetime,
     };
     let bound = match Bound::bind(settings).await {
         Ok(b) => b,

@@ -45,6 +45,15 @@ pub struct ProbeLabels {
     pub probe: String,
 }
 
+/// Labels of `probemesh_identity_refusals_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `live_stream` (a second stream for a probe whose stream answers),
+    /// `reserved_name`, `revoked` (a call or stream with a revoked
+    /// certificate) or `revoked_stream_dropped`.
+    pub reason: String,
+}
+
 /// Labels of `probemesh_certificate_expiry_timestamp_seconds`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct CertLabels {
@@ -79,6 +88,8 @@ pub struct Metrics {
     pub attaches: Family<ProbeLabels, Counter>,
     /// `probemesh_certificate_expiry_timestamp_seconds{name}`.
     pub certificate_expiry: Family<CertLabels, Gauge>,
+    /// `probemesh_identity_refusals_total{reason}`.
+    pub identity_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -92,6 +103,7 @@ impl Default for Metrics {
             clock_error: Family::default(),
             attaches: Family::default(),
             certificate_expiry: Family::default(),
+            identity_refusals: Family::default(),
         }
     }
 }
@@ -106,6 +118,15 @@ impl Metrics {
     /// Counts an attach of `probe` (first connection or reconnect).
     pub fn attached(&self, probe: &str) {
         self.attaches.get_or_create(&probe_labels(probe)).inc();
+    }
+
+    /// Counts an identity refusal (see [`RefusalLabels`]).
+    pub fn identity_refused(&self, reason: &str) {
+        self.identity_refusals
+            .get_or_create(&RefusalLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Publishes `probe`'s best clock estimate.
@@ -207,6 +228,11 @@ impl Metrics {
             "probemesh_certificate_expiry_timestamp_seconds",
             "notAfter of the coordinator's certificates, seconds since the Unix epoch",
             self.certificate_expiry.clone(),
+        );
+        r.register(
+            "probemesh_identity_refusals",
+            "Streams and calls refused for their identity (live_stream, reserved_name, revoked), and live streams dropped by a revocation",
+            self.identity_refusals.clone(),
         );
         r.register_collector(Box::new(AtomicCounter {
             name: "probemesh_tls_handshake_refusals",

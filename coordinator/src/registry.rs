@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use probemesh_proto::identity::{CertFingerprint, Identity};
+#[cfg(test)]
+use probemesh_proto::identity::CertFingerprint;
+use probemesh_proto::identity::Identity;
 use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
@@ -34,7 +36,7 @@ pub struct Link {
 #[derive(Debug)]
 struct Entry {
     hello: pb::Hello,
-    fingerprint: CertFingerprint,
+    identity: Identity,
     remote_addr: SocketAddr,
     link: Option<Link>,
     connected_since_unix_ms: i64,
@@ -49,12 +51,21 @@ pub enum AttachRefused {
     /// The Hello names someone other than the certificate.
     #[error("hello names probe '{claimed}' but the certificate is for '{certified}'")]
     NameMismatch { claimed: String, certified: String },
-    /// A live stream holds the name with a different certificate.
+    /// The name's stream is live (heard from within the liveness bound):
+    /// one live stream per probe, whatever the certificate.
     #[error(
-        "probe name '{name}' is held by a live connection with another certificate ({held}); \
-         stop that probe or use another name"
+        "probe '{name}' already has a live stream ({which} certificate, heard from {silent_ms} ms ago); \
+         one live stream per probe: a second connection takes over only after the first has been \
+         silent for {bound_ms} ms (missed heartbeats). Stop the other process using this identity, \
+         or revoke its certificate with `meshctl certs revoke {name}`"
     )]
-    NameHeld { name: String, held: CertFingerprint },
+    StreamLive {
+        name: String,
+        /// "the same" or "another".
+        which: &'static str,
+        silent_ms: u128,
+        bound_ms: u128,
+    },
 }
 
 /// Outcome of a successful attach.
@@ -62,7 +73,7 @@ pub enum AttachRefused {
 pub struct Attached {
     /// The new attachment.
     pub conn: ConnId,
-    /// The stale stream this attach replaced (same certificate), if any.
+    /// The silent stream this attach took over, if any.
     pub replaced: Option<Link>,
 }
 
@@ -74,9 +85,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Attaches `identity` with its Hello. A reconnect by the same certificate
-    /// replaces the stale stream; a different certificate claiming a name held
-    /// by a live stream is refused.
+    /// Attaches `identity` with its Hello. While the name's stream is live
+    /// (heard from within `bound`) any second stream is refused, with the same
+    /// certificate or another: a stolen certificate cannot take over a probe
+    /// that answers. A stream silent for longer than `bound` is taken over.
+    #[allow(clippy::too_many_arguments)] // one attach, its facts and the clock
     pub fn attach(
         &mut self,
         identity: &Identity,
@@ -85,6 +98,7 @@ impl Registry {
         tx: LinkSender,
         now: Instant,
         now_unix_ms: i64,
+        bound: Duration,
     ) -> Result<Attached, AttachRefused> {
         if hello.name != identity.name {
             return Err(AttachRefused::NameMismatch {
@@ -94,19 +108,27 @@ impl Registry {
         }
         if let Some(existing) = self.entries.get(&identity.name)
             && existing.link.is_some()
-            && existing.fingerprint != identity.fingerprint
         {
-            return Err(AttachRefused::NameHeld {
-                name: identity.name.clone(),
-                held: existing.fingerprint.clone(),
-            });
+            let silent = now.saturating_duration_since(existing.last_seen);
+            if silent <= bound {
+                return Err(AttachRefused::StreamLive {
+                    name: identity.name.clone(),
+                    which: if existing.identity.fingerprint == identity.fingerprint {
+                        "the same"
+                    } else {
+                        "another"
+                    },
+                    silent_ms: silent.as_millis(),
+                    bound_ms: bound.as_millis(),
+                });
+            }
         }
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
         let link = Link { conn, tx };
         let entry = Entry {
             hello,
-            fingerprint: identity.fingerprint.clone(),
+            identity: identity.clone(),
             remote_addr,
             link: Some(link),
             connected_since_unix_ms: now_unix_ms,
@@ -177,6 +199,39 @@ impl Registry {
         self.entries.get(name).and_then(|e| e.link.clone())
     }
 
+    /// Whether probe `name` has attached since the coordinator started
+    /// (connected now or not).
+    pub fn knows(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Drops every live stream whose certificate `revoked` says is revoked,
+    /// and forgets those probes (their names are free for a new join token).
+    /// Returns the probes and the links that were theirs.
+    pub fn drop_revoked(&mut self, revoked: impl Fn(&Identity) -> bool) -> Vec<(String, Link)> {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| revoked(&e.identity))
+            .map(|(name, _)| name.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let entry = self.entries.remove(&name)?;
+                entry.link.map(|link| (name, link))
+            })
+            .collect()
+    }
+
+    /// The certificate identity of `name`'s stream `conn`, while current.
+    pub fn identity(&self, name: &str, conn: ConnId) -> Option<&Identity> {
+        self.entries
+            .get(name)
+            .filter(|e| e.link.as_ref().is_some_and(|l| l.conn == conn))
+            .map(|e| &e.identity)
+    }
+
     /// The Hello a probe sent on its latest attach.
     pub fn hello(&self, name: &str) -> Option<&pb::Hello> {
         self.entries.get(name).map(|e| &e.hello)
@@ -225,6 +280,10 @@ impl Registry {
     }
 }
 
+/// The liveness bound of the registry's tests.
+#[cfg(test)]
+pub(crate) const BOUND: Duration = Duration::from_secs(3);
+
 /// A registry with probes `node-1`, `node-2`, ... attached (see
 /// [`test_probe`]), for tests of code that reads it.
 #[cfg(test)]
@@ -234,7 +293,7 @@ pub(crate) fn attached(names: &[&str]) -> Registry {
         let (identity, hello) = test_probe(i, name);
         let (tx, _rx) = mpsc::channel(1);
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        if let Err(e) = reg.attach(&identity, hello, addr, tx, Instant::now(), 0) {
+        if let Err(e) = reg.attach(&identity, hello, addr, tx, Instant::now(), 0, BOUND) {
             panic!("attach {name}: {e}");
         }
     }
@@ -249,6 +308,9 @@ pub(crate) fn test_probe(i: u8, name: &str) -> (Identity, pb::Hello) {
         name: name.into(),
         role: probemesh_proto::identity::Role::Probe,
         fingerprint: CertFingerprint::from_bytes([i; 32]),
+        serial: format!("{i:02x}"),
+        not_before_unix: 0,
+        not_after_unix: 0,
     };
     let iface = |name: &str, mtu, addr: String| pb::Interface {
         name: name.into(),
@@ -278,6 +340,9 @@ mod tests {
             name: name.into(),
             role: Role::Probe,
             fingerprint: CertFingerprint::from_bytes([cert; 32]),
+            serial: format!("{cert:02x}"),
+            not_before_unix: 0,
+            not_after_unix: 0,
         }
     }
 
@@ -294,22 +359,34 @@ mod tests {
 
     fn attach(reg: &mut Registry, id: &Identity, now: Instant) -> Result<Attached, AttachRefused> {
         let (tx, _rx) = mpsc::channel(1);
-        reg.attach(id, hello(&id.name), addr(), tx, now, 0)
+        reg.attach(id, hello(&id.name), addr(), tx, now, 0, BOUND)
     }
 
     #[tokio::test(start_paused = true)]
-    async fn same_certificate_replaces_a_different_one_is_refused() {
+    async fn a_live_stream_is_never_replaced_a_silent_one_is_taken_over() {
         let mut reg = Registry::default();
-        let now = Instant::now();
-        let first = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        let first = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
         assert!(first.replaced.is_none());
-        let again = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        tokio::time::advance(BOUND).await;
+        for (cert, which) in [(1, "the same"), (2, "another")] {
+            let err = attach(&mut reg, &identity("node-1", cert), Instant::now()).unwrap_err();
+            assert!(
+                matches!(&err, AttachRefused::StreamLive { which: w, silent_ms: 3_000, .. } if *w == which),
+                "{err}"
+            );
+            assert!(
+                err.to_string().contains("meshctl certs revoke node-1"),
+                "{err}"
+            );
+        }
+        assert_eq!(reg.link("node-1").map(|l| l.conn), Some(first.conn));
+        // Silent past the bound: the new stream takes over.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let again = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
         assert_eq!(again.replaced.map(|l| l.conn), Some(first.conn));
-        let err = attach(&mut reg, &identity("node-1", 2), now).unwrap_err();
-        assert!(matches!(err, AttachRefused::NameHeld { .. }), "{err}");
         // Once the holder is gone, another certificate may take the name.
         assert!(reg.detach("node-1", again.conn));
-        assert!(attach(&mut reg, &identity("node-1", 2), now).is_ok());
+        assert!(attach(&mut reg, &identity("node-1", 2), Instant::now()).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -324,6 +401,7 @@ mod tests {
                 tx,
                 Instant::now(),
                 0,
+                BOUND,
             )
             .unwrap_err();
         assert_eq!(
@@ -338,9 +416,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stale_detach_does_not_disconnect_the_new_stream() {
         let mut reg = Registry::default();
-        let now = Instant::now();
-        let old = attach(&mut reg, &identity("node-1", 1), now).unwrap();
-        let new = attach(&mut reg, &identity("node-1", 1), now).unwrap();
+        let old = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
+        tokio::time::advance(BOUND * 2).await;
+        let new = attach(&mut reg, &identity("node-1", 1), Instant::now()).unwrap();
         assert!(!reg.detach("node-1", old.conn));
         assert_eq!(reg.link("node-1").map(|l| l.conn), Some(new.conn));
     }
@@ -348,7 +426,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silence_beyond_the_bound_disconnects() {
         let mut reg = Registry::default();
-        let bound = Duration::from_secs(3);
+        let bound = BOUND;
         let start = Instant::now();
         let a = attach(&mut reg, &identity("node-1", 1), start).unwrap();
         attach(&mut reg, &identity("node-2", 2), start).unwrap();

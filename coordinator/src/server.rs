@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
+use crate::revocation::{FileStore, Revocations};
 use crate::runs::RunStore;
 use crate::state::{Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock};
 use crate::tokens::TokenStore;
@@ -51,6 +52,8 @@ pub struct Settings {
     pub span_export: SpanExportStats,
     /// Whether operators may capture full payloads.
     pub payload_policy: PayloadPolicy,
+    /// Lifetime of the probe certificates this coordinator signs.
+    pub probe_cert_lifetime: std::time::Duration,
 }
 
 /// How long start-up waits for the Kubernetes API's first lists.
@@ -88,9 +91,17 @@ impl Bound {
         let dir = TlsDir::new(settings.tls_dir);
         let tls = server_config(&dir)?;
         let ca = CertAuthority::load(&dir)?;
-        let (runs, tokens) = match settings.store {
-            Some(path) => (RunStore::open(path.clone())?, TokenStore::open(path)?),
-            None => (RunStore::in_memory(), TokenStore::in_memory()),
+        let (runs, tokens, revocations) = match settings.store {
+            Some(path) => (
+                RunStore::open(path.clone())?,
+                TokenStore::open(path.clone())?,
+                Revocations::open(Box::new(FileStore::new(path)))?,
+            ),
+            None => (
+                RunStore::in_memory(),
+                TokenStore::in_memory(),
+                Revocations::in_memory(),
+            ),
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -141,6 +152,8 @@ impl Bound {
                 settings.timing,
                 Arc::new(SystemClock),
             )
+            .with_revocations(revocations)
+            .with_probe_cert_lifetime(settings.probe_cert_lifetime)
             .with_payload_policy(settings.payload_policy)
             .with_node_enrollment(settings.node_enrollment)
             .with_listen_port(local_addr.port()),

@@ -13,6 +13,7 @@ use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::revocation::Revocations;
 use crate::runs::RunStore;
 use crate::tokens::TokenStore;
 
@@ -105,6 +106,8 @@ pub struct Coordinator {
     pub runs: RunStore,
     /// Join tokens.
     pub tokens: TokenStore,
+    /// Revoked certificates.
+    pub revocations: Revocations,
     /// Signs join CSRs.
     pub ca: CertAuthority,
     /// The cluster inventory, if any.
@@ -119,6 +122,9 @@ pub struct Coordinator {
     pub payload_policy: PayloadPolicy,
     /// Node enrollment by ServiceAccount token, when enabled.
     pub node_enrollment: Option<NodeEnrollment>,
+    /// Lifetime of the probe certificates this coordinator signs (join,
+    /// node enrollment, renewal over the stream).
+    pub probe_cert_lifetime: Duration,
     /// The port probes and clients reach this coordinator on (0 when
     /// unknown); run captures leave its traffic out.
     pub listen_port: u16,
@@ -139,6 +145,7 @@ impl Coordinator {
             dispatcher: Dispatcher::default(),
             runs,
             tokens,
+            revocations: Revocations::in_memory(),
             ca,
             inventory,
             timing,
@@ -146,6 +153,9 @@ impl Coordinator {
             metrics: Metrics::default(),
             payload_policy: PayloadPolicy::default(),
             node_enrollment: None,
+            probe_cert_lifetime: Duration::from_secs(
+                u64::try_from(probemesh_proto::pki::PROBE_LIFETIME.whole_seconds()).unwrap_or(0),
+            ),
             listen_port: 0,
         }
     }
@@ -156,10 +166,30 @@ impl Coordinator {
         self
     }
 
+    /// Uses `revocations` (default: an empty list in memory).
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
     /// Enables node enrollment by ServiceAccount token.
     pub fn with_node_enrollment(mut self, enrollment: Option<NodeEnrollment>) -> Self {
         self.node_enrollment = enrollment;
         self
+    }
+
+    /// Sets the lifetime of the probe certificates this coordinator signs.
+    pub fn with_probe_cert_lifetime(mut self, lifetime: Duration) -> Self {
+        self.probe_cert_lifetime = lifetime;
+        self
+    }
+
+    /// The validity of a probe certificate signed now.
+    pub fn probe_validity(&self) -> probemesh_proto::pki::Validity {
+        probemesh_proto::pki::Validity::starting_at(
+            time::OffsetDateTime::now_utc(),
+            time::Duration::try_from(self.probe_cert_lifetime).unwrap_or(time::Duration::DAY),
+        )
     }
 
     /// Records the port this coordinator listens on.

@@ -118,6 +118,7 @@ impl FakeProbe {
                 tx,
                 tokio::time::Instant::now(),
                 NOW_NS / 1_000_000,
+                state.timing.liveness_bound(),
             )
             .unwrap_or_else(|e| panic!("attach {name}: {e}"));
         Self {

@@ -3,7 +3,8 @@
 //! The coordinator keeps only each token's id, name, expiry, use and the
 //! SHA-256 of its secret; the secret itself exists only in the printed token.
 //! With `--store DIR` the table is kept in `DIR/tokens.json` so tokens
-//! survive a restart.
+//! survive a restart (written whole to a temporary file, fsync'd and renamed
+//! into place, mode 0600).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -65,6 +66,7 @@ impl TokenStore {
     }
 
     /// Creates a token for probe `name`, valid for `ttl` from `now_unix_ms`.
+    /// Refuses a name with a pending (unused, unexpired) token.
     pub fn create(
         &self,
         name: &str,
@@ -84,12 +86,34 @@ impl TokenStore {
         };
         let mut tokens = self.lock();
         tokens.retain(|_, t| !t.used && t.expires_unix_ms > now_unix_ms);
+        if let Some(pending) = tokens.values().find(|t| t.name == name) {
+            return Err(Error::NameTaken(format!(
+                "a join token for '{name}' is pending (unused, expires in {}); use it, let it expire, \
+                 or withdraw it with `meshctl certs revoke {name}`",
+                humantime::format_duration(Duration::from_secs(
+                    u64::try_from((pending.expires_unix_ms - now_unix_ms) / 1_000).unwrap_or(0)
+                ))
+            )));
+        }
         tokens.insert(token.id.to_string(), record);
         self.persist(&tokens)?;
         Ok(pb::CreateJoinTokenResponse {
             token: token.to_string(),
             expires_unix_ms,
         })
+    }
+
+    /// Withdraws every unused token for `name` (its certificate is being
+    /// revoked); returns how many there were.
+    pub fn withdraw(&self, name: &str) -> Result<u32> {
+        let mut tokens = self.lock();
+        let before = tokens.len();
+        tokens.retain(|_, t| t.used || t.name != name);
+        let withdrawn = before - tokens.len();
+        if withdrawn > 0 {
+            self.persist(&tokens)?;
+        }
+        Ok(u32::try_from(withdrawn).unwrap_or(u32::MAX))
     }
 
     /// Spends `token` if it is known, unused, unexpired and unaltered;
@@ -135,16 +159,16 @@ impl TokenStore {
         let Some(path) = &self.file else {
             return Ok(());
         };
-        let tmp = path.with_extension("json.tmp");
-        let err = |op, source| Error::Store {
-            op,
+        let bytes = serde_json::to_vec_pretty(tokens).map_err(|e| Error::Store {
+            op: "encode token store",
             path: path.clone(),
-            source,
-        };
-        let bytes = serde_json::to_vec_pretty(tokens)
-            .map_err(|e| err("encode token store", std::io::Error::other(e)))?;
-        std::fs::write(&tmp, bytes).map_err(|e| err("write token store", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| err("write token store", e))
+            source: std::io::Error::other(e),
+        })?;
+        probemesh_proto::pki::write_atomic(path, &bytes, true).map_err(|e| Error::Store {
+            op: "write token store",
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TokenRecord>> {

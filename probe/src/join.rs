@@ -7,6 +7,13 @@
 //! cluster's CA file (no client certificate yet); the token authenticates
 //! us. The issued certificate carries exactly the name the join token was
 //! made for, or the node the ServiceAccount token's pod runs on.
+//!
+//! `mesh-probe join` never replaces a file: an existing DIR/NAME.pem or
+//! DIR/NAME-key.pem, or a DIR/ca.pem of another CA than the token pins, is
+//! refused before the coordinator is contacted (and again, atomically, when
+//! the files are created). A node enrolling by ServiceAccount token renews
+//! its own NAME files that way, so it replaces them; it too keeps a ca.pem
+//! that holds another CA.
 
 use std::path::Path;
 
@@ -31,6 +38,12 @@ pub struct Enrolled {
 /// and DIR/NAME-key.pem.
 pub async fn join(coordinator: &str, token: &str, dir: TlsDir) -> Result<Enrolled> {
     let token: JoinToken = token.trim().parse()?;
+    refuse_existing(&dir, token.name.as_str())?;
+    if let Some(ca_der) = read_ca(&dir.ca_cert())?
+        && !token.ca_pin.matches(&ca_der)
+    {
+        return Err(other_ca(&dir));
+    }
     let tls = probemesh_proto::tls::pinned_client_config(&token.ca_pin);
     let channel = probemesh_proto::tls::connect(coordinator, tls).await?;
     let (csr_pem, key_pem) = pki::generate_csr(token.name.as_str())?;
@@ -42,7 +55,7 @@ pub async fn join(coordinator: &str, token: &str, dir: TlsDir) -> Result<Enrolle
         .await
         .map_err(|status| Error::JoinRefused(status.message().to_owned()))?
         .into_inner();
-    store(response, token.name.as_str(), &key_pem, dir)
+    store(response, token.name.as_str(), &key_pem, dir, Replace::Never)
 }
 
 /// Enrolls node `name` with `coordinator` using the projected ServiceAccount
@@ -83,21 +96,99 @@ pub async fn enroll_node(
             _ => Error::JoinRefused(status.message().to_owned()),
         })?
         .into_inner();
-    store(response, name, &key_pem, dir)
+    store(response, name, &key_pem, dir, Replace::OwnFiles)
 }
 
-/// Checks that the coordinator issued the name asked for and stores the CA,
-/// key and certificate.
-fn store(response: pb::JoinResponse, name: &str, key_pem: &str, dir: TlsDir) -> Result<Enrolled> {
+/// What enrollment may replace in the TLS directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    /// Nothing (`mesh-probe join`).
+    Never,
+    /// The probe's own NAME.pem and NAME-key.pem (a node renewing by ServiceAccount token).
+    OwnFiles,
+}
+
+/// How to get out of a refusal to overwrite.
+const KEEP_HINT: &str = "mesh-probe join never replaces a key or certificate: pass another --tls-dir, or move the file away if this host is to be enrolled again";
+
+/// Refuses when DIR/NAME-key.pem or DIR/NAME.pem exists.
+fn refuse_existing(dir: &TlsDir, name: &str) -> Result<()> {
+    match [dir.key(name), dir.cert(name)]
+        .into_iter()
+        .find(|p| p.exists())
+    {
+        Some(path) => Err(pki::Error::AlreadyExists {
+            path,
+            hint: KEEP_HINT,
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// The DER of the CA certificate in `path`, if the file exists.
+fn read_ca(path: &Path) -> Result<Option<Vec<u8>>> {
+    let pem = match std::fs::read(path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::File {
+                op: "reading",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let der = CertificateDer::from_pem_slice(&pem).map_err(|e| pki::Error::BadPem {
+        path: path.to_path_buf(),
+        what: "certificate",
+        reason: e.to_string(),
+    })?;
+    Ok(Some(der.as_ref().to_vec()))
+}
+
+/// DIR/ca.pem holds another CA than the one enrolling with.
+fn other_ca(dir: &TlsDir) -> Error {
+    pki::Error::AlreadyExists {
+        path: dir.ca_cert(),
+        hint: "it holds another CA than the coordinator's: pass another --tls-dir (a directory per CA)",
+    }
+    .into()
+}
+
+/// Checks that the coordinator issued the name asked for and stores the CA
+/// (unless the same CA is there already), key and certificate, replacing
+/// only what `replace` allows.
+fn store(
+    response: pb::JoinResponse,
+    name: &str,
+    key_pem: &str,
+    dir: TlsDir,
+    replace: Replace,
+) -> Result<Enrolled> {
     if response.name != name {
         return Err(Error::JoinRefused(format!(
             "the coordinator issued a certificate for '{}' but this probe asked for '{name}'",
             response.name
         )));
     }
-    pki::write_atomic(&dir.ca_cert(), response.ca_pem.as_bytes(), false)?;
-    pki::write_atomic(&dir.key(name), key_pem.as_bytes(), true)?;
-    pki::write_atomic(&dir.cert(name), response.certificate_pem.as_bytes(), false)?;
+    let ca_der = CertificateDer::from_pem_slice(response.ca_pem.as_bytes())
+        .map_err(|e| Error::JoinRefused(format!("the coordinator sent no usable CA: {e}")))?;
+    match read_ca(&dir.ca_cert())? {
+        Some(existing) if existing != ca_der.as_ref() => return Err(other_ca(&dir)),
+        Some(_) => {}
+        None => pki::write_new(&dir.ca_cert(), response.ca_pem.as_bytes(), false, KEEP_HINT)?,
+    }
+    let files = [
+        (dir.key(name), key_pem.as_bytes(), true),
+        (dir.cert(name), response.certificate_pem.as_bytes(), false),
+    ];
+    for (path, contents, private) in files {
+        match replace {
+            Replace::Never => pki::write_new(&path, contents, private, KEEP_HINT)?,
+            Replace::OwnFiles => pki::write_atomic(&path, contents, private)?,
+        }
+    }
     tracing::info!(%name, dir = %dir.path().display(), "enrolled; certificate stored");
     Ok(Enrolled {
         name: name.to_owned(),

@@ -32,6 +32,7 @@ pub mod join;
 pub mod link;
 pub mod metrics;
 pub mod platform;
+pub mod renew;
 pub mod tasks;
 pub mod telemetry;
 pub mod time;

@@ -1,7 +1,8 @@
 //! The probe's side of ProbeLink: dial out to the coordinator, say Hello,
 //! keep heartbeats and clock replies flowing (and the UDP clock exchange,
 //! [`crate::clock_udp`], when the Welcome offers one), run the tasks pushed down the
-//! stream, and reconnect with backoff forever.
+//! stream, renew its certificate over the stream at about 2/3 of its
+//! lifetime ([`crate::renew`]), and reconnect with backoff forever.
 //!
 //! Session lifecycle ([`Session`]):
 //! `Connecting` → (TLS + Attach ok) → `Attached` → (stream ends or errs) →
@@ -23,6 +24,7 @@ use tracing::Instrument as _;
 use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::renew;
 use crate::telemetry::Moments;
 use crate::time::unix_ns;
 
@@ -67,12 +69,14 @@ pub enum Session {
 /// Runs the probe until `shutdown` is cancelled. Fails only on local
 /// configuration errors (missing certificates); network trouble is retried.
 pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result<()> {
-    let tls = probemesh_proto::tls::client_config(
-        &TlsDir::new(settings.tls_dir.clone()),
-        &settings.name,
-    )?;
     let mut backoff = Backoff::default();
     loop {
+        // Read on every connection: a certificate renewed over the last
+        // stream is used from the next one.
+        let tls = probemesh_proto::tls::client_config(
+            &TlsDir::new(settings.tls_dir.clone()),
+            &settings.name,
+        )?;
         tracing::debug!(state = ?Session::Connecting, coordinator = %settings.coordinator);
         let started = Instant::now();
         let outcome = tokio::select! {
@@ -138,6 +142,12 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
     // Ends this session's UDP clock exchange when dropped (or replaced).
     let mut udp_clock: Option<tokio_util::sync::DropGuard> = None;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let dir = TlsDir::new(settings.tls_dir.clone());
+    let renew_sleep = tokio::time::sleep_until(until(renew::due(&dir, &settings.name)));
+    tokio::pin!(renew_sleep);
+    // The key of a renewal asked for, until its certificate arrives.
+    let mut renewal: Option<renew::Request> = None;
+    let mut renewal_asked = false;
     let result = loop {
         tokio::select! {
             msg = inbound.message() => {
@@ -173,6 +183,18 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
                             tokens.cancel.cancel();
                         }
                     }
+                    Some(Msg::Certificate(c)) => match renewal.take() {
+                        Some(request) => match request.store(&dir, &settings.name, &c.certificate_pem) {
+                            Ok(not_after) => {
+                                settings.metrics.set_certificate_expiry("probe", not_after);
+                                tracing::info!("certificate renewed over the stream; used from the next connection");
+                                renew_sleep.as_mut().reset(until(renew::due(&dir, &settings.name)));
+                                renewal_asked = false;
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot store the renewed certificate"),
+                        },
+                        None => tracing::warn!("ignoring a certificate nobody asked for"),
+                    },
                     Some(Msg::Stop(s)) => {
                         if let Some(tokens) = running.get(&s.task_id) {
                             tracing::info!(task_id = %s.task_id, "task stopped early by the coordinator");
@@ -188,6 +210,13 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
             }
             Some(task_id) = done_rx.recv() => {
                 running.remove(&task_id);
+            }
+            () = &mut renew_sleep, if !renewal_asked => {
+                renewal_asked = true;
+                let (request, csr_pem) = renew::Request::new(&settings.name)?;
+                renewal = Some(request);
+                tracing::info!("asking the coordinator to renew this probe's certificate");
+                send(&out, pb::probe_message::Msg::Renew(pb::CertificateRenewal { csr_pem })).await?;
             }
         }
     };
@@ -243,6 +272,16 @@ async fn execute(
     result.task_id.clone_from(&task_id);
     let _ = send(&out, pb::probe_message::Msg::Result(result)).await;
     let _ = done.send(task_id);
+}
+
+/// The instant `at` falls on (now when it is past; far off when unknown).
+fn until(at: Option<std::time::SystemTime>) -> tokio::time::Instant {
+    const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+    let wait = at.map_or(NEVER, |at| {
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    });
+    tokio::time::Instant::now() + wait
 }
 
 async fn send(out: &mpsc::Sender<pb::ProbeMessage>, msg: pb::probe_message::Msg) -> Result<()> {

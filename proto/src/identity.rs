@@ -18,6 +18,11 @@ pub const SPIFFE_PREFIX: &str = "spiffe://probemesh/";
 /// Longest identity name, in bytes (a DNS label).
 pub const MAX_NAME_LEN: usize = 63;
 
+/// Names no probe, join token or issued certificate may take: `ca` is the CA's own files in a
+/// TLS directory, `admin` and `coordinator` the identities `meshctl certs init` creates. A probe
+/// or token named after one of them would overwrite (or impersonate) it.
+pub const RESERVED_NAMES: [&str; 3] = ["ca", "admin", "coordinator"];
+
 /// What an identity may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -78,15 +83,15 @@ impl FromStr for Role {
     }
 }
 
-/// A validated identity name (probe, operator, viewer or coordinator): a DNS-label-like string
-/// of 1..=63 characters from `a-z`, `0-9`, `-` and `.`, starting and ending with a letter or digit.
+/// A validated probe name (also what join tokens carry): a valid identity name (see
+/// [`validate_name`]) that is not one of the [`RESERVED_NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProbeName(String);
 
 impl ProbeName {
     /// Validates `name`.
     pub fn new(name: &str) -> Result<Self, IdentityError> {
-        validate_name(name)?;
+        validate_probe_name(name)?;
         Ok(Self(name.to_owned()))
     }
 
@@ -121,7 +126,19 @@ impl AsRef<str> for ProbeName {
     }
 }
 
-/// Checks that `name` is a valid identity name (see [`ProbeName`]).
+/// Checks that `name` may be given to a probe, a join token or a newly issued certificate: a
+/// valid identity name ([`validate_name`]) and not one of the [`RESERVED_NAMES`].
+pub fn validate_probe_name(name: &str) -> Result<(), IdentityError> {
+    validate_name(name)?;
+    if RESERVED_NAMES.contains(&name) {
+        return Err(IdentityError::ReservedName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks that `name` is a valid identity name (any role, the reserved ones included): a
+/// DNS-label-like string of 1..=63 characters from `a-z`, `0-9`, `-` and `.`, starting and
+/// ending with a letter or digit.
 pub fn validate_name(name: &str) -> Result<(), IdentityError> {
     let refuse = |reason: String| {
         Err(IdentityError::InvalidName {
@@ -210,6 +227,12 @@ pub struct Identity {
     pub role: Role,
     /// SHA-256 of the certificate the identity was read from.
     pub fingerprint: CertFingerprint,
+    /// The certificate's serial number, lowercase hex (what `meshctl certs revoke` takes).
+    pub serial: String,
+    /// The certificate's `notBefore`, seconds since the Unix epoch.
+    pub not_before_unix: i64,
+    /// The certificate's `notAfter`, seconds since the Unix epoch.
+    pub not_after_unix: i64,
 }
 
 impl Identity {
@@ -239,6 +262,9 @@ impl Identity {
             name,
             role,
             fingerprint: CertFingerprint::of_der(der),
+            serial: hex::encode(cert.tbs_certificate.raw_serial()),
+            not_before_unix: cert.validity().not_before.timestamp(),
+            not_after_unix: cert.validity().not_after.timestamp(),
         })
     }
 
@@ -289,6 +315,11 @@ pub enum IdentityError {
         /// Which rule it breaks.
         reason: String,
     },
+    /// A reserved name asked for a probe, a token or a new certificate.
+    #[error(
+        "name '{0}' is reserved (ca, admin and coordinator are the CA and the identities `meshctl certs init` creates): pick another name"
+    )]
+    ReservedName(String),
     /// A fingerprint string not of the form `sha256:<64 hex>`.
     #[error("invalid certificate fingerprint '{0}' (expected sha256:<64 hex digits>)")]
     InvalidFingerprint(String),
@@ -363,6 +394,18 @@ mod tests {
         let err = ProbeName::new(name).unwrap_err().to_string();
         assert!(err.contains(why), "{err}");
         assert!(err.contains("a-z, 0-9"), "{err}");
+    }
+
+    #[test]
+    fn reserved_names_are_identities_but_never_probes() {
+        for name in RESERVED_NAMES {
+            assert!(validate_name(name).is_ok(), "{name} stays a valid identity");
+            let err = ProbeName::new(name).unwrap_err();
+            assert_eq!(err, IdentityError::ReservedName(name.to_owned()));
+            assert!(err.to_string().contains("is reserved"), "{err}");
+        }
+        assert!(validate_probe_name("ca-1").is_ok());
+        assert!(validate_probe_name("admins").is_ok());
     }
 
     #[test]

@@ -159,7 +159,7 @@ async fn operator_certificate_is_seen_by_the_handler() {
 async fn probe_certificate_issued_to_the_dir_works() {
     let h = Harness::start().await;
     let ca = CertAuthority::load(&h.dir).unwrap();
-    ca.issue_to_dir(&h.dir, "node-1", Role::Probe, false)
+    ca.issue_to_dir(&h.dir, "node-1", Role::Probe, false, None)
         .unwrap();
     let reply = h
         .call(tls::client_config(&h.dir, "node-1").unwrap())

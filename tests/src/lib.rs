@@ -218,6 +218,8 @@ pub struct Mesh {
     pub url: String,
     /// The coordinator process.
     pub coordinator: Daemon,
+    /// Arguments the coordinator was started with beyond the usual ones.
+    pub coordinator_args: Vec<String>,
     /// Probes by name.
     pub probes: Vec<(String, Daemon)>,
 }
@@ -229,21 +231,31 @@ impl Mesh {
     /// Certificates + a coordinator (heartbeat [`TEST_HEARTBEAT`], runs and
     /// tokens stored in the temp dir).
     pub fn start() -> Self {
-        Self::start_storing_in(None, |_| {})
+        Self::start_storing_in(None, |_| {}, &[])
+    }
+
+    /// As [`Mesh::start`], with `extra` arguments for the coordinator (kept
+    /// for [`Mesh::restart_coordinator`]).
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_storing_in(None, |_| {}, extra)
     }
 
     /// [`Mesh::start`] with runs and tokens stored in `store`.
     pub fn start_with_store(store: PathBuf) -> Self {
-        Self::start_storing_in(Some(store), |_| {})
+        Self::start_storing_in(Some(store), |_| {}, &[])
     }
 
     /// As [`Mesh::start`], with `prepare` filling the store directory
     /// (created empty) before the coordinator starts.
     pub fn start_prepared(prepare: impl FnOnce(&Path)) -> Self {
-        Self::start_storing_in(None, prepare)
+        Self::start_storing_in(None, prepare, &[])
     }
 
-    fn start_storing_in(store: Option<PathBuf>, prepare: impl FnOnce(&Path)) -> Self {
+    fn start_storing_in(
+        store: Option<PathBuf>,
+        prepare: impl FnOnce(&Path),
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path().to_str().expect("utf-8 temp path").to_owned();
         assert_exit(
@@ -256,11 +268,13 @@ impl Mesh {
         prepare(&store);
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let coordinator = spawn_coordinator(&listen, &d, &store);
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+        let coordinator = spawn_coordinator(&listen, &d, &store, &extra);
         Self {
             dir,
             url: format!("https://{listen}"),
             coordinator,
+            coordinator_args: extra,
             probes: Vec::new(),
         }
     }
@@ -271,7 +285,8 @@ impl Mesh {
     pub fn restart_coordinator(&mut self, store: &Path) {
         self.coordinator.kill();
         let listen = self.url.trim_start_matches("https://").to_owned();
-        self.coordinator = spawn_coordinator(&listen, self.tls_dir(), store);
+        self.coordinator =
+            spawn_coordinator(&listen, self.tls_dir(), store, &self.coordinator_args);
     }
 
     /// The TLS directory, as a string for arguments.
@@ -365,12 +380,13 @@ impl Mesh {
 }
 
 /// Starts a test mesh's coordinator and waits until it serves.
-fn spawn_coordinator(listen: &str, tls_dir: &str, store: &Path) -> Daemon {
+fn spawn_coordinator(listen: &str, tls_dir: &str, store: &Path, extra: &[String]) -> Daemon {
     let mut cmd = Command::new(bin("mesh-coordinator"));
     cmd.args(["--listen", listen, "--tls-dir", tls_dir])
         .arg("--store")
         .arg(store)
-        .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())]);
+        .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())])
+        .args(extra);
     let coordinator = Daemon::spawn("mesh-coordinator", cmd);
     coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
     coordinator

@@ -41,6 +41,7 @@ fn start_mesh(extra: &[String], env: &[(&str, &str)]) -> Mesh {
         dir,
         url,
         coordinator,
+        coordinator_args: extra.to_vec(),
         probes: Vec::new(),
     }
 }

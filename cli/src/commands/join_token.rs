@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use probemesh_proto::identity::validate_probe_name;
 use probemesh_proto::pb;
 use probemesh_proto::token::MAX_TOKEN_TTL;
 use serde::Serialize;
@@ -18,8 +19,9 @@ pub enum JoinTokenCommand {
     /// The token is one-time, expires after --ttl, carries the CA
     /// fingerprint the host pins, and yields a certificate for exactly NAME.
     Create {
-        /// Probe name the host will have.
-        #[arg(long)]
+        /// Probe name the host will have (not ca, admin or coordinator, and
+        /// not a name a probe already holds).
+        #[arg(long, value_parser = probe_name)]
         name: String,
         /// How long the token stays valid (e.g. 30m, 1h; from 1s to 7 days).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
@@ -38,6 +40,13 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(Duration::from_secs(ttl.as_secs()))
+}
+
+/// A name a probe may take, checked before the coordinator is asked.
+fn probe_name(s: &str) -> Result<String, String> {
+    validate_probe_name(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Serialize)]

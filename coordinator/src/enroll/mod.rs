@@ -8,9 +8,8 @@ pub mod node;
 
 use std::sync::Arc;
 
-use probemesh_proto::identity::{Role, validate_name};
+use probemesh_proto::identity::{Role, validate_probe_name};
 use probemesh_proto::pb;
-use probemesh_proto::pki::Validity;
 use probemesh_proto::token::JoinToken;
 use tonic::{Request, Response, Status};
 
@@ -36,12 +35,7 @@ impl EnrollService {
         let certificate_pem = self
             .state
             .ca
-            .sign_csr(
-                csr_pem,
-                &name,
-                Role::Probe,
-                Validity::leaf(time::OffsetDateTime::now_utc()),
-            )
+            .sign_csr(csr_pem, &name, Role::Probe, self.state.probe_validity())
             .map_err(|e| {
                 Error::InvalidRequest(format!("the certificate request was refused: {e}"))
             })?;
@@ -98,6 +92,7 @@ impl pb::enrollment_server::Enrollment for EnrollService {
             tracing::warn!(peer = ?remote, node = %r.node_name, %reason, "node enrollment refused");
             Status::permission_denied(format!("node enrollment refused: {reason}"))
         };
+        validate_probe_name(&r.node_name).map_err(|e| refuse(e.to_string()))?;
         let (Some(policy), Some(client)) = (
             self.state.node_enrollment.as_ref(),
             self.state.inventory.kube_client(),
@@ -106,7 +101,6 @@ impl pb::enrollment_server::Enrollment for EnrollService {
                 "this coordinator does not enroll nodes by ServiceAccount token: start it with --kubeconfig FILE or --in-cluster and --enroll-service-account NAMESPACE/NAME, or enroll with a join token",
             ));
         };
-        validate_name(&r.node_name).map_err(|e| refuse(e.to_string()))?;
         match node::authorize(client, policy, &r.node_name, &r.service_account_token).await {
             Ok(Ok(())) => {}
             Ok(Err(refused)) => return Err(refuse(refused.to_string())),

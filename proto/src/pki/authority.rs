@@ -21,9 +21,9 @@ use x509_parser::prelude::FromDer;
 use super::files::{StagedFile, TlsDir, read_text};
 use super::{
     BACKDATE, CA_LIFETIME, COORDINATOR_NAME, CaPin, DEFAULT_COORDINATOR_SANS, Error, LEAF_LIFETIME,
-    Result,
+    PROBE_LIFETIME, Result,
 };
-use crate::identity::{Role, spiffe_uri, validate_name};
+use crate::identity::{Role, spiffe_uri, validate_name, validate_probe_name};
 
 /// The window in which a certificate is valid (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,17 +231,19 @@ impl CertAuthority {
         })
     }
 
-    /// `meshctl certs issue`: issues `name`/`role` with the default validity and writes
-    /// `DIR/NAME.pem` and `DIR/NAME-key.pem`. Refuses to replace existing files unless `force`.
-    /// Returns the paths written (certificate, key).
+    /// `meshctl certs issue`: issues `name`/`role` valid for `lifetime` (default: [`PROBE_LIFETIME`]
+    /// for probes, [`LEAF_LIFETIME`] for the others) and writes `DIR/NAME.pem` and
+    /// `DIR/NAME-key.pem`. Refuses to replace existing files unless `force`. Returns the paths
+    /// written (certificate, key).
     pub fn issue_to_dir(
         &self,
         dir: &TlsDir,
         name: &str,
         role: Role,
         force: bool,
+        lifetime: Option<time::Duration>,
     ) -> Result<[PathBuf; 2]> {
-        validate_name(name)?;
+        validate_probe_name(name)?;
         let paths = [dir.cert(name), dir.key(name)];
         const HINT: &str = "pass --force to replace it";
         if !force && let Some(existing) = paths.iter().find(|p| p.exists()) {
@@ -250,7 +252,16 @@ impl CertAuthority {
                 hint: HINT,
             });
         }
-        let issued = self.issue(name, role, Validity::leaf(OffsetDateTime::now_utc()))?;
+        let lifetime = lifetime.unwrap_or(if role.is_probe() {
+            PROBE_LIFETIME
+        } else {
+            LEAF_LIFETIME
+        });
+        let issued = self.issue(
+            name,
+            role,
+            Validity::starting_at(OffsetDateTime::now_utc(), lifetime),
+        )?;
         let staged = [
             StagedFile::write(&paths[0], issued.cert_pem.as_bytes(), false)?,
             StagedFile::write(&paths[1], issued.key_pem.as_bytes(), true)?,
@@ -263,7 +274,8 @@ impl CertAuthority {
 
     /// Signs a PEM CSR for `name`/`role`. Only the CSR's public key is used: the certificate
     /// carries exactly `name` and `role`, whatever subject or SANs the CSR asks for. A CSR whose
-    /// signature does not verify is refused. Returns the certificate PEM (leaf only).
+    /// signature does not verify is refused, and so is a reserved `name` (see
+    /// [`crate::identity::RESERVED_NAMES`]). Returns the certificate PEM (leaf only).
     pub fn sign_csr(
         &self,
         csr_pem: &str,
@@ -271,6 +283,7 @@ impl CertAuthority {
         role: Role,
         validity: Validity,
     ) -> Result<String> {
+        validate_probe_name(name)?;
         let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
             .map_err(|e| Error::BadCsr(format!("not a PEM CERTIFICATE REQUEST: {e}")))?;
         let (_, csr) = X509CertificationRequest::from_der(der.as_ref())

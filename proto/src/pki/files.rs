@@ -59,6 +59,15 @@ pub fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Result<()> {
     StagedFile::write(path, contents, private)?.commit(true, "")
 }
 
+/// Writes `contents` to `path` like [`write_atomic`] but never replaces anything: an existing
+/// `path` (even one created meanwhile) is [`Error::AlreadyExists`] with `hint`.
+pub fn write_new(path: &Path, contents: &[u8], private: bool, hint: &'static str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(parent)?;
+    }
+    StagedFile::write(path, contents, private)?.commit(false, hint)
+}
+
 /// Reads a whole text file; a missing file is reported with `hint` (how to create it).
 pub(crate) fn read_text(path: &Path, hint: &str) -> Result<String> {
     fs::read_to_string(path).map_err(|source| {

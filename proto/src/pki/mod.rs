@@ -19,7 +19,7 @@ use std::str::FromStr;
 use rcgen::{CertificateParams, DistinguishedName, DnType};
 use time::OffsetDateTime;
 
-use crate::identity::{CertFingerprint, IdentityError, Role, validate_name};
+use crate::identity::{CertFingerprint, IdentityError, Role, validate_probe_name};
 
 mod authority;
 mod files;
@@ -28,7 +28,7 @@ pub use authority::{CertAuthority, IssuedCert, Validity};
 use authority::{coordinator_san_list, new_key};
 pub(crate) use files::read_text;
 use files::{StagedFile, create_private_dir};
-pub use files::{TlsDir, write_atomic};
+pub use files::{TlsDir, write_atomic, write_new};
 
 /// Name of the coordinator's certificate and key in a TLS directory.
 pub const COORDINATOR_NAME: &str = "coordinator";
@@ -40,7 +40,10 @@ pub const ADMIN_NAME: &str = "admin";
 pub const DEFAULT_COORDINATOR_SANS: [&str; 2] = ["localhost", "127.0.0.1"];
 /// Lifetime of a new CA.
 pub const CA_LIFETIME: time::Duration = time::Duration::days(3650);
-/// Lifetime of a new leaf certificate.
+/// Lifetime of a probe certificate from the join flow, node enrollment or `certs issue --role
+/// probe`: short, because probes renew over their stream at about 2/3 of it.
+pub const PROBE_LIFETIME: time::Duration = time::Duration::days(7);
+/// Lifetime of a new leaf certificate (operators, viewers, the coordinator).
 pub const LEAF_LIFETIME: time::Duration = time::Duration::days(365);
 /// How far before "now" a new certificate's validity starts, to absorb clock skew between hosts.
 pub const BACKDATE: time::Duration = time::Duration::minutes(5);
@@ -259,7 +262,7 @@ pub fn init(dir: &TlsDir, coordinator_sans: &[String]) -> Result<InitReport> {
 /// `(csr_pem, key_pem)`; the key never leaves the host. The coordinator ignores everything in
 /// the CSR but the public key.
 pub fn generate_csr(name: &str) -> Result<(String, String)> {
-    validate_name(name)?;
+    validate_probe_name(name)?;
     let key = new_key()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -398,20 +401,25 @@ mod tests {
         let dir = TlsDir::new(tmp.path());
         init(&dir, &[]).unwrap();
         let ca = CertAuthority::load(&dir).unwrap();
-        let [cert, _key] = ca.issue_to_dir(&dir, "node-1", Role::Probe, false).unwrap();
+        let [cert, _key] = ca
+            .issue_to_dir(&dir, "node-1", Role::Probe, false, None)
+            .unwrap();
         let first = fs::read_to_string(&cert).unwrap();
         let id = Identity::from_cert_der(&der_of(&first)).unwrap();
         assert_eq!((id.name.as_str(), id.role), ("node-1", Role::Probe));
+        let issued = id.not_before_unix + BACKDATE.whole_seconds();
+        assert_eq!(id.not_after_unix - issued, PROBE_LIFETIME.whole_seconds());
 
         let err = ca
-            .issue_to_dir(&dir, "node-1", Role::Probe, false)
+            .issue_to_dir(&dir, "node-1", Role::Probe, false, None)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("node-1.pem already exists") && err.contains("--force"),
             "{err}"
         );
-        ca.issue_to_dir(&dir, "node-1", Role::Viewer, true).unwrap();
+        ca.issue_to_dir(&dir, "node-1", Role::Viewer, true, None)
+            .unwrap();
         let second = fs::read_to_string(&cert).unwrap();
         assert_ne!(first, second);
         assert_eq!(
@@ -419,9 +427,32 @@ mod tests {
             Role::Viewer
         );
         assert!(
-            ca.issue_to_dir(&dir, "Bad_Name", Role::Probe, false)
+            ca.issue_to_dir(&dir, "Bad_Name", Role::Probe, false, None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn reserved_names_are_never_issued_or_signed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = TlsDir::new(tmp.path());
+        init(&dir, &[]).unwrap();
+        let ca_key = fs::read(dir.ca_key()).unwrap();
+        let ca = CertAuthority::load(&dir).unwrap();
+        let (csr, _key) = generate_csr("node-1").unwrap();
+        let validity = Validity::leaf(OffsetDateTime::now_utc());
+        for name in crate::identity::RESERVED_NAMES {
+            for force in [false, true] {
+                let err = ca
+                    .issue_to_dir(&dir, name, Role::Probe, force, None)
+                    .unwrap_err();
+                assert!(err.to_string().contains("is reserved"), "{err}");
+            }
+            let err = ca.sign_csr(&csr, name, Role::Probe, validity).unwrap_err();
+            assert!(err.to_string().contains("is reserved"), "{err}");
+            assert!(generate_csr(name).is_err());
+        }
+        assert_eq!(fs::read(dir.ca_key()).unwrap(), ca_key);
     }
 
     #[test]
