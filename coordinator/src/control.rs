@@ -65,6 +65,9 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::RunRequest>,
     ) -> Result<Response<Self::StartRunStream>, Status> {
         let caller = authorize(&req, "Control.StartRun", Access::Operate)?;
+        if self.state.shutdown.is_draining() {
+            return Err(Error::ShuttingDown.into());
+        }
         let request = req.into_inner();
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
@@ -108,15 +111,16 @@ impl pb::control_server::Control for ControlService {
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.try_send(Ok(accepted(&run_id, trace_id)));
         let state = self.state.clone();
+        let runs = &self.state.shutdown;
         match planned {
             Planned::Capture(plan) => {
-                tokio::spawn(capture::run::follow(state, plan, record, tx).instrument(span))
+                runs.spawn_run(capture::run::follow(state, plan, record, tx).instrument(span))
             }
             Planned::Single(plan, link) => {
-                tokio::spawn(tool_run::follow(state, link, plan, record, tx).instrument(span))
+                runs.spawn_run(tool_run::follow(state, link, plan, record, tx).instrument(span))
             }
             Planned::Probe(plan) => {
-                tokio::spawn(diagnose::run::follow(state, *plan, record, tx).instrument(span))
+                runs.spawn_run(diagnose::run::follow(state, *plan, record, tx).instrument(span))
             }
         };
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

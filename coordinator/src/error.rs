@@ -27,6 +27,11 @@ pub enum Error {
     /// The named probe is registered but not connected.
     #[error("probe '{0}' is not connected (see `meshctl probes`)")]
     ProbeOffline(String),
+    /// The coordinator is shutting down and takes no new runs.
+    #[error(
+        "coordinator shutting down: it takes no new runs; retry once it is back (or against another coordinator)"
+    )]
+    ShuttingDown,
     /// A probe went away while running a task.
     #[error("probe '{0}' disconnected while running the task")]
     ProbeLost(String),
@@ -68,6 +73,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The gRPC server's task panicked or was cancelled.
+    #[error("gRPC server task: {0}")]
+    ServerTask(String),
 }
 
 /// Result alias for the coordinator.
@@ -81,7 +89,9 @@ impl From<Error> for tonic::Status {
             Error::Forbidden { .. } => tonic::Status::permission_denied(msg),
             Error::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
             Error::UnknownProbe(_) | Error::NotFound(_) => tonic::Status::not_found(msg),
-            Error::ProbeOffline(_) | Error::ProbeLost(_) => tonic::Status::unavailable(msg),
+            Error::ProbeOffline(_) | Error::ProbeLost(_) | Error::ShuttingDown => {
+                tonic::Status::unavailable(msg)
+            }
             Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
             Error::AttachRefused(_) => tonic::Status::already_exists(msg),
             Error::Store { .. }
@@ -90,7 +100,8 @@ impl From<Error> for tonic::Status {
             | Error::Inventory(_)
             | Error::KubernetesApi(_)
             | Error::Listen { .. }
-            | Error::Serve(_) => tonic::Status::internal(msg),
+            | Error::Serve(_)
+            | Error::ServerTask(_) => tonic::Status::internal(msg),
         }
     }
 }

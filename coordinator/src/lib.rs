@@ -8,7 +8,7 @@
 //! Map, lowest layer first (each imports only from those above it in this
 //! list; `scripts/check-structure.py` checks it):
 //! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
-//!   [`inventory`], [`metrics`], gathered in [`state`];
+//!   [`inventory`], [`metrics`], [`shutdown`], gathered in [`state`];
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
 //!   and store a run);
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
@@ -38,6 +38,7 @@ pub mod registry;
 pub mod resolve;
 pub mod runs;
 pub mod server;
+pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;

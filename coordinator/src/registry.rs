@@ -172,6 +172,15 @@ impl Registry {
         expired
     }
 
+    /// Disconnects every probe (the coordinator is shutting down); returns
+    /// their names and links, for a last message before the links drop.
+    pub fn detach_all(&mut self) -> Vec<(String, Link)> {
+        self.entries
+            .iter_mut()
+            .filter_map(|(name, e)| e.link.take().map(|link| (name.clone(), link)))
+            .collect()
+    }
+
     /// The live link to `name`, if connected.
     pub fn link(&self, name: &str) -> Option<Link> {
         self.entries.get(name).and_then(|e| e.link.clone())

@@ -14,6 +14,7 @@ use crate::inventory::InventorySource;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::runs::RunStore;
+use crate::shutdown::Shutdown;
 use crate::tokens::TokenStore;
 
 /// Wall-clock time, injected so clock-sync and expiry logic can be tested.
@@ -122,6 +123,8 @@ pub struct Coordinator {
     /// The port probes and clients reach this coordinator on (0 when
     /// unknown); run captures leave its traffic out.
     pub listen_port: u16,
+    /// Shutdown as the runs see it: stop taking runs, end those in flight.
+    pub shutdown: Shutdown,
 }
 
 impl Coordinator {
@@ -147,6 +150,7 @@ impl Coordinator {
             payload_policy: PayloadPolicy::default(),
             node_enrollment: None,
             listen_port: 0,
+            shutdown: Shutdown::default(),
         }
     }
 

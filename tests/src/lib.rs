@@ -220,6 +220,9 @@ pub struct Mesh {
     pub coordinator: Daemon,
     /// Probes by name.
     pub probes: Vec<(String, Daemon)>,
+    /// The coordinator's arguments, to start it again on the same ports
+    /// ([`Mesh::restart_coordinator`]).
+    pub coordinator_args: Vec<String>,
 }
 
 /// Heartbeat used by test meshes: disconnects show within 3 × this.
@@ -229,6 +232,12 @@ impl Mesh {
     /// Certificates + a coordinator (heartbeat [`TEST_HEARTBEAT`], runs and
     /// tokens stored in the temp dir).
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Mesh::start`] with more coordinator arguments (e.g. `--metrics
+    /// 127.0.0.1:PORT`, `--policy FILE`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path().to_str().expect("utf-8 temp path").to_owned();
         assert_exit(
@@ -238,18 +247,37 @@ impl Mesh {
         );
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
-        let mut cmd = Command::new(bin("mesh-coordinator"));
-        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--tls-dir", &d])
-            .args(["--store", &format!("{d}/store")])
-            .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())]);
-        let coordinator = Daemon::spawn("mesh-coordinator", cmd);
-        coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
+        let heartbeat = format!("{}ms", TEST_HEARTBEAT.as_millis());
+        let mut coordinator_args: Vec<String> = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--tls-dir",
+            &d,
+            "--store",
+            &format!("{d}/store"),
+            "--heartbeat",
+            &heartbeat,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        coordinator_args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let coordinator = spawn_coordinator(&coordinator_args);
         Self {
             dir,
             url,
             coordinator,
             probes: Vec::new(),
+            coordinator_args,
         }
+    }
+
+    /// Starts the coordinator again with the same arguments (the same
+    /// ports, store and TLS directory), in place of the one that exited
+    /// or was killed.
+    pub fn restart_coordinator(&mut self) {
+        self.coordinator.kill();
+        self.coordinator = spawn_coordinator(&self.coordinator_args);
     }
 
     /// The TLS directory, as a string for arguments.
@@ -340,6 +368,15 @@ impl Mesh {
                 .find(|p| p["name"] == name && p["connected"] == want)
         })
     }
+}
+
+/// Starts `mesh-coordinator ARGS` and waits until it serves.
+fn spawn_coordinator(args: &[String]) -> Daemon {
+    let mut cmd = Command::new(bin("mesh-coordinator"));
+    cmd.args(args);
+    let coordinator = Daemon::spawn("mesh-coordinator", cmd);
+    coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
+    coordinator
 }
 
 /// Copies `file` from one TLS dir into another.
