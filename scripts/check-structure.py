@@ -34,6 +34,7 @@ LAYERS = {
         ["registry"],
         ["error", "dispatch", "metrics"],
         ["authz", "runs", "tokens", "resolve", "correlate"],
+        ["policy"],
         ["state"],
         ["execute"],
         ["tool_run", "capture"],

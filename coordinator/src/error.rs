@@ -27,6 +27,12 @@ pub enum Error {
     /// The named probe is registered but not connected.
     #[error("probe '{0}' is not connected (see `meshctl probes`)")]
     ProbeOffline(String),
+    /// The policy does not allow the request.
+    #[error("policy rule {rule}: {detail}")]
+    PolicyDenied { rule: &'static str, detail: String },
+    /// The request would pass one of the policy's limits right now.
+    #[error("policy rule {rule}: {detail}")]
+    PolicyExhausted { rule: &'static str, detail: String },
     /// The coordinator is shutting down and takes no new runs.
     #[error(
         "coordinator shutting down: it takes no new runs; retry once it is back (or against another coordinator)"
@@ -88,6 +94,8 @@ impl From<Error> for tonic::Status {
             Error::NoCertificate { .. } => tonic::Status::unauthenticated(msg),
             Error::Forbidden { .. } => tonic::Status::permission_denied(msg),
             Error::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
+            Error::PolicyDenied { .. } => tonic::Status::permission_denied(msg),
+            Error::PolicyExhausted { .. } => tonic::Status::resource_exhausted(msg),
             Error::UnknownProbe(_) | Error::NotFound(_) => tonic::Status::not_found(msg),
             Error::ProbeOffline(_) | Error::ProbeLost(_) | Error::ShuttingDown => {
                 tonic::Status::unavailable(msg)

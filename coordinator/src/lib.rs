@@ -8,7 +8,8 @@
 //! Map, lowest layer first (each imports only from those above it in this
 //! list; `scripts/check-structure.py` checks it):
 //! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
-//!   [`inventory`], [`metrics`], [`shutdown`], gathered in [`state`];
+//!   [`inventory`], [`metrics`], [`shutdown`], and the [`policy`] over
+//!   them, gathered in [`state`];
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
 //!   and store a run);
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
@@ -34,6 +35,7 @@ pub mod execute;
 pub mod inventory;
 pub mod link;
 pub mod metrics;
+pub mod policy;
 pub mod registry;
 pub mod resolve;
 pub mod runs;

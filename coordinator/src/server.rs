@@ -31,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
+use crate::policy::audit::AuditLog;
+use crate::policy::{OwnPorts, Policy, Rules};
 use crate::runs::RunStore;
 use crate::state::{Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock};
 use crate::tokens::TokenStore;
@@ -58,6 +60,11 @@ pub struct Settings {
     pub span_export: SpanExportStats,
     /// Whether operators may capture full payloads.
     pub payload_policy: PayloadPolicy,
+    /// What runs may aim at and how hard (`--policy`).
+    pub policy: Rules,
+    /// Where the audit log goes; `None`: `STORE/audit.jsonl`, or the log
+    /// without a store.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// How long runs in flight may go on once shutdown begins.
@@ -105,9 +112,21 @@ impl Bound {
         let dir = TlsDir::new(settings.tls_dir);
         let tls = server_config(&dir)?;
         let ca = CertAuthority::load(&dir)?;
+        let audit_path = settings
+            .audit_log
+            .clone()
+            .or_else(|| settings.store.as_ref().map(|s| s.join("audit.jsonl")));
         let (runs, tokens) = match settings.store {
             Some(path) => (RunStore::open(path.clone())?, TokenStore::open(path)?),
             None => (RunStore::in_memory(), TokenStore::in_memory()),
+        };
+        let audit = match &audit_path {
+            Some(path) => AuditLog::open(path).map_err(|source| Error::Store {
+                op: "open the audit log",
+                path: path.clone(),
+                source,
+            })?,
+            None => AuditLog::default(),
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -160,7 +179,15 @@ impl Bound {
             )
             .with_payload_policy(settings.payload_policy)
             .with_node_enrollment(settings.node_enrollment)
-            .with_listen_port(local_addr.port()),
+            .with_listen_port(local_addr.port())
+            .with_policy(Policy::new(
+                settings.policy,
+                OwnPorts {
+                    listen: local_addr,
+                    metrics: settings.metrics,
+                },
+                audit,
+            )),
         );
         if !synced {
             let state = state.clone();

@@ -12,6 +12,7 @@ use probemesh_proto::pki::CertAuthority;
 use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::runs::RunStore;
 use crate::shutdown::Shutdown;
@@ -125,6 +126,8 @@ pub struct Coordinator {
     pub listen_port: u16,
     /// Shutdown as the runs see it: stop taking runs, end those in flight.
     pub shutdown: Shutdown,
+    /// What runs may aim at and how hard, and the audit log.
+    pub policy: Policy,
 }
 
 impl Coordinator {
@@ -151,6 +154,7 @@ impl Coordinator {
             node_enrollment: None,
             listen_port: 0,
             shutdown: Shutdown::default(),
+            policy: Policy::default(),
         }
     }
 
@@ -163,6 +167,12 @@ impl Coordinator {
     /// Enables node enrollment by ServiceAccount token.
     pub fn with_node_enrollment(mut self, enrollment: Option<NodeEnrollment>) -> Self {
         self.node_enrollment = enrollment;
+        self
+    }
+
+    /// Sets the policy in force (default: the built-in rules, audit to the log).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
         self
     }
 
