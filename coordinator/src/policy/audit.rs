@@ -14,6 +14,8 @@ use serde::Serialize;
 
 /// Size at which the audit file is rotated.
 pub const ROTATE_AT: u64 = 64 << 20;
+/// Longest `target` recorded, in bytes; longer ones are cut and marked `…`.
+pub const MAX_TARGET: usize = 256;
 
 /// One Control call, as recorded.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -47,11 +49,17 @@ struct Sink {
     path: PathBuf,
     file: File,
     len: u64,
+    rotate_at: u64,
 }
 
 impl AuditLog {
-    /// Appends to `path` (created if missing).
+    /// Appends to `path` (created if missing), rotating at [`ROTATE_AT`].
     pub fn open(path: &Path) -> std::io::Result<Self> {
+        Self::open_rotating_at(path, ROTATE_AT)
+    }
+
+    /// Appends to `path`, rotating past `rotate_at` bytes.
+    fn open_rotating_at(path: &Path, rotate_at: u64) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let len = file.metadata()?.len();
         Ok(Self {
@@ -59,12 +67,27 @@ impl AuditLog {
                 path: path.to_owned(),
                 file,
                 len,
+                rotate_at,
             })),
         })
     }
 
     /// Records one call. A write failure is logged, never fails the call.
     pub fn record(&self, line: &AuditLine<'_>) {
+        let cut;
+        let line = if line.target.len() > MAX_TARGET {
+            let mut end = MAX_TARGET;
+            while !line.target.is_char_boundary(end) {
+                end -= 1;
+            }
+            cut = format!("{}…", &line.target[..end]);
+            &AuditLine {
+                target: &cut,
+                ..line.clone()
+            }
+        } else {
+            line
+        };
         let Ok(mut text) = serde_json::to_string(line) else {
             return;
         };
@@ -82,7 +105,7 @@ impl AuditLog {
 
 impl Sink {
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.len > 0 && self.len + bytes.len() as u64 > ROTATE_AT {
+        if self.len > 0 && self.len + bytes.len() as u64 > self.rotate_at {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             std::fs::rename(&self.path, &old)?;
@@ -96,5 +119,51 @@ impl Sink {
         self.file.sync_data()?;
         self.len += bytes.len() as u64;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(target: &str) -> AuditLine<'_> {
+        AuditLine {
+            time_unix_ms: 1,
+            identity: "admin",
+            role: "operator",
+            call: "Control.GetRun",
+            target,
+            decision: "allow",
+            rule: "",
+        }
+    }
+
+    #[test]
+    fn lines_are_appended_across_reopens_cut_to_size_and_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        AuditLog::open(&path).unwrap().record(&line("one"));
+        let long = "é".repeat(400);
+        AuditLog::open(&path).unwrap().record(&line(&long));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["target"], "one");
+        assert!(lines[1]["target"].as_str().unwrap().len() <= MAX_TARGET + 3);
+        assert!(lines[0].get("rule").is_none(), "no rule on an allowed call");
+
+        let rotate_at = 4096;
+        let log = AuditLog::open_rotating_at(&path, rotate_at).unwrap();
+        let big = "x".repeat(MAX_TARGET);
+        let per_line = serde_json::to_string(&line(&big)).unwrap().len() as u64 + 1;
+        for _ in 0..=(rotate_at / per_line) {
+            log.record(&line(&big));
+        }
+        let rotated = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
+        assert!(rotated.starts_with(&text), "the old lines moved whole");
+        assert!(std::fs::metadata(&path).unwrap().len() < rotate_at);
     }
 }
