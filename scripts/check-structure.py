@@ -30,11 +30,12 @@ INLINE_TESTS = re.compile(r"^#\[cfg\(test\)\]\s*\n\s*(pub(\([^)]*\))?\s+)?mod\s+
 # and docs/architecture.md). A new top-level module must be given its layer.
 LAYERS = {
     "coordinator": [
-        ["clock", "inventory", "telemetry"],
+        ["clock", "inventory", "telemetry", "shutdown"],
         ["registry"],
         ["error", "dispatch", "metrics"],
         ["bounds", "revocation"],
         ["authz", "runs", "tokens", "resolve", "correlate"],
+        ["policy"],
         ["state"],
         ["execute"],
         ["tool_run", "capture"],

@@ -63,7 +63,12 @@ impl Failure {
     pub fn from_status(status: &tonic::Status) -> Self {
         use tonic::Code;
         let about_probe = status.message().starts_with("probe ");
+        // The coordinator's policy refused the request as asked: bad input.
+        let policy = status.message().starts_with("policy rule ");
         let (code, what) = match status.code() {
+            Code::PermissionDenied | Code::ResourceExhausted if policy => {
+                (exit::USAGE, "refused by the coordinator's ")
+            }
             Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::OutOfRange => {
                 (exit::USAGE, "")
             }
@@ -205,5 +210,21 @@ mod tests {
             "{}",
             alert.message
         );
+    }
+
+    #[test]
+    fn a_policy_refusal_is_bad_input_other_refusals_are_not() {
+        let policy = |code| {
+            Failure::from_status(&tonic::Status::new(
+                code,
+                "policy rule limits.rate: 'admin' started more than 600 runs in a burst",
+            ))
+        };
+        assert_eq!(policy(tonic::Code::PermissionDenied).code, exit::USAGE);
+        assert_eq!(policy(tonic::Code::ResourceExhausted).code, exit::USAGE);
+        let role = Failure::from_status(&tonic::Status::permission_denied(
+            "identity 'v' (role viewer) may not call Control.StartRun",
+        ));
+        assert_eq!(role.code, exit::UNREACHABLE);
     }
 }

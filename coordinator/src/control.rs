@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::Stream;
 use probemesh_proto::identity::validate_name;
 use probemesh_proto::pb;
+use probemesh_proto::tls::PeerInfo;
 use probemesh_proto::token::MAX_TOKEN_TTL;
 use rand::Rng as _;
 use tokio::sync::mpsc;
@@ -22,12 +23,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use crate::authz::{Access, authorize};
+use crate::authz::{Access, Caller, authorize};
 use crate::bounds;
 use crate::capture::{self, plan::CapturePlan};
 use crate::diagnose::{self, plan::DiagnosisPlan};
 use crate::error::Error;
 use crate::execute;
+use crate::policy::audit::AuditLine;
 use crate::registry::Link;
 use crate::revocation::Revocation;
 use crate::state::Coordinator;
@@ -61,12 +63,7 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::ListProbesRequest>,
     ) -> Result<Response<pb::ListProbesResponse>, Status> {
-        authorize(
-            &req,
-            &self.state.revocations,
-            "Control.ListProbes",
-            Access::Read,
-        )?;
+        self.gate(&req, "Control.ListProbes", Access::Read, "", |_| Ok(()))?;
         let r = req.get_ref();
         let probes = self.state.registry().list();
         let page = bounds::page(
@@ -88,14 +85,34 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::RunRequest>,
     ) -> Result<Response<Self::StartRunStream>, Status> {
-        let caller = authorize(
+        let r = req.get_ref();
+        let target = format!(
+            "{} from {} to {}",
+            telemetry::request_kind(r),
+            r.from,
+            telemetry::request_target(r)
+        );
+        let (caller, ticket) = self.gate(
             &req,
-            &self.state.revocations,
             "Control.StartRun",
             Access::Operate,
+            &target,
+            |caller| {
+                if self.state.shutdown.is_draining() {
+                    return Err(Error::ShuttingDown);
+                }
+                bounds::check_run_request(r)?;
+                let inventory = self.state.inventory.current();
+                self.state.policy.admit(
+                    &caller.identity,
+                    r,
+                    &self.state.registry(),
+                    inventory.as_deref(),
+                    tokio::time::Instant::now(),
+                )
+            },
         )?;
         let request = req.into_inner();
-        bounds::check_run_request(&request)?;
         let run_id = random_hex(8);
         let (span, trace_id) = telemetry::run_span(&run_id, &caller.identity.name, &request);
         let inventory = self.state.inventory.current();
@@ -150,17 +167,21 @@ impl pb::control_server::Control for ControlService {
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.try_send(Ok(accepted(&run_id, trace_id)));
         let state = self.state.clone();
-        match planned {
-            Planned::Capture(plan) => {
-                tokio::spawn(capture::run::follow(state, plan, record, tx).instrument(span))
-            }
+        let run: Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match planned {
+            Planned::Capture(plan) => Box::pin(capture::run::follow(state, plan, record, tx)),
             Planned::Single(plan, link) => {
-                tokio::spawn(tool_run::follow(state, link, plan, record, tx).instrument(span))
+                Box::pin(tool_run::follow(state, link, plan, record, tx))
             }
-            Planned::Probe(plan) => {
-                tokio::spawn(diagnose::run::follow(state, *plan, record, tx).instrument(span))
-            }
+            Planned::Probe(plan) => Box::pin(diagnose::run::follow(state, *plan, record, tx)),
         };
+        // The ticket holds the run's share of the policy's limits until it ends.
+        self.state.shutdown.spawn_run(
+            async move {
+                run.await;
+                drop(ticket);
+            }
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -168,12 +189,7 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
-        authorize(
-            &req,
-            &self.state.revocations,
-            "Control.ListRuns",
-            Access::Read,
-        )?;
+        self.gate(&req, "Control.ListRuns", Access::Read, "", |_| Ok(()))?;
         let r = req.get_ref();
         let asked = if r.page_size == 0 {
             r.limit
@@ -194,12 +210,8 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::GetRunRequest>,
     ) -> Result<Response<pb::RunRecord>, Status> {
-        authorize(
-            &req,
-            &self.state.revocations,
-            "Control.GetRun",
-            Access::Read,
-        )?;
+        let id = req.get_ref().run_id.clone();
+        self.gate(&req, "Control.GetRun", Access::Read, &id, |_| Ok(()))?;
         let id = &req.get_ref().run_id;
         self.state
             .runs
@@ -212,11 +224,13 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::CreateJoinTokenRequest>,
     ) -> Result<Response<pb::CreateJoinTokenResponse>, Status> {
-        let caller = authorize(
+        let name = req.get_ref().name.clone();
+        let (caller, ()) = self.gate(
             &req,
-            &self.state.revocations,
             "Control.CreateJoinToken",
             Access::Operate,
+            &name,
+            |_| Ok(()),
         )?;
         let r = req.into_inner();
         let ttl = Duration::from_secs(r.ttl_seconds);
@@ -249,11 +263,18 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::RevokeCertificateRequest>,
     ) -> Result<Response<pb::RevokeCertificateResponse>, Status> {
-        let caller = authorize(
+        let r = req.get_ref();
+        let target = if r.name.is_empty() {
+            r.serial.clone()
+        } else {
+            r.name.clone()
+        };
+        let (caller, ()) = self.gate(
             &req,
-            &self.state.revocations,
             "Control.RevokeCertificate",
             Access::Operate,
+            &target,
+            |_| Ok(()),
         )?;
         let r = req.into_inner();
         let serial = r.serial.trim().replace(':', "").to_ascii_lowercase();
@@ -327,6 +348,49 @@ async fn drop_revoked(state: &Coordinator, revocation: &Revocation) -> Vec<Strin
         .metrics
         .set_connected(state.registry().connected_count());
     names
+}
+
+impl ControlService {
+    /// Every Control call's door: authorizes `req` for `call`, runs `check`
+    /// (the policy, for the calls it governs) and writes the call's audit
+    /// line, allowed or denied, naming what it was about (`target`).
+    fn gate<T, R>(
+        &self,
+        req: &Request<T>,
+        call: &'static str,
+        access: Access,
+        target: &str,
+        check: impl FnOnce(&Caller) -> Result<R, Error>,
+    ) -> Result<(Caller, R), Error> {
+        let outcome = authorize(req, &self.state.revocations, call, access)
+            .and_then(|caller| check(&caller).map(|r| (caller, r)));
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.identity.as_ref());
+        let rule = match &outcome {
+            Ok(_) => "",
+            Err(Error::PolicyDenied { rule, .. } | Error::PolicyExhausted { rule, .. }) => rule,
+            Err(Error::NoCertificate { .. }) => "authz.certificate",
+            Err(Error::Forbidden { .. }) => "authz.role",
+            Err(Error::Revoked { .. }) => "authz.revoked",
+            Err(Error::ShuttingDown) => "shutting-down",
+            Err(_) => "invalid-request",
+        };
+        self.state.policy.audit.record(&AuditLine {
+            time_unix_ms: self.state.clock.now_unix_ms(),
+            identity: peer.map_or("", |i| i.name.as_str()),
+            role: peer.map_or("", |i| i.role.as_str()),
+            call,
+            target,
+            decision: if outcome.is_ok() { "allow" } else { "deny" },
+            rule,
+        });
+        if let Err(e) = &outcome {
+            tracing::info!(call, error = %e, "call refused");
+        }
+        outcome
+    }
 }
 
 /// A run request, planned.

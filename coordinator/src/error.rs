@@ -37,6 +37,17 @@ pub enum Error {
     /// The named probe is registered but not connected.
     #[error("probe '{0}' is not connected (see `meshctl probes`)")]
     ProbeOffline(String),
+    /// The policy does not allow the request.
+    #[error("policy rule {rule}: {detail}")]
+    PolicyDenied { rule: &'static str, detail: String },
+    /// The request would pass one of the policy's limits right now.
+    #[error("policy rule {rule}: {detail}")]
+    PolicyExhausted { rule: &'static str, detail: String },
+    /// The coordinator is shutting down and takes no new runs.
+    #[error(
+        "coordinator shutting down: it takes no new runs; retry once it is back (or against another coordinator)"
+    )]
+    ShuttingDown,
     /// A probe went away while running a task.
     #[error("probe '{0}' disconnected while running the task")]
     ProbeLost(String),
@@ -97,6 +108,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The gRPC server's task panicked or was cancelled.
+    #[error("gRPC server task: {0}")]
+    ServerTask(String),
 }
 
 /// Result alias for the coordinator.
@@ -111,8 +125,12 @@ impl From<Error> for tonic::Status {
                 tonic::Status::permission_denied(msg)
             }
             Error::InvalidRequest(_) => tonic::Status::invalid_argument(msg),
+            Error::PolicyDenied { .. } => tonic::Status::permission_denied(msg),
+            Error::PolicyExhausted { .. } => tonic::Status::resource_exhausted(msg),
             Error::UnknownProbe(_) | Error::NotFound(_) => tonic::Status::not_found(msg),
-            Error::ProbeOffline(_) | Error::ProbeLost(_) => tonic::Status::unavailable(msg),
+            Error::ProbeOffline(_) | Error::ProbeLost(_) | Error::ShuttingDown => {
+                tonic::Status::unavailable(msg)
+            }
             Error::Overloaded(_) => tonic::Status::resource_exhausted(msg),
             Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
             Error::NameTaken(_) => tonic::Status::already_exists(msg),
@@ -125,7 +143,8 @@ impl From<Error> for tonic::Status {
             | Error::Inventory(_)
             | Error::KubernetesApi(_)
             | Error::Listen { .. }
-            | Error::Serve(_) => tonic::Status::internal(msg),
+            | Error::Serve(_)
+            | Error::ServerTask(_) => tonic::Status::internal(msg),
         }
     }
 }

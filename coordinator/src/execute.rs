@@ -40,6 +40,9 @@ enum TaskEnd {
     TimedOut(Duration),
     /// The requester went away; the task was cancelled on the probe.
     RequesterLeft,
+    /// The coordinator is shutting down and its grace for runs in flight
+    /// passed; the task was cancelled on the probe.
+    ShuttingDown,
 }
 
 impl TaskEnd {
@@ -62,6 +65,12 @@ impl TaskEnd {
             TaskEnd::RequesterLeft => task_error(
                 pb::task_error::Kind::Cancelled,
                 "the requester went away".into(),
+            ),
+            TaskEnd::ShuttingDown => task_error(
+                pb::task_error::Kind::Cancelled,
+                format!(
+                    "coordinator shutting down: the task on probe '{probe}' was cancelled before its result; run it again once the coordinator is back"
+                ),
             ),
         }
     }
@@ -110,6 +119,10 @@ pub(crate) async fn await_task(
             () = tx.closed() => {
                 cancel(state, link, &handle.task_id).await;
                 break TaskEnd::RequesterLeft;
+            }
+            () = state.shutdown.runs_ended() => {
+                cancel(state, link, &handle.task_id).await;
+                break TaskEnd::ShuttingDown;
             }
         }
     };

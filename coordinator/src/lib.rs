@@ -8,8 +8,9 @@
 //! Map, lowest layer first (each imports only from those above it in this
 //! list; `scripts/check-structure.py` checks it):
 //! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
-//!   [`inventory`], [`metrics`], gathered in [`state`]; [`bounds`] holds
-//!   the size bounds on inputs and the paging of list replies;
+//!   [`inventory`], [`metrics`], [`shutdown`], and the [`policy`] over
+//!   them, gathered in [`state`]; [`bounds`] holds the size bounds on
+//!   inputs and the paging of list replies;
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
 //!   and store a run);
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
@@ -36,11 +37,13 @@ pub mod execute;
 pub mod inventory;
 pub mod link;
 pub mod metrics;
+pub mod policy;
 pub mod registry;
 pub mod resolve;
 pub mod revocation;
 pub mod runs;
 pub mod server;
+pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 pub mod tokens;

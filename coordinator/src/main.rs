@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use mesh_coordinator::inventory::kube::ApiAccess;
+use mesh_coordinator::policy::Rules;
 use mesh_coordinator::server::{Bound, ClusterSource, Settings};
 use mesh_coordinator::state::{LinkTiming, NodeEnrollment};
 use probemesh_telemetry::{Telemetry, TelemetryConfig, host_name};
@@ -84,6 +85,17 @@ struct Args {
     /// once the gRPC services are served, else 503 and the reason).
     #[arg(long, env = "MESH_METRICS")]
     metrics: Option<SocketAddr>,
+    /// Policy file (JSON): which roles may start which runs, at which
+    /// targets beyond the cluster's and the probes' addresses, and how hard
+    /// (minimum interval, runs at once per probe and per identity, a rate
+    /// per identity, capture bytes per probe). Without it the safe defaults
+    /// hold; see docs/operations.md ("Policy") and deploy/policy.example.json.
+    #[arg(long, env = "MESH_POLICY")]
+    policy: Option<PathBuf>,
+    /// Append the audit log (one JSON line per Control call) here
+    /// (default: STORE/audit.jsonl with --store, else the log).
+    #[arg(long, env = "MESH_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
 }
 
 fn service_account(s: &str) -> Result<(String, String), String> {
@@ -131,6 +143,16 @@ async fn main() -> ExitCode {
             service_account,
             audience: args.enroll_audience,
         });
+    let policy = match &args.policy {
+        Some(path) => match Rules::load(path) {
+            Ok(rules) => rules,
+            Err(e) => {
+                eprintln!("mesh-coordinator: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Rules::default(),
+    };
     let settings = Settings {
         listen: args.listen,
         tls_dir: args.tls_dir,
@@ -147,6 +169,8 @@ async fn main() -> ExitCode {
             allowed: args.allow_payload_capture,
         },
         probe_cert_lifetime: args.probe_cert_lifetime,
+        policy,
+        audit_log: args.audit_log,
     };
     let bound = match Bound::bind(settings).await {
         Ok(b) => b,

@@ -194,6 +194,24 @@ impl Registry {
         expired
     }
 
+    /// Disconnects every probe (the coordinator is shutting down); returns
+    /// their names and links, for a last message before the links drop.
+    pub fn detach_all(&mut self) -> Vec<(String, Link)> {
+        self.entries
+            .iter_mut()
+            .filter_map(|(name, e)| e.link.take().map(|link| (name.clone(), link)))
+            .collect()
+    }
+
+    /// Whether `ip` is an address on an interface of a registered probe.
+    pub fn has_interface_address(&self, ip: std::net::IpAddr) -> bool {
+        self.entries
+            .values()
+            .flat_map(|e| &e.hello.interfaces)
+            .flat_map(|i| &i.addresses)
+            .any(|a| a.split('/').next().and_then(|s| s.parse().ok()) == Some(ip))
+    }
+
     /// The live link to `name`, if connected.
     pub fn link(&self, name: &str) -> Option<Link> {
         self.entries.get(name).and_then(|e| e.link.clone())

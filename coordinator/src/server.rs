@@ -1,6 +1,12 @@
 //! Assembles and runs the coordinator: TLS listener, the three services,
 //! the liveness sweeper, and its readiness (`/readyz` on `--metrics`).
 //!
+//! Shutdown ([`Bound::serve`]'s signal) is bounded, about 4 s at most: stop
+//! accepting and taking runs; give runs in flight [`RUN_GRACE`], then end
+//! them ("coordinator shutting down"); send every probe a GoAway and drop
+//! its stream; stop the UDP clock, the sweeper and the metrics endpoint;
+//! give open connections [`CONNECTIONS_CLOSE`] to close, then leave them.
+//!
 //! Readiness is a set of named conditions that must all hold
 //! ([`Readiness`]): `grpc` holds while the services are served. A component
 //! that must be up before probes and meshctl are sent here (an inventory
@@ -9,13 +15,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir};
 use probemesh_proto::tls::{TlsIncoming, server_config};
-use probemesh_telemetry::{
-    Condition, Readiness, SpanExportStats, certificate_expiry_unix, http::serve_metrics,
-};
+use probemesh_telemetry::http::{MetricsServer, serve_metrics};
+use probemesh_telemetry::{Condition, Readiness, SpanExportStats, certificate_expiry_unix};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock_udp::UdpClock;
 use crate::control::ControlService;
@@ -24,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
+use crate::policy::audit::AuditLog;
+use crate::policy::{OwnPorts, Policy, Rules};
 use crate::revocation::{FileStore, Revocations};
 use crate::runs::RunStore;
 use crate::state::{Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock};
@@ -54,10 +63,23 @@ pub struct Settings {
     pub payload_policy: PayloadPolicy,
     /// Lifetime of the probe certificates this coordinator signs.
     pub probe_cert_lifetime: std::time::Duration,
+    /// What runs may aim at and how hard (`--policy`).
+    pub policy: Rules,
+    /// Where the audit log goes; `None`: `STORE/audit.jsonl`, or the log
+    /// without a store.
+    pub audit_log: Option<PathBuf>,
 }
 
+/// How long runs in flight may go on once shutdown begins.
+pub const RUN_GRACE: Duration = Duration::from_secs(2);
+/// How long ended runs may take to record themselves.
+const RUNS_END_WAIT: Duration = Duration::from_secs(1);
+/// How long open connections may take to close before the coordinator
+/// leaves without them.
+pub const CONNECTIONS_CLOSE: Duration = Duration::from_secs(1);
+
 /// How long start-up waits for the Kubernetes API's first lists.
-const INVENTORY_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+const INVENTORY_SYNC_WAIT: Duration = Duration::from_secs(10);
 
 /// Where the cluster inventory comes from.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +103,8 @@ pub struct Bound {
     udp_clock: Option<Arc<UdpClock>>,
     /// Holds from [`Bound::serve`] until shutdown begins.
     serving: Condition,
+    /// The metrics and health endpoint, when `--metrics` asks for one.
+    metrics: Option<MetricsServer>,
 }
 
 impl Bound {
@@ -91,6 +115,10 @@ impl Bound {
         let dir = TlsDir::new(settings.tls_dir);
         let tls = server_config(&dir)?;
         let ca = CertAuthority::load(&dir)?;
+        let audit_path = settings
+            .audit_log
+            .clone()
+            .or_else(|| settings.store.as_ref().map(|s| s.join("audit.jsonl")));
         let (runs, tokens, revocations) = match settings.store {
             Some(path) => (
                 RunStore::open(path.clone())?,
@@ -102,6 +130,14 @@ impl Bound {
                 TokenStore::in_memory(),
                 Revocations::in_memory(),
             ),
+        };
+        let audit = match &audit_path {
+            Some(path) => AuditLog::open(path).map_err(|source| Error::Store {
+                op: "open the audit log",
+                path: path.clone(),
+                source,
+            })?,
+            None => AuditLog::default(),
         };
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -156,19 +192,28 @@ impl Bound {
             .with_probe_cert_lifetime(settings.probe_cert_lifetime)
             .with_payload_policy(settings.payload_policy)
             .with_node_enrollment(settings.node_enrollment)
-            .with_listen_port(local_addr.port()),
+            .with_listen_port(local_addr.port())
+            .with_policy(Policy::new(
+                settings.policy,
+                OwnPorts {
+                    listen: local_addr,
+                    metrics: settings.metrics,
+                },
+                audit,
+            )),
         );
         if !synced {
             let state = state.clone();
             tokio::spawn(async move {
                 while !state.inventory.synced(INVENTORY_SYNC_WAIT).await {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 tracing::info!("the Kubernetes API's first lists are in");
                 listed.holds();
             });
         }
         let incoming = TlsIncoming::new(listener, tls);
+        let mut metrics = None;
         if let Some(addr) = settings.metrics {
             for (name, path) in [
                 ("coordinator", dir.cert("coordinator")),
@@ -181,13 +226,14 @@ impl Bound {
             let registry = state
                 .metrics
                 .registry(incoming.refused_handshakes(), &settings.span_export);
-            serve_metrics(addr, registry, readiness)
+            let server = serve_metrics(addr, registry, readiness)
                 .await
                 .map_err(|e| Error::Listen {
                     op: "serve metrics on",
                     addr,
                     source: e.source,
                 })?;
+            metrics = Some(server);
         }
         Ok(Self {
             incoming,
@@ -195,6 +241,7 @@ impl Bound {
             local_addr,
             udp_clock,
             serving,
+            metrics,
         })
     }
 
@@ -203,37 +250,119 @@ impl Bound {
         self.local_addr
     }
 
-    /// Serves until `shutdown` resolves; ready (the `grpc` condition) from
-    /// now until then.
+    /// Serves until `shutdown` resolves, then shuts down within about 4 s
+    /// (see the module docs); ready (the `grpc` condition) until then.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send) -> Result<()> {
-        let serving = self.serving.clone();
-        let shutdown = async move {
-            shutdown.await;
-            serving.fails("shutting down");
-        };
-        let sweeper = tokio::spawn(liveness_sweeper(self.state.clone()));
-        let udp_server = self
-            .udp_clock
+        let Self {
+            incoming,
+            state,
+            local_addr,
+            udp_clock,
+            serving,
+            metrics,
+        } = self;
+        let sweeper = tokio::spawn(liveness_sweeper(state.clone()));
+        let udp_server = udp_clock
             .clone()
-            .map(|clock| tokio::spawn(clock.serve(self.state.clone())));
-        tracing::info!(listen = %self.local_addr, udp_clock = self.udp_clock.is_some(), "coordinator serving");
-        self.serving.holds();
-        let result = tonic::transport::Server::builder()
-            .add_service(pb::probe_link_server::ProbeLinkServer::new(
-                LinkService::new(self.state.clone(), self.udp_clock),
-            ))
-            .add_service(pb::control_server::ControlServer::new(ControlService::new(
-                self.state.clone(),
-            )))
-            .add_service(pb::enrollment_server::EnrollmentServer::new(
-                EnrollService::new(self.state),
-            ))
-            .serve_with_incoming_shutdown(self.incoming, shutdown)
-            .await;
+            .map(|clock| tokio::spawn(clock.serve(state.clone())));
+        tracing::info!(listen = %local_addr, udp_clock = udp_clock.is_some(), "coordinator serving");
+        serving.holds();
+        let stop_accepting = CancellationToken::new();
+        let mut server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::probe_link_server::ProbeLinkServer::new(
+                    LinkService::new(state.clone(), udp_clock),
+                ))
+                .add_service(pb::control_server::ControlServer::new(ControlService::new(
+                    state.clone(),
+                )))
+                .add_service(pb::enrollment_server::EnrollmentServer::new(
+                    EnrollService::new(state.clone()),
+                ))
+                .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned()),
+        );
+        let result = tokio::select! {
+            ended = &mut server => Some(ended),
+            () = shutdown => None,
+        };
+        let result = match result {
+            // The server failed by itself.
+            Some(ended) => served(ended),
+            None => {
+                serving.fails("shutting down");
+                // The server task drops the listener at once; its open
+                // connections get an HTTP/2 GOAWAY and may finish.
+                stop_accepting.cancel();
+                drain(&state).await;
+                match tokio::time::timeout(CONNECTIONS_CLOSE, &mut server).await {
+                    Ok(ended) => served(ended),
+                    Err(_) => {
+                        tracing::info!(waited = ?CONNECTIONS_CLOSE, "leaving connections still open");
+                        server.abort();
+                        Ok(())
+                    }
+                }
+            }
+        };
         sweeper.abort();
         if let Some(task) = udp_server {
             task.abort();
         }
-        result.map_err(Error::from)
+        if let Some(metrics) = metrics {
+            metrics.stop().await;
+        }
+        tracing::info!("coordinator stopped");
+        result
     }
+}
+
+/// The server task's outcome as the coordinator's.
+fn served(
+    ended: std::result::Result<
+        std::result::Result<(), tonic::transport::Error>,
+        tokio::task::JoinError,
+    >,
+) -> Result<()> {
+    match ended {
+        Ok(served) => served.map_err(Error::from),
+        Err(e) => Err(Error::ServerTask(e.to_string())),
+    }
+}
+
+/// Stops taking runs, gives those in flight [`RUN_GRACE`], ends the rest,
+/// then tells every probe to reconnect and drops its stream.
+async fn drain(state: &Coordinator) {
+    state.shutdown.begin();
+    let in_flight = state.shutdown.runs_in_flight();
+    if in_flight > 0 {
+        tracing::info!(runs = in_flight, grace = ?RUN_GRACE, "shutting down: waiting for runs in flight");
+    }
+    if !state.shutdown.runs_finished(RUN_GRACE).await {
+        tracing::warn!(
+            runs = state.shutdown.runs_in_flight(),
+            "ending runs still in flight: coordinator shutting down"
+        );
+        state.shutdown.end_runs();
+        if !state.shutdown.runs_finished(RUNS_END_WAIT).await {
+            tracing::warn!(
+                runs = state.shutdown.runs_in_flight(),
+                "runs did not record their end in time"
+            );
+        }
+    }
+    let links = state.registry().detach_all();
+    state.metrics.set_connected(0);
+    for (name, link) in &links {
+        let go_away = pb::CoordinatorMessage {
+            msg: Some(pb::coordinator_message::Msg::GoAway(pb::GoAway {
+                reason: "coordinator shutting down".into(),
+                retry_after_ms: None,
+            })),
+        };
+        // A full queue means a stuck probe: it reconnects when the stream ends.
+        let _ = link.tx.try_send(Ok(go_away));
+        state.metrics.forget_clock(name);
+        state.dispatcher.fail_connection(name, link.conn);
+    }
+    tracing::info!(probes = links.len(), "told every probe to reconnect");
 }

@@ -12,9 +12,11 @@ use probemesh_proto::pki::CertAuthority;
 use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::revocation::Revocations;
 use crate::runs::RunStore;
+use crate::shutdown::Shutdown;
 use crate::tokens::TokenStore;
 
 /// Wall-clock time, injected so clock-sync and expiry logic can be tested.
@@ -128,6 +130,10 @@ pub struct Coordinator {
     /// The port probes and clients reach this coordinator on (0 when
     /// unknown); run captures leave its traffic out.
     pub listen_port: u16,
+    /// Shutdown as the runs see it: stop taking runs, end those in flight.
+    pub shutdown: Shutdown,
+    /// What runs may aim at and how hard, and the audit log.
+    pub policy: Policy,
 }
 
 impl Coordinator {
@@ -157,6 +163,8 @@ impl Coordinator {
                 u64::try_from(probemesh_proto::pki::PROBE_LIFETIME.whole_seconds()).unwrap_or(0),
             ),
             listen_port: 0,
+            shutdown: Shutdown::default(),
+            policy: Policy::default(),
         }
     }
 
@@ -190,6 +198,12 @@ impl Coordinator {
             time::OffsetDateTime::now_utc(),
             time::Duration::try_from(self.probe_cert_lifetime).unwrap_or(time::Duration::DAY),
         )
+    }
+
+    /// Sets the policy in force (default: the built-in rules, audit to the log).
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Records the port this coordinator listens on.

@@ -7,6 +7,11 @@
 //! Session lifecycle ([`Session`]):
 //! `Connecting` → (TLS + Attach ok) → `Attached` → (stream ends or errs) →
 //! `Waiting` (backoff) → `Connecting` … until shutdown.
+//!
+//! The backoff resets once a session has been attached for
+//! [`STABLE_HEARTBEATS`] heartbeats, and when the coordinator sends GoAway
+//! (it is shutting down): the probe then reconnects at once, or after the
+//! GoAway's `retry_after_ms`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,8 +33,11 @@ use crate::renew;
 use crate::telemetry::Moments;
 use crate::time::unix_ns;
 
-/// A connection that lasted this long resets the backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Heartbeat intervals attached after which the connection counts as held
+/// and the backoff resets.
+pub const STABLE_HEARTBEATS: u32 = 3;
+/// Longest wait a GoAway may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Heartbeat interval until the coordinator's Welcome says otherwise.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Messages queued towards the coordinator.
@@ -78,20 +86,31 @@ pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result
             &settings.name,
         )?;
         tracing::debug!(state = ?Session::Connecting, coordinator = %settings.coordinator);
-        let started = Instant::now();
         let outcome = tokio::select! {
-            r = session(&settings, tls.clone()) => r,
+            r = session(&settings, tls.clone(), &mut backoff) => r,
             () = shutdown.cancelled() => return Ok(()),
         };
         settings.metrics.link_up.set(0);
         settings.metrics.link_failures.inc();
+        let mut retry_after = None;
         match outcome {
-            Ok(()) => {
+            Ok(Ended::Closed) => {
                 settings.attached.fails(format!(
                     "{} closed the stream; reconnecting",
                     settings.coordinator
                 ));
                 tracing::warn!(coordinator = %settings.coordinator, "coordinator closed the stream")
+            }
+            Ok(Ended::GoAway(go_away)) => {
+                settings.attached.fails(format!(
+                    "{} is going away ({}); reconnecting",
+                    settings.coordinator, go_away.reason
+                ));
+                tracing::info!(coordinator = %settings.coordinator, reason = %go_away.reason, "coordinator going away; reconnecting");
+                backoff.reset();
+                retry_after = go_away
+                    .retry_after_ms
+                    .map(|ms| Duration::from_millis(u64::from(ms)).min(MAX_RETRY_AFTER));
             }
             Err(e) => {
                 settings
@@ -100,10 +119,7 @@ pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result
                 tracing::warn!(coordinator = %settings.coordinator, error = %e, "probe link failed")
             }
         }
-        if started.elapsed() >= STABLE_AFTER {
-            backoff.reset();
-        }
-        let wait = backoff.next_delay(rand::random::<f64>());
+        let wait = retry_after.unwrap_or_else(|| backoff.next_delay(rand::random::<f64>()));
         tracing::info!(state = ?Session::Waiting(wait), "reconnecting in {wait:?}");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -112,8 +128,22 @@ pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result
     }
 }
 
-/// One attached session; returns when the stream ends.
-async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Result<()> {
+/// How an attached session ended without an error.
+#[derive(Debug)]
+enum Ended {
+    /// The coordinator closed the stream.
+    Closed,
+    /// The coordinator said it is going away.
+    GoAway(pb::GoAway),
+}
+
+/// One attached session; returns when the stream ends. Resets `backoff`
+/// once attached for [`STABLE_HEARTBEATS`] heartbeat intervals.
+async fn session(
+    settings: &ProbeSettings,
+    tls: Arc<rustls::ClientConfig>,
+    backoff: &mut Backoff,
+) -> Result<Ended> {
     let channel = probemesh_proto::tls::connect(&settings.coordinator, tls).await?;
     let mut client = pb::probe_link_client::ProbeLinkClient::new(channel);
     let (out, out_rx) = mpsc::channel(OUT_BUFFER);
@@ -138,6 +168,9 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
 
     let mut heartbeat = tokio::time::interval(DEFAULT_HEARTBEAT);
     let mut beat = 0u64;
+    // Heartbeats since the Welcome; the first is sent at once, so the
+    // `STABLE_HEARTBEATS + 1`-th goes out that many intervals in.
+    let mut session_beats = 0u32;
     let mut running: HashMap<String, Running> = HashMap::new();
     // Ends this session's UDP clock exchange when dropped (or replaced).
     let mut udp_clock: Option<tokio_util::sync::DropGuard> = None;
@@ -153,7 +186,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
             msg = inbound.message() => {
                 let msg = match msg {
                     Ok(Some(m)) => m,
-                    Ok(None) => break Ok(()),
+                    Ok(None) => break Ok(Ended::Closed),
                     Err(status) => break Err(Error::Stream(status.message().to_owned())),
                 };
                 let received_ns = unix_ns();
@@ -161,6 +194,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
                     Some(Msg::Welcome(w)) => {
                         let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms).max(100));
                         heartbeat = tokio::time::interval(every);
+                        session_beats = 0;
                         if let Some(offer) = w.udp_clock {
                             let cancel = CancellationToken::new();
                             tokio::spawn(crate::clock_udp::run(offer, settings.coordinator.clone(), cancel.clone()));
@@ -195,6 +229,7 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
                         },
                         None => tracing::warn!("ignoring a certificate nobody asked for"),
                     },
+                    Some(Msg::GoAway(go_away)) => break Ok(Ended::GoAway(go_away)),
                     Some(Msg::Stop(s)) => {
                         if let Some(tokens) = running.get(&s.task_id) {
                             tracing::info!(task_id = %s.task_id, "task stopped early by the coordinator");
@@ -206,6 +241,10 @@ async fn session(settings: &ProbeSettings, tls: Arc<rustls::ClientConfig>) -> Re
             }
             _ = heartbeat.tick() => {
                 beat += 1;
+                session_beats = session_beats.saturating_add(1);
+                if session_beats == STABLE_HEARTBEATS + 1 {
+                    backoff.reset();
+                }
                 send(&out, pb::probe_message::Msg::Heartbeat(pb::Heartbeat { seq: beat })).await?;
             }
             Some(task_id) = done_rx.recv() => {

@@ -218,10 +218,11 @@ pub struct Mesh {
     pub url: String,
     /// The coordinator process.
     pub coordinator: Daemon,
-    /// Arguments the coordinator was started with beyond the usual ones.
-    pub coordinator_args: Vec<String>,
     /// Probes by name.
     pub probes: Vec<(String, Daemon)>,
+    /// The coordinator's arguments, to start it again on the same ports
+    /// ([`Mesh::restart_coordinator`]).
+    pub coordinator_args: Vec<String>,
 }
 
 /// Heartbeat used by test meshes: disconnects show within 3 × this.
@@ -234,8 +235,8 @@ impl Mesh {
         Self::start_storing_in(None, |_| {}, &[])
     }
 
-    /// As [`Mesh::start`], with `extra` arguments for the coordinator (kept
-    /// for [`Mesh::restart_coordinator`]).
+    /// [`Mesh::start`] with more coordinator arguments (e.g. `--metrics
+    /// 127.0.0.1:PORT`, `--policy FILE`), kept for [`Mesh::restart_coordinator`].
     pub fn start_with(extra: &[&str]) -> Self {
         Self::start_storing_in(None, |_| {}, extra)
     }
@@ -268,25 +269,38 @@ impl Mesh {
         prepare(&store);
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
-        let coordinator = spawn_coordinator(&listen, &d, &store, &extra);
+        let heartbeat = format!("{}ms", TEST_HEARTBEAT.as_millis());
+        let store = store.to_str().expect("utf-8 store path");
+        let mut coordinator_args: Vec<String> = [
+            "--listen",
+            &listen,
+            "--tls-dir",
+            &d,
+            "--store",
+            store,
+            "--heartbeat",
+            &heartbeat,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        coordinator_args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let coordinator = spawn_coordinator(&coordinator_args);
         Self {
             dir,
             url: format!("https://{listen}"),
             coordinator,
-            coordinator_args: extra,
             probes: Vec::new(),
+            coordinator_args,
         }
     }
 
-    /// Kills the coordinator (if it still runs) and starts it again on the
-    /// same address and certificates with `--store store`; waits until it
-    /// serves.
-    pub fn restart_coordinator(&mut self, store: &Path) {
+    /// Starts the coordinator again with the same arguments (the same
+    /// ports, store and TLS directory), in place of the one that exited
+    /// or was killed.
+    pub fn restart_coordinator(&mut self) {
         self.coordinator.kill();
-        let listen = self.url.trim_start_matches("https://").to_owned();
-        self.coordinator =
-            spawn_coordinator(&listen, self.tls_dir(), store, &self.coordinator_args);
+        self.coordinator = spawn_coordinator(&self.coordinator_args);
     }
 
     /// The TLS directory, as a string for arguments.
@@ -379,14 +393,10 @@ impl Mesh {
     }
 }
 
-/// Starts a test mesh's coordinator and waits until it serves.
-fn spawn_coordinator(listen: &str, tls_dir: &str, store: &Path, extra: &[String]) -> Daemon {
+/// Starts `mesh-coordinator ARGS` and waits until it serves.
+fn spawn_coordinator(args: &[String]) -> Daemon {
     let mut cmd = Command::new(bin("mesh-coordinator"));
-    cmd.args(["--listen", listen, "--tls-dir", tls_dir])
-        .arg("--store")
-        .arg(store)
-        .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())])
-        .args(extra);
+    cmd.args(args);
     let coordinator = Daemon::spawn("mesh-coordinator", cmd);
     coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
     coordinator

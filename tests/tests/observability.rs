@@ -35,14 +35,18 @@ fn start_mesh(extra: &[String], env: &[(&str, &str)]) -> Mesh {
         .args(["--heartbeat", &format!("{}ms", TEST_HEARTBEAT.as_millis())])
         .args(extra)
         .envs(env.iter().copied());
+    let coordinator_args = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let coordinator = Daemon::spawn("mesh-coordinator", cmd);
     coordinator.wait_for_log("coordinator serving", Duration::from_secs(10));
     Mesh {
         dir,
         url,
         coordinator,
-        coordinator_args: extra.to_vec(),
         probes: Vec::new(),
+        coordinator_args,
     }
 }
 

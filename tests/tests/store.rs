@@ -196,7 +196,7 @@ fn a_disk_filling_up_mid_way_loses_no_run_that_reported_success() {
     // The operator frees space and restarts: every run reported done is there.
     mesh.coordinator.kill();
     std::fs::remove_file(&ballast).expect("remove the ballast");
-    mesh.restart_coordinator(&store);
+    mesh.restart_coordinator();
     let after = runs_json(&mesh);
     for id in &done {
         assert_eq!(
@@ -230,7 +230,7 @@ fn a_damaged_record_in_the_middle_loses_only_itself() {
     bytes[hit] ^= 0xff;
     std::fs::write(&file, &bytes).expect("damage runs.pb");
 
-    mesh.restart_coordinator(&store);
+    mesh.restart_coordinator();
     let log = mesh
         .coordinator
         .wait_for_log("skipped a damaged record", Duration::from_secs(5));
@@ -293,7 +293,7 @@ fn a_run_in_flight_when_the_coordinator_is_killed_is_interrupted_after_restart()
         "meshctl must not report a cut run as a success"
     );
 
-    mesh.restart_coordinator(&store);
+    mesh.restart_coordinator();
     let runs = runs_json(&mesh);
     assert_eq!(
         state_of(&runs, &id).as_deref(),

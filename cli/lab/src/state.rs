@@ -64,6 +64,10 @@ impl StateDir {
     pub fn inventory(&self) -> PathBuf {
         self.root.join("inventory.json")
     }
+    /// The coordinator's policy file (`--policy`).
+    pub fn policy(&self) -> PathBuf {
+        self.root.join("policy.json")
+    }
     /// The lab cluster's Kubernetes PKI and kubeconfigs.
     pub fn kube(&self) -> PathBuf {
         self.root.join("kube")

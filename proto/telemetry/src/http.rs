@@ -33,14 +33,36 @@ pub struct MetricsBindError {
     pub source: std::io::Error,
 }
 
+/// The metrics endpoint, served on its own task until [`MetricsServer::stop`]
+/// (or for the life of the process when the handle is dropped).
+#[derive(Debug)]
+pub struct MetricsServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// The bound address (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving; the listening socket is closed when this returns.
+    pub async fn stop(self) {
+        self.task.abort();
+        // The task ends cancelled: its listener is dropped by now.
+        let _ = self.task.await;
+    }
+}
+
 /// Binds `addr` and serves `registry` on `GET /metrics`, liveness on
-/// `GET /healthz` and `readiness` on `GET /readyz`, for the life of the
-/// process. Returns the bound address (useful with port 0).
+/// `GET /healthz` and `readiness` on `GET /readyz`, until the returned
+/// handle is stopped.
 pub async fn serve_metrics(
     addr: SocketAddr,
     registry: Registry,
     readiness: Readiness,
-) -> Result<SocketAddr, MetricsBindError> {
+) -> Result<MetricsServer, MetricsBindError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| MetricsBindError { addr, source })?;
@@ -64,13 +86,13 @@ pub async fn serve_metrics(
                 async move { ready(&readiness) }
             }),
         );
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
     tracing::info!(addr = %bound, "metrics served on /metrics, health on /healthz and /readyz");
-    Ok(bound)
+    Ok(MetricsServer { addr: bound, task })
 }
 
 /// `200 ok`, or `503` with the failing conditions on one line.
@@ -133,13 +155,14 @@ mod tests {
     async fn readyz_follows_the_conditions_and_healthz_stays_up() {
         let readiness = Readiness::default();
         let link = readiness.condition("coordinator", "not attached yet");
-        let addr = serve_metrics(
+        let server = serve_metrics(
             "127.0.0.1:0".parse().unwrap(),
             Registry::default(),
             readiness,
         )
         .await
         .unwrap();
+        let addr = server.addr();
 
         assert_eq!(
             get(addr, "/readyz").await,
@@ -162,5 +185,10 @@ mod tests {
         assert_eq!(get(addr, "/healthz").await, (200, "ok\n".to_owned()));
         assert_eq!(get(addr, "/metrics").await.0, 200);
         assert_eq!(get(addr, "/nothing").await.0, 404);
+
+        server.stop().await;
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("the port is free once the endpoint is stopped");
     }
 }

@@ -165,6 +165,8 @@ impl Lab {
                     &format!("{PROBEMESH_NAMESPACE}/{PROBE_SERVICE_ACCOUNT}"),
                     "--enroll-audience",
                     PROBE_AUDIENCE,
+                    "--policy",
+                    &self.dir.policy().display().to_string(),
                 ]);
                 spawn.args.extend(otlp_args);
             }

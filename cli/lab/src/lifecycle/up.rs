@@ -268,11 +268,15 @@ impl Lab {
         system::ip_batch(None, &[topology::host_route()]).await
     }
 
-    /// The per-namespace `resolv.conf` files and the inventory.
+    /// The per-namespace `resolv.conf` files, the inventory and the
+    /// coordinator's policy.
     fn write_files(&self) -> anyhow::Result<()> {
         for ns in topology::resolv_conf_namespaces() {
             system::write_resolv_conf(ns, &topology::resolv_conf(ns))?;
         }
+        let policy = self.dir.policy();
+        std::fs::write(&policy, LAB_POLICY)
+            .with_context(|| format!("writing {}", policy.display()))?;
         self.write_inventory(false, false)
     }
 
@@ -293,6 +297,19 @@ impl Lab {
         std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
     }
 }
+
+/// The lab coordinator's policy (`mesh-coordinator --policy`): the
+/// defaults, plus the whole lab range 198.18.0.0/15 (the fabric's DNS,
+/// addresses outside the inventory) and hostnames under `lab.test` and
+/// the cluster domain alike (any name: the lab's resolvers answer only
+/// for the lab).
+const LAB_POLICY: &str = r#"{
+  "targets": {
+    "allow": [{ "cidr": "198.18.0.0/15" }],
+    "hostnames": "any"
+  }
+}
+"#;
 
 /// The CA, coordinator and admin certificates, and each node probe's own
 /// TLS directory (CA certificate, its certificate and key). cloudvm-1 gets
