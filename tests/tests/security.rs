@@ -196,7 +196,15 @@ fn an_oversized_capture_filter_is_refused_before_any_work() {
 /// answering within a second while they compile and run.
 #[test]
 fn concurrent_maximal_filters_do_not_stall_the_coordinator() {
-    let mut mesh = Mesh::start();
+    // Room under the policy's per-probe limits for all twelve captures at
+    // once: what is measured here is compiling, not admission.
+    let policy = tempfile::NamedTempFile::new().expect("policy file");
+    std::fs::write(
+        policy.path(),
+        r#"{"limits": {"max_runs_per_probe": 16, "capture_bytes_per_probe": 68719476736}}"#,
+    )
+    .expect("write policy");
+    let mut mesh = Mesh::start_with(&["--policy", policy.path().to_str().expect("utf-8")]);
     mesh.start_probe("node-a");
     mesh.wait_connected("node-a", true, Duration::from_secs(10));
     let filter = (0..64)
