@@ -430,8 +430,12 @@ async fn a_capture_arms_at_the_instant_it_is_given() {
     let mut running = start(task, CancellationToken::new());
     let armed = running.armed().await;
     let late_ns = armed.interfaces[0].armed_unix_ns - arm_at;
+    // Never early; late only by scheduling. The bound leaves room for a
+    // loaded 2-core CI machine (5.8 ms was seen there); how closely captures
+    // arm together is measured per run (`capture_skew_us`) and in the
+    // benchmarks, not here.
     assert!(
-        (0..5_000_000).contains(&late_ns),
+        (0..50_000_000).contains(&late_ns),
         "armed {late_ns} ns after the instant asked for"
     );
     let (_, result) = running.finish().await;
