@@ -177,15 +177,23 @@ pub fn free_port() -> u16 {
 
 /// Runs a workspace binary to completion.
 pub fn run(name: &str, args: &[&str]) -> Output {
-    Command::new(bin(name))
-        .args(args)
+    command(name, args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+}
+
+/// The command [`run`] runs, to spawn instead (a run left going while the
+/// test does something else): the environment's MESH_* settings and
+/// meshctl's saved configuration do not apply.
+pub fn command(name: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin(name));
+    cmd.args(args)
         .env_remove("RUST_BACKTRACE")
         .env_remove("MESH_COORDINATOR")
         .env_remove("MESH_TLS_DIR")
         .env_remove("MESH_IDENTITY")
-        .env("MESH_CONFIG", "/nonexistent/probemesh-test-config.json")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"))
+        .env("MESH_CONFIG", "/nonexistent/probemesh-test-config.json");
+    cmd
 }
 
 /// stdout of a finished command, as text.
@@ -359,6 +367,38 @@ impl Mesh {
 
     /// Runs meshctl against this mesh as `identity`.
     pub fn meshctl_as(&self, identity: &str, args: &[&str]) -> Output {
+        self.meshctl_command(identity, args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run meshctl: {e}"))
+    }
+
+    /// A join token for probe `name`, valid for `ttl` (e.g. `1h`).
+    pub fn join_token(&self, name: &str, ttl: &str) -> String {
+        let out = self.meshctl(&["join-token", "create", "--name", name, "--ttl", ttl]);
+        assert_exit(&out, 0, "join-token create");
+        stdout(&out).trim().to_owned()
+    }
+
+    /// `mesh-probe join --enroll-only` with `token` into `dir`: enrolls and
+    /// exits without attaching.
+    pub fn enroll(&self, token: &str, dir: &Path) -> Output {
+        run(
+            "mesh-probe",
+            &[
+                "join",
+                "--enroll-only",
+                "--coordinator",
+                &self.url,
+                "--token",
+                token,
+                "--tls-dir",
+                dir.to_str().expect("utf-8 directory"),
+            ],
+        )
+    }
+
+    /// The meshctl command [`Mesh::meshctl_as`] runs, to spawn instead.
+    pub fn meshctl_command(&self, identity: &str, args: &[&str]) -> Command {
         let mut full = vec![
             "--coordinator",
             &self.url,
@@ -368,7 +408,7 @@ impl Mesh {
             identity,
         ];
         full.extend_from_slice(args);
-        run("meshctl", &full)
+        command("meshctl", &full)
     }
 
     /// Runs meshctl against this mesh as the operator `admin`.

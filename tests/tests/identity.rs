@@ -21,28 +21,6 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-fn token(mesh: &Mesh, name: &str) -> String {
-    let out = mesh.meshctl(&["join-token", "create", "--name", name, "--ttl", "1h"]);
-    assert_exit(&out, 0, "join-token create");
-    stdout(&out).trim().to_owned()
-}
-
-fn join(mesh: &Mesh, token: &str, dir: &Path) -> std::process::Output {
-    run(
-        "mesh-probe",
-        &[
-            "join",
-            "--enroll-only",
-            "--coordinator",
-            &mesh.url,
-            "--token",
-            token,
-            "--tls-dir",
-            dir.to_str().expect("utf-8"),
-        ],
-    )
-}
-
 /// `genuine` with its name replaced by `name` and a matching check: what an
 /// attacker (or a coordinator without the name rules) could hand out.
 fn forge_token(genuine: &str, name: &str) -> String {
@@ -82,7 +60,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn reserved_names_are_refused_by_every_entry_point() {
     let mesh = Mesh::start();
     let ca = CertAuthority::load(&TlsDir::new(mesh.dir.path())).expect("ca");
-    let genuine = token(&mesh, "cloudvm-1");
+    let genuine = mesh.join_token("cloudvm-1", "1h");
     let host = tempfile::tempdir().expect("tmp");
     for name in RESERVED_NAMES {
         let out = run(
@@ -146,7 +124,7 @@ fn reserved_names_are_refused_by_every_entry_point() {
         }
 
         // A forged token: the probe refuses it before dialling anyone.
-        let out = join(&mesh, &forge_token(&genuine, name), host.path());
+        let out = mesh.enroll(&forge_token(&genuine, name), host.path());
         assert_exit(&out, 2, "join with a reserved-name token");
         assert!(stderr(&out).contains("is reserved"), "{}", stderr(&out));
     }
@@ -191,15 +169,15 @@ fn the_ca_directory_survives_join_attempts() {
     let before = snapshot(ca_dir);
 
     // A token named `ca` would have written ca-key.pem: refused, exit 2.
-    let genuine = token(&mesh, "cloudvm-1");
-    let out = join(&mesh, &forge_token(&genuine, "ca"), ca_dir);
+    let genuine = mesh.join_token("cloudvm-1", "1h");
+    let out = mesh.enroll(&forge_token(&genuine, "ca"), ca_dir);
     assert_exit(&out, 2, "join with a token named ca");
     assert!(stderr(&out).contains("is reserved"), "{}", stderr(&out));
 
     // A name whose files are there: refused before the coordinator is
     // asked, so the token stays good for another directory.
-    let t = token(&mesh, "node-x");
-    let out = join(&mesh, &t, ca_dir);
+    let t = mesh.join_token("node-x", "1h");
+    let out = mesh.enroll(&t, ca_dir);
     assert_exit(&out, 2, "join over existing NAME files");
     let err = stderr(&out);
     assert!(
@@ -221,7 +199,7 @@ fn the_ca_directory_survives_join_attempts() {
         "foreign init",
     );
     let foreign_before = snapshot(foreign.path());
-    let out = join(&mesh, &t, foreign.path());
+    let out = mesh.enroll(&t, foreign.path());
     assert_exit(&out, 2, "join into another CA's directory");
     assert!(
         stderr(&out).contains("holds another CA"),
@@ -232,7 +210,7 @@ fn the_ca_directory_survives_join_attempts() {
 
     // The same token into an empty directory: enrolled, key private.
     let host = tempfile::tempdir().expect("tmp");
-    assert_exit(&join(&mesh, &t, host.path()), 0, "join into a fresh dir");
+    assert_exit(&mesh.enroll(&t, host.path()), 0, "join into a fresh dir");
     let mode = |p: &Path| {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
@@ -240,11 +218,11 @@ fn the_ca_directory_survives_join_attempts() {
     assert_eq!(mode(&host.path().join("node-x-key.pem")), 0o600);
     // Joining a second time into it: refused, files kept.
     let kept = snapshot(host.path());
-    let out = join(&mesh, &token(&mesh, "cloudvm-1b"), host.path());
+    let out = mesh.enroll(&mesh.join_token("cloudvm-1b", "1h"), host.path());
     assert_exit(&out, 0, "another name, same directory");
-    let again = token(&mesh, "cloudvm-1c");
+    let again = mesh.join_token("cloudvm-1c", "1h");
     std::fs::write(host.path().join("cloudvm-1c.pem"), b"mine").expect("write");
-    let out = join(&mesh, &again, host.path());
+    let out = mesh.enroll(&again, host.path());
     assert_exit(&out, 2, "existing certificate");
     assert_eq!(
         std::fs::read(host.path().join("cloudvm-1c.pem")).expect("read"),
@@ -258,7 +236,7 @@ fn the_ca_directory_survives_join_attempts() {
     // And the CA's own directory, for a new name: ca.pem (the same CA) is
     // left as it is.
     assert_exit(
-        &join(&mesh, &token(&mesh, "cloudvm-2"), ca_dir),
+        &mesh.enroll(&mesh.join_token("cloudvm-2", "1h"), ca_dir),
         0,
         "join into the CA dir",
     );
@@ -337,7 +315,7 @@ fn join_tokens_only_for_names_no_probe_holds() {
         "{}",
         stderr(&out)
     );
-    token(&mesh, "cloudvm-1");
+    mesh.join_token("cloudvm-1", "1h");
     let out = mesh.meshctl(&["join-token", "create", "--name", "cloudvm-1"]);
     assert_exit(&out, 2, "second token for a pending name");
     assert!(stderr(&out).contains("is pending"), "{}", stderr(&out));
@@ -347,7 +325,7 @@ fn join_tokens_only_for_names_no_probe_holds() {
     assert_exit(&out, 0, "revoke cloudvm-1");
     let revoked: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(revoked["tokens_withdrawn"], 1, "{revoked}");
-    token(&mesh, "cloudvm-1");
+    mesh.join_token("cloudvm-1", "1h");
 }
 
 /// Issue 14, item 2: `meshctl certs revoke` drops a live stream within a
@@ -461,7 +439,7 @@ fn der_of(path: &Path) -> Vec<u8> {
 fn a_probe_renews_its_certificate_over_the_stream() {
     let mesh = Mesh::start_with(&["--probe-cert-lifetime", "6s"]);
     let host = tempfile::tempdir().expect("tmp");
-    let t = token(&mesh, "cloudvm-1");
+    let t = mesh.join_token("cloudvm-1", "1h");
     let mut cmd = std::process::Command::new(probemesh_tests::bin("mesh-probe"));
     cmd.args([
         "join",

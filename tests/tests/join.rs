@@ -5,29 +5,7 @@ use std::time::Duration;
 
 use probemesh_proto::pki::{CertAuthority, TlsDir};
 use probemesh_proto::token::JoinToken;
-use probemesh_tests::{Daemon, Mesh, assert_exit, bin, run, stderr, stdout};
-
-fn token(mesh: &Mesh, name: &str, ttl: &str) -> String {
-    let out = mesh.meshctl(&["join-token", "create", "--name", name, "--ttl", ttl]);
-    assert_exit(&out, 0, "join-token create");
-    stdout(&out).trim().to_owned()
-}
-
-fn enroll(mesh: &Mesh, token: &str, dir: &str) -> std::process::Output {
-    run(
-        "mesh-probe",
-        &[
-            "join",
-            "--enroll-only",
-            "--coordinator",
-            &mesh.url,
-            "--token",
-            token,
-            "--tls-dir",
-            dir,
-        ],
-    )
-}
+use probemesh_tests::{Daemon, Mesh, assert_exit, bin, run, stderr};
 
 #[test]
 fn join_flow_and_refusals() {
@@ -36,7 +14,7 @@ fn join_flow_and_refusals() {
     let hd = host.path().to_str().expect("utf-8").to_owned();
 
     // Success: join, then run as the probe; it registers as external.
-    let t = token(&mesh, "cloudvm-1", "1h");
+    let t = mesh.join_token("cloudvm-1", "1h");
     let mut cmd = std::process::Command::new(bin("mesh-probe"));
     cmd.args([
         "join",
@@ -62,7 +40,7 @@ fn join_flow_and_refusals() {
 
     // Reused.
     let again = tempfile::tempdir().expect("tmp");
-    let out = enroll(&mesh, &t, again.path().to_str().expect("utf-8"));
+    let out = mesh.enroll(&t, again.path());
     assert_exit(&out, 2, "reused token");
     assert!(stderr(&out).contains("already used"), "{}", stderr(&out));
     assert!(
@@ -71,28 +49,24 @@ fn join_flow_and_refusals() {
     );
 
     // Expired.
-    let short = token(&mesh, "cloudvm-2", "1s");
+    let short = mesh.join_token("cloudvm-2", "1s");
     std::thread::sleep(Duration::from_millis(1_500));
-    let out = enroll(&mesh, &short, again.path().to_str().expect("utf-8"));
+    let out = mesh.enroll(&short, again.path());
     assert_exit(&out, 2, "expired token");
     assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
 
     // Altered: the name swapped for another in an otherwise valid token.
-    let fresh = token(&mesh, "cloudvm-3", "1h");
+    let fresh = mesh.join_token("cloudvm-3", "1h");
     let mut parsed: JoinToken = fresh.parse().expect("token parses");
     parsed.name = "node-1".parse().expect("name");
-    let out = enroll(
-        &mesh,
-        &parsed.to_string(),
-        again.path().to_str().expect("utf-8"),
-    );
+    let out = mesh.enroll(&parsed.to_string(), again.path());
     assert_exit(&out, 2, "altered token");
     assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
 
     // Garbled: not a token at all.
     let mut garbled = fresh.clone();
     garbled.truncate(fresh.len() - 5);
-    let out = enroll(&mesh, &garbled, again.path().to_str().expect("utf-8"));
+    let out = mesh.enroll(&garbled, again.path());
     assert_exit(&out, 2, "truncated token");
 
     // Pinned to another CA: the host refuses the coordinator.
@@ -114,11 +88,7 @@ fn join_flow_and_refusals() {
     pinned.ca_pin = CertAuthority::load(&TlsDir::new(foreign.path()))
         .expect("ca")
         .pin();
-    let out = enroll(
-        &mesh,
-        &pinned.to_string(),
-        again.path().to_str().expect("utf-8"),
-    );
+    let out = mesh.enroll(&pinned.to_string(), again.path());
     assert_ne!(out.status.code(), Some(0));
     assert!(
         stderr(&out).contains("CA fingerprint does not match"),
@@ -126,6 +96,6 @@ fn join_flow_and_refusals() {
         stderr(&out)
     );
     // The genuine token was not spent by the refused attempts.
-    let out = enroll(&mesh, &fresh, again.path().to_str().expect("utf-8"));
+    let out = mesh.enroll(&fresh, again.path());
     assert_exit(&out, 0, "genuine token after refusals");
 }

@@ -3,10 +3,10 @@
 //! with exit 2; the audit log has a line per Control call and survives a
 //! restart.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use probemesh_tests::{Mesh, assert_exit, bin, run, stderr};
+use probemesh_tests::{Mesh, assert_exit, run, stderr};
 
 /// A mesh with probe `node-a` under the policy `json`, and the policy file
 /// (kept for restarts).
@@ -81,26 +81,20 @@ fn over_rate_and_over_concurrency_runs_are_refused_with_the_rule_name() {
         r#"{"limits": {"rate_burst": 3, "rate_per_second": 0.01, "max_runs_per_probe": 1}}"#,
     );
     // One long run holds node-a's only slot.
-    let mut long = Command::new(bin("meshctl"))
-        .args([
-            "--coordinator",
-            &mesh.url,
-            "--tls-dir",
-            mesh.tls_dir(),
-            "--identity",
+    let mut long = mesh
+        .meshctl_command(
             "admin",
-        ])
-        .args([
-            "ping",
-            "--from",
-            "node-a",
-            "127.0.0.1",
-            "-c",
-            "50",
-            "-i",
-            "200ms",
-        ])
-        .env("MESH_CONFIG", "/nonexistent/probemesh-test-config.json")
+            &[
+                "ping",
+                "--from",
+                "node-a",
+                "127.0.0.1",
+                "-c",
+                "50",
+                "-i",
+                "200ms",
+            ],
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

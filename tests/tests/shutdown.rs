@@ -6,10 +6,10 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use probemesh_tests::{Mesh, bin, free_port};
+use probemesh_tests::{Mesh, free_port};
 
 /// `GET /healthz` on the metrics port answers 200.
 fn healthz(port: u16) -> bool {
@@ -39,26 +39,20 @@ fn sigterm_with_probes_attached_exits_within_5s_and_frees_every_port() {
     assert!(healthz(metrics), "metrics endpoint answers before shutdown");
 
     // A run in flight: 100 echoes 200 ms apart would take 20 s.
-    let run = Command::new(bin("meshctl"))
-        .args([
-            "--coordinator",
-            &mesh.url,
-            "--tls-dir",
-            mesh.tls_dir(),
-            "--identity",
+    let run = mesh
+        .meshctl_command(
             "admin",
-        ])
-        .args([
-            "ping",
-            "--from",
-            "node-a",
-            "127.0.0.1",
-            "-c",
-            "100",
-            "-i",
-            "200ms",
-        ])
-        .env("MESH_CONFIG", "/nonexistent/probemesh-test-config.json")
+            &[
+                "ping",
+                "--from",
+                "node-a",
+                "127.0.0.1",
+                "-c",
+                "100",
+                "-i",
+                "200ms",
+            ],
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -268,11 +268,19 @@ fn a_run_in_flight_when_the_coordinator_is_killed_is_interrupted_after_restart()
     let store_dir = tempfile::tempdir().expect("temp dir");
     let store = store_dir.path().join("store");
     let mut mesh = mesh_with_probe(store.clone());
-    let mut cmd = Command::new(bin("meshctl"));
-    cmd.args(["--coordinator", &mesh.url, "--tls-dir", mesh.tls_dir()])
-        .args(["ping", "--from", "node-a", "127.0.0.1", "-c", "600"])
-        .args(["-i", "100ms"])
-        .env("MESH_CONFIG", "/nonexistent/probemesh-test-config.json");
+    let cmd = mesh.meshctl_command(
+        "admin",
+        &[
+            "ping",
+            "--from",
+            "node-a",
+            "127.0.0.1",
+            "-c",
+            "600",
+            "-i",
+            "100ms",
+        ],
+    );
     let mut long = Daemon::spawn("meshctl ping (long)", cmd);
     let running = wait_for(
         "the long ping recorded running",
