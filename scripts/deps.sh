@@ -15,6 +15,8 @@ packages=(
   prometheus                 # promtool and a real Prometheus for the metrics tests
   python3-venv               # venvs for rotel (scripts/rotel.sh) and kubectl + kubernetes-validate (scripts/kube-tools.sh)
   systemd                    # systemd-analyze verifies deploy/systemd/mesh-probe.service
+  etcd-server                # a real etcd (3.4) for the shared-state and failover tests
+  protobuf-compiler          # protoc: etcd-client's build script compiles etcd's protos
   ca-certificates
 )
 
