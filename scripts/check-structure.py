@@ -35,6 +35,7 @@ LAYERS = {
         ["error", "dispatch", "metrics"],
         ["bounds", "revocation"],
         ["authz", "runs", "tokens", "resolve", "correlate"],
+        ["store"],
         ["policy"],
         ["state"],
         ["execute"],

@@ -131,7 +131,7 @@ fn over(what: &str, value: &str, max: usize) -> Option<String> {
 }
 
 /// The start of `s`, quoted, for messages about oversized inputs.
-fn elide(s: &str) -> String {
+pub(crate) fn elide(s: &str) -> String {
     const SHOWN: usize = 32;
     match s.char_indices().nth(SHOWN) {
         Some((cut, _)) => format!("'{}…'", s[..cut].escape_debug()),

@@ -198,8 +198,9 @@ impl pb::control_server::Control for ControlService {
         };
         let page = self
             .state
-            .runs
-            .page(&r.page_token, bounds::page_items(asked))?;
+            .store
+            .runs_page(&r.page_token, bounds::page_items(asked))
+            .await?;
         Ok(Response::new(pb::ListRunsResponse {
             runs: page.items,
             next_page_token: page.next_token,
@@ -214,8 +215,9 @@ impl pb::control_server::Control for ControlService {
         self.gate(&req, "Control.GetRun", Access::Read, &id, |_| Ok(()))?;
         let id = &req.get_ref().run_id;
         self.state
-            .runs
-            .get(id)
+            .store
+            .run(id)
+            .await?
             .map(|record| Response::new(bounds::fit_run(&record)))
             .ok_or_else(|| Error::NotFound(format!("no run '{id}' (see `meshctl runs`)")).into())
     }
@@ -249,12 +251,11 @@ impl pb::control_server::Control for ControlService {
             ))
             .into());
         }
-        let issued = self.state.tokens.create(
-            &r.name,
-            ttl,
-            &self.state.ca,
-            self.state.clock.now_unix_ms(),
-        )?;
+        let issued = self
+            .state
+            .store
+            .create_token(&r.name, ttl, &self.state.ca, self.state.clock.now_unix_ms())
+            .await?;
         tracing::info!(name = %r.name, by = %caller.identity.name, expires_unix_ms = issued.expires_unix_ms, "join token created");
         Ok(Response::new(issued))
     }
@@ -306,11 +307,12 @@ impl pb::control_server::Control for ControlService {
             revoked_unix_ms: now,
             by: caller.identity.name.clone(),
         };
-        self.state.revocations.revoke(revocation.clone())?;
+        self.state.store.add_revocation(&revocation).await?;
+        self.state.revocations.add(revocation.clone());
         let tokens_withdrawn = if r.name.is_empty() {
             0
         } else {
-            self.state.tokens.withdraw(&r.name)?
+            self.state.store.withdraw_tokens(&r.name).await?
         };
         let dropped_streams = drop_revoked(&self.state, &revocation).await;
         tracing::warn!(name = %r.name, %serial, by = %caller.identity.name, ?dropped_streams, tokens_withdrawn, "certificate revoked");
@@ -321,6 +323,19 @@ impl pb::control_server::Control for ControlService {
             dropped_streams,
             tokens_withdrawn,
         }))
+    }
+}
+
+/// Applies the revocations other coordinators store (`rx`, from
+/// [`crate::store::StateStore::follow_revocations`]): each new one counts
+/// here at once and drops the live streams it covers, as a revocation made
+/// here does. Ends when the store stops following.
+pub async fn follow_revocations(state: Arc<Coordinator>, mut rx: mpsc::Receiver<Revocation>) {
+    while let Some(revocation) = rx.recv().await {
+        if state.revocations.add(revocation.clone()) {
+            let dropped_streams = drop_revoked(&state, &revocation).await;
+            tracing::warn!(name = %revocation.name, serial = %revocation.serial, by = %revocation.by, ?dropped_streams, "certificate revoked on another coordinator");
+        }
     }
 }
 

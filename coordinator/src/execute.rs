@@ -144,7 +144,7 @@ pub(crate) async fn cancel(state: &Coordinator, link: &Link, task_id: &str) {
 /// start cannot be written is refused, so none runs unrecorded.
 pub(crate) async fn begin(state: &Coordinator, record: &mut pb::RunRecord) -> Result<(), Error> {
     record.set_state(pb::RunState::Running);
-    state.runs.write(record.clone()).await
+    state.store.write_run(record.clone()).await
 }
 
 /// Finishes a run: puts `result` (when given) in the record, stamps its
@@ -176,8 +176,8 @@ pub(crate) async fn finish(
         None => record.set_state(pb::RunState::Done),
     }
     let stored = state
-        .runs
-        .write(record.clone())
+        .store
+        .write_run(record.clone())
         .instrument(tracing::info_span!("probemesh.store"))
         .await
         .inspect_err(|e| {
@@ -206,7 +206,7 @@ pub(crate) async fn finish(
         Err(e) => {
             record.set_state(pb::RunState::Failed);
             record.failure = e.to_string();
-            state.runs.note(record);
+            state.store.note_run(record);
             Err(Status::from(e))
         }
     };
@@ -288,7 +288,7 @@ mod tests {
         assert!(before.is_empty(), "{before:?}");
         assert_eq!(sent.result, Some(result));
         assert_eq!(sent.state(), pb::RunState::Done);
-        assert_eq!(state.runs.get("r1"), Some(sent));
+        assert_eq!(state.store.run("r1").await.unwrap(), Some(sent));
     }
 
     #[tokio::test]
@@ -310,7 +310,7 @@ mod tests {
             sent.failure,
             "probe 'node-1' disconnected while running the task"
         );
-        assert_eq!(state.runs.get("r1"), Some(sent));
+        assert_eq!(state.store.run("r1").await.unwrap(), Some(sent));
     }
 
     #[tokio::test]

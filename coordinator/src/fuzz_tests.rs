@@ -216,7 +216,7 @@ fn probe_stream_messages_never_panic_the_coordinator_or_lose_the_run() {
                 .map(|(_, record)| record);
             prop_assert!(finished.is_ok(), "the run never finished");
             prop_assert!(run.await.is_ok(), "the run's task panicked");
-            prop_assert_eq!(state.runs.get("r1"), finished.ok());
+            prop_assert_eq!(state.store.run("r1").await.unwrap(), finished.ok());
             prop_assert!(state.registry().link("node-1").is_some(), "probe detached");
             Ok(())
         })

@@ -8,6 +8,7 @@
 //! Map, lowest layer first (each imports only from those above it in this
 //! list; `scripts/check-structure.py` checks it):
 //! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
+//!   [`revocation`] (kept by the [`store`], local or etcd),
 //!   [`inventory`], [`metrics`], [`shutdown`], and the [`policy`] over
 //!   them, gathered in [`state`]; [`bounds`] holds the size bounds on
 //!   inputs and the paging of list replies;
@@ -45,6 +46,7 @@ pub mod runs;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod tool_run;

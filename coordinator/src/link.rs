@@ -28,6 +28,7 @@ use crate::clock_udp::{Registration, UdpClock};
 use crate::error::Error;
 use crate::registry::ConnId;
 use crate::state::Coordinator;
+use crate::store::Issuance;
 
 /// Messages queued towards one probe before senders wait.
 const LINK_BUFFER: usize = 64;
@@ -243,6 +244,13 @@ async fn renew(state: &Coordinator, name: &str, conn: ConnId, csr_pem: &str) {
     let validity = state.probe_validity();
     match state.ca.sign_csr(csr_pem, name, Role::Probe, validity) {
         Ok(certificate_pem) => {
+            if let Err(e) = state
+                .record_issued(&certificate_pem, Issuance::Renewal)
+                .await
+            {
+                tracing::error!(error = %e, "renewal withheld: the certificate could not be recorded; the probe asks again");
+                return;
+            }
             let msg = pb::CoordinatorMessage {
                 msg: Some(pb::coordinator_message::Msg::Certificate(
                     pb::RenewedCertificate { certificate_pem },

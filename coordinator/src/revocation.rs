@@ -5,9 +5,10 @@
 //! revocation, so a certificate issued afterwards works (issue time is
 //! `notBefore` plus the backdate every probemesh certificate carries; one
 //! issued within the same second counts as revoked). Revoking a SERIAL
-//! revokes that one certificate. The list is kept behind [`RevocationStore`]:
-//! a file in `--store DIR` (`revoked.json`, written to a temporary file,
-//! fsync'd and renamed), or memory only; a shared store can replace it.
+//! revokes that one certificate. The list is kept by the state store (the
+//! `store` module: `revoked.json` in `--store DIR` through [`FileStore`], or
+//! etcd) and served from memory here ([`Revocations`]), so the check on
+//! every call never waits for a store.
 
 use std::path::PathBuf;
 use std::sync::RwLock;
@@ -45,28 +46,6 @@ impl Revocation {
     }
 }
 
-/// Where the list is kept between restarts.
-pub trait RevocationStore: Send + Sync + std::fmt::Debug {
-    /// The stored list (empty when there is none yet).
-    fn load(&self) -> Result<Vec<Revocation>>;
-    /// Replaces the stored list with `list`, atomically.
-    fn save(&self, list: &[Revocation]) -> Result<()>;
-}
-
-/// No persistence: the list lives as long as the process.
-#[derive(Debug, Default)]
-pub struct MemoryStore;
-
-impl RevocationStore for MemoryStore {
-    fn load(&self) -> Result<Vec<Revocation>> {
-        Ok(Vec::new())
-    }
-
-    fn save(&self, _list: &[Revocation]) -> Result<()> {
-        Ok(())
-    }
-}
-
 /// `DIR/revoked.json`.
 #[derive(Debug)]
 pub struct FileStore {
@@ -90,8 +69,9 @@ impl FileStore {
     }
 }
 
-impl RevocationStore for FileStore {
-    fn load(&self) -> Result<Vec<Revocation>> {
+impl FileStore {
+    /// The stored list (empty when there is none yet).
+    pub fn load(&self) -> Result<Vec<Revocation>> {
         match std::fs::read(&self.path) {
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map_err(|e| self.error("parse revocation list", e))
@@ -101,7 +81,8 @@ impl RevocationStore for FileStore {
         }
     }
 
-    fn save(&self, list: &[Revocation]) -> Result<()> {
+    /// Replaces the stored list with `list`, atomically.
+    pub fn save(&self, list: &[Revocation]) -> Result<()> {
         let bytes =
             serde_json::to_vec_pretty(list).map_err(|e| self.error("encode revocation list", e))?;
         probemesh_proto::pki::write_atomic(&self.path, &bytes, true)
@@ -109,39 +90,29 @@ impl RevocationStore for FileStore {
     }
 }
 
-/// The list in memory, in front of its store.
-#[derive(Debug)]
+/// The list in memory: what every call is checked against.
+#[derive(Debug, Default)]
 pub struct Revocations {
     list: RwLock<Vec<Revocation>>,
-    store: Box<dyn RevocationStore>,
 }
 
 impl Revocations {
-    /// The list `store` holds.
-    pub fn open(store: Box<dyn RevocationStore>) -> Result<Self> {
-        Ok(Self {
-            list: RwLock::new(store.load()?),
-            store,
-        })
-    }
-
-    /// An empty list kept in memory only.
-    pub fn in_memory() -> Self {
+    /// The list `list`.
+    pub fn new(list: Vec<Revocation>) -> Self {
         Self {
-            list: RwLock::new(Vec::new()),
-            store: Box::new(MemoryStore),
+            list: RwLock::new(list),
         }
     }
 
-    /// Adds `revocation`; it is stored before it counts (a store that cannot
-    /// be written leaves the list as it was).
-    pub fn revoke(&self, revocation: Revocation) -> Result<()> {
+    /// Adds `revocation` unless it is already listed; returns whether it
+    /// was new. Add only what the store holds.
+    pub fn add(&self, revocation: Revocation) -> bool {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
-        let mut next = list.clone();
-        next.push(revocation);
-        self.store.save(&next)?;
-        *list = next;
-        Ok(())
+        if list.contains(&revocation) {
+            return false;
+        }
+        list.push(revocation);
+        true
     }
 
     /// The revocation that withdraws `id`'s certificate, if any.
@@ -202,10 +173,12 @@ mod tests {
     #[test]
     fn the_file_store_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let open = || Revocations::open(Box::new(FileStore::new(dir.path().into()))).unwrap();
+        let open = || Revocations::new(FileStore::new(dir.path().into()).load().unwrap());
         let list = open();
         assert!(list.find(&cert("node-1", "aa", 0)).is_none());
-        list.revoke(by_name("node-1", 500_000)).unwrap();
+        FileStore::new(dir.path().into())
+            .save(&[by_name("node-1", 500_000)])
+            .unwrap();
         let reopened = open();
         assert_eq!(
             reopened.find(&cert("node-1", "aa", 0)),

@@ -25,7 +25,7 @@ use probemesh_telemetry::{Condition, Readiness, SpanExportStats, certificate_exp
 use tokio_util::sync::CancellationToken;
 
 use crate::clock_udp::UdpClock;
-use crate::control::ControlService;
+use crate::control::{ControlService, follow_revocations};
 use crate::enroll::EnrollService;
 use crate::error::{Error, Result};
 use crate::inventory::InventorySource;
@@ -33,10 +33,10 @@ use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
 use crate::policy::audit::AuditLog;
 use crate::policy::{OwnPorts, Policy, Rules};
-use crate::revocation::{FileStore, Revocations};
-use crate::runs::RunStore;
+use crate::revocation::Revocations;
 use crate::state::{Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock};
-use crate::tokens::TokenStore;
+use crate::store::StateStore;
+use crate::store::local::LocalStore;
 
 /// How to run a coordinator.
 #[derive(Debug, Clone)]
@@ -119,18 +119,12 @@ impl Bound {
             .audit_log
             .clone()
             .or_else(|| settings.store.as_ref().map(|s| s.join("audit.jsonl")));
-        let (runs, tokens, revocations) = match settings.store {
-            Some(path) => (
-                RunStore::open(path.clone())?,
-                TokenStore::open(path.clone())?,
-                Revocations::open(Box::new(FileStore::new(path)))?,
-            ),
-            None => (
-                RunStore::in_memory(),
-                TokenStore::in_memory(),
-                Revocations::in_memory(),
-            ),
+        let store: Arc<dyn StateStore> = match settings.store {
+            Some(path) => Arc::new(LocalStore::open(path)?),
+            None => Arc::new(LocalStore::in_memory()),
         };
+        let revocations = Revocations::new(store.revocations().await?);
+        tracing::info!(store = %store.describe(), "state store");
         let audit = match &audit_path {
             Some(path) => AuditLog::open(path).map_err(|source| Error::Store {
                 op: "open the audit log",
@@ -180,27 +174,20 @@ impl Bound {
             );
         }
         let state = Arc::new(
-            Coordinator::new(
-                runs,
-                tokens,
-                ca,
-                inventory,
-                settings.timing,
-                Arc::new(SystemClock),
-            )
-            .with_revocations(revocations)
-            .with_probe_cert_lifetime(settings.probe_cert_lifetime)
-            .with_payload_policy(settings.payload_policy)
-            .with_node_enrollment(settings.node_enrollment)
-            .with_listen_port(local_addr.port())
-            .with_policy(Policy::new(
-                settings.policy,
-                OwnPorts {
-                    listen: local_addr,
-                    metrics: settings.metrics,
-                },
-                audit,
-            )),
+            Coordinator::new(store, ca, inventory, settings.timing, Arc::new(SystemClock))
+                .with_revocations(revocations)
+                .with_probe_cert_lifetime(settings.probe_cert_lifetime)
+                .with_payload_policy(settings.payload_policy)
+                .with_node_enrollment(settings.node_enrollment)
+                .with_listen_port(local_addr.port())
+                .with_policy(Policy::new(
+                    settings.policy,
+                    OwnPorts {
+                        listen: local_addr,
+                        metrics: settings.metrics,
+                    },
+                    audit,
+                )),
         );
         if !synced {
             let state = state.clone();
@@ -262,6 +249,10 @@ impl Bound {
             metrics,
         } = self;
         let sweeper = tokio::spawn(liveness_sweeper(state.clone()));
+        let revocation_follower = state
+            .store
+            .follow_revocations()
+            .map(|rx| tokio::spawn(follow_revocations(state.clone(), rx)));
         let udp_server = udp_clock
             .clone()
             .map(|clock| tokio::spawn(clock.serve(state.clone())));
@@ -305,6 +296,9 @@ impl Bound {
             }
         };
         sweeper.abort();
+        if let Some(task) = revocation_follower {
+            task.abort();
+        }
         if let Some(task) = udp_server {
             task.abort();
         }

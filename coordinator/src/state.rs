@@ -15,9 +15,8 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::revocation::Revocations;
-use crate::runs::RunStore;
 use crate::shutdown::Shutdown;
-use crate::tokens::TokenStore;
+use crate::store::{Issuance, IssuedCertificate, StateStore};
 
 /// Wall-clock time, injected so clock-sync and expiry logic can be tested.
 pub trait WallClock: Send + Sync + std::fmt::Debug {
@@ -104,11 +103,11 @@ pub struct Coordinator {
     registry: Mutex<Registry>,
     /// Tasks in flight.
     pub dispatcher: Dispatcher,
-    /// Finished runs.
-    pub runs: RunStore,
-    /// Join tokens.
-    pub tokens: TokenStore,
-    /// Revoked certificates.
+    /// Runs, join tokens, revocations and signed certificates, local or in
+    /// etcd.
+    pub store: Arc<dyn StateStore>,
+    /// Revoked certificates, in memory: what the store holds (loaded at
+    /// start, fed as others revoke).
     pub revocations: Revocations,
     /// Signs join CSRs.
     pub ca: CertAuthority,
@@ -139,8 +138,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Assembles the state.
     pub fn new(
-        runs: RunStore,
-        tokens: TokenStore,
+        store: Arc<dyn StateStore>,
         ca: CertAuthority,
         inventory: InventorySource,
         timing: LinkTiming,
@@ -149,9 +147,8 @@ impl Coordinator {
         Self {
             registry: Mutex::new(Registry::default()),
             dispatcher: Dispatcher::default(),
-            runs,
-            tokens,
-            revocations: Revocations::in_memory(),
+            store,
+            revocations: Revocations::default(),
             ca,
             inventory,
             timing,
@@ -198,6 +195,17 @@ impl Coordinator {
             time::OffsetDateTime::now_utc(),
             time::Duration::try_from(self.probe_cert_lifetime).unwrap_or(time::Duration::DAY),
         )
+    }
+
+    /// Records `certificate_pem`, just signed for `by`, in the store: a
+    /// certificate that cannot be recorded is not handed out.
+    pub async fn record_issued(
+        &self,
+        certificate_pem: &str,
+        by: Issuance,
+    ) -> crate::error::Result<()> {
+        let issued = IssuedCertificate::of_pem(certificate_pem, self.clock.now_unix_ms(), by)?;
+        self.store.record_certificate(&issued).await
     }
 
     /// Sets the policy in force (default: the built-in rules, audit to the log).

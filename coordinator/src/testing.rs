@@ -21,9 +21,8 @@ use crate::execute::RunEvents;
 use crate::inventory::InventorySource;
 use crate::link;
 use crate::registry::{self, ConnId};
-use crate::runs::RunStore;
 use crate::state::{Coordinator, LinkTiming, WallClock};
-use crate::tokens::TokenStore;
+use crate::store::local::LocalStore;
 
 /// The fixed wall-clock time of [`coordinator`], nanoseconds since the epoch.
 pub(crate) const NOW_NS: i64 = 1_800_000_000_000_000_000;
@@ -45,8 +44,7 @@ pub(crate) fn coordinator() -> Arc<Coordinator> {
         .unwrap_or_else(|e| panic!("fixed clock: {e}"));
     let ca = CertAuthority::generate(Validity::ca(now)).unwrap_or_else(|e| panic!("CA: {e}"));
     Arc::new(Coordinator::new(
-        RunStore::in_memory(),
-        TokenStore::in_memory(),
+        Arc::new(LocalStore::in_memory()),
         ca,
         InventorySource::none(),
         LinkTiming::default(),

@@ -88,7 +88,7 @@ async fn observers_arm_for_one_instant_and_an_offline_one_is_recorded_as_such() 
         "not correlated: node-1: no complete capture; node-2: no complete capture"
     );
     assert_eq!(sent.timing.map(|t| t.capture_skew_us), Some(0));
-    assert_eq!(state.runs.get("r1"), Some(sent));
+    assert_eq!(state.store.run("r1").await.unwrap(), Some(sent));
 }
 
 #[tokio::test(start_paused = true)]

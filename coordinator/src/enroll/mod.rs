@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::state::Coordinator;
+use crate::store::Issuance;
 
 /// Enrollment over the shared state.
 #[derive(Debug, Clone)]
@@ -30,8 +31,14 @@ impl EnrollService {
 }
 
 impl EnrollService {
-    /// Signs `csr_pem` as probe `name` (only the CSR's key is used).
-    fn issue(&self, csr_pem: &str, name: String) -> Result<pb::JoinResponse, Error> {
+    /// Signs `csr_pem` as probe `name` (only the CSR's key is used) and
+    /// records the certificate before handing it out.
+    async fn issue(
+        &self,
+        csr_pem: &str,
+        name: String,
+        by: Issuance,
+    ) -> Result<pb::JoinResponse, Error> {
         let certificate_pem = self
             .state
             .ca
@@ -39,6 +46,7 @@ impl EnrollService {
             .map_err(|e| {
                 Error::InvalidRequest(format!("the certificate request was refused: {e}"))
             })?;
+        self.state.record_issued(&certificate_pem, by).await?;
         Ok(pb::JoinResponse {
             certificate_pem,
             ca_pem: self.state.ca.cert_pem().to_owned(),
@@ -72,12 +80,13 @@ impl pb::enrollment_server::Enrollment for EnrollService {
                 })?;
         let name = self
             .state
-            .tokens
-            .redeem(&token, self.state.clock.now_unix_ms())
+            .store
+            .redeem_token(&token, self.state.clock.now_unix_ms())
+            .await
             .inspect_err(
                 |e| tracing::warn!(peer = ?remote, name = %token.name, reason = %e, "join refused"),
             )?;
-        let issued = self.issue(&r.csr_pem, name)?;
+        let issued = self.issue(&r.csr_pem, name, Issuance::Join).await?;
         tracing::info!(peer = ?remote, name = %issued.name, "external probe enrolled");
         Ok(Response::new(issued))
     }
@@ -111,7 +120,9 @@ impl pb::enrollment_server::Enrollment for EnrollService {
                 )));
             }
         }
-        let issued = self.issue(&r.csr_pem, r.node_name.clone())?;
+        let issued = self
+            .issue(&r.csr_pem, r.node_name.clone(), Issuance::NodeEnrollment)
+            .await?;
         tracing::info!(peer = ?remote, node = %issued.name, "node probe enrolled by ServiceAccount token");
         Ok(Response::new(issued))
     }

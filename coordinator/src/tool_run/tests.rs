@@ -89,7 +89,7 @@ async fn an_answered_run_is_stored_and_its_progress_forwarded() {
         sent.result.as_ref().and_then(|r| r.outcome.clone()),
         Some(ping_summary())
     );
-    assert_eq!(state.runs.get("r1"), Some(sent));
+    assert_eq!(state.store.run("r1").await.unwrap(), Some(sent));
 }
 
 #[tokio::test]
@@ -102,7 +102,7 @@ async fn a_requester_that_leaves_cancels_the_task_on_the_probe() {
     drop(rx);
     assert_eq!(probe.cancelled().await, "r1-1");
     run.await.expect("run task");
-    let stored = state.runs.get("r1").expect("stored");
+    let stored = state.store.run("r1").await.unwrap().expect("stored");
     let result = stored.result.expect("result");
     assert_eq!(
         error_of(&result, Cancelled),
@@ -130,7 +130,10 @@ async fn a_silent_probe_is_cancelled_at_the_bound() {
     );
     // An answer after the bound reaches no one.
     probe.finish("r1-1", ping_summary()).await;
-    assert_eq!(state.runs.get("r1").and_then(|r| r.result), Some(result));
+    assert_eq!(
+        state.store.run("r1").await.unwrap().and_then(|r| r.result),
+        Some(result)
+    );
 }
 
 #[tokio::test]
@@ -148,7 +151,7 @@ async fn a_probe_that_disconnects_mid_run_fails_the_run() {
         error_of(&result, ProbeFailure),
         Some("probe 'node-1' disconnected while running the task")
     );
-    assert_eq!(state.runs.get("r1"), Some(sent));
+    assert_eq!(state.store.run("r1").await.unwrap(), Some(sent));
     assert!(state.registry().link("node-1").is_none());
 }
 
