@@ -2,6 +2,7 @@
 //! child processes that die with the test, bounded waits, and a small mesh
 //! (certificates + coordinator + probes) on loopback.
 
+pub mod etcd;
 pub mod lab;
 pub mod verdict;
 
