@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{Daemon, free_port, wait_for};
+use crate::{Daemon, free_port, runtime, wait_for};
 
 /// How long a cluster may take to elect a leader at start or after a kill.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(20);
@@ -142,10 +142,7 @@ impl EtcdCluster {
     /// The leader as the running members report it, when they all answer
     /// and agree on a running one.
     fn find_leader(&self) -> Option<usize> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
+        let runtime = runtime();
         let mut leaders = Vec::new();
         for member in self.members.iter().filter(|m| m.process.is_some()) {
             let url = format!("http://127.0.0.1:{}", member.client_port);

@@ -58,6 +58,14 @@ pub fn skip_netns() -> bool {
     std::env::var("MESH_SKIP_NETNS").is_ok_and(|v| v == "1")
 }
 
+/// A current-thread runtime for a test's async calls (gRPC clients, etcd).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `limit`
 /// naming `what` was awaited.
 pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
