@@ -11,7 +11,8 @@
 //!   [`revocation`] (kept by the [`store`], local or etcd),
 //!   [`inventory`], [`metrics`], [`shutdown`], and the [`policy`] over
 //!   them, gathered in [`state`]; [`bounds`] holds the size bounds on
-//!   inputs and the paging of list replies;
+//!   inputs and the paging of list replies; [`etcd`] connects to the
+//!   shared state and lays out its keys;
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
 //!   and store a run);
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
@@ -34,6 +35,7 @@ pub mod diagnose;
 pub mod dispatch;
 pub mod enroll;
 pub mod error;
+pub mod etcd;
 pub mod execute;
 pub mod inventory;
 pub mod link;

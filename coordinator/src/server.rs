@@ -28,6 +28,7 @@ use crate::clock_udp::UdpClock;
 use crate::control::{ControlService, follow_revocations};
 use crate::enroll::EnrollService;
 use crate::error::{Error, Result};
+use crate::etcd::EtcdSettings;
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
@@ -36,6 +37,7 @@ use crate::policy::{OwnPorts, Policy, Rules};
 use crate::revocation::Revocations;
 use crate::state::{Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock};
 use crate::store::StateStore;
+use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
 
 /// How to run a coordinator.
@@ -47,6 +49,8 @@ pub struct Settings {
     pub tls_dir: PathBuf,
     /// Directory for runs and join tokens; `None` keeps them in memory.
     pub store: Option<PathBuf>,
+    /// etcd, when the state is shared by several coordinators (`--etcd`).
+    pub etcd: Option<EtcdSettings>,
     /// Where the cluster inventory comes from.
     pub cluster: ClusterSource,
     /// Which ServiceAccount's tokens enroll node probes, and for which
@@ -119,9 +123,13 @@ impl Bound {
             .audit_log
             .clone()
             .or_else(|| settings.store.as_ref().map(|s| s.join("audit.jsonl")));
-        let store: Arc<dyn StateStore> = match settings.store {
-            Some(path) => Arc::new(LocalStore::open(path)?),
-            None => Arc::new(LocalStore::in_memory()),
+        let store: Arc<dyn StateStore> = match (&settings.etcd, settings.store) {
+            (Some(etcd), _) => {
+                let client = crate::etcd::connect(etcd).await?;
+                Arc::new(EtcdStore::new(client, etcd, coordinator_id()))
+            }
+            (None, Some(path)) => Arc::new(LocalStore::open(path)?),
+            (None, None) => Arc::new(LocalStore::in_memory()),
         };
         let revocations = Revocations::new(store.revocations().await?);
         tracing::info!(store = %store.describe(), "state store");
@@ -308,6 +316,12 @@ impl Bound {
         tracing::info!("coordinator stopped");
         result
     }
+}
+
+/// This coordinator's id among those sharing etcd: new at each start, so
+/// the runs a previous run of it left `running` show `interrupted`.
+fn coordinator_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }
 
 /// The server task's outcome as the coordinator's.

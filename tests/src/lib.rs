@@ -2,6 +2,7 @@
 //! child processes that die with the test, bounded waits, and a small mesh
 //! (certificates + coordinator + probes) on loopback.
 
+pub mod etcd;
 pub mod lab;
 pub mod verdict;
 
@@ -55,6 +56,14 @@ pub fn kubectl() -> PathBuf {
 /// fail loudly when they cannot.
 pub fn skip_netns() -> bool {
     std::env::var("MESH_SKIP_NETNS").is_ok_and(|v| v == "1")
+}
+
+/// A current-thread runtime for a test's async calls (gRPC clients, etcd).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `limit`
@@ -254,6 +263,29 @@ impl Mesh {
         Self::start_storing_in(Some(store), |_| {}, &[])
     }
 
+    /// [`Mesh::start`] with the state in etcd at `endpoints` (`--etcd`,
+    /// comma-separated) instead of a store directory.
+    pub fn start_on_etcd(endpoints: &str) -> Self {
+        Self::start_storing_in(None, |_| {}, &["--etcd", endpoints])
+    }
+
+    /// Starts another coordinator like this one (same CA and arguments,
+    /// its own port): with `--etcd` they share the state. Returns it and
+    /// its URL.
+    pub fn start_another_coordinator(&self) -> (Daemon, String) {
+        let port = free_port();
+        let mut args = self.coordinator_args.clone();
+        let listen = args
+            .iter()
+            .position(|a| a == "--listen")
+            .expect("coordinator arguments hold --listen");
+        args[listen + 1] = format!("127.0.0.1:{port}");
+        (
+            spawn_coordinator(&args),
+            format!("https://127.0.0.1:{port}"),
+        )
+    }
+
     /// As [`Mesh::start`], with `prepare` filling the store directory
     /// (created empty) before the coordinator starts.
     pub fn start_prepared(prepare: impl FnOnce(&Path)) -> Self {
@@ -272,26 +304,28 @@ impl Mesh {
             0,
             "certs init",
         );
-        let store = store.unwrap_or_else(|| dir.path().join("store"));
-        std::fs::create_dir_all(&store).expect("store dir");
-        prepare(&store);
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let heartbeat = format!("{}ms", TEST_HEARTBEAT.as_millis());
-        let store = store.to_str().expect("utf-8 store path");
         let mut coordinator_args: Vec<String> = [
             "--listen",
             &listen,
             "--tls-dir",
             &d,
-            "--store",
-            store,
             "--heartbeat",
             &heartbeat,
         ]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        // The state: in etcd when the caller says so, else a store directory.
+        if !extra.contains(&"--etcd") {
+            let store = store.unwrap_or_else(|| dir.path().join("store"));
+            std::fs::create_dir_all(&store).expect("store dir");
+            prepare(&store);
+            let store = store.to_str().expect("utf-8 store path");
+            coordinator_args.extend(["--store".to_owned(), store.to_owned()]);
+        }
         coordinator_args.extend(extra.iter().map(|s| (*s).to_owned()));
         let coordinator = spawn_coordinator(&coordinator_args);
         Self {

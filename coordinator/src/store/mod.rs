@@ -5,7 +5,7 @@
 //! - [`local::LocalStore`]: the `--store DIR` files (`runs.pb`,
 //!   `tokens.json`, `revoked.json`, `issued.jsonl`), or memory only without
 //!   `--store`; for one coordinator;
-//! - `etcd::EtcdStore`: etcd (`--etcd`), shared by every coordinator of
+//! - [`etcd::EtcdStore`]: etcd (`--etcd`), shared by every coordinator of
 //!   the mesh.
 //!
 //! The rest of the coordinator holds an `Arc<dyn StateStore>` and does not
@@ -15,6 +15,7 @@
 //! ([`crate::revocation::Revocations`]), loaded at start and fed by
 //! [`StateStore::follow_revocations`] when other coordinators revoke.
 
+pub mod etcd;
 pub mod local;
 
 use std::time::Duration;
@@ -138,3 +139,6 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// The record of the certificate with `serial`, if it was signed here.
     async fn certificate(&self, serial: &str) -> Result<Option<IssuedCertificate>>;
 }
+
+#[cfg(test)]
+mod tests;
