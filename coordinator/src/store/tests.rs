@@ -55,12 +55,7 @@ impl Backend {
 /// (its harness waits for a leader with its own).
 fn run<Fut: Future<Output = ()>>(backend: fn() -> Backend, body: fn(Arc<Backend>) -> Fut) {
     let backend = Arc::new(backend());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(body(backend));
+    probemesh_tests::runtime().block_on(body(backend));
 }
 
 fn local() -> Backend {
@@ -286,29 +281,24 @@ async fn revocations_and_certificates_are_kept(backend: Arc<Backend>) {
 fn an_unreachable_etcd_is_an_error_naming_it_within_the_time_bound() {
     let mut cluster = EtcdCluster::start(1);
     let endpoints = cluster.endpoint_list();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let settings = EtcdSettings::new(cluster.endpoints());
-            let client = connect(&settings).await.unwrap();
-            let store = EtcdStore::new(client, &settings, "coordinator-a".into());
-            cluster.kill(0);
-            let started = Instant::now();
-            let refused = store
-                .write_run(record("ee06", NOW_MS, pb::RunState::Running))
-                .await
-                .unwrap_err();
-            let took = started.elapsed();
-            println!("a write to a dead etcd failed after {took:?}: {refused}");
-            assert!(matches!(refused, Error::Etcd { .. }), "{refused}");
-            assert!(refused.to_string().contains(&endpoints), "{refused}");
-            assert!(took < Duration::from_secs(15), "{took:?}");
-            assert_eq!(
-                tonic::Status::from(refused).code(),
-                tonic::Code::FailedPrecondition
-            );
-        });
+    probemesh_tests::runtime().block_on(async {
+        let settings = EtcdSettings::new(cluster.endpoints());
+        let client = connect(&settings).await.unwrap();
+        let store = EtcdStore::new(client, &settings, "coordinator-a".into());
+        cluster.kill(0);
+        let started = Instant::now();
+        let refused = store
+            .write_run(record("ee06", NOW_MS, pb::RunState::Running))
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        println!("a write to a dead etcd failed after {took:?}: {refused}");
+        assert!(matches!(refused, Error::Etcd { .. }), "{refused}");
+        assert!(refused.to_string().contains(&endpoints), "{refused}");
+        assert!(took < Duration::from_secs(15), "{took:?}");
+        assert_eq!(
+            tonic::Status::from(refused).code(),
+            tonic::Code::FailedPrecondition
+        );
+    });
 }
