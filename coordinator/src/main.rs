@@ -36,10 +36,12 @@ struct Args {
     #[arg(long, env = "MESH_STORE")]
     store: Option<PathBuf>,
     /// etcd client URLs (http:// or https://, comma-separated): keep the
-    /// state in etcd, shared by every coordinator given the same endpoints
-    /// and --etcd-prefix. The coordinator does not start unless a member
-    /// answers.
-    #[arg(long, env = "MESH_ETCD", value_parser = etcd::parse_endpoints, value_name = "URL[,URL...]")]
+    /// state (runs, join tokens, revocations, signed certificates) in etcd,
+    /// shared by every coordinator given the same endpoints and
+    /// --etcd-prefix, in place of --store. The coordinator does not start
+    /// unless a member answers; while etcd cannot be written, runs are
+    /// refused (meshctl exits 3) rather than run unrecorded.
+    #[arg(long, env = "MESH_ETCD", value_parser = etcd::parse_endpoints, value_name = "URL[,URL...]", conflicts_with = "store")]
     etcd: Option<etcd::Endpoints>,
     /// The CA of the etcd members' certificates (PEM), for https:// endpoints.
     #[arg(long, env = "MESH_ETCD_CA", requires = "etcd", requires_all = ["etcd_cert", "etcd_key"])]
