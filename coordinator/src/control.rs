@@ -316,6 +316,19 @@ impl pb::control_server::Control for ControlService {
         };
         let dropped_streams = drop_revoked(&self.state, &revocation).await;
         tracing::warn!(name = %r.name, %serial, by = %caller.identity.name, ?dropped_streams, tokens_withdrawn, "certificate revoked");
+        if !serial.is_empty() {
+            // Whose certificate it was, when a coordinator signed it (a
+            // hand-issued one, `meshctl certs issue`, is not recorded).
+            match self.state.store.certificate(&serial).await {
+                Ok(Some(issued)) => {
+                    tracing::warn!(%serial, name = %issued.name, role = %issued.role, issued_unix_ms = issued.issued_unix_ms, by = ?issued.by, "the revoked serial was signed by a coordinator")
+                }
+                Ok(None) => {
+                    tracing::warn!(%serial, "the revoked serial was not signed by a coordinator of this mesh (hand-issued, or a typo?)")
+                }
+                Err(e) => tracing::warn!(%serial, error = %e, "cannot look up the revoked serial"),
+            }
+        }
         Ok(Response::new(pb::RevokeCertificateResponse {
             name: r.name,
             serial,

@@ -37,6 +37,20 @@ fn join_flow_and_refusals() {
     mesh.coordinator
         .wait_for_log("external probe enrolled", Duration::from_secs(2));
     drop(joined);
+    // The coordinator recorded the certificate it signed.
+    let issued = std::fs::read_to_string(mesh.dir.path().join("store/issued.jsonl"))
+        .expect("store/issued.jsonl");
+    let line: serde_json::Value =
+        serde_json::from_str(issued.lines().next().expect("one line")).expect("JSON line");
+    assert_eq!(
+        (&line["name"], &line["role"], &line["by"]),
+        (&"cloudvm-1".into(), &"probe".into(), &"join".into()),
+        "{line}"
+    );
+    assert!(
+        line["serial"].as_str().is_some_and(|s| !s.is_empty()),
+        "{line}"
+    );
 
     // Reused.
     let again = tempfile::tempdir().expect("tmp");

@@ -110,6 +110,26 @@ fn enroll_at(url: &str, token: &str) -> Output {
     )
 }
 
+/// The certificate records under the default prefix, read from etcd itself.
+fn certificates_in(cluster: &EtcdCluster) -> Vec<serde_json::Value> {
+    probemesh_tests::runtime().block_on(async {
+        let mut client = etcd_client::Client::connect(cluster.endpoints(), None)
+            .await
+            .expect("connect to etcd");
+        let got = client
+            .get(
+                "/probemesh/certificates/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("read certificates");
+        got.kvs()
+            .iter()
+            .map(|kv| serde_json::from_slice(kv.value()).expect("a JSON record"))
+            .collect()
+    })
+}
+
 #[test]
 fn runs_and_tokens_survive_a_restart_and_are_shared_by_two_coordinators() {
     let cluster = EtcdCluster::start(1);
