@@ -167,6 +167,13 @@ fn runs_and_tokens_survive_a_restart_and_are_shared_by_two_coordinators() {
         0,
         "join on the second coordinator",
     );
+    let signed = certificates_in(&cluster);
+    assert!(
+        signed
+            .iter()
+            .any(|c| c["name"] == "cloudvm-1" && c["by"] == "join"),
+        "the signed certificate is recorded in etcd: {signed:?}"
+    );
     let refused = enroll_at(&mesh.url, &token);
     assert_ne!(refused.status.code(), Some(0), "a spent token joined twice");
     assert!(
