@@ -64,6 +64,7 @@ const FOLLOW_QUEUE: usize = 256;
 pub struct EtcdStore {
     client: Client,
     keys: Keys,
+    prefix: String,
     endpoints: String,
     /// This coordinator's id (its `coordinators/ID` key is kept alive
     /// under its lease while it lives).
@@ -88,6 +89,7 @@ impl EtcdStore {
         Self {
             client,
             keys: settings.keys(),
+            prefix: settings.prefix.clone(),
             endpoints: settings.endpoint_list(),
             owner,
             notes: std::sync::Mutex::default(),
@@ -281,9 +283,7 @@ impl StateStore for EtcdStore {
     fn describe(&self) -> String {
         format!(
             "etcd at {} under {} as coordinator {}",
-            self.endpoints,
-            self.keys.run_prefix().trim_end_matches("runs/"),
-            self.owner
+            self.endpoints, self.prefix, self.owner
         )
     }
 

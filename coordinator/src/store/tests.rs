@@ -302,3 +302,38 @@ fn an_unreachable_etcd_is_an_error_naming_it_within_the_time_bound() {
         );
     });
 }
+
+#[test]
+fn the_revocation_watch_comes_back_after_etcd_restarts() {
+    let mut cluster = EtcdCluster::start(1);
+    let runtime = probemesh_tests::runtime();
+    let settings = EtcdSettings::new(cluster.endpoints());
+    let open = |owner: &str| {
+        let client = runtime.block_on(connect(&settings)).unwrap();
+        EtcdStore::new(client, &settings, owner.into())
+    };
+    let (a, b) = (open("coordinator-a"), open("coordinator-b"));
+    let mut followed = runtime.block_on(async { b.follow_revocations() }).unwrap();
+    let revocation = |name: &str| Revocation {
+        name: name.into(),
+        serial: String::new(),
+        revoked_unix_ms: NOW_MS,
+        by: "admin".into(),
+    };
+    cluster.kill(0);
+    // Give the watch time to notice it lost etcd.
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.restart(0);
+    let restarted = Instant::now();
+    runtime.block_on(async {
+        a.add_revocation(&revocation("node-2")).await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(10), followed.recv())
+            .await
+            .expect("the watch came back within 10 s");
+        assert_eq!(heard, Some(revocation("node-2")));
+    });
+    println!(
+        "a revocation made after etcd restarted reached the other coordinator {:?} after the restart",
+        restarted.elapsed()
+    );
+}
