@@ -1,4 +1,4 @@
-//! Assembles and runs the coordinator: TLS listener, the three services,
+//! Assembles and runs the coordinator: TLS listener, the four services,
 //! the liveness sweeper, and its readiness (`/readyz` on `--metrics`).
 //!
 //! Shutdown ([`Bound::serve`]'s signal) is bounded, about 4 s at most: stop
@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
+use crate::peer::PeerService;
 use crate::policy::audit::AuditLog;
 use crate::policy::{OwnPorts, Policy, Rules};
 use crate::revocation::{FileStore, Revocations};
@@ -279,6 +280,9 @@ impl Bound {
                 .add_service(pb::enrollment_server::EnrollmentServer::new(
                     EnrollService::new(state.clone()),
                 ))
+                .add_service(pb::peer_server::PeerServer::new(PeerService::new(
+                    state.clone(),
+                )))
                 .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned()),
         );
         let result = tokio::select! {

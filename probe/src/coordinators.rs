@@ -5,7 +5,7 @@
 //! order is shuffled once at start, so probes given the same list spread
 //! over the coordinators; a failed attempt or a GoAway moves to the next
 //! address, so a dead coordinator is left at once and any live one serves.
-//! The wait between attempts stays the link's [`crate::backoff::Backoff`].
+//! The wait between attempts stays the link's exponential backoff.
 
 use probemesh_proto::tls::coordinator_host;
 use rand::seq::SliceRandom as _;
