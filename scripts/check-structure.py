@@ -33,7 +33,7 @@ LAYERS = {
         ["clock", "inventory", "telemetry", "shutdown"],
         ["registry"],
         ["error", "dispatch", "metrics"],
-        ["bounds", "revocation"],
+        ["bounds", "revocation", "etcd"],
         ["authz", "runs", "tokens", "resolve", "correlate"],
         ["policy"],
         ["state"],

@@ -86,6 +86,16 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// etcd (the shared state, `--etcd`) did not answer or refused a call
+    /// within its time bound: nothing that needed it was done.
+    #[error(
+        "cannot {op} etcd at {endpoints}: {source}; check that etcd is up and reachable from this coordinator (etcdctl --endpoints {endpoints} endpoint health)"
+    )]
+    Etcd {
+        op: &'static str,
+        endpoints: String,
+        source: etcd_client::Error,
+    },
     /// TLS or certificate material could not be loaded or used.
     #[error(transparent)]
     Tls(#[from] probemesh_proto::tls::Error),
@@ -136,7 +146,9 @@ impl From<Error> for tonic::Status {
             Error::NameTaken(_) => tonic::Status::already_exists(msg),
             Error::AttachRefused(_) => tonic::Status::already_exists(msg),
             // meshctl exits 3 (inconclusive): the run has no recorded outcome.
-            Error::StoreUnwritable { .. } => tonic::Status::failed_precondition(msg),
+            Error::StoreUnwritable { .. } | Error::Etcd { .. } => {
+                tonic::Status::failed_precondition(msg)
+            }
             Error::Store { .. }
             | Error::Tls(_)
             | Error::Pki(_)

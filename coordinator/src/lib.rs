@@ -10,7 +10,8 @@
 //! - state: [`clock`], [`registry`], [`dispatch`], [`runs`], [`tokens`],
 //!   [`inventory`], [`metrics`], [`shutdown`], and the [`policy`] over
 //!   them, gathered in [`state`]; [`bounds`] holds the size bounds on
-//!   inputs and the paging of list replies;
+//!   inputs and the paging of list replies; [`etcd`] connects to the
+//!   shared state and lays out its keys;
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
 //!   and store a run); beside it [`mesh`], several coordinators (membership
 //!   in etcd, the relay to a probe another coordinator holds, the clock
@@ -36,6 +37,7 @@ pub mod diagnose;
 pub mod dispatch;
 pub mod enroll;
 pub mod error;
+pub mod etcd;
 pub mod execute;
 pub mod inventory;
 pub mod link;

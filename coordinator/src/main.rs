@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use mesh_coordinator::etcd::{self, EtcdSettings, EtcdTls};
 use mesh_coordinator::inventory::kube::ApiAccess;
 use mesh_coordinator::policy::Rules;
 use mesh_coordinator::server::{Bound, ClusterSource, Settings};
@@ -34,6 +35,25 @@ struct Args {
     /// success.
     #[arg(long, env = "MESH_STORE")]
     store: Option<PathBuf>,
+    /// etcd client URLs (http:// or https://, comma-separated): keep the
+    /// state in etcd, shared by every coordinator given the same endpoints
+    /// and --etcd-prefix. The coordinator does not start unless a member
+    /// answers.
+    #[arg(long, env = "MESH_ETCD", value_parser = etcd::parse_endpoints, value_name = "URL[,URL...]")]
+    etcd: Option<etcd::Endpoints>,
+    /// The CA of the etcd members' certificates (PEM), for https:// endpoints.
+    #[arg(long, env = "MESH_ETCD_CA", requires = "etcd", requires_all = ["etcd_cert", "etcd_key"])]
+    etcd_ca: Option<PathBuf>,
+    /// This coordinator's client certificate for etcd (PEM).
+    #[arg(long, env = "MESH_ETCD_CERT", requires = "etcd_ca")]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert (PEM).
+    #[arg(long, env = "MESH_ETCD_KEY", requires = "etcd_ca")]
+    etcd_key: Option<PathBuf>,
+    /// Prefix of every key this mesh keeps in etcd (several meshes may
+    /// share one etcd under different prefixes).
+    #[arg(long, env = "MESH_ETCD_PREFIX", default_value = etcd::DEFAULT_PREFIX, value_parser = etcd::parse_prefix)]
+    etcd_prefix: String,
     /// Cluster inventory (nodes, pods, Services) as JSON; re-read when it
     /// changes. For clusters without API access: with --kubeconfig or
     /// --in-cluster the inventory comes from the Kubernetes API instead.
@@ -153,10 +173,19 @@ async fn main() -> ExitCode {
         },
         None => Rules::default(),
     };
+    let etcd = args.etcd.map(|etcd::Endpoints(endpoints)| EtcdSettings {
+        tls: match (args.etcd_ca, args.etcd_cert, args.etcd_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(EtcdTls { ca, cert, key }),
+            _ => None,
+        },
+        prefix: args.etcd_prefix,
+        ..EtcdSettings::new(endpoints)
+    });
     let settings = Settings {
         listen: args.listen,
         tls_dir: args.tls_dir,
         store: args.store,
+        etcd,
         cluster,
         node_enrollment,
         timing: LinkTiming {

@@ -28,6 +28,7 @@ use crate::clock_udp::UdpClock;
 use crate::control::ControlService;
 use crate::enroll::EnrollService;
 use crate::error::{Error, Result};
+use crate::etcd::EtcdSettings;
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
@@ -48,6 +49,8 @@ pub struct Settings {
     pub tls_dir: PathBuf,
     /// Directory for runs and join tokens; `None` keeps them in memory.
     pub store: Option<PathBuf>,
+    /// etcd, when the state is shared by several coordinators (`--etcd`).
+    pub etcd: Option<EtcdSettings>,
     /// Where the cluster inventory comes from.
     pub cluster: ClusterSource,
     /// Which ServiceAccount's tokens enroll node probes, and for which
@@ -132,6 +135,9 @@ impl Bound {
                 Revocations::in_memory(),
             ),
         };
+        if let Some(etcd) = &settings.etcd {
+            crate::etcd::connect(etcd).await?;
+        }
         let audit = match &audit_path {
             Some(path) => AuditLog::open(path).map_err(|source| Error::Store {
                 op: "open the audit log",

@@ -2,6 +2,7 @@
 //! child processes that die with the test, bounded waits, and a small mesh
 //! (certificates + coordinator + probes) on loopback.
 
+pub mod etcd;
 pub mod lab;
 pub mod verdict;
 
@@ -55,6 +56,14 @@ pub fn kubectl() -> PathBuf {
 /// fail loudly when they cannot.
 pub fn skip_netns() -> bool {
     std::env::var("MESH_SKIP_NETNS").is_ok_and(|v| v == "1")
+}
+
+/// A current-thread runtime for a test's async calls (gRPC clients, etcd).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `limit`

@@ -7,15 +7,8 @@ use std::time::Duration;
 
 use probemesh_proto::pb;
 use probemesh_proto::pki::TlsDir;
-use probemesh_tests::{Mesh, assert_exit};
+use probemesh_tests::{Mesh, assert_exit, runtime};
 use prost::Message as _;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// A Hello with 3.5 MB of labels once made every `meshctl probes` fail
 /// (over gRPC's 4 MB message limit). It is refused at attach, naming the
@@ -26,7 +19,7 @@ fn a_hello_with_oversized_labels_is_refused_and_probes_keep_listing() {
     mesh.start_probe("node-a");
     mesh.issue("node-big", "probe");
     mesh.wait_connected("node-a", true, Duration::from_secs(10));
-    let status = rt().block_on(async {
+    let status = runtime().block_on(async {
         let tls = probemesh_proto::tls::client_config(&TlsDir::new(mesh.dir.path()), "node-big")
             .expect("probe tls");
         let channel = probemesh_proto::tls::connect(&mesh.url, tls)

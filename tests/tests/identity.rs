@@ -11,15 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use probemesh_proto::identity::{Identity, RESERVED_NAMES, Role};
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir, Validity};
-use probemesh_tests::{Mesh, assert_exit, copy_into, run, stderr, stdout};
+use probemesh_tests::{Mesh, assert_exit, copy_into, run, runtime, stderr, stdout};
 use sha2::{Digest as _, Sha256};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// `genuine` with its name replaced by `name` and a matching check: what an
 /// attacker (or a coordinator without the name rules) could hand out.
@@ -85,7 +78,7 @@ fn reserved_names_are_refused_by_every_entry_point() {
         assert!(stderr(&out).contains("is reserved"), "{}", stderr(&out));
 
         // The coordinator refuses the same request made without meshctl.
-        let (create, joined, enroll) = rt().block_on(async {
+        let (create, joined, enroll) = runtime().block_on(async {
             let channel = control_channel(&mesh, "admin").await;
             let create = pb::control_client::ControlClient::new(channel)
                 .create_join_token(pb::CreateJoinTokenRequest {

@@ -7,14 +7,7 @@ use std::time::Duration;
 use probemesh_proto::identity::Role;
 use probemesh_proto::pb;
 use probemesh_proto::pki::{CertAuthority, TlsDir, Validity};
-use probemesh_tests::{Mesh, assert_exit, copy_into, run};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+use probemesh_tests::{Mesh, assert_exit, copy_into, run, runtime};
 
 #[test]
 fn refusals_name_their_reason() {
@@ -28,7 +21,7 @@ fn refusals_name_their_reason() {
     let pin = CertAuthority::load(&TlsDir::new(mesh.dir.path()))
         .expect("ca")
         .pin();
-    let status = rt().block_on(async {
+    let status = runtime().block_on(async {
         let tls = probemesh_proto::tls::pinned_client_config(&pin);
         let channel = probemesh_proto::tls::connect(&mesh.url, tls)
             .await
