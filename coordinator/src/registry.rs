@@ -71,6 +71,20 @@ pub enum AttachRefused {
         silent_ms: u128,
         bound_ms: u128,
     },
+    /// Several coordinators: another live coordinator holds the name's
+    /// stream (its record in etcd is under that coordinator's lease).
+    #[error(
+        "probe '{name}' already has a live stream on coordinator '{holder}' ({url}); one live stream \
+         per probe across coordinators: the name frees when that stream ends or that coordinator's \
+         lease ({lease_s} s) lapses. Stop the other process using this identity, or revoke its \
+         certificate with `meshctl certs revoke {name}`"
+    )]
+    HeldElsewhere {
+        name: String,
+        holder: String,
+        url: String,
+        lease_s: i64,
+    },
 }
 
 /// Outcome of a successful attach.
@@ -197,6 +211,29 @@ impl Registry {
     /// moved); returns the dropped entry.
     pub fn forget_remote(&mut self, name: &str) -> Option<Remote> {
         self.remote.remove(name)
+    }
+
+    /// The probes other coordinators hold.
+    pub fn remote_names(&self) -> Vec<String> {
+        self.remote.keys().cloned().collect()
+    }
+
+    /// Every stream held here: name, Hello, remote address, connected
+    /// since (Unix ms) and attachment.
+    pub fn attached(&self) -> Vec<(String, pb::Hello, String, i64, ConnId)> {
+        self.entries
+            .iter()
+            .filter_map(|(name, e)| {
+                let link = e.link.as_ref()?;
+                Some((
+                    name.clone(),
+                    e.hello.clone(),
+                    e.remote_addr.to_string(),
+                    e.connected_since_unix_ms,
+                    link.conn,
+                ))
+            })
+            .collect()
     }
 
     /// The remote entry of `name`, unless this coordinator holds its stream.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use probemesh_proto::pb;
-use probemesh_proto::pki::{CertAuthority, TlsDir};
+use probemesh_proto::pki::{COORDINATOR_NAME, CertAuthority, TlsDir};
 use probemesh_proto::tls::{TlsIncoming, server_config};
 use probemesh_telemetry::http::{MetricsServer, serve_metrics};
 use probemesh_telemetry::{Condition, Readiness, SpanExportStats, certificate_expiry_unix};
@@ -32,6 +32,7 @@ use crate::etcd::EtcdSettings;
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
+use crate::mesh::membership::{Member, Membership};
 use crate::peer::PeerService;
 use crate::policy::audit::AuditLog;
 use crate::policy::{OwnPorts, Policy, Rules};
@@ -51,6 +52,12 @@ pub struct Settings {
     pub store: Option<PathBuf>,
     /// etcd, when the state is shared by several coordinators (`--etcd`).
     pub etcd: Option<EtcdSettings>,
+    /// This coordinator's id among several (`--id`); default: host name and
+    /// listen port.
+    pub id: Option<String>,
+    /// Where other coordinators reach this one (`--advertise`); default:
+    /// `https://LISTEN_IP:PORT` (required when listening on 0.0.0.0).
+    pub advertise: Option<String>,
     /// Where the cluster inventory comes from.
     pub cluster: ClusterSource,
     /// Which ServiceAccount's tokens enroll node probes, and for which
@@ -109,6 +116,8 @@ pub struct Bound {
     serving: Condition,
     /// The metrics and health endpoint, when `--metrics` asks for one.
     metrics: Option<MetricsServer>,
+    /// Membership in etcd, with several coordinators (`--etcd`).
+    membership: Option<Arc<Membership>>,
 }
 
 impl Bound {
@@ -135,9 +144,10 @@ impl Bound {
                 Revocations::in_memory(),
             ),
         };
-        if let Some(etcd) = &settings.etcd {
-            crate::etcd::connect(etcd).await?;
-        }
+        let etcd = match &settings.etcd {
+            Some(etcd) => Some((etcd.clone(), crate::etcd::connect(etcd).await?)),
+            None => None,
+        };
         let audit = match &audit_path {
             Some(path) => AuditLog::open(path).map_err(|source| Error::Store {
                 op: "open the audit log",
@@ -219,6 +229,15 @@ impl Bound {
                 listed.holds();
             });
         }
+        let membership = match etcd {
+            Some((etcd, client)) => {
+                let member = member(settings.id, settings.advertise, local_addr)?;
+                let peer_tls = probemesh_proto::tls::client_config(&dir, COORDINATOR_NAME)?;
+                let started = state.clock.now_unix_ms();
+                Some(Membership::join(&etcd, client, member, started, peer_tls).await?)
+            }
+            None => None,
+        };
         let incoming = TlsIncoming::new(listener, tls);
         let mut metrics = None;
         if let Some(addr) = settings.metrics {
@@ -249,6 +268,7 @@ impl Bound {
             udp_clock,
             serving,
             metrics,
+            membership,
         })
     }
 
@@ -267,8 +287,12 @@ impl Bound {
             udp_clock,
             serving,
             metrics,
+            membership,
         } = self;
         let sweeper = tokio::spawn(liveness_sweeper(state.clone()));
+        let member_task = membership
+            .clone()
+            .map(|m| tokio::spawn(m.run(state.clone())));
         let udp_server = udp_clock
             .clone()
             .map(|clock| tokio::spawn(clock.serve(state.clone())));
@@ -278,7 +302,7 @@ impl Bound {
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(pb::probe_link_server::ProbeLinkServer::new(
-                    LinkService::new(state.clone(), udp_clock),
+                    LinkService::new(state.clone(), udp_clock, membership.clone()),
                 ))
                 .add_service(pb::control_server::ControlServer::new(ControlService::new(
                     state.clone(),
@@ -315,6 +339,12 @@ impl Bound {
             }
         };
         sweeper.abort();
+        if let Some(task) = member_task {
+            task.abort();
+        }
+        if let Some(membership) = &membership {
+            membership.leave().await;
+        }
         if let Some(task) = udp_server {
             task.abort();
         }
@@ -324,6 +354,28 @@ impl Bound {
         tracing::info!("coordinator stopped");
         result
     }
+}
+
+/// This coordinator as the others see it: `id` (default: host name and
+/// port) and `advertise` (default: the listen address, which must then be
+/// a specific one).
+fn member(id: Option<String>, advertise: Option<String>, listen: SocketAddr) -> Result<Member> {
+    let url = match advertise {
+        Some(url) => url,
+        None if listen.ip().is_unspecified() => {
+            return Err(Error::InvalidRequest(format!(
+                "--etcd: other coordinators cannot reach {listen}; pass --advertise https://HOST:{} (an address in the coordinator certificate's SANs)",
+                listen.port()
+            )));
+        }
+        None => format!("https://{listen}"),
+    };
+    probemesh_proto::tls::coordinator_host(&url)?;
+    let id = id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), listen.port())
+    });
+    Ok(Member { id, url })
 }
 
 /// The server task's outcome as the coordinator's.

@@ -92,7 +92,9 @@ async fn burst(
             continue;
         }
         if let Ok(sample) = Sample::try_from(exchange)
-            && best.as_ref().is_none_or(|(b, _)| sample.delay_ns < b.delay_ns)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _)| sample.delay_ns < b.delay_ns)
         {
             best = Some((sample, reply));
         }

@@ -6,4 +6,5 @@
 //! Without `--etcd` none of this runs: one coordinator, its own registry.
 
 pub mod clock;
+pub mod membership;
 pub mod relay;
