@@ -640,4 +640,62 @@ mod tests {
         assert_eq!((p.clock_offset_us, p.clock_error_us), (5_000, 500));
         assert_eq!(p.clock_path, "udp");
     }
+
+    #[tokio::test]
+    async fn a_remote_probe_is_listed_with_its_holder_and_a_local_stream_wins() {
+        let mut reg = attached(&["node-1"]);
+        reg.set_member("c0", "https://c0:7443");
+        let (_, hello) = test_probe(1, "node-2");
+        let owner = pb::ProbeOwner {
+            coordinator: "c1".into(),
+            coordinator_url: "https://c1:7443".into(),
+            hello: Some(hello),
+            remote_addr: "127.0.0.1:9".into(),
+            connected_since_unix_ms: 5,
+        };
+        let peer = tonic::transport::Endpoint::from_static("https://c1:7443").connect_lazy();
+        let (tx, mut rx) = mpsc::channel(1);
+        let conn = reg.set_remote("node-2", owner, tx, peer);
+        // The run code sends to it as to a local probe; the relay receives.
+        let link = reg.link("node-2").expect("a relayed link");
+        assert_eq!(link.conn, conn);
+        link.tx
+            .send(Ok(pb::CoordinatorMessage::default()))
+            .await
+            .unwrap();
+        assert!(rx.recv().await.is_some());
+        assert!(reg.local_link("node-2").is_none());
+        assert!(reg.has_interface_address("198.18.0.12".parse().unwrap()));
+        let holders: Vec<(String, String, bool)> = reg
+            .list()
+            .into_iter()
+            .map(|p| (p.name, p.coordinator, p.connected))
+            .collect();
+        assert_eq!(
+            holders,
+            [
+                ("node-1".into(), "c0".into(), true),
+                ("node-2".into(), "c1".into(), true)
+            ]
+        );
+        let chained = Sample {
+            offset_ns: 7_000,
+            delay_ns: 100_000,
+            path: ClockPath::Relay,
+        };
+        reg.set_remote_clock("node-2", chained);
+        assert_eq!(reg.clock("node-2"), Some(chained));
+        // A stream held here wins over the remote record.
+        let (identity, hello) = test_probe(1, "node-2");
+        let (tx, _rx) = mpsc::channel(1);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 2));
+        let here = reg
+            .attach(&identity, hello, addr, tx, Instant::now(), 0, BOUND)
+            .unwrap();
+        assert_eq!(reg.link("node-2").map(|l| l.conn), Some(here.conn));
+        assert!(reg.remote("node-2").is_none());
+        assert_eq!(reg.list()[1].coordinator, "c0");
+        assert!(reg.forget_remote("node-2").is_some());
+        assert_eq!(reg.remote_names(), Vec::<String>::new());
+    }
 }

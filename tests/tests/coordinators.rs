@@ -10,8 +10,11 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use probemesh_proto::pb;
+use probemesh_proto::pki::TlsDir;
+use probemesh_proto::tls::{client_config, connect};
 use probemesh_tests::etcd::EtcdCluster;
-use probemesh_tests::{Daemon, assert_exit, bin, command, free_port, run, wait_for};
+use probemesh_tests::{Daemon, assert_exit, bin, command, free_port, run, runtime, wait_for};
 use serde_json::Value;
 
 const PROBES: [&str; 4] = ["p-1", "p-2", "p-3", "p-4"];
@@ -145,6 +148,8 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
         );
     }
     eprintln!("holders before the kill: {before:?}");
+    peers_answer_only_coordinators(&trio, &before);
+    a_second_stream_on_another_coordinator_is_refused(&trio, &before);
 
     // Kill the coordinator holding the most probes.
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -271,4 +276,94 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
         .expect("a probe held by the other survivor");
     assert_eq!(relayed["clock_path"], "relay", "{relayed}");
     drop(trio.probes.drain(..));
+}
+
+/// `Peer.Clock` answers a coordinator certificate (with its estimate of the
+/// probes it holds) and refuses an operator's or a probe's.
+fn peers_answer_only_coordinators(trio: &Trio, holders: &BTreeMap<String, String>) {
+    let (probe, holder) = holders.iter().next().expect("a probe");
+    let on: usize = holder[1..].parse().expect("c<N>");
+    let dir = TlsDir::new(trio.dir.path());
+    runtime().block_on(async {
+        for (identity, allowed) in [
+            ("coordinator", true),
+            ("admin", false),
+            (probe.as_str(), false),
+        ] {
+            let tls = client_config(&dir, identity).expect("client tls");
+            let channel = connect(&trio.urls[on], tls).await.expect("connects");
+            let request = pb::PeerClockRequest {
+                t1_ns: 1,
+                probes: vec![probe.clone(), "nobody".into()],
+            };
+            let reply = pb::peer_client::PeerClient::new(channel)
+                .clock(request)
+                .await;
+            match (allowed, reply) {
+                (true, Ok(reply)) => {
+                    let reply = reply.into_inner();
+                    assert_eq!(reply.t1_ns, 1);
+                    let names: Vec<&str> = reply.probes.iter().map(|c| c.probe.as_str()).collect();
+                    assert_eq!(
+                        names,
+                        [probe.as_str()],
+                        "only the probe {holder} holds: {reply:?}"
+                    );
+                }
+                (false, Err(status)) => {
+                    assert_eq!(
+                        status.code(),
+                        tonic::Code::PermissionDenied,
+                        "{identity}: {status:?}"
+                    );
+                    assert!(
+                        status.message().contains("coordinator certificate"),
+                        "{status:?}"
+                    );
+                }
+                (_, other) => panic!("{identity} on Peer.Clock: {other:?}"),
+            }
+        }
+    });
+}
+
+/// A second stream for a probe whose stream another live coordinator holds
+/// is refused, naming the holder, once the claim wait is over.
+fn a_second_stream_on_another_coordinator_is_refused(
+    trio: &Trio,
+    holders: &BTreeMap<String, String>,
+) {
+    let (probe, holder) = holders.iter().next().expect("a probe");
+    let holder_index: usize = holder[1..].parse().expect("c<N>");
+    let other = (0..3)
+        .find(|i| *i != holder_index)
+        .expect("another coordinator");
+    let dir = TlsDir::new(trio.dir.path());
+    let started = Instant::now();
+    let status = runtime().block_on(async {
+        let tls = client_config(&dir, probe).expect("probe tls");
+        let channel = connect(&trio.urls[other], tls).await.expect("connects");
+        let hello = pb::ProbeMessage {
+            msg: Some(pb::probe_message::Msg::Hello(pb::Hello {
+                name: probe.clone(),
+                ..Default::default()
+            })),
+        };
+        pb::probe_link_client::ProbeLinkClient::new(channel)
+            .attach(tokio_stream::iter([hello]))
+            .await
+            .expect_err("a second live stream is refused")
+    });
+    eprintln!(
+        "second stream for {probe} on c{other} refused after {:?}: {}",
+        started.elapsed(),
+        status.message()
+    );
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("live stream on coordinator '{holder}'")),
+        "{status:?}"
+    );
 }
