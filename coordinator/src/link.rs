@@ -112,7 +112,9 @@ impl pb::probe_link_server::ProbeLink for LinkService {
         crate::bounds::check_hello(&hello).inspect_err(
             |e| tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused"),
         )?;
-        if let Some(membership) = &self.membership {
+        // A Hello naming someone else is refused by the registry below,
+        // before anything is claimed in that name.
+        if let Some(membership) = self.membership.as_ref().filter(|_| hello.name == name) {
             let now_ms = self.state.clock.now_unix_ms();
             membership
                 .claim(&hello, &remote.to_string(), now_ms)

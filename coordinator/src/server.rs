@@ -4,7 +4,8 @@
 //! Shutdown ([`Bound::serve`]'s signal) is bounded, about 4 s at most: stop
 //! accepting and taking runs; give runs in flight [`RUN_GRACE`], then end
 //! them ("coordinator shutting down"); send every probe a GoAway and drop
-//! its stream; stop the UDP clock, the sweeper and the metrics endpoint;
+//! its stream (with `--etcd`, revoke the membership lease: every probe name
+//! frees at once); stop the UDP clock, the sweeper and the metrics endpoint;
 //! give open connections [`CONNECTIONS_CLOSE`] to close, then leave them.
 //!
 //! Readiness is a set of named conditions that must all hold
@@ -328,6 +329,14 @@ impl Bound {
                 // connections get an HTTP/2 GOAWAY and may finish.
                 stop_accepting.cancel();
                 drain(&state).await;
+                // The probes just told to go away find their names free on
+                // the other coordinators at once.
+                if let Some(task) = &member_task {
+                    task.abort();
+                }
+                if let Some(membership) = &membership {
+                    membership.leave().await;
+                }
                 match tokio::time::timeout(CONNECTIONS_CLOSE, &mut server).await {
                     Ok(ended) => served(ended),
                     Err(_) => {
@@ -341,9 +350,6 @@ impl Bound {
         sweeper.abort();
         if let Some(task) = member_task {
             task.abort();
-        }
-        if let Some(membership) = &membership {
-            membership.leave().await;
         }
         if let Some(task) = udp_server {
             task.abort();

@@ -275,6 +275,26 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
         .find(|p| by_holder.values().any(|n| p["name"] == *n) && p["coordinator"] != me.as_str())
         .expect("a probe held by the other survivor");
     assert_eq!(relayed["clock_path"], "relay", "{relayed}");
+
+    // A coordinator stopped with SIGTERM revokes its lease: its probes move
+    // to the last one sooner than the lease would lapse.
+    let stopped = live
+        .iter()
+        .map(|c| c[1..].parse::<usize>().expect("c<N>"))
+        .find(|i| *i != survivor)
+        .expect("the other survivor");
+    let term = Instant::now();
+    let mut daemon = trio.coordinators[stopped].take().expect("running");
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(10));
+    let last = format!("c{survivor}");
+    trio.wait_all_held(survivor, &[last.as_str()], Duration::from_secs(10));
+    let moved = term.elapsed();
+    eprintln!("coordinator c{stopped} stopped with SIGTERM: every probe on {last} in {moved:?}");
+    assert!(
+        moved < Duration::from_secs(3),
+        "a graceful stop frees the names at once, not after the lease: {moved:?}"
+    );
     drop(trio.probes.drain(..));
 }
 

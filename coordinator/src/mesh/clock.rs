@@ -16,8 +16,9 @@ use crate::state::Coordinator;
 
 /// Exchanges per owner per refresh; the one with the least delay is kept.
 const BURST: usize = 4;
-/// Bound on one exchange.
-const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bound on one exchange; an owner that misses it is not asked again in
+/// this burst, so a dead owner delays a run by this much at most.
+const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Most probe names one `Peer.Clock` request may carry (the server's bound).
 pub const MAX_CLOCK_NAMES: usize = 1_000;
 
@@ -74,11 +75,11 @@ async fn burst(
             Ok(Ok(r)) => r.into_inner(),
             Ok(Err(status)) => {
                 last_error = status.message().to_owned();
-                continue;
+                break;
             }
             Err(_) => {
                 last_error = format!("no reply within {EXCHANGE_TIMEOUT:?}");
-                continue;
+                break;
             }
         };
         let exchange = Exchange {
