@@ -211,6 +211,61 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
         }
     }
 
+    // The requester leaving a relayed run cancels the task on the probe.
+    let on = (0..3).find(|i| *i != victim_index).expect("a survivor");
+    let me = format!("c{on}");
+    let holders = trio.wait_all_held(on, &live, Duration::from_secs(5));
+    let (remote, _) = holders
+        .iter()
+        .find(|(_, h)| **h != me)
+        .expect("a probe held by the other survivor");
+    let dir = trio.dir.path().to_str().expect("utf-8 temp path");
+    let mut long_ping = command(
+        "meshctl",
+        &[
+            "--coordinator",
+            &trio.urls[on],
+            "--tls-dir",
+            dir,
+            "--identity",
+            "admin",
+            "ping",
+            "--from",
+            remote,
+            "127.0.0.1",
+            "-c",
+            "100",
+            "-i",
+            "200ms",
+        ],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("spawn meshctl ping");
+    // The first reply printed: the task runs on the probe. (meshctl ends
+    // by itself after 100 pings, so the read is bounded.)
+    let mut replies = std::io::BufReader::new(long_ping.stdout.take().expect("piped"));
+    let mut line = String::new();
+    while !line.contains("icmp_seq") {
+        line.clear();
+        let read = std::io::BufRead::read_line(&mut replies, &mut line).expect("read meshctl");
+        assert!(read > 0, "meshctl ping ended before its first reply");
+    }
+    let probe = PROBES
+        .iter()
+        .position(|p| p == remote)
+        .expect("one of ours");
+    let _ = long_ping.kill();
+    let _ = long_ping.wait();
+    let left = Instant::now();
+    trio.probes[probe].wait_for_log("task cancelled by the coordinator", Duration::from_secs(10));
+    eprintln!(
+        "requester of a ping from {remote} on {me} left: cancelled on the probe (held by {}) after {:?}",
+        holders[remote],
+        left.elapsed()
+    );
+
     // A capture across two probes held by different coordinators.
     let holders = trio.wait_all_held(survivor, &live, Duration::from_secs(5));
     let mut by_holder: BTreeMap<&str, &str> = BTreeMap::new();
