@@ -14,7 +14,9 @@ use probemesh_proto::pb;
 use probemesh_proto::pki::TlsDir;
 use probemesh_proto::tls::{client_config, connect};
 use probemesh_tests::etcd::EtcdCluster;
-use probemesh_tests::{Daemon, assert_exit, bin, command, free_port, run, runtime, wait_for};
+use probemesh_tests::{
+    Daemon, assert_exit, bin, command, free_port, run, runtime, stdout, wait_for,
+};
 use serde_json::Value;
 
 const PROBES: [&str; 4] = ["p-1", "p-2", "p-3", "p-4"];
@@ -83,6 +85,44 @@ impl Trio {
             coordinators,
             probes,
         }
+    }
+
+    /// `meshctl ping -c 100` from `probe`, started on coordinator `on`,
+    /// returned once its first reply is printed (the task runs on the
+    /// probe). meshctl ends by itself after 100 pings, so the wait is bounded.
+    fn long_ping(&self, on: usize, probe: &str) -> std::process::Child {
+        let dir = self.dir.path().to_str().expect("utf-8 temp path");
+        let args = [
+            "--coordinator",
+            &self.urls[on],
+            "--tls-dir",
+            dir,
+            "--identity",
+            "admin",
+            "ping",
+            "--from",
+            probe,
+            "127.0.0.1",
+            "-c",
+            "100",
+            "-i",
+            "200ms",
+        ];
+        let mut child = command("meshctl", &args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn meshctl ping");
+        let out = child.stdout.take().expect("piped");
+        let mut replies = std::io::BufReader::new(out);
+        let mut line = String::new();
+        while !line.contains("icmp_seq") {
+            line.clear();
+            let read = std::io::BufRead::read_line(&mut replies, &mut line).expect("read meshctl");
+            assert!(read > 0, "meshctl ping ended before its first reply");
+        }
+        child.stdout = Some(replies.into_inner());
+        child
     }
 
     fn meshctl(&self, on: usize, args: &[&str]) -> std::process::Output {
@@ -162,6 +202,14 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
         .map(|(h, n)| (h.to_string(), *n))
         .expect("some coordinator holds probes");
     let victim_index: usize = victim[1..].parse().expect("c<N>");
+    // A run relayed to the victim from another coordinator, going when it dies.
+    let relaying = (0..3).find(|i| *i != victim_index).expect("another");
+    let doomed = before
+        .iter()
+        .find(|(_, h)| **h == victim)
+        .map(|(p, _)| p.clone())
+        .expect("a probe of the victim");
+    let in_flight = trio.long_ping(relaying, &doomed);
     let killed = Instant::now();
     trio.coordinators[victim_index]
         .take()
@@ -177,6 +225,19 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
     assert!(
         took < REATTACH_WITHIN,
         "re-attach took {took:?}, over {REATTACH_WITHIN:?}"
+    );
+    let lost = in_flight.wait_with_output().expect("meshctl ping ends");
+    let said = format!("{}{}", stdout(&lost), String::from_utf8_lossy(&lost.stderr));
+    eprintln!(
+        "the run relayed to {victim} from c{relaying} ended: exit {:?}",
+        lost.status.code()
+    );
+    assert_ne!(lost.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "probe '{doomed}' disconnected while running the task"
+        )),
+        "{said}"
     );
 
     // A run on every survivor, on a probe it holds and on one it does not.
@@ -219,39 +280,7 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
         .iter()
         .find(|(_, h)| **h != me)
         .expect("a probe held by the other survivor");
-    let dir = trio.dir.path().to_str().expect("utf-8 temp path");
-    let mut long_ping = command(
-        "meshctl",
-        &[
-            "--coordinator",
-            &trio.urls[on],
-            "--tls-dir",
-            dir,
-            "--identity",
-            "admin",
-            "ping",
-            "--from",
-            remote,
-            "127.0.0.1",
-            "-c",
-            "100",
-            "-i",
-            "200ms",
-        ],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::null())
-    .spawn()
-    .expect("spawn meshctl ping");
-    // The first reply printed: the task runs on the probe. (meshctl ends
-    // by itself after 100 pings, so the read is bounded.)
-    let mut replies = std::io::BufReader::new(long_ping.stdout.take().expect("piped"));
-    let mut line = String::new();
-    while !line.contains("icmp_seq") {
-        line.clear();
-        let read = std::io::BufRead::read_line(&mut replies, &mut line).expect("read meshctl");
-        assert!(read > 0, "meshctl ping ended before its first reply");
-    }
+    let mut long_ping = trio.long_ping(on, remote);
     let probe = PROBES
         .iter()
         .position(|p| p == remote)
