@@ -19,6 +19,8 @@ pub enum Access {
     Read,
     /// Control calls that act (runs, tokens): operator.
     Operate,
+    /// Peer calls (relays, clock exchanges): another coordinator.
+    Peer,
 }
 
 impl Access {
@@ -27,6 +29,7 @@ impl Access {
             Access::Probe => role == Role::Probe,
             Access::Read => role.can_read_control(),
             Access::Operate => role.can_start_runs(),
+            Access::Peer => role == Role::Coordinator,
         }
     }
 
@@ -35,6 +38,7 @@ impl Access {
             Access::Probe => "a probe certificate is required",
             Access::Read => "an operator or viewer certificate is required",
             Access::Operate => "an operator certificate is required",
+            Access::Peer => "a coordinator certificate is required",
         }
     }
 }

@@ -31,6 +31,12 @@ pub enum ClockPath {
     Stream,
     /// The UDP exchange; t2 and t4 are kernel receive timestamps.
     Udp,
+    /// Coordinator to coordinator, over the Peer service (several
+    /// coordinators); instants taken in user space on both sides.
+    Peer,
+    /// A probe held by another coordinator: that coordinator's estimate of
+    /// the probe plus this coordinator's estimate of it ([`Sample::chain`]).
+    Relay,
 }
 
 impl ClockPath {
@@ -39,6 +45,8 @@ impl ClockPath {
         match self {
             Self::Stream => "stream",
             Self::Udp => "udp",
+            Self::Peer => "peer",
+            Self::Relay => "relay",
         }
     }
 }
@@ -73,6 +81,19 @@ impl Sample {
     /// Half the round trip: the bound on `offset_ns`'s error, nanoseconds.
     pub fn error_ns(&self) -> i64 {
         self.delay_ns / 2
+    }
+
+    /// The estimate of a probe whose stream another coordinator holds:
+    /// `self` is that coordinator's clock against this one (a
+    /// [`ClockPath::Peer`] sample), `held` its own estimate of the probe.
+    /// The offsets add (probe − peer + peer − here), and so do the round
+    /// trips, so the error bound covers both hops.
+    pub fn chain(self, held: Sample) -> Sample {
+        Sample {
+            offset_ns: self.offset_ns.saturating_add(held.offset_ns),
+            delay_ns: self.delay_ns.saturating_add(held.delay_ns),
+            path: ClockPath::Relay,
+        }
     }
 }
 
@@ -285,5 +306,30 @@ mod tests {
         };
         let s = Sample::try_from(e).unwrap();
         assert!(s.delay_ns >= 0);
+    }
+
+    #[test]
+    fn a_relayed_estimate_adds_offsets_and_error_bounds() {
+        let peer = Sample {
+            offset_ns: 5_000,
+            delay_ns: 400_000,
+            path: ClockPath::Peer,
+        };
+        let held = Sample {
+            offset_ns: -2_000,
+            delay_ns: 60_000,
+            path: ClockPath::Udp,
+        };
+        let chained = peer.chain(held);
+        assert_eq!(
+            chained,
+            Sample {
+                offset_ns: 3_000,
+                delay_ns: 460_000,
+                path: ClockPath::Relay,
+            }
+        );
+        assert_eq!(chained.error_ns(), peer.error_ns() + held.error_ns());
+        assert_eq!(chained.path.as_str(), "relay");
     }
 }

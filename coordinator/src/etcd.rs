@@ -201,6 +201,14 @@ pub fn is_unavailable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// One run of coordinator `id` (started at `started_unix_ms`), as the runs
+/// it records name their writer: a coordinator restarted under the same id
+/// is another incarnation, so the runs its previous one left `running`
+/// read `interrupted`.
+pub fn incarnation(id: &str, started_unix_ms: i64) -> String {
+    format!("{id}@{started_unix_ms}")
+}
+
 /// The keys of one mesh, under its prefix. Every coordinator derives every
 /// key here, so a layout change is made in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,13 +14,16 @@
 //!   inputs and the paging of list replies; [`etcd`] connects to the
 //!   shared state and lays out its keys;
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
-//!   and store a run);
+//!   and store a run); beside it [`mesh`], several coordinators (membership
+//!   in etcd, the relay to a probe another coordinator holds, the clock
+//!   chain through it);
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
 //!   distributed tcpdump, correlated by [`correlate`]) and [`diagnose`]
 //!   (`meshctl probe`), each a pure plan and its execution, with targets
 //!   resolved by [`resolve`];
 //! - the services: [`control`] answers meshctl, [`link`] is each probe's
-//!   stream (with [`clock_udp`]), [`enroll`] answers joins, [`authz`]
+//!   stream (with [`clock_udp`]), [`peer`] answers other coordinators,
+//!   [`enroll`] answers joins, [`authz`]
 //!   decides who may call what; [`server`] binds and serves them;
 //!   [`telemetry`] makes the spans.
 
@@ -39,7 +42,9 @@ pub mod etcd;
 pub mod execute;
 pub mod inventory;
 pub mod link;
+pub mod mesh;
 pub mod metrics;
+pub mod peer;
 pub mod policy;
 pub mod registry;
 pub mod resolve;

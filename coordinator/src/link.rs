@@ -8,7 +8,9 @@
 //! One live stream per probe: while a probe's stream answers, a second
 //! stream for its name is refused (same certificate or not); a stream silent
 //! for three heartbeats is taken over. The stream ends when the probe hangs
-//! up, is taken over, or falls silent for three heartbeats.
+//! up, is taken over, or falls silent for three heartbeats. With several
+//! coordinators the rule holds across them: the name is claimed in etcd
+//! first ([`crate::mesh::membership`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use crate::authz::{Access, authorize};
 use crate::clock::{ClockPath, Exchange};
 use crate::clock_udp::{Registration, UdpClock};
 use crate::error::Error;
+use crate::mesh::membership::Membership;
 use crate::registry::ConnId;
 use crate::state::Coordinator;
 use crate::store::Issuance;
@@ -44,12 +47,23 @@ const CLOCK_BURST_GAP: std::time::Duration = std::time::Duration::from_millis(25
 pub struct LinkService {
     state: Arc<Coordinator>,
     udp_clock: Option<Arc<UdpClock>>,
+    membership: Option<Arc<Membership>>,
 }
 
 impl LinkService {
-    /// The service; `udp_clock`, when bound, is offered to every probe.
-    pub fn new(state: Arc<Coordinator>, udp_clock: Option<Arc<UdpClock>>) -> Self {
-        Self { state, udp_clock }
+    /// The service; `udp_clock`, when bound, is offered to every probe;
+    /// with `membership` (several coordinators) each stream's name is
+    /// claimed in etcd before it is attached.
+    pub fn new(
+        state: Arc<Coordinator>,
+        udp_clock: Option<Arc<UdpClock>>,
+        membership: Option<Arc<Membership>>,
+    ) -> Self {
+        Self {
+            state,
+            udp_clock,
+            membership,
+        }
     }
 }
 
@@ -99,6 +113,18 @@ impl pb::probe_link_server::ProbeLink for LinkService {
         crate::bounds::check_hello(&hello).inspect_err(
             |e| tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused"),
         )?;
+        // A Hello naming someone else is refused by the registry below,
+        // before anything is claimed in that name.
+        if let Some(membership) = self.membership.as_ref().filter(|_| hello.name == name) {
+            let now_ms = self.state.clock.now_unix_ms();
+            membership
+                .claim(&hello, &remote.to_string(), now_ms)
+                .await
+                .inspect_err(|e| {
+                    self.state.metrics.identity_refused("live_stream");
+                    tracing::warn!(probe = %name, %remote, reason = %e, "probe attach refused");
+                })?;
+        }
         let (tx, rx) = mpsc::channel(LINK_BUFFER);
         let attached = {
             let now_ms = self.state.clock.now_unix_ms();

@@ -56,6 +56,17 @@ struct Args {
     /// share one etcd under different prefixes).
     #[arg(long, env = "MESH_ETCD_PREFIX", default_value = etcd::DEFAULT_PREFIX, value_parser = etcd::parse_prefix)]
     etcd_prefix: String,
+    /// This coordinator's id among several sharing --etcd (unique per
+    /// coordinator; default: host name and listen port). Shown as the
+    /// holder of its probes in `meshctl probes`.
+    #[arg(long, env = "MESH_ID", requires = "etcd")]
+    id: Option<String>,
+    /// The URL other coordinators reach this one at, https://HOST:PORT
+    /// (HOST must be in the coordinator certificate's SANs: `meshctl certs
+    /// init --coordinator-san HOST`). Needed with --etcd when --listen is
+    /// 0.0.0.0; otherwise defaults to https://LISTEN_ADDRESS.
+    #[arg(long, env = "MESH_ADVERTISE", requires = "etcd", value_name = "URL")]
+    advertise: Option<String>,
     /// Cluster inventory (nodes, pods, Services) as JSON; re-read when it
     /// changes. For clusters without API access: with --kubeconfig or
     /// --in-cluster the inventory comes from the Kubernetes API instead.
@@ -188,6 +199,8 @@ async fn main() -> ExitCode {
         tls_dir: args.tls_dir,
         store: args.store,
         etcd,
+        id: args.id,
+        advertise: args.advertise,
         cluster,
         node_enrollment,
         timing: LinkTiming {

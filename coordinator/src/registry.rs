@@ -3,6 +3,11 @@
 //!
 //! Plain state behind the coordinator's mutex; every method takes the current
 //! instant from its caller, so liveness rules are testable without sleeping.
+//!
+//! With several coordinators it also knows the probes whose streams the
+//! others hold ([`Remote`]): each has a [`Link`] too, whose messages a relay
+//! carries to the owner, so the run code sends to a remote probe as to a
+//! local one. A probe's own stream here always wins over a remote entry.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,6 +71,20 @@ pub enum AttachRefused {
         silent_ms: u128,
         bound_ms: u128,
     },
+    /// Several coordinators: another live coordinator holds the name's
+    /// stream (its record in etcd is under that coordinator's lease).
+    #[error(
+        "probe '{name}' already has a live stream on coordinator '{holder}' ({url}); one live stream \
+         per probe across coordinators: the name frees when that stream ends or that coordinator's \
+         lease ({lease_s} s) lapses. Stop the other process using this identity, or revoke its \
+         certificate with `meshctl certs revoke {name}`"
+    )]
+    HeldElsewhere {
+        name: String,
+        holder: String,
+        url: String,
+        lease_s: i64,
+    },
 }
 
 /// Outcome of a successful attach.
@@ -77,10 +96,27 @@ pub struct Attached {
     pub replaced: Option<Link>,
 }
 
-/// All probes ever attached since the coordinator started.
+/// A probe whose stream another coordinator holds.
+#[derive(Debug)]
+pub struct Remote {
+    /// Who holds it, as recorded in etcd.
+    pub owner: pb::ProbeOwner,
+    /// The relay towards it.
+    pub link: Link,
+    /// The owner's Peer channel (clock exchanges, relays).
+    pub peer: tonic::transport::Channel,
+    /// Its clock against this coordinator, once measured ([`Sample::chain`]).
+    pub clock: Option<Sample>,
+}
+
+/// All probes ever attached since the coordinator started, and the probes
+/// other coordinators hold.
 #[derive(Debug, Default)]
 pub struct Registry {
     entries: BTreeMap<String, Entry>,
+    remote: BTreeMap<String, Remote>,
+    /// This coordinator's id and URL, with several coordinators.
+    member: Option<(String, String)>,
     next_conn: u64,
 }
 
@@ -141,6 +177,78 @@ impl Registry {
             .insert(identity.name.clone(), entry)
             .and_then(|old| old.link);
         Ok(Attached { conn, replaced })
+    }
+
+    /// Names this coordinator (several coordinators): `meshctl probes` shows
+    /// it as the holder of its own probes.
+    pub fn set_member(&mut self, id: &str, url: &str) {
+        self.member = Some((id.to_owned(), url.to_owned()));
+    }
+
+    /// Records that another coordinator holds `name`'s stream; its tasks go
+    /// through `tx` (a relay to `peer`). Replaces an earlier remote entry.
+    /// Returns the link's attachment id.
+    pub fn set_remote(
+        &mut self,
+        name: &str,
+        owner: pb::ProbeOwner,
+        tx: LinkSender,
+        peer: tonic::transport::Channel,
+    ) -> ConnId {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        let remote = Remote {
+            owner,
+            link: Link { conn, tx },
+            peer,
+            clock: None,
+        };
+        self.remote.insert(name.to_owned(), remote);
+        conn
+    }
+
+    /// Forgets that another coordinator holds `name` (its stream ended or
+    /// moved); returns the dropped entry.
+    pub fn forget_remote(&mut self, name: &str) -> Option<Remote> {
+        self.remote.remove(name)
+    }
+
+    /// The probes other coordinators hold.
+    pub fn remote_names(&self) -> Vec<String> {
+        self.remote.keys().cloned().collect()
+    }
+
+    /// Every stream held here: name, Hello, remote address, connected
+    /// since (Unix ms) and attachment.
+    pub fn attached(&self) -> Vec<(String, pb::Hello, String, i64, ConnId)> {
+        self.entries
+            .iter()
+            .filter_map(|(name, e)| {
+                let link = e.link.as_ref()?;
+                Some((
+                    name.clone(),
+                    e.hello.clone(),
+                    e.remote_addr.to_string(),
+                    e.connected_since_unix_ms,
+                    link.conn,
+                ))
+            })
+            .collect()
+    }
+
+    /// The remote entry of `name`, unless this coordinator holds its stream.
+    pub fn remote(&self, name: &str) -> Option<&Remote> {
+        if self.local_link(name).is_some() {
+            return None;
+        }
+        self.remote.get(name)
+    }
+
+    /// Stores the measured clock of remote probe `name`.
+    pub fn set_remote_clock(&mut self, name: &str, sample: Sample) {
+        if let Some(r) = self.remote.get_mut(name) {
+            r.clock = Some(sample);
+        }
     }
 
     /// Marks the probe disconnected if `conn` is still its current attachment.
@@ -207,20 +315,29 @@ impl Registry {
     pub fn has_interface_address(&self, ip: std::net::IpAddr) -> bool {
         self.entries
             .values()
-            .flat_map(|e| &e.hello.interfaces)
+            .map(|e| &e.hello)
+            .chain(self.remote.values().filter_map(|r| r.owner.hello.as_ref()))
+            .flat_map(|h| &h.interfaces)
             .flat_map(|i| &i.addresses)
             .any(|a| a.split('/').next().and_then(|s| s.parse().ok()) == Some(ip))
     }
 
-    /// The live link to `name`, if connected.
+    /// The live link to `name`: its stream here, else the relay to the
+    /// coordinator holding it.
     pub fn link(&self, name: &str) -> Option<Link> {
+        self.local_link(name)
+            .or_else(|| self.remote.get(name).map(|r| r.link.clone()))
+    }
+
+    /// The live link to `name` when its stream is held here.
+    pub fn local_link(&self, name: &str) -> Option<Link> {
         self.entries.get(name).and_then(|e| e.link.clone())
     }
 
     /// Whether probe `name` has attached since the coordinator started
-    /// (connected now or not).
+    /// (connected now or not), here or to another coordinator.
     pub fn knows(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
+        self.entries.contains_key(name) || self.remote.contains_key(name)
     }
 
     /// Drops every live stream whose certificate `revoked` says is revoked,
@@ -250,23 +367,34 @@ impl Registry {
             .map(|e| &e.identity)
     }
 
-    /// The Hello a probe sent on its latest attach.
+    /// The Hello a probe sent on its latest attach (here, else to the
+    /// coordinator holding it).
     pub fn hello(&self, name: &str) -> Option<&pb::Hello> {
-        self.entries.get(name).map(|e| &e.hello)
+        match (self.entries.get(name), self.remote(name)) {
+            (_, Some(r)) => r.owner.hello.as_ref(),
+            (e, None) => e.map(|e| &e.hello),
+        }
     }
 
-    /// The probe's best clock sample, if any.
+    /// The probe's best clock sample against this coordinator, if any (for a
+    /// remote probe, the last relayed estimate).
     pub fn clock(&self, name: &str) -> Option<Sample> {
-        self.entries.get(name).and_then(|e| e.clock.best())
+        match self.remote(name) {
+            Some(r) => r.clock,
+            None => self.entries.get(name).and_then(|e| e.clock.best()),
+        }
     }
 
-    /// Every known probe, by name.
+    /// Every known probe, by name: those held here (or once held) and
+    /// those other coordinators hold.
     pub fn list(&self) -> Vec<pb::ProbeInfo> {
-        self.entries
+        let (member_id, member_url) = self.member.clone().unwrap_or_default();
+        let mut list: BTreeMap<&str, pb::ProbeInfo> = self
+            .entries
             .iter()
             .map(|(name, e)| {
                 let best = e.clock.best();
-                pb::ProbeInfo {
+                let info = pb::ProbeInfo {
                     name: name.clone(),
                     role: e.hello.role,
                     labels: e.hello.labels.clone(),
@@ -281,9 +409,38 @@ impl Registry {
                     interfaces: e.hello.interfaces.clone(),
                     connected_since_unix_ms: e.connected_since_unix_ms,
                     clock_path: best.map_or("", |s| s.path.as_str()).to_owned(),
-                }
+                    coordinator: member_id.clone(),
+                    coordinator_url: member_url.clone(),
+                };
+                (name.as_str(), info)
             })
-            .collect()
+            .collect();
+        for (name, r) in &self.remote {
+            if self.local_link(name).is_some() {
+                continue;
+            }
+            let hello = r.owner.hello.clone().unwrap_or_default();
+            let info = pb::ProbeInfo {
+                name: name.clone(),
+                role: hello.role,
+                labels: hello.labels,
+                remote_addr: r.owner.remote_addr.clone(),
+                connected: true,
+                last_seen_unix_ms: 0,
+                clock_offset_us: r.clock.map_or(0, |s| s.offset_ns / 1_000),
+                clock_error_us: r.clock.map_or(0, |s| s.error_ns() / 1_000),
+                clock_synced: r.clock.is_some(),
+                version: hello.version,
+                capabilities: hello.capabilities,
+                interfaces: hello.interfaces,
+                connected_since_unix_ms: r.owner.connected_since_unix_ms,
+                clock_path: r.clock.map_or("", |s| s.path.as_str()).to_owned(),
+                coordinator: r.owner.coordinator.clone(),
+                coordinator_url: r.owner.coordinator_url.clone(),
+            };
+            list.insert(name.as_str(), info);
+        }
+        list.into_values().collect()
     }
 
     /// Number of probes with a live stream.
@@ -482,5 +639,63 @@ mod tests {
         assert!(p.clock_synced);
         assert_eq!((p.clock_offset_us, p.clock_error_us), (5_000, 500));
         assert_eq!(p.clock_path, "udp");
+    }
+
+    #[tokio::test]
+    async fn a_remote_probe_is_listed_with_its_holder_and_a_local_stream_wins() {
+        let mut reg = attached(&["node-1"]);
+        reg.set_member("c0", "https://c0:7443");
+        let (_, hello) = test_probe(1, "node-2");
+        let owner = pb::ProbeOwner {
+            coordinator: "c1".into(),
+            coordinator_url: "https://c1:7443".into(),
+            hello: Some(hello),
+            remote_addr: "127.0.0.1:9".into(),
+            connected_since_unix_ms: 5,
+        };
+        let peer = tonic::transport::Endpoint::from_static("https://c1:7443").connect_lazy();
+        let (tx, mut rx) = mpsc::channel(1);
+        let conn = reg.set_remote("node-2", owner, tx, peer);
+        // The run code sends to it as to a local probe; the relay receives.
+        let link = reg.link("node-2").expect("a relayed link");
+        assert_eq!(link.conn, conn);
+        link.tx
+            .send(Ok(pb::CoordinatorMessage::default()))
+            .await
+            .unwrap();
+        assert!(rx.recv().await.is_some());
+        assert!(reg.local_link("node-2").is_none());
+        assert!(reg.has_interface_address("198.18.0.12".parse().unwrap()));
+        let holders: Vec<(String, String, bool)> = reg
+            .list()
+            .into_iter()
+            .map(|p| (p.name, p.coordinator, p.connected))
+            .collect();
+        assert_eq!(
+            holders,
+            [
+                ("node-1".into(), "c0".into(), true),
+                ("node-2".into(), "c1".into(), true)
+            ]
+        );
+        let chained = Sample {
+            offset_ns: 7_000,
+            delay_ns: 100_000,
+            path: ClockPath::Relay,
+        };
+        reg.set_remote_clock("node-2", chained);
+        assert_eq!(reg.clock("node-2"), Some(chained));
+        // A stream held here wins over the remote record.
+        let (identity, hello) = test_probe(1, "node-2");
+        let (tx, _rx) = mpsc::channel(1);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 2));
+        let here = reg
+            .attach(&identity, hello, addr, tx, Instant::now(), 0, BOUND)
+            .unwrap();
+        assert_eq!(reg.link("node-2").map(|l| l.conn), Some(here.conn));
+        assert!(reg.remote("node-2").is_none());
+        assert_eq!(reg.list()[1].coordinator, "c0");
+        assert!(reg.forget_remote("node-2").is_some());
+        assert_eq!(reg.remote_names(), Vec::<String>::new());
     }
 }

@@ -1,10 +1,11 @@
-//! Assembles and runs the coordinator: TLS listener, the three services,
+//! Assembles and runs the coordinator: TLS listener, the four services,
 //! the liveness sweeper, and its readiness (`/readyz` on `--metrics`).
 //!
 //! Shutdown ([`Bound::serve`]'s signal) is bounded, about 4 s at most: stop
 //! accepting and taking runs; give runs in flight [`RUN_GRACE`], then end
 //! them ("coordinator shutting down"); send every probe a GoAway and drop
-//! its stream; stop the UDP clock, the sweeper and the metrics endpoint;
+//! its stream (with `--etcd`, revoke the membership lease: every probe name
+//! frees at once); stop the UDP clock, the sweeper and the metrics endpoint;
 //! give open connections [`CONNECTIONS_CLOSE`] to close, then leave them.
 //!
 //! Readiness is a set of named conditions that must all hold
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use probemesh_proto::pb;
-use probemesh_proto::pki::{CertAuthority, TlsDir};
+use probemesh_proto::pki::{COORDINATOR_NAME, CertAuthority, TlsDir};
 use probemesh_proto::tls::{TlsIncoming, server_config};
 use probemesh_telemetry::http::{MetricsServer, serve_metrics};
 use probemesh_telemetry::{Condition, Readiness, SpanExportStats, certificate_expiry_unix};
@@ -32,10 +33,14 @@ use crate::etcd::EtcdSettings;
 use crate::inventory::InventorySource;
 use crate::inventory::kube::{self, ApiAccess};
 use crate::link::{LinkService, liveness_sweeper};
+use crate::mesh::membership::{Member, Membership};
+use crate::peer::PeerService;
 use crate::policy::audit::AuditLog;
 use crate::policy::{OwnPorts, Policy, Rules};
 use crate::revocation::Revocations;
-use crate::state::{Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock};
+use crate::state::{
+    Coordinator, LinkTiming, NodeEnrollment, PayloadPolicy, SystemClock, WallClock as _,
+};
 use crate::store::StateStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
@@ -51,6 +56,12 @@ pub struct Settings {
     pub store: Option<PathBuf>,
     /// etcd, when the state is shared by several coordinators (`--etcd`).
     pub etcd: Option<EtcdSettings>,
+    /// This coordinator's id among several (`--id`); default: host name and
+    /// listen port.
+    pub id: Option<String>,
+    /// Where other coordinators reach this one (`--advertise`); default:
+    /// `https://LISTEN_IP:PORT` (required when listening on 0.0.0.0).
+    pub advertise: Option<String>,
     /// Where the cluster inventory comes from.
     pub cluster: ClusterSource,
     /// Which ServiceAccount's tokens enroll node probes, and for which
@@ -109,6 +120,8 @@ pub struct Bound {
     serving: Condition,
     /// The metrics and health endpoint, when `--metrics` asks for one.
     metrics: Option<MetricsServer>,
+    /// Membership in etcd, with several coordinators (`--etcd`).
+    membership: Option<Arc<Membership>>,
 }
 
 impl Bound {
@@ -123,24 +136,6 @@ impl Bound {
             .audit_log
             .clone()
             .or_else(|| settings.store.as_ref().map(|s| s.join("audit.jsonl")));
-        let store: Arc<dyn StateStore> = match (&settings.etcd, settings.store) {
-            (Some(etcd), _) => {
-                let client = crate::etcd::connect(etcd).await?;
-                Arc::new(EtcdStore::new(client, etcd, coordinator_id()))
-            }
-            (None, Some(path)) => Arc::new(LocalStore::open(path)?),
-            (None, None) => Arc::new(LocalStore::in_memory()),
-        };
-        let revocations = Revocations::new(store.revocations().await?);
-        tracing::info!(store = %store.describe(), "state store");
-        let audit = match &audit_path {
-            Some(path) => AuditLog::open(path).map_err(|source| Error::Store {
-                op: "open the audit log",
-                path: path.clone(),
-                source,
-            })?,
-            None => AuditLog::default(),
-        };
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
             .map_err(|source| Error::Listen {
@@ -153,6 +148,28 @@ impl Bound {
             addr: settings.listen,
             source,
         })?;
+        let started_unix_ms = SystemClock.now_unix_ms();
+        let (store, etcd): (Arc<dyn StateStore>, _) = match (&settings.etcd, settings.store) {
+            (Some(etcd), _) => {
+                let client = crate::etcd::connect(etcd).await?;
+                let member = member(settings.id, settings.advertise, local_addr)?;
+                let store =
+                    EtcdStore::new(client.clone(), etcd, member.incarnation(started_unix_ms));
+                (Arc::new(store), Some((etcd.clone(), client, member)))
+            }
+            (None, Some(path)) => (Arc::new(LocalStore::open(path)?), None),
+            (None, None) => (Arc::new(LocalStore::in_memory()), None),
+        };
+        let revocations = Revocations::new(store.revocations().await?);
+        tracing::info!(store = %store.describe(), "state store");
+        let audit = match &audit_path {
+            Some(path) => AuditLog::open(path).map_err(|source| Error::Store {
+                op: "open the audit log",
+                path: path.clone(),
+                source,
+            })?,
+            None => AuditLog::default(),
+        };
         // UDP on the same address and port carries the kernel-timestamped
         // clock exchange; without it the stream's exchange is the only one.
         let udp_clock = match UdpClock::bind(local_addr, settings.timing.clock_interval).await {
@@ -207,6 +224,13 @@ impl Bound {
                 listed.holds();
             });
         }
+        let membership = match etcd {
+            Some((etcd, client, member)) => {
+                let peer_tls = probemesh_proto::tls::client_config(&dir, COORDINATOR_NAME)?;
+                Some(Membership::join(&etcd, client, member, started_unix_ms, peer_tls).await?)
+            }
+            None => None,
+        };
         let incoming = TlsIncoming::new(listener, tls);
         let mut metrics = None;
         if let Some(addr) = settings.metrics {
@@ -237,6 +261,7 @@ impl Bound {
             udp_clock,
             serving,
             metrics,
+            membership,
         })
     }
 
@@ -255,12 +280,16 @@ impl Bound {
             udp_clock,
             serving,
             metrics,
+            membership,
         } = self;
         let sweeper = tokio::spawn(liveness_sweeper(state.clone()));
         let revocation_follower = state
             .store
             .follow_revocations()
             .map(|rx| tokio::spawn(follow_revocations(state.clone(), rx)));
+        let member_task = membership
+            .clone()
+            .map(|m| tokio::spawn(m.run(state.clone())));
         let udp_server = udp_clock
             .clone()
             .map(|clock| tokio::spawn(clock.serve(state.clone())));
@@ -270,7 +299,7 @@ impl Bound {
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(pb::probe_link_server::ProbeLinkServer::new(
-                    LinkService::new(state.clone(), udp_clock),
+                    LinkService::new(state.clone(), udp_clock, membership.clone()),
                 ))
                 .add_service(pb::control_server::ControlServer::new(ControlService::new(
                     state.clone(),
@@ -278,6 +307,9 @@ impl Bound {
                 .add_service(pb::enrollment_server::EnrollmentServer::new(
                     EnrollService::new(state.clone()),
                 ))
+                .add_service(pb::peer_server::PeerServer::new(PeerService::new(
+                    state.clone(),
+                )))
                 .serve_with_incoming_shutdown(incoming, stop_accepting.clone().cancelled_owned()),
         );
         let result = tokio::select! {
@@ -293,6 +325,14 @@ impl Bound {
                 // connections get an HTTP/2 GOAWAY and may finish.
                 stop_accepting.cancel();
                 drain(&state).await;
+                // The probes just told to go away find their names free on
+                // the other coordinators at once.
+                if let Some(task) = &member_task {
+                    task.abort();
+                }
+                if let Some(membership) = &membership {
+                    membership.leave().await;
+                }
                 match tokio::time::timeout(CONNECTIONS_CLOSE, &mut server).await {
                     Ok(ended) => served(ended),
                     Err(_) => {
@@ -307,6 +347,9 @@ impl Bound {
         if let Some(task) = revocation_follower {
             task.abort();
         }
+        if let Some(task) = member_task {
+            task.abort();
+        }
         if let Some(task) = udp_server {
             task.abort();
         }
@@ -318,10 +361,26 @@ impl Bound {
     }
 }
 
-/// This coordinator's id among those sharing etcd: new at each start, so
-/// the runs a previous run of it left `running` show `interrupted`.
-fn coordinator_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+/// This coordinator as the others see it: `id` (default: host name and
+/// port) and `advertise` (default: the listen address, which must then be
+/// a specific one).
+fn member(id: Option<String>, advertise: Option<String>, listen: SocketAddr) -> Result<Member> {
+    let url = match advertise {
+        Some(url) => url,
+        None if listen.ip().is_unspecified() => {
+            return Err(Error::InvalidRequest(format!(
+                "--etcd: other coordinators cannot reach {listen}; pass --advertise https://HOST:{} (an address in the coordinator certificate's SANs)",
+                listen.port()
+            )));
+        }
+        None => format!("https://{listen}"),
+    };
+    probemesh_proto::tls::coordinator_host(&url)?;
+    let id = id.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), listen.port())
+    });
+    Ok(Member { id, url })
 }
 
 /// The server task's outcome as the coordinator's.

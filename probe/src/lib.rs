@@ -20,12 +20,13 @@
 //!    external host.
 //!
 //! Beside them: [`error`] (the daemon's error), [`metrics`] and
-//! [`telemetry`] (Prometheus metrics, spans), [`interfaces`] and [`backoff`]
-//! (small helpers).
+//! [`telemetry`] (Prometheus metrics, spans), [`interfaces`], [`backoff`] and
+//! [`coordinators`] (small helpers).
 
 pub mod backoff;
 pub mod capture;
 pub mod clock_udp;
+pub mod coordinators;
 pub mod error;
 pub mod interfaces;
 pub mod join;

@@ -12,6 +12,10 @@
 //! [`STABLE_HEARTBEATS`] heartbeats, and when the coordinator sends GoAway
 //! (it is shutting down): the probe then reconnects at once, or after the
 //! GoAway's `retry_after_ms`.
+//!
+//! With several coordinators ([`Coordinators`], shuffled once at start) each
+//! new attempt after a failure, a closed stream or a GoAway dials the next
+//! address: any live coordinator serves the probe.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -27,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
+use crate::coordinators::Coordinators;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::renew;
@@ -48,8 +53,8 @@ const OUT_BUFFER: usize = 256;
 pub struct ProbeSettings {
     /// Probe name; must match its certificate (DIR/NAME.pem).
     pub name: String,
-    /// `https://HOST:PORT` of the coordinator.
-    pub coordinator: String,
+    /// The coordinators (`https://HOST:PORT` each) this probe may attach to.
+    pub coordinators: Coordinators,
     /// Directory holding ca.pem and NAME.pem/NAME-key.pem.
     pub tls_dir: std::path::PathBuf,
     /// Node of the cluster, or a host outside it.
@@ -78,45 +83,51 @@ pub enum Session {
 /// configuration errors (missing certificates); network trouble is retried.
 pub async fn run(settings: ProbeSettings, shutdown: CancellationToken) -> Result<()> {
     let mut backoff = Backoff::default();
+    let mut coordinators = settings.coordinators.clone();
+    coordinators.shuffle(&mut rand::rng());
     loop {
+        let coordinator = coordinators.current().to_owned();
         // Read on every connection: a certificate renewed over the last
         // stream is used from the next one.
         let tls = probemesh_proto::tls::client_config(
             &TlsDir::new(settings.tls_dir.clone()),
             &settings.name,
         )?;
-        tracing::debug!(state = ?Session::Connecting, coordinator = %settings.coordinator);
+        tracing::debug!(state = ?Session::Connecting, %coordinator);
         let outcome = tokio::select! {
-            r = session(&settings, tls.clone(), &mut backoff) => r,
+            r = session(&settings, &coordinator, tls.clone(), &mut backoff) => r,
             () = shutdown.cancelled() => return Ok(()),
         };
         settings.metrics.link_up.set(0);
         settings.metrics.link_failures.inc();
+        coordinators.advance();
         let mut retry_after = None;
         match outcome {
             Ok(Ended::Closed) => {
-                settings.attached.fails(format!(
-                    "{} closed the stream; reconnecting",
-                    settings.coordinator
-                ));
-                tracing::warn!(coordinator = %settings.coordinator, "coordinator closed the stream")
+                settings
+                    .attached
+                    .fails(format!("{coordinator} closed the stream; reconnecting"));
+                tracing::warn!(%coordinator, "coordinator closed the stream")
             }
             Ok(Ended::GoAway(go_away)) => {
                 settings.attached.fails(format!(
                     "{} is going away ({}); reconnecting",
-                    settings.coordinator, go_away.reason
+                    coordinator, go_away.reason
                 ));
-                tracing::info!(coordinator = %settings.coordinator, reason = %go_away.reason, "coordinator going away; reconnecting");
+                tracing::info!(%coordinator, reason = %go_away.reason, "coordinator going away; reconnecting");
                 backoff.reset();
+                // Another coordinator is dialled at once; the one going
+                // away is waited for only when it is the only one.
                 retry_after = go_away
                     .retry_after_ms
+                    .filter(|_| !coordinators.several())
                     .map(|ms| Duration::from_millis(u64::from(ms)).min(MAX_RETRY_AFTER));
             }
             Err(e) => {
                 settings
                     .attached
-                    .fails(format!("no stream to {}: {e}", settings.coordinator));
-                tracing::warn!(coordinator = %settings.coordinator, error = %e, "probe link failed")
+                    .fails(format!("no stream to {coordinator}: {e}"));
+                tracing::warn!(%coordinator, error = %e, "probe link failed")
             }
         }
         let wait = retry_after.unwrap_or_else(|| backoff.next_delay(rand::random::<f64>()));
@@ -141,10 +152,11 @@ enum Ended {
 /// once attached for [`STABLE_HEARTBEATS`] heartbeat intervals.
 async fn session(
     settings: &ProbeSettings,
+    coordinator: &str,
     tls: Arc<rustls::ClientConfig>,
     backoff: &mut Backoff,
 ) -> Result<Ended> {
-    let channel = probemesh_proto::tls::connect(&settings.coordinator, tls).await?;
+    let channel = probemesh_proto::tls::connect(coordinator, tls).await?;
     let mut client = pb::probe_link_client::ProbeLinkClient::new(channel);
     let (out, out_rx) = mpsc::channel(OUT_BUFFER);
     let hello = pb::Hello {
@@ -161,7 +173,7 @@ async fn session(
         .await
         .map_err(|status| Error::Refused(status.message().to_owned()))?
         .into_inner();
-    tracing::info!(state = ?Session::Attached, coordinator = %settings.coordinator, "attached to coordinator");
+    tracing::info!(state = ?Session::Attached, %coordinator, "attached to coordinator");
     settings.metrics.attaches.inc();
     settings.metrics.link_up.set(1);
     settings.attached.holds();
@@ -197,7 +209,7 @@ async fn session(
                         session_beats = 0;
                         if let Some(offer) = w.udp_clock {
                             let cancel = CancellationToken::new();
-                            tokio::spawn(crate::clock_udp::run(offer, settings.coordinator.clone(), cancel.clone()));
+                            tokio::spawn(crate::clock_udp::run(offer, coordinator.to_owned(), cancel.clone()));
                             udp_clock = Some(cancel.drop_guard());
                         }
                     }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use mesh_probe::Error;
+use mesh_probe::coordinators::Coordinators;
 use mesh_probe::link::{self, ProbeSettings};
 use mesh_probe::metrics::Metrics;
 use probemesh_proto::pb;
@@ -50,14 +52,18 @@ struct Args {
 
 #[derive(Debug, clap::Args)]
 struct Common {
-    /// Coordinator URL.
+    /// Coordinator URL, or several comma-separated
+    /// (https://A:7443,https://B:7443): the probe attaches to any live one,
+    /// in a random order, moving to the next on a failure or a GoAway.
+    /// `join` and node enrollment try each in turn until one answers.
     #[arg(
         long,
         env = "MESH_COORDINATOR",
         global = true,
-        default_value = "https://127.0.0.1:7443"
+        default_value = "https://127.0.0.1:7443",
+        value_parser = parse_coordinators
     )]
-    coordinator: String,
+    coordinator: Coordinators,
     /// Directory holding ca.pem and NAME.pem / NAME-key.pem.
     #[arg(
         long,
@@ -109,6 +115,10 @@ enum Command {
 enum Role {
     Node,
     External,
+}
+
+fn parse_coordinators(s: &str) -> Result<Coordinators, String> {
+    Coordinators::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
@@ -182,19 +192,30 @@ async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitC
     let common = args.common;
     let (name, role) = match args.command {
         Some(Command::Join { token, enroll_only }) => {
-            match mesh_probe::join::join(
-                &common.coordinator,
-                &token,
-                TlsDir::new(common.tls_dir.clone()),
-            )
-            .await
-            {
+            let mut outcome = None;
+            for url in common.coordinator.in_order() {
+                let attempt =
+                    mesh_probe::join::join(url, &token, TlsDir::new(common.tls_dir.clone())).await;
+                let done = attempt.as_ref().map_or_else(Error::is_permanent, |_| true);
+                outcome = Some(attempt);
+                if done {
+                    break;
+                }
+                tracing::warn!(
+                    coordinator = url,
+                    "join failed; trying the next coordinator"
+                );
+            }
+            let Some(outcome) = outcome else {
+                return ExitCode::from(2);
+            };
+            match outcome {
                 Ok(enrolled) if enroll_only => {
                     println!(
                         "enrolled as '{}'; start the probe with: mesh-probe --name {} --coordinator {} --tls-dir {} --role external",
                         enrolled.name,
                         enrolled.name,
-                        common.coordinator,
+                        common.coordinator.joined(),
                         common.tls_dir.display()
                     );
                     return ExitCode::SUCCESS;
@@ -243,7 +264,7 @@ async fn run_probe(args: Args, metrics: Metrics, telemetry: &Telemetry) -> ExitC
     }
     let settings = ProbeSettings {
         name,
-        coordinator: common.coordinator,
+        coordinators: common.coordinator,
         tls_dir: common.tls_dir,
         role: match role {
             Role::Node => pb::ProbeRole::Node,
@@ -272,7 +293,7 @@ const RENEW_WITHIN_SECS: i64 = 24 * 3600;
 /// and good for another day; retries transient failures a bounded number
 /// of times.
 async fn enroll_node_if_needed(
-    coordinator: &str,
+    coordinators: &Coordinators,
     name: &str,
     token_file: &std::path::Path,
     ca_file: &std::path::Path,
@@ -289,7 +310,8 @@ async fn enroll_node_if_needed(
         std::time::Duration::from_millis(500),
         std::time::Duration::from_secs(15),
     );
-    for attempt in 1..=ENROLL_ATTEMPTS {
+    // Each attempt goes to the next coordinator of the list.
+    for (attempt, coordinator) in (1..=ENROLL_ATTEMPTS).zip(coordinators.in_order().cycle()) {
         match mesh_probe::join::enroll_node(coordinator, name, token_file, ca_file, dir.clone())
             .await
         {
@@ -300,7 +322,7 @@ async fn enroll_node_if_needed(
             }
             Err(e) => {
                 let delay = backoff.next_delay(rand::random::<f64>());
-                tracing::warn!(attempt, error = %e, ?delay, "node enrollment failed; retrying");
+                tracing::warn!(attempt, coordinator, error = %e, ?delay, "node enrollment failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return Err(ExitCode::SUCCESS),

@@ -17,9 +17,13 @@ pub struct ProbeView {
     last_seen: String,
     clock_offset_us: i64,
     clock_error_us: i64,
-    /// How the best clock sample travelled: "udp", "stream" (the fallback)
-    /// or "" before the first.
+    /// How the best clock sample travelled: "udp", "stream" (the fallback),
+    /// "relay" (through the coordinator holding the probe) or "" before the
+    /// first.
     clock_path: String,
+    /// Several coordinators: the id of the one holding the probe's stream
+    /// ("" with one coordinator).
+    coordinator: String,
     version: String,
     interfaces: Vec<InterfaceView>,
 }
@@ -48,6 +52,7 @@ impl From<pb::ProbeInfo> for ProbeView {
             clock_offset_us: p.clock_offset_us,
             clock_error_us: p.clock_error_us,
             clock_path: p.clock_path,
+            coordinator: p.coordinator,
             version: p.version,
             interfaces: p
                 .interfaces

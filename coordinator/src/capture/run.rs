@@ -50,6 +50,7 @@ pub async fn follow(
 ) {
     let started = tokio::time::Instant::now();
     let outcome = start(state.clone(), plan, &record.run_id, tx.clone())
+        .await
         .finish()
         .await;
     outcome.fill(&mut record);
@@ -135,13 +136,16 @@ impl RunningCapture {
 
 /// Dispatches `plan` to its observers, armed for one instant ahead; their
 /// progress (artifact chunks included) goes to `tx`, stamped with the
-/// observer's name.
-pub fn start(
+/// observer's name. The clocks of observers another coordinator holds are
+/// measured first (through their owner, [`crate::mesh::clock`]).
+pub async fn start(
     state: Arc<Coordinator>,
     plan: CapturePlan,
     run_id: &str,
     tx: RunEvents,
 ) -> RunningCapture {
+    let observers: Vec<String> = plan.observers.iter().map(|o| o.probe.clone()).collect();
+    crate::mesh::clock::refresh(&state, &observers).await;
     let started = tokio::time::Instant::now();
     let (links, clocks): (Vec<_>, Vec<_>) = {
         let registry = state.registry();

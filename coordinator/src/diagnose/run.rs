@@ -54,7 +54,7 @@ pub async fn follow(
                 "arming every observer for one instant",
             )
             .await;
-            let mut running = capture::start(state.clone(), cp, &run_id, tx.clone());
+            let mut running = capture::start(state.clone(), cp, &run_id, tx.clone()).await;
             let armed = running.armed(ARM_WAIT).await;
             step(
                 &tx,
@@ -287,6 +287,7 @@ async fn clock_step(state: &Coordinator, plan: &DiagnosisPlan, tx: &Tx) {
         .collect();
     probes.sort();
     probes.dedup();
+    crate::mesh::clock::refresh(state, &probes).await;
     let (synced, worst) = {
         let registry = state.registry();
         let clocks: Vec<_> = probes.iter().filter_map(|p| registry.clock(p)).collect();

@@ -18,10 +18,11 @@
 //! a page is one range read with a limit.
 //!
 //! A run left `running` by a coordinator that is gone is shown
-//! `interrupted` **on read**: a `running` record whose writer is not this
-//! coordinator and has no `coordinators/ID` key (its lease ended) is
-//! returned as `interrupted`; nothing is rewritten, so a coordinator that
-//! comes back under the same id would show its runs running again.
+//! `interrupted` **on read**: a `running` record whose writer (a
+//! coordinator's incarnation: its id and start time) is not this
+//! coordinator and is not among the live members under `coordinators/`
+//! (its lease ended, or it restarted) is returned as `interrupted`;
+//! nothing is rewritten.
 //!
 //! Every call is bounded in time and retried while etcd is unavailable
 //! ([`crate::etcd::retry`]); what still fails is an [`Error::Etcd`] to the
@@ -205,20 +206,22 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// The ids of the coordinators alive now.
+    /// The incarnations ([`crate::etcd::incarnation`]) of the coordinators
+    /// alive now, from their membership records.
     async fn live_coordinators(&self) -> Result<HashSet<String>> {
         let prefix = self.keys.coordinator_prefix();
         let got = self
             .get(
                 "list coordinators in",
-                prefix.clone(),
-                Some(GetOptions::new().with_prefix().with_keys_only()),
+                prefix,
+                Some(GetOptions::new().with_prefix()),
             )
             .await?;
         Ok(got
             .kvs()
             .iter()
-            .filter_map(|kv| kv.key_str().ok()?.strip_prefix(&prefix).map(str::to_owned))
+            .filter_map(|kv| pb::CoordinatorMember::decode(kv.value()).ok())
+            .map(|m| crate::etcd::incarnation(&m.id, m.started_unix_ms))
             .collect())
     }
 
