@@ -4,7 +4,8 @@
 //! 5 s; afterwards a run started on any coordinator, including one that
 //! does not hold the run's probe, works through the relay; and a capture
 //! across two probes held by different coordinators arms both observers
-//! for one instant with a clock bound covering both hops.
+//! for one instant with a clock bound covering both hops. Nothing the killed
+//! coordinator stored (a run, a join token) is lost.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -209,6 +210,29 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
         .find(|(_, h)| **h == victim)
         .map(|(p, _)| p.clone())
         .expect("a probe of the victim");
+    // What the victim stored before it dies: a finished run and a join token.
+    let kept_run = trio.meshctl(
+        victim_index,
+        &[
+            "ping",
+            "--from",
+            &doomed,
+            "127.0.0.1",
+            "-c",
+            "1",
+            "-o",
+            "json",
+        ],
+    );
+    assert_exit(&kept_run, 0, &format!("a ping on {victim}"));
+    let kept_run: Value = serde_json::from_slice(&kept_run.stdout).expect("ping JSON");
+    let kept_run = kept_run["run_id"].as_str().expect("run_id").to_owned();
+    let token = trio.meshctl(
+        victim_index,
+        &["join-token", "create", "--name", "cloudvm-9", "--ttl", "1h"],
+    );
+    assert_exit(&token, 0, &format!("join-token create on {victim}"));
+    let token = stdout(&token).trim().to_owned();
     let in_flight = trio.long_ping(relaying, &doomed);
     let killed = Instant::now();
     trio.coordinators[victim_index]
@@ -238,6 +262,47 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
             "probe '{doomed}' disconnected while running the task"
         )),
         "{said}"
+    );
+
+    // Nothing the victim stored is lost: its run reads done on a survivor,
+    // and its token enrolls a host there (once).
+    let runs = trio.meshctl(survivor, &["runs", "--limit", "1000", "-o", "json"]);
+    assert_exit(&runs, 0, "meshctl runs on a survivor");
+    let runs: Vec<Value> = serde_json::from_slice(&runs.stdout).expect("runs JSON");
+    let state = runs
+        .iter()
+        .find(|r| r["run_id"] == kept_run.as_str())
+        .map(|r| r["state"].clone());
+    assert_eq!(
+        state,
+        Some(Value::from("done")),
+        "run {kept_run} after the kill"
+    );
+    let enrolled = tempfile::tempdir().expect("temp dir");
+    let join = |dir: &std::path::Path| {
+        run(
+            "mesh-probe",
+            &[
+                "join",
+                "--enroll-only",
+                "--coordinator",
+                &trio.urls[survivor],
+                "--token",
+                &token,
+                "--tls-dir",
+                dir.to_str().expect("utf-8 temp path"),
+            ],
+        )
+    };
+    assert_exit(
+        &join(enrolled.path()),
+        0,
+        "the victim's token redeemed on a survivor",
+    );
+    let again = tempfile::tempdir().expect("temp dir");
+    assert_exit(&join(again.path()), 2, "the same token a second time");
+    eprintln!(
+        "after the kill: run {kept_run} reads done and the token enrolled cloudvm-9 on c{survivor}"
     );
 
     // A run on every survivor, on a probe it holds and on one it does not.
