@@ -90,15 +90,31 @@ pub async fn run(endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failur
     match output {
         OutputFormat::Json => print_json(&probes).map_err(|e| Failure::usage(e.to_string())),
         OutputFormat::Table => {
+            // With several coordinators, which one holds each stream.
+            let held = probes.iter().any(|p| !p.coordinator.is_empty());
+            let holder = |name: &str| {
+                if held {
+                    format!("{name:<12}  ")
+                } else {
+                    String::new()
+                }
+            };
             println!(
-                "{:<14} {:<9} {:<22} {:<10} {:<21} {:>16}  {:<6}  LABELS",
-                "NAME", "ROLE", "ADDR", "CONNECTED", "LAST_SEEN", "CLOCK_OFFSET_US", "CLOCK"
+                "{:<14} {:<9} {:<22} {:<10} {:<21} {:>16}  {:<6}  {}LABELS",
+                "NAME",
+                "ROLE",
+                "ADDR",
+                "CONNECTED",
+                "LAST_SEEN",
+                "CLOCK_OFFSET_US",
+                "CLOCK",
+                holder("COORDINATOR")
             );
             for p in &probes {
                 let labels: Vec<String> =
                     p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 println!(
-                    "{:<14} {:<9} {:<22} {:<10} {:<21} {:>9} ±{:<6}  {:<6}  {}",
+                    "{:<14} {:<9} {:<22} {:<10} {:<21} {:>9} ±{:<6}  {:<6}  {}{}",
                     p.name,
                     p.role,
                     p.addr,
@@ -111,6 +127,7 @@ pub async fn run(endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failur
                     } else {
                         &p.clock_path
                     },
+                    holder(&p.coordinator),
                     labels.join(",")
                 );
             }
