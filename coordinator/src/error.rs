@@ -96,6 +96,10 @@ pub enum Error {
         endpoints: String,
         source: etcd_client::Error,
     },
+    /// This coordinator's membership lease in etcd ended (not renewed in
+    /// time): the names it held may be taken by the others.
+    #[error("the membership lease of coordinator '{id}' ended: {why}")]
+    LeaseLost { id: String, why: &'static str },
     /// TLS or certificate material could not be loaded or used.
     #[error(transparent)]
     Tls(#[from] probemesh_proto::tls::Error),
@@ -138,9 +142,10 @@ impl From<Error> for tonic::Status {
             Error::PolicyDenied { .. } => tonic::Status::permission_denied(msg),
             Error::PolicyExhausted { .. } => tonic::Status::resource_exhausted(msg),
             Error::UnknownProbe(_) | Error::NotFound(_) => tonic::Status::not_found(msg),
-            Error::ProbeOffline(_) | Error::ProbeLost(_) | Error::ShuttingDown => {
-                tonic::Status::unavailable(msg)
-            }
+            Error::ProbeOffline(_)
+            | Error::ProbeLost(_)
+            | Error::ShuttingDown
+            | Error::LeaseLost { .. } => tonic::Status::unavailable(msg),
             Error::Overloaded(_) => tonic::Status::resource_exhausted(msg),
             Error::JoinRefused(_) => tonic::Status::permission_denied(msg),
             Error::NameTaken(_) => tonic::Status::already_exists(msg),

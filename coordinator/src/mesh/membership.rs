@@ -324,8 +324,11 @@ impl Membership {
         }
     }
 
-    fn lost(&self, why: &str) -> Error {
-        Error::InvalidRequest(format!("membership lease of '{}': {why}", self.member.id))
+    fn lost(&self, why: &'static str) -> Error {
+        Error::LeaseLost {
+            id: self.member.id.clone(),
+            why,
+        }
     }
 
     /// Releases the names claimed here whose streams have ended.
@@ -422,7 +425,8 @@ impl Membership {
             .map_err(|source| self.error("watch the probes in", source))?
         {
             if response.canceled() {
-                return Err(self.lost(response.cancel_reason()));
+                let reason = etcd_client::Error::WatchError(response.cancel_reason().to_owned());
+                return Err(self.error("watch the probes in", reason));
             }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
