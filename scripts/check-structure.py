@@ -37,7 +37,7 @@ LAYERS = {
         ["authz", "runs", "tokens", "resolve", "correlate"],
         ["policy"],
         ["state"],
-        ["execute"],
+        ["execute", "clock_sync"],
         ["tool_run", "capture"],
         ["diagnose"],
         ["clock_udp", "enroll"],

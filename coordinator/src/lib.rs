@@ -12,7 +12,8 @@
 //!   them, gathered in [`state`]; [`bounds`] holds the size bounds on
 //!   inputs and the paging of list replies;
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
-//!   and store a run);
+//!   and store a run), and [`clock_sync`]: the clock exchanges on each
+//!   stream, and the fresh burst a capture asks for before it arms;
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
 //!   distributed tcpdump, correlated by [`correlate`]) and [`diagnose`]
 //!   (`meshctl probe`), each a pure plan and its execution, with targets
@@ -26,6 +27,7 @@ pub mod authz;
 pub mod bounds;
 pub mod capture;
 pub mod clock;
+pub mod clock_sync;
 pub mod clock_udp;
 pub mod control;
 pub mod correlate;

@@ -260,6 +260,14 @@ impl Registry {
         self.entries.get(name).and_then(|e| e.clock.best())
     }
 
+    /// The probe's best clock sample from exchanges completed at or after
+    /// `t_ns` (coordinator clock), if any.
+    pub fn clock_since(&self, name: &str, t_ns: i64) -> Option<Sample> {
+        self.entries
+            .get(name)
+            .and_then(|e| e.clock.best_since(t_ns))
+    }
+
     /// Every known probe, by name.
     pub fn list(&self) -> Vec<pb::ProbeInfo> {
         self.entries

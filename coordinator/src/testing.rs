@@ -129,12 +129,18 @@ impl FakeProbe {
         }
     }
 
-    /// The next message the coordinator sent down this probe's stream;
-    /// `None` once the coordinator let go of the stream.
+    /// The next message the coordinator sent down this probe's stream,
+    /// clock exchanges aside (this probe answers none); `None` once the
+    /// coordinator let go of the stream.
     pub(crate) async fn next(&mut self) -> Option<Msg> {
-        match self.rx.recv().await? {
-            Ok(msg) => msg.msg,
-            Err(status) => panic!("{}: stream ended with {status}", self.name),
+        loop {
+            match self.rx.recv().await? {
+                Ok(pb::CoordinatorMessage {
+                    msg: Some(Msg::ClockRequest(_) | Msg::ClockBurst(_)),
+                }) => {}
+                Ok(msg) => return msg.msg,
+                Err(status) => panic!("{}: stream ended with {status}", self.name),
+            }
         }
     }
 

@@ -50,6 +50,7 @@ pub async fn follow(
 ) {
     let started = tokio::time::Instant::now();
     let outcome = start(state.clone(), plan, &record.run_id, tx.clone())
+        .await
         .finish()
         .await;
     outcome.fill(&mut record);
@@ -135,30 +136,23 @@ impl RunningCapture {
 
 /// Dispatches `plan` to its observers, armed for one instant ahead; their
 /// progress (artifact chunks included) goes to `tx`, stamped with the
-/// observer's name.
-pub fn start(
+/// observer's name. Takes [`crate::clock_sync::CLOCK_BURST_WAIT`] first for
+/// fresh clock exchanges ([`fresh_clocks`]).
+pub async fn start(
     state: Arc<Coordinator>,
     plan: CapturePlan,
     run_id: &str,
     tx: RunEvents,
 ) -> RunningCapture {
     let started = tokio::time::Instant::now();
-    let (links, clocks): (Vec<_>, Vec<_>) = {
+    let links: Vec<Option<Link>> = {
         let registry = state.registry();
         plan.observers
             .iter()
-            .map(|o| {
-                let clock = registry
-                    .clock(&o.probe)
-                    .map(|s| ObserverClock {
-                        offset_ns: s.offset_ns,
-                        error_ns: s.error_ns(),
-                    })
-                    .unwrap_or_default();
-                (registry.link(&o.probe), clock)
-            })
-            .unzip()
+            .map(|o| registry.link(&o.probe))
+            .collect()
     };
+    let clocks = fresh_clocks(&state, &plan.observers, &links).await;
     // Far enough ahead that every task arrives before it: four of the worst
     // round trips we know of, never less than MIN_LEAD.
     let worst_rtt_ns = clocks
@@ -226,6 +220,42 @@ pub fn start(
         observers,
         tasks: handles,
     }
+}
+
+/// Each observer's clock from exchanges made just now: idle probes
+/// exchange only every `clock_interval` (tens of seconds), so a burst goes
+/// to every attached observer (stream and UDP), and after
+/// [`crate::clock_sync::CLOCK_BURST_WAIT`] each gets the best sample since the
+/// burst began; an observer that answered none keeps its best older one (or
+/// none: offset 0, no bound).
+async fn fresh_clocks(
+    state: &Arc<Coordinator>,
+    observers: &[Observer],
+    links: &[Option<Link>],
+) -> Vec<ObserverClock> {
+    let since_ns = state.clock.now_unix_ns();
+    let mut asked = false;
+    for link in links.iter().flatten() {
+        crate::clock_sync::clock_burst(state, link);
+        asked = true;
+    }
+    if asked {
+        tokio::time::sleep(crate::clock_sync::CLOCK_BURST_WAIT).await;
+    }
+    let registry = state.registry();
+    observers
+        .iter()
+        .map(|o| {
+            registry
+                .clock_since(&o.probe, since_ns)
+                .or_else(|| registry.clock(&o.probe))
+                .map(|s| ObserverClock {
+                    offset_ns: s.offset_ns,
+                    error_ns: s.error_ns(),
+                })
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Follows every observer's task to its result, keeping each file to

@@ -98,7 +98,7 @@ async fn arming_is_awaited_at_most_so_long_and_stop_reaches_every_observer() {
     let mut node2 = FakeProbe::attach(&state, "node-2");
     let plan = capture_plan(&state, "node-1:eth0,node-2:eth0");
     let (tx, _rx) = requester();
-    let mut running = start(state.clone(), plan, "r1", tx);
+    let mut running = start(state.clone(), plan, "r1", tx).await;
     let arm_at = match node1.task().await.kind {
         Some(pb::task::Kind::Capture(c)) => c.arm_at_unix_ns,
         other => panic!("not a capture: {other:?}"),

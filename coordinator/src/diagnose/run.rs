@@ -54,7 +54,7 @@ pub async fn follow(
                 "arming every observer for one instant",
             )
             .await;
-            let mut running = capture::start(state.clone(), cp, &run_id, tx.clone());
+            let mut running = capture::start(state.clone(), cp, &run_id, tx.clone()).await;
             let armed = running.armed(ARM_WAIT).await;
             step(
                 &tx,
