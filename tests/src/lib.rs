@@ -3,6 +3,7 @@
 //! (certificates + coordinator + probes) on loopback.
 
 pub mod lab;
+pub mod sim;
 pub mod verdict;
 
 use std::io::Read as _;
