@@ -99,6 +99,8 @@ pub(crate) struct FakeProbe {
     conn: ConnId,
     rx: mpsc::Receiver<Result<pb::CoordinatorMessage, Status>>,
     state: Arc<Coordinator>,
+    /// ClockBursts [`FakeProbe::next`] passed over.
+    bursts: usize,
 }
 
 impl FakeProbe {
@@ -126,6 +128,7 @@ impl FakeProbe {
             conn: attached.conn,
             rx,
             state: state.clone(),
+            bursts: 0,
         }
     }
 
@@ -136,12 +139,25 @@ impl FakeProbe {
         loop {
             match self.rx.recv().await? {
                 Ok(pb::CoordinatorMessage {
-                    msg: Some(Msg::ClockRequest(_) | Msg::ClockBurst(_)),
+                    msg: Some(Msg::ClockRequest(_)),
                 }) => {}
+                Ok(pb::CoordinatorMessage {
+                    msg: Some(Msg::ClockBurst(_)),
+                }) => self.bursts += 1,
                 Ok(msg) => return msg.msg,
                 Err(status) => panic!("{}: stream ended with {status}", self.name),
             }
         }
+    }
+
+    /// How many ClockBursts came so far (as [`FakeProbe::next`] passed them).
+    pub(crate) fn bursts(&self) -> usize {
+        self.bursts
+    }
+
+    /// This attachment.
+    pub(crate) fn conn(&self) -> ConnId {
+        self.conn
     }
 
     /// A message already queued for this probe, without waiting.
