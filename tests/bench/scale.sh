@@ -16,11 +16,12 @@
 #   Any argument is passed to the `scale` binary (--runs, --idle, --fanout,
 #   --connect-rate); COORDINATOR_ARGS adds coordinator flags, e.g.
 #   COORDINATOR_ARGS="--heartbeat 1s" for the old interval.
-#   SKIP_BUILD=1 uses the release binaries as they are.
+#   SKIP_BUILD=1 uses the release binaries as they are; PROFILE=debug (with
+#   SKIP_BUILD=1) a smoke test on the debug build (figures not comparable).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-BIN="$ROOT/target/release"
+BIN="$ROOT/target/${PROFILE:-release}"
 WORK=$(mktemp -d)
 PIDS=()
 
@@ -40,7 +41,9 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     -p mesh-coordinator -p meshctl -p probemesh-tests --bin mesh-coordinator --bin meshctl --bin scale
 fi
 
-# Each probe holds a connection (and a UDP socket) on both sides.
+# Each probe holds a connection and a UDP socket on both sides; root may
+# raise the hard limit, others get what it allows.
+ulimit -Hn 65536 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
 
 free_port() {

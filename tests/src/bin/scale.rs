@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
 fn raise_nofile(probes: usize) -> anyhow::Result<()> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let want = u64::try_from(probes)?
-        .saturating_mul(3)
+        .saturating_mul(2)
         .saturating_add(1024);
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < want {
