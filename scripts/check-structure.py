@@ -38,6 +38,7 @@ LAYERS = {
         ["store"],
         ["policy"],
         ["state"],
+        ["clock_sync"],
         ["execute", "mesh"],
         ["tool_run", "capture"],
         ["diagnose"],

@@ -140,12 +140,15 @@ fn clamp_i64(v: i128) -> i64 {
 /// Sliding-window minimum-delay filter over a probe's clock samples.
 #[derive(Debug, Clone)]
 pub struct ClockEstimator {
-    window: VecDeque<Sample>,
+    /// Each sample with its exchange's t4 (coordinator clock, ns).
+    window: VecDeque<(i64, Sample)>,
     capacity: usize,
 }
 
-/// Samples kept per probe: at one exchange every few seconds this spans
-/// minutes, long enough to catch a quiet moment, short enough to follow drift.
+/// Samples kept per probe: at the idle interval (30 s, stream and UDP)
+/// this spans minutes, long enough to catch a quiet moment for `meshctl
+/// probes`. A run that arms on the clock does not rely on it: it asks for a
+/// burst and takes the best sample since ([`ClockEstimator::best_since`]).
 pub const DEFAULT_WINDOW: usize = 32;
 
 impl Default for ClockEstimator {
@@ -170,13 +173,23 @@ impl ClockEstimator {
         if self.window.len() == self.capacity {
             self.window.pop_front();
         }
-        self.window.push_back(sample);
+        self.window.push_back((exchange.t4_ns, sample));
         Ok(sample)
     }
 
     /// The minimum-delay sample in the window, if any.
     pub fn best(&self) -> Option<Sample> {
-        self.window.iter().copied().min_by_key(|s| s.delay_ns)
+        self.best_since(i64::MIN)
+    }
+
+    /// The minimum-delay sample of the exchanges completed at or after
+    /// `t_ns` (coordinator clock, ns), if any.
+    pub fn best_since(&self, t_ns: i64) -> Option<Sample> {
+        self.window
+            .iter()
+            .filter(|(t4, _)| *t4 >= t_ns)
+            .map(|(_, s)| *s)
+            .min_by_key(|s| s.delay_ns)
     }
 
     /// Number of samples in the window.
@@ -261,6 +274,17 @@ mod tests {
             .unwrap();
         let best = est.best().unwrap();
         assert_eq!((best.path, best.delay_ns), (ClockPath::Udp, 31_000));
+    }
+
+    #[test]
+    fn best_since_ignores_older_better_samples() {
+        let mut est = ClockEstimator::with_window(8);
+        est.observe(exchange(0, 1_000, 10, 0, 10)).unwrap();
+        est.observe(exchange(5_000, 2_000, 300, 0, 300)).unwrap();
+        assert_eq!(est.best().unwrap().offset_ns, 1_000);
+        let fresh = est.best_since(5_000).unwrap();
+        assert_eq!((fresh.offset_ns, fresh.delay_ns), (2_000, 600));
+        assert_eq!(est.best_since(1_000_000), None);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - [`execute`]: run execution (await a dispatched task, cancel, finish
 //!   and store a run); beside it [`mesh`], several coordinators (membership
 //!   in etcd, the relay to a probe another coordinator holds, the clock
-//!   chain through it);
+//!   chain through it), and [`clock_sync`]: the clock exchanges on each
+//!   stream, and the fresh burst a run asks for before it arms;
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
 //!   distributed tcpdump, correlated by [`correlate`]) and [`diagnose`]
 //!   (`meshctl probe`), each a pure plan and its execution, with targets
@@ -31,6 +32,7 @@ pub mod authz;
 pub mod bounds;
 pub mod capture;
 pub mod clock;
+pub mod clock_sync;
 pub mod clock_udp;
 pub mod control;
 pub mod correlate;

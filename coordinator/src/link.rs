@@ -3,8 +3,8 @@
 //! Attach: certificate must be a probe's; the first message must be a Hello
 //! naming the certificate's probe, within `hello_timeout`. Then the
 //! coordinator answers Welcome (with a UDP clock session when
-//! [`crate::clock_udp`] is bound), runs clock exchanges (a quick burst, then
-//! periodically), and routes the probe's heartbeats, progress and results.
+//! [`crate::clock_udp`] is bound), runs clock exchanges
+//! ([`crate::clock_sync`]), and routes the probe's heartbeats, progress and results.
 //! One live stream per probe: while a probe's stream answers, a second
 //! stream for its name is refused (same certificate or not); a stream silent
 //! for three heartbeats is taken over. The stream ends when the probe hangs
@@ -37,11 +37,6 @@ use crate::store::Issuance;
 const LINK_BUFFER: usize = 64;
 /// Largest renewal CSR accepted (a P-256 CSR is about 500 bytes).
 const MAX_CSR: usize = 8 << 10;
-/// Clock exchanges right after attach, before the periodic ones.
-const CLOCK_BURST: u32 = 8;
-/// Spacing of the initial burst.
-const CLOCK_BURST_GAP: std::time::Duration = std::time::Duration::from_millis(25);
-
 /// ProbeLink over the shared state.
 #[derive(Debug, Clone)]
 pub struct LinkService {
@@ -174,7 +169,9 @@ impl pb::probe_link_server::ProbeLink for LinkService {
         let _ = tx.try_send(Ok(welcome));
 
         let span = tracing::info_span!("probe_link", probe = %name, conn = attached.conn.0);
-        tokio::spawn(clock_sync(self.state.clone(), tx.downgrade()).instrument(span.clone()));
+        tokio::spawn(
+            crate::clock_sync::run(self.state.clone(), tx.downgrade()).instrument(span.clone()),
+        );
         drop(tx);
         tokio::spawn(
             read_loop(
@@ -301,38 +298,6 @@ pub(crate) fn hang_up(state: &Coordinator, name: &str, conn: ConnId) {
             .set_connected(state.registry().connected_count());
     }
     state.dispatcher.fail_connection(name, conn);
-}
-
-/// Sends clock requests: a burst after attach, then one per `clock_interval`,
-/// until the registry lets go of the link (a weak sender: this task never
-/// keeps a stream open by itself).
-async fn clock_sync(
-    state: Arc<Coordinator>,
-    weak: mpsc::WeakSender<Result<pb::CoordinatorMessage, Status>>,
-) {
-    let mut seq = 0u64;
-    loop {
-        let Some(tx) = weak.upgrade() else { return };
-        seq += 1;
-        let req = pb::CoordinatorMessage {
-            msg: Some(pb::coordinator_message::Msg::ClockRequest(
-                pb::ClockRequest {
-                    seq,
-                    t1_ns: state.clock.now_unix_ns(),
-                },
-            )),
-        };
-        if tx.send(Ok(req)).await.is_err() {
-            return;
-        }
-        let gap = if seq < u64::from(CLOCK_BURST) {
-            CLOCK_BURST_GAP
-        } else {
-            state.timing.clock_interval
-        };
-        drop(tx);
-        tokio::time::sleep(gap).await;
-    }
 }
 
 /// Disconnects probes that fell silent; runs for the coordinator's lifetime.

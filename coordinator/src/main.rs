@@ -96,9 +96,21 @@ struct Args {
     /// keep 128 bytes of headers unless this is set.
     #[arg(long, env = "MESH_ALLOW_PAYLOAD_CAPTURE")]
     allow_payload_capture: bool,
-    /// How often probes must send a heartbeat; three missed ones disconnect a probe.
-    #[arg(long, env = "MESH_HEARTBEAT", default_value = "1s", value_parser = duration)]
+    /// How often probes must send a heartbeat; three missed ones disconnect
+    /// a probe. The trade-off: a probe that dies silently (process hung,
+    /// network gone) is declared lost within 3 intervals (15 s at 5 s), and
+    /// its reconnect is refused as a duplicate until then; each heartbeat
+    /// costs the coordinator a message per probe (figures in
+    /// docs/operations.md, "Scale").
+    #[arg(long, env = "MESH_HEARTBEAT", default_value = "5s", value_parser = duration)]
     heartbeat: Duration,
+    /// How often each idle probe's clock is exchanged (over the stream and
+    /// over UDP). Runs that arm on the clock (captures) ask for a fresh
+    /// burst first, so this only keeps `meshctl probes`' clock column and
+    /// the clock metrics current; shorter costs every probe messages all
+    /// the time. At least 100ms.
+    #[arg(long, env = "MESH_CLOCK_INTERVAL", default_value = "30s", value_parser = clock_interval)]
+    clock_interval: Duration,
     /// Lifetime of the probe certificates this coordinator signs (join,
     /// node enrollment, renewal). Probes renew over their stream at about
     /// 2/3 of it; a few seconds lets a test watch a renewal.
@@ -140,6 +152,20 @@ fn service_account(s: &str) -> Result<(String, String), String> {
 
 fn duration(s: &str) -> Result<Duration, String> {
     probemesh_model::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Least `--clock-interval`: the probe's own floor of the UDP exchange.
+const MIN_CLOCK_INTERVAL: Duration = Duration::from_millis(100);
+
+fn clock_interval(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d < MIN_CLOCK_INTERVAL {
+        return Err(format!(
+            "must be at least {}ms: each probe would be asked for its clock faster than it answers",
+            MIN_CLOCK_INTERVAL.as_millis()
+        ));
+    }
+    Ok(d)
 }
 
 #[tokio::main]
@@ -205,6 +231,7 @@ async fn main() -> ExitCode {
         node_enrollment,
         timing: LinkTiming {
             heartbeat: args.heartbeat,
+            clock_interval: args.clock_interval,
             ..LinkTiming::default()
         },
         metrics: args.metrics,

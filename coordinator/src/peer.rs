@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::authz::{Access, authorize};
+use crate::clock_sync;
 use crate::dispatch::TaskHandle;
 use crate::error::Error;
 use crate::execute::cancel;
@@ -99,16 +100,27 @@ impl pb::peer_server::Peer for PeerService {
         }
         let probes = {
             let registry = self.state.registry();
+            if request.burst {
+                for link in request.probes.iter().filter_map(|p| registry.local_link(p)) {
+                    clock_sync::clock_burst(&self.state, &link);
+                }
+            }
+            let since = request.fresh_since_ns;
             request
                 .probes
                 .iter()
                 .filter(|p| registry.local_link(p).is_some())
                 .filter_map(|p| {
-                    registry.clock(p).map(|s| pb::PeerProbeClock {
-                        probe: p.clone(),
-                        offset_ns: s.offset_ns,
-                        delay_ns: s.delay_ns,
-                    })
+                    let fresh = (since > 0)
+                        .then(|| registry.clock_since(p, since))
+                        .flatten();
+                    fresh
+                        .or_else(|| registry.clock(p))
+                        .map(|s| pb::PeerProbeClock {
+                            probe: p.clone(),
+                            offset_ns: s.offset_ns,
+                            delay_ns: s.delay_ns,
+                        })
                 })
                 .collect()
         };

@@ -385,6 +385,14 @@ impl Registry {
         }
     }
 
+    /// The probe's best clock sample from exchanges completed at or after
+    /// `t_ns` (coordinator clock) on its stream here, if any.
+    pub fn clock_since(&self, name: &str, t_ns: i64) -> Option<Sample> {
+        self.entries
+            .get(name)
+            .and_then(|e| e.clock.best_since(t_ns))
+    }
+
     /// Every known probe, by name: those held here (or once held) and
     /// those other coordinators hold.
     pub fn list(&self) -> Vec<pb::ProbeInfo> {

@@ -46,7 +46,8 @@ impl WallClock for SystemClock {
 pub struct LinkTiming {
     /// How often probes send heartbeats; three missed ones disconnect a probe.
     pub heartbeat: Duration,
-    /// How often a clock exchange runs per probe once synced.
+    /// How often a clock exchange runs per idle probe once synced (a run
+    /// about to arm on the clock asks for a burst first).
     pub clock_interval: Duration,
     /// How long a new stream may take to send its Hello.
     pub hello_timeout: Duration,
@@ -55,8 +56,8 @@ pub struct LinkTiming {
 impl Default for LinkTiming {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_secs(1),
-            clock_interval: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(5),
+            clock_interval: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
         }
     }

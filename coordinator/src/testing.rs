@@ -97,6 +97,8 @@ pub(crate) struct FakeProbe {
     conn: ConnId,
     rx: mpsc::Receiver<Result<pb::CoordinatorMessage, Status>>,
     state: Arc<Coordinator>,
+    /// ClockBursts [`FakeProbe::next`] passed over.
+    bursts: usize,
 }
 
 impl FakeProbe {
@@ -124,16 +126,36 @@ impl FakeProbe {
             conn: attached.conn,
             rx,
             state: state.clone(),
+            bursts: 0,
         }
     }
 
-    /// The next message the coordinator sent down this probe's stream;
-    /// `None` once the coordinator let go of the stream.
+    /// The next message the coordinator sent down this probe's stream,
+    /// clock exchanges aside (this probe answers none); `None` once the
+    /// coordinator let go of the stream.
     pub(crate) async fn next(&mut self) -> Option<Msg> {
-        match self.rx.recv().await? {
-            Ok(msg) => msg.msg,
-            Err(status) => panic!("{}: stream ended with {status}", self.name),
+        loop {
+            match self.rx.recv().await? {
+                Ok(pb::CoordinatorMessage {
+                    msg: Some(Msg::ClockRequest(_)),
+                }) => {}
+                Ok(pb::CoordinatorMessage {
+                    msg: Some(Msg::ClockBurst(_)),
+                }) => self.bursts += 1,
+                Ok(msg) => return msg.msg,
+                Err(status) => panic!("{}: stream ended with {status}", self.name),
+            }
         }
+    }
+
+    /// How many ClockBursts came so far (as [`FakeProbe::next`] passed them).
+    pub(crate) fn bursts(&self) -> usize {
+        self.bursts
+    }
+
+    /// This attachment.
+    pub(crate) fn conn(&self) -> ConnId {
+        self.conn
     }
 
     /// A message already queued for this probe, without waiting.

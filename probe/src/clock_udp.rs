@@ -3,7 +3,9 @@
 //!
 //! When the coordinator's `Welcome` offers a session, the probe dials out
 //! over UDP (NAT friendly, like the stream): it sends MAC'd Opens to the
-//! coordinator's host, a burst first and then one per offered interval, and
+//! coordinator's host, a burst first and then one per offered interval (and
+//! another burst whenever the coordinator sends a `ClockBurst`, before a
+//! capture arms), and
 //! answers each authentic Request with `t2` (the kernel's receive timestamp)
 //! and `t3` (just before sending). The coordinator completes the exchange;
 //! the probe reports nothing else. If no Request comes back, the stream's
@@ -26,6 +28,9 @@ use crate::time::unix_ns;
 const BURST: u32 = 8;
 /// Spacing of the burst.
 const BURST_GAP: Duration = Duration::from_millis(25);
+/// Least spacing of a burst the coordinator asks for (its own floor of
+/// requests per session is 5 ms).
+const MIN_BURST_GAP: Duration = Duration::from_millis(5);
 /// Floor of the steady spacing, whatever the offer says.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Opens in a row without a Request back before the probe says UDP is not
@@ -120,10 +125,46 @@ impl Exchanger {
     }
 }
 
+/// Opens left in the current burst, and their spacing.
+#[derive(Debug, Clone, Copy)]
+struct Burst {
+    left: u32,
+    gap: Duration,
+}
+
+impl Burst {
+    /// The burst right after the session starts.
+    const FIRST: Self = Self {
+        left: BURST,
+        gap: BURST_GAP,
+    };
+
+    /// The burst a `ClockBurst` asks for, bounded: at most [`BURST`] Opens,
+    /// at least [`MIN_BURST_GAP`] apart.
+    fn asked(req: &pb::ClockBurst) -> Self {
+        Self {
+            left: req.count.min(BURST),
+            gap: Duration::from_millis(u64::from(req.gap_ms)).clamp(MIN_BURST_GAP, BURST_GAP),
+        }
+    }
+
+    /// The wait after an Open: the burst's gap while it lasts, else `None`.
+    fn next(&mut self) -> Option<Duration> {
+        self.left = self.left.checked_sub(1)?;
+        (self.left > 0).then_some(self.gap)
+    }
+}
+
 /// Runs the UDP exchange offered in a `Welcome` until `cancel` (the stream
-/// ended). `coordinator` is the coordinator's URL; its host is dialled on
-/// the offered port.
-pub async fn run(offer: pb::UdpClockOffer, coordinator: String, cancel: CancellationToken) {
+/// ended), opening a burst for each `ClockBurst` that comes on `bursts`.
+/// `coordinator` is the coordinator's URL; its host is dialled on the
+/// offered port.
+pub async fn run(
+    offer: pb::UdpClockOffer,
+    coordinator: String,
+    mut bursts: tokio::sync::mpsc::Receiver<pb::ClockBurst>,
+    cancel: CancellationToken,
+) {
     let Some(key) = SessionKey::from_slice(&offer.key) else {
         tracing::warn!("the coordinator's UDP clock offer has a malformed key; ignoring it");
         return;
@@ -142,7 +183,7 @@ pub async fn run(offer: pb::UdpClockOffer, coordinator: String, cancel: Cancella
     let interval = Duration::from_millis(u64::from(offer.interval_ms)).max(MIN_INTERVAL);
     let mut exchanger = Exchanger::new(SessionId(offer.session), key);
     let mut buf = [0u8; MAX_DATAGRAM + 1];
-    let mut opens = 0u32;
+    let mut burst = Burst::FIRST;
     // Opens since the last Request, and whether UDP counts as in use (it
     // does from the first Request until UNANSWERED_WARN opens go unanswered).
     let mut unanswered = 0u32;
@@ -155,13 +196,16 @@ pub async fn run(offer: pb::UdpClockOffer, coordinator: String, cancel: Cancella
                 if let Err(error) = socket.send_to(&exchanger.open(), target).await {
                     tracing::debug!(%target, %error, "clock UDP send failed");
                 }
-                opens = opens.saturating_add(1);
                 unanswered = unanswered.saturating_add(1);
                 if unanswered == UNANSWERED_WARN {
                     in_use = false;
                     tracing::warn!(%target, "clock exchange over UDP gets no answer; the stream's exchange stays in use");
                 }
-                next_open = Instant::now() + if opens < BURST { BURST_GAP } else { interval };
+                next_open = Instant::now() + burst.next().unwrap_or(interval);
+            }
+            Some(asked) = bursts.recv() => {
+                burst = Burst::asked(&asked);
+                next_open = Instant::now();
             }
             got = socket.recv(&mut buf) => {
                 let got = match got {
@@ -231,6 +275,19 @@ mod tests {
             message: Message::Request { t1_ns },
         }
         .encode(&key())
+    }
+
+    #[test]
+    fn a_burst_asked_for_is_bounded_then_the_interval_resumes() {
+        let mut asked = Burst::asked(&pb::ClockBurst {
+            count: 1_000,
+            gap_ms: 0,
+        });
+        let gaps: Vec<_> = std::iter::from_fn(|| asked.next()).collect();
+        assert_eq!(gaps, vec![MIN_BURST_GAP; BURST as usize - 1]);
+        assert_eq!(asked.next(), None);
+        let mut first = Burst::FIRST;
+        assert_eq!(first.next(), Some(BURST_GAP));
     }
 
     #[test]

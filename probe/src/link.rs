@@ -184,8 +184,9 @@ async fn session(
     // `STABLE_HEARTBEATS + 1`-th goes out that many intervals in.
     let mut session_beats = 0u32;
     let mut running: HashMap<String, Running> = HashMap::new();
-    // Ends this session's UDP clock exchange when dropped (or replaced).
-    let mut udp_clock: Option<tokio_util::sync::DropGuard> = None;
+    // Ends this session's UDP clock exchange when dropped (or replaced),
+    // and passes it the coordinator's ClockBursts.
+    let mut udp_clock: Option<(tokio_util::sync::DropGuard, mpsc::Sender<pb::ClockBurst>)> = None;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let dir = TlsDir::new(settings.tls_dir.clone());
     let renew_sleep = tokio::time::sleep_until(until(renew::due(&dir, &settings.name)));
@@ -209,8 +210,9 @@ async fn session(
                         session_beats = 0;
                         if let Some(offer) = w.udp_clock {
                             let cancel = CancellationToken::new();
-                            tokio::spawn(crate::clock_udp::run(offer, coordinator.to_owned(), cancel.clone()));
-                            udp_clock = Some(cancel.drop_guard());
+                            let (bursts, asked) = mpsc::channel(1);
+                            tokio::spawn(crate::clock_udp::run(offer, coordinator.to_owned(), asked, cancel.clone()));
+                            udp_clock = Some((cancel.drop_guard(), bursts));
                         }
                     }
                     Some(Msg::ClockRequest(r)) => {
@@ -242,6 +244,12 @@ async fn session(
                         None => tracing::warn!("ignoring a certificate nobody asked for"),
                     },
                     Some(Msg::GoAway(go_away)) => break Ok(Ended::GoAway(go_away)),
+                    Some(Msg::ClockBurst(burst)) => {
+                        // One burst pending is enough: a second asked meanwhile is the same burst.
+                        if let Some((_, bursts)) = &udp_clock {
+                            let _ = bursts.try_send(burst);
+                        }
+                    }
                     Some(Msg::Stop(s)) => {
                         if let Some(tokens) = running.get(&s.task_id) {
                             tracing::info!(task_id = %s.task_id, "task stopped early by the coordinator");

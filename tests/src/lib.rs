@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod lab;
+pub mod sim;
 pub mod verdict;
 
 use std::io::Read as _;

@@ -464,6 +464,7 @@ fn peers_answer_only_coordinators(trio: &Trio, holders: &BTreeMap<String, String
             let request = pb::PeerClockRequest {
                 t1_ns: 1,
                 probes: vec![probe.clone(), "nobody".into()],
+                ..Default::default()
             };
             let reply = pb::peer_client::PeerClient::new(channel)
                 .clock(request)

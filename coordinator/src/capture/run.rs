@@ -136,33 +136,23 @@ impl RunningCapture {
 
 /// Dispatches `plan` to its observers, armed for one instant ahead; their
 /// progress (artifact chunks included) goes to `tx`, stamped with the
-/// observer's name. The clocks of observers another coordinator holds are
-/// measured first (through their owner, [`crate::mesh::clock`]).
+/// observer's name. Takes [`crate::clock_sync::CLOCK_BURST_WAIT`] first for
+/// fresh clock exchanges ([`fresh_clocks`]).
 pub async fn start(
     state: Arc<Coordinator>,
     plan: CapturePlan,
     run_id: &str,
     tx: RunEvents,
 ) -> RunningCapture {
-    let observers: Vec<String> = plan.observers.iter().map(|o| o.probe.clone()).collect();
-    crate::mesh::clock::refresh(&state, &observers).await;
     let started = tokio::time::Instant::now();
-    let (links, clocks): (Vec<_>, Vec<_>) = {
+    let links: Vec<Option<Link>> = {
         let registry = state.registry();
         plan.observers
             .iter()
-            .map(|o| {
-                let clock = registry
-                    .clock(&o.probe)
-                    .map(|s| ObserverClock {
-                        offset_ns: s.offset_ns,
-                        error_ns: s.error_ns(),
-                    })
-                    .unwrap_or_default();
-                (registry.link(&o.probe), clock)
-            })
-            .unzip()
+            .map(|o| registry.link(&o.probe))
+            .collect()
     };
+    let clocks = fresh_clocks(&state, &plan.observers).await;
     // Far enough ahead that every task arrives before it: four of the worst
     // round trips we know of, never less than MIN_LEAD.
     let worst_rtt_ns = clocks
@@ -230,6 +220,59 @@ pub async fn start(
         observers,
         tasks: handles,
     }
+}
+
+/// Each observer's clock from exchanges made just now: idle probes
+/// exchange only every `clock_interval` (tens of seconds), so a burst goes
+/// to every observer attached here (stream and UDP), while the clocks of
+/// observers another coordinator holds are measured through it (which
+/// bursts on them the same way, [`crate::mesh::clock`]); after
+/// [`crate::clock_sync::CLOCK_BURST_WAIT`] each gets the best sample since
+/// the burst began; an observer that answered none keeps its best older one
+/// (or none: offset 0, no bound).
+async fn fresh_clocks(state: &Arc<Coordinator>, observers: &[Observer]) -> Vec<ObserverClock> {
+    let since_ns = state.clock.now_unix_ns();
+    let (local, held_elsewhere) = {
+        let registry = state.registry();
+        let mut local: Vec<Link> = Vec::new();
+        let mut elsewhere: Vec<String> = Vec::new();
+        for observer in observers {
+            match registry.local_link(&observer.probe) {
+                Some(link) => local.push(link),
+                None if registry.remote(&observer.probe).is_some() => {
+                    elsewhere.push(observer.probe.clone());
+                }
+                None => {}
+            }
+        }
+        (local, elsewhere)
+    };
+    for link in &local {
+        crate::clock_sync::clock_burst(state, link);
+    }
+    let local_wait = async {
+        if !local.is_empty() {
+            tokio::time::sleep(crate::clock_sync::CLOCK_BURST_WAIT).await;
+        }
+    };
+    tokio::join!(
+        local_wait,
+        crate::mesh::clock::refresh(state, &held_elsewhere)
+    );
+    let registry = state.registry();
+    observers
+        .iter()
+        .map(|o| {
+            registry
+                .clock_since(&o.probe, since_ns)
+                .or_else(|| registry.clock(&o.probe))
+                .map(|s| ObserverClock {
+                    offset_ns: s.offset_ns,
+                    error_ns: s.error_ns(),
+                })
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Follows every observer's task to its result, keeping each file to

@@ -10,6 +10,7 @@ use probemesh_proto::pb::task_error::Kind::ProbeFailure;
 
 use super::plan::{CapturePlan, plan};
 use super::run::{follow, start};
+use crate::clock::{ClockPath, Exchange};
 use crate::state::{Coordinator, PayloadPolicy};
 use crate::testing::{FakeProbe, NOW_NS, coordinator, error_of, record, requester, until_finished};
 
@@ -125,4 +126,48 @@ async fn arming_is_awaited_at_most_so_long_and_stop_reaches_every_observer() {
             .iter()
             .all(|o| o.result.as_ref().and_then(|r| r.outcome.clone()) == Some(captured()))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_capture_arms_on_the_clock_of_a_fresh_burst_not_an_older_better_sample() {
+    let state = coordinator();
+    let mut node1 = FakeProbe::attach(&state, "node-1");
+    // A minute ago: offset +1 ms, round trip 20 us (better than any to come).
+    let old = Exchange {
+        path: ClockPath::Udp,
+        t1_ns: NOW_NS - 60_000_000_000,
+        t2_ns: NOW_NS - 60_000_000_000 + 1_010_000,
+        t3_ns: NOW_NS - 60_000_000_000 + 1_010_000,
+        t4_ns: NOW_NS - 60_000_000_000 + 20_000,
+    };
+    state.registry().observe_clock("node-1", node1.conn(), old);
+    let plan = capture_plan(&state, "node-1:eth0");
+    let (tx, _rx) = requester();
+    let run = tokio::spawn(follow(
+        state.clone(),
+        plan,
+        record("r1", pb::RunRequest::default()),
+        tx,
+    ));
+    tokio::task::yield_now().await;
+    // The burst's reply: offset +2 ms, round trip 400 us, completed now.
+    node1
+        .deliver(pb::ProbeMessage {
+            msg: Some(pb::probe_message::Msg::ClockReply(pb::ClockReply {
+                seq: 0,
+                t1_ns: NOW_NS - 400_000,
+                t2_ns: NOW_NS + 2_000_000 - 200_000,
+                t3_ns: NOW_NS + 2_000_000 - 200_000,
+            })),
+        })
+        .await;
+    let task = node1.task().await;
+    assert_eq!(node1.bursts(), 1, "the UDP exchange was asked for a burst");
+    let Some(pb::task::Kind::Capture(c)) = &task.kind else {
+        panic!("not a capture: {task:?}");
+    };
+    assert_eq!(c.arm_at_unix_ns, NOW_NS + 500_000_000 + 2_000_000);
+    assert!(c.clock_note.contains("± 200.0 us"), "{}", c.clock_note);
+    node1.finish("r1-c1", captured()).await;
+    run.await.expect("run task");
 }

@@ -1,6 +1,7 @@
 //! Clocks of probes other coordinators hold: one NTP-style burst per owner
-//! over `Peer.Clock` measures the owner's clock against this one, the same
-//! replies carry the owner's estimate of each probe, and the two chain
+//! over `Peer.Clock` measures the owner's clock against this one, its first
+//! exchange makes the owner burst on the probes (idle ones are exchanged
+//! rarely) and the later replies carry the owner's fresh estimate of each, and the two chain
 //! ([`crate::clock::Sample::chain`]) into the probe's clock here, its error
 //! bound covering both hops. Measured on demand, right before a run reads
 //! the clocks (capture arming, a diagnosis's clock step): idle it costs
@@ -12,6 +13,7 @@ use probemesh_proto::pb;
 use tonic::transport::Channel;
 
 use crate::clock::{ClockPath, Exchange, Sample};
+use crate::clock_sync::CLOCK_BURST_WAIT;
 use crate::state::Coordinator;
 
 /// Exchanges per owner per refresh; the one with the least delay is kept.
@@ -55,53 +57,68 @@ pub async fn refresh(state: &Coordinator, probes: &[String]) {
     }
 }
 
-/// One burst towards an owner: the chained clock of each of `names` it
-/// reported.
+/// One burst towards an owner: the first exchange asks it for a fresh burst
+/// with the probes ([`crate::clock_sync::clock_burst`] there), the others,
+/// once that burst's samples are in, read them; the least-delay exchange
+/// gives the owner's clock here, chained with each probe's fresh estimate.
 async fn burst(
     state: &Coordinator,
     peer: Channel,
     names: &[String],
 ) -> Result<Vec<(String, Sample)>, String> {
     let mut client = pb::peer_client::PeerClient::new(peer);
-    let mut best: Option<(Sample, pb::PeerClockReply)> = None;
-    let mut last_error = String::from("no exchange completed");
-    for _ in 0..BURST {
-        let t1_ns = state.clock.now_unix_ns();
-        let request = pb::PeerClockRequest {
-            t1_ns,
-            probes: names.to_vec(),
-        };
-        let reply = match tokio::time::timeout(EXCHANGE_TIMEOUT, client.clock(request)).await {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(status)) => {
-                last_error = status.message().to_owned();
+    let (mut best, first) = exchange(state, &mut client, names, true, 0).await?;
+    tokio::time::sleep(CLOCK_BURST_WAIT).await;
+    let mut held = Err(String::from("no exchange after the burst completed"));
+    for _ in 1..BURST {
+        match exchange(state, &mut client, names, false, first.t2_ns).await {
+            Ok((sample, reply)) => {
+                if sample.delay_ns < best.delay_ns {
+                    best = sample;
+                }
+                held = Ok(reply.probes);
+            }
+            Err(reason) => {
+                held = held.or(Err(reason));
                 break;
             }
-            Err(_) => {
-                last_error = format!("no reply within {EXCHANGE_TIMEOUT:?}");
-                break;
-            }
-        };
-        let exchange = Exchange {
-            path: ClockPath::Peer,
-            t1_ns,
-            t2_ns: reply.t2_ns,
-            t3_ns: reply.t3_ns,
-            t4_ns: state.clock.now_unix_ns(),
-        };
-        if reply.t1_ns != t1_ns {
-            continue;
-        }
-        if let Ok(sample) = Sample::try_from(exchange)
-            && best
-                .as_ref()
-                .is_none_or(|(b, _)| sample.delay_ns < b.delay_ns)
-        {
-            best = Some((sample, reply));
         }
     }
-    let (peer, reply) = best.ok_or(last_error)?;
-    Ok(chain(peer, reply.probes))
+    Ok(chain(best, held?))
+}
+
+/// One `Peer.Clock` exchange: the owner's clock against this one, and its reply.
+async fn exchange(
+    state: &Coordinator,
+    client: &mut pb::peer_client::PeerClient<Channel>,
+    names: &[String],
+    burst: bool,
+    fresh_since_ns: i64,
+) -> Result<(Sample, pb::PeerClockReply), String> {
+    let t1_ns = state.clock.now_unix_ns();
+    let request = pb::PeerClockRequest {
+        t1_ns,
+        probes: names.to_vec(),
+        burst,
+        fresh_since_ns,
+    };
+    let reply = match tokio::time::timeout(EXCHANGE_TIMEOUT, client.clock(request)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => return Err(status.message().to_owned()),
+        Err(_) => return Err(format!("no reply within {EXCHANGE_TIMEOUT:?}")),
+    };
+    if reply.t1_ns != t1_ns {
+        return Err("the reply answers another request".into());
+    }
+    let exchange = Exchange {
+        path: ClockPath::Peer,
+        t1_ns,
+        t2_ns: reply.t2_ns,
+        t3_ns: reply.t3_ns,
+        t4_ns: state.clock.now_unix_ns(),
+    };
+    let sample = Sample::try_from(exchange).map_err(|e| e.to_string())?;
+    Ok((sample, reply))
 }
 
 /// The chained clock of each probe the owner reported, against `peer` (the
