@@ -18,6 +18,10 @@
 #   COORDINATOR_ARGS="--heartbeat 1s" for the old interval.
 #   SKIP_BUILD=1 uses the release binaries as they are; PROFILE=debug (with
 #   SKIP_BUILD=1) a smoke test on the debug build (figures not comparable).
+#   COORDINATORS=3 starts a 3-member etcd (Debian's etcd, on loopback) and
+#   three coordinators sharing it (--etcd); the probes are spread over them,
+#   the fan-out goes through the first (relayed to the others), and memory
+#   and CPU are summed over the three.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -50,20 +54,53 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-port=$(free_port)
-metrics=$(free_port)
 "$BIN/meshctl" certs init --dir "$WORK/tls" >/dev/null
-# shellcheck disable=SC2086 # COORDINATOR_ARGS is a list of flags
-"$BIN/mesh-coordinator" --listen "127.0.0.1:$port" --tls-dir "$WORK/tls" \
-  --metrics "127.0.0.1:$metrics" ${COORDINATOR_ARGS:-} 2>"$WORK/coordinator.log" &
-PIDS+=($!)
-coordinator=$!
-for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$metrics/readyz" >/dev/null && break
-  kill -0 "$coordinator" 2>/dev/null || { cat "$WORK/coordinator.log" >&2; exit 1; }
-  sleep 0.1
-done
-curl -sf "http://127.0.0.1:$metrics/readyz" >/dev/null || { echo "coordinator not ready in 10 s" >&2; exit 1; }
 
-echo "mesh-coordinator ${COORDINATOR_ARGS:-(defaults)}; $(nproc) cores; scale $*"
-"$BIN/scale" --coordinator "https://127.0.0.1:$port" --pid "$coordinator" --tls-dir "$WORK/tls" "$@"
+count=${COORDINATORS:-1}
+etcd_flags=()
+if ((count > 1)); then
+  cluster=() clients=()
+  for i in 0 1 2; do
+    cluster+=("m$i=http://127.0.0.1:$(free_port)")
+    clients+=("http://127.0.0.1:$(free_port)")
+  done
+  initial=$(IFS=,; echo "${cluster[*]}")
+  for i in 0 1 2; do
+    peer=${cluster[$i]#*=}
+    etcd --name "m$i" --data-dir "$WORK/etcd-m$i" \
+      --listen-client-urls "${clients[$i]}" --advertise-client-urls "${clients[$i]}" \
+      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+      --initial-cluster "$initial" --initial-cluster-state new \
+      --logger zap --log-level error 2>"$WORK/etcd-m$i.log" &
+    PIDS+=($!)
+  done
+  etcd_flags=(--etcd "$(IFS=,; echo "${clients[*]}")")
+fi
+
+urls=() pids=()
+for ((i = 0; i < count; i++)); do
+  port=$(free_port)
+  metrics=$(free_port)
+  ids=()
+  ((count > 1)) && ids=(--id "c$i")
+  # shellcheck disable=SC2086 # COORDINATOR_ARGS is a list of flags
+  "$BIN/mesh-coordinator" --listen "127.0.0.1:$port" --tls-dir "$WORK/tls" \
+    --metrics "127.0.0.1:$metrics" "${etcd_flags[@]}" "${ids[@]}" ${COORDINATOR_ARGS:-} \
+    2>"$WORK/coordinator-$i.log" &
+  PIDS+=($!)
+  coordinator=$!
+  # The first start waits for etcd's first election too.
+  for _ in $(seq 300); do
+    curl -sf "http://127.0.0.1:$metrics/readyz" >/dev/null && break
+    kill -0 "$coordinator" 2>/dev/null || { cat "$WORK/coordinator-$i.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  curl -sf "http://127.0.0.1:$metrics/readyz" >/dev/null \
+    || { echo "coordinator $i not ready in 30 s" >&2; exit 1; }
+  urls+=("https://127.0.0.1:$port")
+  pids+=("$coordinator")
+done
+
+echo "$count mesh-coordinator(s) ${COORDINATOR_ARGS:-(defaults)}${etcd_flags[*]:+ on a 3-member etcd}; $(nproc) cores; scale $*"
+"$BIN/scale" --coordinator "$(IFS=,; echo "${urls[*]}")" --pid "$(IFS=,; echo "${pids[*]}")" \
+  --tls-dir "$WORK/tls" "$@"
