@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The scale benchmark: one coordinator (release build) on 127.0.0.1 with a
-# fresh CA from `meshctl certs init`, N simulated probes attached from one
-# process (tests/src/bin/scale.rs: real mTLS streams, a certificate per
+# fresh CA from `meshctl certs init`, N simulated probes attached from
+# processes of up to 8,000 each (tests/src/bin/scale.rs: real mTLS streams, a certificate per
 # probe signed with the CA's key, real Hello, heartbeats, clock exchanges
 # over the stream and UDP, an empty answer to each capture task).
 #

@@ -1,5 +1,8 @@
 //! `scale`: the scale benchmark's client. Attaches N simulated probes
-//! ([`probemesh_tests::sim`]) to running coordinators, then prints what the
+//! ([`probemesh_tests::sim`]) to running coordinators, from holder
+//! processes of at most 8,000 probes each (itself, re-run with
+//! `--hold-from`: a sandbox's open-file limit may stop one process at
+//! 20,000 sockets), then prints what the
 //! coordinators cost per probe (memory, idle CPU), how long the probes took
 //! to attach, and how long one capture fanned out to many probes takes.
 //!
@@ -45,7 +48,15 @@ struct Args {
     /// New connections a second while attaching (0 = all at once).
     #[arg(long, default_value_t = 0)]
     connect_rate: u32,
+    /// Internal: hold probes `sim{N+1}` .. `sim{N+probes}` for the parent
+    /// (print `attached`, answer `check` with `lost K`, exit at EOF).
+    #[arg(long, hide = true)]
+    hold_from: Option<usize>,
 }
+
+/// Probes one holder process attaches: each holds a TCP and a UDP socket,
+/// and a sandbox's open-file hard limit may be as low as 20,000.
+const PER_HOLDER: usize = 8_000;
 
 /// Goals of issue 15, printed next to the figures.
 const GOAL_RSS_PER_PROBE_KIB: f64 = 1024.0 * 1024.0 / 10_000.0;
@@ -62,11 +73,111 @@ fn main() -> anyhow::Result<()> {
         args.pid.len() == args.coordinator.len(),
         "give one --pid per --coordinator"
     );
-    raise_nofile(args.probes)?;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(bench(args))
+        .build()?;
+    match args.hold_from {
+        Some(first) => {
+            raise_nofile(args.probes)?;
+            runtime.block_on(hold(args, first))
+        }
+        None => runtime.block_on(bench(args)),
+    }
+}
+
+/// A holder: attaches its probes, says so, and keeps them until the parent
+/// closes its stdin (answering `check` with how many lost their link).
+async fn hold(args: Args, first: usize) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    let names = sim::names("sim", first + args.probes).split_off(first);
+    let mut probes =
+        sim::spawn_all(&names, &args.coordinator, &args.tls_dir, args.connect_rate).await?;
+    let limit = Duration::from_secs(60) + Duration::from_millis(20 * args.probes as u64);
+    let missing = sim::wait_attached(&mut probes, limit).await;
+    if let Some((name, state)) = missing.first() {
+        anyhow::bail!(
+            "{} of {} probes did not attach within {limit:?}; {name}: {state:?}",
+            missing.len(),
+            names.len()
+        );
+    }
+    println!("attached");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line == "check" {
+            let lost = probes
+                .iter()
+                .filter(|p| p.state() != sim::LinkState::Attached)
+                .count();
+            println!("lost {lost}");
+        }
+    }
+    Ok(())
+}
+
+/// A holder process ([`hold`]) and its pipes.
+struct Holder {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Holder {
+    /// Starts a holder for `count` probes after the first `first`, and
+    /// waits until it has attached them all.
+    async fn start(args: &Args, first: usize, count: usize) -> anyhow::Result<Self> {
+        use tokio::io::AsyncBufReadExt as _;
+        let join = |v: &[String]| v.join(",");
+        let pids: Vec<String> = args.pid.iter().map(u32::to_string).collect();
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args([
+                "--coordinator",
+                &join(&args.coordinator),
+                "--pid",
+                &join(&pids),
+            ])
+            .arg("--tls-dir")
+            .arg(&args.tls_dir)
+            .args(["--probes", &count.to_string()])
+            .args(["--connect-rate", &args.connect_rate.to_string()])
+            .args(["--hold-from", &first.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start a holder process")?;
+        let stdin = child.stdin.take().context("holder stdin")?;
+        let stdout = child.stdout.take().context("holder stdout")?;
+        let mut holder = Self {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        };
+        let said = holder.lines.next_line().await?;
+        anyhow::ensure!(
+            said.as_deref() == Some("attached"),
+            "the holder of sim{}..sim{} failed (see its error above)",
+            first + 1,
+            first + count
+        );
+        Ok(holder)
+    }
+
+    /// How many of its probes lost their link.
+    async fn lost(&mut self) -> anyhow::Result<usize> {
+        use tokio::io::AsyncWriteExt as _;
+        self.stdin.write_all(b"check\n").await?;
+        let said = self.lines.next_line().await?.unwrap_or_default();
+        said.strip_prefix("lost ")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("a holder answered {said:?}"))
+    }
+
+    /// Its CPU (utime+stime), clock ticks.
+    fn ticks(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("holder exited")?;
+        stat_ticks(&format!("/proc/{pid}/stat"))
+    }
 }
 
 /// Each probe holds a TCP and a UDP socket here.
@@ -98,40 +209,30 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 
     let rss_before = rss_kib(&args.pid)?;
     let started = Instant::now();
-    let mut probes =
-        sim::spawn_all(&names, &args.coordinator, &args.tls_dir, args.connect_rate).await?;
-    let limit = Duration::from_secs(60) + Duration::from_millis(20 * args.probes as u64);
-    let missing = sim::wait_attached(&mut probes, limit).await;
-    let attach = started.elapsed();
-    if let Some((name, state)) = missing.first() {
-        anyhow::bail!(
-            "{} of {} probes did not attach within {limit:?}; {name}: {state:?}",
-            missing.len(),
-            names.len()
-        );
+    let mut holders = Vec::new();
+    for first in (0..args.probes).step_by(PER_HOLDER) {
+        let count = PER_HOLDER.min(args.probes - first);
+        holders.push(Holder::start(&args, first, count).await?);
     }
+    let attach = started.elapsed();
     tokio::time::sleep(SETTLE).await;
     let rss_after = rss_kib(&args.pid)?;
     let per_probe = (rss_after as f64 - rss_before as f64) / args.probes as f64;
 
     let window = Duration::from_secs(args.idle);
-    let (c0, s0) = (cpu_ticks(&args.pid)?, own_ticks()?);
+    let holder_ticks =
+        |holders: &[Holder]| -> anyhow::Result<u64> { holders.iter().map(Holder::ticks).sum() };
+    let (c0, s0) = (cpu_ticks(&args.pid)?, holder_ticks(&holders)?);
     tokio::time::sleep(window).await;
-    let (c1, s1) = (cpu_ticks(&args.pid)?, own_ticks()?);
+    let (c1, s1) = (cpu_ticks(&args.pid)?, holder_ticks(&holders)?);
     let cores = ticks_to_cores(c1 - c0, window);
     let per_1000 = cores * 1000.0 / args.probes as f64;
     let sim_cores = ticks_to_cores(s1 - s0, window);
-    let lost: Vec<_> = probes
-        .iter()
-        .filter(|p| p.state() != sim::LinkState::Attached)
-        .collect();
-    anyhow::ensure!(
-        lost.is_empty(),
-        "{} probes lost their link while idle; {}: {:?}",
-        lost.len(),
-        lost[0].name,
-        lost[0].state()
-    );
+    let mut lost = 0;
+    for holder in &mut holders {
+        lost += holder.lost().await?;
+    }
+    anyhow::ensure!(lost == 0, "{lost} probes lost their link while idle");
 
     let fanout = args.fanout.min(args.probes);
     let tls = probemesh_proto::tls::client_config(
@@ -182,7 +283,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         times.len(),
         GOAL_FANOUT_P99.as_secs_f64()
     );
-    drop(probes);
+    drop(holders);
     Ok(())
 }
 
@@ -216,10 +317,6 @@ fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
     pids.iter()
         .map(|&pid| stat_ticks(&format!("/proc/{pid}/stat")))
         .sum()
-}
-
-fn own_ticks() -> anyhow::Result<u64> {
-    stat_ticks("/proc/self/stat")
 }
 
 /// utime + stime (fields 14 and 15) of a /proc stat file.
