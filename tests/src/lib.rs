@@ -338,6 +338,44 @@ impl Mesh {
         }
     }
 
+    /// Kills the coordinator with SIGKILL while a long ping from `node-a`
+    /// is recorded `running`, checks meshctl does not report the cut run as
+    /// a success, restarts the coordinator, and returns the run's id.
+    pub fn kill_coordinator_mid_run(&mut self) -> String {
+        let cmd = self.meshctl_command(
+            "admin",
+            &[
+                "ping",
+                "--from",
+                "node-a",
+                "127.0.0.1",
+                "-c",
+                "600",
+                "-i",
+                "100ms",
+            ],
+        );
+        let mut long = Daemon::spawn("meshctl ping (long)", cmd);
+        let running = wait_for(
+            "the long ping recorded running",
+            Duration::from_secs(10),
+            || {
+                let out = self.meshctl(&["runs", "-o", "json"]);
+                let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+                runs.into_iter().find(|r| r["state"] == "running")
+            },
+        );
+        let id = running["run_id"].as_str().expect("run_id").to_owned();
+        self.coordinator.signal("KILL");
+        self.coordinator.wait_exit(Duration::from_secs(5));
+        assert!(
+            !long.wait_exit(Duration::from_secs(10)).success(),
+            "meshctl must not report a cut run as a success"
+        );
+        self.restart_coordinator();
+        id
+    }
+
     /// Starts the coordinator again with the same arguments (the same
     /// ports, store and TLS directory), in place of the one that exited
     /// or was killed.

@@ -12,7 +12,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use probemesh_tests::etcd::EtcdCluster;
-use probemesh_tests::{Daemon, Mesh, assert_exit, command, run, stderr};
+use probemesh_tests::{Mesh, assert_exit, command, run, stderr};
 
 /// Longest pause of runs allowed when the etcd leader is killed.
 const LEADER_LOSS_BOUND: Duration = Duration::from_secs(10);
@@ -278,37 +278,7 @@ fn a_revocation_on_one_coordinator_drops_the_stream_another_holds() {
 fn a_run_in_flight_when_its_coordinator_is_killed_reads_interrupted() {
     let cluster = EtcdCluster::start(1);
     let mut mesh = mesh_on(&cluster);
-    let cmd = mesh.meshctl_command(
-        "admin",
-        &[
-            "ping",
-            "--from",
-            "node-a",
-            "127.0.0.1",
-            "-c",
-            "600",
-            "-i",
-            "100ms",
-        ],
-    );
-    let mut long = Daemon::spawn("meshctl ping (long)", cmd);
-    let running = probemesh_tests::wait_for(
-        "the long ping recorded running",
-        Duration::from_secs(10),
-        || {
-            let out = mesh.meshctl(&["runs", "-o", "json"]);
-            let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-            runs.into_iter().find(|r| r["state"] == "running")
-        },
-    );
-    let id = running["run_id"].as_str().expect("run_id").to_owned();
-    mesh.coordinator.signal("KILL");
-    mesh.coordinator.wait_exit(Duration::from_secs(5));
-    assert!(
-        !long.wait_exit(Duration::from_secs(10)).success(),
-        "meshctl must not report a cut run as a success"
-    );
-    mesh.restart_coordinator();
+    let id = mesh.kill_coordinator_mid_run();
     assert_eq!(
         state_at(&mesh, &mesh.url, &id).as_deref(),
         Some("interrupted")

@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use probemesh_tests::{
-    Daemon, Mesh, assert_exit, bin, free_port, run, skip_netns, stderr, wait_for,
-};
+use probemesh_tests::{Daemon, Mesh, assert_exit, bin, free_port, run, skip_netns, stderr};
 
 /// A tmpfs mounted for one test, unmounted when dropped (also on failure).
 struct Tmpfs {
@@ -268,40 +266,7 @@ fn a_run_in_flight_when_the_coordinator_is_killed_is_interrupted_after_restart()
     let store_dir = tempfile::tempdir().expect("temp dir");
     let store = store_dir.path().join("store");
     let mut mesh = mesh_with_probe(store.clone());
-    let cmd = mesh.meshctl_command(
-        "admin",
-        &[
-            "ping",
-            "--from",
-            "node-a",
-            "127.0.0.1",
-            "-c",
-            "600",
-            "-i",
-            "100ms",
-        ],
-    );
-    let mut long = Daemon::spawn("meshctl ping (long)", cmd);
-    let running = wait_for(
-        "the long ping recorded running",
-        Duration::from_secs(10),
-        || {
-            runs_json(&mesh)
-                .into_iter()
-                .find(|r| r["state"] == "running")
-        },
-    );
-    let id = running["run_id"].as_str().expect("run_id").to_owned();
-
-    mesh.coordinator.signal("KILL");
-    mesh.coordinator.wait_exit(Duration::from_secs(5));
-    let ended = long.wait_exit(Duration::from_secs(10));
-    assert!(
-        !ended.success(),
-        "meshctl must not report a cut run as a success"
-    );
-
-    mesh.restart_coordinator();
+    let id = mesh.kill_coordinator_mid_run();
     let runs = runs_json(&mesh);
     assert_eq!(
         state_of(&runs, &id).as_deref(),
