@@ -74,6 +74,14 @@ if ((count > 1)); then
       --logger zap --log-level error 2>"$WORK/etcd-m$i.log" &
     PIDS+=($!)
   done
+  for client in "${clients[@]}"; do
+    for _ in $(seq 200); do
+      curl -sf "$client/health" | grep -q '"health":"true"' && break
+      sleep 0.1
+    done
+    curl -sf "$client/health" | grep -q '"health":"true"' \
+      || { cat "$WORK"/etcd-m*.log >&2; echo "etcd at $client not healthy in 20 s" >&2; exit 1; }
+  done
   etcd_flags=(--etcd "$(IFS=,; echo "${clients[*]}")")
 fi
 
@@ -89,7 +97,6 @@ for ((i = 0; i < count; i++)); do
     2>"$WORK/coordinator-$i.log" &
   PIDS+=($!)
   coordinator=$!
-  # The first start waits for etcd's first election too.
   for _ in $(seq 300); do
     curl -sf "http://127.0.0.1:$metrics/readyz" >/dev/null && break
     kill -0 "$coordinator" 2>/dev/null || { cat "$WORK/coordinator-$i.log" >&2; exit 1; }
