@@ -101,6 +101,9 @@ impl pb::control_server::Control for ControlService {
                 if self.state.shutdown.is_draining() {
                     return Err(Error::ShuttingDown);
                 }
+                if let Some(why) = self.state.out_of_mesh() {
+                    return Err(Error::OutOfMesh(why));
+                }
                 bounds::check_run_request(r)?;
                 let inventory = self.state.inventory.current();
                 self.state.policy.admit(
@@ -403,6 +406,7 @@ impl ControlService {
             Err(Error::Forbidden { .. }) => "authz.role",
             Err(Error::Revoked { .. }) => "authz.revoked",
             Err(Error::ShuttingDown) => "shutting-down",
+            Err(Error::OutOfMesh(_)) => "out-of-mesh",
             Err(_) => "invalid-request",
         };
         self.state.policy.audit.record(&AuditLine {

@@ -100,6 +100,12 @@ pub enum Error {
     /// time): the names it held may be taken by the others.
     #[error("the membership lease of coordinator '{id}' ended: {why}")]
     LeaseLost { id: String, why: &'static str },
+    /// This coordinator lost its place in the shared state (its etcd lease)
+    /// and takes no runs until it is back.
+    #[error(
+        "this coordinator is out of the mesh: {0}; it takes no runs until it reaches etcd again: start the run on another coordinator"
+    )]
+    OutOfMesh(String),
     /// TLS or certificate material could not be loaded or used.
     #[error(transparent)]
     Tls(#[from] probemesh_proto::tls::Error),
@@ -151,7 +157,7 @@ impl From<Error> for tonic::Status {
             Error::NameTaken(_) => tonic::Status::already_exists(msg),
             Error::AttachRefused(_) => tonic::Status::already_exists(msg),
             // meshctl exits 3 (inconclusive): the run has no recorded outcome.
-            Error::StoreUnwritable { .. } | Error::Etcd { .. } => {
+            Error::StoreUnwritable { .. } | Error::Etcd { .. } | Error::OutOfMesh(_) => {
                 tonic::Status::failed_precondition(msg)
             }
             Error::Store { .. }

@@ -417,19 +417,6 @@ async fn drain(state: &Coordinator) {
             );
         }
     }
-    let links = state.registry().detach_all();
-    state.metrics.set_connected(0);
-    for (name, link) in &links {
-        let go_away = pb::CoordinatorMessage {
-            msg: Some(pb::coordinator_message::Msg::GoAway(pb::GoAway {
-                reason: "coordinator shutting down".into(),
-                retry_after_ms: None,
-            })),
-        };
-        // A full queue means a stuck probe: it reconnects when the stream ends.
-        let _ = link.tx.try_send(Ok(go_away));
-        state.metrics.forget_clock(name);
-        state.dispatcher.fail_connection(name, link.conn);
-    }
-    tracing::info!(probes = links.len(), "told every probe to reconnect");
+    let probes = state.send_every_probe_away("coordinator shutting down");
+    tracing::info!(probes, "told every probe to reconnect");
 }

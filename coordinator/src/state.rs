@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use probemesh_proto::pb;
 use probemesh_proto::pki::CertAuthority;
 
 use crate::dispatch::Dispatcher;
@@ -134,6 +135,9 @@ pub struct Coordinator {
     pub shutdown: Shutdown,
     /// What runs may aim at and how hard, and the audit log.
     pub policy: Policy,
+    /// With several coordinators: why this one is out of the shared state
+    /// (its etcd lease lost), while it is; runs are refused meanwhile.
+    out_of_mesh: Mutex<Option<String>>,
 }
 
 impl Coordinator {
@@ -163,6 +167,7 @@ impl Coordinator {
             listen_port: 0,
             shutdown: Shutdown::default(),
             policy: Policy::default(),
+            out_of_mesh: Mutex::new(None),
         }
     }
 
@@ -219,6 +224,45 @@ impl Coordinator {
     pub fn with_listen_port(mut self, port: u16) -> Self {
         self.listen_port = port;
         self
+    }
+
+    /// Detaches every probe whose stream this coordinator holds and tells
+    /// each to reconnect (a `GoAway` saying `reason`: with several
+    /// coordinators it dials the next one), failing their tasks in flight;
+    /// returns how many there were.
+    pub fn send_every_probe_away(&self, reason: &str) -> usize {
+        let links = self.registry().detach_all();
+        self.metrics.set_connected(0);
+        for (name, link) in &links {
+            let go_away = pb::CoordinatorMessage {
+                msg: Some(pb::coordinator_message::Msg::GoAway(pb::GoAway {
+                    reason: reason.to_owned(),
+                    retry_after_ms: None,
+                })),
+            };
+            // A full queue means a stuck probe: it reconnects when the stream ends.
+            let _ = link.tx.try_send(Ok(go_away));
+            self.metrics.forget_clock(name);
+            self.dispatcher.fail_connection(name, link.conn);
+        }
+        links.len()
+    }
+
+    /// Marks this coordinator out of the shared state (`Some(why)`: its
+    /// etcd lease is lost) or back in (`None`).
+    pub fn set_out_of_mesh(&self, why: Option<String>) {
+        *self
+            .out_of_mesh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = why;
+    }
+
+    /// Why this coordinator is out of the shared state, while it is.
+    pub fn out_of_mesh(&self) -> Option<String> {
+        self.out_of_mesh
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The registry, locked. Hold it briefly and never across an await.

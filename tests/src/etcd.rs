@@ -1,9 +1,13 @@
 //! A real etcd cluster for the tests: Debian's `etcd` server, each member on
 //! 127.0.0.1 with ports the OS handed out, data in a temporary directory,
-//! every member killed (by the PID we started) and its data removed on drop.
+//! every member killed (by the PID we started) and its data removed on drop;
+//! and [`Cuttable`], a path to it one coordinator can be cut off on.
 
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{Daemon, free_port, runtime, wait_for};
@@ -221,4 +225,115 @@ impl Drop for EtcdCluster {
 
 fn etcd_binary() -> PathBuf {
     std::env::var_os("MESH_ETCD_BIN").map_or_else(|| PathBuf::from("/usr/bin/etcd"), PathBuf::from)
+}
+
+/// A TCP path to etcd that a test can cut: a forwarder on 127.0.0.1 in
+/// front of each member. Cutting resets every connection through it and
+/// refuses new ones (what a coordinator partitioned from etcd sees);
+/// healing lets connections through again.
+#[derive(Debug)]
+pub struct Cuttable {
+    endpoints: Vec<String>,
+    state: Arc<CutState>,
+}
+
+#[derive(Debug, Default)]
+struct CutState {
+    cut: AtomicBool,
+    closed: AtomicBool,
+    open: Mutex<Vec<TcpStream>>,
+}
+
+impl CutState {
+    fn reset_all(&self) {
+        for stream in self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Cuttable {
+    /// Forwarders to every member of `cluster`.
+    pub fn new(cluster: &EtcdCluster) -> Self {
+        let state = Arc::new(CutState::default());
+        let endpoints = cluster
+            .members
+            .iter()
+            .map(|m| {
+                let listener = TcpListener::bind("127.0.0.1:0").expect("bind a forwarder");
+                listener
+                    .set_nonblocking(true)
+                    .expect("nonblocking listener");
+                let url = format!("http://{}", listener.local_addr().expect("its address"));
+                let target = SocketAddr::from(([127, 0, 0, 1], m.client_port));
+                let state = state.clone();
+                std::thread::spawn(move || forward(&listener, target, &state));
+                url
+            })
+            .collect();
+        Self { endpoints, state }
+    }
+
+    /// The forwarders' URLs, as `--etcd` takes them.
+    pub fn endpoint_list(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    /// Resets every connection and refuses new ones until [`Self::heal`].
+    pub fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+        self.state.reset_all();
+    }
+
+    /// Lets connections through again.
+    pub fn heal(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        self.state.closed.store(true, Ordering::SeqCst);
+        self.state.reset_all();
+    }
+}
+
+/// Accepts on `listener` until the forwarder is dropped; each connection is
+/// piped to `target` both ways, or closed at once while cut.
+fn forward(listener: &TcpListener, target: SocketAddr, state: &Arc<CutState>) {
+    while !state.closed.load(Ordering::SeqCst) {
+        let Ok((inbound, _)) = listener.accept() else {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        if state.cut.load(Ordering::SeqCst) {
+            continue;
+        }
+        let Ok(outbound) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) else {
+            continue;
+        };
+        let _ = inbound.set_nonblocking(false);
+        let pairs = [
+            (inbound.try_clone(), outbound.try_clone()),
+            (outbound.try_clone(), inbound.try_clone()),
+        ];
+        {
+            let mut open = state.open.lock().unwrap_or_else(|p| p.into_inner());
+            open.extend([inbound, outbound]);
+        }
+        for (from, to) in pairs {
+            if let (Ok(mut from), Ok(mut to)) = (from, to) {
+                // Ends when either side closes or the path is cut (reset).
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    }
 }

@@ -255,11 +255,20 @@ impl Membership {
         loop {
             let lease = *lock(&self.lease);
             if let Err(e) = self.keep_alive(lease, &state).await {
-                tracing::warn!(error = %e, "membership lease lost; registering again");
+                state.set_out_of_mesh(Some(e.to_string()));
+                // Its names have lapsed and it cannot record runs: the
+                // probes are better served by a coordinator that reaches etcd.
+                let probes = state.send_every_probe_away(
+                    "coordinator lost its etcd lease: reconnect to another coordinator",
+                );
+                tracing::warn!(error = %e, probes, "membership lease lost; probes sent to the other coordinators; registering again");
             }
             tokio::time::sleep(KEEP_ALIVE_EVERY).await;
             match self.register().await {
-                Ok(()) => self.claim_again(&state).await,
+                Ok(()) => {
+                    state.set_out_of_mesh(None);
+                    self.claim_again(&state).await;
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot register in etcd; retrying"),
             }
         }
