@@ -160,6 +160,29 @@ impl Trio {
             .collect()
     }
 
+    /// Makes each of `live` hold at least one probe, as coordinator `on`
+    /// sees it: a probe of a coordinator holding them all is restarted with
+    /// only the empty one's address.
+    fn spread_over(&mut self, on: usize, live: &[&str]) {
+        let holders = self.wait_all_held(on, live, Duration::from_secs(5));
+        for empty in live.iter().filter(|c| !holders.values().any(|h| h == *c)) {
+            let (moved, _) = holders.iter().next().expect("probes are held");
+            let i = PROBES.iter().position(|p| p == moved).expect("one of ours");
+            let index: usize = empty[1..].parse().expect("c<N>");
+            let dir = self.dir.path().to_str().expect("utf-8 temp path");
+            self.probes[i].kill();
+            let mut cmd = Command::new(bin("mesh-probe"));
+            cmd.args(["--name", moved, "--coordinator", &self.urls[index]])
+                .args(["--tls-dir", dir]);
+            self.probes[i] = Daemon::spawn(&format!("mesh-probe {moved}"), cmd);
+            wait_for(
+                &format!("{moved} held by {empty}"),
+                Duration::from_secs(10),
+                || (self.holders(on).get(moved.as_str()) == Some(&empty.to_string())).then_some(()),
+            );
+        }
+    }
+
     /// Waits until coordinator `on` lists every probe held by one of `live`.
     fn wait_all_held(&self, on: usize, live: &[&str], limit: Duration) -> BTreeMap<String, String> {
         wait_for(
@@ -304,6 +327,11 @@ fn a_killed_coordinator_loses_its_probes_to_the_others_and_runs_go_on_through_an
     eprintln!(
         "after the kill: run {kept_run} reads done and the token enrolled cloudvm-9 on c{survivor}"
     );
+
+    // Probes pick their next coordinator at random: when every one of them
+    // went to one survivor, move one to the other, so that each survivor
+    // holds a probe for the relay checks below.
+    trio.spread_over(survivor, &live);
 
     // A run on every survivor, on a probe it holds and on one it does not.
     for on in (0..3).filter(|i| *i != victim_index) {
