@@ -7,6 +7,7 @@ pub mod lab;
 pub mod sim;
 pub mod verdict;
 
+use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -216,6 +217,25 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Which coordinator holds each connected probe, read from the output of
+/// `meshctl probes -o json` (empty when that call failed).
+pub fn holders(probes: &Output) -> BTreeMap<String, String> {
+    if probes.status.code() != Some(0) {
+        return BTreeMap::new();
+    }
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&probes.stdout).unwrap_or_default();
+    listed
+        .into_iter()
+        .filter(|p| p["connected"] == true)
+        .filter_map(|p| {
+            Some((
+                p["name"].as_str()?.to_owned(),
+                p["coordinator"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// Asserts the command exited with `code`, showing its output if not.
 pub fn assert_exit(out: &Output, code: i32, what: &str) {
     assert_eq!(
@@ -242,6 +262,19 @@ pub struct Mesh {
     /// ([`Mesh::restart_coordinator`]).
     pub coordinator_args: Vec<String>,
 }
+
+/// `meshctl` arguments of the cheapest run a test mesh can make: one echo
+/// from `node-a` to loopback, as JSON.
+pub const ONE_ECHO: &[&str] = &[
+    "ping",
+    "--from",
+    "node-a",
+    "127.0.0.1",
+    "-c",
+    "1",
+    "-o",
+    "json",
+];
 
 /// Heartbeat used by test meshes: disconnects show within 3 × this.
 pub const TEST_HEARTBEAT: Duration = Duration::from_millis(300);

@@ -143,21 +143,7 @@ impl Trio {
     /// Which coordinator holds each connected probe, as coordinator `on`
     /// lists them.
     fn holders(&self, on: usize) -> BTreeMap<String, String> {
-        let out = self.meshctl(on, &["probes", "-o", "json"]);
-        if out.status.code() != Some(0) {
-            return BTreeMap::new();
-        }
-        let probes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        probes
-            .into_iter()
-            .filter(|p| p["connected"] == true)
-            .filter_map(|p| {
-                Some((
-                    p["name"].as_str()?.to_owned(),
-                    p["coordinator"].as_str()?.to_owned(),
-                ))
-            })
-            .collect()
+        probemesh_tests::holders(&self.meshctl(on, &["probes", "-o", "json"]))
     }
 
     /// Makes each of `live` hold at least one probe, as coordinator `on`

@@ -3,12 +3,12 @@
 //! etcd, refuses the runs it could not record with an error naming etcd, and
 //! once the path heals registers again and takes runs.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use probemesh_tests::etcd::{Cuttable, EtcdCluster};
 use probemesh_tests::{Daemon, assert_exit, bin, command, free_port, run, stderr, wait_for};
-use serde_json::Value;
 
 const PROBES: [&str; 2] = ["p-1", "p-2"];
 
@@ -35,24 +35,13 @@ fn meshctl(dir: &str, url: &str, args: &[&str]) -> Output {
 }
 
 /// Which coordinator holds each connected probe, as the one at `url` lists them.
-fn holders(dir: &str, url: &str) -> Vec<(String, String)> {
-    let out = meshctl(dir, url, &["probes", "-o", "json"]);
-    let probes: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    probes
-        .iter()
-        .filter(|p| p["connected"] == true)
-        .filter_map(|p| {
-            Some((
-                p["name"].as_str()?.into(),
-                p["coordinator"].as_str()?.into(),
-            ))
-        })
-        .collect()
+fn holders(dir: &str, url: &str) -> BTreeMap<String, String> {
+    probemesh_tests::holders(&meshctl(dir, url, &["probes", "-o", "json"]))
 }
 
 fn all_held_by(dir: &str, url: &str, id: &str) -> bool {
     let held = holders(dir, url);
-    held.len() == PROBES.len() && held.iter().all(|(_, h)| h == id)
+    held.len() == PROBES.len() && held.values().all(|h| h == id)
 }
 
 fn ping(dir: &str, url: &str) -> Output {

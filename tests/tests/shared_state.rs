@@ -12,7 +12,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use probemesh_tests::etcd::EtcdCluster;
-use probemesh_tests::{Mesh, assert_exit, command, run, stderr};
+use probemesh_tests::{Mesh, ONE_ECHO, assert_exit, command, run, stderr};
 
 /// Longest pause of runs allowed when the etcd leader is killed.
 const LEADER_LOSS_BOUND: Duration = Duration::from_secs(10);
@@ -45,20 +45,7 @@ fn meshctl_at(mesh: &Mesh, url: &str, args: &[&str]) -> Output {
 
 /// One cheap run on the coordinator at `url`: a single echo to loopback.
 fn ping_at(mesh: &Mesh, url: &str) -> Output {
-    meshctl_at(
-        mesh,
-        url,
-        &[
-            "ping",
-            "--from",
-            "node-a",
-            "127.0.0.1",
-            "-c",
-            "1",
-            "-o",
-            "json",
-        ],
-    )
+    meshctl_at(mesh, url, ONE_ECHO)
 }
 
 fn run_id(out: &Output) -> String {

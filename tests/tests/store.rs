@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use probemesh_tests::{Daemon, Mesh, assert_exit, bin, free_port, run, skip_netns, stderr};
+use probemesh_tests::{
+    Daemon, Mesh, ONE_ECHO, assert_exit, bin, free_port, run, skip_netns, stderr,
+};
 
 /// A tmpfs mounted for one test, unmounted when dropped (also on failure).
 struct Tmpfs {
@@ -106,16 +108,7 @@ fn mesh_with_probe(store: PathBuf) -> Mesh {
 
 /// One cheap run: a single echo to loopback.
 fn ping(mesh: &Mesh) -> std::process::Output {
-    mesh.meshctl(&[
-        "ping",
-        "--from",
-        "node-a",
-        "127.0.0.1",
-        "-c",
-        "1",
-        "-o",
-        "json",
-    ])
+    mesh.meshctl(ONE_ECHO)
 }
 
 fn run_id(out: &std::process::Output) -> String {
