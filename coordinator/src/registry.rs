@@ -118,6 +118,9 @@ pub struct Registry {
     /// This coordinator's id and URL, with several coordinators.
     member: Option<(String, String)>,
     next_conn: u64,
+    /// How long each probe last took to get a capture ready to arm, as it
+    /// reported (`CaptureArmed.ring_open_us`), held or remote alike.
+    ring_open: BTreeMap<String, Duration>,
 }
 
 impl Registry {
@@ -391,6 +394,17 @@ impl Registry {
         self.entries
             .get(name)
             .and_then(|e| e.clock.best_since(t_ns))
+    }
+
+    /// Notes how long `name` took to get its latest capture ready to arm.
+    pub fn set_ring_open(&mut self, name: &str, took: Duration) {
+        self.ring_open.insert(name.to_owned(), took);
+    }
+
+    /// How long `name` took to get its latest capture ready to arm, once
+    /// it has reported one.
+    pub fn ring_open(&self, name: &str) -> Option<Duration> {
+        self.ring_open.get(name).copied()
     }
 
     /// Every known probe, by name: those held here (or once held) and

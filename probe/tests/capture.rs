@@ -184,8 +184,8 @@ async fn start_in(ns: &str, request: CaptureRequest, control: CaptureControl) ->
 async fn armed(handle: &mut CaptureHandle) -> Vec<Timestamp> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), handle.next_event()).await {
-            Ok(Some(CaptureEvent::Armed(list))) => {
-                return list.iter().map(|a| a.armed_at).collect();
+            Ok(Some(CaptureEvent::Armed { interfaces, .. })) => {
+                return interfaces.iter().map(|a| a.armed_at).collect();
             }
             Ok(Some(CaptureEvent::Progress(_))) => continue,
             Ok(None) => panic!("the capture ended before arming"),

@@ -238,6 +238,11 @@ async fn a_capture_task_in_a_namespace_streams_a_checksummed_pcapng() {
     let armed = running.armed().await;
     assert_eq!(armed.interfaces.len(), 1);
     assert_eq!(armed.interfaces[0].interface, "veth-b");
+    assert!(
+        (1..2_000_000).contains(&armed.ring_open_us),
+        "the set-up time is measured: {} us",
+        armed.ring_open_us
+    );
     pair.ping(10);
     let (events, result) = running.finish().await;
 

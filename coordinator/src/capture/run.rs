@@ -23,11 +23,16 @@ use crate::execute::{RunEvents, await_task, finish, task_error};
 use crate::registry::Link;
 use crate::state::Coordinator;
 
-/// Least time between dispatch and the common start instant: the task's
-/// trip plus the probe's ring set-up, which on a cold machine took up to
-/// 340 ms in the lab (64 MiB of ring per probe, four probes on two cores;
-/// a late observer logs "capture ready after its arming instant").
-const MIN_LEAD: Duration = Duration::from_millis(500);
+/// Time between dispatch and the common start instant while an observer
+/// has not yet reported how long it takes to get ready to arm (its first
+/// capture): the task's trip plus the ring set-up, which on a cold machine
+/// took up to 340 ms in the lab with fixed 32 MiB rings (a late observer
+/// logs "capture ready after its arming instant").
+const UNMEASURED_LEAD: Duration = Duration::from_millis(500);
+/// Least lead once every observer has reported its set-up time: room for
+/// the task's thread to start and the engine to reach its sleep before the
+/// instant on a loaded 2-core machine.
+const MIN_LEAD: Duration = Duration::from_millis(50);
 /// Largest capture file the coordinator keeps to correlate, bytes (headers-only
 /// captures of a few seconds are far below it).
 const MAX_CORRELATED_BYTES: usize = 64 << 20;
@@ -153,16 +158,22 @@ pub async fn start(
             .collect()
     };
     let clocks = fresh_clocks(&state, &plan.observers).await;
-    // Far enough ahead that every task arrives before it: four of the worst
-    // round trips we know of, never less than MIN_LEAD.
     let worst_rtt_ns = clocks
         .iter()
         .map(|c| c.error_ns.saturating_mul(2))
         .max()
         .unwrap_or(0);
-    let lead = MIN_LEAD.max(Duration::from_nanos(
-        u64::try_from(worst_rtt_ns.saturating_mul(4)).unwrap_or(0),
-    ));
+    let ring_open: Vec<Option<Duration>> = {
+        let registry = state.registry();
+        plan.observers
+            .iter()
+            .map(|o| registry.ring_open(&o.probe))
+            .collect()
+    };
+    let lead = arming_lead(
+        Duration::from_nanos(u64::try_from(worst_rtt_ns).unwrap_or(0)),
+        &ring_open,
+    );
     let t0_ns = state
         .clock
         .now_unix_ns()
@@ -220,6 +231,27 @@ pub async fn start(
         observers,
         tasks: handles,
     }
+}
+
+/// How far ahead of now the common start instant lies: far enough that
+/// every task arrives (four of the worst round trip) and every observer has
+/// its rings open before it (twice the longest set-up time the observers
+/// last reported, plus [`MIN_LEAD`]). [`UNMEASURED_LEAD`] at least while
+/// an observer has reported none.
+fn arming_lead(worst_rtt: Duration, ring_open: &[Option<Duration>]) -> Duration {
+    let trip = worst_rtt.saturating_mul(4);
+    let setup = match ring_open.iter().copied().collect::<Option<Vec<_>>>() {
+        Some(reported) => {
+            MIN_LEAD
+                + reported
+                    .into_iter()
+                    .max()
+                    .unwrap_or_default()
+                    .saturating_mul(2)
+        }
+        None => UNMEASURED_LEAD,
+    };
+    trip.max(setup)
 }
 
 /// Each observer's clock from exchanges made just now: idle probes
@@ -346,6 +378,12 @@ async fn collect(
                         }
                     }
                     if let Some(pb::task_progress::Event::CaptureArmed(a)) = &p.event {
+                        if a.ring_open_us > 0 {
+                            state.registry().set_ring_open(
+                                &observer.probe,
+                                Duration::from_micros(a.ring_open_us),
+                            );
+                        }
                         let mut armed = armed
                             .lock()
                             .unwrap_or_else(|poisoned| poisoned.into_inner());

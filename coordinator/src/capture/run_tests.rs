@@ -25,11 +25,16 @@ fn capture_plan(state: &Coordinator, on: &str) -> CapturePlan {
 }
 
 fn armed(at_ns: i64) -> pb::task_progress::Event {
+    armed_after_opening(at_ns, Duration::ZERO)
+}
+
+fn armed_after_opening(at_ns: i64, ring_open: Duration) -> pb::task_progress::Event {
     pb::task_progress::Event::CaptureArmed(pb::CaptureArmed {
         interfaces: vec![pb::ArmedInterface {
             interface: "eth0".into(),
             armed_unix_ns: at_ns,
         }],
+        ring_open_us: u64::try_from(ring_open.as_micros()).expect("small"),
     })
 }
 
@@ -170,4 +175,59 @@ async fn a_capture_arms_on_the_clock_of_a_fresh_burst_not_an_older_better_sample
     assert!(c.clock_note.contains("± 200.0 us"), "{}", c.clock_note);
     node1.finish("r1-c1", captured()).await;
     run.await.expect("run task");
+}
+
+/// One capture run on node-1 and node-2, where each observer that has a
+/// set-up time in `ring_open` reports it as it arms; returns the lead
+/// (arming instant minus now) the run was given.
+async fn lead_of_a_run(
+    state: &std::sync::Arc<Coordinator>,
+    probes: &mut [FakeProbe; 2],
+    run_id: &str,
+    ring_open: [Option<Duration>; 2],
+) -> Duration {
+    let plan = capture_plan(state, "node-1:eth0,node-2:eth0");
+    let (tx, _rx) = requester();
+    let running = start(state.clone(), plan, run_id, tx).await;
+    let mut lead = None;
+    for (i, (probe, open)) in probes.iter_mut().zip(ring_open).enumerate() {
+        let task = probe.task().await;
+        let Some(pb::task::Kind::Capture(c)) = task.kind else {
+            panic!("not a capture: {task:?}");
+        };
+        lead = Some(Duration::from_nanos(
+            u64::try_from(c.arm_at_unix_ns - NOW_NS).expect("ahead"),
+        ));
+        let task_id = format!("{run_id}-c{}", i + 1);
+        if let Some(open) = open {
+            probe
+                .progress(&task_id, armed_after_opening(c.arm_at_unix_ns, open))
+                .await;
+        }
+        probe.finish(&task_id, captured()).await;
+    }
+    running.finish().await;
+    lead.expect("two observers")
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_arming_lead_follows_the_set_up_time_the_observers_reported() {
+    let state = coordinator();
+    let mut probes = [
+        FakeProbe::attach(&state, "node-1"),
+        FakeProbe::attach(&state, "node-2"),
+    ];
+    let ms = Duration::from_millis;
+    // Nothing reported yet: the conservative lead.
+    let first = lead_of_a_run(&state, &mut probes, "r1", [Some(ms(30)), None]).await;
+    assert_eq!(first, ms(500));
+    // node-2 has still reported nothing: a late arming would show as skew.
+    let second = lead_of_a_run(&state, &mut probes, "r2", [Some(ms(30)), Some(ms(4))]).await;
+    assert_eq!(second, ms(500));
+    // Both measured: the least lead plus twice the slower set-up.
+    let third = lead_of_a_run(&state, &mut probes, "r3", [Some(ms(8)), Some(ms(4))]).await;
+    assert_eq!(third, ms(50) + 2 * ms(30));
+    // The latest report counts, not the worst ever.
+    let fourth = lead_of_a_run(&state, &mut probes, "r4", [None, None]).await;
+    assert_eq!(fourth, ms(50) + 2 * ms(8));
 }

@@ -50,8 +50,10 @@ const MAX_WAIT: Duration = Duration::from_millis(50);
 /// After the end is decided, how long to keep reading so that packets
 /// already in a not-yet-retired block reach the file (block timeout + margin).
 const FINAL_DRAIN: Duration = Duration::from_millis(25);
-/// Sleeping stops this long before the arming instant; the rest is spun.
-const SPIN_BEFORE_ARM: Duration = Duration::from_micros(200);
+/// Sleeping stops this long before the arming instant; the rest is spun
+/// (a real-time thread wakes within tens of microseconds even on a busy
+/// core, an ordinary one may not).
+const SPIN_BEFORE_ARM: Duration = Duration::from_micros(300);
 /// Longest spin before arming (guards against a clock step).
 const MAX_SPIN: Duration = Duration::from_millis(2);
 /// After a socket error, how often and how many times to look whether its
@@ -61,9 +63,6 @@ const GONE_CHECK_EVERY: Duration = Duration::from_millis(10);
 const GONE_CHECKS: u32 = 20;
 /// Shortest interval between progress events.
 const MIN_PROGRESS_EVERY: Duration = Duration::from_millis(100);
-/// Ring blocks (1 MiB each) shared by all interfaces of a capture: 32 MiB
-/// each for one or two interfaces, never under 8 MiB each.
-const RING_BUDGET_BLOCKS: u32 = 64;
 
 /// Everything a capture needs besides its controls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +99,14 @@ pub struct CaptureControl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureEvent {
     /// Every ring is live, once per capture.
-    Armed(Vec<ArmedInterface>),
+    Armed {
+        /// Each interface's instant, in the order of the spec.
+        interfaces: Vec<ArmedInterface>,
+        /// How long getting ready to arm took (interfaces resolved, rings
+        /// opened and mapped, filters attached, file created): what the
+        /// coordinator leaves before the next arming instant.
+        ready_in: Duration,
+    },
     /// Running totals, every `progress_every`.
     Progress(CaptureProgress),
 }
@@ -373,16 +379,6 @@ pub fn run_capture(
     }
     let opening = Instant::now();
     let (mut rings, mut taps) = open_rings(spec)?;
-    if let Some(at) = request.arm_at {
-        let late = now()?.saturating_duration_since(at);
-        if !late.is_zero() {
-            tracing::warn!(
-                late_us = late.as_micros(),
-                rings_ms = opening.elapsed().as_millis(),
-                "capture ready after its arming instant: it arms late, and the run's capture skew shows it"
-            );
-        }
-    }
     let interfaces: Vec<InterfaceInfo> = taps
         .iter()
         .map(|tap| InterfaceInfo {
@@ -404,10 +400,30 @@ pub fn run_capture(
     };
     let mut file =
         PcapngFile::create(&request.output, &section, &interfaces).map_err(output_error)?;
+    let ready_in = opening.elapsed();
 
-    if let Some(at) = request.arm_at {
-        wait_until(at, control)?;
-    }
+    let realtime = match request.arm_at {
+        Some(at) => {
+            let late = now()?.saturating_duration_since(at);
+            if !late.is_zero() {
+                tracing::warn!(
+                    late_us = late.as_micros(),
+                    ready_ms = ready_in.as_millis(),
+                    "capture ready after its arming instant: it arms late, and the run's capture skew shows it"
+                );
+            }
+            // Real-time through the wait and the binds, so neither waits for
+            // a busy core; ordinary again before the first packet is copied.
+            let realtime = af_packet::RealtimeGuard::raise()
+                .inspect_err(|error| {
+                    tracing::debug!(%error, "cannot arm as a real-time thread; a busy core may delay arming");
+                })
+                .ok();
+            wait_until(at, control)?;
+            realtime
+        }
+        None => None,
+    };
     for (ring, tap) in rings.iter_mut().zip(&mut taps) {
         tap.armed_at = ring
             .bind(tap.ifindex)
@@ -417,15 +433,18 @@ pub fn run_capture(
                 source,
             })?;
     }
+    drop(realtime);
     let started = Instant::now();
-    on_event(CaptureEvent::Armed(
-        taps.iter()
+    on_event(CaptureEvent::Armed {
+        interfaces: taps
+            .iter()
             .map(|t| ArmedInterface {
                 interface: t.name.clone(),
                 armed_at: t.armed_at,
             })
             .collect(),
-    ));
+        ready_in,
+    });
 
     let limits = spec.limits;
     let deadline = started + limits.duration;
@@ -525,12 +544,7 @@ pub fn run_capture(
 fn open_rings(spec: &CaptureSpec) -> Result<(Vec<PacketRing>, Vec<Tap>), CaptureError> {
     let mut rings = Vec::new();
     let mut taps = Vec::new();
-    let shared =
-        RING_BUDGET_BLOCKS / u32::try_from(spec.interfaces.len().max(1)).unwrap_or(u32::MAX);
-    let ring_config = RingConfig {
-        block_count: shared.clamp(8, RingConfig::default().block_count),
-        ..RingConfig::default()
-    };
+    let ring_config = RingConfig::sized_for(spec.snaplen, spec.interfaces.len());
     for name in &spec.interfaces {
         let ifindex = interface_index(name).ok_or_else(|| CaptureError::UnknownInterface {
             interface: name.clone(),
@@ -671,21 +685,31 @@ fn check_interface(ring: &PacketRing, tap: &Tap, packets: u64) -> Result<(), Cap
     })
 }
 
-/// Sleeps, then spins, until `CLOCK_REALTIME` reaches `at`; returns early
-/// with [`CaptureError::Cancelled`] on a cancel.
+/// Sleeps (absolute `CLOCK_REALTIME` sleeps, 1 ns timer slack), then
+/// spins, until `CLOCK_REALTIME` reaches `at`; returns early with
+/// [`CaptureError::Cancelled`] on a cancel.
 fn wait_until(at: Timestamp, control: &CaptureControl) -> Result<(), CaptureError> {
     if let Err(error) = af_packet::set_timer_slack(1) {
         tracing::debug!(%error, "cannot lower the timer slack; arming may land late");
     }
+    let wake = Timestamp::from_nanos(
+        at.as_nanos()
+            .saturating_sub(i64::try_from(SPIN_BEFORE_ARM.as_nanos()).unwrap_or(i64::MAX)),
+    );
     loop {
         if control.cancel.is_cancelled() {
             return Err(CaptureError::Cancelled { packets: 0 });
         }
-        let left = at.saturating_duration_since(now()?);
-        if left <= SPIN_BEFORE_ARM {
+        let now = now()?;
+        if now >= wake {
             break;
         }
-        std::thread::sleep((left - SPIN_BEFORE_ARM).min(MAX_WAIT));
+        let step = i64::try_from(MAX_WAIT.as_nanos()).unwrap_or(i64::MAX);
+        let until = Timestamp::from_nanos(wake.as_nanos().min(now.as_nanos().saturating_add(step)));
+        af_packet::sleep_until(until).map_err(|source| CaptureError::System {
+            op: "clock_nanosleep",
+            source,
+        })?;
     }
     let spin_start = Instant::now();
     while now()? < at && spin_start.elapsed() < MAX_SPIN {

@@ -48,8 +48,30 @@ const ARPHRD_RAW_IP: [u16; 6] = [
     ARPHRD_RAWIP,
 ];
 
+/// Bytes a captured packet occupies in a ring block besides its captured
+/// bytes: `tpacket3_hdr` and `sockaddr_ll` (68), aligned so that the
+/// network header lands on 16 bytes (at most 96 in all).
+const SLOT_OVERHEAD: u64 = 96;
+/// Packets per second one interface is sized for: a busy node link's
+/// small-packet peak (a flood ping across a veth carries about 150 000).
+const EXPECTED_RATE: u64 = 500_000;
+/// How long the ring must hold packets at [`EXPECTED_RATE`] while the
+/// reader is off the CPU (a loaded 2-core machine).
+const RING_HOLD: Duration = Duration::from_millis(100);
+/// Bytes per ring block: holds a frame of the largest snap length
+/// (256 KiB), so no frame is ever cut to fit a block.
+const BLOCK_SIZE: u32 = 1 << 20;
+/// Fewest blocks per ring, so the kernel always has one to fill while the
+/// reader copies others.
+const MIN_BLOCKS: u32 = 4;
+/// Most blocks per ring (64 MiB).
+const MAX_BLOCKS: u32 = 64;
+/// Most blocks over all the rings of one capture (128 MiB).
+const MAX_CAPTURE_BLOCKS: u32 = 128;
+
 /// Shape of a receive ring. The defaults (32 blocks of 1 MiB, retired after
-/// 10 ms) hold about 150 000 headers-only packets between two reads.
+/// 10 ms) hold about 150 000 headers-only packets between two reads;
+/// [`RingConfig::sized_for`] shapes a capture's rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingConfig {
     /// Bytes per block: a multiple of the page size, a power of two.
@@ -68,6 +90,42 @@ impl Default for RingConfig {
             block_timeout: Duration::from_millis(10),
         }
     }
+}
+
+impl RingConfig {
+    /// A ring for one of `interfaces` interfaces captured at `snaplen`:
+    /// [`RING_HOLD`] of packets at [`EXPECTED_RATE`], each taking its snap
+    /// length plus [`SLOT_OVERHEAD`], in 1 MiB blocks; between 4 and 64
+    /// blocks, and at most 128 over all the capture's rings (never under 4
+    /// each). Smaller rings are faster to set up, so arming comes sooner.
+    pub fn sized_for(snaplen: u32, interfaces: usize) -> Self {
+        let slot = frame_slot(snaplen);
+        let held = EXPECTED_RATE * u64::try_from(RING_HOLD.as_millis()).unwrap_or(u64::MAX) / 1000;
+        let wanted =
+            u32::try_from((held * slot).div_ceil(u64::from(BLOCK_SIZE))).unwrap_or(u32::MAX);
+        let shared = MAX_CAPTURE_BLOCKS / u32::try_from(interfaces.max(1)).unwrap_or(u32::MAX);
+        Self {
+            block_size: BLOCK_SIZE,
+            block_count: wanted.min(MAX_BLOCKS).min(shared).max(MIN_BLOCKS),
+            ..Self::default()
+        }
+    }
+
+    /// Bytes of ring memory, all blocks.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.block_size) * u64::from(self.block_count)
+    }
+
+    /// The largest frame a block holds: a packet captured at a snap length
+    /// whose slot is larger would be cut short by the kernel.
+    pub fn max_frame(&self) -> u64 {
+        u64::from(self.block_size) - 48
+    }
+}
+
+/// Bytes a packet captured at `snaplen` may occupy in a ring block.
+pub fn frame_slot(snaplen: u32) -> u64 {
+    (u64::from(snaplen) + SLOT_OVERHEAD).next_multiple_of(16)
 }
 
 /// Kernel counters of one socket (`PACKET_STATISTICS`, `tpacket_stats_v3`),
@@ -370,6 +428,78 @@ pub fn set_timer_slack(nanos: u64) -> io::Result<()> {
     }
 }
 
+/// Sleeps until `CLOCK_REALTIME` reaches `at` (an absolute sleep, so time
+/// lost between reading the clock and sleeping does not push the wake-up
+/// later); returns at once for an instant already past. A signal ends it
+/// early.
+pub fn sleep_until(at: Timestamp) -> io::Result<()> {
+    let nanos = at.as_nanos();
+    let request = nix::sys::time::TimeSpec::new(
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000),
+    );
+    match nix::time::clock_nanosleep(
+        ClockId::CLOCK_REALTIME,
+        nix::time::ClockNanosleepFlags::TIMER_ABSTIME,
+        &request,
+    ) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The calling thread in `SCHED_FIFO` at the lowest real-time priority
+/// until dropped, when its previous policy comes back: its wake-up at an
+/// arming instant then preempts ordinary threads instead of waiting for a
+/// busy core. Requires `CAP_SYS_NICE`; hold it only around a bounded wait.
+#[derive(Debug)]
+pub struct RealtimeGuard {
+    policy: libc::c_int,
+    priority: libc::c_int,
+    /// Scheduling is per thread: the guard stays on the thread it raised.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl RealtimeGuard {
+    /// Raises the calling thread; an error (no `CAP_SYS_NICE`) leaves it as
+    /// it was.
+    pub fn raise() -> io::Result<Self> {
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; both calls only read its
+        // scheduling state, `param` is a valid sched_param for the call.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        if policy < 0 || unsafe { libc::sched_getparam(0, &raw mut param) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fifo = libc::sched_param { sched_priority: 1 };
+        // SAFETY: pid 0 is the calling thread; `fifo` is a valid sched_param
+        // that lives for the call.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &raw const fifo) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            policy,
+            priority: param.sched_priority,
+            _thread: std::marker::PhantomData,
+        })
+    }
+}
+
+impl Drop for RealtimeGuard {
+    fn drop(&mut self) {
+        let param = libc::sched_param {
+            sched_priority: self.priority,
+        };
+        // SAFETY: pid 0 is the calling thread (the guard is not Send, so it
+        // drops on the thread that raised it); `param` is a valid
+        // sched_param that lives for the call.
+        let rc = unsafe { libc::sched_setscheduler(0, self.policy, &raw const param) };
+        if rc != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot restore the capture thread's scheduling policy");
+        }
+    }
+}
+
 /// Index of interface `name` in the calling thread's network namespace, or
 /// `None` when there is no such interface.
 pub fn interface_index(name: &str) -> Option<u32> {
@@ -418,4 +548,47 @@ pub fn link_layer(name: &str) -> io::Result<Result<LinkLayer, u16>> {
     } else {
         Err(arphrd)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::spec::{HEADERS_ONLY_SNAPLEN, MAX_SNAPLEN, MIN_SNAPLEN};
+    use test_case::test_case;
+
+    const MIB: u32 = 1 << 20;
+
+    #[test_case(HEADERS_ONLY_SNAPLEN, 1 => 11 ; "headers only: 50 000 slots of 224 bytes")]
+    #[test_case(MIN_SNAPLEN, 1 => 8 ; "the smallest snap length")]
+    #[test_case(1514, 1 => 64 ; "full frames hit the per-ring bound")]
+    #[test_case(1514, 4 => 32 ; "four interfaces share the capture's bound")]
+    #[test_case(HEADERS_ONLY_SNAPLEN, 16 => 8 ; "sixteen interfaces get what they need")]
+    #[test_case(MAX_SNAPLEN, 16 => 8 ; "sixteen full-payload interfaces share 128 blocks")]
+    #[test_case(HEADERS_ONLY_SNAPLEN, 0 => 11 ; "no interface counts as one")]
+    fn rings_are_sized_from_the_snap_length_and_the_rate(snaplen: u32, interfaces: usize) -> u32 {
+        let config = RingConfig::sized_for(snaplen, interfaces);
+        assert_eq!(config.block_size, MIB);
+        config.block_count
+    }
+
+    #[test]
+    fn a_frame_of_any_allowed_snap_length_fits_a_block() {
+        for snaplen in [
+            MIN_SNAPLEN,
+            HEADERS_ONLY_SNAPLEN,
+            1514,
+            9000,
+            65_535,
+            MAX_SNAPLEN,
+        ] {
+            let config = RingConfig::sized_for(snaplen, 1);
+            assert!(
+                frame_slot(snaplen) <= config.max_frame(),
+                "snaplen {snaplen}: slot {} > block room {}",
+                frame_slot(snaplen),
+                config.max_frame()
+            );
+            assert!(config.block_count >= MIN_BLOCKS);
+        }
+    }
 }

@@ -198,6 +198,7 @@ async fn stream(
         .map_err(StreamError::Io)?;
     let mut reader = tokio::io::BufReader::with_capacity(CHUNK_BYTES, file);
     let mut whole = Sha256::new();
+    let mut check = crc32fast::Hasher::new();
     let mut offset = 0u64;
     loop {
         let mut data = Vec::with_capacity(CHUNK_BYTES);
@@ -210,6 +211,7 @@ async fn stream(
             break;
         }
         whole.update(&data);
+        check.update(&data);
         let sha256 = Sha256::digest(&data).into();
         let chunk = ArtifactChunk {
             name: name.clone(),
@@ -223,8 +225,7 @@ async fn stream(
         }
         offset += read as u64;
     }
-    let sha256: [u8; 32] = whole.finalize().into();
-    if offset != artifact.bytes || sha256 != artifact.sha256 {
+    if offset != artifact.bytes || check.finalize() != artifact.crc32 {
         return Err(StreamError::Io(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
@@ -236,7 +237,7 @@ async fn stream(
     Ok(StreamedArtifact {
         name,
         size: offset,
-        sha256,
+        sha256: whole.finalize().into(),
     })
 }
 
@@ -338,7 +339,7 @@ mod tests {
         Artifact {
             path,
             bytes: len as u64,
-            sha256: Sha256::digest(&data).into(),
+            crc32: crc32fast::hash(&data),
         }
     }
 
@@ -370,7 +371,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(streamed.size, artifact.bytes);
-        assert_eq!(streamed.sha256, artifact.sha256);
+        let file = fs::read(&artifact.path).unwrap();
+        assert_eq!(streamed.sha256, <[u8; 32]>::from(Sha256::digest(&file)));
         let chunks = chunks(&mut rx);
         let sizes: Vec<(u64, usize)> = chunks.iter().map(|c| (c.offset, c.data.len())).collect();
         assert_eq!(
@@ -390,7 +392,7 @@ mod tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let progress = Progress::new(tx);
         let cancel = CancellationToken::new();
-        artifact.sha256[0] ^= 1;
+        artifact.crc32 ^= 1;
         let err = stream(&artifact, "p".into(), &progress, &cancel)
             .await
             .unwrap_err();

@@ -101,6 +101,7 @@ mod tests {
                 interface: "node-1/eth0".into(),
                 armed_unix_ns: 1,
             }],
+            ring_open_us: 4_000,
         });
         assert_eq!(
             board.update("node-1", &armed, start).as_deref(),

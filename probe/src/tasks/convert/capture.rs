@@ -173,8 +173,11 @@ fn program(words: &[u64]) -> Vec<BpfInsn> {
     words.iter().map(|&w| BpfInsn::from_wire(w)).collect()
 }
 
-fn armed(interfaces: &[crate::capture::ArmedInterface]) -> pb::CaptureArmed {
+fn armed(interfaces: &[crate::capture::ArmedInterface], ready_in: Duration) -> pb::CaptureArmed {
     pb::CaptureArmed {
+        ring_open_us: u64::try_from(ready_in.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1),
         interfaces: interfaces
             .iter()
             .map(|i| pb::ArmedInterface {
@@ -236,9 +239,10 @@ pub fn capture_result(
 impl From<CaptureTaskEvent> for pb::task_progress::Event {
     fn from(event: CaptureTaskEvent) -> Self {
         match event {
-            CaptureTaskEvent::Capture(CaptureEvent::Armed(interfaces)) => {
-                pb::task_progress::Event::CaptureArmed(armed(&interfaces))
-            }
+            CaptureTaskEvent::Capture(CaptureEvent::Armed {
+                interfaces,
+                ready_in,
+            }) => pb::task_progress::Event::CaptureArmed(armed(&interfaces, ready_in)),
             CaptureTaskEvent::Capture(CaptureEvent::Progress(p)) => {
                 pb::task_progress::Event::CaptureProgress(p.into())
             }
