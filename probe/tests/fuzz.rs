@@ -68,6 +68,8 @@ fn kind() -> BoxedStrategy<Kind> {
                         interval_us,
                         timeout_us,
                         ttl,
+                        // 4 is no delivery the wire knows: read as EACH.
+                        progress: i32::try_from(ttl % 5).unwrap_or_default(),
                     })
                 }
             )

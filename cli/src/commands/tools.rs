@@ -45,6 +45,10 @@ pub struct PingArgs {
     /// IP time to live (1..=255; default: the system's).
     #[arg(short = 't', long = "ttl", value_parser = clap::value_parser!(u32).range(1..=255))]
     pub ttl: Option<u32>,
+    /// Quiet, as `ping -q`: no line per reply, the statistics only (the
+    /// probe then sends no per-reply progress at all).
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
 }
 
 /// `meshctl tcping`.
@@ -82,9 +86,21 @@ pub async fn ping(
             interval_us: micros(args.interval),
             timeout_us: micros(args.timeout),
             ttl: args.ttl.unwrap_or(0),
+            progress: ping_delivery(args.quiet, output).into(),
         })),
     };
     run_tool(request, endpoint, output).await
+}
+
+/// How the probe should send the replies: none when quiet, a few
+/// milliseconds late when a human reads them as they come, in large batches
+/// when they are printed at the end (`-o json`).
+fn ping_delivery(quiet: bool, output: OutputFormat) -> pb::ProgressDelivery {
+    match (quiet, output) {
+        (true, _) => pb::ProgressDelivery::None,
+        (false, OutputFormat::Table) => pb::ProgressDelivery::Batched,
+        (false, _) => pb::ProgressDelivery::Bulk,
+    }
 }
 
 /// Runs `meshctl tcping`.
@@ -120,11 +136,12 @@ async fn run_tool(
     }
     let mut lines = Vec::new();
     let (accepted, record) = super::stream_run(request, endpoint, |p| {
-        let line = ProgressLine::from(p);
-        if table {
-            println!("{}", line.render());
+        for line in ProgressLine::all(p) {
+            if table {
+                println!("{}", line.render());
+            }
+            lines.push(line);
         }
-        lines.push(line);
     })
     .await?;
     report.run_id = accepted.run_id;
@@ -241,27 +258,44 @@ pub enum ProgressLine {
     },
 }
 
+impl ProgressLine {
+    /// The lines of one progress message: one, or each reply of a batch in
+    /// order.
+    pub fn all(p: pb::TaskProgress) -> Vec<Self> {
+        match p.event {
+            Some(pb::task_progress::Event::PingReplies(batch)) => {
+                batch.replies.into_iter().map(Self::reply).collect()
+            }
+            event => vec![Self::from(pb::TaskProgress { event, ..p })],
+        }
+    }
+
+    fn reply(r: pb::PingReply) -> Self {
+        ProgressLine::Reply {
+            seq: r.seq,
+            status: match r.status() {
+                ReplyStatus::Reply => "reply",
+                ReplyStatus::Timeout => "timeout",
+                ReplyStatus::IcmpError => "icmp_error",
+                ReplyStatus::SendError => "send_error",
+                ReplyStatus::Unspecified => "unknown",
+            },
+            from: r.from,
+            bytes: r.bytes,
+            ttl: r.ttl,
+            rtt_ms: ns_to_ms(r.rtt_ns),
+            icmp_type: r.icmp_type,
+            icmp_code: r.icmp_code,
+            mtu: r.mtu,
+            detail: r.detail,
+        }
+    }
+}
+
 impl From<pb::TaskProgress> for ProgressLine {
     fn from(p: pb::TaskProgress) -> Self {
         match p.event {
-            Some(pb::task_progress::Event::PingReply(r)) => ProgressLine::Reply {
-                seq: r.seq,
-                status: match r.status() {
-                    ReplyStatus::Reply => "reply",
-                    ReplyStatus::Timeout => "timeout",
-                    ReplyStatus::IcmpError => "icmp_error",
-                    ReplyStatus::SendError => "send_error",
-                    ReplyStatus::Unspecified => "unknown",
-                },
-                from: r.from,
-                bytes: r.bytes,
-                ttl: r.ttl,
-                rtt_ms: ns_to_ms(r.rtt_ns),
-                icmp_type: r.icmp_type,
-                icmp_code: r.icmp_code,
-                mtu: r.mtu,
-                detail: r.detail,
-            },
+            Some(pb::task_progress::Event::PingReply(r)) => Self::reply(r),
             Some(pb::task_progress::Event::TcpingAttempt(a)) => ProgressLine::Attempt {
                 seq: a.seq,
                 outcome: outcome_name(a.outcome()),
@@ -595,6 +629,51 @@ mod tests {
         assert_eq!(
             line.render(),
             "64 bytes from 198.18.0.12: icmp_seq=1 ttl=63 time=0.123 ms"
+        );
+    }
+
+    #[test]
+    fn a_batch_prints_every_reply_in_order() {
+        let reply = |seq, status: ReplyStatus| pb::PingReply {
+            seq,
+            status: status.into(),
+            from: "198.18.0.12".into(),
+            bytes: 64,
+            ttl: 63,
+            rtt_ns: 250_000,
+            ..Default::default()
+        };
+        let lines = ProgressLine::all(pb::TaskProgress {
+            task_id: "t".into(),
+            event: Some(pb::task_progress::Event::PingReplies(pb::PingReplyBatch {
+                replies: vec![
+                    reply(1, ReplyStatus::Reply),
+                    reply(2, ReplyStatus::Timeout),
+                    reply(3, ReplyStatus::Reply),
+                ],
+            })),
+            ..Default::default()
+        });
+        let rendered: Vec<String> = lines.iter().map(ProgressLine::render).collect();
+        assert_eq!(
+            rendered,
+            [
+                "64 bytes from 198.18.0.12: icmp_seq=1 ttl=63 time=0.250 ms",
+                "no answer yet for icmp_seq=2",
+                "64 bytes from 198.18.0.12: icmp_seq=3 ttl=63 time=0.250 ms",
+            ]
+        );
+        assert_eq!(
+            ping_delivery(false, OutputFormat::Table),
+            pb::ProgressDelivery::Batched
+        );
+        assert_eq!(
+            ping_delivery(false, OutputFormat::Json),
+            pb::ProgressDelivery::Bulk
+        );
+        assert_eq!(
+            ping_delivery(true, OutputFormat::Table),
+            pb::ProgressDelivery::None
         );
     }
 }

@@ -93,12 +93,18 @@ pub(crate) async fn run_plan(
     };
     let kind = task_kind_name(&plan.kind);
     let dispatch_span = tracing::info_span!("probemesh.dispatch", probe = %plan.source.probe, kind);
+    let mut task_kind = plan.kind.clone();
+    if !forward && let pb::task::Kind::Ping(ping) = &mut task_kind {
+        // Nobody reads the replies of a run that is not forwarded (a
+        // diagnosis check): the probe sends the summary only.
+        ping.set_progress(pb::ProgressDelivery::None);
+    }
     let task = pb::Task {
         task_id,
         run_id: run_id.to_owned(),
         trace_context: telemetry::task_context(&dispatch_span),
         netns: plan.source.netns.clone(),
-        kind: Some(plan.kind.clone()),
+        kind: Some(task_kind),
     };
     let dispatched = tokio::time::Instant::now();
     let outcome = match state

@@ -19,16 +19,23 @@ pub struct TaskContext {
 }
 
 /// Where a task's events of type `E` go: a channel read by whoever runs
-/// the task.
+/// the task, or nowhere when the caller wants the result only.
 #[derive(Debug)]
 pub struct Progress<E> {
-    tx: mpsc::Sender<E>,
+    /// `None`: the events are dropped where they are made.
+    tx: Option<mpsc::Sender<E>>,
 }
 
 impl<E> Progress<E> {
     /// Events sent on `tx`.
     pub fn new(tx: mpsc::Sender<E>) -> Self {
-        Self { tx }
+        Self { tx: Some(tx) }
+    }
+
+    /// Events dropped at once: the caller reads the task's result only
+    /// (a diagnosis check, `meshctl ping -q`), so none crosses a channel.
+    pub fn discard() -> Self {
+        Self { tx: None }
     }
 
     /// Sends `event`, waiting for room on the channel (back-pressure from
@@ -36,10 +43,13 @@ impl<E> Progress<E> {
     /// reader is gone and the task will be cancelled; its result still gets
     /// built.
     pub async fn send(&self, event: E, cancel: &CancellationToken) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
         tokio::select! {
             biased;
             () = cancel.cancelled() => {}
-            sent = self.tx.send(event) => {
+            sent = tx.send(event) => {
                 if sent.is_err() {
                     tracing::debug!("progress receiver closed");
                 }

@@ -26,6 +26,7 @@ use super::udp_echo::EchoEvent;
 use crate::capture::CaptureError;
 use crate::types::{PayloadSize, ProbeCount, Ttl};
 
+mod batch;
 mod capture;
 mod inspect;
 mod pmtu;
@@ -184,6 +185,7 @@ impl TryFrom<pb::PingTask> for PingSpec {
                     .ok_or(InvalidPingTask::Ttl(hops))?,
             ),
         };
+        let delivery = batch::delivery(task.progress());
         Ok(PingSpec {
             target: task.target,
             size,
@@ -192,6 +194,7 @@ impl TryFrom<pb::PingTask> for PingSpec {
             interval: duration_us(task.interval_us, DEFAULT_INTERVAL),
             timeout: duration_us(task.timeout_us, DEFAULT_TIMEOUT),
             ttl,
+            delivery,
         })
     }
 }

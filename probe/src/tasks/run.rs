@@ -66,7 +66,10 @@ async fn execute(
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     match spec {
-        TaskSpec::Ping(spec) => wire.run(|p| ping_task(spec, p, cancel)).await,
+        TaskSpec::Ping(spec) => {
+            let run = |p| ping_task(spec, p, cancel);
+            wire.run_delivered(spec.delivery, run).await
+        }
         TaskSpec::Tcping(spec) => wire.run(|p| tcping_task(spec, p, cancel)).await,
         TaskSpec::TcpTransfer(spec) => transfer_task(spec, cancel).await,
         TaskSpec::UdpEcho(spec) => wire.run(|p| udp_echo_task(spec, p, cancel)).await,

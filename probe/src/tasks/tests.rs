@@ -367,3 +367,96 @@ fn root_df_ping_above_the_local_mtu_is_a_send_error() {
         assert_eq!(r.detail, "local error: message too long, mtu=1400");
     }
 }
+
+#[tokio::test]
+async fn root_batched_ping_streams_every_reply_in_order_in_fewer_messages() {
+    if !raw_socket_tests_enabled() {
+        return;
+    }
+    let task = pb::PingTask {
+        interval_us: 2_000,
+        progress: pb::ProgressDelivery::Batched.into(),
+        ..ping("127.0.0.1", 40)
+    };
+    let (result, events) = run(pb::task::Kind::Ping(task)).await;
+    assert_eq!(ping_summary(result).received, 40);
+    let messages = events.len();
+    let replies: Vec<pb::PingReply> = events
+        .into_iter()
+        .flat_map(|e| match e {
+            pb::task_progress::Event::PingReplies(b) => b.replies,
+            pb::task_progress::Event::PingReply(r) => vec![r],
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    let seqs: Vec<u32> = replies.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+    assert!(replies.iter().all(|r| r.rtt_ns > 0), "{replies:?}");
+    // 40 replies 2 ms apart in windows of 100 ms: one or two batches.
+    assert!(messages <= 3, "{messages} messages for 40 replies");
+}
+
+#[tokio::test]
+async fn root_result_only_ping_sends_the_summary_and_no_progress() {
+    if !raw_socket_tests_enabled() {
+        return;
+    }
+    let task = pb::PingTask {
+        progress: pb::ProgressDelivery::None.into(),
+        ..ping("127.0.0.1", 5)
+    };
+    let (result, events) = run(pb::task::Kind::Ping(task)).await;
+    let s = ping_summary(result);
+    assert_eq!((s.transmitted, s.received), (5, 5), "{s:?}");
+    assert!(s.rtt.is_some_and(|r| r.min_ns > 0), "{s:?}");
+    assert!(events.is_empty(), "{events:?}");
+}
+
+/// The receive time is the kernel's stamp of the reply's arrival, not the
+/// moment the socket is read: a reply read 50 ms late still measures the
+/// loopback round trip.
+#[tokio::test]
+async fn root_icmp_receive_time_is_the_kernel_stamp() {
+    use crate::platform::IcmpSocket;
+    use crate::platform::IcmpSocketOptions;
+    use crate::platform::linux::{RawIcmpSocket, now};
+    use crate::types::Seq;
+    use probemesh_packet::icmp::{EchoResponse, build_echo_request, classify_echo};
+
+    if !raw_socket_tests_enabled() {
+        return;
+    }
+    let id = next_echo_id();
+    let socket = RawIcmpSocket::open(&IcmpSocketOptions {
+        echo_id: id,
+        ttl: None,
+        dont_fragment: false,
+    })
+    .unwrap();
+    let sent_at = socket
+        .send_to(
+            &build_echo_request(id, Seq(1), 56),
+            "127.0.0.1".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let read_at = now().unwrap();
+    let mut buf = vec![0u8; 2048];
+    let received = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let r = socket.recv(&mut buf).await.unwrap();
+            if let Some(EchoResponse::EchoReply { .. }) = classify_echo(&buf[..r.len], id) {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("loopback answers");
+    let rtt = received.at.saturating_duration_since(sent_at);
+    assert!(
+        received.at <= read_at,
+        "stamped at arrival, before the read"
+    );
+    assert!(rtt < Duration::from_millis(40), "rtt {rtt:?}");
+}

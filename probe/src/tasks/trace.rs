@@ -14,13 +14,15 @@
 //! Map: [`session`] is the sans-IO round bookkeeping; [`stats`] mtr's
 //! arithmetic; [`reading`] the reading rules; [`packet`] reads ICMP errors
 //! about UDP/TCP probes; the task conversion (`convert`) handles its wire form; [`run`] is
-//! the driver. Bounds: `count` ≤ 100 rounds of ≤ 64 probes, each round
-//! waiting at most `timeout` (≤ 5 s) after its last send, rounds at least
-//! `interval` (≤ 10 s) apart.
+//! the driver. Rounds are pipelined as mtr's are: one starts every
+//! `interval` while the previous ones' stragglers still wait. Bounds:
+//! `count` ≤ 100 rounds of ≤ 64 probes, each probe waiting at most
+//! `timeout` (≤ 5 s) after its send, rounds `interval` (≤ 10 s) apart.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,7 +39,7 @@ use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
 use crate::types::{EchoId, PayloadSize, Seq, Ttl};
 use probemesh_packet::icmp::{EchoResponse, build_echo_request, classify_echo};
 use reading::Reading;
-use session::{RoundReport, TraceSession};
+use session::{ProbeKey, RoundReport, TraceSession};
 
 pub mod packet;
 pub mod reading;
@@ -151,14 +153,16 @@ pub(crate) async fn task(
 struct Probers {
     icmp: RawIcmpSocket,
     id: EchoId,
-    /// UDP mode only.
-    udp: Option<UdpSocket>,
-    /// Source port of the UDP socket.
-    udp_port: u16,
+    /// UDP mode: one socket per round still waiting, by round. Its source
+    /// port tells the round of an ICMP error quoting a probe, since every
+    /// round sends to the same destination ports.
+    udp: HashMap<u32, (UdpSocket, u16)>,
 }
 
-/// Runs `spec.count` rounds towards `address`, reporting each round's
-/// report to `progress`. Returns [`Error::Cancelled`] when `cancel` fires.
+/// Runs `spec.count` rounds towards `address`, one every `spec.interval`
+/// whether or not the previous round's stragglers have answered (as mtr
+/// does), reporting each round's report to `progress` once it is done, in
+/// order. Returns [`Error::Cancelled`] when `cancel` fires.
 pub async fn run(
     spec: &TraceSpec,
     address: Ipv4Addr,
@@ -171,181 +175,73 @@ pub async fn run(
         ttl: None,
         dont_fragment: false,
     })?;
-    let udp = match spec.mode {
-        TraceMode::Udp => Some(UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.map_err(
-            |source| Error::Socket {
-                op: "bind a UDP socket for the probes",
-                source,
-            },
-        )?),
-        TraceMode::Icmp | TraceMode::Tcp => None,
-    };
-    let udp_port = match &udp {
-        Some(socket) => socket
-            .local_addr()
-            .map_err(|source| Error::Socket {
-                op: "getsockname on the UDP probe socket",
-                source,
-            })?
-            .port(),
-        None => 0,
-    };
-    let probers = Probers {
+    let mut probers = Probers {
         icmp,
         id,
-        udp,
-        udp_port,
+        udp: HashMap::new(),
     };
     let mut session = TraceSession::new(spec.max_hops);
     let mut seq = 0u16;
     let mut buf = vec![0u8; RECV_BUF_BYTES];
-    let total = u32::from(spec.count.get());
-    for round in 0..total {
-        let round_start = Instant::now();
-        let report = run_round(
-            spec,
-            address,
-            &probers,
-            &mut session,
-            &mut seq,
-            &mut buf,
-            cancel,
-        )
-        .await
-        .map_err(|e| match e {
-            RoundError::Cancelled => Error::Cancelled { done: round, total },
-            RoundError::Failed(e) => e,
-        })?;
-        progress.send(report, cancel).await;
-        if round + 1 < total {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Err(Error::Cancelled { done: round + 1, total }),
-                () = tokio::time::sleep_until(round_start + spec.interval) => {}
-            }
-        }
-    }
-    Ok(TraceReport {
-        address,
-        hops: session.hops(),
-        reached: session.reached(),
-        reading: session.reading(),
-    })
-}
-
-/// Why a round stopped early.
-#[derive(Debug)]
-enum RoundError {
-    Cancelled,
-    Failed(Error),
-}
-
-impl From<Error> for RoundError {
-    fn from(e: Error) -> Self {
-        RoundError::Failed(e)
-    }
-}
-
-/// What woke a round up while it waits for answers.
-enum Wake {
-    /// A TCP probe's connect ended.
-    Connect(TcpDone),
-    /// The raw ICMP socket received a datagram (or failed to).
-    Datagram(io::Result<Received>),
-}
-
-/// A TCP probe's connect finishing: the destination answered (connected or
-/// refused), or something else ended it (the ICMP socket tells the rest).
-type TcpDone = (Ttl, io::Result<bool>, Option<Timestamp>);
-
-/// Sends one round's probes, then waits for the answers until every probe
-/// up to the destination is answered or `timeout` has passed since the last
-/// send.
-async fn run_round(
-    spec: &TraceSpec,
-    address: Ipv4Addr,
-    probers: &Probers,
-    session: &mut TraceSession,
-    seq: &mut u16,
-    buf: &mut [u8],
-    cancel: &CancellationToken,
-) -> Result<RoundReport, RoundError> {
     let mut connects = FuturesUnordered::new();
-    let mut tcp_ports: HashMap<u16, Ttl> = HashMap::new();
-    for ttl in session.round_ttls() {
-        if cancel.is_cancelled() {
-            return Err(RoundError::Cancelled);
-        }
-        *seq = seq.wrapping_add(1);
-        match spec.mode {
-            TraceMode::Icmp => {
-                probers.icmp.set_ttl(ttl).map_err(Error::from)?;
-                let packet = build_echo_request(probers.id, Seq(*seq), PROBE_SIZE.get());
-                let sent_at = now()?;
-                session.on_sent(ttl, *seq, sent_at);
-                if let Err(e) = probers.icmp.send_to(&packet, address).await {
-                    tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
-                    session.on_send_failed(ttl);
-                }
-            }
-            TraceMode::Udp => {
-                let Some(udp) = &probers.udp else {
-                    continue;
-                };
-                udp.set_ttl(u32::from(ttl.get()))
-                    .map_err(|source| Error::Socket {
-                        op: "setsockopt(IP_TTL) on the UDP probe socket",
-                        source,
-                    })?;
-                let port = udp_port(spec.port, ttl);
-                let sent_at = now()?;
-                session.on_sent(ttl, port, sent_at);
-                let payload = [0u8; PROBE_PAYLOAD as usize];
-                if let Err(e) = udp.send_to(&payload, (address, port)).await {
-                    tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
-                    session.on_send_failed(ttl);
-                }
-            }
-            TraceMode::Tcp => {
-                let sent_at = now()?;
-                match TcpProbe::start(SocketAddrV4::new(address, spec.port), ttl) {
-                    Ok(probe) => {
-                        let local_port = probe.local_port();
-                        session.on_sent(ttl, local_port, sent_at);
-                        tcp_ports.insert(local_port, ttl);
-                        connects.push(finish_connect(probe, ttl));
-                    }
-                    Err(e) => {
-                        tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
-                        session.on_sent(ttl, 0, sent_at);
-                        session.on_send_failed(ttl);
-                    }
-                }
-            }
-        }
-    }
-    let deadline = Instant::now() + spec.timeout;
+    let total = u32::from(spec.count.get());
+    let mut next_round = Instant::now();
+    let mut reported = 0u32;
     let mut recv_errors = 0u32;
-    while session.waiting() {
-        let wake = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(RoundError::Cancelled),
-            () = tokio::time::sleep_until(deadline) => break,
-            Some(done) = connects.next(), if !connects.is_empty() => Wake::Connect(done),
-            received = probers.icmp.recv(buf) => Wake::Datagram(received),
+    let cancelled = |done| Error::Cancelled { done, total };
+    loop {
+        if cancel.is_cancelled() {
+            return Err(cancelled(reported));
+        }
+        let now = Instant::now();
+        session.expire(now);
+        if session.rounds_in_flight() + reported < total && next_round <= now {
+            send_round(
+                spec,
+                address,
+                &mut probers,
+                &mut session,
+                &mut seq,
+                &mut connects,
+            )
+            .await?;
+            next_round += spec.interval;
+        }
+        for report in session.take_done() {
+            probers.udp.remove(&report.round);
+            reported = report.round;
+            progress.send(report, cancel).await;
+        }
+        if reported >= total {
+            break;
+        }
+        let more_rounds = session.rounds_in_flight() + reported < total;
+        let Some(wake) = [more_rounds.then_some(next_round), session.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            break;
         };
-        match wake {
-            Wake::Connect((ttl, outcome, at)) => {
-                on_connect_done(session, address, ttl, outcome, at)
+        let woke = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(cancelled(reported)),
+            Some(done) = connects.next(), if !connects.is_empty() => Wake::Connect(done),
+            received = probers.icmp.recv(&mut buf) => Wake::Datagram(received),
+            () = tokio::time::sleep_until(wake) => Wake::Timer,
+        };
+        match woke {
+            Wake::Timer => {}
+            Wake::Connect((port, outcome, at)) => {
+                on_connect_done(&mut session, address, port, outcome, at);
             }
             Wake::Datagram(Ok(received)) => {
                 recv_errors = 0;
-                let datagram = buf.get(..received.len).unwrap_or(buf);
+                let datagram = buf.get(..received.len).unwrap_or(&buf);
                 on_icmp(
                     spec.mode,
-                    session,
-                    probers,
-                    &tcp_ports,
+                    &mut session,
+                    &probers,
                     address,
                     datagram,
                     received.at,
@@ -357,14 +253,130 @@ async fn run_round(
                     return Err(Error::Recv {
                         addr: address.into(),
                         source,
-                    }
-                    .into());
+                    });
                 }
                 tracing::debug!(%address, error = %source, "recvmsg on the ICMP socket failed");
             }
         }
     }
-    Ok(session.end_round())
+    Ok(TraceReport {
+        address,
+        hops: session.hops(),
+        reached: session.reached(),
+        reading: session.reading(),
+    })
+}
+
+/// What woke the trace up.
+enum Wake {
+    /// The next round is due, or a probe's deadline passed.
+    Timer,
+    /// A TCP probe's connect ended (or its deadline passed).
+    Connect(TcpDone),
+    /// The raw ICMP socket received a datagram (or failed to).
+    Datagram(io::Result<Received>),
+}
+
+/// A TCP probe's connect finishing, by its source port: the destination
+/// answered (connected or refused), or something else ended it (the ICMP
+/// socket tells the rest).
+type TcpDone = (u16, io::Result<bool>, Option<Timestamp>);
+
+/// The connects of the TCP probes still waiting.
+type Connects = FuturesUnordered<Pin<Box<dyn Future<Output = TcpDone> + Send>>>;
+
+/// Sends one round's probes, each waiting until `timeout` after its send.
+async fn send_round(
+    spec: &TraceSpec,
+    address: Ipv4Addr,
+    probers: &mut Probers,
+    session: &mut TraceSession,
+    seq: &mut u16,
+    connects: &mut Connects,
+) -> Result<()> {
+    let (round, ttls) = session.start_round();
+    let udp = match spec.mode {
+        TraceMode::Udp => Some(round_udp_socket(probers, round).await?),
+        TraceMode::Icmp | TraceMode::Tcp => None,
+    };
+    for ttl in ttls {
+        let deadline = Instant::now() + spec.timeout;
+        match spec.mode {
+            TraceMode::Icmp => {
+                probers.icmp.set_ttl(ttl)?;
+                *seq = seq.wrapping_add(1);
+                let key = ProbeKey(u32::from(*seq));
+                let packet = build_echo_request(probers.id, Seq(*seq), PROBE_SIZE.get());
+                session.on_sent(round, ttl, key, now()?, deadline);
+                if let Err(e) = probers.icmp.send_to(&packet, address).await {
+                    tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
+                    session.on_send_failed(key);
+                }
+            }
+            TraceMode::Udp => {
+                let Some((socket, source_port)) = udp.and_then(|r| probers.udp.get(&r)) else {
+                    continue;
+                };
+                socket
+                    .set_ttl(u32::from(ttl.get()))
+                    .map_err(|source| Error::Socket {
+                        op: "setsockopt(IP_TTL) on the UDP probe socket",
+                        source,
+                    })?;
+                let port = udp_port(spec.port, ttl);
+                let key = udp_key(*source_port, port);
+                session.on_sent(round, ttl, key, now()?, deadline);
+                let payload = [0u8; PROBE_PAYLOAD as usize];
+                if let Err(e) = socket.send_to(&payload, (address, port)).await {
+                    tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
+                    session.on_send_failed(key);
+                }
+            }
+            TraceMode::Tcp => {
+                let sent_at = now()?;
+                match TcpProbe::start(SocketAddrV4::new(address, spec.port), ttl) {
+                    Ok(probe) => {
+                        let port = probe.local_port();
+                        session.on_sent(round, ttl, ProbeKey(u32::from(port)), sent_at, deadline);
+                        connects.push(Box::pin(finish_connect(probe, deadline)));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace probe not sent");
+                        // Counted as sent, never answered (as mtr counts it).
+                        let key = ProbeKey(u32::MAX - u32::from(ttl.get()));
+                        session.on_sent(round, ttl, key, sent_at, deadline);
+                        session.on_send_failed(key);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Binds round `round`'s UDP socket; returns the round it is kept under.
+async fn round_udp_socket(probers: &mut Probers, round: u32) -> Result<u32> {
+    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .map_err(|source| Error::Socket {
+            op: "bind a UDP socket for the probes",
+            source,
+        })?;
+    let port = socket
+        .local_addr()
+        .map_err(|source| Error::Socket {
+            op: "getsockname on the UDP probe socket",
+            source,
+        })?
+        .port();
+    probers.udp.insert(round, (socket, port));
+    Ok(round)
+}
+
+/// The key of a UDP probe: its source port (its round's socket) and its
+/// destination port (its TTL).
+fn udp_key(source_port: u16, destination_port: u16) -> ProbeKey {
+    ProbeKey(u32::from(source_port) << 16 | u32::from(destination_port))
 }
 
 /// Destination port of the UDP probe at `ttl`: `base + ttl − 1`, wrapping
@@ -383,12 +395,12 @@ fn now() -> Result<Timestamp> {
 }
 
 /// Reads one datagram from the raw ICMP socket as an answer to a waiting
-/// probe of this round, if it is one.
+/// probe of any round, if it is one. Its time is the kernel's receive
+/// timestamp (`SO_TIMESTAMPNS`) in every mode.
 fn on_icmp(
     mode: TraceMode,
     session: &mut TraceSession,
     probers: &Probers,
-    tcp_ports: &HashMap<u16, Ttl>,
     address: Ipv4Addr,
     datagram: &[u8],
     at: Timestamp,
@@ -396,14 +408,10 @@ fn on_icmp(
     match mode {
         TraceMode::Icmp => match classify_echo(datagram, probers.id) {
             Some(EchoResponse::EchoReply { seq, from, .. }) => {
-                if let Some(ttl) = session.ttl_of(seq.0) {
-                    session.on_answer(ttl, from, at, true);
-                }
+                session.on_answer(ProbeKey(u32::from(seq.0)), from, at, true);
             }
             Some(EchoResponse::Error { seq, from, .. }) => {
-                if let Some(ttl) = session.ttl_of(seq.0) {
-                    session.on_answer(ttl, from, at, from == address);
-                }
+                session.on_answer(ProbeKey(u32::from(seq.0)), from, at, from == address);
             }
             None => {}
         },
@@ -411,23 +419,24 @@ fn on_icmp(
             let Some(error) = packet::classify(datagram, packet::IPPROTO_UDP, address) else {
                 return;
             };
-            if error.source_port != probers.udp_port {
-                return;
-            }
-            if let Some(ttl) = session.ttl_of(error.destination_port) {
+            let ours = probers
+                .udp
+                .values()
+                .any(|(_, port)| *port == error.source_port);
+            if ours {
                 let reached = error.from == address && error.is_port_unreachable();
-                session.on_answer(ttl, error.from, at, reached);
+                let key = udp_key(error.source_port, error.destination_port);
+                session.on_answer(key, error.from, at, reached);
             }
         }
         TraceMode::Tcp => {
             let Some(error) = packet::classify(datagram, packet::IPPROTO_TCP, address) else {
                 return;
             };
-            if let Some(&ttl) = tcp_ports.get(&error.source_port)
-                && session.ttl_of(error.source_port) == Some(ttl)
-            {
-                session.on_answer(ttl, error.from, at, error.from == address);
-            }
+            // Only a waiting probe's port is a key: other sockets' errors
+            // change nothing.
+            let key = ProbeKey(u32::from(error.source_port));
+            session.on_answer(key, error.from, at, error.from == address);
         }
     }
 }
@@ -437,27 +446,36 @@ fn on_icmp(
 fn on_connect_done(
     session: &mut TraceSession,
     address: Ipv4Addr,
-    ttl: Ttl,
+    port: u16,
     outcome: io::Result<bool>,
     at: Option<Timestamp>,
 ) {
     match (outcome, at) {
         (Ok(_answered), Some(at)) => {
-            session.on_answer(ttl, address, at, true);
+            session.on_answer(ProbeKey(u32::from(port)), address, at, true);
         }
         (Ok(_), None) => {}
         (Err(e), _) => {
-            tracing::debug!(%address, ttl = ttl.get(), error = %e, "trace TCP probe ended without an answer");
+            tracing::debug!(%address, port, error = %e, "trace TCP probe ended without an answer");
         }
     }
 }
 
-/// Waits for a TCP probe's connect to end; the time is read when the wait
-/// ends.
-async fn finish_connect(probe: TcpProbe, ttl: Ttl) -> TcpDone {
-    let outcome = probe.finish().await;
-    let at = outcome.is_ok().then(|| linux::now().ok()).flatten();
-    (ttl, outcome, at)
+/// Waits for a TCP probe's connect to end, at most until `deadline` (then
+/// the socket closes). The time is read in user space when the wait ends:
+/// a connect completing is no datagram this socket receives, so no kernel
+/// receive timestamp applies (the SYN-ACK or RST is consumed by the TCP
+/// stack); the answers of routers on the way are kernel-stamped on the raw
+/// ICMP socket.
+async fn finish_connect(probe: TcpProbe, deadline: Instant) -> TcpDone {
+    let port = probe.local_port();
+    match tokio::time::timeout_at(deadline, probe.finish()).await {
+        Ok(outcome) => {
+            let at = outcome.is_ok().then(|| linux::now().ok()).flatten();
+            (port, outcome, at)
+        }
+        Err(_elapsed) => (port, Ok(false), None),
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,26 @@ pub struct PingSpec {
     pub timeout: Duration,
     /// TTL of the echoes; `None` keeps the system default.
     pub ttl: Option<Ttl>,
+    /// How the per-echo events travel to the caller.
+    pub delivery: Delivery,
+}
+
+/// How a task's per-attempt events travel to the caller (the link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Each event alone, the moment it is known (what callers that predate
+    /// batching asked for).
+    Each,
+    /// Events in batches: one goes out when its first event is `window`
+    /// old, when it holds `max` events, or when the task ends.
+    Batched {
+        /// Longest an event waits for company.
+        window: Duration,
+        /// Most events in one batch, 1 or more.
+        max: usize,
+    },
+    /// No per-attempt events at all: the caller reads the result only.
+    ResultOnly,
 }
 
 /// A validated tcping task (repeated TCP connects, as `paping`).

@@ -24,6 +24,7 @@ pub(super) fn first_wave(
             interval_us: micros(ICMP_INTERVAL),
             timeout_us,
             ttl: 0,
+            ..Default::default()
         })
     };
     if let Some(name) = &target.name {

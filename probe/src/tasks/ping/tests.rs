@@ -6,6 +6,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::platform::Received;
+use crate::tasks::types::Delivery;
 use crate::types::{Mtu, PayloadSize, ProbeCount};
 use pb::ping_reply::Status;
 use probemesh_packet::icmp::{IcmpView, TYPE_DEST_UNREACHABLE};
@@ -132,6 +133,7 @@ fn spec(count: u16) -> PingSpec {
         interval: Duration::from_secs(1),
         timeout: Duration::from_millis(500),
         ttl: None,
+        delivery: Delivery::Each,
     }
 }
 
