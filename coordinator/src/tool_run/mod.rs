@@ -57,13 +57,14 @@ pub async fn follow(
 ) {
     let started = tokio::time::Instant::now();
     let task_id = format!("{}-1", record.run_id);
-    let result = run_plan(&state, link, plan, &record.run_id, task_id, &tx, true).await;
+    let result = run_plan(&state, link, plan, &record.run_id, task_id, &tx, |_| true).await;
     record.result = Some(result);
     finish(&state, record, None, started, &tx).await;
 }
 
 /// Executes a plan: starts the target's responder when needed, dispatches
-/// the task, streams its progress to the client when `forward`, and
+/// the task, hands each progress event to `on_progress` (which says
+/// whether it goes on to the client), and
 /// returns its result. Cancels what it started if the client goes away or
 /// the bound passes.
 pub(crate) async fn run_plan(
@@ -73,7 +74,7 @@ pub(crate) async fn run_plan(
     run_id: &str,
     task_id: String,
     tx: &RunEvents,
-    forward: bool,
+    on_progress: impl FnMut(&mut pb::TaskProgress) -> bool,
 ) -> pb::TaskResult {
     let responder = match &plan.responder {
         Some(need) => match start_responder(state, run_id, &task_id, need)
@@ -115,7 +116,7 @@ pub(crate) async fn run_plan(
                 plan.bound,
                 tx,
                 &plan.source.probe,
-                |_| forward,
+                on_progress,
             )
             .instrument(tracing::info_span!("probemesh.await", probe = %plan.source.probe, kind))
             .await
