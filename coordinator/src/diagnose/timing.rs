@@ -1,11 +1,12 @@
 //! How long a `meshctl probe` run waits: timeouts derived from what the run
 //! has already measured instead of fixed seconds.
 //!
-//! The plain echoes (`icmp`, source → each endpoint, and back from the
-//! endpoint's probe) start at once with the run's `--timeout` (default
-//! 1 s): they are the measurement, the first reply either way counts for
-//! the endpoint. Every check
-//! that waits on the same path — the large echoes, the TCP connects, the
+//! The echoes back from an endpoint's probe (`icmp`, reverse) start at
+//! once with the run's `--timeout` (default 1 s): they are the measurement,
+//! and so are the forward echoes where no probe answers back. The first
+//! reply either way counts for the endpoint (a round trip is the same path
+//! both ways). Every check that waits on the same path — the forward echoes
+//! where echoes come back, the large echoes, the TCP connects, the
 //! transfer, and the follow-ups (trace, path MTU) — is *paced* by that
 //! endpoint: it waits for the first echo reply at most [`RTT_WAIT`] plus
 //! [`ATTEMPT_RTTS`] clock-exchange round trips of its probe after the wave

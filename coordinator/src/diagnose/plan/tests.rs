@@ -268,6 +268,8 @@ async fn follow_ups_are_asked_once_however_the_wave_ends() {
 
 #[tokio::test]
 async fn the_port_checks_wait_on_the_echoes_to_their_host_unless_it_is_virtual() {
+    // The echoes back from node-2 measure it first: even the forward ones
+    // wait on them; nothing waits on an echo that is itself waiting.
     let paced = |p: &DiagnosisPlan| -> Vec<(CheckName, Option<String>)> {
         p.checks
             .iter()
@@ -280,11 +282,21 @@ async fn the_port_checks_wait_on_the_echoes_to_their_host_unless_it_is_virtual()
     assert_eq!(
         paced(&node),
         [
-            (CheckName::Icmp, None),
+            (CheckName::Icmp, host.clone()),
             (CheckName::IcmpLarge, host.clone()),
             (CheckName::TcpConnect, host.clone()),
             (CheckName::TcpTransfer, host),
         ]
+    );
+    let node2 = |c: &&PlannedCheck| c.from == "node-2" && c.name == CheckName::Icmp;
+    let back = node
+        .checks
+        .iter()
+        .find(node2)
+        .expect("echoes back from node-2");
+    assert_eq!(
+        (back.measures.as_deref(), back.paced_by.as_deref()),
+        (Some("198.18.0.12"), None)
     );
     let svc = lab_plan("node-3", "svc:default/web:80", 0);
     assert!(

@@ -155,8 +155,9 @@ pub(super) fn first_wave(
             && reverse_from.insert(back.clone())
         {
             let to = addr.to_string();
-            // The same path the other way: its round trip paces this
-            // endpoint's checks as well as the forward echoes'.
+            // The same path the other way, so the same round trip: it
+            // measures the endpoint and paces the forward echoes there (a
+            // host that drops echoes to it still answers its own).
             checks.push(
                 PlannedCheck::run(
                     CheckName::Icmp,
@@ -167,14 +168,22 @@ pub(super) fn first_wave(
                 )
                 .measures(&e.host),
             );
+            if let Some(forward) = checks.iter_mut().find(|c| {
+                c.name == CheckName::Icmp && c.direction == Direction::Forward && c.to == e.host
+            }) {
+                forward.paced_by = Some(e.host.clone());
+            }
             if let Some(size) = o.size {
-                checks.push(PlannedCheck::run(
-                    CheckName::IcmpLarge,
-                    back,
-                    &to,
-                    Direction::Reverse,
-                    ping(&to, size, LARGE_COUNT),
-                ));
+                checks.push(
+                    PlannedCheck::run(
+                        CheckName::IcmpLarge,
+                        back,
+                        &to,
+                        Direction::Reverse,
+                        ping(&to, size, LARGE_COUNT),
+                    )
+                    .paced_by(&e.host),
+                );
             }
         }
         // Node to node under the overlay, when a pod on another node is the aim.
