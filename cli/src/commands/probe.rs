@@ -66,7 +66,8 @@ pub struct ProbeArgs {
     /// Echoes per ICMP check [default: 20].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: Option<u32>,
-    /// Wait per attempt (e.g. 500ms, 2s) [default: 1s].
+    /// Wait per attempt (e.g. 500ms, 2s) for every check, exactly [default: the plain echoes 1s;
+    /// the checks after them 4 x the path's measured round trip, at least 250ms].
     #[arg(long, value_name = "DUR", value_parser = crate::parse_positive_duration_arg)]
     pub timeout: Option<Duration>,
     /// Run without the synchronized captures.

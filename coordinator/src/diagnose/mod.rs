@@ -23,6 +23,7 @@ pub mod plan;
 pub mod rules;
 pub mod run;
 pub mod target;
+pub mod timing;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -1,14 +1,16 @@
 //! Executes a [`DiagnosisPlan`]: arms the captures on every observer for one
-//! instant, runs the first wave of checks at once, then the follow-ups the
-//! first wave calls for, stops the captures, correlates, applies the rules
-//! and stores the record. Progress goes to the client as `RunStep`s.
+//! instant, runs the first wave of checks at once and each follow-up the
+//! moment a result calls for it (timeouts derived from the measured round
+//! trip, [`super::timing`]), stops the captures, correlates, applies the rules and
+//! stores the record. Progress goes to the client as `RunStep`s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
 use probemesh_model::check::{self, CheckName, Direction};
+use probemesh_model::inventory::Inventory;
 use probemesh_proto::pb;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -19,6 +21,7 @@ use super::model::{Check, ObserverInterface};
 use super::packets::Packets;
 use super::plan::{self, DiagnosisPlan, PlannedCheck};
 use super::rules::{self, Evidence};
+use super::timing::Timing;
 use crate::capture::run::{self as capture, CaptureOutcome};
 use crate::correlate;
 use crate::execute::{finish, task_error};
@@ -75,21 +78,7 @@ pub async fn follow(
         None => missing.push(format!("captures: none ({})", plan.capture_note)),
     }
 
-    let first = plan.checks.len();
-    let mut done = run_checks(&state, &plan.checks, &run_id, &tx, 0, first).await;
-    let follow_ups = plan::follow_ups(&plan, &done);
-    if !follow_ups.is_empty() {
-        let more = run_checks(
-            &state,
-            &follow_ups,
-            &run_id,
-            &tx,
-            first,
-            first + follow_ups.len(),
-        )
-        .await;
-        done.extend(more);
-    }
+    let mut done = run_checks(&state, &plan, &run_id, &tx).await;
     if let Some(what) = nat_target(&plan) {
         let inventory = state.inventory.current();
         let nodes: Vec<&str> = inventory
@@ -162,53 +151,108 @@ pub async fn follow(
     finish(&state, record, None, started, &tx).await;
 }
 
-/// Runs checks concurrently, reporting each as it ends; results come back
-/// in plan order.
+/// Runs the first wave at once and each follow-up the moment a result
+/// calls for it, reporting every check as it ends. Checks paced by an
+/// endpoint take their timeouts from its first echo reply ([`super::timing`]).
+/// Results come back in plan order, the follow-ups after the first wave in
+/// the order they started.
 async fn run_checks(
     state: &Arc<Coordinator>,
-    planned: &[PlannedCheck],
+    plan: &DiagnosisPlan,
     run_id: &str,
     tx: &Tx,
-    offset: usize,
-    total: usize,
 ) -> Vec<Check> {
+    let o = &plan.options;
+    let timing = Timing::new(o.explicit_timeout.then_some(o.timeout), o.timeout);
     let inventory = state.inventory.current();
-    let mut running: FuturesUnordered<_> = planned
+    let first = plan.checks.len();
+    let mut started: Vec<PlannedCheck> = plan.checks.clone();
+    let start = |i: usize, check: PlannedCheck| {
+        let task_id = format!("{run_id}-{}", i + 1);
+        run_check(
+            state,
+            &timing,
+            check,
+            task_id,
+            inventory.clone(),
+            run_id,
+            tx,
+        )
+        .map(move |check| (i, check))
+    };
+    let mut running: FuturesUnordered<_> = started
         .iter()
         .enumerate()
-        .map(|(i, check)| {
-            let task_id = format!("{run_id}-{}", offset + i + 1);
-            let inventory = inventory.clone();
-            async move {
-                let Some(request) = &check.request else {
-                    return (i, checks::summarize(check, None));
-                };
-                let prepared =
-                    tool_run::prepare(request, &state.registry(), inventory.as_deref());
-                let result = match prepared {
-                    Ok((p, link)) => {
-                        run_plan(state, link, p, run_id, task_id, tx, false)
-                            .instrument(tracing::info_span!("probemesh.check", check = %check.name, from = %check.from, to = %check.to))
-                            .await
-                    }
-                    Err(e) => task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
-                };
-                (i, checks::summarize(check, Some(result)))
-            }
-        })
+        .map(|(i, check)| start(i, check.clone()))
         .collect();
-    let mut out: Vec<Option<Check>> = vec![None; planned.len()];
-    let mut finished = offset;
+    let mut ended: Vec<(usize, Check)> = Vec::with_capacity(first);
     while let Some((i, check)) = running.next().await {
-        finished += 1;
         let line = format!(
             "{} {} → {}: {}",
             check.name, check.from, check.to, check.status
         );
-        step(tx, "checks", finished, total, &line).await;
-        out[i] = Some(check);
+        ended.push((i, check));
+        let so_far: Vec<Check> = ended.iter().map(|(_, c)| c.clone()).collect();
+        for more in plan::follow_ups(plan, &so_far, &started[first..]) {
+            running.push(start(started.len(), more.clone()));
+            started.push(more);
+        }
+        step(tx, "checks", ended.len(), started.len(), &line).await;
     }
-    out.into_iter().flatten().collect()
+    ended.sort_by_key(|(i, _)| *i);
+    ended.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Runs one check: its timeouts from `timing` when it is paced, its echo
+/// replies into `timing` when it measures an endpoint.
+async fn run_check(
+    state: &Arc<Coordinator>,
+    timing: &Timing,
+    mut check: PlannedCheck,
+    task_id: String,
+    inventory: Option<Arc<Inventory>>,
+    run_id: &str,
+    tx: &Tx,
+) -> Check {
+    let Some(request) = check.request.as_mut() else {
+        return checks::summarize(&check, None);
+    };
+    if check.measures.is_none()
+        && let Some(pb::run_request::Kind::Ping(ping)) = request.kind.as_mut()
+    {
+        // Only a check that measures an endpoint reads its echo replies
+        // (as they come, `EACH`, the default); the others get the summary.
+        ping.set_progress(pb::ProgressDelivery::None);
+    }
+    if let Some(host) = &check.paced_by {
+        let probe = request.from.split('@').next().unwrap_or_default();
+        let clock_rtt = state
+            .registry()
+            .clock(probe)
+            .map(|s| Duration::from_nanos(u64::try_from(s.delay_ns).unwrap_or(0)));
+        timing
+            .timeouts(host, clock_rtt)
+            .await
+            .apply(request, plan::CONNECT_COUNT);
+    }
+    let prepared = tool_run::prepare(request, &state.registry(), inventory.as_deref());
+    let result = match prepared {
+        Ok((p, link)) => {
+            let on_progress = |p: &mut pb::TaskProgress| {
+                if let (Some(host), Some(pb::task_progress::Event::PingReply(reply))) =
+                    (&check.measures, &p.event)
+                {
+                    timing.echo_reply(host, reply);
+                }
+                false
+            };
+            run_plan(state, link, p, run_id, task_id, tx, on_progress)
+                .instrument(tracing::info_span!("probemesh.check", check = %check.name, from = %check.from, to = %check.to))
+                .await
+        }
+        Err(e) => task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
+    };
+    checks::summarize(&check, Some(result))
 }
 
 /// What the NAT-rule checks look for: the Service port the node facts

@@ -57,13 +57,14 @@ pub async fn follow(
 ) {
     let started = tokio::time::Instant::now();
     let task_id = format!("{}-1", record.run_id);
-    let result = run_plan(&state, link, plan, &record.run_id, task_id, &tx, true).await;
+    let result = run_plan(&state, link, plan, &record.run_id, task_id, &tx, |_| true).await;
     record.result = Some(result);
     finish(&state, record, None, started, &tx).await;
 }
 
 /// Executes a plan: starts the target's responder when needed, dispatches
-/// the task, streams its progress to the client when `forward`, and
+/// the task, hands each progress event to `on_progress` (which says
+/// whether it goes on to the client), and
 /// returns its result. Cancels what it started if the client goes away or
 /// the bound passes.
 pub(crate) async fn run_plan(
@@ -73,7 +74,7 @@ pub(crate) async fn run_plan(
     run_id: &str,
     task_id: String,
     tx: &RunEvents,
-    forward: bool,
+    on_progress: impl FnMut(&mut pb::TaskProgress) -> bool,
 ) -> pb::TaskResult {
     let responder = match &plan.responder {
         Some(need) => match start_responder(state, run_id, &task_id, need)
@@ -93,18 +94,12 @@ pub(crate) async fn run_plan(
     };
     let kind = task_kind_name(&plan.kind);
     let dispatch_span = tracing::info_span!("probemesh.dispatch", probe = %plan.source.probe, kind);
-    let mut task_kind = plan.kind.clone();
-    if !forward && let pb::task::Kind::Ping(ping) = &mut task_kind {
-        // Nobody reads the replies of a run that is not forwarded (a
-        // diagnosis check): the probe sends the summary only.
-        ping.set_progress(pb::ProgressDelivery::None);
-    }
     let task = pb::Task {
         task_id,
         run_id: run_id.to_owned(),
         trace_context: telemetry::task_context(&dispatch_span),
         netns: plan.source.netns.clone(),
-        kind: Some(task_kind),
+        kind: Some(plan.kind.clone()),
     };
     let dispatched = tokio::time::Instant::now();
     let outcome = match state
@@ -121,7 +116,7 @@ pub(crate) async fn run_plan(
                 plan.bound,
                 tx,
                 &plan.source.probe,
-                |_| forward,
+                on_progress,
             )
             .instrument(tracing::info_span!("probemesh.await", probe = %plan.source.probe, kind))
             .await

@@ -41,14 +41,13 @@ const ICMP_INTERVAL: Duration = Duration::from_millis(20);
 /// Echoes of the large-packet check (a black hole loses them all).
 const LARGE_COUNT: u32 = 5;
 /// TCP connects per endpoint.
-const CONNECT_COUNT: u32 = 3;
+pub const CONNECT_COUNT: u32 = 3;
 /// Gap between TCP connects.
 const CONNECT_INTERVAL: Duration = Duration::from_millis(100);
 /// Bytes pushed by tcp_transfer: many full-size segments.
 const TRANSFER_BYTES: u64 = 64 * 1024;
-/// Longest a transfer may stall before it counts as failed.
-const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3);
-/// Default wait per attempt.
+/// Default wait per attempt when the run measured nothing to derive it
+/// from (see [`super::timing`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// ICMP payload of the plain reachability check (as ping's default).
 pub const SMALL_SIZE: u32 = 56;
@@ -72,8 +71,11 @@ pub struct Options {
     pub size: Option<u32>,
     /// Echoes per ICMP check.
     pub count: u32,
-    /// Wait per attempt.
+    /// Wait per attempt before anything is measured (the plain echoes).
     pub timeout: Duration,
+    /// Whether `--timeout` was given: then every check waits exactly that,
+    /// nothing is derived from the measured round trip.
+    pub explicit_timeout: bool,
     /// Synchronized captures on every observer.
     pub capture: bool,
 }
@@ -110,6 +112,7 @@ impl Options {
                 req.count
             },
             timeout,
+            explicit_timeout: req.timeout_us != 0,
             capture: !req.no_capture,
         })
     }
@@ -186,6 +189,12 @@ pub struct PlannedCheck {
     /// Passes when the far end answers at all (an upstream resolver asked
     /// for a cluster name answers NXDOMAIN, and that is what is asked).
     pub answer_is_enough: bool,
+    /// The endpoint host whose first echo reply sets this check's timeouts
+    /// ([`super::timing`]); `None`: the planned timeouts stand.
+    pub paced_by: Option<String>,
+    /// The endpoint host whose round trip this check's echo replies
+    /// measure (the plain echoes there, or back from its probe).
+    pub measures: Option<String>,
 }
 
 impl PlannedCheck {
@@ -212,6 +221,8 @@ impl PlannedCheck {
             }),
             note: String::new(),
             answer_is_enough: false,
+            paced_by: None,
+            measures: None,
         }
     }
 
@@ -225,6 +236,8 @@ impl PlannedCheck {
             request: None,
             note: why.into(),
             answer_is_enough: false,
+            paced_by: None,
+            measures: None,
         }
     }
 
@@ -245,6 +258,18 @@ impl PlannedCheck {
 
     fn answer_is_enough(mut self) -> Self {
         self.answer_is_enough = true;
+        self
+    }
+
+    /// Timeouts from `host`'s first echo reply, unless `--timeout` was given.
+    fn paced_by(mut self, host: &str) -> Self {
+        self.paced_by = Some(host.to_owned());
+        self
+    }
+
+    /// Its echo replies measure the round trip to `host`.
+    fn measures(mut self, host: &str) -> Self {
+        self.measures = Some(host.to_owned());
         self
     }
 }

@@ -233,21 +233,78 @@ fn check(name: CheckName, to: &str, status: &str) -> Check {
 #[tokio::test]
 async fn follow_ups_trace_failures_and_search_the_mtu_only_when_small_passes() {
     let p = lab_plan("cloudvm-1", "nodeport:node-2:30080", 1472);
-    assert!(follow_ups(&p, &[check(CheckName::Icmp, "198.18.0.12", "ok")]).is_empty());
+    assert!(follow_ups(&p, &[check(CheckName::Icmp, "198.18.0.12", "ok")], &[]).is_empty());
     let mtu = follow_ups(
         &p,
         &[
             check(CheckName::Icmp, "198.18.0.12", "ok"),
             check(CheckName::IcmpLarge, "198.18.0.12", "fail"),
         ],
+        &[],
     );
     assert_eq!(
         mtu.iter().map(|c| c.name).collect::<Vec<_>>(),
         [CheckName::Pmtu]
     );
-    let down = follow_ups(&p, &[check(CheckName::Icmp, "198.18.0.12", "fail")]);
+    let down = follow_ups(&p, &[check(CheckName::Icmp, "198.18.0.12", "fail")], &[]);
     assert_eq!(
         down.iter().map(|c| c.name).collect::<Vec<_>>(),
         [CheckName::Path]
+    );
+}
+
+#[tokio::test]
+async fn follow_ups_are_asked_once_however_the_wave_ends() {
+    let p = lab_plan("cloudvm-1", "nodeport:node-2:30080", 1472);
+    let small = check(CheckName::Icmp, "198.18.0.12", "ok");
+    let large = check(CheckName::IcmpLarge, "198.18.0.12", "fail");
+    // The large echoes end first: nothing yet (small ones may still fail).
+    assert!(follow_ups(&p, std::slice::from_ref(&large), &[]).is_empty());
+    let pmtu = follow_ups(&p, &[large.clone(), small.clone()], &[]);
+    assert_eq!(pmtu.len(), 1);
+    // Asked again with more results, the started search is not repeated.
+    assert!(follow_ups(&p, &[large, small], &pmtu).is_empty());
+}
+
+#[tokio::test]
+async fn the_port_checks_wait_on_the_echoes_to_their_host_unless_it_is_virtual() {
+    // The echoes back from node-2 measure it first: even the forward ones
+    // wait on them; nothing waits on an echo that is itself waiting.
+    let paced = |p: &DiagnosisPlan| -> Vec<(CheckName, Option<String>)> {
+        p.checks
+            .iter()
+            .filter(|c| c.request.is_some() && c.direction == Direction::Forward)
+            .map(|c| (c.name, c.paced_by.clone()))
+            .collect()
+    };
+    let node = lab_plan("cloudvm-1", "nodeport:node-2:30080", 1472);
+    let host = Some("198.18.0.12".to_owned());
+    assert_eq!(
+        paced(&node),
+        [
+            (CheckName::Icmp, host.clone()),
+            (CheckName::IcmpLarge, host.clone()),
+            (CheckName::TcpConnect, host.clone()),
+            (CheckName::TcpTransfer, host),
+        ]
+    );
+    let node2 = |c: &&PlannedCheck| c.from == "node-2" && c.name == CheckName::Icmp;
+    let back = node
+        .checks
+        .iter()
+        .find(node2)
+        .expect("echoes back from node-2");
+    assert_eq!(
+        (back.measures.as_deref(), back.paced_by.as_deref()),
+        (Some("198.18.0.12"), None)
+    );
+    let svc = lab_plan("node-3", "svc:default/web:80", 0);
+    assert!(
+        svc.checks
+            .iter()
+            .filter(|c| c.to.starts_with("198.18.200.80"))
+            .all(|c| c.paced_by.is_none()),
+        "{:?}",
+        paced(&svc)
     );
 }

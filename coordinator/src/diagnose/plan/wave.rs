@@ -3,6 +3,7 @@
 //! Not the follow-ups (see [`super::follow_ups`]).
 
 use super::*;
+use crate::diagnose::timing::TRANSFER_TIMEOUT;
 
 /// The checks that always run.
 pub(super) fn first_wave(
@@ -60,23 +61,35 @@ pub(super) fn first_wave(
                 "a ClusterIP is virtual (kube-proxy NAT): nothing answers ping; its backends are pinged",
             ));
         } else {
-            checks.push(PlannedCheck::run(
-                CheckName::Icmp,
-                from,
-                &e.host,
-                Direction::Forward,
-                ping(&e.host, SMALL_SIZE, o.count),
-            ));
-            if let Some(size) = o.size {
-                checks.push(PlannedCheck::run(
-                    CheckName::IcmpLarge,
+            checks.push(
+                PlannedCheck::run(
+                    CheckName::Icmp,
                     from,
                     &e.host,
                     Direction::Forward,
-                    ping(&e.host, size, LARGE_COUNT),
-                ));
+                    ping(&e.host, SMALL_SIZE, o.count),
+                )
+                .measures(&e.host),
+            );
+            if let Some(size) = o.size {
+                checks.push(
+                    PlannedCheck::run(
+                        CheckName::IcmpLarge,
+                        from,
+                        &e.host,
+                        Direction::Forward,
+                        ping(&e.host, size, LARGE_COUNT),
+                    )
+                    .paced_by(&e.host),
+                );
             }
         }
+        // The echoes above measure the path the port checks wait on (a
+        // ClusterIP's echoes go to its backends instead).
+        let pace = |c: PlannedCheck| match e.role {
+            Role::ClusterIp => c,
+            _ => c.paced_by(&e.host),
+        };
         // The port: a given one, or the probe's responder.
         let tcp_target = match (e.port, e.role) {
             (Some(p), _) => Some((e.host.clone(), p)),
@@ -107,14 +120,14 @@ pub(super) fn first_wave(
                         interval_us: micros(CONNECT_INTERVAL),
                     })
                 };
-                checks.push(PlannedCheck::run(
+                checks.push(pace(PlannedCheck::run(
                     CheckName::TcpConnect,
                     from,
                     &to,
                     Direction::Forward,
                     connect,
-                ));
-                checks.push(PlannedCheck::run(
+                )));
+                checks.push(pace(PlannedCheck::run(
                     CheckName::TcpTransfer,
                     from,
                     &to,
@@ -126,7 +139,7 @@ pub(super) fn first_wave(
                         timeout_us: micros(TRANSFER_TIMEOUT),
                         responder: false,
                     }),
-                ));
+                )));
             }
             None if target.name.is_none() => checks.push(PlannedCheck::skip(
                 CheckName::TcpConnect,
@@ -143,21 +156,35 @@ pub(super) fn first_wave(
             && reverse_from.insert(back.clone())
         {
             let to = addr.to_string();
-            checks.push(PlannedCheck::run(
-                CheckName::Icmp,
-                back,
-                &to,
-                Direction::Reverse,
-                ping(&to, SMALL_SIZE, o.count),
-            ));
-            if let Some(size) = o.size {
-                checks.push(PlannedCheck::run(
-                    CheckName::IcmpLarge,
+            // The same path the other way, so the same round trip: it
+            // measures the endpoint and paces the forward echoes there (a
+            // host that drops echoes to it still answers its own).
+            checks.push(
+                PlannedCheck::run(
+                    CheckName::Icmp,
                     back,
                     &to,
                     Direction::Reverse,
-                    ping(&to, size, LARGE_COUNT),
-                ));
+                    ping(&to, SMALL_SIZE, o.count),
+                )
+                .measures(&e.host),
+            );
+            if let Some(forward) = checks.iter_mut().find(|c| {
+                c.name == CheckName::Icmp && c.direction == Direction::Forward && c.to == e.host
+            }) {
+                forward.paced_by = Some(e.host.clone());
+            }
+            if let Some(size) = o.size {
+                checks.push(
+                    PlannedCheck::run(
+                        CheckName::IcmpLarge,
+                        back,
+                        &to,
+                        Direction::Reverse,
+                        ping(&to, size, LARGE_COUNT),
+                    )
+                    .paced_by(&e.host),
+                );
             }
         }
         // Node to node under the overlay, when a pod on another node is the aim.
