@@ -26,11 +26,12 @@
 //!   slower than that): nothing was measured, so the fixed defaults hold
 //!   (`--timeout`, 1 s by default, per attempt; [`TRANSFER_TIMEOUT`]).
 //! - A slow but healthy path measures a large RTT, and its timeouts grow
-//!   with it (up to [`DERIVED_CEILING`]); a short timeout never turns a
-//!   slow answer into a `fail`, because the floors stay above what the
-//!   kernel itself allows (a SYN is retried after 1 s, a lost segment after
-//!   at least 200 ms: the transfer floor covers three back-to-back
-//!   retransmission timeouts, 200 + 400 + 800 ms).
+//!   with it (up to [`DERIVED_CEILING`]). The transfer floor covers three
+//!   back-to-back retransmission timeouts (200 + 400 + 800 ms at Linux's
+//!   200 ms minimum), so a lost segment on a working path is resent within
+//!   it. A lost SYN is resent only after 1 s, past the attempt floor — as it
+//!   was past the old fixed 1 s wait: one lost SYN fails one of the three
+//!   connects either way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
