@@ -17,6 +17,7 @@ packages=(
   systemd                    # systemd-analyze verifies deploy/systemd/mesh-probe.service
   etcd-server                # a real etcd (3.4) for the shared-state and failover tests
   protobuf-compiler          # protoc: etcd-client's build script compiles etcd's protos
+  libprotobuf-dev            # google/protobuf/*.proto, which etcd's protos import (a Recommends, not pulled in here)
   ca-certificates
 )
 
