@@ -224,14 +224,28 @@ async fn run_check(
         // (as they come, `EACH`, the default); the others get the summary.
         ping.set_progress(pb::ProgressDelivery::None);
     }
-    if let Some(host) = &check.paced_by {
-        let probe = request.from.split('@').next().unwrap_or_default();
-        let clock_rtt = state
-            .registry()
-            .clock(probe)
-            .map(|s| Duration::from_nanos(u64::try_from(s.delay_ns).unwrap_or(0)));
+    if !check.paced_by.is_empty() {
+        let (near, far) = {
+            let registry = state.registry();
+            let clock_rtt = |probe: &str| {
+                registry
+                    .clock(probe)
+                    .map(|s| Duration::from_nanos(u64::try_from(s.delay_ns).unwrap_or(0)))
+            };
+            let far: Option<Duration> = check
+                .paced_by
+                .iter()
+                .map(|p| p.probe.as_deref().and_then(clock_rtt))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|rtts| rtts.into_iter().max());
+            (
+                clock_rtt(request.from.split('@').next().unwrap_or_default()),
+                far,
+            )
+        };
+        let hosts: Vec<&str> = check.paced_by.iter().map(|p| p.host.as_str()).collect();
         timing
-            .timeouts(host, clock_rtt)
+            .timeouts(&hosts, near, far)
             .await
             .apply(request, plan::CONNECT_COUNT);
     }

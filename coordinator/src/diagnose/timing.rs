@@ -67,6 +67,13 @@ pub const TRACE_WAIT: Duration = Duration::from_millis(500);
 /// The longest a path-MTU probe waits.
 pub const PMTU_WAIT: Duration = Duration::from_millis(300);
 
+/// The longest a paced check waits, from the start of the wave, for its
+/// endpoint's first echo reply when its probe's clock exchange takes
+/// `clock_rtt`: [`RTT_WAIT`] plus [`ATTEMPT_RTTS`] of those round trips.
+pub fn pace_wait(clock_rtt: Duration) -> Duration {
+    RTT_WAIT + clock_rtt.min(DERIVED_CEILING) * ATTEMPT_RTTS
+}
+
 /// The timeouts one check runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -153,26 +160,36 @@ impl Timing {
         });
     }
 
-    /// The timeouts for a check paced by `host` (run by a probe whose clock
-    /// exchange took `clock_rtt`): waits, until [`RTT_WAIT`] plus
-    /// [`ATTEMPT_RTTS`] × `clock_rtt` after the wave started, for the
-    /// host's first echo reply.
-    pub async fn timeouts(&self, host: &str, clock_rtt: Option<Duration>) -> Timeouts {
+    /// The timeouts for a check paced by `hosts` (run by a probe whose
+    /// clock exchange took `clock_rtt`): waits, until [`pace_wait`] after
+    /// the wave started, for each host's first echo reply, and takes the
+    /// slowest that came. When none came, `far_clock_rtt` — the clock
+    /// exchange of the probe at the far end — stands in: the two exchanges
+    /// together cross from one end to the other through the coordinator.
+    /// Only with neither do the fixed defaults hold.
+    pub async fn timeouts(
+        &self,
+        hosts: &[&str],
+        clock_rtt: Option<Duration>,
+        far_clock_rtt: Option<Duration>,
+    ) -> Timeouts {
         if let Some(user) = self.user {
             return Timeouts::fixed(user);
         }
         let clock_rtt = clock_rtt.unwrap_or_default().min(DERIVED_CEILING);
         let mut rx = self.rtts.subscribe();
-        let deadline = self.started + RTT_WAIT + clock_rtt * ATTEMPT_RTTS;
-        let measured = tokio::time::timeout_at(deadline, rx.wait_for(|m| m.contains_key(host)))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .and_then(|m| m.get(host).copied())
-            .or_else(|| self.rtts.borrow().get(host).copied());
-        match measured {
-            Some(rtt) => Timeouts::derived(rtt.max(clock_rtt)),
-            None => Timeouts::fixed(self.default),
+        let deadline = self.started + pace_wait(clock_rtt);
+        let all = |m: &BTreeMap<String, Duration>| hosts.iter().all(|h| m.contains_key(*h));
+        // Timed out or not, what came by then is what was measured.
+        let _ = tokio::time::timeout_at(deadline, rx.wait_for(all)).await;
+        let measured = {
+            let m = self.rtts.borrow();
+            hosts.iter().filter_map(|h| m.get(*h).copied()).max()
+        };
+        match (measured, far_clock_rtt) {
+            (Some(rtt), _) => Timeouts::derived(rtt.max(clock_rtt)),
+            (None, Some(far)) => Timeouts::derived(clock_rtt + far.min(DERIVED_CEILING)),
+            (None, None) => Timeouts::fixed(self.default),
         }
     }
 }
@@ -209,13 +226,42 @@ mod tests {
         let user = Timing::new(Some(Duration::from_millis(700)), Duration::from_secs(1));
         user.echo_reply("198.18.0.12", &reply(100_000));
         assert_eq!(
-            user.timeouts("198.18.0.12", None).await,
+            user.timeouts(&["198.18.0.12"], None, None).await,
             Timeouts::fixed(Duration::from_millis(700))
         );
         let silent = Timing::new(None, Duration::from_secs(1));
         assert_eq!(
-            silent.timeouts("198.18.0.12", None).await,
+            silent.timeouts(&["198.18.0.12"], None, None).await,
             Timeouts::fixed(Duration::from_secs(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn with_no_echo_back_the_clock_exchanges_of_both_ends_stand_in() {
+        let t = Timing::new(None, Duration::from_secs(1));
+        let near = Some(Duration::from_millis(40));
+        let far = Some(Duration::from_millis(60));
+        assert_eq!(
+            t.timeouts(&["198.18.0.12"], near, far).await,
+            Timeouts::derived(Duration::from_millis(100))
+        );
+        // An echo that came wins over the stand-in.
+        t.echo_reply("198.18.0.12", &reply(2_000_000));
+        assert_eq!(
+            t.timeouts(&["198.18.0.12"], near, far).await,
+            Timeouts::derived(Duration::from_millis(40))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_check_paced_by_several_hosts_takes_the_slowest_that_answered() {
+        let t = Timing::new(None, Duration::from_secs(1));
+        t.echo_reply("198.19.1.10", &reply(3_000_000));
+        t.echo_reply("198.19.2.10", &reply(90_000_000));
+        let hosts = ["198.19.1.10", "198.19.2.10", "198.19.3.10"];
+        assert_eq!(
+            t.timeouts(&hosts, None, None).await,
+            Timeouts::derived(Duration::from_millis(90))
         );
     }
 
@@ -224,7 +270,7 @@ mod tests {
         let t = std::sync::Arc::new(Timing::new(None, Duration::from_secs(1)));
         let waiting = tokio::spawn({
             let t = t.clone();
-            async move { t.timeouts("198.18.0.12", None).await }
+            async move { t.timeouts(&["198.18.0.12"], None, None).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         t.echo_reply("198.18.0.12", &reply(500_000_000));
@@ -232,7 +278,7 @@ mod tests {
         let got = waiting.await.expect("joins");
         assert_eq!(got, Timeouts::derived(Duration::from_millis(500)));
         let by_clock = t
-            .timeouts("198.18.0.12", Some(Duration::from_millis(800)))
+            .timeouts(&["198.18.0.12"], Some(Duration::from_millis(800)), None)
             .await;
         assert_eq!(by_clock.attempt, Duration::from_millis(3200));
         let lost = pb::PingReply {
@@ -241,7 +287,7 @@ mod tests {
         };
         t.echo_reply("198.18.0.13", &lost);
         assert_eq!(
-            t.timeouts("198.18.0.13", None).await,
+            t.timeouts(&["198.18.0.13"], None, None).await,
             Timeouts::fixed(Duration::from_secs(1))
         );
     }

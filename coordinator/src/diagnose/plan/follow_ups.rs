@@ -76,7 +76,7 @@ pub fn follow_ups(
                     }),
                 )
                 .noted("something failed or lost packets: where does it stop?")
-                .paced_by(host),
+                .paced_by(e),
             );
         }
         let large_failed = failed(CheckName::IcmpLarge, host)
@@ -104,7 +104,7 @@ pub fn follow_ups(
                     }),
                 )
                 .noted("small packets pass, large ones do not: find the path MTU")
-                .paced_by(host),
+                .paced_by(e),
             );
         }
     }

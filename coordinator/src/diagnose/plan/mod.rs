@@ -55,9 +55,12 @@ pub const SMALL_SIZE: u32 = 56;
 const CAPTURE_WINDOW: Duration = Duration::from_secs(90);
 /// Packets kept per observer (headers only).
 const CAPTURE_MAX_PACKETS: u64 = 200_000;
-/// How long node facts watch the DROP/REJECT counters: the first wave's
-/// echoes (20 × 20 ms and a second's wait) run meanwhile.
-const COUNTER_WINDOW: Duration = Duration::from_millis(1500);
+/// How long node facts keep watching the DROP/REJECT counters after the
+/// first wave's last packet is due to leave: its way to the node, and the
+/// checks reaching their probes a little apart (see [`wave::counter_window`]).
+const COUNTER_SLACK: Duration = Duration::from_millis(100);
+/// The longest counter window a probe accepts (its own bound).
+const MAX_COUNTER_WINDOW: Duration = Duration::from_secs(10);
 /// Most route lookups per node facts check (the probe's own bound).
 const MAX_ROUTE_LOOKUPS: usize = 16;
 /// Interface name prefixes of overlay tunnels (flannel, Calico IPIP and
@@ -189,9 +192,9 @@ pub struct PlannedCheck {
     /// Passes when the far end answers at all (an upstream resolver asked
     /// for a cluster name answers NXDOMAIN, and that is what is asked).
     pub answer_is_enough: bool,
-    /// The endpoint host whose first echo reply sets this check's timeouts
-    /// ([`super::timing`]); `None`: the planned timeouts stand.
-    pub paced_by: Option<String>,
+    /// The endpoints whose first echo replies set this check's timeouts
+    /// ([`super::timing`]); empty: the planned timeouts stand.
+    pub paced_by: Vec<Pace>,
     /// The endpoint host whose round trip this check's echo replies
     /// measure (the plain echoes there, or back from its probe).
     pub measures: Option<String>,
@@ -221,7 +224,7 @@ impl PlannedCheck {
             }),
             note: String::new(),
             answer_is_enough: false,
-            paced_by: None,
+            paced_by: Vec::new(),
             measures: None,
         }
     }
@@ -236,7 +239,7 @@ impl PlannedCheck {
             request: None,
             note: why.into(),
             answer_is_enough: false,
-            paced_by: None,
+            paced_by: Vec::new(),
             measures: None,
         }
     }
@@ -261,9 +264,9 @@ impl PlannedCheck {
         self
     }
 
-    /// Timeouts from `host`'s first echo reply, unless `--timeout` was given.
-    fn paced_by(mut self, host: &str) -> Self {
-        self.paced_by = Some(host.to_owned());
+    /// Timeouts from `e`'s first echo reply, unless `--timeout` was given.
+    fn paced_by(mut self, e: &Endpoint) -> Self {
+        self.paced_by.push(Pace::of(e));
         self
     }
 
@@ -271,6 +274,30 @@ impl PlannedCheck {
     fn measures(mut self, host: &str) -> Self {
         self.measures = Some(host.to_owned());
         self
+    }
+}
+
+/// An endpoint that paces a check ([`super::timing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pace {
+    /// The endpoint host, whose first echo reply measures the path.
+    pub host: String,
+    /// The probe at that end (its own, or its node's), whose clock
+    /// exchange stands in when nothing on the path answers.
+    pub probe: Option<String>,
+}
+
+impl Pace {
+    /// The pace of endpoint `e`.
+    pub fn of(e: &Endpoint) -> Self {
+        Self {
+            host: e.host.clone(),
+            probe: e
+                .probe
+                .as_deref()
+                .and_then(|p| p.split('@').next())
+                .map(str::to_owned),
+        }
     }
 }
 

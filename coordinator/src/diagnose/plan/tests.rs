@@ -131,7 +131,83 @@ async fn service_from_a_node_pings_backends_and_checks_listeners_and_nat() {
     for ip in ["198.18.200.80", "198.19.2.10", "198.18.0.13"] {
         assert!(f.route_lookups.iter().any(|l| l == ip), "{ip}: {f:?}");
     }
-    assert_eq!(f.counter_window_us, 1_500_000);
+    // The counters are watched until the last echo is due to leave: the
+    // forward echoes to the pod wait for its first reply back (paced),
+    // then send 20 at 20 ms.
+    let last_send = crate::diagnose::timing::pace_wait(Duration::ZERO) + ICMP_INTERVAL * 19;
+    assert_eq!(
+        Duration::from_micros(f.counter_window_us),
+        last_send + COUNTER_SLACK
+    );
+}
+
+#[test]
+fn the_counter_window_covers_every_send_after_its_pace_and_the_slowest_clock() {
+    let mut reg = crate::registry::attached(&["node-1", "node-2"]);
+    let check = |from: &str, kind: Kind| {
+        PlannedCheck::run(
+            CheckName::Icmp,
+            from,
+            "198.18.0.12",
+            Direction::Forward,
+            kind,
+        )
+    };
+    let ping = |count| {
+        Kind::Ping(pb::PingTask {
+            count,
+            interval_us: 20_000,
+            ..Default::default()
+        })
+    };
+    let connects = Kind::Tcping(pb::TcpingTask {
+        count: 3,
+        interval_us: 100_000,
+        ..Default::default()
+    });
+    let unpaced = [check("node-1", ping(20)), check("node-1", connects.clone())];
+    assert_eq!(
+        wave::counter_window(&unpaced, &reg),
+        Duration::from_millis(380) + COUNTER_SLACK
+    );
+    // A paced check may wait out its pace before its first send; a
+    // skipped one sends nothing.
+    let paced = [
+        check("node-1", ping(20)),
+        check("node-2", connects).paced_by(&crate::diagnose::target::Endpoint {
+            host: "198.18.0.12".into(),
+            port: None,
+            role: crate::diagnose::target::Role::Node,
+            node: Some("node-2".into()),
+            probe: Some("node-2".into()),
+            reason: String::new(),
+        }),
+        PlannedCheck::skip(CheckName::Icmp, "node-1", "198.18.0.13", "no"),
+    ];
+    let pace = crate::diagnose::timing::pace_wait(Duration::ZERO);
+    assert_eq!(
+        wave::counter_window(&paced, &reg),
+        pace + Duration::from_millis(200) + COUNTER_SLACK
+    );
+    // A probe behind a slow link: its clock round trip stretches both.
+    let conn = reg.local_link("node-2").expect("attached").conn;
+    let exchange = crate::clock::Exchange {
+        path: crate::clock::ClockPath::Udp,
+        t1_ns: 0,
+        t2_ns: 25_000_000,
+        t3_ns: 25_000_000,
+        t4_ns: 50_000_000,
+    };
+    reg.observe_clock("node-2", conn, exchange)
+        .expect("a sample");
+    let slow = Duration::from_millis(50);
+    assert_eq!(
+        wave::counter_window(&paced, &reg),
+        crate::diagnose::timing::pace_wait(slow)
+            + Duration::from_millis(200)
+            + COUNTER_SLACK
+            + slow * 2
+    );
 }
 
 #[tokio::test]
@@ -267,18 +343,20 @@ async fn follow_ups_are_asked_once_however_the_wave_ends() {
 }
 
 #[tokio::test]
-async fn the_port_checks_wait_on_the_echoes_to_their_host_unless_it_is_virtual() {
+async fn the_port_checks_wait_on_the_echoes_to_their_host_or_a_virtual_ones_backends() {
     // The echoes back from node-2 measure it first: even the forward ones
     // wait on them; nothing waits on an echo that is itself waiting.
-    let paced = |p: &DiagnosisPlan| -> Vec<(CheckName, Option<String>)> {
+    let hosts =
+        |c: &PlannedCheck| -> Vec<String> { c.paced_by.iter().map(|p| p.host.clone()).collect() };
+    let paced = |p: &DiagnosisPlan| -> Vec<(CheckName, Vec<String>)> {
         p.checks
             .iter()
             .filter(|c| c.request.is_some() && c.direction == Direction::Forward)
-            .map(|c| (c.name, c.paced_by.clone()))
+            .map(|c| (c.name, hosts(c)))
             .collect()
     };
     let node = lab_plan("cloudvm-1", "nodeport:node-2:30080", 1472);
-    let host = Some("198.18.0.12".to_owned());
+    let host = vec!["198.18.0.12".to_owned()];
     assert_eq!(
         paced(&node),
         [
@@ -295,16 +373,30 @@ async fn the_port_checks_wait_on_the_echoes_to_their_host_unless_it_is_virtual()
         .find(node2)
         .expect("echoes back from node-2");
     assert_eq!(
-        (back.measures.as_deref(), back.paced_by.as_deref()),
-        (Some("198.18.0.12"), None)
+        (back.measures.as_deref(), hosts(back)),
+        (Some("198.18.0.12"), vec![])
     );
+    // The far end's probe stands in with its clock when nothing answers.
+    let forward = node.checks.iter().find(|c| c.name == CheckName::TcpConnect);
+    assert_eq!(
+        forward.map(|c| c.paced_by[0].probe.as_deref()),
+        Some(Some("node-2"))
+    );
+    // The ClusterIP's port checks wait on the echoes to its backend.
     let svc = lab_plan("node-3", "svc:default/web:80", 0);
-    assert!(
-        svc.checks
-            .iter()
-            .filter(|c| c.to.starts_with("198.18.200.80"))
-            .all(|c| c.paced_by.is_none()),
-        "{:?}",
-        paced(&svc)
+    let virtual_ip: Vec<_> = svc
+        .checks
+        .iter()
+        .filter(|c| c.request.is_some() && c.direction == Direction::Forward)
+        .filter(|c| c.to.starts_with("198.18.200.80"))
+        .map(|c| (c.name, hosts(c)))
+        .collect();
+    let backend = vec!["198.19.2.10".to_owned()];
+    assert_eq!(
+        virtual_ip,
+        [
+            (CheckName::TcpConnect, backend.clone()),
+            (CheckName::TcpTransfer, backend)
+        ]
     );
 }

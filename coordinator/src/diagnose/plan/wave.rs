@@ -3,7 +3,7 @@
 //! Not the follow-ups (see [`super::follow_ups`]).
 
 use super::*;
-use crate::diagnose::timing::TRANSFER_TIMEOUT;
+use crate::diagnose::timing::{TRANSFER_TIMEOUT, pace_wait};
 
 /// The checks that always run.
 pub(super) fn first_wave(
@@ -80,15 +80,20 @@ pub(super) fn first_wave(
                         Direction::Forward,
                         ping(&e.host, size, LARGE_COUNT),
                     )
-                    .paced_by(&e.host),
+                    .paced_by(e),
                 );
             }
         }
-        // The echoes above measure the path the port checks wait on (a
-        // ClusterIP's echoes go to its backends instead).
+        // The echoes above measure the path the port checks wait on; a
+        // ClusterIP answers no echo, its traffic goes on to its backends,
+        // and their echoes measure it (the slowest of them).
         let pace = |c: PlannedCheck| match e.role {
-            Role::ClusterIp => c,
-            _ => c.paced_by(&e.host),
+            Role::ClusterIp => target
+                .endpoints
+                .iter()
+                .filter(|b| b.role == Role::Backend && reachable_from(source, b).is_ok())
+                .fold(c, PlannedCheck::paced_by),
+            _ => c.paced_by(e),
         };
         // The port: a given one, or the probe's responder.
         let tcp_target = match (e.port, e.role) {
@@ -172,7 +177,7 @@ pub(super) fn first_wave(
             if let Some(forward) = checks.iter_mut().find(|c| {
                 c.name == CheckName::Icmp && c.direction == Direction::Forward && c.to == e.host
             }) {
-                forward.paced_by = Some(e.host.clone());
+                forward.paced_by = vec![Pace::of(e)];
             }
             if let Some(size) = o.size {
                 checks.push(
@@ -183,7 +188,7 @@ pub(super) fn first_wave(
                         Direction::Reverse,
                         ping(&to, size, LARGE_COUNT),
                     )
-                    .paced_by(&e.host),
+                    .paced_by(e),
                 );
             }
         }
@@ -209,8 +214,49 @@ pub(super) fn first_wave(
             );
         }
     }
-    checks.extend(facts_checks(source, target, registry, inventory));
+    let window = counter_window(&checks, registry);
+    checks.extend(facts_checks(source, target, registry, inventory, window));
     checks
+}
+
+/// How long node facts watch the DROP/REJECT counters: until the last
+/// packet of `checks` is due to leave, plus [`COUNTER_SLACK`] and two clock
+/// round trips of the slowest probe. A rule's counter moves when a packet
+/// meets it, not when the check sending it gives up waiting, so the window
+/// covers the sends: every echo and connect at its interval, after the
+/// pace wait of a paced check (the longest it can wait for its endpoint's
+/// first reply, [`pace_wait`]).
+pub(super) fn counter_window(checks: &[PlannedCheck], registry: &Registry) -> Duration {
+    let clock_rtt = |check: &PlannedCheck| {
+        let probe = check.from.split('@').next().unwrap_or_default();
+        registry.clock(probe).map_or(Duration::ZERO, |s| {
+            Duration::from_nanos(u64::try_from(s.delay_ns).unwrap_or(0))
+        })
+    };
+    let spaced = |count: u32, interval_us: u64| {
+        Duration::from_micros(interval_us).saturating_mul(count.saturating_sub(1))
+    };
+    let mut last_send = Duration::ZERO;
+    let mut slowest = Duration::ZERO;
+    for check in checks {
+        let Some(kind) = check.request.as_ref().and_then(|r| r.kind.as_ref()) else {
+            continue;
+        };
+        let rtt = clock_rtt(check);
+        slowest = slowest.max(rtt);
+        let start = if check.paced_by.is_empty() {
+            Duration::ZERO
+        } else {
+            pace_wait(rtt)
+        };
+        let span = match kind {
+            Kind::Ping(p) => spaced(p.count, p.interval_us),
+            Kind::Tcping(t) => spaced(t.count, t.interval_us),
+            _ => Duration::ZERO,
+        };
+        last_send = last_send.max(start + span);
+    }
+    (last_send + COUNTER_SLACK + slowest * 2).min(MAX_COUNTER_WINDOW)
 }
 
 /// DNS: the source's own resolver (and, with an inventory, cluster DNS by
@@ -298,6 +344,7 @@ fn facts_checks(
     target: &Resolved,
     registry: &Registry,
     inventory: Option<&Inventory>,
+    counter_window: Duration,
 ) -> Vec<PlannedCheck> {
     let (match_ip, match_port) = match (&target.service, &target.name) {
         (Some(svc), _) if svc.node_port => (String::new(), svc.port),
@@ -360,8 +407,7 @@ fn facts_checks(
                     match_ip: match_ip.clone(),
                     match_port: u32::from(match_port),
                     route_lookups: lookups.clone(),
-                    counter_window_us: u64::try_from(COUNTER_WINDOW.as_micros())
-                        .unwrap_or(u64::MAX),
+                    counter_window_us: micros(counter_window),
                 }),
             )
         })
