@@ -11,8 +11,12 @@
 //! set to `IP_PMTUDISC_PROBE` (DF set, the kernel's path-MTU cache ignored,
 //! so an earlier frag-needed does not hide the path).
 //!
+//! A size's attempts leave together, [`ATTEMPT_GAP`] apart, and share one
+//! wait: a lost size (the costly answer, a black hole's) costs one timeout,
+//! not one per attempt, and a single lost probe still does not decide it.
+//!
 //! Bounds: at most [`search::max_sizes`] sizes × `attempts` (≤ 10) probes,
-//! each waiting `timeout` (≤ 5 s).
+//! each size waiting `timeout` (≤ 5 s) after its last attempt.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -39,6 +43,9 @@ pub mod search;
 const HEADERS: u32 = 28;
 /// Receive buffer: the largest IPv4 datagram.
 const RECV_BUF_BYTES: usize = 65_536;
+/// Gap between the attempts at one size: apart enough that a short burst
+/// of loss does not take them all, close enough to share one wait.
+const ATTEMPT_GAP: Duration = Duration::from_millis(2);
 /// Consecutive receive errors after which the task fails.
 const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 16;
 
@@ -150,7 +157,11 @@ pub async fn run<S: IcmpSocket>(
             Action::Finish(conclusion) => break conclusion,
             Action::Send(size) => size,
         };
-        seq = seq.wrapping_add(1);
+        let attempts = Attempt {
+            first: Seq(seq.wrapping_add(1)),
+            count: spec.attempts.get(),
+        };
+        seq = seq.wrapping_add(u16::from(attempts.count));
         let probes = Probes {
             sent: u32::from(seq),
             total: search::max_sizes(ceiling) * u32::from(spec.attempts.get()),
@@ -159,7 +170,7 @@ pub async fn run<S: IcmpSocket>(
             socket,
             address,
             id,
-            Seq(seq),
+            attempts,
             size,
             spec.timeout,
             &mut buf,
@@ -167,8 +178,16 @@ pub async fn run<S: IcmpSocket>(
         )
         .await
         .map_err(|e| e.into_error(probes))?;
-        if let Some(step) = search.step(answer) {
-            progress.send(step, cancel).await;
+        // Silence is every attempt's answer; anything else decides the size.
+        let answers = match answer {
+            Answer::Silence => attempts.count,
+            _ => 1,
+        };
+        for _ in 0..answers {
+            if let Some(step) = search.step(answer) {
+                progress.send(step, cancel).await;
+                break;
+            }
         }
     };
     Ok(PmtuReport {
@@ -179,6 +198,25 @@ pub async fn run<S: IcmpSocket>(
         steps: search.steps().to_vec(),
         elapsed: start.elapsed(),
     })
+}
+
+/// The attempts at one size: `count` echoes numbered from `first`.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    first: Seq,
+    count: u8,
+}
+
+impl Attempt {
+    /// The sequence numbers, in order (wrapping past 65535).
+    fn seqs(self) -> impl Iterator<Item = Seq> {
+        (0..u16::from(self.count)).map(move |i| Seq(self.first.0.wrapping_add(i)))
+    }
+
+    /// Whether `seq` is one of them.
+    fn has(self, seq: Seq) -> bool {
+        seq.0.wrapping_sub(self.first.0) < u16::from(self.count)
+    }
 }
 
 /// How many probes went out, of the most the search could send: the
@@ -208,14 +246,14 @@ impl ProbeError {
     }
 }
 
-/// Sends one DF echo of whole size `size` and waits up to `timeout` for
-/// what becomes of it.
+/// Sends the attempts' DF echoes of whole size `size`, [`ATTEMPT_GAP`]
+/// apart, and waits up to `timeout` after the last for what becomes of any.
 #[allow(clippy::too_many_arguments)]
 async fn probe<S: IcmpSocket>(
     socket: &S,
     address: Ipv4Addr,
     id: EchoId,
-    seq: Seq,
+    attempts: Attempt,
     size: Mtu,
     timeout: Duration,
     buf: &mut [u8],
@@ -229,15 +267,20 @@ async fn probe<S: IcmpSocket>(
     else {
         return Ok(Answer::LocalTooBig { mtu: None });
     };
-    let packet = build_echo_request(id, seq, payload.get());
-    match socket.send_to(&packet, address).await {
-        Ok(_) => {}
-        Err(SendFailure::MessageTooLong { mtu }) => return Ok(Answer::LocalTooBig { mtu }),
-        Err(SendFailure::Io(source)) => {
-            return Err(ProbeError::Failed(Error::Send {
-                addr: address.into(),
-                source,
-            }));
+    for (i, seq) in attempts.seqs().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(ATTEMPT_GAP).await;
+        }
+        let packet = build_echo_request(id, seq, payload.get());
+        match socket.send_to(&packet, address).await {
+            Ok(_) => {}
+            Err(SendFailure::MessageTooLong { mtu }) => return Ok(Answer::LocalTooBig { mtu }),
+            Err(SendFailure::Io(source)) => {
+                return Err(ProbeError::Failed(Error::Send {
+                    addr: address.into(),
+                    source,
+                }));
+            }
         }
     }
     let deadline = Instant::now() + timeout;
@@ -253,7 +296,11 @@ async fn probe<S: IcmpSocket>(
             Ok(received) => {
                 recv_errors = 0;
                 let datagram = buf.get(..received.len).unwrap_or(buf);
-                if let Some(answer) = answer_to(classify_echo(datagram, id), seq) {
+                // An error about one attempt is its silence; another
+                // attempt may still get through.
+                if let Some(answer) = answer_to(classify_echo(datagram, id), attempts)
+                    && answer != Answer::Silence
+                {
                     return Ok(answer);
                 }
             }
@@ -271,18 +318,16 @@ async fn probe<S: IcmpSocket>(
     }
 }
 
-/// What a received datagram says about probe `seq`: its echo reply, a
-/// frag-needed quoting it, or another ICMP error about it (which counts as
-/// silence: the size did not get through, and nobody said it was the size).
-fn answer_to(response: Option<EchoResponse>, seq: Seq) -> Option<Answer> {
+/// What a received datagram says about one of the `attempts`: its echo
+/// reply, a frag-needed quoting it, or another ICMP error about it (which
+/// counts as silence: the size did not get through, and nobody said it was
+/// the size).
+fn answer_to(response: Option<EchoResponse>, attempts: Attempt) -> Option<Answer> {
     match response? {
-        EchoResponse::EchoReply { seq: s, .. } if s == seq => Some(Answer::Reply),
+        EchoResponse::EchoReply { seq, .. } if attempts.has(seq) => Some(Answer::Reply),
         EchoResponse::Error {
-            seq: s,
-            from,
-            error,
-            ..
-        } if s == seq => Some(
+            seq, from, error, ..
+        } if attempts.has(seq) => Some(
             if error.icmp_type == TYPE_DEST_UNREACHABLE && error.code == CODE_FRAG_NEEDED {
                 Answer::FragNeeded {
                     from,
@@ -293,5 +338,21 @@ fn answer_to(response: Option<EchoResponse>, seq: Seq) -> Option<Answer> {
             },
         ),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempts_at_one_size_are_numbered_on_past_65535() {
+        let a = Attempt {
+            first: Seq(65_535),
+            count: 3,
+        };
+        assert_eq!(a.seqs().collect::<Vec<_>>(), [Seq(65_535), Seq(0), Seq(1)]);
+        assert!(a.has(Seq(65_535)) && a.has(Seq(1)));
+        assert!(!a.has(Seq(2)) && !a.has(Seq(65_534)));
     }
 }
