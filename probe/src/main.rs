@@ -133,7 +133,12 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
         .collect()
 }
 
-#[tokio::main]
+// One thread runs the whole probe: its work is I/O (sockets, timers, the
+// link's TLS) and captures run on threads of their own, so a second worker
+// buys nothing but cross-thread wake-ups (a futex wake and an idle worker
+// spinning up for every timer, datagram and progress message), which cost
+// a ping more CPU than its echoes. The deployment's CPU limit is one core.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let probe_name = match &args.command {

@@ -53,14 +53,9 @@ impl Moments {
     /// Looks at one progress message.
     pub fn observe(&mut self, progress: &pb::TaskProgress) {
         match &progress.event {
-            Some(Event::PingReply(r)) => {
-                if r.status() == pb::ping_reply::Status::Timeout {
-                    self.lost(r.seq);
-                }
-                if r.mtu > 0 || (r.icmp_type == ICMP_UNREACHABLE && r.icmp_code == ICMP_FRAG_NEEDED)
-                {
-                    self.frag_needed(r.mtu, &r.from);
-                }
+            Some(Event::PingReply(r)) => self.ping_reply(r),
+            Some(Event::PingReplies(batch)) => {
+                batch.replies.iter().for_each(|r| self.ping_reply(r))
             }
             Some(Event::UdpReply(r)) if r.status == "timeout" => self.lost(r.seq),
             Some(Event::PmtuStep(s)) => match s.outcome.as_str() {
@@ -69,6 +64,15 @@ impl Moments {
                 _ => {}
             },
             _ => {}
+        }
+    }
+
+    fn ping_reply(&mut self, r: &pb::PingReply) {
+        if r.status() == pb::ping_reply::Status::Timeout {
+            self.lost(r.seq);
+        }
+        if r.mtu > 0 || (r.icmp_type == ICMP_UNREACHABLE && r.icmp_code == ICMP_FRAG_NEEDED) {
+            self.frag_needed(r.mtu, &r.from);
         }
     }
 
@@ -120,5 +124,22 @@ mod tests {
             ..Default::default()
         })));
         assert!(m.lost);
+    }
+
+    #[test]
+    fn a_loss_inside_a_batch_of_ping_replies_is_noted() {
+        let mut m = Moments::new(Span::none());
+        let reply = |seq, status: pb::ping_reply::Status| pb::PingReply {
+            seq,
+            status: status.into(),
+            ..Default::default()
+        };
+        m.observe(&progress(Event::PingReplies(pb::PingReplyBatch {
+            replies: vec![
+                reply(1, pb::ping_reply::Status::Reply),
+                reply(2, pb::ping_reply::Status::Timeout),
+            ],
+        })));
+        assert!(m.lost && !m.frag_needed);
     }
 }

@@ -46,6 +46,19 @@ impl<E> Progress<E> {
         let Some(tx) = &self.tx else {
             return;
         };
+        if cancel.is_cancelled() {
+            return;
+        }
+        // The channel has room nearly always: then no cancellation waiter
+        // needs setting up and tearing down for the event.
+        let event = match tx.try_send(event) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("progress receiver closed");
+                return;
+            }
+        };
         tokio::select! {
             biased;
             () = cancel.cancelled() => {}

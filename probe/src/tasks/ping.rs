@@ -360,6 +360,13 @@ pub async fn run<S: IcmpSocket>(
     let mut next_send = start;
     let mut buf = vec![0u8; RECV_BUF_BYTES];
     let mut recv_errors = 0u32;
+    // One cancellation waiter and one timer for the whole run, moved from
+    // wake to wake: making them anew on every pass costs a registration and
+    // a removal each, per echo.
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let timer = tokio::time::sleep_until(start);
+    tokio::pin!(timer);
     loop {
         let send_due = session.next_to_send().map(|_| next_send);
         let Some(wake) = [send_due, session.next_deadline()]
@@ -369,9 +376,12 @@ pub async fn run<S: IcmpSocket>(
         else {
             break;
         };
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         tokio::select! {
             biased;
-            () = cancel.cancelled() => {
+            () = &mut cancelled => {
                 return Err(Error::Cancelled {
                     done: session.transmitted(),
                     total: u32::from(spec.count.get()),
@@ -393,7 +403,7 @@ pub async fn run<S: IcmpSocket>(
                     tracing::debug!(%address, error = %source, "recvmsg on the ICMP socket failed");
                 }
             },
-            () = tokio::time::sleep_until(wake) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 for event in session.expire(now) {
                     progress.send(event, cancel).await;

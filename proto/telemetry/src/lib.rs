@@ -123,6 +123,11 @@ impl Telemetry {
             .with_tracer(tracer)
             .with_tracked_inactivity(false)
             .with_threads(false)
+            // Nothing here reads OpenTelemetry's current context (parents
+            // come from the tracing span tree, propagation from explicit
+            // spans), and attaching it on every enter and exit costs a
+            // long-lived task's span on each poll.
+            .with_context_activation(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 meta.is_event()
                     || EXPORTED_SPAN_PREFIXES
