@@ -570,44 +570,82 @@ pub fn run_capture(
 /// Resolves every interface and opens its (unbound) ring with the program
 /// for its link layer, lowered to the snap length.
 fn open_rings(spec: &CaptureSpec) -> Result<(Vec<PacketRing>, Vec<Tap>), CaptureError> {
+    let ring_config = RingConfig::sized_for(spec.snaplen, spec.interfaces.len());
+    let open = |name: &String| open_ring(spec, name, ring_config);
+    // A ring's set-up sleeps for an RCU grace period (`synchronize_net`):
+    // side by side the rings share their waits instead of adding them up
+    // (threads inherit this thread's network namespace).
+    let opened: Vec<Result<(PacketRing, Tap), CaptureError>> = if spec.interfaces.len() > 1 {
+        std::thread::scope(|scope| {
+            let pending: Vec<_> = spec
+                .interfaces
+                .iter()
+                .map(|name| {
+                    std::thread::Builder::new()
+                        .name("capture-open".into())
+                        .spawn_scoped(scope, move || open(name))
+                        .map_err(|_| name)
+                })
+                .collect();
+            pending
+                .into_iter()
+                .map(|p| match p {
+                    Ok(handle) => handle.join().unwrap_or(Err(CaptureError::Lost)),
+                    Err(name) => open(name),
+                })
+                .collect()
+        })
+    } else {
+        spec.interfaces.iter().map(open).collect()
+    };
     let mut rings = Vec::new();
     let mut taps = Vec::new();
-    let ring_config = RingConfig::sized_for(spec.snaplen, spec.interfaces.len());
-    for name in &spec.interfaces {
-        let ifindex = interface_index(name).ok_or_else(|| CaptureError::UnknownInterface {
-            interface: name.clone(),
-            available: interface_names().unwrap_or_default(),
-        })?;
-        let open_error = |op, source| CaptureError::Open {
-            interface: name.clone(),
-            op,
-            source,
-        };
-        let link = link_layer(name)
-            .map_err(|e| open_error("reading its link type", e))?
-            .map_err(|arphrd| CaptureError::UnsupportedLink {
-                interface: name.clone(),
-                arphrd,
-            })?;
-        let mut program = spec.filter.program(link).to_vec();
-        if program.is_empty() {
-            return Err(CaptureError::MissingProgram {
-                interface: name.clone(),
-            });
-        }
-        bpf::clamp_snaplen(&mut program, spec.snaplen);
-        let ring = PacketRing::open(&program, ring_config)
-            .map_err(|e| open_error("opening the ring", e))?;
+    for result in opened {
+        let (ring, tap) = result?;
         rings.push(ring);
-        taps.push(Tap {
-            name: name.clone(),
-            ifindex,
-            link,
-            armed_at: Timestamp::from_nanos(0),
-            written: 0,
-        });
+        taps.push(tap);
     }
     Ok((rings, taps))
+}
+
+/// Resolves interface `name` and opens its (unbound) ring.
+fn open_ring(
+    spec: &CaptureSpec,
+    name: &str,
+    ring_config: RingConfig,
+) -> Result<(PacketRing, Tap), CaptureError> {
+    let ifindex = interface_index(name).ok_or_else(|| CaptureError::UnknownInterface {
+        interface: name.to_owned(),
+        available: interface_names().unwrap_or_default(),
+    })?;
+    let open_error = |op, source| CaptureError::Open {
+        interface: name.to_owned(),
+        op,
+        source,
+    };
+    let link = link_layer(name)
+        .map_err(|e| open_error("reading its link type", e))?
+        .map_err(|arphrd| CaptureError::UnsupportedLink {
+            interface: name.to_owned(),
+            arphrd,
+        })?;
+    let mut program = spec.filter.program(link).to_vec();
+    if program.is_empty() {
+        return Err(CaptureError::MissingProgram {
+            interface: name.to_owned(),
+        });
+    }
+    bpf::clamp_snaplen(&mut program, spec.snaplen);
+    let ring =
+        PacketRing::open(&program, ring_config).map_err(|e| open_error("opening the ring", e))?;
+    let tap = Tap {
+        name: name.to_owned(),
+        ifindex,
+        link,
+        armed_at: Timestamp::from_nanos(0),
+        written: 0,
+    };
+    Ok((ring, tap))
 }
 
 /// Closes `rings` on a thread of their own: closing a packet socket with a
