@@ -38,7 +38,7 @@ KUBERNETES = os.path.join(ROOT, "deploy", "kubernetes")
 VALIDATE_VERSIONS = ["1.33.0", "1.37.0"]
 NAMESPACE = "probemesh"
 
-PROBE_CAPABILITIES = {"NET_RAW", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"}
+PROBE_CAPABILITIES = {"NET_RAW", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "SYS_NICE"}
 READ_VERBS = {"get", "list", "watch"}
 INVENTORY = {
     "": {"nodes", "pods", "services", "namespaces"},

@@ -192,6 +192,14 @@ impl ClockEstimator {
             .min_by_key(|s| s.delay_ns)
     }
 
+    /// Exchanges completed at or after `t_ns` that travelled `path`.
+    pub fn count_since(&self, t_ns: i64, path: ClockPath) -> usize {
+        self.window
+            .iter()
+            .filter(|(t4, s)| *t4 >= t_ns && s.path == path)
+            .count()
+    }
+
     /// Number of samples in the window.
     pub fn len(&self) -> usize {
         self.window.len()
@@ -285,6 +293,9 @@ mod tests {
         let fresh = est.best_since(5_000).unwrap();
         assert_eq!((fresh.offset_ns, fresh.delay_ns), (2_000, 600));
         assert_eq!(est.best_since(1_000_000), None);
+        assert_eq!(est.count_since(5_000, ClockPath::Stream), 1);
+        assert_eq!(est.count_since(0, ClockPath::Stream), 2);
+        assert_eq!(est.count_since(0, ClockPath::Udp), 0);
     }
 
     #[test]

@@ -30,8 +30,10 @@ use crate::registry::ConnId;
 use crate::state::Coordinator;
 
 /// Least time between two requests of one session: a probe's Opens cannot
-/// make the coordinator send faster than this.
-const MIN_REQUEST_GAP_NS: i64 = 5_000_000;
+/// make the coordinator send faster than this. Under the probes' own floor
+/// (5 ms between Opens, the gap of a burst before a capture), so that Opens
+/// sent 5 ms apart and received a little closer are still answered.
+const MIN_REQUEST_GAP_NS: i64 = 4_000_000;
 /// A reply later than this after its request is dropped.
 const REPLY_TIMEOUT_NS: i64 = 1_000_000_000;
 /// Pause after a failed receive, so a persistent socket error cannot spin.

@@ -9,7 +9,7 @@
 //! carries to the owner, so the run code sends to a remote probe as to a
 //! local one. A probe's own stream here always wins over a remote entry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 #[cfg(test)]
@@ -118,10 +118,15 @@ pub struct Registry {
     /// This coordinator's id and URL, with several coordinators.
     member: Option<(String, String)>,
     next_conn: u64,
-    /// How long each probe last took to get a capture ready to arm, as it
-    /// reported (`CaptureArmed.ring_open_us`), held or remote alike.
-    ring_open: BTreeMap<String, Duration>,
+    /// How long each probe took to get its latest captures ready to arm
+    /// (the last [`SET_UP_HISTORY`]), held or remote alike.
+    set_up: BTreeMap<String, VecDeque<Duration>>,
 }
+
+/// Set-up times kept per probe: the arming lead covers the slowest of
+/// them, so one slow set-up (a loaded machine) keeps the lead long for
+/// this many captures, not just the next.
+pub const SET_UP_HISTORY: usize = 4;
 
 impl Registry {
     /// Attaches `identity` with its Hello. While the name's stream is live
@@ -396,15 +401,30 @@ impl Registry {
             .and_then(|e| e.clock.best_since(t_ns))
     }
 
-    /// Notes how long `name` took to get its latest capture ready to arm.
-    pub fn set_ring_open(&mut self, name: &str, took: Duration) {
-        self.ring_open.insert(name.to_owned(), took);
+    /// Notes how long `name` took to get a capture ready to arm.
+    pub fn note_set_up(&mut self, name: &str, took: Duration) {
+        let times = self.set_up.entry(name.to_owned()).or_default();
+        if times.len() == SET_UP_HISTORY {
+            times.pop_front();
+        }
+        times.push_back(took);
     }
 
-    /// How long `name` took to get its latest capture ready to arm, once
-    /// it has reported one.
-    pub fn ring_open(&self, name: &str) -> Option<Duration> {
-        self.ring_open.get(name).copied()
+    /// The slowest of `name`'s latest set-up times, once it has reported one.
+    pub fn set_up(&self, name: &str) -> Option<Duration> {
+        self.set_up.get(name).and_then(|t| t.iter().max().copied())
+    }
+
+    /// Whether the fresh burst of exchanges with `name` is in: `count`
+    /// exchanges completed at or after `t_ns` (coordinator clock) on the
+    /// path of its best sample (UDP where it gets through, whose samples
+    /// are the tightest: the stream's would not improve the bound).
+    pub fn burst_in(&self, name: &str, t_ns: i64, count: usize) -> bool {
+        self.entries.get(name).is_some_and(|e| {
+            e.clock
+                .best()
+                .is_some_and(|best| e.clock.count_since(t_ns, best.path) >= count)
+        })
     }
 
     /// Every known probe, by name: those held here (or once held) and

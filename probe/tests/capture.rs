@@ -466,11 +466,32 @@ async fn arming_at_an_instant_goes_live_right_then_and_the_duration_ends_it() {
     req.spec.limits.duration = Duration::from_millis(300);
     let at_ns = (now_secs() * 1e9) as i64 + 300_000_000;
     req.arm_at = Some(Timestamp::from_nanos(at_ns));
+    let file = req.output.clone();
     let started = Instant::now();
+    // Echoes every 10 ms across the instant: those before it reach the ring
+    // (bound a little ahead) and must not reach the file.
+    let mut echoes = Command::new("ip")
+        .args(["netns", "exec", pair.a.as_str(), "ping", "-q", "-c", "50"])
+        .args(["-i", "0.01", ADDR_B])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ping starts");
     let mut handle = start_in(&pair.b, req, CaptureControl::default()).await;
     let instants = armed(&mut handle).await;
     let outcome = finish(handle).await.expect("capture succeeds");
     let elapsed = started.elapsed();
+    echoes.wait().expect("ping ends");
+    let stamps: Vec<f64> = tshark_fields(&file, &["frame.time_epoch"])
+        .iter()
+        .filter_map(|f| f.first().and_then(|t| t.parse().ok()))
+        .collect();
+    assert!(!stamps.is_empty(), "echoes after the instant are captured");
+    let first = stamps.iter().copied().fold(f64::MAX, f64::min);
+    assert!(
+        first >= at_ns as f64 / 1e9 - 1e-6,
+        "a packet stamped {:.6} s before the instant reached the file",
+        at_ns as f64 / 1e9 - first
+    );
     // Correctness, not precision: never before the instant, and not a
     // scheduling quantum's worth of lateness on a loaded machine. How close
     // it lands is a figure for tests/bench/capture.sh, not an assertion.

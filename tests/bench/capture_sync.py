@@ -6,7 +6,12 @@ node-2:flannel.1) RUNS times and prints the median, p99 (nearest rank: the
 largest value for 100 runs or fewer) and maximum of the run's
 capture_skew_us (spread of the armed instants on the coordinator's clock),
 clock_error_us (worst observer's clock-offset error bound) and the run's
-duration_ms (dispatch to record, arming lead included).
+duration_ms (dispatch to record, arming lead included); then what the
+capture phase spent (clock_wait_ms, arming_lead_ms), how late the latest
+observer armed on its own clock (arm_late_us), the least margin by which
+an observer was ready before the instant (ready_margin_us), and the runs
+in which an observer was ready only after the instant (ready late: its
+set-up, not its wake-up, made it late), with the worst run's timing.
 
 Usage (root):  sudo tests/bench/capture_sync.py [--runs 50]
 The lab is brought up if it is not, and taken down again only in that case.
@@ -34,24 +39,26 @@ def main():
     brought_up = json.loads(meshctl("lab", "status", "-o", "json").stdout).get("state") != "up"
     if brought_up:
         meshctl("lab", "up")
-    skews, errors, durations = [], [], []
+    timings = []
     try:
         with tempfile.TemporaryDirectory() as out:
             for _ in range(runs):
                 report = json.loads(meshctl(
                     "capture", "--on", "cloudvm-1:eth0,node-1:eth0,node-2:flannel.1",
                     "--filter", "icmp", "--duration", "500ms", "--out", out, "-o", "json").stdout)
-                skews.append(report["timing"]["capture_skew_us"])
-                errors.append(report["timing"]["clock_error_us"])
-                durations.append(report["timing"]["duration_ms"])
+                timings.append(report["timing"])
     finally:
         if brought_up:
             meshctl("lab", "down")
     print(f"{runs} captures on 3 observers (one kernel clock)")
-    for name, values in (("capture_skew_us", skews), ("clock_error_us", errors),
-                         ("duration_ms", durations)):
+    for name in ("capture_skew_us", "clock_error_us", "duration_ms", "clock_wait_ms",
+                 "arming_lead_ms", "arm_late_us", "ready_margin_us"):
+        values = [t.get(name, 0) for t in timings]
         print(f"{name:<16} median {statistics.median(values):>8.0f}  p99 {p99(values):>8.0f}"
-              f"  max {max(values):>8.0f}")
+              f"  max {max(values):>8.0f}  min {min(values):>8.0f}")
+    late = sum(1 for t in timings if t.get("ready_late", 0) > 0)
+    print(f"runs with an observer ready late: {late} of {runs}")
+    print("worst run:", json.dumps(max(timings, key=lambda t: t["capture_skew_us"])))
 
 
 if __name__ == "__main__":

@@ -514,6 +514,7 @@ impl ProbeReport {
             "timing: {} ms, clock error ±{} us, capture skew {} us",
             self.timing.duration_ms, self.timing.clock_error_us, self.timing.capture_skew_us
         ));
+        lines.extend(self.timing.arming_line());
         lines.extend(run_footer(&self.artifacts, &self.run_id, &self.trace_id));
         lines
     }

@@ -33,6 +33,17 @@ const UNMEASURED_LEAD: Duration = Duration::from_millis(500);
 /// the task's thread to start and the engine to reach its sleep before the
 /// instant on a loaded 2-core machine.
 const MIN_LEAD: Duration = Duration::from_millis(50);
+/// The lead covers the slowest recent set-up (dispatch to rings open, as
+/// the observers measured it) times this, in percent: under a concurrent
+/// build the slowest of 50 captures' set-ups was 1.15 times the slowest of
+/// the ones before it.
+const SET_UP_HEADROOM_PERCENT: u32 = 150;
+/// Longest set-up time noted for an observer: with the headroom, the lead
+/// stays well inside the minute a probe accepts to arm ahead.
+const MAX_SET_UP: Duration = Duration::from_secs(10);
+/// How often a capture looks whether every observer's fresh clock burst
+/// is in (the registry's estimators are fed from the links' tasks).
+const BURST_POLL: Duration = Duration::from_millis(2);
 /// Largest capture file the coordinator keeps to correlate, bytes (headers-only
 /// captures of a few seconds are far below it).
 const MAX_CORRELATED_BYTES: usize = 64 << 20;
@@ -96,6 +107,8 @@ pub struct RunningCapture {
     armed: Arc<std::sync::atomic::AtomicUsize>,
     observers: usize,
     tasks: Vec<(Option<Link>, String)>,
+    /// When [`RunningCapture::stop`] was first asked.
+    stopped: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 impl RunningCapture {
@@ -109,6 +122,7 @@ impl RunningCapture {
 
     /// Ends every observer's capture early (its file still comes back).
     pub async fn stop(&self) {
+        let _ = self.stopped.set(tokio::time::Instant::now());
         for (link, task_id) in &self.tasks {
             if let Some(link) = link {
                 let msg = pb::CoordinatorMessage {
@@ -123,7 +137,7 @@ impl RunningCapture {
 
     /// Waits for every observer's result and file, then correlates.
     pub async fn finish(self) -> CaptureOutcome {
-        self.collect.await.unwrap_or_else(|e| {
+        let mut outcome = self.collect.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "capture collection failed");
             CaptureOutcome {
                 observers: Vec::new(),
@@ -135,8 +149,16 @@ impl RunningCapture {
                 },
                 timing: pb::RunTiming::default(),
             }
-        })
+        });
+        if let Some(stopped) = self.stopped.get() {
+            outcome.timing.collect_ms = millis(stopped.elapsed());
+        }
+        outcome
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Dispatches `plan` to its observers, armed for one instant ahead; their
@@ -158,21 +180,22 @@ pub async fn start(
             .collect()
     };
     let clocks = fresh_clocks(&state, &plan.observers).await;
+    let clock_wait = started.elapsed();
     let worst_rtt_ns = clocks
         .iter()
         .map(|c| c.error_ns.saturating_mul(2))
         .max()
         .unwrap_or(0);
-    let ring_open: Vec<Option<Duration>> = {
+    let set_up: Vec<Option<Duration>> = {
         let registry = state.registry();
         plan.observers
             .iter()
-            .map(|o| registry.ring_open(&o.probe))
+            .map(|o| registry.set_up(&o.probe))
             .collect()
     };
     let lead = arming_lead(
         Duration::from_nanos(u64::try_from(worst_rtt_ns).unwrap_or(0)),
-        &ring_open,
+        &set_up,
     );
     let t0_ns = state
         .clock
@@ -210,6 +233,11 @@ pub async fn start(
         .collect();
     let observers = plan.observers.len();
     let armed_count = armed.clone();
+    let timing = pb::RunTiming {
+        clock_wait_ms: millis(clock_wait),
+        arming_lead_ms: millis(lead),
+        ..Default::default()
+    };
     let collect = tokio::spawn(
         collect(
             state,
@@ -217,8 +245,8 @@ pub async fn start(
             links,
             clocks,
             tasks,
-            bound,
-            started,
+            (bound, lead),
+            (started, timing),
             tx,
             (settled_tx, armed_count),
         )
@@ -230,47 +258,116 @@ pub async fn start(
         armed,
         observers,
         tasks: handles,
+        stopped: std::sync::OnceLock::new(),
     }
 }
 
 /// How far ahead of now the common start instant lies: far enough that
 /// every task arrives (four of the worst round trip) and every observer has
-/// its rings open before it (twice the longest set-up time the observers
-/// last reported, plus [`MIN_LEAD`]). [`UNMEASURED_LEAD`] at least while
-/// an observer has reported none.
-fn arming_lead(worst_rtt: Duration, ring_open: &[Option<Duration>]) -> Duration {
+/// its rings open before it ([`SET_UP_HEADROOM_PERCENT`] of the slowest of
+/// the set-up times the observers recently reported, plus [`MIN_LEAD`]).
+/// [`UNMEASURED_LEAD`] at least while an observer has reported none.
+fn arming_lead(worst_rtt: Duration, set_up: &[Option<Duration>]) -> Duration {
     let trip = worst_rtt.saturating_mul(4);
-    let setup = match ring_open.iter().copied().collect::<Option<Vec<_>>>() {
+    let setup = match set_up.iter().copied().collect::<Option<Vec<_>>>() {
         Some(reported) => {
             MIN_LEAD
                 + reported
                     .into_iter()
                     .max()
                     .unwrap_or_default()
-                    .saturating_mul(2)
+                    .saturating_mul(SET_UP_HEADROOM_PERCENT)
+                    / 100
         }
         None => UNMEASURED_LEAD,
     };
     trip.max(setup)
 }
 
+/// How long an observer took to get ready to arm, from what it reported
+/// as it armed: the lead less its margin to the instant (dispatch to
+/// rings open: the task's trip and start included), or, from a probe that
+/// reports no margin, its ring set-up alone; `None` when it reported
+/// neither.
+/// [`MAX_SET_UP`] at most, so a wild report cannot push the lead past what
+/// a probe accepts.
+fn set_up_time(armed: &pb::CaptureArmed, lead: Duration) -> Option<Duration> {
+    let took = match armed.ready_margin_us {
+        Some(margin_us) => {
+            let lead_us = i64::try_from(lead.as_micros()).unwrap_or(i64::MAX);
+            let took_us = lead_us.saturating_sub(margin_us).max(0);
+            Duration::from_micros(u64::try_from(took_us).unwrap_or(0))
+        }
+        None if armed.ring_open_us > 0 => Duration::from_micros(armed.ring_open_us),
+        None => return None,
+    };
+    Some(took.min(MAX_SET_UP))
+}
+
+/// What the observers said as they armed, for the run's timing.
+#[derive(Debug, Default)]
+struct Arming {
+    /// Every interface's armed instant, coordinator clock, ns.
+    instants: Vec<i64>,
+    /// The latest arming after its instant, on the observer's clock, ns.
+    late_ns: i64,
+    /// Observers ready only after the instant.
+    ready_late: u32,
+    /// The least margin to the instant reported, us.
+    least_margin_us: Option<i64>,
+}
+
+impl Arming {
+    /// Notes one observer's `CaptureArmed` for the instant `arm_at_ns`
+    /// (its clock), whose offset is `clock`.
+    fn note(&mut self, armed: &pb::CaptureArmed, arm_at_ns: i64, clock: ObserverClock) {
+        for i in &armed.interfaces {
+            self.instants
+                .push(probemesh_model::timeline::to_coordinator_ns(
+                    i.armed_unix_ns,
+                    clock.offset_ns,
+                    clock.error_ns,
+                ));
+            self.late_ns = self.late_ns.max(i.armed_unix_ns.saturating_sub(arm_at_ns));
+        }
+        if let Some(margin) = armed.ready_margin_us {
+            self.ready_late += u32::from(margin < 0);
+            self.least_margin_us = Some(self.least_margin_us.map_or(margin, |m| m.min(margin)));
+        }
+    }
+
+    /// Fills the arming part of `timing`.
+    fn fill(&self, timing: &mut pb::RunTiming) {
+        timing.capture_skew_us = self
+            .instants
+            .iter()
+            .max()
+            .zip(self.instants.iter().min())
+            .map_or(0, |(max, min)| max - min)
+            / 1_000;
+        timing.arm_late_us = self.late_ns / 1_000;
+        timing.ready_late = self.ready_late;
+        timing.ready_margin_us = self.least_margin_us.unwrap_or(0);
+    }
+}
+
 /// Each observer's clock from exchanges made just now: idle probes
 /// exchange only every `clock_interval` (tens of seconds), so a burst goes
 /// to every observer attached here (stream and UDP), while the clocks of
 /// observers another coordinator holds are measured through it (which
-/// bursts on them the same way, [`crate::mesh::clock`]); after
-/// [`crate::clock_sync::CLOCK_BURST_WAIT`] each gets the best sample since
-/// the burst began; an observer that answered none keeps its best older one
-/// (or none: offset 0, no bound).
+/// bursts on them the same way, [`crate::mesh::clock`]); once every local
+/// observer's burst is in (at most [`crate::clock_sync::CLOCK_BURST_WAIT`])
+/// each gets the best sample since the burst began; an observer that
+/// answered none keeps its best older one (or none: offset 0, no bound).
 async fn fresh_clocks(state: &Arc<Coordinator>, observers: &[Observer]) -> Vec<ObserverClock> {
     let since_ns = state.clock.now_unix_ns();
     let (local, held_elsewhere) = {
         let registry = state.registry();
-        let mut local: Vec<Link> = Vec::new();
+        let mut local: Vec<(&str, Link)> = Vec::new();
         let mut elsewhere: Vec<String> = Vec::new();
         for observer in observers {
             match registry.local_link(&observer.probe) {
-                Some(link) => local.push(link),
+                Some(link) => local.push((&observer.probe, link)),
                 None if registry.remote(&observer.probe).is_some() => {
                     elsewhere.push(observer.probe.clone());
                 }
@@ -279,12 +376,26 @@ async fn fresh_clocks(state: &Arc<Coordinator>, observers: &[Observer]) -> Vec<O
         }
         (local, elsewhere)
     };
-    for link in &local {
+    for (_, link) in &local {
         crate::clock_sync::clock_burst(state, link);
     }
     let local_wait = async {
-        if !local.is_empty() {
-            tokio::time::sleep(crate::clock_sync::CLOCK_BURST_WAIT).await;
+        let deadline = tokio::time::Instant::now() + crate::clock_sync::CLOCK_BURST_WAIT;
+        // Six of the eight: a burst's timers run late on a loaded probe and
+        // its last exchanges come well after the span; the bound is that of
+        // the best fresh exchange, however many there are.
+        let wanted = crate::clock_sync::CLOCK_BURST as usize - 2;
+        while !local.is_empty() && tokio::time::Instant::now() < deadline {
+            let all_in = {
+                let registry = state.registry();
+                local
+                    .iter()
+                    .all(|(probe, _)| registry.burst_in(probe, since_ns, wanted))
+            };
+            if all_in {
+                break;
+            }
+            tokio::time::sleep(BURST_POLL).await;
         }
     };
     tokio::join!(
@@ -316,15 +427,15 @@ async fn collect(
     links: Vec<Option<Link>>,
     clocks: Vec<ObserverClock>,
     tasks: Vec<pb::Task>,
-    bound: Duration,
-    started: tokio::time::Instant,
+    (bound, lead): (Duration, Duration),
+    (started, mut timing): (tokio::time::Instant, pb::RunTiming),
     tx: RunEvents,
     (settled, armed_count): (
         tokio::sync::watch::Sender<usize>,
         Arc<std::sync::atomic::AtomicUsize>,
     ),
 ) -> CaptureOutcome {
-    let armed: std::sync::Mutex<Vec<i64>> = std::sync::Mutex::new(Vec::new());
+    let armed: std::sync::Mutex<Arming> = std::sync::Mutex::new(Arming::default());
     let runs = plan
         .observers
         .iter()
@@ -335,6 +446,10 @@ async fn collect(
             let (state, tx, armed, settled, armed_count) =
                 (&state, &tx, &armed, &settled, &armed_count);
             async move {
+                let arm_at_ns = match &task.kind {
+                    Some(pb::task::Kind::Capture(c)) => c.arm_at_unix_ns,
+                    _ => 0,
+                };
                 let settle = || settled.send_modify(|n| *n += 1);
                 let Some(link) = link else {
                     settle();
@@ -377,28 +492,21 @@ async fn collect(
                             f.extend_from_slice(&c.data);
                         }
                     }
-                    if let Some(pb::task_progress::Event::CaptureArmed(a)) = &p.event {
-                        if a.ring_open_us > 0 {
-                            state.registry().set_ring_open(
-                                &observer.probe,
-                                Duration::from_micros(a.ring_open_us),
-                            );
+                    // An engine arms once per capture: a second report is
+                    // not counted twice.
+                    if let Some(pb::task_progress::Event::CaptureArmed(a)) = &p.event
+                        && !settled_here
+                    {
+                        if let Some(took) = set_up_time(a, lead) {
+                            state.registry().note_set_up(&observer.probe, took);
                         }
-                        let mut armed = armed
+                        armed
                             .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner());
-                        armed.extend(a.interfaces.iter().map(|i| {
-                            probemesh_model::timeline::to_coordinator_ns(
-                                i.armed_unix_ns,
-                                clock.offset_ns,
-                                clock.error_ns,
-                            )
-                        }));
-                        if !settled_here {
-                            settled_here = true;
-                            armed_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            settle();
-                        }
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .note(a, arm_at_ns, *clock);
+                        settled_here = true;
+                        armed_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        settle();
                     }
                     true
                 };
@@ -425,14 +533,10 @@ async fn collect(
     let (correlation, encapsulation, summary) = tracing::info_span!("probemesh.correlate")
         .in_scope(|| correlate_files(&plan.observers, &clocks, &results, files));
 
-    let armed = armed
+    armed
         .into_inner()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let skew_ns = armed
-        .iter()
-        .max()
-        .zip(armed.iter().min())
-        .map_or(0, |(max, min)| max - min);
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .fill(&mut timing);
     let observers = plan
         .observers
         .iter()
@@ -446,11 +550,8 @@ async fn collect(
             clock_error_ns: clock.error_ns,
         })
         .collect();
-    let timing = pb::RunTiming {
-        clock_error_us: clocks.iter().map(|c| c.error_ns).max().unwrap_or(0) / 1_000,
-        capture_skew_us: skew_ns / 1_000,
-        duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-    };
+    timing.clock_error_us = clocks.iter().map(|c| c.error_ns).max().unwrap_or(0) / 1_000;
+    timing.duration_ms = millis(started.elapsed());
     CaptureOutcome {
         observers,
         correlation,

@@ -2,7 +2,8 @@
 //!
 //! A capture opens one `AF_PACKET` ring per interface with the coordinator's
 //! BPF program attached in the kernel ([`crate::platform::af_packet`]), arms the
-//! rings at a common instant (binding them to their interfaces) and reports
+//! rings for a common instant (binding them to their interfaces just before
+//! it and keeping the packets stamped from it on) and reports
 //! the `CLOCK_REALTIME` instant each went live, copies packets into a pcapng
 //! file ([`pcapng`]) until its duration, a limit, a stop or a cancel, and
 //! reports per-interface kernel counters. It plans nothing and converts no
@@ -45,17 +46,20 @@ use block::parse_block;
 use pcapng::{InterfaceInfo, InterfaceTotals, PcapngFile, SectionInfo};
 
 /// Longest single wait in the capture loop, so stop and cancel are seen
-/// within this.
-const MAX_WAIT: Duration = Duration::from_millis(50);
+/// within this: a diagnosis stops its captures once its checks are done
+/// and waits for the files, so the stop's delay is on its critical path
+/// (a hundred wake-ups a second cost the capture thread nothing measurable).
+const MAX_WAIT: Duration = Duration::from_millis(10);
 /// After the end is decided, how long to keep reading so that packets
 /// already in a not-yet-retired block reach the file (block timeout + margin).
 const FINAL_DRAIN: Duration = Duration::from_millis(25);
-/// Sleeping stops this long before the arming instant; the rest is spun
-/// (a real-time thread wakes within tens of microseconds even on a busy
-/// core, an ordinary one may not).
-const SPIN_BEFORE_ARM: Duration = Duration::from_micros(300);
-/// Longest spin before arming (guards against a clock step).
-const MAX_SPIN: Duration = Duration::from_millis(2);
+/// When arming at an instant, the rings are bound this long before it and
+/// only packets stamped from the instant on are kept: a wake-up or a bind
+/// (it takes the kernel's RTNL lock, which other work can hold for
+/// milliseconds) up to this late still starts the capture at the instant
+/// exactly. Short enough that the ring (100 ms at the expected rate) does
+/// not fill with packets from before it.
+const BIND_AHEAD: Duration = Duration::from_millis(20);
 /// After a socket error, how often and how many times to look whether its
 /// interface was deleted (rather than taken down).
 const GONE_CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -106,6 +110,10 @@ pub enum CaptureEvent {
         /// opened and mapped, filters attached, file created): what the
         /// coordinator leaves before the next arming instant.
         ready_in: Duration,
+        /// How long before the arming instant it was ready, nanoseconds;
+        /// negative: ready only after it (the set-up, not the wake-up,
+        /// made it late). `None` when it armed at once.
+        ready_margin_ns: Option<i64>,
     },
     /// Running totals, every `progress_every`.
     Progress(CaptureProgress),
@@ -116,7 +124,9 @@ pub enum CaptureEvent {
 pub struct ArmedInterface {
     /// Interface name in its namespace.
     pub interface: String,
-    /// `CLOCK_REALTIME` right after the ring was bound.
+    /// `CLOCK_REALTIME` from which its packets are kept: the arming
+    /// instant, or right after the bind when that came later (or when
+    /// arming at once).
     pub armed_at: Timestamp,
 }
 
@@ -363,7 +373,8 @@ enum Phase {
 /// Runs one capture on the calling thread, in its network namespace, and
 /// blocks until it ends; `on_event` hears [`CaptureEvent`]s. Requires
 /// `CAP_NET_RAW`. Lowers the calling thread's timer slack when arming at
-/// an instant.
+/// an instant, and runs it real-time (`CAP_SYS_NICE`, else as it is) from
+/// the set-up to the binds.
 pub fn run_capture(
     request: &CaptureRequest,
     control: &CaptureControl,
@@ -377,6 +388,17 @@ pub fn run_capture(
             return Err(SpecError::ArmTooFar(ahead).into());
         }
     }
+    // Real-time from the set-up through the wait and the binds when arming
+    // at an instant, so none of them waits for a busy core (setting a ring
+    // up sleeps for an RCU grace period, and its wake-up comes at once);
+    // ordinary again before the first packet is copied.
+    let realtime = request.arm_at.and_then(|_| {
+        af_packet::RealtimeGuard::raise()
+            .inspect_err(|error| {
+                tracing::debug!(%error, "cannot arm as a real-time thread; a busy core may delay arming");
+            })
+            .ok()
+    });
     let opening = Instant::now();
     let (mut rings, mut taps) = open_rings(spec)?;
     let interfaces: Vec<InterfaceInfo> = taps
@@ -402,25 +424,22 @@ pub fn run_capture(
         PcapngFile::create(&request.output, &section, &interfaces).map_err(output_error)?;
     let ready_in = opening.elapsed();
 
-    let realtime = match request.arm_at {
+    let ready_margin_ns = match request.arm_at {
         Some(at) => {
-            let late = now()?.saturating_duration_since(at);
-            if !late.is_zero() {
+            let margin = at.as_nanos().saturating_sub(now()?.as_nanos());
+            if margin < 0 {
                 tracing::warn!(
-                    late_us = late.as_micros(),
+                    late_us = margin.saturating_neg() / 1_000,
                     ready_ms = ready_in.as_millis(),
                     "capture ready after its arming instant: it arms late, and the run's capture skew shows it"
                 );
             }
-            // Real-time through the wait and the binds, so neither waits for
-            // a busy core; ordinary again before the first packet is copied.
-            let realtime = af_packet::RealtimeGuard::raise()
-                .inspect_err(|error| {
-                    tracing::debug!(%error, "cannot arm as a real-time thread; a busy core may delay arming");
-                })
-                .ok();
-            wait_until(at, control)?;
-            realtime
+            let ahead = i64::try_from(BIND_AHEAD.as_nanos()).unwrap_or(i64::MAX);
+            wait_until(
+                Timestamp::from_nanos(at.as_nanos().saturating_sub(ahead)),
+                control,
+            )?;
+            Some(margin)
         }
         None => None,
     };
@@ -433,6 +452,14 @@ pub fn run_capture(
                 source,
             })?;
     }
+    if let Some(at) = request.arm_at {
+        wait_until(at, control)?;
+        // Live from the instant: packets stamped before it are skipped
+        // (a ring bound only after it is live from its bind).
+        for tap in &mut taps {
+            tap.armed_at = tap.armed_at.max(at);
+        }
+    }
     drop(realtime);
     let started = Instant::now();
     on_event(CaptureEvent::Armed {
@@ -444,6 +471,7 @@ pub fn run_capture(
             })
             .collect(),
         ready_in,
+        ready_margin_ns,
     });
 
     let limits = spec.limits;
@@ -481,7 +509,7 @@ pub fn run_capture(
             &mut taps,
             &mut file,
             &limits,
-            cutoff,
+            (request.arm_at, cutoff),
             &request.output,
         )? {
             break limit;
@@ -520,7 +548,7 @@ pub fn run_capture(
             written: tap.written,
         });
     }
-    drop(rings);
+    close_in_background(rings);
     let artifact = file.finish(&totals).map_err(output_error)?;
     Ok(CaptureOutcome {
         artifact,
@@ -542,55 +570,106 @@ pub fn run_capture(
 /// Resolves every interface and opens its (unbound) ring with the program
 /// for its link layer, lowered to the snap length.
 fn open_rings(spec: &CaptureSpec) -> Result<(Vec<PacketRing>, Vec<Tap>), CaptureError> {
+    let ring_config = RingConfig::sized_for(spec.snaplen, spec.interfaces.len());
+    let open = |name: &String| open_ring(spec, name, ring_config);
+    // A ring's set-up sleeps for an RCU grace period (`synchronize_net`):
+    // side by side the rings share their waits instead of adding them up
+    // (threads inherit this thread's network namespace).
+    let opened: Vec<Result<(PacketRing, Tap), CaptureError>> = if spec.interfaces.len() > 1 {
+        std::thread::scope(|scope| {
+            let pending: Vec<_> = spec
+                .interfaces
+                .iter()
+                .map(|name| {
+                    std::thread::Builder::new()
+                        .name("capture-open".into())
+                        .spawn_scoped(scope, move || open(name))
+                        .map_err(|_| name)
+                })
+                .collect();
+            pending
+                .into_iter()
+                .map(|p| match p {
+                    Ok(handle) => handle.join().unwrap_or(Err(CaptureError::Lost)),
+                    Err(name) => open(name),
+                })
+                .collect()
+        })
+    } else {
+        spec.interfaces.iter().map(open).collect()
+    };
     let mut rings = Vec::new();
     let mut taps = Vec::new();
-    let ring_config = RingConfig::sized_for(spec.snaplen, spec.interfaces.len());
-    for name in &spec.interfaces {
-        let ifindex = interface_index(name).ok_or_else(|| CaptureError::UnknownInterface {
-            interface: name.clone(),
-            available: interface_names().unwrap_or_default(),
-        })?;
-        let open_error = |op, source| CaptureError::Open {
-            interface: name.clone(),
-            op,
-            source,
-        };
-        let link = link_layer(name)
-            .map_err(|e| open_error("reading its link type", e))?
-            .map_err(|arphrd| CaptureError::UnsupportedLink {
-                interface: name.clone(),
-                arphrd,
-            })?;
-        let mut program = spec.filter.program(link).to_vec();
-        if program.is_empty() {
-            return Err(CaptureError::MissingProgram {
-                interface: name.clone(),
-            });
-        }
-        bpf::clamp_snaplen(&mut program, spec.snaplen);
-        let ring = PacketRing::open(&program, ring_config)
-            .map_err(|e| open_error("opening the ring", e))?;
+    for result in opened {
+        let (ring, tap) = result?;
         rings.push(ring);
-        taps.push(Tap {
-            name: name.clone(),
-            ifindex,
-            link,
-            armed_at: Timestamp::from_nanos(0),
-            written: 0,
-        });
+        taps.push(tap);
     }
     Ok((rings, taps))
 }
 
+/// Resolves interface `name` and opens its (unbound) ring.
+fn open_ring(
+    spec: &CaptureSpec,
+    name: &str,
+    ring_config: RingConfig,
+) -> Result<(PacketRing, Tap), CaptureError> {
+    let ifindex = interface_index(name).ok_or_else(|| CaptureError::UnknownInterface {
+        interface: name.to_owned(),
+        available: interface_names().unwrap_or_default(),
+    })?;
+    let open_error = |op, source| CaptureError::Open {
+        interface: name.to_owned(),
+        op,
+        source,
+    };
+    let link = link_layer(name)
+        .map_err(|e| open_error("reading its link type", e))?
+        .map_err(|arphrd| CaptureError::UnsupportedLink {
+            interface: name.to_owned(),
+            arphrd,
+        })?;
+    let mut program = spec.filter.program(link).to_vec();
+    if program.is_empty() {
+        return Err(CaptureError::MissingProgram {
+            interface: name.to_owned(),
+        });
+    }
+    bpf::clamp_snaplen(&mut program, spec.snaplen);
+    let ring =
+        PacketRing::open(&program, ring_config).map_err(|e| open_error("opening the ring", e))?;
+    let tap = Tap {
+        name: name.to_owned(),
+        ifindex,
+        link,
+        armed_at: Timestamp::from_nanos(0),
+        written: 0,
+    };
+    Ok((ring, tap))
+}
+
+/// Closes `rings` on a thread of their own: closing a packet socket with a
+/// ring waits for two RCU grace periods (tens of milliseconds on a loaded
+/// machine), which the file and the caller waiting for it need not wait
+/// for. If no thread can be started, the refused closure drops them here.
+fn close_in_background(rings: Vec<PacketRing>) {
+    let spawned = std::thread::Builder::new()
+        .name("capture-close".into())
+        .spawn(move || drop(rings));
+    if let Err(error) = spawned {
+        tracing::debug!(%error, "closed the capture rings inline");
+    }
+}
+
 /// Copies every block the kernel has handed over into the file, within
-/// the limits; returns the limit reached, if any. Packets stamped after
-/// `cutoff` are skipped.
+/// the limits; returns the limit reached, if any. Packets stamped before
+/// `from` or after `cutoff` are skipped.
 fn copy_ready(
     rings: &mut [PacketRing],
     taps: &mut [Tap],
     file: &mut PcapngFile,
     limits: &CaptureLimits,
-    cutoff: Option<Timestamp>,
+    (from, cutoff): (Option<Timestamp>, Option<Timestamp>),
     output: &std::path::Path,
 ) -> Result<Option<StopReason>, CaptureError> {
     let mut written: u64 = taps.iter().map(|t| t.written).sum();
@@ -611,7 +690,9 @@ fn copy_ready(
                         break;
                     }
                 };
-                if cutoff.is_some_and(|c| packet.timestamp > c) {
+                if from.is_some_and(|f| packet.timestamp < f)
+                    || cutoff.is_some_and(|c| packet.timestamp > c)
+                {
                     continue;
                 }
                 if file.bytes_written() + PcapngFile::packet_size(packet.data.len())
@@ -685,17 +766,13 @@ fn check_interface(ring: &PacketRing, tap: &Tap, packets: u64) -> Result<(), Cap
     })
 }
 
-/// Sleeps (absolute `CLOCK_REALTIME` sleeps, 1 ns timer slack), then
-/// spins, until `CLOCK_REALTIME` reaches `at`; returns early with
+/// Sleeps (absolute `CLOCK_REALTIME` sleeps, 1 ns timer slack) until
+/// `CLOCK_REALTIME` reaches `wake`; returns early with
 /// [`CaptureError::Cancelled`] on a cancel.
-fn wait_until(at: Timestamp, control: &CaptureControl) -> Result<(), CaptureError> {
+fn wait_until(wake: Timestamp, control: &CaptureControl) -> Result<(), CaptureError> {
     if let Err(error) = af_packet::set_timer_slack(1) {
         tracing::debug!(%error, "cannot lower the timer slack; arming may land late");
     }
-    let wake = Timestamp::from_nanos(
-        at.as_nanos()
-            .saturating_sub(i64::try_from(SPIN_BEFORE_ARM.as_nanos()).unwrap_or(i64::MAX)),
-    );
     loop {
         if control.cancel.is_cancelled() {
             return Err(CaptureError::Cancelled { packets: 0 });
@@ -710,10 +787,6 @@ fn wait_until(at: Timestamp, control: &CaptureControl) -> Result<(), CaptureErro
             op: "clock_nanosleep",
             source,
         })?;
-    }
-    let spin_start = Instant::now();
-    while now()? < at && spin_start.elapsed() < MAX_SPIN {
-        std::hint::spin_loop();
     }
     Ok(())
 }

@@ -102,6 +102,7 @@ mod tests {
                 armed_unix_ns: 1,
             }],
             ring_open_us: 4_000,
+            ready_margin_us: Some(46_000),
         });
         assert_eq!(
             board.update("node-1", &armed, start).as_deref(),

@@ -68,12 +68,44 @@ pub struct InterfaceView {
     armed_unix_ns: i64,
 }
 
-/// A run's clock error, capture skew and duration, as in JSON.
+/// A run's clock error, capture skew and duration, as in JSON, and what
+/// its capture phase spent.
 #[derive(Debug, Default, Serialize)]
 pub struct TimingView {
     pub(crate) clock_error_us: i64,
     pub(crate) capture_skew_us: i64,
     pub(crate) duration_ms: i64,
+    /// Waiting for fresh clock exchanges before arming.
+    clock_wait_ms: i64,
+    /// Dispatch to the common arming instant.
+    arming_lead_ms: i64,
+    /// The latest observer's arming after its instant, its own clock.
+    arm_late_us: i64,
+    /// Observers whose rings were ready only after the instant.
+    ready_late: u32,
+    /// The least time an observer was ready ahead of the instant.
+    ready_margin_us: i64,
+    /// Stop asked to every file back and correlated.
+    collect_ms: i64,
+}
+
+impl TimingView {
+    /// The capture phase in one line (`None` when nothing was armed):
+    /// what it added to the run, and why an observer armed late.
+    pub(crate) fn arming_line(&self) -> Option<String> {
+        (self.arming_lead_ms > 0).then(|| {
+            format!(
+                "arming: clock exchanges {} ms, lead {} ms (least margin {} us), latest arming {} us \
+                 after the instant, {} ready late; collect {} ms",
+                self.clock_wait_ms,
+                self.arming_lead_ms,
+                self.ready_margin_us,
+                self.arm_late_us,
+                self.ready_late,
+                self.collect_ms
+            )
+        })
+    }
 }
 
 impl From<&pb::RunRecord> for TimingView {
@@ -88,6 +120,12 @@ impl From<&pb::RunRecord> for TimingView {
                 clock_error_us: t.clock_error_us,
                 capture_skew_us: t.capture_skew_us,
                 duration_ms: t.duration_ms,
+                clock_wait_ms: t.clock_wait_ms,
+                arming_lead_ms: t.arming_lead_ms,
+                arm_late_us: t.arm_late_us,
+                ready_late: t.ready_late,
+                ready_margin_us: t.ready_margin_us,
+                collect_ms: t.collect_ms,
             },
         )
     }
@@ -362,6 +400,7 @@ impl CaptureReport {
             "timing: clock error ±{} us, capture skew {} us, duration {} ms",
             self.timing.clock_error_us, self.timing.capture_skew_us, self.timing.duration_ms
         ));
+        lines.extend(self.timing.arming_line());
         if let Some(c) = &self.correlation {
             lines.extend(c.lines());
         }
@@ -423,6 +462,12 @@ mod tests {
                 clock_error_us: 40,
                 capture_skew_us: 12,
                 duration_ms: 5_100,
+                clock_wait_ms: 38,
+                arming_lead_ms: 90,
+                arm_late_us: 15,
+                ready_late: 0,
+                ready_margin_us: 61_000,
+                collect_ms: 0,
             }),
             ..Default::default()
         };
@@ -441,6 +486,16 @@ mod tests {
         assert_eq!(json["run_id"], "run-1");
         assert_eq!(json["timing"]["clock_error_us"], 40);
         assert_eq!(json["timing"]["capture_skew_us"], 12);
+        assert_eq!(json["timing"]["arming_lead_ms"], 90);
+        assert_eq!(json["timing"]["ready_late"], 0);
+        assert!(
+            report
+                .table_lines()
+                .iter()
+                .any(|l| l.starts_with("arming: clock exchanges 38 ms, lead 90 ms")),
+            "{:?}",
+            report.table_lines()
+        );
         assert_eq!(json["observers"][0]["stop"], "duration");
         assert_eq!(json["observers"][0]["clock_offset_us"], 1.5);
         assert_eq!(json["observers"][0]["interfaces"][0]["name"], "eth0");

@@ -173,11 +173,16 @@ fn program(words: &[u64]) -> Vec<BpfInsn> {
     words.iter().map(|&w| BpfInsn::from_wire(w)).collect()
 }
 
-fn armed(interfaces: &[crate::capture::ArmedInterface], ready_in: Duration) -> pb::CaptureArmed {
+fn armed(
+    interfaces: &[crate::capture::ArmedInterface],
+    ready_in: Duration,
+    ready_margin_ns: Option<i64>,
+) -> pb::CaptureArmed {
     pb::CaptureArmed {
         ring_open_us: u64::try_from(ready_in.as_micros())
             .unwrap_or(u64::MAX)
             .max(1),
+        ready_margin_us: ready_margin_ns.map(|ns| ns / 1_000),
         interfaces: interfaces
             .iter()
             .map(|i| pb::ArmedInterface {
@@ -242,7 +247,12 @@ impl From<CaptureTaskEvent> for pb::task_progress::Event {
             CaptureTaskEvent::Capture(CaptureEvent::Armed {
                 interfaces,
                 ready_in,
-            }) => pb::task_progress::Event::CaptureArmed(armed(&interfaces, ready_in)),
+                ready_margin_ns,
+            }) => pb::task_progress::Event::CaptureArmed(armed(
+                &interfaces,
+                ready_in,
+                ready_margin_ns,
+            )),
             CaptureTaskEvent::Capture(CaptureEvent::Progress(p)) => {
                 pb::task_progress::Event::CaptureProgress(p.into())
             }
