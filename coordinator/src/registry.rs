@@ -120,13 +120,22 @@ pub struct Registry {
     next_conn: u64,
     /// How long each probe took to get its latest captures ready to arm
     /// (the last [`SET_UP_HISTORY`]), held or remote alike.
-    set_up: BTreeMap<String, VecDeque<Duration>>,
+    set_up: BTreeMap<String, SetUps>,
 }
 
 /// Set-up times kept per probe: the arming lead covers the slowest of
 /// them, so one slow set-up (a loaded machine) keeps the lead long for
 /// this many captures, not just the next.
 pub const SET_UP_HISTORY: usize = 4;
+
+/// One probe's recent set-up times.
+#[derive(Debug, Default)]
+struct SetUps {
+    /// The latest, oldest first.
+    times: VecDeque<Duration>,
+    /// Whether the probe has reported more than its first capture's.
+    warm: bool,
+}
 
 impl Registry {
     /// Attaches `identity` with its Hello. While the name's stream is live
@@ -402,17 +411,28 @@ impl Registry {
     }
 
     /// Notes how long `name` took to get a capture ready to arm.
+    ///
+    /// A probe's first capture pays once what later ones do not (its
+    /// first real-time thread, the kernel's first rings and filters for its
+    /// namespace: 5 times a warm set-up in the lab), so that one stands only
+    /// until the second is in, not for [`SET_UP_HISTORY`] captures.
     pub fn note_set_up(&mut self, name: &str, took: Duration) {
-        let times = self.set_up.entry(name.to_owned()).or_default();
-        if times.len() == SET_UP_HISTORY {
-            times.pop_front();
+        let s = self.set_up.entry(name.to_owned()).or_default();
+        if !s.warm && !s.times.is_empty() {
+            s.times.clear();
+            s.warm = true;
         }
-        times.push_back(took);
+        if s.times.len() == SET_UP_HISTORY {
+            s.times.pop_front();
+        }
+        s.times.push_back(took);
     }
 
     /// The slowest of `name`'s latest set-up times, once it has reported one.
     pub fn set_up(&self, name: &str) -> Option<Duration> {
-        self.set_up.get(name).and_then(|t| t.iter().max().copied())
+        self.set_up
+            .get(name)
+            .and_then(|s| s.times.iter().max().copied())
     }
 
     /// Whether the fresh burst of exchanges with `name` is in: `count`
@@ -549,6 +569,24 @@ pub(crate) fn test_probe(i: u8, name: &str) -> (Identity, pb::Hello) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probes_first_set_up_stands_until_its_second_and_later_ones_for_four() {
+        let ms = Duration::from_millis;
+        let mut reg = Registry::default();
+        assert_eq!(reg.set_up("node-1"), None);
+        reg.note_set_up("node-1", ms(166));
+        assert_eq!(reg.set_up("node-1"), Some(ms(166)));
+        reg.note_set_up("node-1", ms(35));
+        assert_eq!(reg.set_up("node-1"), Some(ms(35)));
+        reg.note_set_up("node-1", ms(90));
+        for _ in 0..SET_UP_HISTORY - 1 {
+            reg.note_set_up("node-1", ms(30));
+            assert_eq!(reg.set_up("node-1"), Some(ms(90)));
+        }
+        reg.note_set_up("node-1", ms(30));
+        assert_eq!(reg.set_up("node-1"), Some(ms(30)));
+    }
     use crate::clock::ClockPath;
     use probemesh_proto::identity::Role;
 
