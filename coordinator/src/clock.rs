@@ -83,6 +83,11 @@ impl Sample {
         self.delay_ns / 2
     }
 
+    /// The round trip as a duration.
+    pub fn round_trip(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(u64::try_from(self.delay_ns).unwrap_or(0))
+    }
+
     /// The estimate of a probe whose stream another coordinator holds:
     /// `self` is that coordinator's clock against this one (a
     /// [`ClockPath::Peer`] sample), `held` its own estimate of the probe.

@@ -227,11 +227,7 @@ async fn run_check(
     if !check.paced_by.is_empty() {
         let (near, far) = {
             let registry = state.registry();
-            let clock_rtt = |probe: &str| {
-                registry
-                    .clock(probe)
-                    .map(|s| Duration::from_nanos(u64::try_from(s.delay_ns).unwrap_or(0)))
-            };
+            let clock_rtt = |probe: &str| registry.clock(probe).map(|s| s.round_trip());
             let far: Option<Duration> = check
                 .paced_by
                 .iter()

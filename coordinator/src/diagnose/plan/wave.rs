@@ -229,9 +229,9 @@ pub(super) fn first_wave(
 pub(super) fn counter_window(checks: &[PlannedCheck], registry: &Registry) -> Duration {
     let clock_rtt = |check: &PlannedCheck| {
         let probe = check.from.split('@').next().unwrap_or_default();
-        registry.clock(probe).map_or(Duration::ZERO, |s| {
-            Duration::from_nanos(u64::try_from(s.delay_ns).unwrap_or(0))
-        })
+        registry
+            .clock(probe)
+            .map_or(Duration::ZERO, |s| s.round_trip())
     };
     let spaced = |count: u32, interval_us: u64| {
         Duration::from_micros(interval_us).saturating_mul(count.saturating_sub(1))
