@@ -135,7 +135,7 @@ impl pb::peer_server::Peer for PeerService {
 
 /// Forwards the task's progress and result to the caller; a cancel from
 /// the caller, or the caller going away, cancels it on the probe, and a stop
-/// is passed down.
+/// or a capture's instant is passed down.
 async fn serve_relay(
     state: Arc<Coordinator>,
     link: Link,
@@ -168,6 +168,15 @@ async fn serve_relay(
                         })),
                     };
                     let _ = link.tx.send(Ok(stop)).await;
+                }
+                Ok(Some(pb::RelayRequest { msg: Some(Msg::Arm(a)) })) => {
+                    let arm = pb::CoordinatorMessage {
+                        msg: Some(pb::coordinator_message::Msg::Arm(pb::ArmCapture {
+                            task_id: handle.task_id.clone(),
+                            ..a
+                        })),
+                    };
+                    let _ = link.tx.send(Ok(arm)).await;
                 }
                 Ok(Some(pb::RelayRequest { msg: Some(Msg::Task(_)) | None })) => {}
                 // A cancel, or the caller gone.

@@ -9,7 +9,7 @@
 //! carries to the owner, so the run code sends to a remote probe as to a
 //! local one. A probe's own stream here always wins over a remote entry.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 #[cfg(test)]
@@ -118,23 +118,6 @@ pub struct Registry {
     /// This coordinator's id and URL, with several coordinators.
     member: Option<(String, String)>,
     next_conn: u64,
-    /// How long each probe took to get its latest captures ready to arm
-    /// (the last [`SET_UP_HISTORY`]), held or remote alike.
-    set_up: BTreeMap<String, SetUps>,
-}
-
-/// Set-up times kept per probe: the arming lead covers the slowest of
-/// them, so one slow set-up (a loaded machine) keeps the lead long for
-/// this many captures, not just the next.
-pub const SET_UP_HISTORY: usize = 4;
-
-/// One probe's recent set-up times.
-#[derive(Debug, Default)]
-struct SetUps {
-    /// The latest, oldest first.
-    times: VecDeque<Duration>,
-    /// Whether the probe has reported more than its first capture's.
-    warm: bool,
 }
 
 impl Registry {
@@ -410,31 +393,6 @@ impl Registry {
             .and_then(|e| e.clock.best_since(t_ns))
     }
 
-    /// Notes how long `name` took to get a capture ready to arm.
-    ///
-    /// A probe's first capture pays once what later ones do not (its
-    /// first real-time thread, the kernel's first rings and filters for its
-    /// namespace: 5 times a warm set-up in the lab), so that one stands only
-    /// until the second is in, not for [`SET_UP_HISTORY`] captures.
-    pub fn note_set_up(&mut self, name: &str, took: Duration) {
-        let s = self.set_up.entry(name.to_owned()).or_default();
-        if !s.warm && !s.times.is_empty() {
-            s.times.clear();
-            s.warm = true;
-        }
-        if s.times.len() == SET_UP_HISTORY {
-            s.times.pop_front();
-        }
-        s.times.push_back(took);
-    }
-
-    /// The slowest of `name`'s latest set-up times, once it has reported one.
-    pub fn set_up(&self, name: &str) -> Option<Duration> {
-        self.set_up
-            .get(name)
-            .and_then(|s| s.times.iter().max().copied())
-    }
-
     /// Whether the fresh burst of exchanges with `name` is in: `count`
     /// exchanges completed at or after `t_ns` (coordinator clock) on the
     /// path of its best sample (UDP where it gets through, whose samples
@@ -570,23 +528,6 @@ pub(crate) fn test_probe(i: u8, name: &str) -> (Identity, pb::Hello) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_probes_first_set_up_stands_until_its_second_and_later_ones_for_four() {
-        let ms = Duration::from_millis;
-        let mut reg = Registry::default();
-        assert_eq!(reg.set_up("node-1"), None);
-        reg.note_set_up("node-1", ms(166));
-        assert_eq!(reg.set_up("node-1"), Some(ms(166)));
-        reg.note_set_up("node-1", ms(35));
-        assert_eq!(reg.set_up("node-1"), Some(ms(35)));
-        reg.note_set_up("node-1", ms(90));
-        for _ in 0..SET_UP_HISTORY - 1 {
-            reg.note_set_up("node-1", ms(30));
-            assert_eq!(reg.set_up("node-1"), Some(ms(90)));
-        }
-        reg.note_set_up("node-1", ms(30));
-        assert_eq!(reg.set_up("node-1"), Some(ms(30)));
-    }
     use crate::clock::ClockPath;
     use probemesh_proto::identity::Role;
 

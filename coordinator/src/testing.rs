@@ -105,8 +105,14 @@ impl FakeProbe {
     /// Attaches probe `name` as [`crate::registry::test_probe`] makes it,
     /// counting the probes attached before it.
     pub(crate) fn attach(state: &Arc<Coordinator>, name: &str) -> Self {
+        Self::attach_with(state, name, &[])
+    }
+
+    /// [`FakeProbe::attach`], announcing `capabilities` in its Hello.
+    pub(crate) fn attach_with(state: &Arc<Coordinator>, name: &str, capabilities: &[&str]) -> Self {
         let n = u8::try_from(state.registry().list().len()).unwrap_or(u8::MAX);
-        let (identity, hello) = registry::test_probe(n, name);
+        let (identity, mut hello) = registry::test_probe(n, name);
+        hello.capabilities = capabilities.iter().map(|c| (*c).to_owned()).collect();
         let (tx, rx) = mpsc::channel(64);
         let addr = SocketAddr::from(([198, 18, 0, 11 + n], 40_000));
         let attached = state

@@ -31,9 +31,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::backoff::Backoff;
+use crate::capture::{ArmSignal, Told};
 use crate::coordinators::Coordinators;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::platform::Timestamp;
 use crate::renew;
 use crate::telemetry::Moments;
 use crate::time::unix_ns;
@@ -222,7 +224,7 @@ async fn session(
                     Some(Msg::Task(task)) => {
                         let tokens = Running::default();
                         running.insert(task.task_id.clone(), tokens.clone());
-                        let context = crate::tasks::TaskContext { probe_name: settings.name.clone(), stop: tokens.stop };
+                        let context = crate::tasks::TaskContext { probe_name: settings.name.clone(), stop: tokens.stop, arm: tokens.arm };
                         tokio::spawn(execute(task, context, out.clone(), tokens.cancel, done_tx.clone(), settings.metrics.clone()));
                     }
                     Some(Msg::Cancel(c)) => {
@@ -250,6 +252,11 @@ async fn session(
                             let _ = bursts.try_send(burst);
                         }
                     }
+                    Some(Msg::Arm(a)) => match running.get(&a.task_id) {
+                        Some(_) if a.arm_at_unix_ns < 0 => tracing::warn!(task_id = %a.task_id, arm_at_unix_ns = a.arm_at_unix_ns, "ignoring an arming instant before the Unix epoch"),
+                        Some(tokens) => tokens.arm.arm(Told { at: Timestamp::from_nanos(a.arm_at_unix_ns), clock: a.clock_note }),
+                        None => tracing::debug!(task_id = %a.task_id, "arming instant for a task no longer running"),
+                    },
                     Some(Msg::Stop(s)) => {
                         if let Some(tokens) = running.get(&s.task_id) {
                             tracing::info!(task_id = %s.task_id, "task stopped early by the coordinator");
@@ -287,11 +294,13 @@ async fn session(
 }
 
 /// A running task's two ways to end early: `cancel` abandons it, `stop`
-/// ends it normally (a capture still delivers its file).
+/// ends it normally (a capture still delivers its file); and the arming
+/// instant of a capture told to wait for it.
 #[derive(Debug, Clone, Default)]
 struct Running {
     cancel: CancellationToken,
     stop: CancellationToken,
+    arm: ArmSignal,
 }
 
 /// Runs one task, forwarding its progress, then sends its result.

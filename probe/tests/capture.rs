@@ -13,8 +13,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mesh_probe::capture::{
-    CaptureControl, CaptureError, CaptureEvent, CaptureHandle, CaptureOutcome, CaptureRequest,
-    CaptureSpec, StopReason, spawn_capture,
+    Arming, CaptureControl, CaptureError, CaptureEvent, CaptureHandle, CaptureOutcome,
+    CaptureRequest, CaptureSpec, StopReason, spawn_capture,
 };
 use mesh_probe::platform::Timestamp;
 use mesh_probe::platform::netns::{Namespace, NetnsTarget, run_in};
@@ -158,7 +158,7 @@ fn request(filter: &str, interfaces: &[&str], out: &Path) -> CaptureRequest {
     spec.limits.duration = Duration::from_secs(20);
     CaptureRequest {
         spec,
-        arm_at: None,
+        arming: Arming::Now,
         probe: "probe-b".into(),
         run: "t5x".into(),
         clock: "offset +0 µs ± 0 µs (test)".into(),
@@ -187,7 +187,7 @@ async fn armed(handle: &mut CaptureHandle) -> Vec<Timestamp> {
             Ok(Some(CaptureEvent::Armed { interfaces, .. })) => {
                 return interfaces.iter().map(|a| a.armed_at).collect();
             }
-            Ok(Some(CaptureEvent::Progress(_))) => continue,
+            Ok(Some(CaptureEvent::Progress(_) | CaptureEvent::Ready { .. })) => continue,
             Ok(None) => panic!("the capture ended before arming"),
             Err(_) => panic!("not armed within 10 s"),
         }
@@ -465,7 +465,7 @@ async fn arming_at_an_instant_goes_live_right_then_and_the_duration_ends_it() {
     let mut req = request("icmp", &["veth-b", "lo"], &dir.path().join("b.pcapng"));
     req.spec.limits.duration = Duration::from_millis(300);
     let at_ns = (now_secs() * 1e9) as i64 + 300_000_000;
-    req.arm_at = Some(Timestamp::from_nanos(at_ns));
+    req.arming = Arming::At(Timestamp::from_nanos(at_ns));
     let file = req.output.clone();
     let started = Instant::now();
     // Echoes every 10 ms across the instant: those before it reach the ring

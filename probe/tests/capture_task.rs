@@ -9,6 +9,8 @@
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mesh_probe::capture::{ArmSignal, Told};
+use mesh_probe::platform::Timestamp;
 use mesh_probe::tasks::capture::capture_dir;
 use mesh_probe::tasks::{TaskContext, run_task_with};
 use probemesh_packet::bpf::compile_filter;
@@ -181,11 +183,20 @@ fn start(task: pb::Task, cancel: CancellationToken) -> Running {
 
 /// [`start`], with the token a coordinator's `StopTask` fires.
 fn start_stoppable(task: pb::Task, cancel: CancellationToken, stop: CancellationToken) -> Running {
+    start_in(
+        task,
+        cancel,
+        TaskContext {
+            probe_name: PROBE.into(),
+            stop,
+            arm: ArmSignal::default(),
+        },
+    )
+}
+
+/// [`start`], with the context a link gives the task.
+fn start_in(task: pb::Task, cancel: CancellationToken, context: TaskContext) -> Running {
     let (tx, progress) = mpsc::channel(64);
-    let context = TaskContext {
-        probe_name: PROBE.into(),
-        stop,
-    };
     let result = tokio::spawn(run_task_with(context, task, tx, cancel));
     Running { progress, result }
 }
@@ -456,6 +467,73 @@ async fn a_capture_arms_at_the_instant_it_is_given() {
     assert!(
         matches!(result.outcome, Some(Outcome::Capture(_))),
         "{result:?}"
+    );
+}
+
+/// The clock a capture told its instant is told with.
+const TOLD_CLOCK: &str = "offset +7.0 us ± 1.0 us (told)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_told_to_wait_reports_ready_then_arms_at_the_instant_told() {
+    if skip() {
+        return;
+    }
+    let pair = Pair::new("told");
+    let id = task_id("told");
+    let mut task = capture_task(&pair, &id, &["veth-b"], Duration::from_millis(200));
+    if let Some(pb::task::Kind::Capture(capture)) = &mut task.kind {
+        capture.arm_when_told = true;
+    }
+    let arm = ArmSignal::default();
+    let context = TaskContext {
+        probe_name: PROBE.into(),
+        stop: CancellationToken::new(),
+        arm: arm.clone(),
+    };
+    let mut running = start_in(task, CancellationToken::new(), context);
+    let ready = tokio::time::timeout(Duration::from_secs(10), running.progress.recv())
+        .await
+        .expect("ready within 10 s")
+        .expect("an event before the end");
+    let Some(pb::task_progress::Event::CaptureReady(ready)) = ready.event else {
+        panic!("expected CaptureReady first, got {ready:?}");
+    };
+    assert!(ready.ready_in_us > 0, "{ready:?}");
+    // Waiting: nothing more until it is told.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(running.progress.try_recv().is_err(), "armed before told");
+    let arm_at = unix_ns() + 50_000_000;
+    arm.arm(Told {
+        at: Timestamp::from_nanos(arm_at),
+        clock: TOLD_CLOCK.into(),
+    });
+    let armed = running.armed().await;
+    assert_eq!(
+        armed.interfaces[0].armed_unix_ns, arm_at,
+        "live from the instant told"
+    );
+    let margin_us = armed.ready_margin_us.expect("a margin to the instant");
+    assert!(
+        (1..50_000).contains(&margin_us),
+        "told 50 ms ahead, ready {margin_us} us before"
+    );
+    let (events, result) = running.finish().await;
+    assert!(
+        matches!(result.outcome, Some(Outcome::Capture(_))),
+        "{result:?}"
+    );
+    let file: Vec<u8> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ArtifactChunk(c) => Some(c.data),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let told_note = TOLD_CLOCK.as_bytes();
+    assert!(
+        file.windows(told_note.len()).any(|w| w == told_note),
+        "the clock told with the instant is in the file's comment"
     );
 }
 

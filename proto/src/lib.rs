@@ -15,6 +15,10 @@ pub mod pb {
 }
 pub mod clock_udp;
 pub mod compat;
+
+/// The `Hello` capability of a probe that can set a capture up and then
+/// wait for the coordinator's `ArmCapture` (`CaptureTask.arm_when_told`).
+pub const CAPTURE_ARM_WHEN_TOLD: &str = "capture_arm_when_told";
 pub mod identity;
 pub mod pki;
 pub mod tls;

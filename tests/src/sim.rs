@@ -200,7 +200,7 @@ impl Link {
                             }
                         }
                         Some(Msg::GoAway(g)) => return Ok(format!("the coordinator is going away: {}", g.reason)),
-                        Some(Msg::Cancel(_) | Msg::Stop(_) | Msg::Certificate(_)) | None => {}
+                        Some(Msg::Cancel(_) | Msg::Stop(_) | Msg::Arm(_) | Msg::Certificate(_)) | None => {}
                     }
                 }
                 _ = heartbeat.tick() => {

@@ -3,8 +3,10 @@
 //! [`plan`] is pure: it turns a `CaptureRequest` into a [`plan::CapturePlan`]
 //! (observers, filter bounded, payload policy applied); [`compile`] compiles
 //! its filter in the blocking pool; [`run`] executes a plan on the probes
-//! through [`crate::execute`] and correlates the files.
+//! through [`crate::execute`], arming them for one instant ([`arm`]), and
+//! correlates the files.
 
+mod arm;
 pub mod compile;
 pub mod plan;
 pub mod run;

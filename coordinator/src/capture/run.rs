@@ -16,6 +16,7 @@ use probemesh_proto::identity::ProbeName;
 use probemesh_proto::pb;
 use tracing::Instrument as _;
 
+use super::arm::{self, CommonInstant, ObserverClock};
 use super::plan::{CapturePlan, Observer};
 use crate::correlate;
 use crate::error::Error;
@@ -23,39 +24,11 @@ use crate::execute::{RunEvents, await_task, finish, task_error};
 use crate::registry::Link;
 use crate::state::Coordinator;
 
-/// Time between dispatch and the common start instant while an observer
-/// has not yet reported how long it takes to get ready to arm (its first
-/// capture): the task's trip plus the ring set-up, which on a cold machine
-/// took up to 340 ms in the lab with fixed 32 MiB rings (a late observer
-/// logs "capture ready after its arming instant").
-const UNMEASURED_LEAD: Duration = Duration::from_millis(500);
-/// Least lead once every observer has reported its set-up time: room for
-/// the task's thread to start and the engine to reach its sleep before the
-/// instant on a loaded 2-core machine.
-const MIN_LEAD: Duration = Duration::from_millis(50);
-/// The lead covers the slowest recent set-up (dispatch to rings open, as
-/// the observers measured it) times this, in percent: under a concurrent
-/// build the slowest of 50 captures' set-ups was 1.15 times the slowest of
-/// the ones before it.
-const SET_UP_HEADROOM_PERCENT: u32 = 150;
-/// Longest set-up time noted for an observer: with the headroom, the lead
-/// stays well inside the minute a probe accepts to arm ahead.
-const MAX_SET_UP: Duration = Duration::from_secs(10);
-/// How often a capture looks whether every observer's fresh clock burst
-/// is in (the registry's estimators are fed from the links' tasks).
-const BURST_POLL: Duration = Duration::from_millis(2);
 /// Largest capture file the coordinator keeps to correlate, bytes (headers-only
 /// captures of a few seconds are far below it).
 const MAX_CORRELATED_BYTES: usize = 64 << 20;
 /// Time for the artifact to stream back after the window closes.
 const TRANSFER_SLACK: Duration = Duration::from_secs(60);
-
-/// An observer's clock as the coordinator sees it.
-#[derive(Debug, Clone, Copy, Default)]
-struct ObserverClock {
-    offset_ns: i64,
-    error_ns: i64,
-}
 
 /// Runs a planned capture to the end and sends the record.
 pub async fn follow(
@@ -161,10 +134,9 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Dispatches `plan` to its observers, armed for one instant ahead; their
-/// progress (artifact chunks included) goes to `tx`, stamped with the
-/// observer's name. Takes [`crate::clock_sync::CLOCK_BURST_WAIT`] first for
-/// fresh clock exchanges ([`fresh_clocks`]).
+/// Dispatches `plan` to its observers and arms them for one instant
+/// ([`super::arm`]); their progress (artifact chunks included) goes to
+/// `tx`, stamped with the observer's name.
 pub async fn start(
     state: Arc<Coordinator>,
     plan: CapturePlan,
@@ -179,76 +151,88 @@ pub async fn start(
             .map(|o| registry.link(&o.probe))
             .collect()
     };
-    let clocks = fresh_clocks(&state, &plan.observers).await;
-    let clock_wait = started.elapsed();
-    let worst_rtt_ns = clocks
-        .iter()
-        .map(|c| c.error_ns.saturating_mul(2))
-        .max()
-        .unwrap_or(0);
-    let set_up: Vec<Option<Duration>> = {
-        let registry = state.registry();
-        plan.observers
-            .iter()
-            .map(|o| registry.set_up(&o.probe))
-            .collect()
+    let told_later = arm::all_told_later(&state, &plan.observers, &links);
+    let (instant_tx, instant) = tokio::sync::watch::channel(None);
+    let up_front = if told_later {
+        None
+    } else {
+        let common = Arc::new(arm::up_front(&state, &plan.observers, started).await);
+        instant_tx.send_replace(Some(common.clone()));
+        Some(common)
     };
-    let lead = arming_lead(
-        Duration::from_nanos(u64::try_from(worst_rtt_ns).unwrap_or(0)),
-        &set_up,
-    );
-    let t0_ns = state
-        .clock
-        .now_unix_ns()
-        .saturating_add(i64::try_from(lead.as_nanos()).unwrap_or(i64::MAX));
-    let bound = lead + plan.window + TRANSFER_SLACK;
+    let window = plan.window;
     let tasks: Vec<pb::Task> = plan
         .observers
         .iter()
-        .zip(&clocks)
         .enumerate()
-        .map(|(i, (observer, clock))| pb::Task {
-            task_id: format!("{run_id}-c{}", i + 1),
-            run_id: run_id.to_owned(),
-            trace_context: crate::telemetry::task_context(&tracing::Span::current()),
-            netns: observer.netns.clone(),
-            kind: Some(pb::task::Kind::Capture(pb::CaptureTask {
-                interfaces: observer.interfaces.clone(),
-                arm_at_unix_ns: t0_ns.saturating_add(clock.offset_ns),
-                clock_note: format!(
-                    "probe clock offset {:+.1} us ± {:.1} us vs the coordinator; run {run_id}",
-                    clock.offset_ns as f64 / 1e3,
-                    clock.error_ns as f64 / 1e3,
-                ),
-                ..plan.template.clone()
-            })),
+        .map(|(i, observer)| {
+            let (arm_at_unix_ns, clock_note) = match &up_front {
+                Some(common) => {
+                    let clock = common.clocks.get(i).copied().unwrap_or_default();
+                    (clock.local(common.t0_ns), clock.note(run_id))
+                }
+                None => (0, String::new()),
+            };
+            pb::Task {
+                task_id: format!("{run_id}-c{}", i + 1),
+                run_id: run_id.to_owned(),
+                trace_context: crate::telemetry::task_context(&tracing::Span::current()),
+                netns: observer.netns.clone(),
+                kind: Some(pb::task::Kind::Capture(pb::CaptureTask {
+                    interfaces: observer.interfaces.clone(),
+                    arm_at_unix_ns,
+                    clock_note,
+                    arm_when_told: told_later,
+                    ..plan.template.clone()
+                })),
+            }
         })
         .collect();
     let (settled_tx, settled) = tokio::sync::watch::channel(0usize);
+    let (readiness_tx, readiness) =
+        tokio::sync::watch::channel(vec![arm::Readiness::SettingUp; tasks.len()]);
     let armed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handles: Vec<(Option<Link>, String)> = links
         .iter()
         .cloned()
         .zip(tasks.iter().map(|t| t.task_id.clone()))
         .collect();
+    if told_later {
+        let told = handles
+            .iter()
+            .map(|(link, task_id)| arm::Told {
+                link: link.clone(),
+                task_id: task_id.clone(),
+            })
+            .collect();
+        tokio::spawn(
+            arm::arm_when_ready(
+                state.clone(),
+                plan.observers.clone(),
+                told,
+                (run_id.to_owned(), started),
+                readiness,
+                instant_tx,
+            )
+            .in_current_span(),
+        );
+    }
     let observers = plan.observers.len();
     let armed_count = armed.clone();
-    let timing = pb::RunTiming {
-        clock_wait_ms: millis(clock_wait),
-        arming_lead_ms: millis(lead),
-        ..Default::default()
-    };
     let collect = tokio::spawn(
         collect(
             state,
             plan,
             links,
-            clocks,
             tasks,
-            (bound, lead),
-            (started, timing),
+            window + arm::READY_WAIT + TRANSFER_SLACK,
+            (started, instant),
             tx,
-            (settled_tx, armed_count),
+            Signals {
+                settled: settled_tx,
+                armed: armed_count,
+                readiness: readiness_tx,
+            },
         )
         .in_current_span(),
     );
@@ -262,46 +246,13 @@ pub async fn start(
     }
 }
 
-/// How far ahead of now the common start instant lies: far enough that
-/// every task arrives (four of the worst round trip) and every observer has
-/// its rings open before it ([`SET_UP_HEADROOM_PERCENT`] of the slowest of
-/// the set-up times the observers recently reported, plus [`MIN_LEAD`]).
-/// [`UNMEASURED_LEAD`] at least while an observer has reported none.
-fn arming_lead(worst_rtt: Duration, set_up: &[Option<Duration>]) -> Duration {
-    let trip = worst_rtt.saturating_mul(4);
-    let setup = match set_up.iter().copied().collect::<Option<Vec<_>>>() {
-        Some(reported) => {
-            MIN_LEAD
-                + reported
-                    .into_iter()
-                    .max()
-                    .unwrap_or_default()
-                    .saturating_mul(SET_UP_HEADROOM_PERCENT)
-                    / 100
-        }
-        None => UNMEASURED_LEAD,
-    };
-    trip.max(setup)
-}
-
-/// How long an observer took to get ready to arm, from what it reported
-/// as it armed: the lead less its margin to the instant (dispatch to
-/// rings open: the task's trip and start included), or, from a probe that
-/// reports no margin, its ring set-up alone; `None` when it reported
-/// neither.
-/// [`MAX_SET_UP`] at most, so a wild report cannot push the lead past what
-/// a probe accepts.
-fn set_up_time(armed: &pb::CaptureArmed, lead: Duration) -> Option<Duration> {
-    let took = match armed.ready_margin_us {
-        Some(margin_us) => {
-            let lead_us = i64::try_from(lead.as_micros()).unwrap_or(i64::MAX);
-            let took_us = lead_us.saturating_sub(margin_us).max(0);
-            Duration::from_micros(u64::try_from(took_us).unwrap_or(0))
-        }
-        None if armed.ring_open_us > 0 => Duration::from_micros(armed.ring_open_us),
-        None => return None,
-    };
-    Some(took.min(MAX_SET_UP))
+/// What [`collect`] tells as the observers move: how many settled (armed,
+/// or ended without arming), how many armed, which are ready.
+#[derive(Debug)]
+struct Signals {
+    settled: tokio::sync::watch::Sender<usize>,
+    armed: Arc<std::sync::atomic::AtomicUsize>,
+    readiness: tokio::sync::watch::Sender<Vec<arm::Readiness>>,
 }
 
 /// What the observers said as they armed, for the run's timing.
@@ -351,73 +302,6 @@ impl Arming {
     }
 }
 
-/// Each observer's clock from exchanges made just now: idle probes
-/// exchange only every `clock_interval` (tens of seconds), so a burst goes
-/// to every observer attached here (stream and UDP), while the clocks of
-/// observers another coordinator holds are measured through it (which
-/// bursts on them the same way, [`crate::mesh::clock`]); once every local
-/// observer's burst is in (at most [`crate::clock_sync::CLOCK_BURST_WAIT`])
-/// each gets the best sample since the burst began; an observer that
-/// answered none keeps its best older one (or none: offset 0, no bound).
-async fn fresh_clocks(state: &Arc<Coordinator>, observers: &[Observer]) -> Vec<ObserverClock> {
-    let since_ns = state.clock.now_unix_ns();
-    let (local, held_elsewhere) = {
-        let registry = state.registry();
-        let mut local: Vec<(&str, Link)> = Vec::new();
-        let mut elsewhere: Vec<String> = Vec::new();
-        for observer in observers {
-            match registry.local_link(&observer.probe) {
-                Some(link) => local.push((&observer.probe, link)),
-                None if registry.remote(&observer.probe).is_some() => {
-                    elsewhere.push(observer.probe.clone());
-                }
-                None => {}
-            }
-        }
-        (local, elsewhere)
-    };
-    for (_, link) in &local {
-        crate::clock_sync::clock_burst(state, link);
-    }
-    let local_wait = async {
-        let deadline = tokio::time::Instant::now() + crate::clock_sync::CLOCK_BURST_WAIT;
-        // Six of the eight: a burst's timers run late on a loaded probe and
-        // its last exchanges come well after the span; the bound is that of
-        // the best fresh exchange, however many there are.
-        let wanted = crate::clock_sync::CLOCK_BURST as usize - 2;
-        while !local.is_empty() && tokio::time::Instant::now() < deadline {
-            let all_in = {
-                let registry = state.registry();
-                local
-                    .iter()
-                    .all(|(probe, _)| registry.burst_in(probe, since_ns, wanted))
-            };
-            if all_in {
-                break;
-            }
-            tokio::time::sleep(BURST_POLL).await;
-        }
-    };
-    tokio::join!(
-        local_wait,
-        crate::mesh::clock::refresh(state, &held_elsewhere)
-    );
-    let registry = state.registry();
-    observers
-        .iter()
-        .map(|o| {
-            registry
-                .clock_since(&o.probe, since_ns)
-                .or_else(|| registry.clock(&o.probe))
-                .map(|s| ObserverClock {
-                    offset_ns: s.offset_ns,
-                    error_ns: s.error_ns(),
-                })
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 /// Follows every observer's task to its result, keeping each file to
 /// correlate, and counting observers as they arm (or give up).
 #[allow(clippy::too_many_arguments)]
@@ -425,33 +309,32 @@ async fn collect(
     state: Arc<Coordinator>,
     plan: CapturePlan,
     links: Vec<Option<Link>>,
-    clocks: Vec<ObserverClock>,
     tasks: Vec<pb::Task>,
-    (bound, lead): (Duration, Duration),
-    (started, mut timing): (tokio::time::Instant, pb::RunTiming),
-    tx: RunEvents,
-    (settled, armed_count): (
-        tokio::sync::watch::Sender<usize>,
-        Arc<std::sync::atomic::AtomicUsize>,
+    bound: Duration,
+    (started, mut instant): (
+        tokio::time::Instant,
+        tokio::sync::watch::Receiver<Option<Arc<CommonInstant>>>,
     ),
+    tx: RunEvents,
+    signals: Signals,
 ) -> CaptureOutcome {
     let armed: std::sync::Mutex<Arming> = std::sync::Mutex::new(Arming::default());
-    let runs = plan
-        .observers
-        .iter()
-        .zip(links)
-        .zip(&clocks)
-        .zip(tasks)
-        .map(|(((observer, link), clock), task)| {
-            let (state, tx, armed, settled, armed_count) =
-                (&state, &tx, &armed, &settled, &armed_count);
+    let runs = plan.observers.iter().zip(links).zip(tasks).enumerate().map(
+        |(i, ((observer, link), task))| {
+            let (state, tx, armed, signals, instant) = (&state, &tx, &armed, &signals, &instant);
             async move {
-                let arm_at_ns = match &task.kind {
-                    Some(pb::task::Kind::Capture(c)) => c.arm_at_unix_ns,
-                    _ => 0,
+                let settle = || signals.settled.send_modify(|n| *n += 1);
+                let gone = || {
+                    signals.readiness.send_if_modified(|r| {
+                        let was = r.get(i).copied();
+                        if let Some(x) = r.get_mut(i) {
+                            *x = arm::Readiness::Gone;
+                        }
+                        was == Some(arm::Readiness::SettingUp)
+                    });
                 };
-                let settle = || settled.send_modify(|n| *n += 1);
                 let Some(link) = link else {
+                    gone();
                     settle();
                     let error = Error::ProbeOffline(observer.probe.clone()).to_string();
                     return (task_error(pb::task_error::Kind::ProbeFailure, error), None);
@@ -463,6 +346,7 @@ async fn collect(
                 {
                     Ok(h) => h,
                     Err(e) => {
+                        gone();
                         settle();
                         return (
                             task_error(pb::task_error::Kind::ProbeFailure, e.to_string()),
@@ -492,20 +376,34 @@ async fn collect(
                             f.extend_from_slice(&c.data);
                         }
                     }
+                    if let Some(pb::task_progress::Event::CaptureReady(_)) = &p.event {
+                        signals.readiness.send_modify(|r| {
+                            if let Some(x) = r.get_mut(i) {
+                                *x = arm::Readiness::Ready;
+                            }
+                        });
+                        // Between observers and the coordinator: the
+                        // requester hears the arming, not this.
+                        return false;
+                    }
                     // An engine arms once per capture: a second report is
                     // not counted twice.
                     if let Some(pb::task_progress::Event::CaptureArmed(a)) = &p.event
                         && !settled_here
                     {
-                        if let Some(took) = set_up_time(a, lead) {
-                            state.registry().note_set_up(&observer.probe, took);
+                        // Armed for an instant chosen (a capture stopped
+                        // before one was chosen arms at once: no skew).
+                        if let Some(common) = instant.borrow().as_ref() {
+                            let clock = common.clocks.get(i).copied().unwrap_or_default();
+                            armed
+                                .lock()
+                                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                                .note(a, clock.local(common.t0_ns), clock);
                         }
-                        armed
-                            .lock()
-                            .unwrap_or_else(|poisoned| poisoned.into_inner())
-                            .note(a, arm_at_ns, *clock);
                         settled_here = true;
-                        armed_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        signals
+                            .armed
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         settle();
                     }
                     true
@@ -523,16 +421,33 @@ async fn collect(
                     artifact.name = name;
                 }
                 if !settled_here {
+                    gone();
                     settle();
                 }
                 (result, file)
             }
-        });
+        },
+    );
     let (results, files): (Vec<_>, Vec<_>) =
         futures::future::join_all(runs).await.into_iter().unzip();
+    drop(signals);
+    // Chosen by now, unless every observer ended first: then once the
+    // clocks are measured (bounded); never chosen only if the armer died.
+    let common = match instant.wait_for(Option::is_some).await {
+        Ok(chosen) => chosen.clone().unwrap_or_default(),
+        Err(_) => Arc::default(),
+    };
+    let clocks: Vec<ObserverClock> = (0..plan.observers.len())
+        .map(|i| common.clocks.get(i).copied().unwrap_or_default())
+        .collect();
     let (correlation, encapsulation, summary) = tracing::info_span!("probemesh.correlate")
         .in_scope(|| correlate_files(&plan.observers, &clocks, &results, files));
 
+    let mut timing = pb::RunTiming {
+        clock_wait_ms: millis(common.clock_wait),
+        arming_lead_ms: millis(common.lead),
+        ..Default::default()
+    };
     armed
         .into_inner()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

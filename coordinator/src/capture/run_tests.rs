@@ -25,16 +25,12 @@ fn capture_plan(state: &Coordinator, on: &str) -> CapturePlan {
 }
 
 fn armed(at_ns: i64) -> pb::task_progress::Event {
-    armed_after_opening(at_ns, Duration::ZERO)
-}
-
-fn armed_after_opening(at_ns: i64, ring_open: Duration) -> pb::task_progress::Event {
     pb::task_progress::Event::CaptureArmed(pb::CaptureArmed {
         interfaces: vec![pb::ArmedInterface {
             interface: "eth0".into(),
             armed_unix_ns: at_ns,
         }],
-        ring_open_us: u64::try_from(ring_open.as_micros()).expect("small"),
+        ring_open_us: 3_000,
         ready_margin_us: None,
     })
 }
@@ -191,66 +187,156 @@ async fn a_capture_arms_on_the_clock_of_a_fresh_burst_not_an_older_better_sample
     run.await.expect("run task");
 }
 
-/// One capture run on node-1 and node-2, where each observer that has a
-/// set-up time in `ring_open` reports it as it arms; returns the lead
-/// (arming instant minus now) the run was given.
-async fn lead_of_a_run(
-    state: &std::sync::Arc<Coordinator>,
-    probes: &mut [FakeProbe; 2],
-    run_id: &str,
-    ring_open: [Option<Duration>; 2],
-) -> Duration {
-    let plan = capture_plan(state, "node-1:eth0,node-2:eth0");
-    let (tx, _rx) = requester();
-    let running = start(state.clone(), plan, run_id, tx).await;
-    let mut lead = None;
-    for (i, (probe, open)) in probes.iter_mut().zip(ring_open).enumerate() {
-        let task = probe.task().await;
-        let Some(pb::task::Kind::Capture(c)) = task.kind else {
-            panic!("not a capture: {task:?}");
-        };
-        lead = Some(Duration::from_nanos(
-            u64::try_from(c.arm_at_unix_ns - NOW_NS).expect("ahead"),
-        ));
-        let task_id = format!("{run_id}-c{}", i + 1);
-        if let Some(open) = open {
-            probe
-                .progress(&task_id, armed_after_opening(c.arm_at_unix_ns, open))
-                .await;
+/// The next message already queued for `probe` besides clock exchanges.
+fn queued(probe: &mut FakeProbe) -> Option<Msg> {
+    loop {
+        match probe.try_next() {
+            Some(Msg::ClockRequest(_) | Msg::ClockBurst(_)) => {}
+            other => return other,
         }
-        probe.finish(&task_id, captured()).await;
     }
-    running.finish().await;
-    lead.expect("two observers")
+}
+
+fn told(probe: &mut FakeProbe) -> pb::ArmCapture {
+    match queued(probe) {
+        Some(Msg::Arm(a)) => a,
+        other => panic!("expected an instant, got {other:?}"),
+    }
+}
+
+fn ready() -> pb::task_progress::Event {
+    pb::task_progress::Event::CaptureReady(pb::CaptureReady {
+        ready_in_us: 35_000,
+    })
+}
+
+/// Lets the spawned tasks run until each is waiting.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_arming_lead_follows_the_set_up_time_the_observers_reported() {
+async fn observers_that_can_wait_are_told_one_instant_once_every_one_is_ready() {
     let state = coordinator();
-    let mut probes = [
-        FakeProbe::attach(&state, "node-1"),
-        FakeProbe::attach(&state, "node-2"),
-    ];
-    let ms = Duration::from_millis;
-    // Nothing reported yet: the conservative lead.
-    let first = lead_of_a_run(&state, &mut probes, "r1", [Some(ms(30)), None]).await;
-    assert_eq!(first, ms(500));
-    // node-2 has still reported nothing: a late arming would show as skew.
-    let second = lead_of_a_run(&state, &mut probes, "r2", [Some(ms(30)), Some(ms(4))]).await;
-    assert_eq!(second, ms(500));
-    // Both measured: the least lead plus 1.5 times the slower set-up.
-    let third = lead_of_a_run(&state, &mut probes, "r3", [Some(ms(8)), Some(ms(4))]).await;
-    assert_eq!(third, ms(50) + ms(45));
-    // The slowest of the recent reports counts: one slow set-up (a loaded
-    // machine) keeps the lead long for the next captures too...
-    let fourth = lead_of_a_run(&state, &mut probes, "r4", [None, None]).await;
-    assert_eq!(fourth, ms(50) + ms(45));
-    // ...until it leaves the history.
-    for run in 0..crate::registry::SET_UP_HISTORY {
-        lead_of_a_run(&state, &mut probes, &format!("h{run}"), [Some(ms(8)), None]).await;
+    let can_wait = [probemesh_proto::CAPTURE_ARM_WHEN_TOLD];
+    let mut node1 = FakeProbe::attach_with(&state, "node-1", &can_wait);
+    let mut node2 = FakeProbe::attach_with(&state, "node-2", &can_wait);
+    let plan = capture_plan(&state, "node-1:eth0,node-2:eth0");
+    let (tx, mut rx) = requester();
+    let running = start(state.clone(), plan, "r1", tx).await;
+    for (probe, task_id) in [(&mut node1, "r1-c1"), (&mut node2, "r1-c2")] {
+        let task = probe.task().await;
+        assert_eq!(task.task_id, task_id);
+        let Some(pb::task::Kind::Capture(c)) = task.kind else {
+            panic!("not a capture: {task:?}");
+        };
+        assert!(c.arm_when_told, "told to wait for its instant");
+        assert_eq!((c.arm_at_unix_ns, c.clock_note.as_str()), (0, ""));
     }
-    let later = lead_of_a_run(&state, &mut probes, "r5", [None, None]).await;
-    assert_eq!(later, ms(50) + ms(12));
+    node1.progress("r1-c1", ready()).await;
+    // The clocks are measured (these probes answer no exchange: the burst
+    // is waited out) while node-2 still sets up: nobody is told yet.
+    tokio::time::sleep(crate::clock_sync::CLOCK_BURST_WAIT * 2).await;
+    settle().await;
+    assert!(queued(&mut node1).is_none(), "told before node-2 was ready");
+    let now_ns = state.clock.now_unix_ns();
+    node2.progress("r1-c2", ready()).await;
+    settle().await;
+    let (a1, a2) = (told(&mut node1), told(&mut node2));
+    assert_eq!(
+        (a1.task_id.as_str(), a2.task_id.as_str()),
+        ("r1-c1", "r1-c2")
+    );
+    // No clock measured: offset 0 on both, and the least lead.
+    assert_eq!(a1.arm_at_unix_ns, a2.arm_at_unix_ns);
+    assert_eq!(a1.arm_at_unix_ns - now_ns, 30_000_000);
+    assert!(a1.clock_note.ends_with("run r1"), "{}", a1.clock_note);
+    for (probe, task_id, at) in [(&node1, "r1-c1", &a1), (&node2, "r1-c2", &a2)] {
+        probe.progress(task_id, armed(at.arm_at_unix_ns)).await;
+        probe.finish(task_id, captured()).await;
+    }
+    let timing = running.finish().await.timing;
+    assert_eq!(timing.capture_skew_us, 0);
+    assert_eq!(
+        timing.arming_lead_ms,
+        (crate::clock_sync::CLOCK_BURST_WAIT * 2).as_millis() as i64 + 30
+    );
+    while let Ok(event) = rx.try_recv() {
+        let event = event.expect("event").event;
+        assert!(
+            !matches!(&event, Some(pb::run_event::Event::Progress(p))
+                if matches!(p.event, Some(pb::task_progress::Event::CaptureReady(_)))),
+            "readiness stays between the observers and the coordinator: {event:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_observer_ready_late_is_told_the_same_instant_and_one_that_fails_is_not_waited_for() {
+    let state = coordinator();
+    let can_wait = [probemesh_proto::CAPTURE_ARM_WHEN_TOLD];
+    let mut probes = [
+        FakeProbe::attach_with(&state, "node-1", &can_wait),
+        FakeProbe::attach_with(&state, "node-2", &can_wait),
+        FakeProbe::attach_with(&state, "node-3", &can_wait),
+    ];
+    let plan = capture_plan(&state, "node-1:eth0,node-2:eth0,node-3:eth0");
+    let (tx, _rx) = requester();
+    let mut running = start(state.clone(), plan, "r1", tx).await;
+    for probe in &mut probes {
+        probe.task().await;
+    }
+    let [node1, node2, node3] = &mut probes;
+    node1.progress("r1-c1", ready()).await;
+    node3
+        .finish(
+            "r1-c3",
+            pb::task_result::Outcome::Error(pb::TaskError {
+                kind: ProbeFailure.into(),
+                message: "no CAP_NET_RAW".into(),
+            }),
+        )
+        .await;
+    // node-2 never gets ready in time: node-1 is told after the wait.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    settle().await;
+    let first = told(node1);
+    assert!(queued(node2).is_none());
+    node2.progress("r1-c2", ready()).await;
+    settle().await;
+    assert_eq!(told(node2).arm_at_unix_ns, first.arm_at_unix_ns);
+    assert!(queued(node3).is_none(), "a failed observer is not told");
+    node1.progress("r1-c1", armed(first.arm_at_unix_ns)).await;
+    node2
+        .progress("r1-c2", armed(first.arm_at_unix_ns + 1_000_000))
+        .await;
+    assert_eq!(running.armed(Duration::from_secs(1)).await, 2);
+    node1.finish("r1-c1", captured()).await;
+    node2.finish("r1-c2", captured()).await;
+    let timing = running.finish().await.timing;
+    assert_eq!((timing.capture_skew_us, timing.arm_late_us), (1_000, 1_000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_one_observer_that_cannot_wait_every_one_is_told_its_instant_up_front() {
+    let state = coordinator();
+    let mut node1 =
+        FakeProbe::attach_with(&state, "node-1", &[probemesh_proto::CAPTURE_ARM_WHEN_TOLD]);
+    let mut node2 = FakeProbe::attach(&state, "node-2");
+    let plan = capture_plan(&state, "node-1:eth0,node-2:eth0");
+    let (tx, _rx) = requester();
+    let running = start(state.clone(), plan, "r1", tx).await;
+    for (probe, task_id) in [(&mut node1, "r1-c1"), (&mut node2, "r1-c2")] {
+        let Some(pb::task::Kind::Capture(c)) = probe.task().await.kind else {
+            panic!("not a capture");
+        };
+        assert!(!c.arm_when_told);
+        assert!(c.arm_at_unix_ns > 0 && !c.clock_note.is_empty(), "{c:?}");
+        probe.finish(task_id, captured()).await;
+    }
+    assert_eq!(running.finish().await.timing.arming_lead_ms, 500);
 }
 
 #[tokio::test(start_paused = true)]
@@ -290,12 +376,4 @@ async fn the_margin_to_the_instant_gives_the_set_up_and_tells_a_late_ring_from_a
         (500, 3_100, 1, -3_000)
     );
     assert_eq!(timing.capture_skew_us, 3_060);
-    let registry = state.registry();
-    assert_eq!(
-        (registry.set_up("node-1"), registry.set_up("node-2")),
-        (
-            Some(Duration::from_millis(20)),
-            Some(Duration::from_millis(503))
-        )
-    );
 }

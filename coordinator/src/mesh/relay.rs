@@ -2,7 +2,7 @@
 //! registry gives the run code for a remote probe ends here, and each task
 //! sent down it becomes one `Peer.Relay` call to the owner, whose progress
 //! and result come back through the dispatcher exactly as a local probe's
-//! would. A cancel or stop sent down the link follows the task; when the
+//! would. A cancel, stop or capture's instant sent down the link follows the task; when the
 //! relay call ends without a result the task fails as a lost probe.
 
 use std::collections::HashMap;
@@ -68,6 +68,11 @@ async fn relay(
             Some(Msg::Stop(s)) => {
                 if let Some(t) = tasks.get(&s.task_id) {
                     let _ = t.send(request(pb::relay_request::Msg::Stop(s))).await;
+                }
+            }
+            Some(Msg::Arm(a)) => {
+                if let Some(t) = tasks.get(&a.task_id) {
+                    let _ = t.send(request(pb::relay_request::Msg::Arm(a))).await;
                 }
             }
             // Clock exchanges with a remote probe are its owner's; the

@@ -21,7 +21,6 @@
 //! interface that goes away and any error delete it. A file appears under
 //! its final name only when complete.
 
-use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,10 +34,14 @@ use crate::platform::af_packet::{
     realtime_now,
 };
 
+mod arming;
 pub mod block;
+mod error;
 pub mod pcapng;
 pub mod spec;
 
+pub use arming::{ArmSignal, Arming, Told};
+pub use error::CaptureError;
 pub use pcapng::Artifact;
 pub use spec::{CaptureLimits, CaptureSpec, SpecError};
 
@@ -73,15 +76,15 @@ const MIN_PROGRESS_EVERY: Duration = Duration::from_millis(100);
 pub struct CaptureRequest {
     /// What to capture.
     pub spec: CaptureSpec,
-    /// When to arm the rings (`CLOCK_REALTIME` of this host); `None` arms at
-    /// once, an instant already past arms at once too.
-    pub arm_at: Option<Timestamp>,
+    /// When to arm the rings.
+    pub arming: Arming,
     /// This probe's name: interfaces appear as `PROBE/IFACE` in the file.
     pub probe: String,
     /// The run the capture belongs to, written in the file's comment.
     pub run: String,
     /// The probe's clock against the coordinator's, as the caller states it
-    /// (written in the file's comment; empty when unknown).
+    /// (written in the file's comment; empty when unknown); with
+    /// [`Arming::WhenTold`], the one told with the instant is written.
     pub clock: String,
     /// The final path of the pcapng file; its directory must exist.
     pub output: PathBuf,
@@ -90,18 +93,28 @@ pub struct CaptureRequest {
     pub progress_every: Duration,
 }
 
-/// How the caller ends a capture early.
+/// How the caller steers a running capture: arms it, ends it early.
 #[derive(Debug, Clone, Default)]
 pub struct CaptureControl {
     /// End now and keep what was captured ([`StopReason::Stopped`]).
     pub stop: CancellationToken,
     /// Abandon: delete the file and return [`CaptureError::Cancelled`].
     pub cancel: CancellationToken,
+    /// The instant, for a capture that waits to be told it
+    /// ([`Arming::WhenTold`]).
+    pub arm: ArmSignal,
 }
 
 /// What a running capture reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureEvent {
+    /// Set up and waiting for its instant ([`Arming::WhenTold`] only),
+    /// before [`CaptureEvent::Armed`].
+    Ready {
+        /// How long getting ready took (interfaces resolved, rings opened
+        /// and mapped, filters attached).
+        ready_in: Duration,
+    },
     /// Every ring is live, once per capture.
     Armed {
         /// Each interface's instant, in the order of the spec.
@@ -111,8 +124,9 @@ pub enum CaptureEvent {
         /// coordinator leaves before the next arming instant.
         ready_in: Duration,
         /// How long before the arming instant it was ready, nanoseconds;
-        /// negative: ready only after it (the set-up, not the wake-up,
-        /// made it late). `None` when it armed at once.
+        /// negative: ready only after it (the set-up, or an instant told
+        /// late, not the wake-up, made it late). `None` when it armed at
+        /// once.
         ready_margin_ns: Option<i64>,
     },
     /// Running totals, every `progress_every`.
@@ -189,116 +203,6 @@ impl CaptureOutcome {
     /// Kernel drops over all interfaces.
     pub fn drops(&self) -> u64 {
         self.interfaces.iter().map(|i| i.kernel.drops).sum()
-    }
-}
-
-/// Why a capture failed. No file is left behind for any of them.
-#[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
-    /// The spec breaks a hard limit or carries a bad program.
-    #[error("invalid capture: {0}")]
-    Spec(#[from] SpecError),
-    /// No such interface in the namespace.
-    #[error("no interface '{interface}' in this network namespace (it has: {})", available.join(", "))]
-    UnknownInterface {
-        /// The name asked for.
-        interface: String,
-        /// The namespace's interfaces.
-        available: Vec<String>,
-    },
-    /// An interface whose link layer the capture does not handle.
-    #[error(
-        "cannot capture on {interface}: link type ARPHRD {arphrd} is neither Ethernet nor raw IP"
-    )]
-    UnsupportedLink {
-        /// The interface.
-        interface: String,
-        /// Its `ARPHRD_*` type.
-        arphrd: u16,
-    },
-    /// A raw-IP interface, and the spec carries no raw-IP program.
-    #[error(
-        "cannot capture on {interface}: it carries raw IP and the request has no raw-IP filter program"
-    )]
-    MissingProgram {
-        /// The interface.
-        interface: String,
-    },
-    /// A capture socket could not be set up (no `CAP_NET_RAW`, no memory
-    /// for the ring, a program the kernel refuses).
-    #[error("capturing on {interface}: {op}: {source}{}", permission_hint(source))]
-    Open {
-        /// The interface.
-        interface: String,
-        /// What failed ("opening the ring", "binding").
-        op: &'static str,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// An interface went down or was deleted during the capture (a pod
-    /// going away); the partial capture is discarded.
-    #[error(
-        "interface {interface} {what} during the capture ({source}); capture discarded after {packets} packets"
-    )]
-    InterfaceGone {
-        /// The interface.
-        interface: String,
-        /// "went down" or "was deleted".
-        what: &'static str,
-        /// The socket's error (usually `ENETDOWN`).
-        source: io::Error,
-        /// Packets written before it happened.
-        packets: u64,
-    },
-    /// Writing the file failed (disk full, directory missing).
-    #[error("writing {}: {source}", path.display())]
-    Output {
-        /// The final path asked for.
-        path: PathBuf,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// The capture loop's own syscalls failed (poll, clock, statistics).
-    #[error("capture: {op}: {source}")]
-    System {
-        /// What failed.
-        op: &'static str,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// The caller cancelled; the file was deleted.
-    #[error("capture cancelled; {packets} packets discarded")]
-    Cancelled {
-        /// Packets written before the cancel.
-        packets: u64,
-    },
-    /// The capture thread could not be started.
-    #[error("starting the capture thread: {0}")]
-    Thread(io::Error),
-    /// The capture thread ended without a result (it panicked).
-    #[error("the capture thread ended without a result")]
-    Lost,
-}
-
-impl CaptureError {
-    /// True when the request was wrong (bad spec, unknown interface), as
-    /// opposed to this host failing; retrying the same request cannot help.
-    pub fn is_invalid_input(&self) -> bool {
-        matches!(
-            self,
-            CaptureError::Spec(_)
-                | CaptureError::UnknownInterface { .. }
-                | CaptureError::UnsupportedLink { .. }
-                | CaptureError::MissingProgram { .. }
-        )
-    }
-}
-
-fn permission_hint(error: &io::Error) -> &'static str {
-    if error.kind() == io::ErrorKind::PermissionDenied {
-        " (capturing requires CAP_NET_RAW)"
-    } else {
-        ""
     }
 }
 
@@ -382,23 +286,20 @@ pub fn run_capture(
 ) -> Result<CaptureOutcome, CaptureError> {
     let spec = &request.spec;
     spec.validate()?;
-    if let Some(at) = request.arm_at {
-        let ahead = at.saturating_duration_since(now()?);
-        if ahead > spec::MAX_ARM_AHEAD {
-            return Err(SpecError::ArmTooFar(ahead).into());
-        }
+    if let Arming::At(at) = request.arming {
+        check_ahead(at)?;
     }
     // Real-time from the set-up through the wait and the binds when arming
     // at an instant, so none of them waits for a busy core (setting a ring
     // up sleeps for an RCU grace period, and its wake-up comes at once);
     // ordinary again before the first packet is copied.
-    let realtime = request.arm_at.and_then(|_| {
+    let realtime = (request.arming != Arming::Now).then(|| {
         af_packet::RealtimeGuard::raise()
             .inspect_err(|error| {
                 tracing::debug!(%error, "cannot arm as a real-time thread; a busy core may delay arming");
             })
             .ok()
-    });
+    }).flatten();
     let opening = Instant::now();
     let (mut rings, mut taps) = open_rings(spec)?;
     let interfaces: Vec<InterfaceInfo> = taps
@@ -409,10 +310,21 @@ pub fn run_capture(
             snaplen: spec.snaplen,
         })
         .collect();
+    let (arm_at, clock, told_in) = match request.arming {
+        Arming::Now => (None, request.clock.clone(), None),
+        Arming::At(at) => (Some(at), request.clock.clone(), None),
+        Arming::WhenTold => {
+            let ready_in = opening.elapsed();
+            on_event(CaptureEvent::Ready { ready_in });
+            let told = control.arm.wait(control)?;
+            check_ahead(told.at)?;
+            (Some(told.at), told.clock, Some(ready_in))
+        }
+    };
     let section = SectionInfo {
         probe: request.probe.clone(),
         run: request.run.clone(),
-        clock: request.clock.clone(),
+        clock,
         filter: spec.filter.expr.clone(),
         snaplen: spec.snaplen,
     };
@@ -422,9 +334,9 @@ pub fn run_capture(
     };
     let mut file =
         PcapngFile::create(&request.output, &section, &interfaces).map_err(output_error)?;
-    let ready_in = opening.elapsed();
+    let ready_in = told_in.unwrap_or_else(|| opening.elapsed());
 
-    let ready_margin_ns = match request.arm_at {
+    let ready_margin_ns = match arm_at {
         Some(at) => {
             let margin = at.as_nanos().saturating_sub(now()?.as_nanos());
             if margin < 0 {
@@ -452,7 +364,7 @@ pub fn run_capture(
                 source,
             })?;
     }
-    if let Some(at) = request.arm_at {
+    if let Some(at) = arm_at {
         wait_until(at, control)?;
         // Live from the instant: packets stamped before it are skipped
         // (a ring bound only after it is live from its bind).
@@ -509,7 +421,7 @@ pub fn run_capture(
             &mut taps,
             &mut file,
             &limits,
-            (request.arm_at, cutoff),
+            (arm_at, cutoff),
             &request.output,
         )? {
             break limit;
@@ -787,6 +699,15 @@ fn wait_until(wake: Timestamp, control: &CaptureControl) -> Result<(), CaptureEr
             op: "clock_nanosleep",
             source,
         })?;
+    }
+    Ok(())
+}
+
+/// Refuses an arming instant more than [`spec::MAX_ARM_AHEAD`] ahead.
+fn check_ahead(at: Timestamp) -> Result<(), CaptureError> {
+    let ahead = at.saturating_duration_since(now()?);
+    if ahead > spec::MAX_ARM_AHEAD {
+        return Err(SpecError::ArmTooFar(ahead).into());
     }
     Ok(())
 }

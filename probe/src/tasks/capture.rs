@@ -26,10 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::context::{Progress, TaskContext};
 use super::error::{Error, Result};
 use crate::capture::{
-    Artifact, CaptureControl, CaptureError, CaptureEvent, CaptureOutcome, CaptureRequest,
+    Arming, Artifact, CaptureControl, CaptureError, CaptureEvent, CaptureOutcome, CaptureRequest,
     CaptureSpec, spawn_capture,
 };
-use crate::platform::Timestamp;
 
 /// Bytes of file per `ArtifactChunk` (the last one may be shorter).
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -45,10 +44,10 @@ const MAX_STEM: usize = 64;
 pub struct CaptureTaskSpec {
     /// What to capture, within the engine's hard limits.
     pub capture: CaptureSpec,
-    /// When to arm the rings (probe `CLOCK_REALTIME`); `None`: at once. At
-    /// most [`crate::capture::spec::MAX_ARM_AHEAD`] ahead, which the engine
-    /// checks when the task runs.
-    pub arm_at: Option<Timestamp>,
+    /// When to arm the rings (an instant at most
+    /// [`crate::capture::spec::MAX_ARM_AHEAD`] ahead, which the engine
+    /// checks when the task runs).
+    pub arming: Arming,
     /// The task's id (`Task.task_id`), part of the file's local name.
     pub task_id: String,
     /// The run it belongs to (`Task.run_id`), written in the file's comment.
@@ -95,7 +94,7 @@ pub(crate) async fn task(
     let output = dir.join(file_name(&spec.task_id));
     let request = CaptureRequest {
         spec: spec.capture.clone(),
-        arm_at: spec.arm_at,
+        arming: spec.arming,
         probe: probe.to_owned(),
         run: spec.run.clone(),
         clock: spec.clock_note.clone(),
@@ -105,6 +104,7 @@ pub(crate) async fn task(
     let control = CaptureControl {
         stop: context.stop.clone(),
         cancel: cancel.child_token(),
+        arm: context.arm.clone(),
     };
     let mut handle = spawn_capture(request, control)?;
     while let Some(event) = handle.next_event().await {
@@ -147,7 +147,8 @@ pub(crate) async fn task(
 /// What a capture task reports as it happens, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CaptureTaskEvent {
-    /// The rings went live, or the running totals.
+    /// Set up and waiting for its instant, the rings went live, or the
+    /// running totals.
     Capture(CaptureEvent),
     /// One piece of the finished file, in file order.
     Chunk(ArtifactChunk),

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// What a task may know about the probe that runs it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct TaskContext {
     /// The probe's name (`--name`); empty when unknown. Captures name their
     /// interfaces `PROBE/IFACE` and their file `PROBE.pcapng` after it.
@@ -16,6 +16,9 @@ pub struct TaskContext {
     /// Fired by the coordinator's `StopTask`: a capture ends early but
     /// normally and still streams its file; other tasks ignore it.
     pub stop: CancellationToken,
+    /// The coordinator's `ArmCapture`: the instant of a capture told to
+    /// wait for it; other tasks ignore it.
+    pub arm: crate::capture::ArmSignal,
 }
 
 /// Where a task's events of type `E` go: a channel read by whoever runs

@@ -54,12 +54,14 @@ pub use error::{Error, Result};
 pub use context::TaskContext;
 pub use resolve::RESOLVE_TIMEOUT;
 
-/// Task kinds this probe runs, as announced in its `Hello`.
+/// Task kinds this probe runs, and the ways it runs them, as announced in
+/// its `Hello`.
 pub fn capabilities() -> Vec<String> {
     let mut kinds = vec!["ping".to_owned(), "tcping".to_owned()];
     kinds.extend(["tcp_transfer", "udp_echo", "responder"].map(str::to_owned));
     kinds.extend(["dns", "listener", "node_facts"].map(str::to_owned));
     kinds.extend(["pmtu", "trace", "capture"].map(str::to_owned));
+    kinds.push(probemesh_proto::CAPTURE_ARM_WHEN_TOLD.to_owned());
     kinds
 }
 

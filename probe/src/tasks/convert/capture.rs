@@ -17,7 +17,7 @@ use crate::capture::spec::{
     MIN_SNAPLEN,
 };
 use crate::capture::{
-    CaptureEvent, CaptureLimits, CaptureOutcome, CaptureProgress, CaptureSpec, StopReason,
+    Arming, CaptureEvent, CaptureLimits, CaptureOutcome, CaptureProgress, CaptureSpec, StopReason,
 };
 use crate::platform::Timestamp;
 use crate::tasks::capture::{ArtifactChunk, CaptureTaskEvent, CaptureTaskSpec, StreamedArtifact};
@@ -107,10 +107,12 @@ impl TryFrom<pb::CaptureTask> for CaptureTaskSpec {
             n if n <= MAX_BYTES => n,
             n => return Err(InvalidCaptureTask::MaxBytes(n)),
         };
-        let arm_at = match task.arm_at_unix_ns {
-            0 => None,
+        // Told later, the instant in the task is not used.
+        let arming = match task.arm_at_unix_ns {
+            _ if task.arm_when_told => Arming::WhenTold,
+            0 => Arming::Now,
             ns if ns < 0 => return Err(InvalidCaptureTask::ArmAt(ns)),
-            ns => Some(Timestamp::from_nanos(ns)),
+            ns => Arming::At(Timestamp::from_nanos(ns)),
         };
         let progress_every = match task.progress_interval_ms {
             0 => DEFAULT_PROGRESS_EVERY,
@@ -134,7 +136,7 @@ impl TryFrom<pb::CaptureTask> for CaptureTaskSpec {
                     max_bytes,
                 },
             },
-            arm_at,
+            arming,
             task_id: String::new(),
             run: String::new(),
             clock_note: task.clock_note,
@@ -179,9 +181,7 @@ fn armed(
     ready_margin_ns: Option<i64>,
 ) -> pb::CaptureArmed {
     pb::CaptureArmed {
-        ring_open_us: u64::try_from(ready_in.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1),
+        ring_open_us: micros(ready_in),
         ready_margin_us: ready_margin_ns.map(|ns| ns / 1_000),
         interfaces: interfaces
             .iter()
@@ -191,6 +191,12 @@ fn armed(
             })
             .collect(),
     }
+}
+
+/// A set-up time in whole microseconds, at least 1 (0 means "not
+/// measured" on the wire).
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
 impl From<CaptureProgress> for pb::CaptureProgress {
@@ -244,6 +250,11 @@ pub fn capture_result(
 impl From<CaptureTaskEvent> for pb::task_progress::Event {
     fn from(event: CaptureTaskEvent) -> Self {
         match event {
+            CaptureTaskEvent::Capture(CaptureEvent::Ready { ready_in }) => {
+                pb::task_progress::Event::CaptureReady(pb::CaptureReady {
+                    ready_in_us: micros(ready_in),
+                })
+            }
             CaptureTaskEvent::Capture(CaptureEvent::Armed {
                 interfaces,
                 ready_in,
@@ -302,7 +313,7 @@ mod tests {
         assert_eq!(capture.filter.ethernet, vec![BpfInsn::from_wire(ACCEPT)]);
         assert!(capture.filter.raw_ip.is_empty());
         assert_eq!(capture.filter.expr, "icmp");
-        assert_eq!(spec.arm_at, None);
+        assert_eq!(spec.arming, Arming::Now);
         assert_eq!(spec.progress_every, DEFAULT_PROGRESS_EVERY);
         assert_eq!(
             capture.validate(),
@@ -336,9 +347,16 @@ mod tests {
         );
         assert_eq!(spec.capture.limits.duration, MAX_DURATION);
         assert_eq!(
-            spec.arm_at,
-            Some(Timestamp::from_nanos(1_700_000_000_000_000_000))
+            spec.arming,
+            Arming::At(Timestamp::from_nanos(1_700_000_000_000_000_000))
         );
+        let told = CaptureTaskSpec::try_from(pb::CaptureTask {
+            arm_at_unix_ns: 1_700_000_000_000_000_000,
+            arm_when_told: true,
+            ..task()
+        })
+        .unwrap();
+        assert_eq!(told.arming, Arming::WhenTold);
         assert_eq!(spec.progress_every, MIN_PROGRESS_EVERY);
         assert_eq!(spec.clock_note, "offset +12 us");
         assert_eq!(spec.capture.filter.raw_ip.len(), 1);
