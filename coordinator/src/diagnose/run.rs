@@ -186,7 +186,9 @@ async fn run_checks(
         .map(|(i, check)| start(i, check.clone()))
         .collect();
     let mut ended: Vec<(usize, Check)> = Vec::with_capacity(first);
+    let mut window = CounterWindow::new(state, plan, run_id);
     while let Some((i, check)) = running.next().await {
+        window.ended(i);
         let line = format!(
             "{} {} → {}: {}",
             check.name, check.from, check.to, check.status
@@ -201,6 +203,70 @@ async fn run_checks(
     }
     ended.sort_by_key(|(i, _)| *i);
     ended.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The node facts' counter window, planned for the slowest case
+/// ([`plan::counter_settle`]): once every other check of the first wave has
+/// ended (its packets sent, answered or given up on) and their counters
+/// have settled, the node facts still watching are told to read them now.
+struct CounterWindow {
+    /// First-wave checks that send packets and have not ended.
+    senders: Vec<usize>,
+    /// Node facts watching counters: probe and task id.
+    watchers: Vec<(String, String)>,
+    settle: Duration,
+    state: Arc<Coordinator>,
+}
+
+impl CounterWindow {
+    fn new(state: &Arc<Coordinator>, plan: &DiagnosisPlan, run_id: &str) -> Self {
+        let mut senders = Vec::new();
+        let mut watchers = Vec::new();
+        for (i, check) in plan.checks.iter().enumerate() {
+            match check.request.as_ref().and_then(|r| r.kind.as_ref()) {
+                Some(pb::run_request::Kind::NodeFacts(f)) if f.counter_window_us > 0 => {
+                    watchers.push((check.from.clone(), format!("{run_id}-{}", i + 1)));
+                }
+                Some(pb::run_request::Kind::NodeFacts(_)) | None => {}
+                Some(_) => senders.push(i),
+            }
+        }
+        let settle = plan::counter_settle(&plan.checks, &state.registry());
+        Self {
+            senders,
+            watchers,
+            settle,
+            state: state.clone(),
+        }
+    }
+
+    /// Check `i` ended; after the last sender, the watchers are stopped
+    /// once the counters settled.
+    fn ended(&mut self, i: usize) {
+        let before = self.senders.len();
+        self.senders.retain(|s| *s != i);
+        if self.senders.is_empty() && before == 1 && !self.watchers.is_empty() {
+            let (state, settle) = (self.state.clone(), self.settle);
+            let watchers = std::mem::take(&mut self.watchers);
+            tokio::spawn(
+                async move {
+                    tokio::time::sleep(settle).await;
+                    for (probe, task_id) in watchers {
+                        let link = state.registry().link(&probe);
+                        if let Some(link) = link {
+                            let stop = pb::CoordinatorMessage {
+                                msg: Some(pb::coordinator_message::Msg::Stop(pb::StopTask {
+                                    task_id,
+                                })),
+                            };
+                            let _ = link.tx.send(Ok(stop)).await;
+                        }
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+    }
 }
 
 /// Runs one check: its timeouts from `timing` when it is paced, its echo

@@ -79,7 +79,7 @@ async fn execute(
             Ok(Outcome::Listener(convert::listener_result(&listeners)))
         }
         TaskSpec::NodeFacts(spec) => {
-            let facts = facts::run(spec, cancel).await?;
+            let facts = facts::run(spec, &context.stop, cancel).await?;
             Ok(Outcome::NodeFacts(convert::node_facts(&facts)))
         }
         TaskSpec::Responder(spec) => {

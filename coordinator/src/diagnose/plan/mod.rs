@@ -29,8 +29,8 @@ mod follow_ups;
 mod wave;
 
 pub use follow_ups::follow_ups;
-pub use wave::cluster_dns;
 use wave::{capture_filter, first_wave, observers};
+pub use wave::{cluster_dns, counter_settle};
 
 /// Echoes per ICMP check when `--count` is not given: enough that a path
 /// losing a fifth of its packets shows it (0.8^20 ≈ 1 % chance of no loss

@@ -225,25 +225,18 @@ pub(super) fn first_wave(
 /// meets it, not when the check sending it gives up waiting, so the window
 /// covers the sends: every echo and connect at its interval, after the
 /// pace wait of a paced check (the longest it can wait for its endpoint's
-/// first reply, [`pace_wait`]).
+/// first reply, [`pace_wait`]). That is the slowest case: the diagnosis
+/// ends the window sooner, [`counter_settle`] after the checks have ended.
 pub(super) fn counter_window(checks: &[PlannedCheck], registry: &Registry) -> Duration {
-    let clock_rtt = |check: &PlannedCheck| {
-        let probe = check.from.split('@').next().unwrap_or_default();
-        registry
-            .clock(probe)
-            .map_or(Duration::ZERO, |s| s.round_trip())
-    };
     let spaced = |count: u32, interval_us: u64| {
         Duration::from_micros(interval_us).saturating_mul(count.saturating_sub(1))
     };
     let mut last_send = Duration::ZERO;
-    let mut slowest = Duration::ZERO;
     for check in checks {
         let Some(kind) = check.request.as_ref().and_then(|r| r.kind.as_ref()) else {
             continue;
         };
-        let rtt = clock_rtt(check);
-        slowest = slowest.max(rtt);
+        let rtt = clock_rtt(check, registry);
         let start = if check.paced_by.is_empty() {
             Duration::ZERO
         } else {
@@ -256,7 +249,28 @@ pub(super) fn counter_window(checks: &[PlannedCheck], registry: &Registry) -> Du
         };
         last_send = last_send.max(start + span);
     }
-    (last_send + COUNTER_SLACK + slowest * 2).min(MAX_COUNTER_WINDOW)
+    (last_send + counter_settle(checks, registry)).min(MAX_COUNTER_WINDOW)
+}
+
+/// How long after its last packet leaves a check's counters have surely
+/// moved: [`COUNTER_SLACK`] plus two clock round trips of the slowest probe
+/// sending them (the packet's way to the rule, and the probes' reading).
+pub fn counter_settle(checks: &[PlannedCheck], registry: &Registry) -> Duration {
+    let slowest = checks
+        .iter()
+        .filter(|c| c.request.is_some())
+        .map(|c| clock_rtt(c, registry))
+        .max()
+        .unwrap_or_default();
+    COUNTER_SLACK + slowest * 2
+}
+
+/// The clock round trip of the probe `check` runs from (zero unknown).
+fn clock_rtt(check: &PlannedCheck, registry: &Registry) -> Duration {
+    let probe = check.from.split('@').next().unwrap_or_default();
+    registry
+        .clock(probe)
+        .map_or(Duration::ZERO, |s| s.round_trip())
 }
 
 /// DNS: the source's own resolver (and, with an inventory, cluster DNS by

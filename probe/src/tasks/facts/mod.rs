@@ -213,16 +213,22 @@ impl NodeFacts {
 }
 
 /// Reads every fact of the calling thread's network namespace. Takes at
-/// most a few times [`read::COMMAND_TIMEOUT`]; cancellable.
-pub async fn run(spec: &NodeFactsSpec, cancel: &CancellationToken) -> Result<NodeFacts> {
+/// most a few times [`read::COMMAND_TIMEOUT`] beyond the counter window;
+/// cancellable. `stop` ends the counter window early: the counters are
+/// read at once (the caller knows the packets they wait for have passed).
+pub async fn run(
+    spec: &NodeFactsSpec,
+    stop: &CancellationToken,
+    cancel: &CancellationToken,
+) -> Result<NodeFacts> {
     tokio::select! {
         biased;
         () = cancel.cancelled() => Err(Error::Cancelled { done: 0, total: 1 }),
-        facts = gather(spec) => Ok(facts),
+        facts = gather(spec, stop) => Ok(facts),
     }
 }
 
-async fn gather(spec: &NodeFactsSpec) -> NodeFacts {
+async fn gather(spec: &NodeFactsSpec, stop: &CancellationToken) -> NodeFacts {
     let started = tokio::time::Instant::now();
     let before = match spec.counter_window {
         Some(_) => Some(counted().await),
@@ -243,7 +249,10 @@ async fn gather(spec: &NodeFactsSpec) -> NodeFacts {
     kernel(&mut facts);
     route_decisions(&mut facts, &spec.route_lookups).await;
     if let (Some(window), Some(before)) = (spec.counter_window, before) {
-        tokio::time::sleep_until(started + window).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(started + window) => {}
+            () = stop.cancelled() => {}
+        }
         match (before, counted().await) {
             (Ok(before), Ok(after)) => facts.rule_hits = counters::grown(&before, &after),
             (Err(e), _) | (_, Err(e)) => facts.missing("rule counters", &e),
@@ -592,12 +601,32 @@ mod tests {
 
     #[tokio::test]
     async fn the_host_facts_never_fail() {
-        let facts = run(&NodeFactsSpec::default(), &CancellationToken::new())
-            .await
-            .unwrap();
+        let none = CancellationToken::new();
+        let facts = run(&NodeFactsSpec::default(), &none, &none).await.unwrap();
         assert!(facts.interfaces.iter().any(|i| i.name == "lo"));
         assert!(!facts.hostname.is_empty());
         assert!(facts.ephemeral_range.0 > 0, "{:?}", facts.unavailable);
         assert!(!facts.selinux.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_counter_window_at_once() {
+        let spec = NodeFactsSpec {
+            counter_window: Some(Duration::from_secs(9)),
+            ..NodeFactsSpec::default()
+        };
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            stopper.cancel();
+        });
+        let started = std::time::Instant::now();
+        run(&spec, &stop, &CancellationToken::new()).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the window ended with the stop: {:?}",
+            started.elapsed()
+        );
     }
 }
