@@ -21,8 +21,8 @@ pub const HEAD: f64 = 64.0;
 const ROW_MIN_H: f64 = 56.0;
 /// Room in a row above the first sighting.
 const ROW_TOP: f64 = 22.0;
-/// Room under a row's last event (for the "lost" mark).
-const ROW_BOTTOM: f64 = 24.0;
+/// Room under a row's last event (for the "lost" mark under its label).
+const ROW_BOTTOM: f64 = 34.0;
 /// How far a delay may push an event down a row; longer ones are drawn
 /// there, marked as cut.
 pub const ROW_SPAN: f64 = 48.0;

@@ -223,6 +223,13 @@ fn ends(s: &mut String, ladder: &Ladder<'_>, row: &Row<'_>, last_x: f64, last_y:
         } else {
             lane + 1 == ladder.lanes.len() && lane > 0
         };
+        // Going right, the stop sits under the sighting's label.
+        let label_lines = row.hops.last().map_or(0, |h| h.label.len());
+        let stop_y = if towards_left {
+            last_y
+        } else {
+            last_y + 11.0 * label_lines as f64
+        };
         let end = if towards_left {
             x - LOST_STUB
         } else {
@@ -230,13 +237,14 @@ fn ends(s: &mut String, ladder: &Ladder<'_>, row: &Row<'_>, last_x: f64, last_y:
         };
         let _ = write!(
             s,
-            r#"<g class="lost-mark" data-lost-at="{o}" data-packet="{p}"><title>lost: last seen at {o}, never seen further and never answered</title><line class="lost-stub" x1="{x:.1}" y1="{y:.1}" x2="{end:.1}" y2="{y:.1}"/><path class="lost-x" d="M{a:.1},{b:.1}l10,10m0,-10l-10,10"/><text class="lost-text" x="{end:.1}" y="{ty:.1}" text-anchor="middle">lost</text></g>"#,
+            r#"<g class="lost-mark" data-lost-at="{o}" data-packet="{p}"><title>lost: last seen at {o}, never seen further and never answered</title><line class="lost-stub" x1="{x:.1}" y1="{y:.1}" x2="{end:.1}" y2="{stop:.1}"/><path class="lost-x" d="M{a:.1},{b:.1}l10,10m0,-10l-10,10"/><text class="lost-text" x="{end:.1}" y="{ty:.1}" text-anchor="middle">lost</text></g>"#,
             o = escape(&canonical(&f.lost_after)),
             p = escape(&f.packet),
             y = last_y,
+            stop = stop_y,
             a = end - 5.0,
-            b = last_y - 5.0,
-            ty = last_y + 17.0,
+            b = stop_y - 5.0,
+            ty = stop_y + 17.0,
         );
     }
 }
