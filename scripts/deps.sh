@@ -18,6 +18,7 @@ packages=(
   etcd-server                # a real etcd (3.4) for the shared-state and failover tests
   protobuf-compiler          # protoc: etcd-client's build script compiles etcd's protos
   libprotobuf-dev            # google/protobuf/*.proto, which etcd's protos import (a Recommends, not pulled in here)
+  chromium fonts-dejavu-core   # headless Chromium renders the HTML run reports in tests/tests/report.rs (screenshots, DOM)
   ca-certificates
 )
 

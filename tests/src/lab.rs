@@ -150,6 +150,30 @@ impl Lab {
         assert!(out.status.success(), "lab clear failed:\n{}", text(&out));
     }
 
+    /// A fault's catalogue entry: the `meshctl probe` that diagnoses it
+    /// and the verdict expected (`lab fault --list`, or for a composed
+    /// fault `lab fault compose NAME --dry-run`, whose entry has the same
+    /// shape).
+    pub fn fault_entry(&self, name: &str) -> FaultEntry {
+        let list = self.json(&["lab", "fault", "--list"], 0);
+        let listed = list
+            .as_array()
+            .expect("a list of faults")
+            .iter()
+            .find(|f| f["name"] == name)
+            .cloned();
+        let f =
+            listed.unwrap_or_else(|| self.json(&["lab", "fault", "compose", name, "--dry-run"], 0));
+        let s = |v: &Value| v.as_str().map(str::to_owned);
+        FaultEntry {
+            from: s(&f["probe"]["from"]).expect("from"),
+            to: s(&f["probe"]["to"]).expect("to"),
+            size: f["probe"]["size"].to_string(),
+            class: s(&f["expect"]["class"]).expect("class"),
+            cause: s(&f["expect"]["cause"]),
+        }
+    }
+
     /// `lab status -o json`.
     pub fn status(&self) -> Value {
         let out = self.meshctl(&["lab", "status", "-o", "json"]);
@@ -165,6 +189,21 @@ impl Drop for Lab {
             eprintln!("lab down after the test failed:\n{}", text(&out));
         }
     }
+}
+
+/// One fault of the catalogue: its probe command and expected verdict.
+#[derive(Debug, Clone)]
+pub struct FaultEntry {
+    /// `meshctl probe --from`.
+    pub from: String,
+    /// `--to`.
+    pub to: String,
+    /// `--size`.
+    pub size: String,
+    /// The verdict class expected with the fault in.
+    pub class: String,
+    /// Its cause, for classes that have causes.
+    pub cause: Option<String>,
 }
 
 /// Runs `script` with `bash -c` (for `/dev/tcp`) inside namespace `ns`;

@@ -6,42 +6,13 @@
 
 use std::process::{Command, Output};
 
-use probemesh_tests::lab::{Lab, text};
+use probemesh_tests::lab::{FaultEntry, Lab, text};
 use probemesh_tests::verdict::unsupported_claims;
 use serde_json::Value;
 
-/// One catalogue entry: its probe command and expected verdict.
-struct Entry {
-    from: String,
-    to: String,
-    size: String,
-    class: String,
-    cause: Option<String>,
-}
-
-fn entry(lab: &Lab, name: &str) -> Entry {
-    let list = lab.json(&["lab", "fault", "--list"], 0);
-    let listed = list
-        .as_array()
-        .expect("a list of faults")
-        .iter()
-        .find(|f| f["name"] == name)
-        .cloned();
-    // Not in the catalogue: a composed fault, whose entry has the same shape.
-    let f = listed.unwrap_or_else(|| lab.json(&["lab", "fault", "compose", name, "--dry-run"], 0));
-    let s = |v: &Value| v.as_str().map(str::to_owned);
-    Entry {
-        from: s(&f["probe"]["from"]).expect("from"),
-        to: s(&f["probe"]["to"]).expect("to"),
-        size: f["probe"]["size"].to_string(),
-        class: s(&f["expect"]["class"]).expect("class"),
-        cause: s(&f["expect"]["cause"]),
-    }
-}
-
 /// Runs `meshctl probe` with the entry's arguments (captures into a temp
 /// dir); returns the report and the exit code.
-fn probe(lab: &Lab, e: &Entry, out: &std::path::Path) -> (Value, i32) {
+fn probe(lab: &Lab, e: &FaultEntry, out: &std::path::Path) -> (Value, i32) {
     let out = out.to_str().expect("utf-8");
     let args = [
         "probe", "--from", &e.from, "--to", &e.to, "--size", &e.size, "--out", out, "-o", "json",
@@ -80,7 +51,7 @@ fn diagnose(name: &str) -> Option<(Value, tempfile::TempDir)> {
 /// [`diagnose`] on a lab that is up: healthy `ok`, the fault's verdict,
 /// then the fault cleared. Returns the fault's report.
 fn diagnosed(lab: &Lab, name: &str, dir: &std::path::Path) -> Value {
-    let e = entry(lab, name);
+    let e = lab.fault_entry(name);
     let (healthy, code) = probe(lab, &e, dir);
     assert_eq!(
         (healthy["verdict"]["class"].as_str(), code),

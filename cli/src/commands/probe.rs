@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::capture::{CaptureFiles, CaptureReport, InterfaceView, TimingView};
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, emit, run_footer};
+use crate::output::{HtmlFile, OutputFormat, emit, run_footer};
 
 const AFTER_HELP: &str = "\
 What it does, in the field's order:
@@ -76,6 +76,10 @@ pub struct ProbeArgs {
     /// Directory for the capture files; each run gets OUT/RUN_ID/.
     #[arg(long, value_name = "DIR", default_value = "./captures")]
     pub out: PathBuf,
+    /// Also write the run as one self-contained HTML page (verdict, evidence, ladder diagram of
+    /// the followed packets, checks), linking the capture files.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 impl ProbeArgs {
@@ -526,6 +530,7 @@ pub async fn run(
     endpoint: &Endpoint,
     output: OutputFormat,
 ) -> Result<u8, Failure> {
+    let html = args.html.as_deref().map(HtmlFile::create).transpose()?;
     let mut files = if args.no_capture {
         None
     } else {
@@ -570,6 +575,9 @@ pub async fn run(
     let captures = files.map(|f| f.finish(&accepted, &record, ""));
     let report = ProbeReport::new(&accepted, &record, captures.as_ref());
     emit(output, &report, || report.table_lines())?;
+    if let Some(html) = html {
+        html.write_record(&record, &report.artifacts)?;
+    }
     Ok(report.exit_code())
 }
 

@@ -1,11 +1,13 @@
 //! `meshctl runs [RUN_ID]`: run history, or one run in full.
 
+use std::path::PathBuf;
+
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::{compat, pb};
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure};
-use crate::output::{OutputFormat, emit, print_json};
+use crate::output::{HtmlFile, OutputFormat, emit, print_json};
 
 use super::tools::ToolReport;
 
@@ -18,6 +20,10 @@ pub struct RunsArgs {
     /// keeps; they come in pages of at most 500).
     #[arg(long, default_value_t = 20)]
     pub limit: u32,
+    /// With RUN_ID: also write the run as one self-contained HTML page (verdict, evidence, ladder
+    /// diagram of the followed packets, checks).
+    #[arg(long, value_name = "FILE", requires = "run_id")]
+    pub html: Option<PathBuf>,
 }
 
 /// Where a run is in its life, as printed and in JSON: `running`, `done`,
@@ -145,12 +151,18 @@ impl From<&pb::RunRecord> for RunRow {
 
 /// Lists runs or shows one.
 pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> Result<(), Failure> {
+    // A bad --html path is bad input (exit 2) whether or not the
+    // coordinator answers.
+    let html = args.html.as_deref().map(HtmlFile::create).transpose()?;
     let mut control = endpoint.control().await?;
     if let Some(id) = args.run_id {
         let record = control
             .get_run(pb::GetRunRequest { run_id: id })
             .await?
             .into_inner();
+        if let Some(html) = html {
+            html.write_record(&record, &[])?;
+        }
         let row = RunRow::from(&record);
         let header = format!(
             "run {}  {}  started {}  by {}  ({} ms)",

@@ -4,7 +4,10 @@
 
 use probemesh_proto::pb;
 
-use super::{Correlation, EncapsulationSource, PacketFate, PacketKey, Transform, lost_after};
+use super::{
+    AnswerKind, Correlation, EncapsulationSource, IcmpErrorSighting, PacketFate, PacketKey,
+    Transform, lost_after,
+};
 use probemesh_packet::decode::TunnelKind;
 
 /// Fates kept in a record.
@@ -65,6 +68,33 @@ fn fate(f: &PacketFate) -> pb::PacketFateSummary {
                 .map(|(p, i)| format!("{p}/{i}"))
                 .unwrap_or_default()
         },
+        answer_kind: f
+            .answer
+            .as_ref()
+            .map_or(pb::AnswerKind::Unspecified, |a| answer_kind(a.kind))
+            .into(),
+        answered_at_unix_ns: f.answer.as_ref().map_or(0, |a| a.at_ns),
+        icmp_errors: f.icmp_errors.iter().map(icmp_error).collect(),
+    }
+}
+
+fn answer_kind(kind: AnswerKind) -> pb::AnswerKind {
+    match kind {
+        AnswerKind::EchoReply => pb::AnswerKind::EchoReply,
+        AnswerKind::Ack => pb::AnswerKind::Ack,
+        AnswerKind::Reset => pb::AnswerKind::Reset,
+        AnswerKind::UdpReply => pb::AnswerKind::UdpReply,
+    }
+}
+
+fn icmp_error(e: &IcmpErrorSighting) -> pb::IcmpErrorSummary {
+    pb::IcmpErrorSummary {
+        observer: format!("{}/{}", e.probe, e.interface),
+        at_unix_ns: e.at_ns,
+        from: e.from.to_string(),
+        icmp_type: u32::from(e.icmp_type),
+        code: u32::from(e.code),
+        next_hop_mtu: e.next_hop_mtu.map_or(0, |m| u32::from(m.0)),
     }
 }
 

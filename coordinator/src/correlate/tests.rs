@@ -234,6 +234,26 @@ fn nodeport_syn_is_followed_through_dnat_snat_and_vxlan() {
     );
     // The pure ACK is not a test packet.
     assert_eq!(c.fates.len(), 3, "{:#?}", c.fates);
+    // The record says what the answer was and when (the report's ladder
+    // draws it from there).
+    let record = summary::summarize(&c, &[]);
+    let syn = record
+        .fates
+        .iter()
+        .find(|f| f.packet.contains("[SYN]"))
+        .expect("the SYN in the record");
+    assert_eq!(
+        (
+            syn.answer_kind(),
+            syn.answered_at_unix_ns,
+            syn.answered_at.as_str()
+        ),
+        (
+            probemesh_proto::pb::AnswerKind::Ack,
+            1_600,
+            "node-2/flannel.1"
+        )
+    );
 }
 
 #[test]
@@ -436,6 +456,22 @@ fn frag_needed_errors_are_attached_to_the_segment_they_quote() {
     );
     // An error is evidence, not an answer.
     assert!(!c.fates[0].answered());
+    let record = summary::summarize(&c, &[]);
+    assert_eq!(
+        record.fates[0].icmp_errors,
+        [probemesh_proto::pb::IcmpErrorSummary {
+            observer: "cloudvm-1/eth0".into(),
+            at_unix_ns: 1_500,
+            from: "10.0.1.1".into(),
+            icmp_type: 3,
+            code: 4,
+            next_hop_mtu: 1450,
+        }]
+    );
+    assert_eq!(
+        record.fates[0].answer_kind(),
+        probemesh_proto::pb::AnswerKind::Unspecified
+    );
 }
 
 #[test]
