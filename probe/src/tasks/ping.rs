@@ -368,7 +368,7 @@ pub async fn run(
         .name("ping".into())
         .spawn(move || {
             let _entered = span.enter();
-            let mut outbox = Outbox::new(spec.delivery, events);
+            let mut outbox = Outbox::new(spec.delivery, spec.interval, events);
             let result = driver::drive(&spec, address, &link, id, &mut outbox);
             if result.is_ok() {
                 outbox.finish();

@@ -112,12 +112,18 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An outbox sending on `tx` as `delivery` says; `tx` is `None` (and
-    /// ignored) for [`Delivery::ResultOnly`].
-    pub fn new(delivery: Delivery, tx: Option<mpsc::Sender<Vec<PingEvent>>>) -> Self {
+    /// An outbox sending on `tx` as `delivery` says, for echoes `interval`
+    /// apart; `tx` is `None` (and ignored) for [`Delivery::ResultOnly`]. A
+    /// window no longer than the interval would gather one reply a batch
+    /// and only delay it: then each event leaves at once.
+    pub fn new(
+        delivery: Delivery,
+        interval: Duration,
+        tx: Option<mpsc::Sender<Vec<PingEvent>>>,
+    ) -> Self {
         let (tx, window, max) = match delivery {
-            Delivery::Each => (tx, Duration::ZERO, 1),
-            Delivery::Batched { window, max } => (tx, window, max.max(1)),
+            Delivery::Batched { window, max } if window > interval => (tx, window, max.max(1)),
+            Delivery::Each | Delivery::Batched { .. } => (tx, Duration::ZERO, 1),
             Delivery::ResultOnly => (None, Duration::ZERO, 1),
         };
         Self {

@@ -191,7 +191,7 @@ fn ping_with(
 ) {
     let net = SimNet::new(fate, stop_at);
     let (tx, mut rx) = mpsc::channel(1000);
-    let mut outbox = Outbox::new(spec.delivery, Some(tx));
+    let mut outbox = Outbox::new(spec.delivery, spec.interval, Some(tx));
     let result = drive(spec, TARGET, &net, ID, &mut outbox);
     if result.is_ok() {
         outbox.finish();

@@ -9,6 +9,9 @@ fn timeout(seq: u16) -> PingEvent {
     }
 }
 
+/// The echo interval of the outboxes below: shorter than their windows.
+const MS: Duration = Duration::from_millis(1);
+
 fn seqs(batch: &[PingEvent]) -> Vec<u16> {
     batch.iter().map(|e| e.seq.0).collect()
 }
@@ -23,7 +26,7 @@ fn batched(window_ms: u64, max: usize) -> Delivery {
 #[test]
 fn a_batch_leaves_when_its_first_event_is_a_window_old() {
     let (tx, mut rx) = mpsc::channel(16);
-    let mut outbox = Outbox::new(batched(5, 256), Some(tx));
+    let mut outbox = Outbox::new(batched(5, 256), MS, Some(tx));
     let t0 = Instant::now();
     let ms = |n| t0 + Duration::from_millis(n);
     for (seq, at) in [(1, 0), (2, 2), (3, 4)] {
@@ -52,7 +55,7 @@ fn a_batch_leaves_when_its_first_event_is_a_window_old() {
 #[test]
 fn a_full_batch_leaves_at_once() {
     let (tx, mut rx) = mpsc::channel(16);
-    let mut outbox = Outbox::new(batched(1000, 4), Some(tx));
+    let mut outbox = Outbox::new(batched(1000, 4), MS, Some(tx));
     let t0 = Instant::now();
     for seq in 1..=9 {
         outbox.push(timeout(seq), t0);
@@ -67,7 +70,7 @@ fn a_full_batch_leaves_at_once() {
 #[test]
 fn a_full_queue_keeps_the_events_in_order_for_a_later_try() {
     let (tx, mut rx) = mpsc::channel(1);
-    let mut outbox = Outbox::new(batched(1, 2), Some(tx));
+    let mut outbox = Outbox::new(batched(2, 2), MS, Some(tx));
     let t0 = Instant::now();
     for seq in 1..=5 {
         outbox.push(timeout(seq), t0);
@@ -82,12 +85,12 @@ fn a_full_queue_keeps_the_events_in_order_for_a_later_try() {
 #[test]
 fn each_event_leaves_alone_and_nothing_leaves_for_a_result_only_caller() {
     let (tx, mut rx) = mpsc::channel(16);
-    let mut each = Outbox::new(Delivery::Each, Some(tx.clone()));
+    let mut each = Outbox::new(Delivery::Each, MS, Some(tx.clone()));
     let t0 = Instant::now();
     each.push(timeout(1), t0);
     each.push(timeout(2), t0);
     assert_eq!(each.due(), None);
-    let mut quiet = Outbox::new(Delivery::ResultOnly, Some(tx));
+    let mut quiet = Outbox::new(Delivery::ResultOnly, MS, Some(tx));
     quiet.push(timeout(3), t0);
     quiet.finish();
     each.finish();
@@ -103,7 +106,7 @@ fn each_event_leaves_alone_and_nothing_leaves_for_a_result_only_caller() {
 fn a_gone_reader_is_not_an_error() {
     let (tx, rx) = mpsc::channel(16);
     drop(rx);
-    let mut outbox = Outbox::new(batched(5, 2), Some(tx));
+    let mut outbox = Outbox::new(batched(5, 2), MS, Some(tx));
     let t0 = Instant::now();
     for seq in 1..=3 {
         outbox.push(timeout(seq), t0);
@@ -112,6 +115,16 @@ fn a_gone_reader_is_not_an_error() {
     outbox.push(timeout(4), t0);
     assert_eq!(outbox.due(), None, "nothing kept for nobody");
     outbox.finish();
+}
+
+#[test]
+fn a_window_no_longer_than_the_interval_sends_each_event_at_once() {
+    let (tx, mut rx) = mpsc::channel(16);
+    let mut outbox = Outbox::new(batched(100, 256), Duration::from_secs(1), Some(tx));
+    let t0 = Instant::now();
+    outbox.push(timeout(1), t0);
+    assert_eq!(outbox.due(), None, "nothing waits");
+    assert_eq!(seqs(&rx.try_recv().unwrap()), [1]);
 }
 
 /// The loop wakes for the flushes besides the echoes, without moving the
