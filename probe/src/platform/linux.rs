@@ -1,11 +1,12 @@
 //! Linux implementation of [`super::IcmpSocket`]: a raw `AF_INET`/`SOCK_RAW`/
 //! `IPPROTO_ICMP` socket (requires `CAP_NET_RAW`; the probe runs as root in
-//! the lab and CI), non-blocking and driven by tokio's [`AsyncFd`], with
-//! kernel receive timestamps (`SO_TIMESTAMPNS`) and a classic BPF filter
-//! that keeps only our echo replies and ICMP errors.
+//! the lab and CI), non-blocking and driven by tokio's [`AsyncFd`] (or, as
+//! [`PolledIcmpSocket`], by a thread of its own with `ppoll`), with kernel
+//! receive timestamps (`SO_TIMESTAMPNS`) and a classic BPF filter that keeps
+//! only our echo replies and ICMP errors.
 //!
 //! The calls neither socket2 nor nix wraps (`setsockopt(IP_MTU_DISCOVER)`,
-//! `ioctl(SIOCGIFMTU)`) go through libc here; this is the only module of the
+//! `ioctl(SIOCGIFMTU)`, `ppoll` with nanoseconds) go through libc here; this is the only module of the
 //! crate allowed `unsafe`. Also here: per-probe TTL and the path-MTU probing
 //! mode for the path tasks, and the routing table of the calling thread's
 //! namespace.
@@ -13,7 +14,8 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::time::Duration;
 
 use nix::sys::socket::{
     ControlMessageOwned, MsgFlags, SockaddrIn, getsockopt, recvmsg, setsockopt, sockopt,
@@ -39,30 +41,7 @@ impl RawIcmpSocket {
     /// unprivileged caller gets `Error::Socket` with `EPERM`) and a tokio
     /// runtime with I/O enabled.
     pub fn open(options: &IcmpSocketOptions) -> Result<Self> {
-        let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(
-            failed("socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) (requires CAP_NET_RAW)"),
-        )?;
-        socket
-            .set_nonblocking(true)
-            .map_err(failed("set O_NONBLOCK"))?;
-        if let Some(ttl) = options.ttl {
-            socket
-                .set_ttl_v4(u32::from(ttl.get()))
-                .map_err(failed("setsockopt(IP_TTL)"))?;
-        }
-        let pmtu = if options.dont_fragment {
-            libc::IP_PMTUDISC_DO
-        } else {
-            libc::IP_PMTUDISC_DONT
-        };
-        set_mtu_discover(&socket, pmtu).map_err(failed("setsockopt(IP_MTU_DISCOVER)"))?;
-        setsockopt(&socket, sockopt::ReceiveTimestampns, &true).map_err(|e| Error::Socket {
-            op: "setsockopt(SO_TIMESTAMPNS)",
-            source: e.into(),
-        })?;
-        socket
-            .attach_filter(&echo_filter(options.echo_id))
-            .map_err(failed("setsockopt(SO_ATTACH_FILTER)"))?;
+        let socket = configured_icmp_socket(options)?;
         // SAFETY: `socket` owns its fd (an `OwnedFd` inside), so `as_raw_fd`
         // always returns the same open descriptor until the socket is
         // dropped, which only happens when the `AsyncFd` owning it is.
@@ -74,21 +53,63 @@ impl RawIcmpSocket {
     }
 }
 
+/// A raw ICMPv4 socket, non-blocking and configured as `options` say (see
+/// the module docs).
+fn configured_icmp_socket(options: &IcmpSocketOptions) -> Result<Socket> {
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).map_err(failed(
+        "socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) (requires CAP_NET_RAW)",
+    ))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(failed("set O_NONBLOCK"))?;
+    if let Some(ttl) = options.ttl {
+        socket
+            .set_ttl_v4(u32::from(ttl.get()))
+            .map_err(failed("setsockopt(IP_TTL)"))?;
+    }
+    let pmtu = if options.dont_fragment {
+        libc::IP_PMTUDISC_DO
+    } else {
+        libc::IP_PMTUDISC_DONT
+    };
+    set_mtu_discover(&socket, pmtu).map_err(failed("setsockopt(IP_MTU_DISCOVER)"))?;
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true).map_err(|e| Error::Socket {
+        op: "setsockopt(SO_TIMESTAMPNS)",
+        source: e.into(),
+    })?;
+    socket
+        .attach_filter(&echo_filter(options.echo_id))
+        .map_err(failed("setsockopt(SO_ATTACH_FILTER)"))?;
+    Ok(socket)
+}
+
+/// Sends `message` to `to` on a non-blocking ICMP socket; the wall-clock
+/// time read just before the call starts the round trip.
+fn send_icmp(
+    socket: &Socket,
+    message: &[u8],
+    to: Ipv4Addr,
+) -> io::Result<Result<Timestamp, SendFailure>> {
+    let addr = SockAddr::from(SocketAddrV4::new(to, 0));
+    let sent_at = now()?;
+    match socket.send_to(message, &addr) {
+        Ok(_) => Ok(Ok(sent_at)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
+        Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+            Ok(Err(SendFailure::MessageTooLong {
+                mtu: route_mtu(to).ok(),
+            }))
+        }
+        Err(e) => Ok(Err(e.into())),
+    }
+}
+
 impl IcmpSocket for RawIcmpSocket {
     async fn send_to(&self, message: &[u8], to: Ipv4Addr) -> Result<Timestamp, SendFailure> {
-        let addr = SockAddr::from(SocketAddrV4::new(to, 0));
         loop {
             let mut guard = self.fd.writable().await?;
-            let sent_at = now()?;
-            match guard.try_io(|socket| socket.get_ref().send_to(message, &addr)) {
-                Ok(Ok(_)) => return Ok(sent_at),
-                Ok(Err(e)) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    return Err(SendFailure::MessageTooLong {
-                        mtu: route_mtu(to).ok(),
-                    });
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_would_block) => {}
+            if let Ok(sent) = guard.try_io(|socket| send_icmp(socket.get_ref(), message, to)) {
+                return sent?;
             }
         }
     }
@@ -100,6 +121,90 @@ impl IcmpSocket for RawIcmpSocket {
                 return result;
             }
         }
+    }
+}
+
+/// The socket of [`RawIcmpSocket`] for a thread that waits on it itself with
+/// `poll(2)`, as iputils ping does: no tokio reactor knows its fd, so a
+/// datagram wakes that thread only, not a runtime as well.
+#[derive(Debug)]
+pub struct PolledIcmpSocket {
+    socket: Socket,
+}
+
+/// What [`PolledIcmpSocket::wait`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PollReadiness {
+    /// A datagram (or a pending error) can be read from the socket.
+    pub readable: bool,
+    /// The other fd is readable (or closed): the waiter is asked to stop.
+    pub woken: bool,
+}
+
+impl PolledIcmpSocket {
+    /// Opens and configures the socket as [`RawIcmpSocket::open`] does, in
+    /// the calling thread's network namespace. Requires `CAP_NET_RAW`.
+    pub fn open(options: &IcmpSocketOptions) -> Result<Self> {
+        Ok(Self {
+            socket: configured_icmp_socket(options)?,
+        })
+    }
+
+    /// Sends `message` to `to`; returns the wall-clock time read just
+    /// before the send call. A full send buffer is a refused send, as for
+    /// ping.
+    pub fn send_to(&self, message: &[u8], to: Ipv4Addr) -> Result<Timestamp, SendFailure> {
+        send_icmp(&self.socket, message, to)?
+    }
+
+    /// Reads one datagram into `buf` without waiting; `None` when none is
+    /// queued.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        match recv_timestamped(self.socket.as_raw_fd(), buf) {
+            Ok(received) => Ok(Some(received)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits up to `timeout` (nanosecond precision, `ppoll(2)`) until the
+    /// socket or `wake` is readable. An interrupted wait returns early with
+    /// nothing ready.
+    pub fn wait(&self, wake: BorrowedFd<'_>, timeout: Duration) -> io::Result<PollReadiness> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+        };
+        // SAFETY: `fds` is a live array of two pollfd entries for the whole
+        // call, whose fds are open (borrowed from `self` and `wake`);
+        // `timeout` is a live timespec the kernel only reads; a null signal
+        // mask keeps the thread's own.
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &raw const timeout, std::ptr::null()) };
+        if rc < 0 {
+            let error = io::Error::last_os_error();
+            return if error.kind() == io::ErrorKind::Interrupted {
+                Ok(PollReadiness::default())
+            } else {
+                Err(error)
+            };
+        }
+        let any = libc::POLLIN | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+        Ok(PollReadiness {
+            readable: fds[0].revents & any != 0,
+            woken: fds[1].revents & any != 0,
+        })
     }
 }
 

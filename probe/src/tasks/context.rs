@@ -22,23 +22,16 @@ pub struct TaskContext {
 }
 
 /// Where a task's events of type `E` go: a channel read by whoever runs
-/// the task, or nowhere when the caller wants the result only.
+/// the task.
 #[derive(Debug)]
 pub struct Progress<E> {
-    /// `None`: the events are dropped where they are made.
-    tx: Option<mpsc::Sender<E>>,
+    tx: mpsc::Sender<E>,
 }
 
 impl<E> Progress<E> {
     /// Events sent on `tx`.
     pub fn new(tx: mpsc::Sender<E>) -> Self {
-        Self { tx: Some(tx) }
-    }
-
-    /// Events dropped at once: the caller reads the task's result only
-    /// (a diagnosis check, `meshctl ping -q`), so none crosses a channel.
-    pub fn discard() -> Self {
-        Self { tx: None }
+        Self { tx }
     }
 
     /// Sends `event`, waiting for room on the channel (back-pressure from
@@ -46,9 +39,7 @@ impl<E> Progress<E> {
     /// reader is gone and the task will be cancelled; its result still gets
     /// built.
     pub async fn send(&self, event: E, cancel: &CancellationToken) {
-        let Some(tx) = &self.tx else {
-            return;
-        };
+        let tx = &self.tx;
         if cancel.is_cancelled() {
             return;
         }

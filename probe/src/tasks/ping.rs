@@ -3,7 +3,8 @@
 //!
 //! [`PingSession`] is the sans-IO core (which echo is where, what an incoming
 //! datagram means, when an echo has timed out, the summary); [`run`] drives it
-//! with an [`IcmpSocket`] and tokio's clock (pausable in tests).
+//! from a thread of its own over a [`PolledIcmpSocket`] (the `driver`
+//! module: the echo loop, testable against a simulated network and clock).
 //!
 //! Semantics: a reply counts only if it answers an echo still in flight and
 //! its kernel-timestamped round trip is within `timeout` (late replies are
@@ -13,25 +14,23 @@
 //! refused ones included (like ping's "+N errors").
 
 use std::collections::VecDeque;
+use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::context::Progress;
 use super::error::{Error, Result};
 use super::stats::{RttAccumulator, RttStats};
 use super::types::PingSpec;
-use crate::platform::{IcmpSocket, SendFailure, Timestamp};
+use crate::platform::linux::PolledIcmpSocket;
+use crate::platform::{SendFailure, Timestamp};
 use crate::types::{EchoId, Seq};
-use probemesh_packet::icmp::{EchoError, EchoResponse, build_echo_request, classify_echo};
+use driver::{KernelLink, Outbox};
+use probemesh_packet::icmp::{EchoError, EchoResponse};
 
-/// Receive buffer: the largest IPv4 datagram.
-const RECV_BUF_BYTES: usize = 65_536;
-/// Consecutive receive errors after which the task fails. Raw sockets report
-/// a pending ICMP error once on `recvmsg` (`sk_err`), which is not fatal.
-const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 16;
+mod driver;
 
 /// What became of one echo.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +92,7 @@ pub struct PingSummary {
     pub errors: u32,
     /// Round-trip statistics over the replies; `None` without replies.
     pub rtt: Option<RttStats>,
-    /// From the first send to the end of the task (tokio clock).
+    /// From the first send to the end of the task (monotonic clock).
     pub elapsed: Duration,
     /// The ICMP errors that answered echoes, by sender and kind, in the
     /// order first seen.
@@ -130,7 +129,7 @@ enum EchoState {
     /// Not sent yet.
     Pending,
     /// Sent at `sent_at` (wall clock, for the RTT); times out at `deadline`
-    /// (tokio clock). Moves to `Done` on a reply, an ICMP error or the deadline.
+    /// (monotonic clock). Moves to `Done` on a reply, an ICMP error or the deadline.
     InFlight {
         /// Wall-clock time just before the send call.
         sent_at: Timestamp,
@@ -186,7 +185,7 @@ impl PingSession {
     }
 
     /// Records that the next echo went out at `sent_at` (wall clock) and
-    /// `now` (tokio clock).
+    /// `now` (monotonic clock).
     pub fn on_sent(&mut self, sent_at: Timestamp, now: Instant) {
         let seq = Seq(self.next);
         if let Some(i) = self.index(seq) {
@@ -343,101 +342,59 @@ impl PingSession {
     }
 }
 
-/// Runs a ping of `address` over `socket`, reporting each echo's fate to
-/// `progress` as it is known. Echoes carry `id`. Returns
+/// Runs a ping of `address` over `socket` (echoes carry `id`) on a thread
+/// of its own, which inherits the calling thread's network namespace. Each
+/// echo's fate goes to `events` in the batches `spec.delivery` asks for
+/// (`None`: the caller reads the summary only). Returns
 /// [`Error::Cancelled`] if `cancel` fires first, [`Error::Recv`] if the
 /// socket keeps failing.
-pub async fn run<S: IcmpSocket>(
+pub async fn run(
     spec: &PingSpec,
     address: Ipv4Addr,
-    socket: &S,
+    socket: PolledIcmpSocket,
     id: EchoId,
-    progress: &Progress<PingEvent>,
+    events: Option<mpsc::Sender<Vec<PingEvent>>>,
     cancel: &CancellationToken,
 ) -> Result<PingSummary> {
-    let start = Instant::now();
-    let mut session = PingSession::new(spec.count.get(), spec.timeout);
-    let mut next_send = start;
-    let mut buf = vec![0u8; RECV_BUF_BYTES];
-    let mut recv_errors = 0u32;
-    // One cancellation waiter and one timer for the whole run, moved from
-    // wake to wake: making them anew on every pass costs a registration and
-    // a removal each, per echo.
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
-    let timer = tokio::time::sleep_until(start);
-    tokio::pin!(timer);
-    loop {
-        let send_due = session.next_to_send().map(|_| next_send);
-        let Some(wake) = [send_due, session.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
-        else {
-            break;
-        };
-        if timer.deadline() != wake {
-            timer.as_mut().reset(wake);
-        }
-        tokio::select! {
-            biased;
-            () = &mut cancelled => {
-                return Err(Error::Cancelled {
-                    done: session.transmitted(),
-                    total: u32::from(spec.count.get()),
-                });
+    let (stop, mut stop_tx) = std::io::pipe().map_err(|source| Error::Socket {
+        op: "pipe() to stop the ping thread",
+        source,
+    })?;
+    let (done_tx, done) = oneshot::channel();
+    let link = KernelLink { socket, stop };
+    let spec = spec.clone();
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name("ping".into())
+        .spawn(move || {
+            let _entered = span.enter();
+            let mut outbox = Outbox::new(spec.delivery, spec.interval, events);
+            let result = driver::drive(&spec, address, &link, id, &mut outbox);
+            if result.is_ok() {
+                outbox.finish();
             }
-            received = next_response(socket, &mut buf, id) => match received {
-                Ok(Some((response, at))) => {
-                    recv_errors = 0;
-                    if let Some(event) = session.on_response(response, at) {
-                        progress.send(event, cancel).await;
-                    }
-                }
-                Ok(None) => recv_errors = 0,
-                Err(source) => {
-                    recv_errors += 1;
-                    if recv_errors > MAX_CONSECUTIVE_RECV_ERRORS {
-                        return Err(Error::Recv { addr: address.into(), source });
-                    }
-                    tracing::debug!(%address, error = %source, "recvmsg on the ICMP socket failed");
-                }
-            },
-            () = &mut timer => {
-                let now = Instant::now();
-                for event in session.expire(now) {
-                    progress.send(event, cancel).await;
-                }
-                if let Some(seq) = session.next_to_send().filter(|_| next_send <= now) {
-                    let packet = build_echo_request(id, seq, spec.size.get());
-                    match socket.send_to(&packet, address).await {
-                        Ok(sent_at) => session.on_sent(sent_at, Instant::now()),
-                        Err(failure) => {
-                            let errno = send_failure_errno(&failure);
-                            let detail = send_failure_detail(failure, address);
-                            if let Some(event) = session.on_send_failed(&errno, detail) {
-                                progress.send(event, cancel).await;
-                            }
-                        }
-                    }
-                    next_send += spec.interval;
-                }
-            }
+            let _ = done_tx.send(result);
+        })
+        .map_err(|source| Error::Socket {
+            op: "starting the ping thread",
+            source,
+        })?;
+    tokio::pin!(done);
+    let result = tokio::select! {
+        result = &mut done => result,
+        () = cancel.cancelled() => {
+            // One byte in an empty pipe never blocks; if the thread already
+            // ended, its read end is gone and the write fails harmlessly.
+            let _ = stop_tx.write_all(&[1]);
+            done.await
         }
-    }
-    Ok(session.summary(address, start.elapsed()))
-}
-
-/// Waits for the next datagram and reads it; `None` when it is not ours.
-/// Owns the borrow of `buf` so that `select!` handlers need not.
-async fn next_response<S: IcmpSocket>(
-    socket: &S,
-    buf: &mut [u8],
-    id: EchoId,
-) -> std::io::Result<Option<(EchoResponse, Timestamp)>> {
-    let received = socket.recv(buf).await?;
-    let datagram = buf.get(..received.len).unwrap_or(buf);
-    Ok(classify_echo(datagram, id).map(|response| (response, received.at)))
+    };
+    result.unwrap_or_else(|_| {
+        Err(Error::Socket {
+            op: "the ping thread",
+            source: std::io::Error::other("ended without a result"),
+        })
+    })
 }
 
 /// The errno name of a refused send (`EMSGSIZE`, `EHOSTUNREACH`, ...).

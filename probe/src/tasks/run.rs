@@ -23,7 +23,7 @@ use super::udp_echo::EchoEvent;
 use super::{capture, convert, dns, facts, listener, ping, pmtu, responder, tcping, trace};
 use super::{transfer, udp_echo};
 use crate::platform::IcmpSocketOptions;
-use crate::platform::linux::RawIcmpSocket;
+use crate::platform::linux::PolledIcmpSocket;
 
 /// The body of `run_task`, in the calling thread's network namespace.
 pub(super) async fn run_here(
@@ -109,7 +109,7 @@ async fn execute(
 
 async fn ping_task(
     spec: &PingSpec,
-    progress: Progress<PingEvent>,
+    events: Option<mpsc::Sender<Vec<PingEvent>>>,
     cancel: &CancellationToken,
 ) -> Result<Outcome> {
     let total = u32::from(spec.count.get());
@@ -119,8 +119,8 @@ async fn ping_task(
         ttl: spec.ttl,
         dont_fragment: spec.dont_fragment,
     };
-    let socket = RawIcmpSocket::open(&options)?;
-    let summary = ping::run(spec, address, &socket, options.echo_id, &progress, cancel).await?;
+    let socket = PolledIcmpSocket::open(&options)?;
+    let summary = ping::run(spec, address, socket, options.echo_id, events, cancel).await?;
     Ok(Outcome::Ping(convert::ping_summary(spec, &summary)))
 }
 

@@ -412,6 +412,40 @@ async fn root_result_only_ping_sends_the_summary_and_no_progress() {
     assert!(events.is_empty(), "{events:?}");
 }
 
+/// A cancel reaches the ping's thread at once (its stop pipe wakes the
+/// wait), not at its next echo, 5 s away.
+#[tokio::test]
+async fn root_cancelled_ping_stops_at_once() {
+    if !raw_socket_tests_enabled() {
+        return;
+    }
+    let (tx, _rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let task = pb::Task {
+        task_id: "task-1".into(),
+        kind: Some(pb::task::Kind::Ping(pb::PingTask {
+            interval_us: 5_000_000,
+            ..ping("127.0.0.1", 3)
+        })),
+        ..Default::default()
+    };
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trigger.cancel();
+    });
+    let started = std::time::Instant::now();
+    let result = run_task(task, tx, cancel).await;
+    let error = error_of(&result).expect("an error");
+    assert_eq!(error.kind(), Kind::Cancelled);
+    assert_eq!(error.message, "cancelled after 1 of 3 probes");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 /// The receive time is the kernel's stamp of the reply's arrival, not the
 /// moment the socket is read: a reply read 50 ms late still measures the
 /// loopback round trip.

@@ -1,9 +1,11 @@
-//! The ping engine against a network simulated on tokio's paused clock.
+//! The ping engine's echo loop against a network simulated on a virtual
+//! clock: the loop's waits advance it, so the tests run in no time.
+use std::cell::{Cell, RefCell};
 use std::io;
-use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
+use super::driver::{EchoLink, Outbox, Wake, drive};
 use super::*;
 use crate::platform::Received;
 use crate::tasks::types::Delivery;
@@ -13,12 +15,14 @@ use probemesh_packet::icmp::{IcmpView, TYPE_DEST_UNREACHABLE};
 use probemesh_packet::testing::{echo_reply_to, icmp_error, ipv4};
 use probemesh_proto::pb;
 
+mod outbox;
+
 const ME: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 const TARGET: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const ID: EchoId = EchoId(0x4242);
 
-/// What the mock network does with echo `seq`.
+/// What the simulated network does with echo `seq`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fate {
     /// Answer after the delay.
@@ -37,47 +41,63 @@ enum Fate {
     ForeignReply(Duration),
 }
 
-/// A network simulated on tokio's (paused) clock.
-struct MockSocket {
+/// A network on a virtual clock: time moves only when the loop waits, to
+/// the earlier of what it waits for and the next datagram's arrival.
+struct SimNet {
     fate: fn(u16) -> Fate,
     epoch: Instant,
-    tx: mpsc::UnboundedSender<(Vec<u8>, Timestamp)>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<(Vec<u8>, Timestamp)>>,
-    sent: Mutex<Vec<u16>>,
+    /// Virtual time since `epoch`.
+    now: Cell<Duration>,
+    /// Datagrams on their way: (arrival, bytes), in sending order.
+    arriving: RefCell<Vec<(Duration, Vec<u8>)>>,
+    /// When the task is cancelled, if ever.
+    stop_at: Option<Duration>,
+    sent: RefCell<Vec<u16>>,
 }
 
-impl MockSocket {
-    fn new(fate: fn(u16) -> Fate) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+impl SimNet {
+    fn new(fate: fn(u16) -> Fate, stop_at: Option<Duration>) -> Self {
         Self {
             fate,
             epoch: Instant::now(),
-            tx,
-            rx: rx.into(),
-            sent: Mutex::default(),
+            now: Cell::new(Duration::ZERO),
+            arriving: RefCell::default(),
+            stop_at,
+            sent: RefCell::default(),
         }
     }
 
-    fn now(epoch: Instant) -> Timestamp {
-        let ns = i64::try_from(epoch.elapsed().as_nanos()).unwrap();
+    /// The wall clock of virtual time `at`.
+    fn stamp(at: Duration) -> Timestamp {
+        let ns = i64::try_from(at.as_nanos()).unwrap();
         Timestamp::from_nanos(1_700_000_000_000_000_000 + ns)
     }
 
     fn deliver(&self, after: Duration, datagram: Vec<u8>) {
-        let tx = self.tx.clone();
-        let epoch = self.epoch;
-        tokio::spawn(async move {
-            tokio::time::sleep(after).await;
-            let _ = tx.send((datagram, Self::now(epoch)));
-        });
+        let at = self.now.get() + after;
+        self.arriving.borrow_mut().push((at, datagram));
+    }
+
+    /// Index of the first datagram to arrive, and when.
+    fn next_arrival(&self) -> Option<(usize, Duration)> {
+        let arriving = self.arriving.borrow();
+        let first = arriving.iter().map(|(at, _)| *at).min()?;
+        arriving
+            .iter()
+            .position(|(at, _)| *at == first)
+            .map(|i| (i, first))
     }
 }
 
-impl IcmpSocket for MockSocket {
-    async fn send_to(&self, message: &[u8], to: Ipv4Addr) -> Result<Timestamp, SendFailure> {
+impl EchoLink for SimNet {
+    fn now(&self) -> Instant {
+        self.epoch + self.now.get()
+    }
+
+    fn send_to(&self, message: &[u8], to: Ipv4Addr) -> Result<Timestamp, SendFailure> {
         assert_eq!(to, TARGET);
         let seq = IcmpView::new(message).unwrap().echo_seq().0;
-        self.sent.lock().unwrap().push(seq);
+        self.sent.borrow_mut().push(seq);
         let reply = ipv4(TARGET, ME, 57, &echo_reply_to(message));
         match (self.fate)(seq) {
             Fate::Reply(d) => self.deliver(d, reply),
@@ -107,20 +127,39 @@ impl IcmpSocket for MockSocket {
                 self.deliver(d, ipv4(TARGET, ME, 57, &other));
             }
         }
-        Ok(Self::now(self.epoch))
+        Ok(Self::stamp(self.now.get()))
     }
 
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        let (datagram, at) = self
-            .rx
-            .lock()
-            .await
-            .recv()
-            .await
-            .ok_or(io::ErrorKind::BrokenPipe)?;
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        let Some((i, at)) = self.next_arrival().filter(|(_, at)| *at <= self.now.get()) else {
+            return Ok(None);
+        };
+        let (_, datagram) = self.arriving.borrow_mut().remove(i);
         let len = datagram.len().min(buf.len());
         buf[..len].copy_from_slice(&datagram[..len]);
-        Ok(Received { len, at })
+        Ok(Some(Received {
+            len,
+            at: Self::stamp(at),
+        }))
+    }
+
+    fn wait(&self, until: Instant) -> io::Result<Wake> {
+        let until = until.saturating_duration_since(self.epoch);
+        let arrival = self.next_arrival().map(|(_, at)| at);
+        let next = [Some(until), arrival, self.stop_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(until);
+        self.now.set(self.now.get().max(next));
+        let now = self.now.get();
+        Ok(if self.stop_at.is_some_and(|at| at <= now) {
+            Wake::Stop
+        } else if arrival.is_some_and(|at| at <= now) {
+            Wake::Readable
+        } else {
+            Wake::Timeout
+        })
     }
 }
 
@@ -137,21 +176,42 @@ fn spec(count: u16) -> PingSpec {
     }
 }
 
-async fn ping(
+/// Runs the echo loop as the ping thread does; returns its result, the
+/// replies in the order they were handed over, the batches they came in
+/// and the echoes sent.
+fn ping_with(
     spec: &PingSpec,
     fate: fn(u16) -> Fate,
-    cancel: &CancellationToken,
-) -> (Result<PingSummary>, Vec<pb::PingReply>, Vec<u16>) {
-    let socket = MockSocket::new(fate);
-    let (tx, mut rx) = mpsc::channel(100);
-    let progress = Progress::new(tx);
-    let result = run(spec, TARGET, &socket, ID, &progress, cancel).await;
-    drop(progress);
-    let mut replies = Vec::new();
-    while let Some(event) = rx.recv().await {
-        replies.push(pb::PingReply::from(&event));
+    stop_at: Option<Duration>,
+) -> (
+    Result<PingSummary>,
+    Vec<pb::PingReply>,
+    Vec<usize>,
+    Vec<u16>,
+) {
+    let net = SimNet::new(fate, stop_at);
+    let (tx, mut rx) = mpsc::channel(1000);
+    let mut outbox = Outbox::new(spec.delivery, spec.interval, Some(tx));
+    let result = drive(spec, TARGET, &net, ID, &mut outbox);
+    if result.is_ok() {
+        outbox.finish();
+    } else {
+        drop(outbox);
     }
-    let sent = socket.sent.lock().unwrap().clone();
+    let (mut replies, mut batches) = (Vec::new(), Vec::new());
+    while let Ok(batch) = rx.try_recv() {
+        batches.push(batch.len());
+        replies.extend(batch.iter().map(pb::PingReply::from));
+    }
+    let sent = net.sent.borrow().clone();
+    (result, replies, batches, sent)
+}
+
+fn ping(
+    spec: &PingSpec,
+    fate: fn(u16) -> Fate,
+) -> (Result<PingSummary>, Vec<pb::PingReply>, Vec<u16>) {
+    let (result, replies, _, sent) = ping_with(spec, fate, None);
     (result, replies, sent)
 }
 
@@ -159,15 +219,9 @@ fn statuses(replies: &[pb::PingReply]) -> Vec<(u32, pb::ping_reply::Status)> {
     replies.iter().map(|r| (r.seq, r.status())).collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_echo_answered() {
-    let started = Instant::now();
-    let (summary, replies, sent) = ping(
-        &spec(3),
-        |_| Fate::Reply(Duration::from_millis(5)),
-        &CancellationToken::new(),
-    )
-    .await;
+#[test]
+fn every_echo_answered() {
+    let (summary, replies, sent) = ping(&spec(3), |_| Fate::Reply(Duration::from_millis(5)));
     let summary = summary.unwrap();
     assert_eq!(sent, [1, 2, 3]);
     assert_eq!(
@@ -197,11 +251,10 @@ async fn every_echo_answered() {
         Duration::from_millis(2005),
         "ends with the last reply"
     );
-    assert_eq!(started.elapsed(), summary.elapsed);
 }
 
-#[tokio::test(start_paused = true)]
-async fn lost_late_duplicate_and_foreign_replies() {
+#[test]
+fn lost_late_duplicate_and_foreign_replies() {
     let fate = |seq| match seq {
         1 => Fate::Duplicate(Duration::from_millis(10)),
         2 => Fate::Drop,
@@ -209,7 +262,7 @@ async fn lost_late_duplicate_and_foreign_replies() {
         4 => Fate::ForeignReply(Duration::from_millis(1)),
         _ => Fate::Reply(Duration::from_millis(20)),
     };
-    let (summary, replies, _) = ping(&spec(5), fate, &CancellationToken::new()).await;
+    let (summary, replies, _) = ping(&spec(5), fate);
     let summary = summary.unwrap();
     assert_eq!(
         statuses(&replies),
@@ -238,14 +291,9 @@ async fn lost_late_duplicate_and_foreign_replies() {
     assert_eq!(summary.elapsed, Duration::from_millis(4020));
 }
 
-#[tokio::test(start_paused = true)]
-async fn frag_needed_is_reported_with_its_mtu() {
-    let (summary, replies, _) = ping(
-        &spec(2),
-        |_| Fate::FragNeeded(Duration::from_millis(3)),
-        &CancellationToken::new(),
-    )
-    .await;
+#[test]
+fn frag_needed_is_reported_with_its_mtu() {
+    let (summary, replies, _) = ping(&spec(2), |_| Fate::FragNeeded(Duration::from_millis(3)));
     let summary = summary.unwrap();
     assert_eq!(
         statuses(&replies),
@@ -276,9 +324,9 @@ async fn frag_needed_is_reported_with_its_mtu() {
     assert_eq!(summary.local_errors, []);
 }
 
-#[tokio::test(start_paused = true)]
-async fn message_too_long_is_a_send_error_not_a_crash() {
-    let (summary, replies, _) = ping(&spec(2), |_| Fate::TooLong, &CancellationToken::new()).await;
+#[test]
+fn message_too_long_is_a_send_error_not_a_crash() {
+    let (summary, replies, _) = ping(&spec(2), |_| Fate::TooLong);
     let summary = summary.unwrap();
     assert_eq!(
         statuses(&replies),
@@ -305,8 +353,8 @@ async fn message_too_long_is_a_send_error_not_a_crash() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn refused_sends_are_tallied_by_errno() {
+#[test]
+fn refused_sends_are_tallied_by_errno() {
     let fate = |seq| {
         if seq == 2 {
             Fate::TooLong
@@ -314,7 +362,7 @@ async fn refused_sends_are_tallied_by_errno() {
             Fate::NoRoute
         }
     };
-    let (summary, _, _) = ping(&spec(3), fate, &CancellationToken::new()).await;
+    let (summary, _, _) = ping(&spec(3), fate);
     let summary = summary.unwrap();
     let tally: Vec<(&str, u32)> = summary
         .local_errors
@@ -328,20 +376,13 @@ async fn refused_sends_are_tallied_by_errno() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn cancellation_stops_the_ping() {
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        trigger.cancel();
-    });
-    let (result, replies, sent) = ping(
+#[test]
+fn cancellation_stops_the_ping() {
+    let (result, replies, _, sent) = ping_with(
         &spec(100),
         |_| Fate::Reply(Duration::from_millis(1)),
-        &cancel,
-    )
-    .await;
+        Some(Duration::from_millis(2500)),
+    );
     assert!(
         matches!(
             result,
