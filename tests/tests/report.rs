@@ -263,19 +263,28 @@ fn the_mtu_black_hole_ladder_stops_the_lost_segments_where_the_evidence_saw_them
     let elements = dom(&page);
     assert_eq!(verdict_and_checks(&elements).0, "mtu_blackhole");
     // "tcp 198.18.100.10 > 198.18.0.12:30080 7056 bytes leaves cloudvm-1/eth0
-    // and is never seen further"
+    // and is never seen further" (or the large echo: "icmp echo 198.18.100.10
+    // > 198.18.0.12 1514 bytes ..."): its protocol and destination address.
     let (last_seen, observation) = captured_evidence(&report, "never seen further");
+    let protocol = observation
+        .split_whitespace()
+        .next()
+        .expect("the packet's protocol");
     let to = observation
         .split_whitespace()
         .skip_while(|w| *w != ">")
         .nth(1)
         .expect("the packet's destination");
+    let address = |endpoint: &str| endpoint.split(':').next().unwrap_or_default().to_owned();
+    // A lost mark's flow as first seen: "tcp 198.18.100.10:54836 -> 198.18.0.12:30080".
     let lost: Vec<&BTreeMap<String, String>> = with(&elements, "data-lost-at")
         .filter(|e| {
-            e["data-packet"].starts_with("tcp ") && e["data-packet"].contains(&format!("> {to} "))
+            let flow = &e["data-flow"];
+            flow.starts_with(&format!("{protocol} "))
+                && flow.rsplit(" -> ").next().map(address) == Some(address(to))
         })
         .collect();
-    assert!(!lost.is_empty(), "no lost segment to {to} drawn");
+    assert!(!lost.is_empty(), "no lost {protocol} packet to {to} drawn");
     for l in &lost {
         assert_eq!(l["data-lost-at"], last_seen, "{l:?}");
     }

@@ -1,9 +1,12 @@
 //! Choosing a capture's common instant and telling it to the observers.
 //!
-//! A probe that announces [`probemesh_proto::CAPTURE_ARM_WHEN_TOLD`] sets
-//! its capture up first and reports `CaptureReady`; meanwhile the
-//! coordinator measures every observer's clock afresh ([`fresh_clocks`]).
-//! Once every observer is ready (or has failed), [`arm_when_ready`] picks
+//! The coordinator first measures every observer's clock afresh
+//! ([`fresh_clocks`]; not while the observers set up, whose real-time ring
+//! set-up delays the probes' clock replies: a debug build's bound grew from
+//! tens of microseconds to milliseconds). A probe that announces
+//! [`probemesh_proto::CAPTURE_ARM_WHEN_TOLD`] then sets its capture up and
+//! reports `CaptureReady`. Once every observer is ready (or has failed),
+//! [`arm_when_ready`] picks
 //! the instant [`TOLD_LEAD`] plus the worst clock round trip ahead and
 //! sends each its `ArmCapture`, in its own clock. The lead is then the
 //! set-up this run measured, not a guess of it. An older probe is told
@@ -70,8 +73,7 @@ pub(super) struct CommonInstant {
     pub clocks: Vec<ObserverClock>,
     /// Waiting for fresh clock exchanges.
     pub clock_wait: Duration,
-    /// Dispatch to the instant (the tasks go out at once when the
-    /// observers are told later, after the clocks otherwise).
+    /// Dispatch (after the clocks) to the instant.
     pub lead: Duration,
 }
 
@@ -103,15 +105,13 @@ pub(super) fn all_told_later(
     })
 }
 
-/// The instant for observers told it up front: fresh clocks first, then
+/// The instant for observers told it up front, in the task:
 /// [`LEGACY_LEAD`] ahead (four worst round trips at least).
-pub(super) async fn up_front(
-    state: &Arc<Coordinator>,
-    observers: &[Observer],
-    started: tokio::time::Instant,
+pub(super) fn up_front(
+    state: &Coordinator,
+    clocks: Vec<ObserverClock>,
+    clock_wait: Duration,
 ) -> CommonInstant {
-    let clocks = fresh_clocks(state, observers).await;
-    let clock_wait = started.elapsed();
     let lead = LEGACY_LEAD.max(worst_round_trip(&clocks).saturating_mul(4));
     CommonInstant {
         t0_ns: state.clock.now_unix_ns().saturating_add(nanos(lead)),
@@ -128,37 +128,30 @@ pub(super) struct Told {
     pub task_id: String,
 }
 
-/// Measures the clocks while the observers set up, chooses the instant
-/// once every observer is ready (at most [`READY_WAIT`]), publishes it on
-/// `instant`, and tells each ready observer, including those ready only
-/// later, until every one is told or gone (or the capture's collection
-/// ends).
+/// Chooses the instant once every observer, dispatched at `dispatched`,
+/// is ready (at most [`READY_WAIT`]), publishes it on `instant`, and tells
+/// each ready observer, including those ready only later, until every one
+/// is told or gone (or the capture's collection ends).
 pub(super) async fn arm_when_ready(
     state: Arc<Coordinator>,
-    observers: Vec<Observer>,
+    (clocks, clock_wait): (Vec<ObserverClock>, Duration),
     told: Vec<Told>,
-    (run_id, started): (String, tokio::time::Instant),
+    (run_id, dispatched): (String, tokio::time::Instant),
     mut readiness: watch::Receiver<Vec<Readiness>>,
     instant: watch::Sender<Option<Arc<CommonInstant>>>,
 ) {
-    let measured = async {
-        let clocks = fresh_clocks(&state, &observers).await;
-        (clocks, started.elapsed())
-    };
-    let ((clocks, clock_wait), ()) = tokio::join!(measured, async {
-        let _ = tokio::time::timeout(
-            READY_WAIT,
-            readiness.wait_for(|r| r.iter().all(|x| *x != Readiness::SettingUp)),
-        )
-        .await;
-    });
+    let _ = tokio::time::timeout(
+        READY_WAIT,
+        readiness.wait_for(|r| r.iter().all(|x| *x != Readiness::SettingUp)),
+    )
+    .await;
     let lead = TOLD_LEAD + worst_round_trip(&clocks);
     let t0_ns = state.clock.now_unix_ns().saturating_add(nanos(lead));
     let common = Arc::new(CommonInstant {
         t0_ns,
         clocks,
         clock_wait,
-        lead: started.elapsed() + lead,
+        lead: dispatched.elapsed() + lead,
     });
     instant.send_replace(Some(common.clone()));
     let mut sent = vec![false; told.len()];
@@ -212,7 +205,10 @@ fn nanos(d: Duration) -> i64 {
 /// observer's burst is in (at most [`crate::clock_sync::CLOCK_BURST_WAIT`])
 /// each gets the best sample since the burst began; an observer that
 /// answered none keeps its best older one (or none: offset 0, no bound).
-async fn fresh_clocks(state: &Arc<Coordinator>, observers: &[Observer]) -> Vec<ObserverClock> {
+pub(super) async fn fresh_clocks(
+    state: &Arc<Coordinator>,
+    observers: &[Observer],
+) -> Vec<ObserverClock> {
     let since_ns = state.clock.now_unix_ns();
     let (local, held_elsewhere) = {
         let registry = state.registry();

@@ -152,11 +152,14 @@ pub async fn start(
             .collect()
     };
     let told_later = arm::all_told_later(&state, &plan.observers, &links);
+    let clocks = arm::fresh_clocks(&state, &plan.observers).await;
+    let clock_wait = started.elapsed();
+    let dispatched = tokio::time::Instant::now();
     let (instant_tx, instant) = tokio::sync::watch::channel(None);
     let up_front = if told_later {
         None
     } else {
-        let common = Arc::new(arm::up_front(&state, &plan.observers, started).await);
+        let common = Arc::new(arm::up_front(&state, clocks.clone(), clock_wait));
         instant_tx.send_replace(Some(common.clone()));
         Some(common)
     };
@@ -208,9 +211,9 @@ pub async fn start(
         tokio::spawn(
             arm::arm_when_ready(
                 state.clone(),
-                plan.observers.clone(),
+                (clocks, clock_wait),
                 told,
-                (run_id.to_owned(), started),
+                (run_id.to_owned(), dispatched),
                 readiness,
                 instant_tx,
             )

@@ -237,9 +237,10 @@ fn ends(s: &mut String, ladder: &Ladder<'_>, row: &Row<'_>, last_x: f64, last_y:
         };
         let _ = write!(
             s,
-            r#"<g class="lost-mark" data-lost-at="{o}" data-packet="{p}"><title>lost: last seen at {o}, never seen further and never answered</title><line class="lost-stub" x1="{x:.1}" y1="{y:.1}" x2="{end:.1}" y2="{stop:.1}"/><path class="lost-x" d="M{a:.1},{b:.1}l10,10m0,-10l-10,10"/><text class="lost-text" x="{end:.1}" y="{ty:.1}" text-anchor="middle">lost</text></g>"#,
+            r#"<g class="lost-mark" data-lost-at="{o}" data-packet="{p}" data-flow="{flow}"><title>lost: last seen at {o}, never seen further and never answered</title><line class="lost-stub" x1="{x:.1}" y1="{y:.1}" x2="{end:.1}" y2="{stop:.1}"/><path class="lost-x" d="M{a:.1},{b:.1}l10,10m0,-10l-10,10"/><text class="lost-text" x="{end:.1}" y="{ty:.1}" text-anchor="middle">lost</text></g>"#,
             o = escape(&canonical(&f.lost_after)),
             p = escape(&f.packet),
+            flow = escape(f.hops.first().map_or("", |h| h.flow.as_str())),
             y = last_y,
             stop = stop_y,
             a = end - 5.0,
