@@ -491,9 +491,9 @@ mod tests {
         assert_eq!(
             grid,
             [
-                "  from \\ to  node-1      node-2             cloudvm-1",
-                "  node-1     0% 0.412ms  0% 0.412ms ✗1472   ·",
-                "  node-2     100% loss   33.3% 0.412ms      ·",
+                "  from \\ to  node-1      node-2            cloudvm-1",
+                "  node-1     0% 0.412ms  0% 0.412ms ✗1472  ·",
+                "  node-2     100% loss   33.3% 0.412ms     ·",
             ]
         );
         let text = lines.join("\n");

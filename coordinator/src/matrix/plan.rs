@@ -1,6 +1,6 @@
 //! Plans a `meshctl mesh` matrix: which probes are rows, which hosts are
 //! columns, and what each cell tests. Pure over the registry's probe list
-//! and the inventory; it dispatches nothing ([`super::run`] executes).
+//! and the inventory; it dispatches nothing (the sibling `run` executes).
 //!
 //! Every list is bounded before it costs work: a selector names at most
 //! [`MAX_SELECTOR_NAMES`] names, a matrix has at most [`MAX_SOURCES`] rows
