@@ -244,7 +244,7 @@ fn median_ms(mut rtts: Vec<i64>) -> f64 {
     let Some(&mid) = rtts.get(rtts.len() / 2) else {
         return 0.0;
     };
-    let ns = if rtts.len() % 2 == 0 {
+    let ns = if rtts.len().is_multiple_of(2) {
         let lower = rtts.get(rtts.len() / 2 - 1).copied().unwrap_or(mid);
         lower / 2 + mid / 2
     } else {
