@@ -42,6 +42,7 @@ LAYERS = {
         ["execute", "mesh"],
         ["tool_run", "capture"],
         ["diagnose"],
+        ["matrix"],
         ["clock_udp", "enroll"],
         ["link", "control", "peer"],
         ["server"],

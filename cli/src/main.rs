@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
 use meshctl::commands::{
-    capture, certs, dig, inspect, join_token, path, probe, probes, runs, tools, transfer,
+    capture, certs, dig, inspect, join_token, mesh, path, probe, probes, runs, tools, transfer,
 };
 use meshctl::completion;
 use meshctl::invocation::Invocation;
@@ -54,6 +54,13 @@ enum Command {
     /// and the pcapng files.
     /// Example: meshctl probe --from cloudvm-1 --to nodeport:30080 --size 1472
     Probe(probe::ProbeArgs),
+    /// The whole mesh as an N×N matrix: every probe to every node, on demand.
+    ///
+    /// Every selected probe tests every selected host's address (with a
+    /// large DF packet), its pod network and its NodePort; prints one grid
+    /// per kind, and the failing pairs with the `meshctl probe` for each.
+    /// Example: meshctl mesh --from role=node --to all
+    Mesh(mesh::MeshArgs),
     /// ICMP echo from a probe, printed like ping.
     ///
     /// Example: meshctl ping --from cloudvm-1 198.18.0.12 -s 1472 -M do -c 3
@@ -154,6 +161,7 @@ async fn main() -> ExitCode {
             .map(|()| exit::OK),
         Command::Probes => probes::run(endpoint, output).await.map(|()| exit::OK),
         Command::Probe(args) => probe::run(args, endpoint, output).await,
+        Command::Mesh(args) => mesh::run(args, endpoint, output).await,
         Command::Ping(args) => tools::ping(args, endpoint, output).await,
         Command::Tcping(args) => tools::tcping(args, endpoint, output).await,
         Command::Mtr(args) => path::mtr(args, endpoint, output).await,

@@ -5,7 +5,7 @@
 //!
 //! It authorizes, plans each run by its kind, opens the run's record and
 //! event stream, and hands the run to its executor ([`crate::tool_run`],
-//! [`crate::capture::run`], [`crate::diagnose::run`]); it executes nothing
+//! [`crate::capture::run`], [`crate::diagnose::run`], [`crate::matrix::run`]); it executes nothing
 //! itself.
 
 use std::pin::Pin;
@@ -29,6 +29,7 @@ use crate::capture::{self, plan::CapturePlan};
 use crate::diagnose::{self, plan::DiagnosisPlan};
 use crate::error::Error;
 use crate::execute;
+use crate::matrix::{self, plan::MatrixPlan};
 use crate::policy::audit::AuditLine;
 use crate::registry::Link;
 use crate::revocation::Revocation;
@@ -137,6 +138,10 @@ impl pb::control_server::Control for ControlService {
                     self.state.listen_port,
                 )
                 .map(|p| Planned::Probe(Box::new(p))),
+                Some(pb::run_request::Kind::Mesh(mesh)) => {
+                    matrix::plan::plan(mesh, &self.state.registry().list(), inventory.as_deref())
+                        .map(Planned::Matrix)
+                }
                 _ => tool_run::prepare(&request, &self.state.registry(), inventory.as_deref())
                     .map(|(plan, link)| Planned::Single(plan, link)),
             }
@@ -176,6 +181,7 @@ impl pb::control_server::Control for ControlService {
                 Box::pin(tool_run::follow(state, link, plan, record, tx))
             }
             Planned::Probe(plan) => Box::pin(diagnose::run::follow(state, *plan, record, tx)),
+            Planned::Matrix(plan) => Box::pin(matrix::run::follow(state, plan, record, tx)),
         };
         // The ticket holds the run's share of the policy's limits until it ends.
         self.state.shutdown.spawn_run(
@@ -433,6 +439,8 @@ enum Planned {
     Capture(CapturePlan),
     /// A diagnosis: many checks, captures, a verdict.
     Probe(Box<DiagnosisPlan>),
+    /// `meshctl mesh`: every selected probe to every selected host.
+    Matrix(MatrixPlan),
 }
 
 impl Planned {
@@ -442,7 +450,7 @@ impl Planned {
         let capture = match self {
             Planned::Capture(plan) => Some(plan),
             Planned::Probe(plan) => plan.capture.as_mut(),
-            Planned::Single(..) => None,
+            Planned::Single(..) | Planned::Matrix(_) => None,
         };
         match capture {
             Some(plan) => capture::compile::programs(&mut plan.template).await,

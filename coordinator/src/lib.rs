@@ -21,7 +21,8 @@
 //! - the runs: [`tool_run`] (one tool on one probe), [`capture`] (the
 //!   distributed tcpdump, correlated by [`correlate`]) and [`diagnose`]
 //!   (`meshctl probe`), each a pure plan and its execution, with targets
-//!   resolved by [`resolve`];
+//!   resolved by [`resolve`]; above them [`matrix`] (`meshctl mesh`, many
+//!   tool runs in an N×N grid, its waits derived as the diagnosis's);
 //! - the services: [`control`] answers meshctl, [`link`] is each probe's
 //!   stream (with [`clock_udp`]), [`peer`] answers other coordinators,
 //!   [`enroll`] answers joins, [`authz`]
@@ -44,6 +45,7 @@ pub mod etcd;
 pub mod execute;
 pub mod inventory;
 pub mod link;
+pub mod matrix;
 pub mod mesh;
 pub mod metrics;
 pub mod peer;

@@ -55,6 +55,7 @@ pub fn request_kind(request: &pb::RunRequest) -> &'static str {
         Some(Kind::NodeFacts(_)) => "node_facts",
         Some(Kind::Capture(_)) => "capture",
         Some(Kind::Probe(_)) => "probe",
+        Some(Kind::Mesh(_)) => "mesh",
         None => "none",
     }
 }
@@ -78,6 +79,7 @@ pub fn request_target(request: &pb::RunRequest) -> String {
         Some(Kind::NodeFacts(t)) => host_port(&t.match_ip, t.match_port),
         Some(Kind::Capture(c)) => c.on.join(","),
         Some(Kind::Probe(p)) => p.to.clone(),
+        Some(Kind::Mesh(m)) => m.to.clone(),
         None => String::new(),
     }
 }

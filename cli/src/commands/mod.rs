@@ -5,6 +5,7 @@ pub mod certs;
 pub mod dig;
 pub mod inspect;
 pub mod join_token;
+pub mod mesh;
 pub mod path;
 pub mod probe;
 pub mod probes;
@@ -163,8 +164,14 @@ pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
         Some(Kind::NodeFacts(_)) => ("inspect", String::new()),
         Some(Kind::Capture(c)) => ("capture", c.on.join(",")),
         Some(Kind::Probe(p)) => ("probe", p.to.clone()),
+        Some(Kind::Mesh(m)) => ("mesh", format!("{} -> {}", or_all(&m.from), or_all(&m.to))),
         None => ("unknown", String::new()),
     }
+}
+
+/// A mesh selector as listings show it: empty is `all`.
+fn or_all(selector: &str) -> &str {
+    if selector.is_empty() { "all" } else { selector }
 }
 
 /// Starts a run and follows it to the end, handing each progress event to

@@ -183,6 +183,19 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
                 lines
             });
         }
+        if record.matrix.is_some() {
+            let report = super::mesh::MeshReport::from_record(&record);
+            let view = RunView {
+                report: &report,
+                state: row.state,
+                failure: row.failure.clone(),
+            };
+            return emit(output, &view, || {
+                let mut lines = vec![header];
+                lines.extend(report.table_lines());
+                lines
+            });
+        }
         let report = ToolReport::from_record(record);
         let view = RunView {
             report: &report,

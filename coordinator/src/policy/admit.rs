@@ -19,7 +19,7 @@ use crate::registry::Registry;
 use crate::resolve;
 
 /// Every run kind a role may be given (`telemetry::request_kind`'s names).
-pub const RUN_KINDS: [&str; 11] = [
+pub const RUN_KINDS: [&str; 12] = [
     "ping",
     "tcping",
     "tcp_transfer",
@@ -31,6 +31,7 @@ pub const RUN_KINDS: [&str; 11] = [
     "node_facts",
     "capture",
     "probe",
+    "mesh",
 ];
 
 /// What a capture reserves on an observer when it sets no `max_bytes`:

@@ -26,7 +26,7 @@ pub use admit::{Policy, Ticket};
 pub struct Rules {
     /// Run kinds each role may start (`ping`, `tcping`, `tcp_transfer`,
     /// `udp_echo`, `pmtu`, `trace`, `dns`, `listener`, `node_facts`,
-    /// `capture`, `probe`; `*` = all). Default: operators, all.
+    /// `capture`, `probe`, `mesh`; `*` = all). Default: operators, all.
     pub roles: BTreeMap<String, Vec<String>>,
     /// Where runs may be aimed.
     pub targets: TargetRules,

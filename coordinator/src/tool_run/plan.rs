@@ -190,6 +190,11 @@ pub fn plan(
                 "a probe run has many checks: it is planned by diagnose::plan".into(),
             ));
         }
+        Some(Kind::Mesh(_)) => {
+            return Err(Error::InvalidRequest(
+                "a mesh run has many cells: it is planned by matrix::plan".into(),
+            ));
+        }
         None => {
             return Err(Error::InvalidRequest(
                 "the run request names no test".into(),

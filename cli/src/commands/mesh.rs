@@ -1,0 +1,513 @@
+//! `meshctl mesh`: the whole mesh as an N×N matrix, on demand. The
+//! coordinator plans and runs every cell (bounded, see its `matrix`
+//! module); this command shows the progress, prints one grid per target
+//! kind, the failing pairs each with the `meshctl probe` that diagnoses it,
+//! and exits 1 when any cell failed. `-o json` prints [`MeshReport`].
+
+use std::io::IsTerminal as _;
+
+use probemesh_proto::pb;
+use serde::Serialize;
+
+use crate::client::{Endpoint, Failure, exit};
+use crate::output::{OutputFormat, emit, run_footer};
+
+const AFTER_HELP: &str = "\
+What it does:
+  every probe --from selects (rows) tests every host --to selects (columns),
+  each pair on its own, so both directions of a pair are two cells:
+    node         ICMP echoes to the host's address (a node's InternalIP, an
+                 external probe's address), and one large echo with DF of
+                 --size bytes;
+    pod-network  ICMP echoes to a pod the inventory lists on the node's pod
+                 network (from probes on nodes: pod networks are routed
+                 between nodes, not from outside the cluster);
+    nodeport     TCP connects to the node's address at the first NodePort
+                 of the inventory's Services.
+  The coordinator runs at most 32 tests at once, 8 per source probe; a matrix
+  has at most 64 rows and 64 columns.
+
+SELECTOR: all (default), NAME[,NAME...] (probe or node names), role=node,
+role=external.
+
+Cells: `0% 0.4ms ✓` answered, median round trip (connect time for nodeport),
+✓ the large packet got through; `✗1472` it did not; `33% 0.5ms` some lost;
+`100% loss` none answered; `–` skipped (why is listed below); `·` does not
+apply (an external host has no pod network or NodePort).
+
+Examples:
+  meshctl mesh
+  meshctl mesh --from role=node --to node-2,cloudvm-1
+  meshctl mesh --from cloudvm-1 --size 1472 --count 5
+  meshctl mesh -o json | jq '.cells[] | select(.status == \"fail\")'
+
+Exit: 0 every cell ok, 1 a cell failed or lost packets, 2 bad input,
+3 nothing could be tested, 4 coordinator unreachable.";
+
+/// `meshctl mesh`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
+pub struct MeshArgs {
+    /// Rows: the probes that test (all, NAME[,NAME...], role=node|external).
+    #[arg(long, value_name = "SELECTOR", default_value = "all")]
+    pub from: String,
+    /// Columns: the hosts tested (all, NAME[,NAME...], role=node|external).
+    #[arg(long, value_name = "SELECTOR", default_value = "all")]
+    pub to: String,
+    /// ICMP payload of the large echo with DF to each host, as ping -s (0: none).
+    #[arg(long, value_name = "BYTES", default_value_t = 1472,
+          value_parser = clap::value_parser!(u32).range(0..=65_507))]
+    pub size: u32,
+    /// Echoes (connects) per cell [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub count: Option<u32>,
+}
+
+impl MeshArgs {
+    fn request(&self) -> pb::RunRequest {
+        pb::RunRequest {
+            from: String::new(),
+            kind: Some(pb::run_request::Kind::Mesh(pb::MeshRequest {
+                from: self.from.clone(),
+                to: self.to.clone(),
+                size: self.size,
+                count: self.count.unwrap_or(0),
+            })),
+        }
+    }
+}
+
+/// `meshctl mesh -o json` (docs/mesh.md).
+#[derive(Debug, Serialize)]
+pub struct MeshReport {
+    run_id: String,
+    trace_id: String,
+    /// Rows and columns, in order.
+    sources: Vec<String>,
+    targets: Vec<String>,
+    /// The large echo's payload (0: none), echoes per cell.
+    size: u32,
+    count: u32,
+    limits: Limits,
+    cells: Vec<CellView>,
+    summary: Summary,
+    duration_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Limits {
+    max_concurrent: u32,
+    max_per_probe: u32,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    ok: usize,
+    degraded: usize,
+    fail: usize,
+    skipped: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct CellView {
+    from: String,
+    to: String,
+    /// node / pod-network / nodeport.
+    kind: &'static str,
+    /// ok / degraded / fail / skipped.
+    status: &'static str,
+    address: String,
+    address_reason: String,
+    sent: u32,
+    received: u32,
+    loss_pct: f64,
+    rtt_median_ms: f64,
+    /// The large DF echo; absent when not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    large: Option<Large>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    reason: String,
+    /// The command that diagnoses this cell (failing and degraded cells).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnose: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Large {
+    size: u32,
+    sent: u32,
+    received: u32,
+}
+
+fn kind_name(kind: pb::MeshTargetKind) -> &'static str {
+    match kind {
+        pb::MeshTargetKind::Node => "node",
+        pb::MeshTargetKind::PodNetwork => "pod-network",
+        pb::MeshTargetKind::Nodeport => "nodeport",
+        pb::MeshTargetKind::Unspecified => "unspecified",
+    }
+}
+
+fn status_name(status: pb::MeshCellStatus) -> &'static str {
+    match status {
+        pb::MeshCellStatus::Ok => "ok",
+        pb::MeshCellStatus::Degraded => "degraded",
+        pb::MeshCellStatus::Fail => "fail",
+        pb::MeshCellStatus::Skipped => "skipped",
+        pb::MeshCellStatus::Unspecified => "unspecified",
+    }
+}
+
+fn loss_pct(sent: u32, received: u32) -> f64 {
+    if sent == 0 {
+        return 0.0;
+    }
+    let lost = f64::from(sent.saturating_sub(received));
+    (lost * 1000.0 / f64::from(sent)).round() / 10.0
+}
+
+impl CellView {
+    fn new(c: &pb::MeshCell, size: u32) -> Self {
+        let status = c.status();
+        let broken = matches!(
+            status,
+            pb::MeshCellStatus::Fail | pb::MeshCellStatus::Degraded
+        );
+        Self {
+            from: c.from.clone(),
+            to: c.to.clone(),
+            kind: kind_name(c.kind()),
+            status: status_name(status),
+            address: c.address.clone(),
+            address_reason: c.address_reason.clone(),
+            sent: c.sent,
+            received: c.received,
+            loss_pct: loss_pct(c.sent, c.received),
+            rtt_median_ms: c.rtt_median_ms,
+            large: c.large_run.then_some(Large {
+                size,
+                sent: c.large_sent,
+                received: c.large_received,
+            }),
+            reason: c.reason.clone(),
+            diagnose: (broken && !c.probe_target.is_empty()).then(|| {
+                // The size matters to the diagnosis when only large packets vanish.
+                let size = if c.received > 0 && c.large_run && c.large_received < c.large_sent {
+                    format!(" --size {size}")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "meshctl probe --from {} --to {}{size}",
+                    c.from, c.probe_target
+                )
+            }),
+        }
+    }
+
+    /// The grid's text for this cell.
+    fn text(&self) -> String {
+        match self.status {
+            "skipped" => "–".to_owned(),
+            _ if self.received == 0 => "100% loss".to_owned(),
+            _ => {
+                let large = match &self.large {
+                    Some(l) if l.received > 0 && l.received == l.sent => " ✓".to_owned(),
+                    Some(l) => format!(" ✗{}", l.size),
+                    None => String::new(),
+                };
+                format!("{}% {}ms{large}", self.loss_pct, self.rtt_median_ms)
+            }
+        }
+    }
+}
+
+impl MeshReport {
+    /// The report of a stored run (`meshctl runs RUN_ID`).
+    pub fn from_record(record: &pb::RunRecord) -> Self {
+        let accepted = pb::RunAccepted {
+            run_id: record.run_id.clone(),
+            trace_id: record.trace_id.clone(),
+        };
+        Self::new(&accepted, record)
+    }
+
+    fn new(accepted: &pb::RunAccepted, record: &pb::RunRecord) -> Self {
+        let m = record.matrix.clone().unwrap_or_default();
+        let cells: Vec<CellView> = m.cells.iter().map(|c| CellView::new(c, m.size)).collect();
+        let mut summary = Summary::default();
+        for c in &cells {
+            match c.status {
+                "ok" => summary.ok += 1,
+                "degraded" => summary.degraded += 1,
+                "fail" => summary.fail += 1,
+                _ => summary.skipped += 1,
+            }
+        }
+        let error = match (&record.matrix, record.failure.is_empty()) {
+            (_, false) => Some(record.failure.clone()),
+            (None, true) => Some("the run ended without a matrix".to_owned()),
+            (Some(_), true) => None,
+        };
+        Self {
+            run_id: accepted.run_id.clone(),
+            trace_id: accepted.trace_id.clone(),
+            sources: m.sources,
+            targets: m.targets,
+            size: m.size,
+            count: m.count,
+            limits: Limits {
+                max_concurrent: m.max_concurrent,
+                max_per_probe: m.max_per_probe,
+            },
+            cells,
+            summary,
+            duration_ms: record.duration_ms,
+            error,
+        }
+    }
+
+    /// 1 when a cell failed or lost packets, 3 when nothing was tested.
+    fn exit_code(&self) -> u8 {
+        let s = &self.summary;
+        if s.fail + s.degraded > 0 {
+            exit::FAULT
+        } else if s.ok == 0 || self.error.is_some() {
+            exit::INCONCLUSIVE
+        } else {
+            exit::OK
+        }
+    }
+
+    /// One grid per kind that has cells, the legend, the failing pairs and
+    /// the skip reasons.
+    pub fn table_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(e) = &self.error {
+            lines.push(format!("error: {e}"));
+        }
+        let titles = [
+            ("node", format!("host address: ICMP, {} echoes", self.count)),
+            (
+                "pod-network",
+                format!(
+                    "pod network: ICMP to a pod on the node, {} echoes",
+                    self.count
+                ),
+            ),
+            (
+                "nodeport",
+                format!("NodePort: TCP connects, {}", self.count),
+            ),
+        ];
+        for (kind, title) in titles {
+            if !self.cells.iter().any(|c| c.kind == kind) {
+                continue;
+            }
+            let title = match (kind, self.size) {
+                ("node", size) if size > 0 => format!("{title}, one large DF echo of {size} B"),
+                _ => title,
+            };
+            lines.push(title);
+            lines.extend(self.grid(kind));
+            lines.push(String::new());
+        }
+        lines.push(
+            "✓ large packet through  ✗N large packet (N B) lost  – skipped  · does not apply"
+                .into(),
+        );
+        let s = &self.summary;
+        lines.push(format!(
+            "{} cells: {} ok, {} degraded, {} failed, {} skipped ({} ms)",
+            self.cells.len(),
+            s.ok,
+            s.degraded,
+            s.fail,
+            s.skipped,
+            self.duration_ms
+        ));
+        let broken: Vec<&CellView> = self.cells.iter().filter(|c| c.diagnose.is_some()).collect();
+        if !broken.is_empty() {
+            lines.push(String::new());
+            lines.push("failing pairs:".into());
+            for c in broken {
+                lines.push(format!(
+                    "  {} → {} {} ({}): {}",
+                    c.from, c.to, c.kind, c.address, c.reason
+                ));
+                if let Some(cmd) = &c.diagnose {
+                    lines.push(format!("      {cmd}"));
+                }
+            }
+        }
+        let mut skips: Vec<(&str, usize)> = Vec::new();
+        for c in self.cells.iter().filter(|c| c.status == "skipped") {
+            match skips.iter_mut().find(|(r, _)| *r == c.reason) {
+                Some((_, n)) => *n += 1,
+                None => skips.push((&c.reason, 1)),
+            }
+        }
+        if !skips.is_empty() {
+            lines.push(String::new());
+            lines.push("skipped:".into());
+            lines.extend(skips.iter().map(|(r, n)| format!("  {n} × {r}")));
+        }
+        lines.push(String::new());
+        lines.extend(run_footer(&[], &self.run_id, &self.trace_id));
+        lines
+    }
+
+    /// Rows: sources; columns: targets; `·` where no cell of `kind` exists.
+    fn grid(&self, kind: &str) -> Vec<String> {
+        let text = |from: &str, to: &str| {
+            self.cells
+                .iter()
+                .find(|c| c.kind == kind && c.from == from && c.to == to)
+                .map_or_else(|| "·".to_owned(), CellView::text)
+        };
+        let corner = "from \\ to";
+        let first = self
+            .sources
+            .iter()
+            .map(|s| s.chars().count())
+            .chain([corner.chars().count()])
+            .max()
+            .unwrap_or(0);
+        let widths: Vec<usize> = self
+            .targets
+            .iter()
+            .map(|t| {
+                self.sources
+                    .iter()
+                    .map(|s| text(s, t).chars().count())
+                    .chain([t.chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let row = |head: &str, cells: Vec<String>| {
+            let mut line = format!("  {head:<first$}");
+            for (cell, w) in cells.iter().zip(&widths) {
+                line.push_str(&format!("  {cell:<w$}"));
+            }
+            line.trim_end().to_owned()
+        };
+        let mut lines = vec![row(corner, self.targets.clone())];
+        for s in &self.sources {
+            lines.push(row(s, self.targets.iter().map(|t| text(s, t)).collect()));
+        }
+        lines
+    }
+}
+
+/// Runs `meshctl mesh`; returns the exit code.
+pub async fn run(args: MeshArgs, endpoint: &Endpoint, output: OutputFormat) -> Result<u8, Failure> {
+    let live = std::io::stderr().is_terminal();
+    let (accepted, record) = super::stream_run_with_steps(
+        args.request(),
+        endpoint,
+        |_| {},
+        |step| {
+            let line = format!(
+                "[{} {}/{}] {}",
+                step.phase, step.done, step.total, step.detail
+            );
+            if live {
+                // One line that counts up on a terminal ...
+                eprint!("\r\x1b[2K{line}");
+            } else if !(step.detail.ends_with(": ok") || step.detail.ends_with(": skipped"))
+                || step.done == step.total
+            {
+                // ... and in a log, the cells that failed, and the last.
+                eprintln!("{line}");
+            }
+        },
+    )
+    .await?;
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    let report = MeshReport::new(&accepted, &record);
+    emit(output, &report, || report.table_lines())?;
+    Ok(report.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(from: &str, to: &str, kind: pb::MeshTargetKind, received: u32) -> pb::MeshCell {
+        let mut c = pb::MeshCell {
+            from: from.into(),
+            to: to.into(),
+            address: "198.18.0.12".into(),
+            sent: 3,
+            received,
+            rtt_median_ms: 0.412,
+            probe_target: format!("probe:{to}"),
+            ..Default::default()
+        };
+        c.set_kind(kind);
+        c.set_status(match received {
+            3 => pb::MeshCellStatus::Ok,
+            0 => pb::MeshCellStatus::Fail,
+            _ => pb::MeshCellStatus::Degraded,
+        });
+        c
+    }
+
+    fn report(cells: Vec<pb::MeshCell>) -> MeshReport {
+        let record = pb::RunRecord {
+            matrix: Some(pb::MeshMatrix {
+                sources: vec!["node-1".into(), "node-2".into()],
+                targets: vec!["node-1".into(), "node-2".into(), "cloudvm-1".into()],
+                cells,
+                size: 1472,
+                count: 3,
+                max_concurrent: 32,
+                max_per_probe: 8,
+            }),
+            ..Default::default()
+        };
+        MeshReport::new(&pb::RunAccepted::default(), &record)
+    }
+
+    #[test]
+    fn the_grid_has_a_row_per_source_and_names_the_failing_pair_with_its_command() {
+        let mut large_lost = cell("node-1", "node-2", pb::MeshTargetKind::Node, 3);
+        large_lost.large_run = true;
+        large_lost.large_sent = 3;
+        large_lost.set_status(pb::MeshCellStatus::Fail);
+        let r = report(vec![
+            cell("node-1", "node-1", pb::MeshTargetKind::Node, 3),
+            large_lost,
+            cell("node-2", "node-1", pb::MeshTargetKind::Node, 0),
+            cell("node-2", "node-2", pb::MeshTargetKind::Node, 2),
+        ]);
+        let lines = r.table_lines();
+        let grid: Vec<&str> = lines.iter().skip(1).take(3).map(String::as_str).collect();
+        assert_eq!(
+            grid,
+            [
+                "  from \\ to  node-1      node-2            cloudvm-1",
+                "  node-1     0% 0.412ms  0% 0.412ms ✗1472  ·",
+                "  node-2     100% loss   33.3% 0.412ms     ·",
+            ]
+        );
+        let text = lines.join("\n");
+        assert!(text.contains("meshctl probe --from node-1 --to probe:node-2 --size 1472"));
+        assert!(text.contains("meshctl probe --from node-2 --to probe:node-1\n"));
+        assert_eq!(r.exit_code(), exit::FAULT);
+    }
+
+    #[test]
+    fn all_ok_exits_0_and_nothing_tested_exits_3() {
+        let ok = report(vec![cell("node-1", "node-2", pb::MeshTargetKind::Node, 3)]);
+        assert_eq!(ok.exit_code(), exit::OK);
+        let mut skipped = cell("node-1", "node-2", pb::MeshTargetKind::Node, 0);
+        skipped.set_status(pb::MeshCellStatus::Skipped);
+        assert_eq!(report(vec![skipped]).exit_code(), exit::INCONCLUSIVE);
+    }
+}
