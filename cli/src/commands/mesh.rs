@@ -6,6 +6,7 @@
 
 use std::io::IsTerminal as _;
 
+use probemesh_model::mesh::{cell_status_name, target_kind_name};
 use probemesh_proto::pb;
 use serde::Serialize;
 
@@ -141,25 +142,6 @@ struct Large {
     received: u32,
 }
 
-fn kind_name(kind: pb::MeshTargetKind) -> &'static str {
-    match kind {
-        pb::MeshTargetKind::Node => "node",
-        pb::MeshTargetKind::PodNetwork => "pod-network",
-        pb::MeshTargetKind::Nodeport => "nodeport",
-        pb::MeshTargetKind::Unspecified => "unspecified",
-    }
-}
-
-fn status_name(status: pb::MeshCellStatus) -> &'static str {
-    match status {
-        pb::MeshCellStatus::Ok => "ok",
-        pb::MeshCellStatus::Degraded => "degraded",
-        pb::MeshCellStatus::Fail => "fail",
-        pb::MeshCellStatus::Skipped => "skipped",
-        pb::MeshCellStatus::Unspecified => "unspecified",
-    }
-}
-
 fn loss_pct(sent: u32, received: u32) -> f64 {
     if sent == 0 {
         return 0.0;
@@ -178,8 +160,8 @@ impl CellView {
         Self {
             from: c.from.clone(),
             to: c.to.clone(),
-            kind: kind_name(c.kind()),
-            status: status_name(status),
+            kind: target_kind_name(c.kind()),
+            status: cell_status_name(status),
             address: c.address.clone(),
             address_reason: c.address_reason.clone(),
             sent: c.sent,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt as _, StreamExt as _};
+use probemesh_model::mesh::{cell_status_name, target_kind_name};
 use probemesh_proto::pb;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::Status;
@@ -65,8 +66,8 @@ pub async fn follow(state: Arc<Coordinator>, plan: MatrixPlan, mut record: pb::R
             "{} → {} {}: {}",
             cell.from,
             cell.to,
-            kind_name(cell.kind()),
-            status_name(cell.status())
+            target_kind_name(cell.kind()),
+            cell_status_name(cell.status())
         );
         step(&tx, done, total, &line).await;
         if let Some(slot) = cells.get_mut(i) {
@@ -137,7 +138,7 @@ async fn run_cell(
         kind: Some(kind),
     };
     let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    let span = tracing::info_span!("probemesh.cell", from = %cell.from, to = %cell.to, kind = kind_name(cell.kind));
+    let span = tracing::info_span!("probemesh.cell", from = %cell.from, to = %cell.to, kind = target_kind_name(cell.kind));
     let work = async {
         match &cell.test {
             CellTest::Ping { ip, large } => {
@@ -350,26 +351,6 @@ fn worst(a: pb::MeshCellStatus, b: pb::MeshCellStatus) -> pb::MeshCellStatus {
         pb::MeshCellStatus::Skipped | pb::MeshCellStatus::Unspecified => 0,
     };
     if rank(a) >= rank(b) { a } else { b }
-}
-
-/// The kind as the JSON and the progress lines spell it.
-pub fn kind_name(kind: pb::MeshTargetKind) -> &'static str {
-    match kind {
-        pb::MeshTargetKind::Node => "node",
-        pb::MeshTargetKind::PodNetwork => "pod-network",
-        pb::MeshTargetKind::Nodeport => "nodeport",
-        pb::MeshTargetKind::Unspecified => "unspecified",
-    }
-}
-
-fn status_name(status: pb::MeshCellStatus) -> &'static str {
-    match status {
-        pb::MeshCellStatus::Ok => "ok",
-        pb::MeshCellStatus::Degraded => "degraded",
-        pb::MeshCellStatus::Fail => "fail",
-        pb::MeshCellStatus::Skipped => "skipped",
-        pb::MeshCellStatus::Unspecified => "unspecified",
-    }
 }
 
 async fn step(tx: &Tx, done: usize, total: usize, detail: &str) {
