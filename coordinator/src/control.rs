@@ -17,6 +17,7 @@ use probemesh_proto::identity::validate_name;
 use probemesh_proto::pb;
 use probemesh_proto::tls::PeerInfo;
 use probemesh_proto::token::MAX_TOKEN_TTL;
+use probemesh_proto::viewer_token::{DEFAULT_VIEWER_TTL, MAX_VIEWER_TTL, ViewerClaims};
 use rand::Rng as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -172,8 +173,9 @@ impl pb::control_server::Control for ControlService {
             })?;
         span.in_scope(|| tracing::info!(run_id = %run_id, trace_id = %trace_id, requester = %caller.identity.name, from = %request.from, "run started"));
 
-        let (tx, rx) = mpsc::channel(64);
-        let _ = tx.try_send(Ok(accepted(&run_id, trace_id)));
+        let (requester, rx) = mpsc::channel(64);
+        let _ = requester.try_send(Ok(accepted(&run_id, trace_id)));
+        let tx = self.state.live.follow(&run_id, requester);
         let state = self.state.clone();
         let run: Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match planned {
             Planned::Capture(plan) => Box::pin(capture::run::follow(state, plan, record, tx)),
@@ -346,6 +348,41 @@ impl pb::control_server::Control for ControlService {
             tokens_withdrawn,
         }))
     }
+
+    async fn issue_viewer_token(
+        &self,
+        req: Request<pb::IssueViewerTokenRequest>,
+    ) -> Result<Response<pb::IssueViewerTokenResponse>, Status> {
+        let (caller, ttl) = self.gate(
+            &req,
+            "Control.IssueViewerToken",
+            Access::Read,
+            "",
+            |_| viewer_ttl(req.get_ref().ttl_seconds),
+        )?;
+        let now_ms = self.state.clock.now_unix_ms();
+        let asked = now_ms.div_euclid(1_000).saturating_add(ttl);
+        // A token never outlives the certificate it was issued for.
+        let expires_unix = asked.min(caller.identity.not_after_unix);
+        let claims = ViewerClaims {
+            name: caller.identity.name.clone(),
+            serial: caller.identity.serial.clone(),
+            cert_not_before_unix: caller.identity.not_before_unix,
+            expires_unix,
+        };
+        let token = self
+            .state
+            .viewer_key
+            .mint(&claims)
+            .map_err(|e| Error::InvalidRequest(format!("no token for this certificate: {e}")))?;
+        tracing::info!(identity = %caller.identity.name, expires_unix, "viewer token issued");
+        Ok(Response::new(pb::IssueViewerTokenResponse {
+            token,
+            expires_unix_ms: expires_unix.saturating_mul(1_000),
+            identity: caller.identity.name,
+            web_port: u32::from(self.state.web_port),
+        }))
+    }
 }
 
 /// Applies the revocations other coordinators store (`rx`, from
@@ -474,4 +511,21 @@ fn random_hex(n: usize) -> String {
     let mut bytes = vec![0u8; n];
     rand::rng().fill(bytes.as_mut_slice());
     hex::encode(bytes)
+}
+
+/// A viewer token's lifetime in seconds: `ttl_seconds`, or the default for
+/// 0; refused past the longest.
+fn viewer_ttl(ttl_seconds: u64) -> Result<i64, Error> {
+    let ttl = if ttl_seconds == 0 {
+        DEFAULT_VIEWER_TTL
+    } else {
+        Duration::from_secs(ttl_seconds)
+    };
+    if ttl > MAX_VIEWER_TTL {
+        return Err(Error::InvalidRequest(format!(
+            "a viewer token lives at most {}; ask for less with --ttl",
+            humantime::format_duration(MAX_VIEWER_TTL)
+        )));
+    }
+    Ok(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX))
 }

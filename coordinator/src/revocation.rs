@@ -38,11 +38,18 @@ pub struct Revocation {
 impl Revocation {
     /// Whether this revocation withdraws `id`'s certificate.
     pub fn covers(&self, id: &Identity) -> bool {
+        self.covers_cert(&id.name, &id.serial, id.not_before_unix)
+    }
+
+    /// Whether this revocation withdraws the certificate of `name` with
+    /// `serial`, valid from `not_before_unix` (a viewer token names its
+    /// certificate so).
+    pub fn covers_cert(&self, name: &str, serial: &str, not_before_unix: i64) -> bool {
         if !self.serial.is_empty() {
-            return self.serial == id.serial;
+            return self.serial == serial;
         }
-        let issued_unix = id.not_before_unix.saturating_add(BACKDATE.whole_seconds());
-        self.name == id.name && issued_unix <= self.revoked_unix_ms.div_euclid(1_000)
+        let issued_unix = not_before_unix.saturating_add(BACKDATE.whole_seconds());
+        self.name == name && issued_unix <= self.revoked_unix_ms.div_euclid(1_000)
     }
 }
 
@@ -117,11 +124,17 @@ impl Revocations {
 
     /// The revocation that withdraws `id`'s certificate, if any.
     pub fn find(&self, id: &Identity) -> Option<Revocation> {
+        self.find_cert(&id.name, &id.serial, id.not_before_unix)
+    }
+
+    /// The revocation that withdraws the certificate of `name` with
+    /// `serial`, valid from `not_before_unix`, if any.
+    pub fn find_cert(&self, name: &str, serial: &str, not_before_unix: i64) -> Option<Revocation> {
         self.list
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .find(|r| r.covers(id))
+            .find(|r| r.covers_cert(name, serial, not_before_unix))
             .cloned()
     }
 }

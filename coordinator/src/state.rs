@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use probemesh_proto::pb;
 use probemesh_proto::pki::CertAuthority;
+use probemesh_proto::viewer_token::ViewerKey;
 
 use crate::dispatch::Dispatcher;
 use crate::inventory::InventorySource;
@@ -16,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::registry::Registry;
 use crate::revocation::Revocations;
+use crate::runs::live::LiveRuns;
 use crate::shutdown::Shutdown;
 use crate::store::{Issuance, IssuedCertificate, StateStore};
 
@@ -135,6 +137,12 @@ pub struct Coordinator {
     pub shutdown: Shutdown,
     /// What runs may aim at and how hard, and the audit log.
     pub policy: Policy,
+    /// The runs in flight here, as the web view shows them.
+    pub live: LiveRuns,
+    /// Mints and checks the web view's viewer tokens.
+    pub viewer_key: ViewerKey,
+    /// The port the web view is served on (0: none).
+    pub web_port: u16,
     /// With several coordinators: why this one is out of the shared state
     /// (its etcd lease lost), while it is; runs are refused meanwhile.
     out_of_mesh: Mutex<Option<String>>,
@@ -149,6 +157,7 @@ impl Coordinator {
         timing: LinkTiming,
         clock: Arc<dyn WallClock>,
     ) -> Self {
+        let viewer_key = ViewerKey::derive(&ca);
         Self {
             registry: Mutex::new(Registry::default()),
             dispatcher: Dispatcher::default(),
@@ -168,6 +177,9 @@ impl Coordinator {
             shutdown: Shutdown::default(),
             policy: Policy::default(),
             out_of_mesh: Mutex::new(None),
+            live: LiveRuns::default(),
+            viewer_key,
+            web_port: 0,
         }
     }
 
@@ -217,6 +229,12 @@ impl Coordinator {
     /// Sets the policy in force (default: the built-in rules, audit to the log).
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// Records the port the web view is served on.
+    pub fn with_web_port(mut self, port: u16) -> Self {
+        self.web_port = port;
         self
     }
 

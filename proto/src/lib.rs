@@ -3,7 +3,8 @@
 //! The gRPC protocol (`pb`, generated from `proto/probemesh/v1/probemesh.proto`),
 //! the UDP clock datagrams ([`clock_udp`]), and who may speak it: TLS
 //! configuration ([`tls`]), the certificate authority ([`pki`]), identities
-//! carried in certificates ([`identity`]) and join tokens ([`token`]);
+//! carried in certificates ([`identity`]), join tokens ([`token`]) and the
+//! web view's viewer tokens ([`viewer_token`]);
 //! reading records stored before the check/verdict enums ([`compat`]).
 //! Domain types live in `probemesh-model`, packet bytes in `probemesh-packet`,
 //! logs/traces/metrics set-up in `probemesh-telemetry`.
@@ -23,3 +24,4 @@ pub mod identity;
 pub mod pki;
 pub mod tls;
 pub mod token;
+pub mod viewer_token;

@@ -13,10 +13,10 @@ pub mod runs;
 pub mod tools;
 pub mod transfer;
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
+pub use probemesh_report::listing::{format_unix_ms, kind_and_target};
 use probemesh_proto::pb;
-use probemesh_proto::pb::run_request::Kind;
 use probemesh_proto::pb::task_result::Outcome;
 use serde::Serialize;
 
@@ -25,17 +25,6 @@ use crate::client::{Endpoint, Failure, exit};
 /// Most pages a listing follows (`meshctl probes`, `meshctl runs`): far
 /// more than a coordinator keeps, a bound against a server that never ends.
 pub const MAX_PAGES: usize = 1_000;
-
-/// Unix milliseconds as an RFC 3339 UTC timestamp (seconds precision).
-pub fn format_unix_ms(ms: i64) -> String {
-    u64::try_from(ms)
-        .ok()
-        .filter(|&ms| ms > 0)
-        .map(|ms| {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-        })
-        .unwrap_or_else(|| "-".to_owned())
-}
 
 /// Nanoseconds as milliseconds with three decimals, as ping prints RTTs.
 pub fn ns_to_ms(ns: i64) -> f64 {
@@ -143,36 +132,6 @@ pub async fn run_once(endpoint: &Endpoint, request: pb::RunRequest) -> Result<Fi
     })
 }
 
-/// The test a run request names, and what it is aimed at, for listings.
-pub fn kind_and_target(request: &pb::RunRequest) -> (&'static str, String) {
-    let with_port = |host: &str, port: u32| {
-        if port == 0 {
-            host.to_owned()
-        } else {
-            format!("{host}:{port}")
-        }
-    };
-    match &request.kind {
-        Some(Kind::Ping(p)) => ("ping", p.target.clone()),
-        Some(Kind::Tcping(t)) => ("tcping", with_port(&t.host, t.port)),
-        Some(Kind::TcpTransfer(t)) => ("transfer", with_port(&t.host, t.port)),
-        Some(Kind::UdpEcho(u)) => ("udping", with_port(&u.host, u.port)),
-        Some(Kind::Pmtu(p)) => ("pmtu", p.target.clone()),
-        Some(Kind::Trace(t)) => ("mtr", t.target.clone()),
-        Some(Kind::Dns(d)) => ("dig", d.name.clone()),
-        Some(Kind::Listener(_)) => ("listeners", String::new()),
-        Some(Kind::NodeFacts(_)) => ("inspect", String::new()),
-        Some(Kind::Capture(c)) => ("capture", c.on.join(",")),
-        Some(Kind::Probe(p)) => ("probe", p.to.clone()),
-        Some(Kind::Mesh(m)) => ("mesh", format!("{} -> {}", or_all(&m.from), or_all(&m.to))),
-        None => ("unknown", String::new()),
-    }
-}
-
-/// A mesh selector as listings show it: empty is `all`.
-fn or_all(selector: &str) -> &str {
-    if selector.is_empty() { "all" } else { selector }
-}
 
 /// Starts a run and follows it to the end, handing each progress event to
 /// `on_progress` as it arrives. Returns the acceptance (run and trace ids)

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use probemesh_model::verdict::{Cause, Class};
-use probemesh_proto::{compat, pb};
+use probemesh_proto::pb;
+use probemesh_report::listing::{RunLine, format_unix_ms};
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure};
@@ -24,23 +24,6 @@ pub struct RunsArgs {
     /// diagram of the followed packets, checks).
     #[arg(long, value_name = "FILE", requires = "run_id")]
     pub html: Option<PathBuf>,
-}
-
-/// Where a run is in its life, as printed and in JSON: `running`, `done`,
-/// `interrupted` (the coordinator restarted mid-run) or `failed`. Records
-/// from before run states were written when the run ended: `done`.
-fn state_name(state: pb::RunState) -> &'static str {
-    match state {
-        pb::RunState::Running => "running",
-        pb::RunState::Done | pb::RunState::Unspecified => "done",
-        pb::RunState::Interrupted => "interrupted",
-        pb::RunState::Failed => "failed",
-    }
-}
-
-/// Why a run failed, only for failed runs.
-fn failure(r: &pb::RunRecord) -> Option<String> {
-    (r.state() == pb::RunState::Failed).then(|| r.failure.clone())
 }
 
 /// One run in full (`meshctl runs RUN_ID -o json`): its report with the
@@ -71,80 +54,18 @@ struct RunRow {
 
 impl From<&pb::RunRecord> for RunRow {
     fn from(r: &pb::RunRecord) -> Self {
-        let request = r.request.clone().unwrap_or_default();
-        let (kind, target) = super::kind_and_target(&request);
-        let verdict = r.diagnosis.as_ref().and_then(|d| d.verdict.as_ref());
-        let result = match r.result.as_ref().and_then(|res| res.outcome.as_ref()) {
-            _ if verdict.is_some() => {
-                let mut v = verdict.cloned().unwrap_or_default();
-                compat::upgrade_verdict(&mut v);
-                let class = Class::try_from(v.class()).map_or("", Class::as_str);
-                match Cause::try_from(v.cause()) {
-                    Ok(cause) => format!("{class}/{cause}"),
-                    Err(_) => class.to_owned(),
-                }
-            }
-            Some(pb::task_result::Outcome::Ping(s)) => {
-                format!("{}/{} replies", s.received, s.transmitted)
-            }
-            Some(pb::task_result::Outcome::Tcping(s)) => {
-                format!("{}/{} connected", s.connected, s.attempted)
-            }
-            Some(pb::task_result::Outcome::Error(e)) => format!("error: {}", e.message),
-            Some(pb::task_result::Outcome::TcpTransfer(t)) => {
-                format!(
-                    "{} of {} bytes acked, {}",
-                    t.bytes_acked, t.bytes_sent, t.outcome
-                )
-            }
-            Some(pb::task_result::Outcome::UdpEcho(u)) => {
-                format!("{}/{} echoes", u.received, u.transmitted)
-            }
-            Some(pb::task_result::Outcome::Pmtu(p)) => {
-                format!(
-                    "pmtu {}{}",
-                    p.path_mtu,
-                    if p.blackhole { " (black hole)" } else { "" }
-                )
-            }
-            Some(pb::task_result::Outcome::Trace(t)) => {
-                format!(
-                    "{} hops{}",
-                    t.hops.len(),
-                    if t.reached {
-                        ""
-                    } else {
-                        ", target not reached"
-                    }
-                )
-            }
-            Some(pb::task_result::Outcome::Dns(d)) => d.conclusion.clone(),
-            Some(pb::task_result::Outcome::Listener(l)) => {
-                format!("{} listeners", l.listeners.len())
-            }
-            Some(pb::task_result::Outcome::NodeFacts(f)) => {
-                format!("{} interfaces", f.interfaces.len())
-            }
-            Some(pb::task_result::Outcome::Capture(c)) => {
-                let packets: u64 = c.interfaces.iter().map(|i| i.packets_written).sum();
-                format!("{packets} packets, stopped by {}", c.stop().as_str_name())
-            }
-            Some(pb::task_result::Outcome::Responder(_)) | None if !r.observers.is_empty() => {
-                format!("{} observers", r.observers.len())
-            }
-            Some(pb::task_result::Outcome::Responder(_)) | None => "no result".into(),
-        };
+        let line = RunLine::from(r);
         Self {
-            run_id: r.run_id.clone(),
-            state: state_name(r.state()),
-            failure: failure(r),
-            started: super::format_unix_ms(r.started_unix_ms),
-            requester: r.requester.clone(),
-            from: request.from,
-            kind,
-            target,
-            result,
-            duration_ms: r.duration_ms,
+            run_id: line.run_id,
+            state: line.state,
+            failure: line.failure,
+            started: format_unix_ms(line.started_unix_ms),
+            requester: line.requester,
+            from: line.from,
+            kind: line.kind,
+            target: line.target,
+            result: line.result,
+            duration_ms: line.duration_ms,
         }
     }
 }

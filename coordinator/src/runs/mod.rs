@@ -19,6 +19,7 @@
 //! (the `execute` module).
 
 mod frame;
+pub mod live;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};

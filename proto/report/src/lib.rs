@@ -15,9 +15,14 @@
 
 pub mod escape;
 mod ladder;
+pub mod listing;
 mod page;
 
 use probemesh_proto::{compat, pb};
+
+/// The pages' style sheet, inlined in each (pages built elsewhere, such as
+/// the coordinator's web view, use it too).
+pub const STYLE: &str = include_str!("style.css");
 
 /// A capture file to link from the page.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,6 @@
 //! run's ids. Every string from the record goes through `escape`.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
 
 use probemesh_model::check::{CheckName, Direction, Status};
 use probemesh_model::evidence::Source;
@@ -14,11 +13,11 @@ use probemesh_model::path::Step;
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
 
-use crate::FileLink;
+use crate::listing::format_unix_ms;
+use crate::{FileLink, STYLE};
 use crate::escape::{anchor, escape, url_path};
 use crate::ladder;
 
-const STYLE: &str = include_str!("style.css");
 
 /// The whole page of an upgraded record.
 pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {
@@ -44,7 +43,7 @@ pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {
         } else {
             format!(" to <b>{}</b>", escape(&target))
         },
-        started = started(record.started_unix_ms),
+        started = format_unix_ms(record.started_unix_ms),
         ms = record.duration_ms,
         by = escape(&record.requester),
         state = if record.failure.is_empty() {
@@ -76,13 +75,6 @@ pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {
         escape(&record.trace_id)
     );
     s
-}
-
-fn started(ms: i64) -> String {
-    u64::try_from(ms).ok().filter(|&ms| ms > 0).map_or_else(
-        || "-".to_owned(),
-        |ms| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
-    )
 }
 
 fn verdict_section(s: &mut String, v: &pb::Verdict, checks: &[pb::Check]) {

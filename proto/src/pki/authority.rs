@@ -180,6 +180,19 @@ impl CertAuthority {
         &self.cert_der
     }
 
+    /// A 32-byte secret for `label` that every holder of this CA's key
+    /// derives alike and nobody else can: HMAC-SHA256 keyed with the CA
+    /// key, over the label. Every coordinator of a mesh holds the CA key, so
+    /// a secret derived here needs no distribution and no store (the viewer
+    /// tokens' MAC key); a new CA changes it.
+    pub fn derive_secret(&self, label: &str) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.issuer.key().serialize_der());
+        let tag = ring::hmac::sign(&key, label.as_bytes());
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(tag.as_ref());
+        secret
+    }
+
     /// The pin of this CA (SHA-256 of its DER).
     pub fn pin(&self) -> CaPin {
         CaPin::of_der(&self.cert_der)
