@@ -44,7 +44,7 @@ LAYERS = {
         ["diagnose"],
         ["matrix"],
         ["clock_udp", "enroll"],
-        ["link", "control", "peer"],
+        ["link", "control", "peer", "web"],
         ["server"],
     ],
     "probe": [

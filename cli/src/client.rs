@@ -143,8 +143,9 @@ impl Endpoint {
         }
     }
 
-    /// Connects to the Control service.
-    pub async fn control(&self) -> Result<ControlClient<Channel>, Failure> {
+    /// The coordinator URL, TLS directory and identity in force: the
+    /// flags, else the config file `meshctl lab up` writes, else defaults.
+    fn resolve(&self) -> Result<(String, PathBuf, String), Failure> {
         let file = match ClientConfigFile::default_path() {
             Some(p) => ClientConfigFile::load(&p).map_err(|e| Failure::usage(format!("{e:#}")))?,
             None => ClientConfigFile::default(),
@@ -167,6 +168,20 @@ impl Endpoint {
             .unwrap_or_else(|| "admin".to_owned());
         probemesh_proto::tls::coordinator_host(&url)
             .map_err(|e| Failure::usage(format!("--coordinator: {e}")))?;
+        Ok((url, tls_dir, identity))
+    }
+
+    /// The coordinator's host, as the URL in force names it.
+    pub fn coordinator_host(&self) -> Result<String, Failure> {
+        let (url, _, _) = self.resolve()?;
+        probemesh_proto::tls::coordinator_host(&url)
+            .map(|(host, _)| host)
+            .map_err(|e| Failure::usage(format!("--coordinator: {e}")))
+    }
+
+    /// Connects to the Control service.
+    pub async fn control(&self) -> Result<ControlClient<Channel>, Failure> {
+        let (url, tls_dir, identity) = self.resolve()?;
         let tls = probemesh_proto::tls::client_config(&TlsDir::new(tls_dir), &identity)
             .map_err(|e| Failure::usage(e.to_string()))?;
         let channel = probemesh_proto::tls::connect(&url, tls)

@@ -6,6 +6,7 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use meshctl::client::{Endpoint, Failure, exit};
 use meshctl::commands::{
     capture, certs, dig, inspect, join_token, mesh, path, probe, probes, runs, tools, transfer,
+    web_token,
 };
 use meshctl::completion;
 use meshctl::invocation::Invocation;
@@ -43,6 +44,12 @@ enum Command {
     /// Tokens for external hosts to join the mesh.
     #[command(subcommand, name = "join-token")]
     JoinToken(join_token::JoinTokenCommand),
+    /// A short-lived token to read the coordinators' web view in a browser.
+    ///
+    /// Prints the token and, when the coordinator serves the view (--web),
+    /// the link that opens it. The token only reads.
+    #[command(name = "web-token")]
+    WebToken(web_token::WebTokenArgs),
     /// Registered probes: name, role, address, connected, last seen, clock offset.
     Probes,
     /// Diagnose a path from both ends at once: checks, captures, a verdict.
@@ -157,6 +164,9 @@ async fn main() -> ExitCode {
     let result: Result<u8, Failure> = match cli.command {
         Command::Certs(cmd) => certs::run(cmd, endpoint, output).await.map(|()| exit::OK),
         Command::JoinToken(cmd) => join_token::run(cmd, endpoint, output)
+            .await
+            .map(|()| exit::OK),
+        Command::WebToken(args) => web_token::run(args, endpoint, output)
             .await
             .map(|()| exit::OK),
         Command::Probes => probes::run(endpoint, output).await.map(|()| exit::OK),

@@ -353,13 +353,10 @@ impl pb::control_server::Control for ControlService {
         &self,
         req: Request<pb::IssueViewerTokenRequest>,
     ) -> Result<Response<pb::IssueViewerTokenResponse>, Status> {
-        let (caller, ttl) = self.gate(
-            &req,
-            "Control.IssueViewerToken",
-            Access::Read,
-            "",
-            |_| viewer_ttl(req.get_ref().ttl_seconds),
-        )?;
+        let (caller, ttl) =
+            self.gate(&req, "Control.IssueViewerToken", Access::Read, "", |_| {
+                viewer_ttl(req.get_ref().ttl_seconds)
+            })?;
         let now_ms = self.state.clock.now_unix_ms();
         let asked = now_ms.div_euclid(1_000).saturating_add(ttl);
         // A token never outlives the certificate it was issued for.
@@ -370,11 +367,10 @@ impl pb::control_server::Control for ControlService {
             cert_not_before_unix: caller.identity.not_before_unix,
             expires_unix,
         };
-        let token = self
-            .state
-            .viewer_key
-            .mint(&claims)
-            .map_err(|e| Error::InvalidRequest(format!("no token for this certificate: {e}")))?;
+        let token =
+            self.state.viewer_key.mint(&claims).map_err(|e| {
+                Error::InvalidRequest(format!("no token for this certificate: {e}"))
+            })?;
         tracing::info!(identity = %caller.identity.name, expires_unix, "viewer token issued");
         Ok(Response::new(pb::IssueViewerTokenResponse {
             token,

@@ -26,7 +26,8 @@
 //! - the services: [`control`] answers meshctl, [`link`] is each probe's
 //!   stream (with [`clock_udp`]), [`peer`] answers other coordinators,
 //!   [`enroll`] answers joins, [`authz`]
-//!   decides who may call what; [`server`] binds and serves them;
+//!   decides who may call what; [`web`] is the read-only web view;
+//!   [`server`] binds and serves them;
 //!   [`telemetry`] makes the spans.
 
 pub mod authz;
@@ -61,6 +62,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod tool_run;
+pub mod web;
 
 pub use error::{Error, Result};
 

@@ -130,6 +130,13 @@ struct Args {
     /// once the gRPC services are served, else 503 and the reason).
     #[arg(long, env = "MESH_METRICS")]
     metrics: Option<SocketAddr>,
+    /// Serve the read-only web view on https://ADDR:PORT/: the runs (live
+    /// progress of running ones), each run's report, the latest mesh
+    /// matrix. Off by default. Readers need an operator or viewer client
+    /// certificate, or a token from `meshctl web-token`; see
+    /// docs/operations.md ("Web view").
+    #[arg(long, env = "MESH_WEB", value_name = "ADDR:PORT")]
+    web: Option<SocketAddr>,
     /// Policy file (JSON): which roles may start which runs, at which
     /// targets beyond the cluster's and the probes' addresses, and how hard
     /// (minimum interval, runs at once per probe and per identity, a rate
@@ -235,6 +242,7 @@ async fn main() -> ExitCode {
             ..LinkTiming::default()
         },
         metrics: args.metrics,
+        web: args.web,
         span_export: telemetry.span_export_stats().clone(),
         payload_policy: mesh_coordinator::state::PayloadPolicy {
             allowed: args.allow_payload_capture,

@@ -44,6 +44,7 @@ use crate::state::{
 use crate::store::StateStore;
 use crate::store::etcd::EtcdStore;
 use crate::store::local::LocalStore;
+use crate::web::{WebListener, WebServer};
 
 /// How to run a coordinator.
 #[derive(Debug, Clone)]
@@ -72,6 +73,8 @@ pub struct Settings {
     /// Where to serve Prometheus metrics (`/metrics`) and health
     /// (`/healthz`, `/readyz`); `None` serves none.
     pub metrics: Option<SocketAddr>,
+    /// Where to serve the read-only web view (`--web`), if anywhere.
+    pub web: Option<SocketAddr>,
     /// Span export counters to publish with the metrics.
     pub span_export: SpanExportStats,
     /// Whether operators may capture full payloads.
@@ -122,6 +125,8 @@ pub struct Bound {
     metrics: Option<MetricsServer>,
     /// Membership in etcd, with several coordinators (`--etcd`).
     membership: Option<Arc<Membership>>,
+    /// The web view, when `--web` asks for one.
+    web: Option<WebServer>,
 }
 
 impl Bound {
@@ -148,6 +153,10 @@ impl Bound {
             addr: settings.listen,
             source,
         })?;
+        let web = match settings.web {
+            Some(addr) => Some(WebListener::bind(addr).await?),
+            None => None,
+        };
         let started_unix_ms = SystemClock.now_unix_ms();
         let (store, etcd): (Arc<dyn StateStore>, _) = match (&settings.etcd, settings.store) {
             (Some(etcd), _) => {
@@ -205,11 +214,13 @@ impl Bound {
                 .with_payload_policy(settings.payload_policy)
                 .with_node_enrollment(settings.node_enrollment)
                 .with_listen_port(local_addr.port())
+                .with_web_port(web.as_ref().map_or(0, |w| w.addr().port()))
                 .with_policy(Policy::new(
                     settings.policy,
                     OwnPorts {
                         listen: local_addr,
                         metrics: settings.metrics,
+                        web: web.as_ref().map(WebListener::addr),
                     },
                     audit,
                 )),
@@ -231,6 +242,7 @@ impl Bound {
             }
             None => None,
         };
+        let web = web.map(|w| w.serve(&tls, state.clone()));
         let incoming = TlsIncoming::new(listener, tls);
         let mut metrics = None;
         if let Some(addr) = settings.metrics {
@@ -255,6 +267,7 @@ impl Bound {
             metrics = Some(server);
         }
         Ok(Self {
+            web,
             incoming,
             state,
             local_addr,
@@ -281,6 +294,7 @@ impl Bound {
             serving,
             metrics,
             membership,
+            web,
         } = self;
         let sweeper = tokio::spawn(liveness_sweeper(state.clone()));
         let revocation_follower = state
@@ -355,6 +369,9 @@ impl Bound {
         }
         if let Some(metrics) = metrics {
             metrics.stop().await;
+        }
+        if let Some(web) = web {
+            web.stop().await;
         }
         tracing::info!("coordinator stopped");
         result

@@ -69,7 +69,9 @@ pub enum ViewerTokenError {
     #[error("not a viewer token (expected pmv1.…, as `meshctl web-token` prints)")]
     Malformed,
     /// Well formed, but not issued by this mesh's CA (or altered).
-    #[error("the token was not issued by this mesh (or was altered); get one with `meshctl web-token`")]
+    #[error(
+        "the token was not issued by this mesh (or was altered); get one with `meshctl web-token`"
+    )]
     Forged,
     /// Issued here, but past its expiry.
     #[error("the token expired {ago_s}s ago; get a new one with `meshctl web-token`")]
@@ -115,7 +117,10 @@ impl ViewerKey {
         body.extend_from_slice(claims.serial.as_bytes());
         let tag = self.tag(&body);
         body.extend_from_slice(tag.as_ref());
-        Ok(format!("{VIEWER_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(body)))
+        Ok(format!(
+            "{VIEWER_TOKEN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(body)
+        ))
     }
 
     /// The claims of `token` if this mesh issued it, unaltered, and it has
@@ -250,7 +255,10 @@ mod tests {
             let mut altered = raw.clone();
             altered[i] ^= 0x01;
             let forged = format!("{VIEWER_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&altered));
-            assert!(key.verify(&forged, 0).is_err(), "byte {i} altered was accepted");
+            assert!(
+                key.verify(&forged, 0).is_err(),
+                "byte {i} altered was accepted"
+            );
         }
     }
 

@@ -46,6 +46,8 @@ pub const WEB_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 80);
 pub const DNS_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 10);
 /// Port the coordinator listens on.
 pub const COORDINATOR_PORT: u16 = 7443;
+/// Port of the coordinator's read-only web view (`--web`).
+pub const WEB_VIEW_PORT: u16 = 7444;
 /// MTU of every NIC outside the overlay.
 pub const ETH_MTU: u16 = 1500;
 /// MTU of `flannel.1`, `cni0` and the pods (1500 minus VXLAN's 50 bytes).
@@ -56,6 +58,11 @@ pub const UPSTREAM_DOMAIN: &str = "lab.test";
 /// The coordinator's listening address.
 pub fn coordinator_addr() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(HOST_IP, COORDINATOR_PORT))
+}
+
+/// Where the coordinator serves its web view.
+pub fn web_view_addr() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(HOST_IP, WEB_VIEW_PORT))
 }
 
 /// The coordinator's URL, as probes and meshctl dial it.

@@ -12,12 +12,13 @@ pub mod probes;
 pub mod runs;
 pub mod tools;
 pub mod transfer;
+pub mod web_token;
 
 use std::time::Duration;
 
-pub use probemesh_report::listing::{format_unix_ms, kind_and_target};
 use probemesh_proto::pb;
 use probemesh_proto::pb::task_result::Outcome;
+pub use probemesh_report::listing::{format_unix_ms, kind_and_target};
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
@@ -131,7 +132,6 @@ pub async fn run_once(endpoint: &Endpoint, request: pb::RunRequest) -> Result<Fi
         outcome: record.result.and_then(|r| r.outcome),
     })
 }
-
 
 /// Starts a run and follows it to the end, handing each progress event to
 /// `on_progress` as it arrives. Returns the acceptance (run and trace ids)

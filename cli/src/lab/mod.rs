@@ -279,6 +279,10 @@ fn print_status(report: &StatusReport, output: OutputFormat) -> anyhow::Result<(
     if let Some(ms) = report.bring_up_ms {
         println!("last bring-up: {:.2} s", ms as f64 / 1000.0);
     }
+    println!(
+        "web view: {} (a link with a token: meshctl web-token)",
+        report.web
+    );
     if let Some(kubeconfig) = &report.kubeconfig {
         println!(
             "Kubernetes API: kubectl --kubeconfig {} get nodes,pods -A",

@@ -188,11 +188,11 @@ impl Policy {
                 addr.port() == port
                     && (addr.ip().is_unspecified() || addr.ip() == ip || ip.is_loopback())
             };
-            if ours(own.listen) || own.metrics.is_some_and(ours) {
+            if ours(own.listen) || own.metrics.is_some_and(ours) || own.web.is_some_and(ours) {
                 return Err(denied(
                     "targets.deny-coordinator-ports",
                     format!(
-                        "{ip} port {port} is this coordinator's own (gRPC, UDP clock or metrics); no policy allows it"
+                        "{ip} port {port} is this coordinator's own (gRPC, UDP clock, metrics or web view); no policy allows it"
                     ),
                 ));
             }

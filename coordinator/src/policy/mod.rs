@@ -231,6 +231,8 @@ pub struct OwnPorts {
     pub listen: SocketAddr,
     /// `--metrics`.
     pub metrics: Option<SocketAddr>,
+    /// `--web`.
+    pub web: Option<SocketAddr>,
 }
 
 #[cfg(test)]

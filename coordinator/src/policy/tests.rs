@@ -25,6 +25,7 @@ fn policy(rules: Rules) -> Policy {
     let own = OwnPorts {
         listen: "127.0.0.1:7443".parse::<SocketAddr>().unwrap(),
         metrics: Some("0.0.0.0:9100".parse().unwrap()),
+        web: Some("0.0.0.0:7444".parse().unwrap()),
     };
     Policy::new(rules, own, AuditLog::default())
 }

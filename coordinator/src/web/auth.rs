@@ -22,6 +22,8 @@ pub struct Viewer {
     pub name: String,
     /// `certificate` or `token`.
     pub via: &'static str,
+    /// When the token stops being accepted, Unix seconds (tokens only).
+    pub expires_unix: Option<i64>,
 }
 
 /// Why a request may not read.
@@ -105,7 +107,7 @@ pub fn viewer_token(state: &Coordinator, token: &str) -> Result<Viewer, Refusal>
         name,
         serial,
         cert_not_before_unix,
-        ..
+        expires_unix,
     } = claims;
     if let Some(revoked) = state
         .revocations
@@ -116,6 +118,7 @@ pub fn viewer_token(state: &Coordinator, token: &str) -> Result<Viewer, Refusal>
     Ok(Viewer {
         name,
         via: "token",
+        expires_unix: Some(expires_unix),
     })
 }
 
@@ -125,6 +128,7 @@ fn certificate(state: &Coordinator, id: &Identity) -> Result<Viewer, Refusal> {
         None => Ok(Viewer {
             name: id.name.clone(),
             via: "certificate",
+            expires_unix: None,
         }),
     }
 }

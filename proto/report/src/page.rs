@@ -13,11 +13,10 @@ use probemesh_model::path::Step;
 use probemesh_model::verdict::{Cause, Class};
 use probemesh_proto::pb;
 
-use crate::listing::format_unix_ms;
-use crate::{FileLink, STYLE};
 use crate::escape::{anchor, escape, url_path};
 use crate::ladder;
-
+use crate::listing::format_unix_ms;
+use crate::{FileLink, STYLE};
 
 /// The whole page of an upgraded record.
 pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {

@@ -167,6 +167,8 @@ impl Lab {
                     PROBE_AUDIENCE,
                     "--policy",
                     &self.dir.policy().display().to_string(),
+                    "--web",
+                    &topology::web_view_addr().to_string(),
                 ]);
                 spawn.args.extend(otlp_args);
             }

@@ -22,6 +22,9 @@ pub struct StatusReport {
     pub proxy_mode: Option<ProxyMode>,
     /// The coordinator URL.
     pub coordinator: String,
+    /// The coordinator's web view (`meshctl web-token` prints the link
+    /// that opens it).
+    pub web: String,
     /// The state directory.
     pub state_dir: PathBuf,
     /// A kubeconfig for the lab's Kubernetes API (`kubectl --kubeconfig
@@ -114,6 +117,7 @@ impl Lab {
             fault: state.as_ref().and_then(|s| s.fault.clone()),
             proxy_mode: state.as_ref().map(|s| s.proxy_mode),
             coordinator: topology::coordinator_url(),
+            web: format!("https://{}/", topology::web_view_addr()),
             state_dir: self.dir.root().to_owned(),
             kubeconfig: Some(self.dir.admin_kubeconfig()).filter(|p| p.exists()),
             bring_up_ms: state.as_ref().and_then(|s| s.bring_up_ms),
