@@ -18,7 +18,8 @@ use crate::FileLink;
 use crate::escape::{anchor, escape, url_path};
 use crate::ladder;
 
-const STYLE: &str = include_str!("style.css");
+/// The one stylesheet of every page (run report and heat map).
+pub(crate) const STYLE: &str = include_str!("style.css");
 
 /// The whole page of an upgraded record.
 pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {
@@ -78,7 +79,8 @@ pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {
     s
 }
 
-fn started(ms: i64) -> String {
+/// A start time as RFC 3339 (seconds), `-` when unset.
+pub(crate) fn started(ms: i64) -> String {
     u64::try_from(ms).ok().filter(|&ms| ms > 0).map_or_else(
         || "-".to_owned(),
         |ms| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
