@@ -96,8 +96,13 @@ impl HtmlFile {
     }
 
     /// Renders `record` and writes the page, linking `artifacts` (capture
-    /// files, as the report lists them) relative to the page.
+    /// files, as the report lists them) relative to the page. A mesh run
+    /// (`meshctl mesh`, or `meshctl runs` of one) is its heat map.
     pub fn write_record(self, record: &pb::RunRecord, artifacts: &[String]) -> Result<(), Failure> {
+        if record.matrix.is_some() {
+            // meshctl links no probe runs: it has not run any.
+            return self.write(&probemesh_report::render_mesh(record, &[]));
+        }
         let files: Vec<FileLink> = artifacts
             .iter()
             .map(|a| {
@@ -176,6 +181,25 @@ mod tests {
         let text = std::fs::read_to_string(&page).unwrap();
         assert!(text.starts_with("<!DOCTYPE html>") && text.ends_with("</html>"));
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(
+            !text.contains("data-kind="),
+            "a probe run is not a heat map"
+        );
+        let mesh = dir.path().join("mesh.html");
+        let record = pb::RunRecord {
+            matrix: Some(pb::MeshMatrix::default()),
+            ..Default::default()
+        };
+        HtmlFile::create(&mesh)
+            .unwrap()
+            .write_record(&record, &[])
+            .unwrap();
+        assert!(
+            std::fs::read_to_string(&mesh)
+                .unwrap()
+                .contains(r#"id="legend""#)
+        );
+        std::fs::remove_file(&mesh).unwrap();
         assert_eq!(leftovers, 1, "no temporary file left beside it");
         drop(HtmlFile::create(&dir.path().join("unused.html")).unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

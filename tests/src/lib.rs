@@ -3,7 +3,9 @@
 //! (certificates + coordinator + probes) on loopback.
 
 pub mod etcd;
+pub mod html;
 pub mod lab;
+pub mod matrix;
 pub mod sim;
 pub mod verdict;
 

@@ -1,33 +1,14 @@
 //! `meshctl mesh` in the lab: on the healthy lab every cell of the 4×4
 //! matrix (cloudvm-1 and node-1..3, both directions of every pair) passes;
 //! with `icmp-blocked` in, the failing cells are exactly the pairs the
-//! fault's mechanism breaks, computed here from the mechanism and the lab's
-//! addresses (DESIGN §4), not read from the output.
+//! fault's mechanism breaks, computed from the mechanism and the lab's
+//! addresses (DESIGN §4, `probemesh_tests::matrix`), not read from the
+//! output.
 
 use std::collections::BTreeSet;
 
 use probemesh_tests::lab::Lab;
-use serde_json::Value;
-
-const PROBES: [&str; 4] = ["cloudvm-1", "node-1", "node-2", "node-3"];
-
-/// Every address node-2's own stack answers for (DESIGN §4): eth0, the
-/// `cni0` bridge (the pods' gateway) and the `flannel.1` VTEP.
-const NODE_2_ADDRESSES: [&str; 3] = ["198.18.0.12", "198.19.2.1", "198.19.2.0"];
-
-/// (from, to, kind) of every cell with `status` in `statuses`.
-fn cells_with(matrix: &Value, statuses: &[&str]) -> BTreeSet<(String, String, String)> {
-    matrix["cells"]
-        .as_array()
-        .expect("cells")
-        .iter()
-        .filter(|c| statuses.contains(&c["status"].as_str().unwrap_or_default()))
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-            (s("from"), s("to"), s("kind"))
-        })
-        .collect()
-}
+use probemesh_tests::matrix::{PROBES, Pair, cells_with, icmp_blocked_pairs};
 
 #[test]
 fn the_matrix_fails_exactly_the_pairs_a_fault_breaks() {
@@ -48,7 +29,7 @@ fn the_matrix_fails_exactly_the_pairs_a_fault_breaks() {
     assert_eq!(targets, PROBES, "columns");
     assert_eq!(
         cells_with(&healthy, &["fail", "degraded"]),
-        BTreeSet::new(),
+        BTreeSet::<Pair>::new(),
         "the healthy lab has failing cells: {healthy:#}"
     );
     // Per source: 3 nodes × (address, pod network, NodePort) + cloudvm-1's address.
@@ -57,27 +38,14 @@ fn the_matrix_fails_exactly_the_pairs_a_fault_breaks() {
     // cloudvm-1 is outside the cluster: its pod-network cells are skipped.
     assert_eq!(ok.len(), 40 - 3, "{healthy:#}");
 
-    // icmp-blocked: node-2's host firewall drops ICMP echo requests in
-    // INPUT, i.e. to any address its own stack answers for, from anywhere
-    // (itself included: lo goes through INPUT too). Pods have their own
-    // stacks (FORWARD, not INPUT), replies are echo replies, NodePorts are
-    // TCP: none of those break.
+    // icmp-blocked: node-2 drops ICMP echo requests to its own addresses
+    // (the mechanism, in `icmp_blocked_pairs`).
     lab.fault("icmp-blocked");
     let faulty = lab.json(&["mesh"], 1);
-    let expected: BTreeSet<(String, String, String)> = faulty["cells"]
-        .as_array()
-        .expect("cells")
-        .iter()
-        .filter(|c| c["kind"] != "nodeport" && c["status"] != "skipped")
-        .filter(|c| NODE_2_ADDRESSES.contains(&c["address"].as_str().unwrap_or_default()))
-        .map(|c| {
-            let s = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
-            (s("from"), s("to"), s("kind"))
-        })
-        .collect();
+    let expected = icmp_blocked_pairs(&faulty);
     // The address choice above is the plan's; the pairs it yields must be
     // every probe to node-2's InternalIP, nothing else.
-    let every_probe_to_node_2: BTreeSet<(String, String, String)> = PROBES
+    let every_probe_to_node_2: BTreeSet<Pair> = PROBES
         .iter()
         .map(|p| ((*p).to_owned(), "node-2".to_owned(), "node".to_owned()))
         .collect();

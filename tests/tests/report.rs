@@ -6,124 +6,30 @@
 //! segments end where the evidence last saw them; with the dual IP the
 //! tunnel packets leave with the outer source the evidence names.
 //!
+//! The mesh heat map (`meshctl mesh --html`) under `icmp-blocked` is read
+//! back the same way: its failing cells are exactly the pairs the fault
+//! breaks, each linked to its pair's entry.
+//!
 //! `MESH_UPDATE_SCREENSHOTS=1` also copies the MTU black hole's ladder to
-//! `docs/img/ladder-mtu-blackhole.png`, the README's figure.
+//! `docs/img/ladder-mtu-blackhole.png` and the heat map to
+//! `docs/img/mesh-matrix.png`, the README's figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+use probemesh_tests::html::{artifacts, dom, screenshot, with};
 use probemesh_tests::lab::{Lab, text};
+use probemesh_tests::matrix::{Pair, icmp_blocked_pairs};
 use serde_json::Value;
 
-/// Where a scenario's page, screenshot and captures go:
-/// `target/artifacts/html/SCENARIO/`, emptied first.
-fn artifacts(scenario: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .expect("test binary lives in target/<profile>/deps");
-    let dir = target.join("artifacts/html").join(scenario);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("artifacts dir");
-    dir
-}
-
-/// Headless Chromium on `page` (`scripts/deps.sh` installs it; no sandbox,
-/// as the tests run as root).
-fn chromium(args: &[&str], page: &str) -> Output {
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-        ])
-        .args(args)
-        .arg(page)
-        .output()
-        .expect("chromium is missing: run scripts/deps.sh (it installs chromium)");
-    assert!(out.status.success(), "chromium {args:?}: {}", text(&out));
-    out
-}
-
-fn url(page: &Path, fragment: &str) -> String {
-    format!("file://{}{fragment}", page.display())
-}
-
-/// A screenshot of `page` opened at `fragment` (`#ladder-only`: the
-/// diagram alone), as `png`; asserts a PNG came out.
-fn screenshot(page: &Path, fragment: &str, png: &Path, height: u32) {
-    chromium(
-        &[
-            &format!("--screenshot={}", png.display()),
-            &format!("--window-size=2000,{height}"),
-        ],
-        &url(page, fragment),
-    );
-    let bytes = std::fs::read(png).expect("the screenshot");
-    assert!(
-        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
-        "{} is not a rendered page ({} bytes)",
-        png.display(),
-        bytes.len()
-    );
-}
-
-/// Every element's attributes, in document order, from the DOM Chromium
-/// built (`--dump-dom`).
-fn dom(page: &Path) -> Vec<BTreeMap<String, String>> {
-    let out = chromium(&["--dump-dom"], &url(page, ""));
-    let html = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        html.contains("</svg>") || html.contains("id=\"verdict\""),
-        "{html}"
-    );
-    tags(&html)
-}
-
-/// The attributes of each start tag (quoted values, entities decoded).
-fn tags(html: &str) -> Vec<BTreeMap<String, String>> {
-    let mut out = Vec::new();
-    for chunk in html.split('<').skip(1) {
-        if chunk.starts_with('/') || chunk.starts_with('!') {
-            continue;
-        }
-        let mut attrs = BTreeMap::new();
-        let mut rest = chunk;
-        let name_end = rest.find(|c: char| c.is_whitespace() || c == '>' || c == '/');
-        attrs.insert("<tag>".to_owned(), rest[..name_end.unwrap_or(0)].to_owned());
-        while let Some(eq) = rest.find("=\"") {
-            if rest[..eq].contains('>') {
-                break;
-            }
-            let name = rest[..eq].rsplit(char::is_whitespace).next().unwrap_or("");
-            let value_end = rest[eq + 2..].find('"').expect("closed attribute");
-            let value = &rest[eq + 2..eq + 2 + value_end];
-            attrs.insert(name.to_owned(), unescape(value));
-            rest = &rest[eq + 2 + value_end + 1..];
-        }
-        out.push(attrs);
+/// `MESH_UPDATE_SCREENSHOTS=1`: copies `png` over the README's figure
+/// `docs/img/NAME`.
+fn update_figure(png: &Path, name: &str) {
+    if std::env::var("MESH_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
+        std::fs::create_dir_all(&docs).expect("docs/img");
+        std::fs::copy(png, docs.join(name)).expect("copy the screenshot");
     }
-    out
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#39;", "'")
-        .replace("&nbsp;", "\u{a0}")
-        .replace("&amp;", "&")
-}
-
-fn with<'a>(
-    elements: &'a [BTreeMap<String, String>],
-    attr: &'a str,
-) -> impl Iterator<Item = &'a BTreeMap<String, String>> + 'a {
-    elements.iter().filter(move |e| e.contains_key(attr))
 }
 
 /// `meshctl probe` for a catalogue fault's command, with `--html`; returns
@@ -212,7 +118,7 @@ fn a_healthy_run_renders_ok_with_its_ladder() {
     screenshot(&page, "", &dir.join("page.png"), 2400);
     screenshot(&page, "#ladder-only", &dir.join("ladder.png"), 2000);
 
-    let elements = dom(&page);
+    let elements = dom(&page, "</svg>");
     let (class, statuses) = verdict_and_checks(&elements);
     assert_eq!(class, "ok");
     assert!(
@@ -250,17 +156,9 @@ fn the_mtu_black_hole_ladder_stops_the_lost_segments_where_the_evidence_saw_them
     let (report, page) = probe_html(&lab, "mtu-blackhole", &dir);
     screenshot(&page, "", &dir.join("page.png"), 2400);
     screenshot(&page, "#ladder-only", &dir.join("ladder.png"), 2000);
-    if std::env::var("MESH_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
-        std::fs::create_dir_all(&docs).expect("docs/img");
-        std::fs::copy(
-            dir.join("ladder.png"),
-            docs.join("ladder-mtu-blackhole.png"),
-        )
-        .expect("copy the screenshot");
-    }
+    update_figure(&dir.join("ladder.png"), "ladder-mtu-blackhole.png");
 
-    let elements = dom(&page);
+    let elements = dom(&page, "id=\"verdict\"");
     assert_eq!(verdict_and_checks(&elements).0, "mtu_blackhole");
     // "tcp 198.18.100.10 > 198.18.0.12:30080 7056 bytes leaves cloudvm-1/eth0
     // and is never seen further" (or the large echo: "icmp echo 198.18.100.10
@@ -321,7 +219,7 @@ fn the_dual_ip_ladder_shows_the_wrong_outer_source_the_evidence_names() {
     screenshot(&page, "", &dir.join("page.png"), 2400);
     screenshot(&page, "#ladder-only", &dir.join("ladder.png"), 2000);
 
-    let elements = dom(&page);
+    let elements = dom(&page, "id=\"verdict\"");
     assert_eq!(verdict_and_checks(&elements).0, "cni_failure");
     // "VXLAN packets leave node-3/eth0 with outer source 198.18.0.23 (...)"
     let (sender, observation) = captured_evidence(&report, "with outer source");
@@ -340,4 +238,107 @@ fn the_dual_ip_ladder_shows_the_wrong_outer_source_the_evidence_names() {
     for hop in &sent {
         assert_eq!(hop["data-outer-src"], wrong, "{hop:?}");
     }
+}
+
+/// `meshctl mesh --html` with `icmp-blocked` in: the cells the page marks
+/// failing are exactly the pairs the fault's mechanism breaks, and each
+/// links to its pair's entry, which names the same pair and carries the
+/// command the JSON (and the terminal) gives for it.
+#[test]
+fn the_mesh_heat_map_fails_exactly_the_pairs_a_fault_breaks() {
+    let Some(lab) = Lab::up() else { return };
+    let dir = artifacts("mesh-icmp-blocked");
+    lab.fault("icmp-blocked");
+    let page = dir.join("mesh.html");
+    let matrix = lab.json(&["mesh", "--html", page.to_str().expect("utf-8")], 1);
+    screenshot(&page, "", &dir.join("page.png"), 900);
+    update_figure(&dir.join("page.png"), "mesh-matrix.png");
+
+    let elements = dom(&page, "id=\"legend\"");
+    let cells: Vec<(usize, &BTreeMap<String, String>)> = elements
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["<tag>"] == "td" && e.contains_key("data-status"))
+        .collect();
+    let pair = |e: &BTreeMap<String, String>| -> Pair {
+        (
+            e["data-from"].clone(),
+            e["data-to"].clone(),
+            e["data-kind"].clone(),
+        )
+    };
+    // Every cell of the run is drawn once, with its status.
+    let json = matrix["cells"].as_array().expect("cells");
+    let drawn: BTreeMap<Pair, &str> = cells
+        .iter()
+        .filter(|(_, e)| e["data-status"] != "n.a.")
+        .map(|(_, e)| (pair(e), e["data-status"].as_str()))
+        .collect();
+    assert_eq!(drawn.len(), json.len(), "{drawn:?}");
+    for c in json {
+        let key = (
+            c["from"].as_str().unwrap_or_default().to_owned(),
+            c["to"].as_str().unwrap_or_default().to_owned(),
+            c["kind"].as_str().unwrap_or_default().to_owned(),
+        );
+        assert_eq!(drawn.get(&key).copied(), c["status"].as_str(), "{key:?}");
+    }
+
+    let failing: Vec<(usize, &BTreeMap<String, String>)> = cells
+        .iter()
+        .filter(|(_, e)| e["data-status"] == "fail" || e["data-status"] == "degraded")
+        .copied()
+        .collect();
+    let expected = icmp_blocked_pairs(&matrix);
+    assert!(!expected.is_empty());
+    assert_eq!(
+        failing
+            .iter()
+            .map(|(_, e)| pair(e))
+            .collect::<BTreeSet<Pair>>(),
+        expected,
+        "failing cells of the heat map under icmp-blocked"
+    );
+    let html = std::fs::read_to_string(&page).expect("the page");
+    for (i, cell) in &failing {
+        let link = &elements[i + 1];
+        assert_eq!(link["<tag>"], "a", "{cell:?} is not a link");
+        let id = link["href"].strip_prefix('#').expect("an in-page link");
+        let entry = with(&elements, "id")
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{cell:?} links to #{id}, which is not there"));
+        assert_eq!(entry["<tag>"], "li");
+        assert_eq!(pair(entry), pair(cell));
+        let cmd = json
+            .iter()
+            .find(|c| {
+                let c = |k: &str| c[k].as_str().unwrap_or_default();
+                (c("from"), c("to"), c("kind"))
+                    == (
+                        cell["data-from"].as_str(),
+                        cell["data-to"].as_str(),
+                        cell["data-kind"].as_str(),
+                    )
+            })
+            .and_then(|c| c["diagnose"].as_str())
+            .expect("a failing cell's command in the JSON");
+        assert!(
+            html.contains(&format!(r#"<code class="diagnose">{cmd}</code>"#)),
+            "no {cmd:?} on the page"
+        );
+    }
+    // Cells that pass, were skipped or do not apply link nowhere.
+    for (i, cell) in &cells {
+        if !failing.iter().any(|(j, _)| j == i) {
+            assert_ne!(
+                elements.get(i + 1).map(|e| e["<tag>"].as_str()),
+                Some("a"),
+                "{cell:?}"
+            );
+        }
+    }
+    assert!(
+        cells.iter().any(|(_, e)| e["data-status"] == "n.a."),
+        "cloudvm-1 has no pod network: its column has n.a. cells"
+    );
 }

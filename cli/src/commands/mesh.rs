@@ -5,13 +5,17 @@
 //! and exits 1 when any cell failed. `-o json` prints [`MeshReport`].
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 
-use probemesh_model::mesh::{cell_status_name, target_kind_name};
+use probemesh_model::mesh::{
+    GRID_KINDS, cell_status_name, cell_text, diagnose_command, grid_title, loss_pct,
+    target_kind_name,
+};
 use probemesh_proto::pb;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
-use crate::output::{OutputFormat, emit, run_footer};
+use crate::output::{HtmlFile, OutputFormat, emit, run_footer};
 
 const AFTER_HELP: &str = "\
 What it does:
@@ -41,6 +45,7 @@ Examples:
   meshctl mesh --from role=node --to node-2,cloudvm-1
   meshctl mesh --from cloudvm-1 --size 1472 --count 5
   meshctl mesh -o json | jq '.cells[] | select(.status == \"fail\")'
+  meshctl mesh --html mesh.html   # a heat map to attach to a ticket
 
 Exit: 0 every cell ok, 1 a cell failed or lost packets, 2 bad input,
 3 nothing could be tested, 4 coordinator unreachable.";
@@ -62,6 +67,10 @@ pub struct MeshArgs {
     /// Echoes (connects) per cell [default: 3].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub count: Option<u32>,
+    /// Also write the matrix as one self-contained HTML page: a heat map per target kind,
+    /// each failing cell linked to its pair's details and `meshctl probe` command.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 impl MeshArgs {
@@ -133,6 +142,9 @@ struct CellView {
     /// The command that diagnoses this cell (failing and degraded cells).
     #[serde(skip_serializing_if = "Option::is_none")]
     diagnose: Option<String>,
+    /// The grid's text for this cell.
+    #[serde(skip)]
+    text: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,26 +154,13 @@ struct Large {
     received: u32,
 }
 
-fn loss_pct(sent: u32, received: u32) -> f64 {
-    if sent == 0 {
-        return 0.0;
-    }
-    let lost = f64::from(sent.saturating_sub(received));
-    (lost * 1000.0 / f64::from(sent)).round() / 10.0
-}
-
 impl CellView {
     fn new(c: &pb::MeshCell, size: u32) -> Self {
-        let status = c.status();
-        let broken = matches!(
-            status,
-            pb::MeshCellStatus::Fail | pb::MeshCellStatus::Degraded
-        );
         Self {
             from: c.from.clone(),
             to: c.to.clone(),
             kind: target_kind_name(c.kind()),
-            status: cell_status_name(status),
+            status: cell_status_name(c.status()),
             address: c.address.clone(),
             address_reason: c.address_reason.clone(),
             sent: c.sent,
@@ -174,34 +173,8 @@ impl CellView {
                 received: c.large_received,
             }),
             reason: c.reason.clone(),
-            diagnose: (broken && !c.probe_target.is_empty()).then(|| {
-                // The size matters to the diagnosis when only large packets vanish.
-                let size = if c.received > 0 && c.large_run && c.large_received < c.large_sent {
-                    format!(" --size {size}")
-                } else {
-                    String::new()
-                };
-                format!(
-                    "meshctl probe --from {} --to {}{size}",
-                    c.from, c.probe_target
-                )
-            }),
-        }
-    }
-
-    /// The grid's text for this cell.
-    fn text(&self) -> String {
-        match self.status {
-            "skipped" => "–".to_owned(),
-            _ if self.received == 0 => "100% loss".to_owned(),
-            _ => {
-                let large = match &self.large {
-                    Some(l) if l.received > 0 && l.received == l.sent => " ✓".to_owned(),
-                    Some(l) => format!(" ✗{}", l.size),
-                    None => String::new(),
-                };
-                format!("{}% {}ms{large}", self.loss_pct, self.rtt_median_ms)
-            }
+            diagnose: diagnose_command(c, size),
+            text: cell_text(c, size),
         }
     }
 }
@@ -270,30 +243,13 @@ impl MeshReport {
         if let Some(e) = &self.error {
             lines.push(format!("error: {e}"));
         }
-        let titles = [
-            ("node", format!("host address: ICMP, {} echoes", self.count)),
-            (
-                "pod-network",
-                format!(
-                    "pod network: ICMP to a pod on the node, {} echoes",
-                    self.count
-                ),
-            ),
-            (
-                "nodeport",
-                format!("NodePort: TCP connects, {}", self.count),
-            ),
-        ];
-        for (kind, title) in titles {
-            if !self.cells.iter().any(|c| c.kind == kind) {
+        for kind in GRID_KINDS {
+            let name = target_kind_name(kind);
+            if !self.cells.iter().any(|c| c.kind == name) {
                 continue;
             }
-            let title = match (kind, self.size) {
-                ("node", size) if size > 0 => format!("{title}, one large DF echo of {size} B"),
-                _ => title,
-            };
-            lines.push(title);
-            lines.extend(self.grid(kind));
+            lines.push(grid_title(kind, self.count, self.size));
+            lines.extend(self.grid(name));
             lines.push(String::new());
         }
         lines.push(
@@ -347,7 +303,7 @@ impl MeshReport {
             self.cells
                 .iter()
                 .find(|c| c.kind == kind && c.from == from && c.to == to)
-                .map_or_else(|| "·".to_owned(), CellView::text)
+                .map_or_else(|| "·".to_owned(), |c| c.text.clone())
         };
         let corner = "from \\ to";
         let first = self
@@ -386,6 +342,8 @@ impl MeshReport {
 
 /// Runs `meshctl mesh`; returns the exit code.
 pub async fn run(args: MeshArgs, endpoint: &Endpoint, output: OutputFormat) -> Result<u8, Failure> {
+    // A bad --html path is bad input (exit 2), found before the run.
+    let html = args.html.as_deref().map(HtmlFile::create).transpose()?;
     let live = std::io::stderr().is_terminal();
     let (accepted, record) = super::stream_run_with_steps(
         args.request(),
@@ -413,6 +371,9 @@ pub async fn run(args: MeshArgs, endpoint: &Endpoint, output: OutputFormat) -> R
     }
     let report = MeshReport::new(&accepted, &record);
     emit(output, &report, || report.table_lines())?;
+    if let Some(html) = html {
+        html.write_record(&record, &[])?;
+    }
     Ok(report.exit_code())
 }
 

@@ -156,6 +156,7 @@ fn router(state: Arc<Coordinator>) -> axum::Router {
     axum::Router::new()
         .route("/", axum::routing::get(runs_page))
         .route("/runs/{id}", axum::routing::get(run_page))
+        .route("/mesh", axum::routing::get(mesh_page))
         .route("/login", axum::routing::get(login))
         .fallback(not_found)
         .layer(axum::middleware::map_response(secure_headers))
@@ -278,7 +279,70 @@ async fn run_page(
         let live = state.live.snapshot();
         return Html(pages::running(&record, live.get(&record.run_id))).into_response();
     }
+    if record.matrix.is_some() {
+        return match state.store.runs_page("", RUNS_SHOWN).await {
+            Ok(page) => Html(probemesh_report::render_mesh(
+                &record,
+                &pair_links(&page.items),
+            ))
+            .into_response(),
+            Err(e) => store_failed(&e),
+        };
+    }
     Html(probemesh_report::render(&record, &[])).into_response()
+}
+
+/// `GET /mesh`: the newest finished mesh matrix among the last
+/// [`RUNS_SHOWN`] runs, its failing pairs linked to the newest `meshctl
+/// probe` run of each among them.
+async fn mesh_page(State(state): State<Arc<Coordinator>>, parts: Parts) -> Response {
+    if let Err(refused) = gate(&state, &parts) {
+        return refused;
+    }
+    let page = match state.store.runs_page("", RUNS_SHOWN).await {
+        Ok(page) => page,
+        Err(e) => return store_failed(&e),
+    };
+    let latest = page
+        .items
+        .iter()
+        .find(|r| r.matrix.is_some() && r.state() != pb::RunState::Running);
+    match latest {
+        Some(record) => Html(probemesh_report::render_mesh(
+            record,
+            &pair_links(&page.items),
+        ))
+        .into_response(),
+        None => not_here(&format!(
+            "no mesh matrix among the last {RUNS_SHOWN} runs: run `meshctl mesh`, then reload"
+        )),
+    }
+}
+
+/// The newest `meshctl probe` run of each (from, to) pair in `records`
+/// (newest first), as links to their pages.
+fn pair_links(records: &[pb::RunRecord]) -> Vec<probemesh_report::PairLink> {
+    let mut links: Vec<probemesh_report::PairLink> = Vec::new();
+    for record in records {
+        let Some(request) = &record.request else {
+            continue;
+        };
+        let Some(pb::run_request::Kind::Probe(probe)) = &request.kind else {
+            continue;
+        };
+        if links
+            .iter()
+            .any(|l| l.from == request.from && l.to == probe.to)
+        {
+            continue;
+        }
+        links.push(probemesh_report::PairLink {
+            from: request.from.clone(),
+            to: probe.to.clone(),
+            href: format!("/runs/{}", record.run_id),
+        });
+    }
+    links
 }
 
 /// `GET /login?token=TOKEN`: a good token becomes a cookie for its life

@@ -10,12 +10,15 @@
 //! writes the file, the coordinator's web view serves the same page).
 //! Everything from the record is escaped: it comes from the network.
 //!
+//! A mesh matrix (`meshctl mesh`) is a heat map instead: [`render_mesh`].
+//!
 //! Map: [`escape`] (text, anchors, URL paths) ← `ladder` (layout, then
-//! SVG) ← `page` (the sections) ← [`render`].
+//! SVG) ← `page` (the sections) ← [`render`]; `matrix` ← [`render_mesh`].
 
 pub mod escape;
 mod ladder;
 pub mod listing;
+mod matrix;
 mod page;
 
 use probemesh_proto::{compat, pb};
@@ -38,6 +41,26 @@ pub fn render(record: &pb::RunRecord, files: &[FileLink]) -> String {
     let mut upgraded = record.clone();
     compat::upgrade(&mut upgraded);
     page::page(&upgraded, files)
+}
+
+/// A `meshctl probe` run of one matrix pair, to link from its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairLink {
+    /// The source probe (the cell's row).
+    pub from: String,
+    /// The probe's target as `meshctl probe --to` spells it (the cell's
+    /// `probe_target`: `probe:NAME`, `pod:NS/NAME`, `nodeport:NODE:PORT`).
+    pub to: String,
+    /// Where the run's page is (the web view's `/runs/ID`): a path, relative
+    /// to the page or absolute; percent-encoded here, so it never leaves
+    /// the site it is served from.
+    pub href: String,
+}
+
+/// The heat-map page of a mesh run (`record.matrix`), linking each failing
+/// pair's entry to its run in `probe_runs` when one is named there.
+pub fn render_mesh(record: &pb::RunRecord, probe_runs: &[PairLink]) -> String {
+    matrix::page(record, probe_runs)
 }
 
 #[cfg(test)]
