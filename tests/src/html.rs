@@ -116,3 +116,66 @@ pub fn with<'a>(
 ) -> impl Iterator<Item = &'a BTreeMap<String, String>> + 'a {
     elements.iter().filter(move |e| e.contains_key(attr))
 }
+
+/// A headless browser on a live site (the coordinator's web view): one
+/// profile for its life, so a cookie a page sets is sent with the next; no
+/// proxy (the site is on the lab's own addresses); the site's certificate
+/// accepted unchecked (it is the mesh's own CA, which Chromium does not
+/// know; curl checks it properly in the tests).
+#[derive(Debug)]
+pub struct Browser {
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// A browser with a fresh profile.
+    pub fn new() -> Self {
+        Self {
+            profile: tempfile::tempdir().expect("a browser profile dir"),
+        }
+    }
+
+    fn args<'a>(&'a self, more: &[&'a str]) -> Vec<String> {
+        let mut args = vec![
+            format!("--user-data-dir={}", self.profile.path().display()),
+            "--no-proxy-server".to_owned(),
+            "--ignore-certificate-errors".to_owned(),
+        ];
+        args.extend(more.iter().map(|a| (*a).to_owned()));
+        args
+    }
+
+    /// The DOM Chromium built for `url` (after redirects), as text and as
+    /// each element's attributes; asserts it contains `marker`.
+    pub fn dom(&self, url: &str, marker: &str) -> (String, Vec<BTreeMap<String, String>>) {
+        let args = self.args(&["--dump-dom"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = chromium(&args, url);
+        let html = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(html.contains(marker), "no {marker:?} at {url}: {html}");
+        let elements = tags(&html);
+        (html, elements)
+    }
+
+    /// A screenshot of `url` as `png`; asserts a PNG came out.
+    pub fn screenshot(&self, url: &str, png: &Path, height: u32) {
+        let shot = format!("--screenshot={}", png.display());
+        let size = format!("--window-size=1600,{height}");
+        let args = self.args(&[&shot, &size]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        chromium(&args, url);
+        let bytes = std::fs::read(png).expect("the screenshot");
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+            "{} is not a rendered page ({} bytes)",
+            png.display(),
+            bytes.len()
+        );
+    }
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}

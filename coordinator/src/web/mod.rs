@@ -181,8 +181,8 @@ async fn secure_headers(mut response: Response) -> Response {
     response
 }
 
-/// The reader of a request, or the refusal page; audited either way.
-fn gate(state: &Coordinator, parts: &Parts) -> std::result::Result<Viewer, Response> {
+/// The reader of a request, or why not; audited and logged either way.
+fn gate(state: &Coordinator, parts: &Parts) -> std::result::Result<Viewer, Refusal> {
     let peer = parts.extensions.get::<PeerInfo>();
     let outcome = auth::authorize(state, peer, &parts.headers);
     let identity = peer.and_then(|p| p.identity.as_ref());
@@ -206,10 +206,10 @@ fn gate(state: &Coordinator, parts: &Parts) -> std::result::Result<Viewer, Respo
             Err(Refusal::Token(_)) => "authz.token",
         },
     });
-    outcome.map_err(|refusal| {
+    if let Err(refusal) = &outcome {
         tracing::info!(path = parts.uri.path(), peer = ?peer.map(|p| p.remote_addr), reason = %refusal, "web view refused");
-        refused(&refusal)
-    })
+    }
+    outcome
 }
 
 fn refused(refusal: &Refusal) -> Response {
@@ -242,7 +242,7 @@ fn store_failed(e: &Error) -> Response {
 async fn runs_page(State(state): State<Arc<Coordinator>>, parts: Parts) -> Response {
     let viewer = match gate(&state, &parts) {
         Ok(v) => v,
-        Err(refused) => return refused,
+        Err(refusal) => return refused(&refusal),
     };
     match state.store.runs_page("", RUNS_SHOWN).await {
         Ok(page) => Html(pages::runs(
@@ -260,8 +260,8 @@ async fn run_page(
     Path(id): Path<String>,
     parts: Parts,
 ) -> Response {
-    if let Err(refused) = gate(&state, &parts) {
-        return refused;
+    if let Err(refusal) = gate(&state, &parts) {
+        return refused(&refusal);
     }
     let well_formed = id.len() <= MAX_RUN_ID && id.bytes().all(|b| b.is_ascii_hexdigit());
     let record = if well_formed {
@@ -296,8 +296,8 @@ async fn run_page(
 /// [`RUNS_SHOWN`] runs, its failing pairs linked to the newest `meshctl
 /// probe` run of each among them.
 async fn mesh_page(State(state): State<Arc<Coordinator>>, parts: Parts) -> Response {
-    if let Err(refused) = gate(&state, &parts) {
-        return refused;
+    if let Err(refusal) = gate(&state, &parts) {
+        return refused(&refusal);
     }
     let page = match state.store.runs_page("", RUNS_SHOWN).await {
         Ok(page) => page,
@@ -378,8 +378,8 @@ async fn login(State(state): State<Arc<Coordinator>>, parts: Parts) -> Response 
 }
 
 async fn not_found(State(state): State<Arc<Coordinator>>, parts: Parts) -> Response {
-    if let Err(refused) = gate(&state, &parts) {
-        return refused;
+    if let Err(refusal) = gate(&state, &parts) {
+        return refused(&refusal);
     }
     not_here(
         "nothing here: the web view has the runs (/), each run (/runs/ID) and the mesh (/mesh)",

@@ -114,7 +114,7 @@ fn progress(run: &LiveRun) -> String {
             detail(&step.detail)
         ),
         Some(step) => format!("{}{}", step.phase, detail(&step.detail)),
-        None => format!("{} progress events", run.progress),
+        None => format!("{} progress updates", run.progress),
     }
 }
 
@@ -147,7 +147,7 @@ mod tests {
             started_unix_ms: 1_700_000_000_000,
             request: Some(pb::RunRequest {
                 from: "cloudvm-1".into(),
-                kind: Some(pb::run_request::Kind::Ping(pb::PingRequest {
+                kind: Some(pb::run_request::Kind::Ping(pb::PingTask {
                     target: "198.18.1.2".into(),
                     ..Default::default()
                 })),

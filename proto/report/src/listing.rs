@@ -119,14 +119,21 @@ fn result(r: &pb::RunRecord) -> String {
             Err(_) => class.to_owned(),
         };
     }
+    if r.state() == pb::RunState::Running {
+        return "…".to_owned();
+    }
     if let Some(matrix) = &r.matrix {
-        let ok = cell_status_name(pb::MeshCellStatus::Ok);
-        let failing = matrix
-            .cells
-            .iter()
-            .filter(|c| cell_status_name(c.status()) != ok)
-            .count();
-        return format!("{} cells, {failing} not ok", matrix.cells.len());
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for cell in &matrix.cells {
+            let status = cell_status_name(cell.status());
+            match counts.iter_mut().find(|(s, _)| *s == status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((status, 1)),
+            }
+        }
+        counts.sort_unstable();
+        let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        return format!("{} cells: {}", matrix.cells.len(), counts.join(", "));
     }
     match r.result.as_ref().and_then(|res| res.outcome.as_ref()) {
         Some(Outcome::Ping(s)) => format!("{}/{} replies", s.received, s.transmitted),
