@@ -143,6 +143,9 @@ pub struct Coordinator {
     pub viewer_key: ViewerKey,
     /// The port the web view is served on (0: none).
     pub web_port: u16,
+    /// Mesh matrix tasks in flight per source probe, across every matrix
+    /// run on this coordinator.
+    pub matrix_slots: ProbeSlots,
     /// With several coordinators: why this one is out of the shared state
     /// (its etcd lease lost), while it is; runs are refused meanwhile.
     out_of_mesh: Mutex<Option<String>>,
@@ -180,6 +183,7 @@ impl Coordinator {
             live: LiveRuns::default(),
             viewer_key,
             web_port: 0,
+            matrix_slots: ProbeSlots::default(),
         }
     }
 
@@ -288,5 +292,57 @@ impl Coordinator {
         self.registry
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Most mesh matrix tasks in flight on one source probe at once, across
+/// every matrix run on this coordinator: two matrices started together
+/// load a probe no more than one does.
+pub const MATRIX_TASKS_PER_PROBE: usize = 8;
+
+/// One semaphore of [`MATRIX_TASKS_PER_PROBE`] permits per probe name,
+/// shared by every run that asks for it.
+#[derive(Debug, Default)]
+pub struct ProbeSlots {
+    slots: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl ProbeSlots {
+    /// `probe`'s semaphore. Entries no run holds and no task uses are
+    /// dropped on the way, so the table stays as large as the probes in
+    /// use.
+    pub fn of(&self, probe: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots.retain(|_, s| {
+            Arc::strong_count(s) > 1 || s.available_permits() < MATRIX_TASKS_PER_PROBE
+        });
+        slots
+            .entry(probe.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MATRIX_TASKS_PER_PROBE)))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    use super::*;
+
+    #[test]
+    fn runs_asking_for_one_probe_share_its_permits_and_idle_entries_go() {
+        let slots = ProbeSlots::default();
+        let a = slots.of("node-1");
+        let b = slots.of("node-1");
+        assert!(Arc::ptr_eq(&a, &b));
+        let held = a.clone().try_acquire_many_owned(3).expect("permits");
+        assert_eq!(b.available_permits(), MATRIX_TASKS_PER_PROBE - 3);
+        drop((a, b));
+        // Permits still held keep the entry; once free and unheld it goes.
+        assert_eq!(slots.of("node-1").available_permits(), MATRIX_TASKS_PER_PROBE - 3);
+        drop(held);
+        let _ = slots.of("node-2");
+        assert_eq!(slots.slots.lock().expect("lock").len(), 1);
     }
 }

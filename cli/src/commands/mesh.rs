@@ -29,8 +29,9 @@ What it does:
                  between nodes, not from outside the cluster);
     nodeport     TCP connects to the node's address at the first NodePort
                  of the inventory's Services.
-  The coordinator runs at most 32 tests at once, 8 per source probe; a matrix
-  has at most 64 rows and 64 columns.
+  The coordinator runs at most 32 tests of a matrix at once, and 8 on any one
+  source probe across every matrix it runs; a matrix has at most 64 rows and
+  64 columns.
 
 SELECTOR: all (default), NAME[,NAME...] (probe or node names), role=node,
 role=external.

@@ -1,6 +1,7 @@
 //! Executes a [`MatrixPlan`]: every cell as ordinary tool tasks
 //! ([`crate::tool_run`]), at most [`MAX_CONCURRENT`] tasks at once in the
-//! run and [`MAX_PER_PROBE`] on any one source probe, each cell reported as
+//! run and [`MATRIX_TASKS_PER_PROBE`] on any one source probe across every
+//! matrix run of this coordinator, each cell reported as
 //! it ends (`k of n cells`), then the matrix stored in the run's record.
 //!
 //! A cell's wait per echo or connect is derived from the clock-exchange
@@ -23,13 +24,11 @@ use tracing::Instrument as _;
 use super::plan::{CellTest, MatrixPlan, PlannedCell};
 use crate::diagnose::timing::Timeouts;
 use crate::execute::{finish, task_error};
-use crate::state::Coordinator;
+use crate::state::{Coordinator, MATRIX_TASKS_PER_PROBE};
 use crate::tool_run::{self, run_plan};
 
 /// Most tasks of one matrix in flight at once.
 pub const MAX_CONCURRENT: usize = 32;
-/// Most tasks of one matrix in flight on one source probe.
-pub const MAX_PER_PROBE: usize = 8;
 /// The gap between a cell's echoes (connects): short, a matrix is a sweep.
 pub const INTERVAL: Duration = Duration::from_millis(50);
 /// A cell's wait per attempt when no round trip was measured.
@@ -42,10 +41,10 @@ pub async fn follow(state: Arc<Coordinator>, plan: MatrixPlan, mut record: pb::R
     let started = tokio::time::Instant::now();
     let run_id = record.run_id.clone();
     let run_cap = Semaphore::new(MAX_CONCURRENT);
-    let probe_caps: HashMap<&str, Semaphore> = plan
+    let probe_caps: HashMap<&str, Arc<Semaphore>> = plan
         .sources
         .iter()
-        .map(|s| (s.name.as_str(), Semaphore::new(MAX_PER_PROBE)))
+        .map(|s| (s.name.as_str(), state.matrix_slots.of(&s.name)))
         .collect();
     let total = plan.cells.len();
     let mut running: FuturesUnordered<_> = plan
@@ -53,7 +52,7 @@ pub async fn follow(state: Arc<Coordinator>, plan: MatrixPlan, mut record: pb::R
         .iter()
         .enumerate()
         .map(|(i, cell)| {
-            let caps = (&run_cap, probe_caps.get(cell.from.as_str()));
+            let caps = (&run_cap, probe_caps.get(cell.from.as_str()).map(|s| &**s));
             let task_id = format!("{run_id}-{}", i + 1);
             run_cell(&state, &plan, cell, caps, task_id, &run_id, &tx).map(move |c| (i, c))
         })
@@ -82,7 +81,7 @@ pub async fn follow(state: Arc<Coordinator>, plan: MatrixPlan, mut record: pb::R
         size: plan.size,
         count: plan.count,
         max_concurrent: u32::try_from(MAX_CONCURRENT).unwrap_or(u32::MAX),
-        max_per_probe: u32::try_from(MAX_PER_PROBE).unwrap_or(u32::MAX),
+        max_per_probe: u32::try_from(MATRIX_TASKS_PER_PROBE).unwrap_or(u32::MAX),
     });
     finish(&state, record, None, started, &tx).await;
 }
