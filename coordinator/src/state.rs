@@ -340,7 +340,10 @@ mod slot_tests {
         assert_eq!(b.available_permits(), MATRIX_TASKS_PER_PROBE - 3);
         drop((a, b));
         // Permits still held keep the entry; once free and unheld it goes.
-        assert_eq!(slots.of("node-1").available_permits(), MATRIX_TASKS_PER_PROBE - 3);
+        assert_eq!(
+            slots.of("node-1").available_permits(),
+            MATRIX_TASKS_PER_PROBE - 3
+        );
         drop(held);
         let _ = slots.of("node-2");
         assert_eq!(slots.slots.lock().expect("lock").len(), 1);

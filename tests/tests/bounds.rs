@@ -157,6 +157,7 @@ fn bad_usage_is_refused_with_exit_2_and_nothing_is_stored() {
         &["join-token", "create", "--name", "ext-1", "--ttl", "8d"],
         "from 1s to 7days",
     );
+    refused(&["web-token", "--ttl", "13h"], "from 1s to 12h");
     // A URL that is none is bad usage (2), not an unreachable coordinator (4).
     let out = probemesh_tests::run(
         "meshctl",

@@ -103,6 +103,19 @@ fn refusals_name_their_reason() {
     );
     let out = mesh.meshctl_as("ro", &["join-token", "create", "--name", "x"]);
     assert_exit(&out, 4, "viewer creates a token");
+    // A viewer gets a web view token for itself; a probe gets none.
+    let out = mesh.meshctl_as("ro", &["web-token", "-o", "json"]);
+    assert_exit(&out, 0, "viewer asks for a web token");
+    let token: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(token["identity"], "ro");
+    assert!(
+        token["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("pmv1."))
+    );
+    assert!(token.get("url").is_none(), "no --web, no link: {token}");
+    let out = mesh.meshctl_as("node-a", &["web-token"]);
+    assert_exit(&out, 4, "probe asks for a web token");
 
     // 6. A second certificate claiming a name held by a live stream.
     let other = tempfile::tempdir().expect("tmp");
