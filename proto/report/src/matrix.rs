@@ -23,6 +23,7 @@ use crate::PairLink;
 use crate::STYLE;
 use crate::escape::{anchor, escape, url_path};
 use crate::listing::format_unix_ms;
+use crate::page::failed_note;
 
 /// Rows and columns drawn per grid: twice the coordinator's bound (64), so
 /// any matrix it ran renders whole, and a hostile record cannot make the
@@ -80,14 +81,7 @@ pub fn page(record: &pb::RunRecord, links: &[PairLink]) -> String {
         started = format_unix_ms(record.started_unix_ms),
         ms = record.duration_ms,
         by = escape(&record.requester),
-        state = if record.failure.is_empty() {
-            String::new()
-        } else {
-            format!(
-                r#" · <span class="status-fail">failed: {}</span>"#,
-                escape(&record.failure)
-            )
-        },
+        state = failed_note(record),
         count = m.count,
         size = if m.size > 0 {
             format!(", one large DF echo of {} B to each host address", m.size)

@@ -45,14 +45,7 @@ pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {
         started = format_unix_ms(record.started_unix_ms),
         ms = record.duration_ms,
         by = escape(&record.requester),
-        state = if record.failure.is_empty() {
-            String::new()
-        } else {
-            format!(
-                r#" · <span class="status-fail">failed: {}</span>"#,
-                escape(&record.failure)
-            )
-        },
+        state = failed_note(record),
     );
     let checks = diagnosis.map_or(&[][..], |d| d.checks.as_slice());
     if let Some(v) = verdict {
@@ -74,6 +67,18 @@ pub fn page(record: &pb::RunRecord, files: &[FileLink]) -> String {
         escape(&record.trace_id)
     );
     s
+}
+
+/// ` · failed: WHY` for a failed run, else nothing: the header's note.
+pub(crate) fn failed_note(record: &pb::RunRecord) -> String {
+    if record.failure.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#" · <span class="status-fail">failed: {}</span>"#,
+            escape(&record.failure)
+        )
+    }
 }
 
 fn verdict_section(s: &mut String, v: &pb::Verdict, checks: &[pb::Check]) {
