@@ -100,8 +100,7 @@ impl HtmlFile {
     /// (`meshctl mesh`, or `meshctl runs` of one) is its heat map.
     pub fn write_record(self, record: &pb::RunRecord, artifacts: &[String]) -> Result<(), Failure> {
         if record.matrix.is_some() {
-            // meshctl links no probe runs: it has not run any.
-            return self.write(&probemesh_report::render_mesh(record, &[]));
+            return self.write_mesh(record, &[]);
         }
         let files: Vec<FileLink> = artifacts
             .iter()
@@ -119,6 +118,16 @@ impl HtmlFile {
             })
             .collect();
         self.write(&probemesh_report::render(record, &files))
+    }
+
+    /// Writes the heat map of the mesh run `record`, each pair in
+    /// `probe_runs` linked to its run's report.
+    pub fn write_mesh(
+        self,
+        record: &pb::RunRecord,
+        probe_runs: &[probemesh_report::PairLink],
+    ) -> Result<(), Failure> {
+        self.write(&probemesh_report::render_mesh(record, probe_runs))
     }
 
     fn write(mut self, html: &str) -> Result<(), Failure> {

@@ -250,7 +250,16 @@ fn the_mesh_heat_map_fails_exactly_the_pairs_a_fault_breaks() {
     let dir = artifacts("mesh-icmp-blocked");
     lab.fault("icmp-blocked");
     let page = dir.join("mesh.html");
-    let matrix = lab.json(&["mesh", "--html", page.to_str().expect("utf-8")], 1);
+    let matrix = lab.json(
+        &[
+            "mesh",
+            "--diagnose",
+            "1",
+            "--html",
+            page.to_str().expect("utf-8"),
+        ],
+        1,
+    );
     screenshot(&page, "", &dir.join("page.png"), 900);
     update_figure(&dir.join("page.png"), "mesh-matrix.png");
 
@@ -341,4 +350,32 @@ fn the_mesh_heat_map_fails_exactly_the_pairs_a_fault_breaks() {
         cells.iter().any(|(_, e)| e["data-status"] == "n.a."),
         "cloudvm-1 has no pod network: its column has n.a. cells"
     );
+
+    // --diagnose 1: the first failing pair's `meshctl probe` ran, its
+    // report was written next to the page, and the pair links to it.
+    let diagnosed = matrix["diagnosed"].as_array().expect("diagnosed");
+    assert_eq!(diagnosed.len(), 1, "{matrix:#}");
+    let d = &diagnosed[0];
+    let first = json
+        .iter()
+        .find(|c| c["status"] == "fail")
+        .expect("a failing cell");
+    assert_eq!(d["from"], first["from"]);
+    assert!(
+        first["diagnose"]
+            .as_str()
+            .is_some_and(|cmd| cmd.contains(&format!("--to {}", d["to"].as_str().unwrap_or("?")))),
+        "{d} is not the pair's own command {}",
+        first["diagnose"]
+    );
+    let report = PathBuf::from(d["html"].as_str().expect("its report"));
+    let name = report.file_name().expect("a file").to_string_lossy();
+    assert!(
+        with(&elements, "href").any(|e| e["href"] == name),
+        "no link to {name}"
+    );
+    let text = std::fs::read_to_string(&report).expect("the diagnosed run's report");
+    let result = d["result"].as_str().expect("result");
+    assert!(result.contains('/'), "a verdict, class/cause: {result}");
+    assert!(text.contains(result.split('/').next().unwrap_or(result)));
 }

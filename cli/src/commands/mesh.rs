@@ -5,13 +5,15 @@
 //! and exits 1 when any cell failed. `-o json` prints [`MeshReport`].
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use probemesh_model::mesh::{
-    GRID_KINDS, cell_status_name, cell_text, diagnose_command, grid_title, loss_pct,
-    target_kind_name,
+    Diagnose, GRID_KINDS, cell_status_name, cell_text, diagnose, diagnose_command, grid_title,
+    loss_pct, target_kind_name,
 };
 use probemesh_proto::pb;
+use probemesh_report::PairLink;
+use probemesh_report::listing::RunLine;
 use serde::Serialize;
 
 use crate::client::{Endpoint, Failure, exit};
@@ -47,6 +49,9 @@ Examples:
   meshctl mesh --from cloudvm-1 --size 1472 --count 5
   meshctl mesh -o json | jq '.cells[] | select(.status == \"fail\")'
   meshctl mesh --html mesh.html   # a heat map to attach to a ticket
+  meshctl mesh --diagnose 3 --html mesh.html
+                                  # and a verdict for up to 3 failing pairs,
+                                  # each linked from the heat map
 
 Exit: 0 every cell ok, 1 a cell failed or lost packets, 2 bad input,
 3 nothing could be tested, 4 coordinator unreachable.";
@@ -69,10 +74,21 @@ pub struct MeshArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=20))]
     pub count: Option<u32>,
     /// Also write the matrix as one self-contained HTML page: a heat map per target kind,
-    /// each failing cell linked to its pair's details and `meshctl probe` command.
+    /// each failing cell linked to its pair's details and `meshctl probe` command (and, with
+    /// --diagnose, to that run's report).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// After the matrix, diagnose up to N failing pairs, one after another: the `meshctl probe`
+    /// each pair lists, without captures (run it yourself for the packets). Prints each verdict;
+    /// with --html, each run's report is written next to FILE (FILE_STEM.RUN_ID.html) and the
+    /// pair's cell links to it.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=MAX_DIAGNOSE))]
+    pub diagnose: u32,
 }
+
+/// Most pairs `--diagnose` runs: each is a whole `meshctl probe`.
+const MAX_DIAGNOSE: i64 = 8;
 
 impl MeshArgs {
     fn request(&self) -> pb::RunRequest {
@@ -105,6 +121,22 @@ pub struct MeshReport {
     duration_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// `--diagnose`: the failing pairs diagnosed, in matrix order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    diagnosed: Vec<Diagnosed>,
+}
+
+/// One failing pair's `meshctl probe`, run by `--diagnose`.
+#[derive(Debug, Serialize)]
+struct Diagnosed {
+    from: String,
+    to: String,
+    run_id: String,
+    /// The verdict (class/cause), or why there is none.
+    result: String,
+    /// Its report, when --html wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,6 +254,7 @@ impl MeshReport {
             summary,
             duration_ms: record.duration_ms,
             error,
+            diagnosed: Vec::new(),
         }
     }
 
@@ -279,6 +312,24 @@ impl MeshReport {
                 if let Some(cmd) = &c.diagnose {
                     lines.push(format!("      {cmd}"));
                 }
+            }
+        }
+        if !self.diagnosed.is_empty() {
+            lines.push(String::new());
+            lines.push(format!(
+                "diagnosed ({} of {} failing pairs, meshctl probe without captures):",
+                self.diagnosed.len(),
+                self.cells.iter().filter(|c| c.diagnose.is_some()).count()
+            ));
+            for d in &self.diagnosed {
+                let html = d
+                    .html
+                    .as_ref()
+                    .map_or_else(String::new, |h| format!("  {h}"));
+                lines.push(format!(
+                    "  {} → {}  {}  run {}{html}",
+                    d.from, d.to, d.result, d.run_id
+                ));
             }
         }
         let mut skips: Vec<(&str, usize)> = Vec::new();
@@ -370,12 +421,88 @@ pub async fn run(args: MeshArgs, endpoint: &Endpoint, output: OutputFormat) -> R
     if live {
         eprint!("\r\x1b[2K");
     }
-    let report = MeshReport::new(&accepted, &record);
+    let mut report = MeshReport::new(&accepted, &record);
+    let mut links = Vec::new();
+    if args.diagnose > 0
+        && let Some(matrix) = &record.matrix
+    {
+        let pairs = failing_pairs(matrix, args.diagnose);
+        for (k, pair) in pairs.iter().enumerate() {
+            eprintln!(
+                "[diagnose {}/{}] meshctl probe --from {} --to {}",
+                k + 1,
+                pairs.len(),
+                pair.from,
+                pair.to
+            );
+            let (done, link) = diagnose_pair(pair, args.html.as_deref(), endpoint).await?;
+            links.extend(link);
+            report.diagnosed.push(done);
+        }
+    }
     emit(output, &report, || report.table_lines())?;
     if let Some(html) = html {
-        html.write_record(&record, &[])?;
+        html.write_mesh(&record, &links)?;
     }
     Ok(report.exit_code())
+}
+
+/// The first `n` broken cells' diagnoses, one per (from, to), in matrix
+/// order.
+fn failing_pairs(matrix: &pb::MeshMatrix, n: u32) -> Vec<Diagnose> {
+    let mut pairs: Vec<Diagnose> = Vec::new();
+    for d in matrix.cells.iter().filter_map(|c| diagnose(c, matrix.size)) {
+        if pairs.len() >= usize::try_from(n).unwrap_or(usize::MAX) {
+            break;
+        }
+        if !pairs.iter().any(|p| p.from == d.from && p.to == d.to) {
+            pairs.push(d);
+        }
+    }
+    pairs
+}
+
+/// Runs `pair`'s `meshctl probe` without captures; with the heat map at
+/// `html`, writes its report next to it and returns the link to it.
+async fn diagnose_pair(
+    pair: &Diagnose,
+    html: Option<&Path>,
+    endpoint: &Endpoint,
+) -> Result<(Diagnosed, Option<PairLink>), Failure> {
+    let request = pb::RunRequest {
+        from: pair.from.clone(),
+        kind: Some(pb::run_request::Kind::Probe(pb::DiagnosisRequest {
+            to: pair.to.clone(),
+            size: pair.size.unwrap_or(0),
+            no_capture: true,
+            ..Default::default()
+        })),
+    };
+    let (accepted, record) =
+        super::stream_run_with_steps(request, endpoint, |_| {}, |_| {}).await?;
+    let mut done = Diagnosed {
+        from: pair.from.clone(),
+        to: pair.to.clone(),
+        run_id: accepted.run_id.clone(),
+        result: RunLine::from(&record).result,
+        html: None,
+    };
+    let Some(page) = html else {
+        return Ok((done, None));
+    };
+    let stem = page
+        .file_stem()
+        .map_or_else(|| "mesh".to_owned(), |s| s.to_string_lossy().into_owned());
+    let name = format!("{stem}.{}.html", accepted.run_id);
+    let path = page.with_file_name(&name);
+    HtmlFile::create(&path)?.write_record(&record, &[])?;
+    done.html = Some(path.display().to_string());
+    let link = PairLink {
+        from: pair.from.clone(),
+        to: pair.to.clone(),
+        href: name,
+    };
+    Ok((done, Some(link)))
 }
 
 #[cfg(test)]

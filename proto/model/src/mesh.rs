@@ -79,21 +79,40 @@ pub fn cell_text(c: &pb::MeshCell, size: u32) -> String {
     )
 }
 
-/// The `meshctl probe` that diagnoses a failing or lossy cell; `None` for
-/// other cells and for a cell the coordinator named no target for.
-pub fn diagnose_command(c: &pb::MeshCell, size: u32) -> Option<String> {
+/// The `meshctl probe` that diagnoses a broken cell: what the command
+/// line says and `meshctl mesh --diagnose` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnose {
+    /// The source probe.
+    pub from: String,
+    /// The target as `meshctl probe --to` spells it.
+    pub to: String,
+    /// The large-packet size, when it matters (only large packets vanish).
+    pub size: Option<u32>,
+}
+
+/// The diagnosis of a failing or lossy cell of a matrix whose large echo
+/// is `size` bytes; `None` for other cells and for a cell the coordinator
+/// named no target for.
+pub fn diagnose(c: &pb::MeshCell, size: u32) -> Option<Diagnose> {
     if !is_broken(c.status()) || c.probe_target.is_empty() {
         return None;
     }
-    // The size matters to the diagnosis when only large packets vanish.
-    let size = if large_blocked(c) {
-        format!(" --size {size}")
-    } else {
-        String::new()
-    };
+    Some(Diagnose {
+        from: c.from.clone(),
+        to: c.probe_target.clone(),
+        // The size matters to the diagnosis when only large packets vanish.
+        size: large_blocked(c).then_some(size),
+    })
+}
+
+/// [`diagnose`] as the command line to run.
+pub fn diagnose_command(c: &pb::MeshCell, size: u32) -> Option<String> {
+    let d = diagnose(c, size)?;
+    let size = d.size.map_or_else(String::new, |s| format!(" --size {s}"));
     Some(format!(
         "meshctl probe --from {} --to {}{size}",
-        c.from, c.probe_target
+        d.from, d.to
     ))
 }
 
