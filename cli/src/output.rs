@@ -2,6 +2,7 @@
 //! and with `--html FILE` also one self-contained HTML page of a run.
 
 use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use probemesh_proto::pb;
@@ -134,8 +135,15 @@ impl HtmlFile {
         let failed = |e: std::io::Error| {
             Failure::usage(format!("cannot write {}: {e}", self.path.display()))
         };
+        // A page is meant to be attached and shared: readable by all, as a
+        // file a shell writes (the temporary file starts private).
         self.temp
             .write_all(html.as_bytes())
+            .and_then(|()| {
+                self.temp
+                    .as_file()
+                    .set_permissions(std::fs::Permissions::from_mode(0o644))
+            })
             .and_then(|()| self.temp.as_file().sync_all())
             .map_err(failed)?;
         self.temp.persist(&self.path).map_err(|e| {
@@ -189,6 +197,8 @@ mod tests {
         html.write_record(&pb::RunRecord::default(), &[]).unwrap();
         let text = std::fs::read_to_string(&page).unwrap();
         assert!(text.starts_with("<!DOCTYPE html>") && text.ends_with("</html>"));
+        let mode = std::fs::metadata(&page).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "a page to attach is readable by all");
         let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
         assert!(
             !text.contains("data-kind="),
