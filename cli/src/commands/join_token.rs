@@ -32,14 +32,7 @@ pub enum JoinTokenCommand {
 /// clap value parser for `--ttl`: a duration from 1s to
 /// [`MAX_TOKEN_TTL`], whole seconds.
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let ttl = crate::parse_duration_arg(s)?;
-    if ttl < Duration::from_secs(1) || ttl > MAX_TOKEN_TTL {
-        return Err(format!(
-            "a token lives from 1s to {} (e.g. 30m, 1h)",
-            humantime::format_duration(MAX_TOKEN_TTL)
-        ));
-    }
-    Ok(Duration::from_secs(ttl.as_secs()))
+    crate::parse_ttl_arg(s, "a token", MAX_TOKEN_TTL, "30m, 1h")
 }
 
 /// A name a probe may take, checked before the coordinator is asked.

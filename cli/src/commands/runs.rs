@@ -89,52 +89,25 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
             "run {}  {}  started {}  by {}  ({} ms)",
             row.run_id, row.state, row.started, row.requester, row.duration_ms
         );
-        let failed = row.failure.iter().map(|f| format!("failed: {f}"));
+        let failed: Vec<String> = row.failure.iter().map(|f| format!("failed: {f}")).collect();
         if record.diagnosis.is_some() {
             let report = super::probe::ProbeReport::new(&pb::RunAccepted::default(), &record, None);
-            let view = RunView {
-                report: &report,
-                state: row.state,
-                failure: row.failure.clone(),
-            };
-            return emit(output, &view, || {
-                let mut lines = vec![header];
-                lines.extend(failed);
-                lines.extend(report.table_lines());
-                lines
-            });
+            let lines = [vec![header], failed, report.table_lines()].concat();
+            return show_run(output, &row, &report, lines);
         }
         if record.matrix.is_some() {
+            // The matrix's own table names a failure (`error: ...`).
             let report = super::mesh::MeshReport::from_record(&record);
-            let view = RunView {
-                report: &report,
-                state: row.state,
-                failure: row.failure.clone(),
-            };
-            return emit(output, &view, || {
-                let mut lines = vec![header];
-                lines.extend(report.table_lines());
-                lines
-            });
+            let lines = [vec![header], report.table_lines()].concat();
+            return show_run(output, &row, &report, lines);
         }
         let report = ToolReport::from_record(record);
-        let view = RunView {
-            report: &report,
-            state: row.state,
-            failure: row.failure.clone(),
-        };
-        return emit(output, &view, || {
-            let mut lines = vec![
-                header,
-                format!(
-                    "{} from {} to {}: {}",
-                    row.kind, row.from, row.target, row.result
-                ),
-            ];
-            lines.extend(failed);
-            lines.extend(report.summary_lines());
-            lines
-        });
+        let what = format!(
+            "{} from {} to {}: {}",
+            row.kind, row.from, row.target, row.result
+        );
+        let lines = [vec![header, what], failed, report.summary_lines()].concat();
+        return show_run(output, &row, &report, lines);
     }
     let wanted = match args.limit {
         0 => usize::MAX,
@@ -182,4 +155,19 @@ pub async fn run(args: RunsArgs, endpoint: &Endpoint, output: OutputFormat) -> R
             Ok(())
         }
     }
+}
+
+/// Prints one run: `report` with the run's state in JSON, else `lines`.
+fn show_run<T: Serialize>(
+    output: OutputFormat,
+    row: &RunRow,
+    report: &T,
+    lines: Vec<String>,
+) -> Result<(), Failure> {
+    let view = RunView {
+        report,
+        state: row.state,
+        failure: row.failure.clone(),
+    };
+    emit(output, &view, || lines)
 }

@@ -37,14 +37,7 @@ pub struct WebTokenArgs {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
-    let ttl = crate::parse_duration_arg(s)?;
-    if ttl < Duration::from_secs(1) || ttl > MAX_VIEWER_TTL {
-        return Err(format!(
-            "a viewer token lives from 1s to {} (e.g. 15m, 2h)",
-            humantime::format_duration(MAX_VIEWER_TTL)
-        ));
-    }
-    Ok(Duration::from_secs(ttl.as_secs()))
+    crate::parse_ttl_arg(s, "a viewer token", MAX_VIEWER_TTL, "15m, 2h")
 }
 
 /// What `-o json` prints.

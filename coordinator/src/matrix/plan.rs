@@ -233,31 +233,23 @@ pub fn plan(
             connected: p.connected,
         })
         .collect();
-    if sources.len() > MAX_SOURCES {
-        return Err(Error::InvalidRequest(format!(
-            "--from selects {} probes, at most {MAX_SOURCES} rows per matrix: narrow it \
-             (NAME,NAME... or role=node|external)",
-            sources.len()
-        )));
-    }
-    if sources.is_empty() {
-        return Err(Error::InvalidRequest(
-            "--from selects no probe (see `meshctl probes`)".into(),
-        ));
-    }
+    axis_bounded(
+        "--from",
+        "probes",
+        "no probe",
+        sources.len(),
+        MAX_SOURCES,
+        "rows",
+    )?;
     let targets = target_hosts(&to, probes, inventory);
-    if targets.len() > MAX_TARGETS {
-        return Err(Error::InvalidRequest(format!(
-            "--to selects {} hosts, at most {MAX_TARGETS} columns per matrix: narrow it \
-             (NAME,NAME... or role=node|external)",
-            targets.len()
-        )));
-    }
-    if targets.is_empty() {
-        return Err(Error::InvalidRequest(
-            "--to selects no node or probe (see `meshctl probes`)".into(),
-        ));
-    }
+    axis_bounded(
+        "--to",
+        "hosts",
+        "no node or probe",
+        targets.len(),
+        MAX_TARGETS,
+        "columns",
+    )?;
     let nodeport = inventory.and_then(first_nodeport);
     let size = req.size;
     let mut cells = Vec::new();
@@ -454,6 +446,29 @@ fn cells_for(
         ),
     });
     cells
+}
+
+/// A selector's rows or columns: at least one, at most `max`.
+fn axis_bounded(
+    flag: &str,
+    things: &str,
+    none: &str,
+    n: usize,
+    max: usize,
+    axis: &str,
+) -> Result<(), Error> {
+    if n > max {
+        return Err(Error::InvalidRequest(format!(
+            "{flag} selects {n} {things}, at most {max} {axis} per matrix: narrow it \
+             (NAME,NAME... or role=node|external)"
+        )));
+    }
+    if n == 0 {
+        return Err(Error::InvalidRequest(format!(
+            "{flag} selects {none} (see `meshctl probes`)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

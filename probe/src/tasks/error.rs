@@ -109,5 +109,55 @@ impl Error {
     }
 }
 
+/// Receive errors in a row on one probe socket. A socket reports a pending
+/// ICMP error once on a receive (`sk_err`), which is the network's answer,
+/// not a broken socket; more than [`RecvErrors::MAX`] in a row with nothing
+/// received (or sent) in between is, and ends the task.
+#[derive(Debug, Default)]
+pub struct RecvErrors(u32);
+
+impl RecvErrors {
+    /// Failed receives in a row a task tolerates.
+    pub const MAX: u32 = 16;
+
+    /// Something was received (or sent): the run of errors is over.
+    pub fn reset(&mut self) {
+        self.0 = 0;
+    }
+
+    /// Notes a failed receive while waiting on `addr`: `source` back while
+    /// it is tolerated, the task's error once too many came in a row.
+    pub fn note(&mut self, addr: IpAddr, source: io::Error) -> Result<io::Error> {
+        self.0 += 1;
+        if self.0 > Self::MAX {
+            return Err(Error::Recv { addr, source });
+        }
+        Ok(source)
+    }
+}
+
 /// Result alias of the task engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_receive_errors_ends_the_task_only_past_the_bound_and_a_receive_resets_it() {
+        let addr = IpAddr::from([198, 18, 0, 12]);
+        let refused = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        let mut errors = RecvErrors::default();
+        for _ in 0..RecvErrors::MAX {
+            assert!(errors.note(addr, refused()).is_ok());
+        }
+        errors.reset();
+        for _ in 0..RecvErrors::MAX {
+            assert!(errors.note(addr, refused()).is_ok());
+        }
+        assert!(matches!(
+            errors.note(addr, refused()),
+            Err(Error::Recv { addr: a, .. }) if a == addr
+        ));
+    }
+}

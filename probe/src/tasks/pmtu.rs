@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
-use super::error::{Error, Result};
+use super::error::{Error, RecvErrors, Result};
 use super::resolve::{next_echo_id, resolve_ipv4};
 use crate::platform::linux::{RawIcmpSocket, interface_mtu, read_route_table, route_mtu};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, SendFailure};
@@ -46,8 +46,6 @@ const RECV_BUF_BYTES: usize = 65_536;
 /// Gap between the attempts at one size: apart enough that a short burst
 /// of loss does not take them all, close enough to share one wait.
 const ATTEMPT_GAP: Duration = Duration::from_millis(2);
-/// Consecutive receive errors after which the task fails.
-const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 16;
 
 /// A validated path-MTU task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -284,7 +282,7 @@ async fn probe<S: IcmpSocket>(
         }
     }
     let deadline = Instant::now() + timeout;
-    let mut recv_errors = 0u32;
+    let mut recv_errors = RecvErrors::default();
     loop {
         let received = tokio::select! {
             biased;
@@ -294,7 +292,7 @@ async fn probe<S: IcmpSocket>(
         };
         match received {
             Ok(received) => {
-                recv_errors = 0;
+                recv_errors.reset();
                 let datagram = buf.get(..received.len).unwrap_or(buf);
                 // An error about one attempt is its silence; another
                 // attempt may still get through.
@@ -305,13 +303,9 @@ async fn probe<S: IcmpSocket>(
                 }
             }
             Err(source) => {
-                recv_errors += 1;
-                if recv_errors > MAX_CONSECUTIVE_RECV_ERRORS {
-                    return Err(ProbeError::Failed(Error::Recv {
-                        addr: address.into(),
-                        source,
-                    }));
-                }
+                let source = recv_errors
+                    .note(address.into(), source)
+                    .map_err(ProbeError::Failed)?;
                 tracing::debug!(%address, error = %source, "recvmsg on the ICMP socket failed");
             }
         }

@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
-use super::error::{Error, Result};
+use super::error::{Error, RecvErrors, Result};
 use super::resolve::{next_echo_id, resolve_ipv4};
 use crate::platform::linux::{self, RawIcmpSocket, TcpProbe};
 use crate::platform::{IcmpSocket, IcmpSocketOptions, Received, Timestamp};
@@ -55,8 +55,6 @@ const PROBE_SIZE: PayloadSize = match PayloadSize::new(PROBE_PAYLOAD) {
 };
 /// Receive buffer: the largest IPv4 datagram.
 const RECV_BUF_BYTES: usize = 65_536;
-/// Consecutive receive errors after which the task fails.
-const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 16;
 
 /// What the probes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +185,7 @@ pub async fn run(
     let total = u32::from(spec.count.get());
     let mut next_round = Instant::now();
     let mut reported = 0u32;
-    let mut recv_errors = 0u32;
+    let mut recv_errors = RecvErrors::default();
     let cancelled = |done| Error::Cancelled { done, total };
     loop {
         if cancel.is_cancelled() {
@@ -236,7 +234,7 @@ pub async fn run(
                 on_connect_done(&mut session, address, port, outcome, at);
             }
             Wake::Datagram(Ok(received)) => {
-                recv_errors = 0;
+                recv_errors.reset();
                 let datagram = buf.get(..received.len).unwrap_or(&buf);
                 on_icmp(
                     spec.mode,
@@ -248,13 +246,7 @@ pub async fn run(
                 );
             }
             Wake::Datagram(Err(source)) => {
-                recv_errors += 1;
-                if recv_errors > MAX_CONSECUTIVE_RECV_ERRORS {
-                    return Err(Error::Recv {
-                        addr: address.into(),
-                        source,
-                    });
-                }
+                let source = recv_errors.note(address.into(), source)?;
                 tracing::debug!(%address, error = %source, "recvmsg on the ICMP socket failed");
             }
         }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Progress;
-use super::error::{Error, Result};
+use super::error::{Error, RecvErrors, Result};
 use super::stats::{RttAccumulator, RttStats};
 use crate::platform::linux::set_mtu_discover;
 use crate::types::{PayloadSize, ProbeCount};
@@ -28,9 +28,6 @@ use crate::types::{PayloadSize, ProbeCount};
 /// Bytes of the tag at the start of each datagram: nonce (4), seq (4),
 /// send time in nanoseconds since the task started (8), all big-endian.
 pub const TAG_LEN: usize = 16;
-/// Receive errors with no send in between after which the task gives up
-/// (each ICMP error is reported once, so more means a broken socket).
-const MAX_RECV_ERRORS: u32 = 16;
 
 /// A validated UDP echo task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,7 +275,7 @@ pub async fn run(
     let mut rtt = RttAccumulator::default();
     let mut next_send = start;
     let mut buf = vec![0u8; 65_536];
-    let mut recv_errors = 0u32;
+    let mut recv_errors = RecvErrors::default();
     loop {
         let sending = summary.transmitted < total;
         if !sending && tracker.is_idle() {
@@ -293,14 +290,11 @@ pub async fn run(
             }
             received = socket.recv(&mut buf) => match received {
                 Ok(n) => {
-                    recv_errors = 0;
+                    recv_errors.reset();
                     events.extend(tracker.received(&buf[..n], Instant::now()));
                 }
                 Err(e) => {
-                    recv_errors += 1;
-                    if recv_errors > MAX_RECV_ERRORS {
-                        return Err(Error::Recv { addr: address.ip(), source: e });
-                    }
+                    let e = recv_errors.note(address.ip(), e)?;
                     if let Some(seq) = tracker.take_oldest() {
                         events.push(EchoEvent {
                             seq,
@@ -311,7 +305,7 @@ pub async fn run(
             },
             () = tokio::time::sleep_until(next_send), if sending => {
                 summary.transmitted += 1;
-                recv_errors = 0;
+                recv_errors.reset();
                 let seq = summary.transmitted;
                 let now = Instant::now();
                 let sent_ns = u64::try_from(now.duration_since(start).as_nanos()).unwrap_or(u64::MAX);

@@ -21,16 +21,13 @@ use tokio::sync::mpsc;
 use super::{PingEvent, PingSession, PingSummary, send_failure_detail, send_failure_errno};
 use crate::platform::linux::PolledIcmpSocket;
 use crate::platform::{Received, SendFailure, Timestamp};
-use crate::tasks::error::{Error, Result};
+use crate::tasks::error::{Error, RecvErrors, Result};
 use crate::tasks::types::{Delivery, PingSpec};
 use crate::types::EchoId;
 use probemesh_packet::icmp::{build_echo_request, classify_echo};
 
 /// Receive buffer: the largest IPv4 datagram.
 const RECV_BUF_BYTES: usize = 65_536;
-/// Consecutive receive errors after which the task fails. Raw sockets report
-/// a pending ICMP error once on `recvmsg` (`sk_err`), which is not fatal.
-const MAX_CONSECUTIVE_RECV_ERRORS: u32 = 16;
 /// After the caller's queue was found full, how long before trying again
 /// (the echoes keep their schedule meanwhile; the events wait, in order).
 const FULL_QUEUE_RETRY: Duration = Duration::from_millis(10);
@@ -212,7 +209,7 @@ pub fn drive<L: EchoLink>(
     let mut session = PingSession::new(spec.count.get(), spec.timeout);
     let mut next_send = start;
     let mut buf = vec![0u8; RECV_BUF_BYTES];
-    let mut recv_errors = 0u32;
+    let mut recv_errors = RecvErrors::default();
     loop {
         let now = link.now();
         for event in session.expire(now) {
@@ -245,7 +242,7 @@ pub fn drive<L: EchoLink>(
         };
         match received {
             Ok(Some(received)) => {
-                recv_errors = 0;
+                recv_errors.reset();
                 let datagram = buf.get(..received.len).unwrap_or(&buf);
                 if let Some(event) = classify_echo(datagram, id)
                     .and_then(|response| session.on_response(response, received.at))
@@ -253,15 +250,9 @@ pub fn drive<L: EchoLink>(
                     outbox.push(event, link.now());
                 }
             }
-            Ok(None) => recv_errors = 0,
+            Ok(None) => recv_errors.reset(),
             Err(source) => {
-                recv_errors += 1;
-                if recv_errors > MAX_CONSECUTIVE_RECV_ERRORS {
-                    return Err(Error::Recv {
-                        addr: address.into(),
-                        source,
-                    });
-                }
+                let source = recv_errors.note(address.into(), source)?;
                 tracing::debug!(%address, error = %source, "recvmsg on the ICMP socket failed");
             }
         }
